@@ -1,0 +1,26 @@
+"""ddbcdc: DynamoDB change data capture into a live PostgreSQL copy."""
+
+from ddbcdc.decode import ChangeRecord
+from ddbcdc.errors import (
+    CleanseError,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    DdbcdcError,
+    DecodeError,
+    PoisonRecordError,
+    RetryableError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChangeRecord",
+    "CleanseError",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "DdbcdcError",
+    "DecodeError",
+    "PoisonRecordError",
+    "RetryableError",
+    "__version__",
+]

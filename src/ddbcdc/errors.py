@@ -1,0 +1,93 @@
+"""The exception tree of ddbcdc.
+
+Every error ddbcdc raises on purpose derives from :class:`DdbcdcError`::
+
+    DdbcdcError
+    ├── PoisonRecordError        this record can never be applied: dead-letter it, go on
+    │   ├── DecodeError          malformed change record (JSON, envelope, attribute value)
+    │   └── CleanseError         decoded, but does not fit the table mapping
+    ├── RetryableError           transient: back off, retry, never checkpoint past it
+    │   └── DatabaseUnavailableError
+    └── ConfigurationError       bad settings or table mapping: refuse to start
+
+Errors carry the context needed to find the offending input (shard id, sequence number,
+table, attribute path) and are raised ``from`` their cause.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CleanseError",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "DdbcdcError",
+    "DecodeError",
+    "PoisonRecordError",
+    "RetryableError",
+]
+
+
+class DdbcdcError(Exception):
+    """Root of every error ddbcdc raises on purpose."""
+
+
+class PoisonRecordError(DdbcdcError):
+    """A record that can never be applied as it is.
+
+    Attributes:
+        path: where in the record the problem is (``dynamodb.NewImage.phone.N``), if known.
+        shard_id: the Kinesis shard the record came from, if known.
+        sequence_number: the record's sequence number in that shard, if known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        shard_id: str | None = None,
+        sequence_number: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.shard_id = shard_id
+        self.sequence_number = sequence_number
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.path:
+            parts.append(f"at {self.path}")
+        if self.shard_id:
+            parts.append(f"shard {self.shard_id}")
+        if self.sequence_number:
+            parts.append(f"sequence {self.sequence_number}")
+        return ", ".join(parts)
+
+    def with_position(
+        self, *, shard_id: str | None, sequence_number: str | None
+    ) -> PoisonRecordError:
+        """Fill in the source position, keeping whatever is already known."""
+        self.shard_id = self.shard_id or shard_id
+        self.sequence_number = self.sequence_number or sequence_number
+        return self
+
+
+class DecodeError(PoisonRecordError):
+    """The change record is malformed: bad JSON, envelope or attribute value."""
+
+
+class CleanseError(PoisonRecordError):
+    """The change record decoded but does not fit its table mapping."""
+
+
+class RetryableError(DdbcdcError):
+    """A transient failure: back off and try the same work again."""
+
+
+class DatabaseUnavailableError(RetryableError):
+    """PostgreSQL could not be reached or the transaction could not commit."""
+
+
+class ConfigurationError(DdbcdcError):
+    """Settings or a table mapping are invalid; raised at start-up."""

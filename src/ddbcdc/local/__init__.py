@@ -1,0 +1,1 @@
+"""The local stack: everything ddbcdc needs on one machine, on loopback, with no AWS account."""

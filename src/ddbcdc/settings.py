@@ -1,0 +1,87 @@
+"""One typed settings object, built once at the edge (CLI, worker) and passed down.
+
+Values come from the environment or a ``.env`` file. Every setting has a ``DDBCDC_`` name;
+the names of the original example (``AWS_REGION``, ``AWS_ARN``, ``AWS_KINESIS_STREAM``) and
+``DATABASE_URL`` are accepted too.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Everything ddbcdc can be told from outside."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=_env("DDBCDC_DATABASE_URL", "DATABASE_URL")
+    )
+    aws_region: str = Field(
+        default="us-east-1",
+        validation_alias=_env("DDBCDC_AWS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    )
+    stream_name: str | None = Field(
+        default=None, validation_alias=_env("DDBCDC_STREAM_NAME", "AWS_KINESIS_STREAM")
+    )
+    stream_arn: str | None = Field(
+        default=None, validation_alias=_env("DDBCDC_STREAM_ARN", "AWS_ARN")
+    )
+    source_table: str = Field(default="customers", validation_alias=_env("DDBCDC_SOURCE_TABLE"))
+    application_name: str = Field(
+        default="ddbcdc", validation_alias=_env("DDBCDC_APPLICATION_NAME")
+    )
+    initial_position: Literal["TRIM_HORIZON", "LATEST"] = Field(
+        default="TRIM_HORIZON", validation_alias=_env("DDBCDC_INITIAL_POSITION")
+    )
+    kinesis_endpoint: str | None = Field(
+        default=None, validation_alias=_env("DDBCDC_KINESIS_ENDPOINT")
+    )
+    dynamodb_endpoint: str | None = Field(
+        default=None, validation_alias=_env("DDBCDC_DYNAMODB_ENDPOINT")
+    )
+    dynamodbstreams_endpoint: str | None = Field(
+        default=None, validation_alias=_env("DDBCDC_DYNAMODBSTREAMS_ENDPOINT")
+    )
+    cloudwatch_endpoint: str | None = Field(
+        default=None, validation_alias=_env("DDBCDC_CLOUDWATCH_ENDPOINT")
+    )
+    max_records: int = Field(
+        default=1000, ge=1, le=10000, validation_alias=_env("DDBCDC_MAX_RECORDS")
+    )
+    idle_time_between_reads_ms: int = Field(
+        default=250, ge=0, validation_alias=_env("DDBCDC_IDLE_TIME_BETWEEN_READS_MS")
+    )
+    mappings_dir: Path = Field(
+        default=Path("schemas/tables"), validation_alias=_env("DDBCDC_MAPPINGS_DIR")
+    )
+    tombstone_horizon: timedelta = Field(
+        default=timedelta(days=8), validation_alias=_env("DDBCDC_TOMBSTONE_HORIZON")
+    )
+    metrics_host: str = Field(default="127.0.0.1", validation_alias=_env("DDBCDC_METRICS_HOST"))
+    metrics_port: int = Field(default=9108, ge=0, validation_alias=_env("DDBCDC_METRICS_PORT"))
+    log_level: str = Field(default="INFO", validation_alias=_env("DDBCDC_LOG_LEVEL"))
+
+    def require_database_url(self) -> str:
+        """The database URL, or a clear error when it is not set."""
+        from ddbcdc.errors import ConfigurationError
+
+        if self.database_url is None:
+            raise ConfigurationError(
+                "DATABASE_URL is not set (e.g. postgresql+psycopg://user@127.0.0.1:5432/db)"
+            )
+        return self.database_url.get_secret_value()
