@@ -1,0 +1,356 @@
+"""Change records -> validated rows of a mapped table, pure.
+
+For each :class:`~ddbcdc.mapping.TableMapping` a pydantic row model is built once
+(:class:`Cleanser`); :meth:`Cleanser.cleanse` turns a :class:`~ddbcdc.decode.ChangeRecord` into
+a :class:`CleanChange`: the key, the version, and (for INSERT/MODIFY) the validated row.
+
+Rules per column type (values as :mod:`ddbcdc.attributes` unmarshals them):
+
+- ``bigint``/``integer``/``smallint``: int (or an integral Decimal, or a string holding an
+  integer), range-checked.
+- ``numeric``: int or Decimal (or a numeric string), exact, never float.
+- ``text``: str; an N value (int/Decimal) becomes its exact decimal text. Rules (trim,
+  lowercase, uppercase, digits_only) run in order; a value empty after its rules counts as
+  absent.
+- ``boolean``: bool. ``bytea``: bytes. ``timestamptz``: ISO-8601 str (UTC when no offset)
+  or N epoch seconds. ``jsonb``: any value, stored as exact JSON text (Decimal as written,
+  bytes as base64, sets as sorted lists).
+
+An absent (or NULL) attribute takes the column's default, or makes the record poison when
+the column is required (key columns always are). Anything that does not fit raises
+:class:`~ddbcdc.errors.CleanseError` with the attribute path (``dynamodb.NewImage.phone``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+
+from ddbcdc.decode import ChangeRecord, EventName
+from ddbcdc.errors import CleanseError, ConfigurationError
+from ddbcdc.mapping import ColumnMapping, TableMapping
+
+__all__ = ["CleanChange", "Cleanser", "Version", "cleanse_record", "version_of"]
+
+#: (approximate_creation_us, sequence number as int or -1 when unknown, event_id): higher wins.
+Version = tuple[int, int, str]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT_RANGES = {"bigint": 63, "integer": 31, "smallint": 15}
+
+
+@dataclass(frozen=True, slots=True)
+class CleanChange:
+    """A change that fits its mapping, ready to materialize.
+
+    Attributes:
+        mapping: the table mapping it belongs to.
+        event_id: the change's eventID (unique per change).
+        event_name: INSERT, MODIFY or REMOVE.
+        key: the cleansed key values, in the mapping's key order.
+        row: the validated row (column name -> value) for INSERT/MODIFY, None for REMOVE.
+        version: the ordering tuple; higher wins.
+        approximate_creation_us: epoch microseconds of the change.
+        sequence: the sequence number as int, None when unknown.
+    """
+
+    mapping: TableMapping
+    event_id: str
+    event_name: EventName
+    key: tuple[Any, ...]
+    row: dict[str, Any] | None
+    version: Version
+    approximate_creation_us: int
+    sequence: int | None
+
+
+def version_of(record: ChangeRecord) -> tuple[Version, int | None]:
+    """The version tuple of a record and its sequence number as int (None when unknown)."""
+    seq_text = record.sequence_number
+    seq = int(seq_text) if seq_text is not None and seq_text.isdigit() else None
+    return (record.approximate_creation_us, -1 if seq is None else seq, record.event_id), seq
+
+
+def _fail(message: str) -> ValueError:
+    return ValueError(message)
+
+
+def _to_int(bits: int) -> Callable[[Any], Any]:
+    low, high = -(2**bits), 2**bits - 1
+
+    def coerce(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise _fail(f"expected a number, got {type(value).__name__}")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise _fail("not an integer") from None
+        elif isinstance(value, Decimal):
+            if not value.is_finite() or value != value.to_integral_value():
+                raise _fail("not an integer")
+            value = int(value)
+        elif not isinstance(value, int):
+            raise _fail(f"expected a number, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise _fail(f"out of range for {bits + 1}-bit integer")
+        return value
+
+    return coerce
+
+
+def _to_numeric(value: Any) -> Any:
+    if isinstance(value, bool | float):
+        raise _fail(f"expected a number, got {type(value).__name__}")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        try:
+            value = Decimal(value.strip())
+        except InvalidOperation:
+            raise _fail("not a number") from None
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise _fail(f"expected a number, got {type(value).__name__}")
+    return value
+
+
+def _number_text(value: int | Decimal) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value == value.to_integral_value() and value.is_finite():
+        return str(int(value))
+    return str(value)
+
+
+_RULES: dict[str, Callable[[str], str]] = {
+    "trim": str.strip,
+    "lowercase": str.lower,
+    "uppercase": str.upper,
+    "digits_only": lambda s: "".join(ch for ch in s if "0" <= ch <= "9"),
+}
+
+
+def _to_text(rules: tuple[str, ...]) -> Callable[[Any], Any]:
+    steps = tuple(_RULES[r] for r in rules)
+
+    def coerce(value: Any) -> Any:
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, int | Decimal) and not isinstance(value, bool):
+            text = _number_text(value)
+        else:
+            raise _fail(f"expected a string, got {type(value).__name__}")
+        for step in steps:
+            text = step(text)
+        if steps and not text:
+            return None
+        return text
+
+    return coerce
+
+
+def _to_type(kind: type) -> Callable[[Any], Any]:
+    def coerce(value: Any) -> Any:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise _fail(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return coerce
+
+
+def _to_timestamp(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise _fail("not an ISO-8601 timestamp") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        micros = Decimal(value) * 1_000_000
+        if not micros.is_finite() or micros != micros.to_integral_value():
+            raise _fail("epoch seconds finer than microseconds")
+        try:
+            return _EPOCH + timedelta(microseconds=int(micros))
+        except OverflowError:
+            raise _fail("timestamp out of range") from None
+    raise _fail(f"expected a timestamp, got {type(value).__name__}")
+
+
+def _json_text(value: Any) -> str:
+    if value is None or isinstance(value, bool | int | str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _fail("non-finite number")
+        return str(value)
+    if isinstance(value, bytes):
+        return json.dumps(base64.b64encode(value).decode("ascii"))
+    if isinstance(value, Mapping):
+        items = (
+            f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(v)}" for k, v in value.items()
+        )
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, set | frozenset):
+        return "[" + ",".join(_json_text(v) for v in sorted(value)) + "]"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_json_text(v) for v in value) + "]"
+    raise _fail(f"cannot store {type(value).__name__} as JSON")
+
+
+def _field(column: ColumnMapping) -> tuple[Any, Any]:
+    py_types: dict[str, type] = {
+        "bigint": int,
+        "integer": int,
+        "smallint": int,
+        "numeric": Decimal,
+        "text": str,
+        "boolean": bool,
+        "bytea": bytes,
+        "jsonb": str,
+        "timestamptz": datetime,
+    }
+    coercers: dict[str, Callable[[Any], Any]] = {
+        "numeric": _to_numeric,
+        "text": _to_text(column.rules),
+        "boolean": _to_type(bool),
+        "bytea": _to_type(bytes),
+        "jsonb": _json_text,
+        "timestamptz": _to_timestamp,
+    }
+    if column.type in _INT_RANGES:
+        coerce = _to_int(_INT_RANGES[column.type])
+    else:
+        coerce = coercers[column.type]
+
+    def before(value: Any) -> Any:
+        return None if value is None else coerce(value)
+
+    py_type = py_types[column.type]
+    if column.required:
+        return Annotated[py_type, BeforeValidator(before)], Field(...)
+    annotated = Annotated[py_type | None, BeforeValidator(before)]  # type: ignore[valid-type]
+    return annotated, Field(default=None)
+
+
+def _build_model(name: str, columns: tuple[ColumnMapping, ...]) -> type[BaseModel]:
+    fields: dict[str, Any] = {c.name: _field(c) for c in columns}
+    config = ConfigDict(frozen=True, strict=True, extra="forbid")
+    model: type[BaseModel] = create_model(name, __config__=config, **fields)
+    return model
+
+
+def _error_message(exc: ValidationError) -> tuple[str, str]:
+    first = exc.errors(include_url=False)[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    if first["type"] == "missing":
+        return field, "required attribute is missing"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] in ("none_required", "int_type", "string_type") and first["input"] is None:
+        message = "required attribute is null or empty"
+    return field, message
+
+
+class Cleanser:
+    """Cleanses records of one mapping with a row model built once from it.
+
+    Args:
+        mapping: the table mapping.
+
+    Raises:
+        ConfigurationError: a column default that its own column rejects.
+    """
+
+    def __init__(self, mapping: TableMapping) -> None:
+        self.mapping = mapping
+        label = "".join(p.capitalize() for p in mapping.target_table.split("_")) or "Table"
+        self.row_model = _build_model(f"{label}Row", mapping.columns)
+        self._key_model = _build_model(f"{label}Key", mapping.key_columns)
+        self._sources = tuple((c.name, c.source) for c in mapping.columns)
+        self._key_sources = tuple((c.name, c.source) for c in mapping.key_columns)
+        self._defaults = {c.name: c.default for c in mapping.columns if c.default is not None}
+        self._by_name = {c.name: c for c in mapping.columns}
+        self._check_defaults()
+
+    def _check_defaults(self) -> None:
+        defaulted = tuple(c for c in self.mapping.columns if c.default is not None)
+        if not defaulted:
+            return
+        model = _build_model("Defaults", defaulted)
+        try:
+            model.model_validate(self._defaults)
+        except ValidationError as exc:
+            field, message = _error_message(exc)
+            where = self.mapping.path or self.mapping.name
+            raise ConfigurationError(
+                f"table mapping {where}: field 'columns.{field}.default': {message}"
+            ) from exc
+
+    def _validate(
+        self, model: type[BaseModel], values: dict[str, Any], image: str, record: ChangeRecord
+    ) -> dict[str, Any]:
+        try:
+            return dict(model.model_validate(values).__dict__)
+        except ValidationError as exc:
+            field, message = _error_message(exc)
+            column = self._by_name.get(field)
+            source = column.source if column else field
+            raise CleanseError(
+                f"{self.mapping.target_table}.{field}: {message}",
+                path=f"dynamodb.{image}.{source}",
+                shard_id=record.shard_id,
+                sequence_number=record.sequence_number,
+            ) from exc
+
+    def cleanse(self, record: ChangeRecord) -> CleanChange:
+        """Turn one change record into a :class:`CleanChange`.
+
+        Raises:
+            CleanseError: missing key, wrong type or unparseable value, with the path.
+        """
+        keys = record.keys
+        if record.event_name == "REMOVE":
+            values = {n: keys[s] for n, s in self._key_sources if s in keys}
+            row = None
+            key_row = self._validate(self._key_model, values, "Keys", record)
+        else:
+            image = record.new_image
+            if image is None:
+                raise CleanseError(
+                    f"{record.event_name} without a new image",
+                    path="dynamodb.NewImage",
+                    shard_id=record.shard_id,
+                    sequence_number=record.sequence_number,
+                )
+            values = dict(self._defaults)
+            for name, source in self._sources:
+                value = image.get(source)
+                if value is None:
+                    value = keys.get(source) if name in self.mapping.key else None
+                if value is not None:
+                    values[name] = value
+            row = self._validate(self.row_model, values, "NewImage", record)
+            key_row = row
+        version, seq = version_of(record)
+        return CleanChange(
+            mapping=self.mapping,
+            event_id=record.event_id,
+            event_name=record.event_name,
+            key=tuple(key_row[k] for k in self.mapping.key),
+            row=row,
+            version=version,
+            approximate_creation_us=record.approximate_creation_us,
+            sequence=seq,
+        )
+
+
+def cleanse_record(record: ChangeRecord, mapping: TableMapping) -> CleanChange:
+    """Cleanse one record against ``mapping`` (builds the row model each call: use
+    :class:`Cleanser` for streams)."""
+    return Cleanser(mapping).cleanse(record)

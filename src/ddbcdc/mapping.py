@@ -1,0 +1,254 @@
+"""Table mappings: ``schemas/tables/*.json`` -> :class:`TableMapping`, validated at start-up.
+
+A mapping declares one DynamoDB source table and the PostgreSQL table it is copied into::
+
+    {
+      "source_table": "customers",          # DynamoDB table name (tableName of the records)
+      "target_table": "customers",          # PostgreSQL table (lower-case identifier)
+      "key": ["userid"],                    # target column names forming the primary key
+      "change_log": false,                  # keep an append-only log of every change too
+      "columns": [
+        {"name": "userid", "source": "userid", "type": "bigint", "required": true},
+        {"name": "phone", "type": "text", "rules": ["digits_only"], "default": null}
+      ]
+    }
+
+``source`` defaults to ``name``. ``required`` defaults to false (the column is nullable);
+``default`` is used when the attribute is absent (or empty after the rules). Key columns are
+always required. Anything unknown, missing or malformed raises :class:`ConfigurationError`
+naming the file and the field, so a bad mapping stops the process before it reads a record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ddbcdc.errors import ConfigurationError
+
+__all__ = [
+    "COLUMN_TYPES",
+    "RULES",
+    "ColumnMapping",
+    "TableMapping",
+    "load_mapping",
+    "load_mappings",
+    "parse_mapping",
+]
+
+#: PostgreSQL column types a mapping may use.
+COLUMN_TYPES: frozenset[str] = frozenset(
+    {"bigint", "integer", "smallint", "numeric", "text", "boolean", "bytea", "jsonb", "timestamptz"}
+)
+#: Cleanse rules a column may list, applied in order to text values.
+RULES: frozenset[str] = frozenset({"trim", "lowercase", "uppercase", "digits_only"})
+
+#: Prefix of every bookkeeping table and column; mapped names may not use it.
+RESERVED_PREFIX = "_ddbcdc_"
+TOMBSTONE_PREFIX = "ddbcdc_tombstones__"
+CHANGE_LOG_PREFIX = "ddbcdc_changes__"
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_MAX_IDENTIFIER = 63
+_MAX_TARGET = _MAX_IDENTIFIER - max(len(TOMBSTONE_PREFIX), len(CHANGE_LOG_PREFIX))
+_TABLE_FIELDS = frozenset({"source_table", "target_table", "key", "change_log", "columns"})
+_COLUMN_FIELDS = frozenset({"name", "source", "type", "required", "default", "rules"})
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMapping:
+    """One target column and where its value comes from.
+
+    Attributes:
+        name: the PostgreSQL column name.
+        source: the DynamoDB attribute name.
+        type: one of :data:`COLUMN_TYPES`.
+        required: a missing or empty value makes the record poison.
+        default: value used when the attribute is absent and the column is not required.
+        rules: cleanse rules (:data:`RULES`), applied in order.
+    """
+
+    name: str
+    source: str
+    type: str
+    required: bool = False
+    default: Any = None
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TableMapping:
+    """A validated mapping of one DynamoDB table onto one PostgreSQL table."""
+
+    name: str
+    source_table: str
+    target_table: str
+    key: tuple[str, ...]
+    columns: tuple[ColumnMapping, ...]
+    change_log: bool = False
+    path: Path | None = None
+
+    @property
+    def tombstone_table(self) -> str:
+        """Name of the table holding this mapping's delete tombstones."""
+        return TOMBSTONE_PREFIX + self.target_table
+
+    @property
+    def change_log_table(self) -> str:
+        """Name of this mapping's append-only change log table."""
+        return CHANGE_LOG_PREFIX + self.target_table
+
+    @property
+    def key_columns(self) -> tuple[ColumnMapping, ...]:
+        """The key columns, in key order."""
+        by_name = {c.name: c for c in self.columns}
+        return tuple(by_name[k] for k in self.key)
+
+
+def _fail(where: str, field: str, message: str) -> ConfigurationError:
+    return ConfigurationError(f"table mapping {where}: field {field!r}: {message}")
+
+
+def _identifier(where: str, field: str, value: Any, *, max_len: int = _MAX_IDENTIFIER) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise _fail(where, field, f"{value!r} is not a lower-case identifier ([a-z_][a-z0-9_]*)")
+    if len(value) > max_len:
+        raise _fail(where, field, f"{value!r} is longer than {max_len} characters")
+    if value.startswith(RESERVED_PREFIX) or value.startswith("ddbcdc_"):
+        raise _fail(where, field, f"{value!r} uses the reserved prefix 'ddbcdc_'")
+    return value
+
+
+def _unknown(where: str, field: str, given: Iterable[str], known: frozenset[str]) -> None:
+    extra = sorted(set(given) - known)
+    if extra:
+        raise _fail(where, field, f"unknown field(s) {extra}; known: {sorted(known)}")
+
+
+def _parse_column(where: str, index: int, raw: Any, key: set[str]) -> ColumnMapping:
+    field = f"columns[{index}]"
+    if not isinstance(raw, Mapping):
+        raise _fail(where, field, "must be an object")
+    _unknown(where, field, raw.keys(), _COLUMN_FIELDS)
+    name = _identifier(where, f"{field}.name", raw.get("name"))
+    source = raw.get("source", name)
+    if not isinstance(source, str) or not source:
+        raise _fail(where, f"{field}.source", "must be a non-empty string")
+    type_ = raw.get("type")
+    if type_ not in COLUMN_TYPES:
+        raise _fail(
+            where, f"{field}.type", f"unknown type {type_!r}; known: {sorted(COLUMN_TYPES)}"
+        )
+    required = raw.get("required", False)
+    if not isinstance(required, bool):
+        raise _fail(where, f"{field}.required", "must be true or false")
+    rules = raw.get("rules", [])
+    if not isinstance(rules, list) or any(r not in RULES for r in rules):
+        raise _fail(where, f"{field}.rules", f"{rules!r}: each rule must be one of {sorted(RULES)}")
+    if rules and type_ != "text":
+        raise _fail(where, f"{field}.rules", "rules apply to text columns only")
+    return ColumnMapping(
+        name=name,
+        source=source,
+        type=str(type_),
+        required=required or name in key,
+        default=raw.get("default"),
+        rules=tuple(rules),
+    )
+
+
+def parse_mapping(raw: Any, *, name: str, where: str | None = None) -> TableMapping:
+    """Validate one mapping document (already parsed JSON).
+
+    Args:
+        raw: the parsed JSON object.
+        name: the mapping's name (the file stem).
+        where: how to name the mapping in errors (default: ``name``).
+
+    Raises:
+        ConfigurationError: naming the field that is wrong.
+    """
+    where = where or name
+    if not isinstance(raw, Mapping):
+        raise _fail(where, "<root>", "must be a JSON object")
+    _unknown(where, "<root>", raw.keys(), _TABLE_FIELDS)
+    source_table = raw.get("source_table")
+    if not isinstance(source_table, str) or not source_table:
+        raise _fail(where, "source_table", "must be a non-empty string")
+    target = _identifier(where, "target_table", raw.get("target_table"), max_len=_MAX_TARGET)
+    key_raw = raw.get("key")
+    if not isinstance(key_raw, list) or not key_raw or not all(isinstance(k, str) for k in key_raw):
+        raise _fail(where, "key", "must be a non-empty list of column names")
+    key = tuple(key_raw)
+    columns_raw = raw.get("columns")
+    if not isinstance(columns_raw, list) or not columns_raw:
+        raise _fail(where, "columns", "must be a non-empty list")
+    columns = tuple(_parse_column(where, i, c, set(key)) for i, c in enumerate(columns_raw))
+    names = [c.name for c in columns]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise _fail(where, "columns", f"duplicate column name(s) {duplicates}")
+    missing = [k for k in key if k not in names]
+    if missing or len(set(key)) != len(key):
+        raise _fail(where, "key", f"key column(s) {missing or list(key)} missing or repeated")
+    change_log = raw.get("change_log", False)
+    if not isinstance(change_log, bool):
+        raise _fail(where, "change_log", "must be true or false")
+    return TableMapping(
+        name=name,
+        source_table=source_table,
+        target_table=target,
+        key=key,
+        columns=columns,
+        change_log=change_log,
+    )
+
+
+def load_mapping(path: Path) -> TableMapping:
+    """Load and validate one mapping file.
+
+    Raises:
+        ConfigurationError: unreadable file, bad JSON or an invalid mapping (names the file).
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"table mapping {path}: cannot read JSON: {exc}") from exc
+    mapping = parse_mapping(raw, name=path.stem, where=str(path))
+    return TableMapping(
+        name=mapping.name,
+        source_table=mapping.source_table,
+        target_table=mapping.target_table,
+        key=mapping.key,
+        columns=mapping.columns,
+        change_log=mapping.change_log,
+        path=path,
+    )
+
+
+def load_mappings(directory: Path) -> tuple[TableMapping, ...]:
+    """Load every ``*.json`` mapping in ``directory``, sorted by file name.
+
+    Raises:
+        ConfigurationError: no mappings, an invalid one, or two mappings sharing a source or
+            target table.
+    """
+    if not directory.is_dir():
+        raise ConfigurationError(f"table mappings directory {directory} does not exist")
+    mappings = tuple(load_mapping(p) for p in sorted(directory.glob("*.json")))
+    if not mappings:
+        raise ConfigurationError(f"no table mappings (*.json) in {directory}")
+    for attr in ("source_table", "target_table"):
+        seen: dict[str, TableMapping] = {}
+        for m in mappings:
+            value = getattr(m, attr)
+            if value in seen:
+                raise ConfigurationError(
+                    f"table mappings {seen[value].path} and {m.path}: same {attr} {value!r}"
+                )
+            seen[value] = m
+    return mappings
