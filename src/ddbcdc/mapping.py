@@ -54,7 +54,8 @@ CHANGE_LOG_PREFIX = "ddbcdc_changes__"
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MAX_IDENTIFIER = 63
-_MAX_TARGET = _MAX_IDENTIFIER - max(len(TOMBSTONE_PREFIX), len(CHANGE_LOG_PREFIX))
+#: Room for the longest derived name, the tombstone table's index: <prefix><target>_v_idx.
+_MAX_TARGET = _MAX_IDENTIFIER - len(TOMBSTONE_PREFIX) - len("_v_idx")
 _TABLE_FIELDS = frozenset({"source_table", "target_table", "key", "change_log", "columns"})
 _COLUMN_FIELDS = frozenset({"name", "source", "type", "required", "default", "rules"})
 

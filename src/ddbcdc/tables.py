@@ -1,0 +1,201 @@
+"""The PostgreSQL schema as SQLAlchemy Core tables: the single source of truth.
+
+Bookkeeping tables (always present, created by migration ``0001``):
+
+- ``ddbcdc_dead_letters``: poison records with their exact raw bytes and source position.
+- ``ddbcdc_shard_progress``: per (application, shard) progress, written with each batch.
+
+Per table mapping (built by :func:`mapped_tables`):
+
+- the live table (``mapping.target_table``): the mapped columns, then the version of the
+  change that wrote the row in ``_ddbcdc_version_us`` (epoch microseconds),
+  ``_ddbcdc_sequence`` (numeric, NULL when unknown) and ``_ddbcdc_event_id`` (text, "C"
+  collation so PostgreSQL orders it as Python does), and ``_ddbcdc_updated_at``. It holds
+  exactly the live items.
+- ``ddbcdc_tombstones__<target>``: the key and version of the newest delete of each deleted
+  key, so a late older change cannot resurrect it; pruned past the tombstone horizon.
+- ``ddbcdc_changes__<target>`` (only with ``"change_log": true``): every distinct change
+  (by event id), with its op, version, key and the cleansed row as JSONB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from ddbcdc.mapping import TableMapping
+
+__all__ = [
+    "VERSION_COLUMNS",
+    "MappedTables",
+    "bookkeeping_metadata",
+    "column_type",
+    "dead_letters",
+    "mapped_tables",
+    "metadata_for",
+    "shard_progress",
+]
+
+#: Version columns shared by live, tombstone and change log tables.
+VERSION_COLUMNS = ("_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id")
+
+bookkeeping_metadata = sa.MetaData()
+
+dead_letters = sa.Table(
+    "ddbcdc_dead_letters",
+    bookkeeping_metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column(
+        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("error_path", sa.Text),
+    sa.Column("source_table", sa.Text),
+    sa.Column("target_table", sa.Text),
+    sa.Column("shard_id", sa.Text),
+    sa.Column("sequence_number", sa.Text),
+    sa.Column("partition_key", sa.Text),
+    sa.Column("payload", pg.BYTEA, nullable=False),
+    sa.Column("replayed_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint(
+        "stage IN ('decode', 'cleanse', 'apply')", name="ddbcdc_dead_letters_stage_check"
+    ),
+)
+sa.Index(
+    "ddbcdc_dead_letters_pending_idx",
+    dead_letters.c.id,
+    postgresql_where=dead_letters.c.replayed_at.is_(None),
+)
+
+shard_progress = sa.Table(
+    "ddbcdc_shard_progress",
+    bookkeeping_metadata,
+    sa.Column("application", sa.Text, primary_key=True),
+    sa.Column("shard_id", sa.Text, primary_key=True),
+    sa.Column("sequence_number", sa.Text, nullable=False),
+    sa.Column("records_total", sa.BigInteger, nullable=False),
+    sa.Column("batches_total", sa.BigInteger, nullable=False),
+    sa.Column("millis_behind_latest", sa.BigInteger),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "bigint": sa.BigInteger(),
+    "integer": sa.Integer(),
+    "smallint": sa.SmallInteger(),
+    "numeric": sa.Numeric(),
+    "text": sa.Text(),
+    "boolean": sa.Boolean(),
+    "bytea": pg.BYTEA(),
+    "jsonb": pg.JSONB(),
+    "timestamptz": sa.DateTime(timezone=True),
+}
+
+
+def column_type(name: str) -> sa.types.TypeEngine[Any]:
+    """The SQLAlchemy type of a mapping column type name."""
+    return _TYPES[name]
+
+
+def _version_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("_ddbcdc_version_us", sa.BigInteger, nullable=False),
+        sa.Column("_ddbcdc_sequence", sa.Numeric),
+        sa.Column("_ddbcdc_event_id", sa.Text(collation="C"), nullable=False),
+    ]
+
+
+class MappedTables:
+    """The tables of one mapping: ``live``, ``tombstones`` and optional ``changes``."""
+
+    __slots__ = ("changes", "live", "mapping", "tombstones")
+
+    def __init__(self, mapping: TableMapping, metadata: sa.MetaData) -> None:
+        self.mapping = mapping
+        key = set(mapping.key)
+        self.live = sa.Table(
+            mapping.target_table,
+            metadata,
+            *[
+                sa.Column(
+                    c.name,
+                    column_type(c.type),
+                    primary_key=c.name in key,
+                    nullable=not c.required,
+                )
+                for c in mapping.columns
+            ],
+            *_version_columns(),
+            sa.Column(
+                "_ddbcdc_updated_at",
+                sa.DateTime(timezone=True),
+                nullable=False,
+                server_default=sa.func.now(),
+            ),
+        )
+        self.tombstones = sa.Table(
+            mapping.tombstone_table,
+            metadata,
+            *[
+                sa.Column(c.name, column_type(c.type), primary_key=True)
+                for c in mapping.key_columns
+            ],
+            *_version_columns(),
+            sa.Column(
+                "_ddbcdc_deleted_at",
+                sa.DateTime(timezone=True),
+                nullable=False,
+                server_default=sa.func.now(),
+            ),
+        )
+        sa.Index(f"{mapping.tombstone_table}_v_idx", self.tombstones.c._ddbcdc_version_us)
+        self.changes: sa.Table | None = None
+        if mapping.change_log:
+            self.changes = sa.Table(
+                mapping.change_log_table,
+                metadata,
+                sa.Column("_ddbcdc_event_id", sa.Text(collation="C"), primary_key=True),
+                sa.Column("_ddbcdc_op", sa.Text, nullable=False),
+                *[
+                    sa.Column(c.name, column_type(c.type), nullable=False)
+                    for c in mapping.key_columns
+                ],
+                sa.Column("_ddbcdc_version_us", sa.BigInteger, nullable=False),
+                sa.Column("_ddbcdc_sequence", sa.Numeric),
+                sa.Column("_ddbcdc_row", pg.JSONB),
+                sa.Column(
+                    "_ddbcdc_received_at",
+                    sa.DateTime(timezone=True),
+                    nullable=False,
+                    server_default=sa.func.now(),
+                ),
+            )
+
+    @property
+    def all(self) -> tuple[sa.Table, ...]:
+        """Every table of the mapping, live table first."""
+        extra = (self.changes,) if self.changes is not None else ()
+        return (self.live, self.tombstones, *extra)
+
+
+def mapped_tables(
+    mappings: Sequence[TableMapping], metadata: sa.MetaData | None = None
+) -> dict[str, MappedTables]:
+    """Build the tables of each mapping (keyed by mapping name) into ``metadata``."""
+    metadata = metadata if metadata is not None else sa.MetaData()
+    return {m.name: MappedTables(m, metadata) for m in mappings}
+
+
+def metadata_for(mappings: Sequence[TableMapping]) -> sa.MetaData:
+    """A MetaData with the bookkeeping tables plus the tables of ``mappings``."""
+    metadata = sa.MetaData()
+    for table in bookkeeping_metadata.tables.values():
+        table.to_metadata(metadata)
+    mapped_tables(mappings, metadata)
+    return metadata
