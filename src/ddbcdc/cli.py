@@ -14,7 +14,7 @@ from ddbcdc.errors import DdbcdcError
 __all__ = ["main"]
 
 # Order here is the order in --help.
-COMMANDS: tuple[str, ...] = ("decode",)
+COMMANDS: tuple[str, ...] = ("decode", "worker", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     metrics_host: str = Field(default="127.0.0.1", validation_alias=_env("DDBCDC_METRICS_HOST"))
     metrics_port: int = Field(default=9108, ge=0, validation_alias=_env("DDBCDC_METRICS_PORT"))
     log_level: str = Field(default="INFO", validation_alias=_env("DDBCDC_LOG_LEVEL"))
+    failover_time_ms: int = Field(
+        default=10_000, ge=1000, validation_alias=_env("DDBCDC_FAILOVER_TIME_MS")
+    )
+    shutdown_grace_ms: int = Field(
+        default=20_000, ge=0, validation_alias=_env("DDBCDC_SHUTDOWN_GRACE_MS")
+    )
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is not set."""

@@ -1,0 +1,293 @@
+"""Start the KCL MultiLangDaemon (Java) with ddbcdc's shard processor, and stop it cleanly.
+
+``ddbcdc worker`` renders ``workers/kcl.properties.template`` from the settings, checks that
+Java 17+ and amazon-kclpy's jars are present, then runs::
+
+    java -cp <kclpy jars> software.amazon.kinesis.multilang.MultiLangDaemon \\
+        --properties-file <rendered> --log-configuration workers/logback.xml
+
+as a child, forwarding SIGTERM/SIGINT to it as SIGTERM. The daemon's shutdown hook asks every
+shard processor to checkpoint (KCL graceful shutdown) and waits ``shutdownGraceMillis``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from types import FrameType
+
+from ddbcdc.errors import ConfigurationError
+from ddbcdc.settings import Settings
+from ddbcdc.worker.metrics import MULTIPROC_ENV
+
+__all__ = [
+    "DAEMON_CLASS",
+    "DaemonProcess",
+    "WorkerOptions",
+    "check_java",
+    "daemon_command",
+    "daemon_environment",
+    "find_jars",
+    "processor_command",
+    "render_properties",
+    "workers_dir",
+]
+
+log = logging.getLogger(__name__)
+
+DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
+MIN_JAVA = 17
+_JAVA_HINT = "install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless)"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """What the properties are rendered from: the settings plus command-line overrides."""
+
+    stream: str
+    application_name: str
+    initial_position: str
+    region: str
+    max_records: int
+    idle_time_ms: int
+    failover_time_ms: int
+    shutdown_grace_ms: int
+    kinesis_endpoint: str | None = None
+    dynamodb_endpoint: str | None = None
+    shard_sync_interval_ms: int = 60_000
+    parent_shard_poll_interval_ms: int = 10_000
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        stream: str | None = None,
+        application_name: str | None = None,
+        initial_position: str | None = None,
+    ) -> WorkerOptions:
+        """Options from ``settings``; non-None arguments override them."""
+        chosen = stream or settings.stream_arn or settings.stream_name
+        if not chosen:
+            raise ConfigurationError(
+                "no Kinesis stream: pass --stream or set DDBCDC_STREAM_NAME / AWS_KINESIS_STREAM "
+                "(or DDBCDC_STREAM_ARN / AWS_ARN)"
+            )
+        return cls(
+            stream=chosen,
+            application_name=application_name or settings.application_name,
+            initial_position=(initial_position or settings.initial_position).upper(),
+            region=settings.aws_region,
+            max_records=settings.max_records,
+            idle_time_ms=settings.idle_time_between_reads_ms,
+            failover_time_ms=settings.failover_time_ms,
+            shutdown_grace_ms=settings.shutdown_grace_ms,
+            kinesis_endpoint=settings.kinesis_endpoint,
+            dynamodb_endpoint=settings.dynamodb_endpoint,
+        )
+
+
+def workers_dir() -> Path:
+    """The repository's ``workers/`` folder (entry point, template, logback config)."""
+    found = Path(__file__).resolve().parents[3] / "workers"
+    if not (found / "record_processor.py").is_file():
+        raise ConfigurationError(
+            f"workers/ folder not found at {found}: run from a ddbcdc checkout"
+        )
+    return found
+
+
+def find_jars() -> list[Path]:
+    """The KCL jars amazon-kclpy downloaded at install time, with a clear error if absent."""
+    try:
+        import amazon_kclpy
+    except ImportError as exc:
+        raise ConfigurationError("amazon-kclpy is not installed: pip install -e .") from exc
+    jar_dir = Path(amazon_kclpy.__file__).resolve().parent / "jars"
+    jars = sorted(jar_dir.glob("*.jar"))
+    if not any(j.name.startswith("amazon-kinesis-client-multilang") for j in jars):
+        raise ConfigurationError(
+            f"amazon-kclpy has no KCL jars in {jar_dir}: reinstall it with Maven Central "
+            "reachable (pip install --force-reinstall --no-binary amazon-kclpy amazon-kclpy)"
+        )
+    return jars
+
+
+def check_java(java: str | None = None) -> str:
+    """Path of a Java >= 17 (``java`` given, else $JAVA_HOME/bin/java, else PATH)."""
+    candidate = java
+    if candidate is None and os.environ.get("JAVA_HOME"):
+        candidate = str(Path(os.environ["JAVA_HOME"]) / "bin" / "java")
+    resolved = shutil.which(candidate or "java")
+    if resolved is None:
+        raise ConfigurationError(f"java not found ({candidate or 'PATH'}): {_JAVA_HINT}")
+    result = subprocess.run(
+        [resolved, "-version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    if result.returncode != 0 or match is None:
+        raise ConfigurationError(f"could not run {resolved} -version: {_JAVA_HINT}")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8.0_392" style
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise ConfigurationError(f"{resolved} is Java {major}; KCL 3.x needs {MIN_JAVA}+")
+    return resolved
+
+
+def _property_value(name: str, value: object) -> str:
+    text = str(value)
+    if any(c in text for c in "\r\n"):
+        raise ConfigurationError(f"property {name} must be a single line")
+    return text.replace("\\", "\\\\")
+
+
+def render_properties(options: WorkerOptions, *, executable: str) -> str:
+    """The daemon's properties file text.
+
+    Args:
+        options: stream, application, positions, endpoints, timings.
+        executable: the command the daemon runs per shard (split on spaces by the daemon).
+    """
+    template = Template((workers_dir() / "kcl.properties.template").read_text())
+    if options.stream.startswith("arn:"):
+        stream_line = f"streamArn = {_property_value('streamArn', options.stream)}"
+    else:
+        stream_line = f"streamName = {_property_value('streamName', options.stream)}"
+    endpoints = []
+    if options.kinesis_endpoint:
+        endpoints.append(f"kinesisEndpoint = {_endpoint(options.kinesis_endpoint)}")
+    if options.dynamodb_endpoint:
+        endpoints.append(f"dynamoDBEndpoint = {_endpoint(options.dynamodb_endpoint)}")
+    values = {
+        "executable": _property_value("executableName", executable),
+        "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "application_name": _property_value("applicationName", options.application_name),
+        "stream_line": stream_line,
+        "region": _property_value("regionName", options.region),
+        "initial_position": options.initial_position,
+        "max_records": options.max_records,
+        "idle_time_ms": options.idle_time_ms,
+        "failover_time_ms": options.failover_time_ms,
+        "shard_sync_interval_ms": options.shard_sync_interval_ms,
+        "parent_shard_poll_interval_ms": options.parent_shard_poll_interval_ms,
+        "shutdown_grace_ms": options.shutdown_grace_ms,
+        "endpoint_lines": "\n".join(endpoints),
+    }
+    return template.substitute(values)
+
+
+def _endpoint(url: str) -> str:
+    if not re.match(r"^https?://[^\s]+$", url):
+        raise ConfigurationError(f"endpoint {url!r} must be a full http:// or https:// URL")
+    return _property_value("endpoint", url)
+
+
+def processor_command() -> str:
+    """The ``executableName``: this Python running ``workers/record_processor.py``."""
+    command = f"{sys.executable} {workers_dir() / 'record_processor.py'}"
+    if len(command.split()) != 2:
+        raise ConfigurationError(
+            f"the daemon splits executableName on spaces; move the checkout or venv to a path "
+            f"without spaces ({command!r})"
+        )
+    return command
+
+
+def daemon_command(java: str, jars: list[Path], properties_file: Path) -> list[str]:
+    """The java command line that starts the MultiLangDaemon."""
+    return [
+        java,
+        # Emulators speak JSON only; the SDK would otherwise use CBOR for Kinesis.
+        "-Daws.cborEnabled=false",
+        "-cp",
+        os.pathsep.join(str(j) for j in jars),
+        DAEMON_CLASS,
+        "--properties-file",
+        str(properties_file),
+        "--log-configuration",
+        str(workers_dir() / "logback.xml"),
+    ]
+
+
+def daemon_environment(
+    settings: Settings,
+    base: Mapping[str, str],
+    *,
+    multiproc_dir: Path,
+    application_name: str,
+) -> dict[str, str]:
+    """Environment of the daemon and, through it, of every shard processor."""
+    env = dict(base)
+    env[MULTIPROC_ENV] = str(multiproc_dir)
+    env["DDBCDC_APPLICATION_NAME"] = application_name
+    env["DATABASE_URL"] = settings.require_database_url()
+    env.setdefault("AWS_REGION", settings.aws_region)
+    env["AWS_CBOR_DISABLE"] = "true"
+    if settings.cloudwatch_endpoint:
+        env["AWS_ENDPOINT_URL_CLOUDWATCH"] = settings.cloudwatch_endpoint
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class DaemonProcess:
+    """The running MultiLangDaemon: start it, watch it, stop it gracefully.
+
+    Args:
+        command: from :func:`daemon_command`.
+        env: from :func:`daemon_environment`.
+        grace_s: after a stop signal, how long to wait for the daemon before SIGKILL.
+    """
+
+    def __init__(self, command: list[str], env: Mapping[str, str], *, grace_s: float) -> None:
+        self.command = command
+        self.env = dict(env)
+        self.grace_s = grace_s
+        self.child: subprocess.Popen[bytes] | None = None
+        self._stop_at: float | None = None
+
+    def start(self) -> None:
+        """Start the daemon (same process group: a terminal's Ctrl-C reaches it too)."""
+        self.child = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL)
+        log.info("KCL daemon started pid=%d", self.child.pid)
+
+    def alive(self) -> bool:
+        """Whether the daemon is still running."""
+        return self.child is not None and self.child.poll() is None
+
+    def request_stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        """Forward one SIGTERM to the daemon; its shutdown hook checkpoints every shard."""
+        if self._stop_at is not None or self.child is None:
+            return
+        self._stop_at = time.monotonic() + self.grace_s
+        log.info("signal %s: asking the KCL daemon to shut down gracefully", signum)
+        if self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+
+    def wait(self) -> int:
+        """Wait for the daemon, forwarding SIGTERM/SIGINT; its exit status (128+n if killed)."""
+        assert self.child is not None, "start() first"
+        previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while True:
+                try:
+                    status = self.child.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    if self._stop_at is not None and time.monotonic() > self._stop_at:
+                        log.error("KCL daemon still running after %.0fs: killing it", self.grace_s)
+                        self.child.kill()
+                    continue
+                return status if status >= 0 else 128 - status
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,184 @@
+"""Prometheus metrics of the worker, gathered across every shard processor process.
+
+The KCL MultiLangDaemon runs one Python process per shard it holds, so the metrics use
+prometheus_client's multiprocess mode: ``ddbcdc worker`` points ``PROMETHEUS_MULTIPROC_DIR``
+at a fresh directory before it starts the daemon, every shard processor (a grandchild that
+inherits the environment) writes its values there, and ``ddbcdc worker`` serves the merged view
+on ``/metrics`` next to a ``/healthz`` probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+__all__ = ["MULTIPROC_ENV", "MetricsServer", "ProcessorMetrics", "mark_process_dead"]
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Batches of up to 10,000 records against a local PostgreSQL: milliseconds to seconds.
+_APPLY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorMetrics:
+    """The metrics one shard processor updates; every series is labelled by shard."""
+
+    records: Counter
+    batches: Counter
+    dead_letters: Counter
+    apply_seconds: Histogram
+    millis_behind_latest: Gauge
+    apply_retries: Counter
+    checkpoint_retries: Counter
+    checkpoint_failures: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> ProcessorMetrics:
+        """Build the metrics in ``registry`` (a private one when None).
+
+        In multiprocess mode the registry only matters for tests: values go to the
+        ``PROMETHEUS_MULTIPROC_DIR`` files whatever registry holds the metric objects.
+        """
+        reg = registry if registry is not None else CollectorRegistry()
+        shard = ("shard",)
+        return cls(
+            records=Counter(
+                "ddbcdc_worker_records",
+                "Kinesis records applied to PostgreSQL (dead-lettered ones included).",
+                shard,
+                registry=reg,
+            ),
+            batches=Counter(
+                "ddbcdc_worker_batches", "Batches committed to PostgreSQL.", shard, registry=reg
+            ),
+            dead_letters=Counter(
+                "ddbcdc_worker_dead_letters",
+                "Poison records written to the dead-letter table.",
+                shard,
+                registry=reg,
+            ),
+            apply_seconds=Histogram(
+                "ddbcdc_worker_apply_seconds",
+                "Time to decode, cleanse and commit one batch (successful attempt).",
+                shard,
+                buckets=_APPLY_BUCKETS,
+                registry=reg,
+            ),
+            millis_behind_latest=Gauge(
+                "ddbcdc_worker_millis_behind_latest",
+                "MillisBehindLatest Kinesis reported with the shard's latest batch.",
+                shard,
+                multiprocess_mode="livemostrecent",
+                registry=reg,
+            ),
+            apply_retries=Counter(
+                "ddbcdc_worker_apply_retries",
+                "Batch attempts that failed and will be retried (reason: database, unexpected).",
+                ("shard", "reason"),
+                registry=reg,
+            ),
+            checkpoint_retries=Counter(
+                "ddbcdc_worker_checkpoint_retries",
+                "Checkpoint attempts retried after a transient KCL error.",
+                ("shard", "error"),
+                registry=reg,
+            ),
+            checkpoint_failures=Counter(
+                "ddbcdc_worker_checkpoint_failures",
+                "Checkpoints given up (lease lost, invalid state, retries exhausted).",
+                ("shard", "error"),
+                registry=reg,
+            ),
+        )
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop the live gauges of a finished processor process (no-op outside multiprocess)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class MetricsServer:
+    """``/metrics`` (merged from the multiprocess directory) and ``/healthz`` on one port.
+
+    Args:
+        multiproc_dir: the directory the shard processors write their values to.
+        host: address to bind (loopback unless told otherwise).
+        port: TCP port; 0 picks a free one (see :attr:`port` after :meth:`start`).
+        healthy: called on every ``/healthz``; True answers 200, False 503.
+    """
+
+    def __init__(
+        self, *, multiproc_dir: Path, host: str, port: int, healthy: Callable[[], bool]
+    ) -> None:
+        self.multiproc_dir = multiproc_dir
+        self.healthy = healthy
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ddbcdc-metrics", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every processor's metrics."""
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(self.multiproc_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._reply(200, CONTENT_TYPE_LATEST, owner.render())
+                elif path == "/healthz":
+                    ok = owner.healthy()
+                    self._reply(200 if ok else 503, "text/plain", b"ok\n" if ok else b"down\n")
+                else:
+                    self._reply(404, "text/plain", b"not found\n")
+
+            def _reply(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("metrics http: " + format, *args)
+
+        return Handler

@@ -1,0 +1,377 @@
+"""The KCL record processor: one process per shard, launched by the MultiLangDaemon.
+
+It speaks amazon_kclpy's v3 multilang protocol on stdin/stdout. Per batch it runs
+:meth:`ddbcdc.pipeline.Pipeline.process` (decode -> cleanse -> materialize, and the shard's
+progress row, in one PostgreSQL transaction) and only then checkpoints at the batch's last
+sequence number. Processing is synchronous, so a checkpoint never passes an unapplied record.
+
+Failure rules:
+
+* PostgreSQL unavailable (or any other error from the pipeline): retry the *same* batch
+  forever, with capped exponential backoff and jitter. Returning from ``process_records``
+  without applying would let the KCL move on and a later checkpoint would skip the batch.
+* Poison records: the pipeline dead-letters them in the batch's transaction; go on.
+* Checkpoint throttled (or DynamoDB trouble): retry a few times, then give up until the next
+  batch; re-applying records is harmless because the materializer is idempotent.
+* Checkpoint ``ShutdownException``: the lease is gone; stop checkpointing.
+* ``shard_ended``: checkpoint at SHARD_END. ``shutdown_requested``: checkpoint at the last
+  applied sequence number. ``lease_lost``: stop without checkpointing.
+
+Stdout belongs to the protocol: logs go to stderr, and ``sys.stdout`` is pointed at stderr
+once the protocol has its own handle on the real stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Protocol
+
+from amazon_kclpy import kcl
+from amazon_kclpy.v3 import processor as kclv3
+
+from ddbcdc.errors import DatabaseUnavailableError
+from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
+from ddbcdc.worker.metrics import ProcessorMetrics, mark_process_dead
+
+__all__ = ["Backoff", "ShardProcessor", "configure_logging", "main"]
+
+log = logging.getLogger(__name__)
+
+# KCL errors a checkpoint may be retried after (the names the daemon sends back).
+_RETRYABLE_CHECKPOINT_ERRORS = frozenset(
+    {"ThrottlingException", "KinesisClientLibDependencyException"}
+)
+_LEASE_LOST = "ShutdownException"
+_WAIT_SLICE_S = 0.25
+
+
+class BatchApplier(Protocol):
+    """What the processor needs of :class:`ddbcdc.pipeline.Pipeline`."""
+
+    def process(
+        self, records: Sequence[SourceRecord], *, position: ShardPosition | None = None
+    ) -> BatchResult: ...
+
+
+class Stopped(SystemExit):
+    """Raised out of a retry loop when the process must stop (SIGTERM, daemon gone).
+
+    A SystemExit, because kclpy's dispatcher swallows ordinary exceptions and reports the
+    action as done, which would let the KCL move past an unapplied batch.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with "equal jitter" (half fixed, half random).
+
+    Args:
+        initial: delay before the first retry, seconds.
+        maximum: cap on the delay, seconds.
+        multiplier: growth per attempt.
+    """
+
+    initial: float = 0.2
+    maximum: float = 30.0
+    multiplier: float = 2.0
+
+    def delay(self, attempt: int, *, rng: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        base = min(self.maximum, self.initial * self.multiplier ** min(attempt, 64))
+        return base / 2 + rng() * base / 2
+
+
+class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
+    """Applies one shard's batches to PostgreSQL, then checkpoints.
+
+    Args:
+        pipeline: the batch applier (a :class:`ddbcdc.pipeline.Pipeline`).
+        application: the KCL application name (the shard progress row's key).
+        metrics: where to count; a private set when None.
+        apply_backoff: delays between attempts at one batch (retried forever).
+        checkpoint_backoff: delays between checkpoint attempts.
+        checkpoint_attempts: attempts per checkpoint before giving up until the next batch.
+        sleep: the sleep function (tests pass a fake clock).
+        should_stop: polled while waiting to retry; True makes the process exit.
+    """
+
+    def __init__(
+        self,
+        pipeline: BatchApplier,
+        *,
+        application: str,
+        metrics: ProcessorMetrics | None = None,
+        apply_backoff: Backoff | None = None,
+        checkpoint_backoff: Backoff | None = None,
+        checkpoint_attempts: int = 6,
+        sleep: Callable[[float], None] = time.sleep,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.pipeline = pipeline
+        self.application = application
+        self.metrics = metrics or ProcessorMetrics.create()
+        self.apply_backoff = apply_backoff or Backoff()
+        self.checkpoint_backoff = checkpoint_backoff or Backoff(initial=0.2, maximum=5.0)
+        self.checkpoint_attempts = max(1, checkpoint_attempts)
+        self._sleep = sleep
+        self._should_stop = should_stop
+        self.shard_id = "unknown"
+        self.last_applied: str | None = None
+        self.last_checkpointed: str | None = None
+        self.lease_lost_flag = False
+
+    # --- KCL lifecycle -------------------------------------------------------------------
+
+    def initialize(self, initialize_input: Any) -> None:
+        """Remember the shard; nothing to open (the pipeline connects lazily)."""
+        self.shard_id = str(initialize_input.shard_id)
+        log.info(
+            "shard processor started shard=%s from_sequence=%s",
+            self.shard_id,
+            initialize_input.sequence_number,
+        )
+
+    def process_records(self, process_records_input: Any) -> None:
+        """Apply the batch (retrying until PostgreSQL commits it), then checkpoint."""
+        millis = process_records_input.millis_behind_latest
+        if millis is not None:
+            self.metrics.millis_behind_latest.labels(self.shard_id).set(millis)
+        records = [self._source_record(r) for r in process_records_input.records]
+        if not records:
+            return
+        last = records[-1].sequence_number
+        assert last is not None
+        position = ShardPosition(
+            application=self.application,
+            shard_id=self.shard_id,
+            sequence_number=last,
+            millis_behind_latest=None if millis is None else int(millis),
+        )
+        result = self._apply(records, position)
+        self.last_applied = last
+        self._count(result, len(records))
+        log.debug(
+            "batch applied shard=%s first=%s last=%s records=%d upserted=%d deleted=%d "
+            "stale=%d dead_lettered=%d millis_behind=%s",
+            self.shard_id,
+            records[0].sequence_number,
+            last,
+            len(records),
+            result.upserted,
+            result.deleted,
+            result.stale,
+            result.dead_lettered,
+            millis,
+        )
+        self._checkpoint(process_records_input.checkpointer, last)
+
+    def lease_lost(self, lease_lost_input: Any) -> None:
+        """Another worker owns the shard now: stop without checkpointing."""
+        self.lease_lost_flag = True
+        log.info("lease lost shard=%s last_applied=%s", self.shard_id, self.last_applied)
+
+    def shard_ended(self, shard_ended_input: Any) -> None:
+        """The shard is closed and fully applied: checkpoint at SHARD_END."""
+        log.info("shard ended shard=%s last_applied=%s", self.shard_id, self.last_applied)
+        self._checkpoint(shard_ended_input.checkpointer, None)
+
+    def shutdown_requested(self, shutdown_requested_input: Any) -> None:
+        """Graceful stop: the current batch is done (processing is synchronous); checkpoint it."""
+        log.info(
+            "shutdown requested shard=%s last_applied=%s last_checkpointed=%s",
+            self.shard_id,
+            self.last_applied,
+            self.last_checkpointed,
+        )
+        if self.last_applied is not None and self.last_applied != self.last_checkpointed:
+            self._checkpoint(shutdown_requested_input.checkpointer, self.last_applied)
+
+    # --- applying ------------------------------------------------------------------------
+
+    def _source_record(self, record: Any) -> SourceRecord:
+        return SourceRecord(
+            data=record.binary_data,
+            shard_id=self.shard_id,
+            sequence_number=record.sequence_number,
+            partition_key=record.partition_key,
+        )
+
+    def _apply(self, records: Sequence[SourceRecord], position: ShardPosition) -> BatchResult:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                result = self.pipeline.process(records, position=position)
+            except DatabaseUnavailableError as exc:
+                reason, detail = "database", str(exc)
+            except Exception as exc:  # the worker boundary: never skip a batch
+                reason, detail = "unexpected", _describe_unexpected(exc)
+            else:
+                elapsed = time.monotonic() - started
+                self.metrics.apply_seconds.labels(self.shard_id).observe(elapsed)
+                if attempt:
+                    log.info(
+                        "batch applied after retries shard=%s last=%s attempts=%d",
+                        self.shard_id,
+                        position.sequence_number,
+                        attempt + 1,
+                    )
+                return result
+            self.metrics.apply_retries.labels(self.shard_id, reason).inc()
+            delay = self.apply_backoff.delay(attempt)
+            attempt += 1
+            log.warning(
+                "batch not applied, will retry shard=%s first=%s last=%s records=%d "
+                "attempt=%d delay_s=%.2f reason=%s error=%s",
+                self.shard_id,
+                records[0].sequence_number,
+                position.sequence_number,
+                len(records),
+                attempt,
+                delay,
+                reason,
+                detail,
+            )
+            self._wait(delay)
+
+    def _count(self, result: BatchResult, received: int) -> None:
+        self.metrics.records.labels(self.shard_id).inc(received)
+        self.metrics.batches.labels(self.shard_id).inc()
+        if result.dead_lettered:
+            self.metrics.dead_letters.labels(self.shard_id).inc(result.dead_lettered)
+            log.warning(
+                "records dead-lettered shard=%s count=%d batch_last=%s",
+                self.shard_id,
+                result.dead_lettered,
+                self.last_applied,
+            )
+
+    def _wait(self, seconds: float) -> None:
+        left = seconds
+        while True:
+            if self._should_stop():
+                log.warning("stopping while retrying shard=%s", self.shard_id)
+                raise Stopped(1)
+            if left <= 0:
+                return
+            step = min(left, _WAIT_SLICE_S)
+            self._sleep(step)
+            left -= step
+
+    # --- checkpointing -------------------------------------------------------------------
+
+    def _checkpoint(self, checkpointer: Any, sequence_number: str | None) -> bool:
+        """Checkpoint at ``sequence_number`` (None: SHARD_END / the latest delivered)."""
+        if self.lease_lost_flag:
+            return False
+        for attempt in range(self.checkpoint_attempts):
+            try:
+                checkpointer.checkpoint(sequence_number=sequence_number, sub_sequence_number=None)
+            except kcl.CheckpointError as exc:
+                error = str(exc.value)
+            else:
+                self.last_checkpointed = sequence_number
+                return True
+            if error == _LEASE_LOST:
+                self.lease_lost_flag = True
+                self.metrics.checkpoint_failures.labels(self.shard_id, error).inc()
+                log.info("checkpoint refused, lease lost shard=%s", self.shard_id)
+                return False
+            last_try = attempt + 1 >= self.checkpoint_attempts
+            if error not in _RETRYABLE_CHECKPOINT_ERRORS or last_try:
+                self.metrics.checkpoint_failures.labels(self.shard_id, error).inc()
+                log.error(
+                    "checkpoint failed shard=%s sequence=%s error=%s attempts=%d",
+                    self.shard_id,
+                    sequence_number,
+                    error,
+                    attempt + 1,
+                )
+                return False
+            self.metrics.checkpoint_retries.labels(self.shard_id, error).inc()
+            delay = self.checkpoint_backoff.delay(attempt)
+            log.warning(
+                "checkpoint retry shard=%s sequence=%s error=%s attempt=%d delay_s=%.2f",
+                self.shard_id,
+                sequence_number,
+                error,
+                attempt + 1,
+                delay,
+            )
+            self._wait(delay)
+        return False
+
+
+def _describe_unexpected(exc: BaseException) -> str:
+    """Exception type and where it came from, without its message.
+
+    Messages of database drivers can quote statement parameters, i.e. item contents.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames))
+    return f"{type(exc).__module__}.{type(exc).__qualname__} at {where}"
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """logfmt-style lines on stderr; never stdout, which carries the KCL protocol."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(
+            "ts=%(asctime)s level=%(levelname)s pid=%(process)d logger=%(name)s %(message)s"
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _StopFlag:
+    """Set by SIGTERM, or when the daemon that launched us has gone."""
+
+    def __init__(self) -> None:
+        self.parent = os.getppid()
+        self.signalled = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = True
+
+    def __call__(self) -> bool:
+        return self.signalled or os.getppid() != self.parent
+
+
+def main() -> int:
+    """Run one shard processor on stdin/stdout until the daemon closes stdin."""
+    protocol_out = sys.stdout
+    sys.stdout = sys.stderr  # a stray print() must not corrupt the protocol
+    from ddbcdc.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    stop = _StopFlag()
+    # The daemon drives shutdown: a terminal's Ctrl-C reaches the whole process group and
+    # must not interrupt a batch; SIGTERM only makes retry loops give up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop.on_signal)
+
+    from ddbcdc.pipeline import Pipeline
+
+    pipeline = Pipeline.from_settings(settings)
+    processor = ShardProcessor(pipeline, application=settings.application_name, should_stop=stop)
+    try:
+        kcl.KCLProcess(
+            processor, input_file=sys.stdin, output_file=protocol_out, error_file=sys.stderr
+        ).run()
+    finally:
+        pipeline.close()
+        mark_process_dead(os.getpid())
+    log.info("shard processor exiting shard=%s", processor.shard_id)
+    return 0
