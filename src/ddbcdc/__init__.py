@@ -1,6 +1,7 @@
 """ddbcdc: DynamoDB change data capture into a live PostgreSQL copy."""
 
-from ddbcdc.decode import ChangeRecord
+from ddbcdc.attributes import marshal, unmarshal
+from ddbcdc.decode import ChangeRecord, decode_lambda_event, decode_record
 from ddbcdc.errors import (
     CleanseError,
     ConfigurationError,
@@ -23,4 +24,8 @@ __all__ = [
     "PoisonRecordError",
     "RetryableError",
     "__version__",
+    "decode_lambda_event",
+    "decode_record",
+    "marshal",
+    "unmarshal",
 ]

@@ -6,12 +6,24 @@ format (GetRecords, Lambda DynamoDB events) and Lambda Kinesis events.
 
 from __future__ import annotations
 
-from datetime import datetime
+from binascii import Error as BinasciiError
+from binascii import a2b_base64
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from math import isfinite
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
+from ddbcdc.attributes import unmarshal
+from ddbcdc.errors import DecodeError
+
+__all__ = ["ChangeRecord", "EventName", "TimestampUnit", "decode_lambda_event", "decode_record"]
+
 EventName = Literal["INSERT", "MODIFY", "REMOVE"]
+TimestampUnit = Literal["auto", "s", "ms", "us"]
 
 
 class ChangeRecord(BaseModel):
@@ -36,3 +48,317 @@ class ChangeRecord(BaseModel):
     is_ttl_delete: bool
     shard_id: str | None = None
     sequence_number: str | None = None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_MAX_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
+_US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
+# "auto": below 1e11 is seconds (until the year 5138), below 1e14 milliseconds, else
+# microseconds. Milliseconds before 1973-03-03 would read as seconds: not a CDC concern.
+_SECONDS_BELOW = 100_000_000_000
+_MILLIS_BELOW = 100_000_000_000_000
+_EVENT_NAMES = frozenset(("INSERT", "MODIFY", "REMOVE"))
+_TTL_PRINCIPAL = "dynamodb.amazonaws.com"
+_FIELDS_SET = set(ChangeRecord.model_fields)
+
+
+def _construct(values: dict[str, Any]) -> ChangeRecord:
+    """What ``ChangeRecord.model_construct`` does, without its per-field loop.
+
+    Every value has been validated by this module before it gets here. Safe because the
+    model has no aliases, defaults that matter here, extras, private attributes or
+    post-init hook (asserted below and by the tests against ``model_validate``).
+    """
+    record = _new(ChangeRecord)
+    _set(record, "__dict__", values)
+    _set(record, "__pydantic_fields_set__", _FIELDS_SET.copy())
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
+
+
+_new = object.__new__
+_set = object.__setattr__
+if (
+    ChangeRecord.__pydantic_post_init__
+    or ChangeRecord.__private_attributes__
+    or any(f.alias or f.validation_alias for f in ChangeRecord.model_fields.values())
+):  # pragma: no cover - guards a future edit of the model
+    _construct = ChangeRecord.model_construct  # type: ignore[assignment]
+
+
+def _fail(message: str, path: str | None = None) -> DecodeError:
+    return DecodeError(message, path=path)
+
+
+def _parse(data: bytes | str) -> Any:
+    """Raw JSON or base64 of JSON -> parsed value; JSON starts with '{' after whitespace."""
+    first = data[:1]
+    if first != b"{" and first != "{":
+        if first.isspace() or data[-1:].isspace():
+            data = data.strip()
+        if data[:1] != b"{" and data[:1] != "{":
+            data = _base64(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise _fail("payload is not valid JSON") from exc
+
+
+def _base64(data: bytes | str) -> bytes:
+    try:
+        return a2b_base64(data, strict_mode=True)
+    except (BinasciiError, ValueError) as exc:
+        raise _fail("payload is neither a JSON object nor strict base64 of one") from exc
+
+
+def _timestamp_us(value: Any, unit: str) -> int:
+    """ApproximateCreationDateTime -> exact epoch microseconds."""
+    path = "dynamodb.ApproximateCreationDateTime"
+    if type(value) is int and unit == "auto" and _SECONDS_BELOW <= value < _MILLIS_BELOW:
+        return value * 1_000  # the common case: Kinesis milliseconds
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise _fail("timestamp is a naive datetime", path)
+        micros = (value - _EPOCH) // _ONE_US
+    elif type(value) is int or isinstance(value, float | Decimal):
+        if isinstance(value, float | Decimal) and not isfinite(value):
+            raise _fail("timestamp is not finite", path)
+        if value < 0:
+            raise _fail("timestamp is negative", path)
+        if unit == "auto":
+            unit = "s" if value < _SECONDS_BELOW else "ms" if value < _MILLIS_BELOW else "us"
+        factor = _US_PER_UNIT.get(unit)
+        if factor is None:
+            raise _fail("timestamp unit must be auto, s, ms or us", path)
+        if type(value) is int:
+            micros = value * factor
+        else:
+            # float: its shortest repr is the JSON text it was parsed from, so round that
+            # decimal string (not the binary float) to the microsecond, half to even.
+            exact = value if isinstance(value, Decimal) else Decimal(repr(value))
+            micros = int((exact * factor).to_integral_value(ROUND_HALF_EVEN))
+    else:
+        raise _fail(f"timestamp must be a number, got {_type(value)}", path)
+    if not 0 <= micros <= _MAX_US:
+        raise _fail("timestamp is out of range", path)
+    return micros
+
+
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _optional_str(raw: Mapping[str, Any], key: str, path: str | None = None) -> str | None:
+    value = raw.get(key)
+    if value is not None and type(value) is not str:
+        raise _fail(f"{key} must be a string, got {_type(value)}", path or key)
+    return value
+
+
+def _table_from_arn(arn: str) -> str:
+    # arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL
+    parts = arn.split(":", 5)
+    resource = parts[5].split("/") if len(parts) == 6 else []
+    if parts[0] != "arn" or len(resource) < 2 or resource[0] != "table" or not resource[1]:
+        raise _fail("eventSourceARN is not a DynamoDB table or stream ARN", "eventSourceARN")
+    return resource[1]
+
+
+def _is_ttl_delete(event_name: str, identity: Any) -> bool:
+    if identity is None:
+        return False
+    if not isinstance(identity, Mapping):
+        raise _fail("userIdentity must be an object or null", "userIdentity")
+    # Lambda and the Kinesis format spell these in camelCase, GetRecords capitalises them.
+    kind = identity.get("type", identity.get("Type"))
+    principal = identity.get("principalId", identity.get("PrincipalId"))
+    return event_name == "REMOVE" and kind == "Service" and principal == _TTL_PRINCIPAL
+
+
+def _sequence(value: Any, path: str) -> str:
+    if type(value) is not str or not value.isdigit() or not value.isascii():
+        raise _fail("sequence number must be a string of digits", path)
+    return value
+
+
+def _image(dynamodb: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    image = dynamodb.get(key)
+    if image is None:
+        return None
+    return unmarshal(image, path=f"dynamodb.{key}")
+
+
+def _envelope(raw: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]]:
+    """Check the fields every change record has; return event name, id and ``dynamodb``."""
+    event_name = raw.get("eventName")
+    if type(event_name) is not str or event_name not in _EVENT_NAMES:
+        raise _fail("eventName must be INSERT, MODIFY or REMOVE", "eventName")
+    event_id = raw.get("eventID")
+    if type(event_id) is not str or not event_id:
+        raise _fail("eventID must be a non-empty string", "eventID")
+    source = raw.get("eventSource")
+    if source is not None and source != "aws:dynamodb":
+        raise _fail("eventSource must be aws:dynamodb", "eventSource")
+    record_format = raw.get("recordFormat")
+    if record_format is not None and record_format != "application/json":
+        raise _fail("recordFormat must be application/json", "recordFormat")
+    dynamodb = raw.get("dynamodb")
+    if type(dynamodb) is not dict and not isinstance(dynamodb, Mapping):
+        raise _fail("dynamodb must be an object", "dynamodb")
+    return event_name, event_id, dynamodb
+
+
+def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | None) -> ChangeRecord:
+    if type(raw) is not dict and not isinstance(raw, Mapping):
+        raise _fail("change record must be a JSON object")
+    event_name, event_id, dynamodb = _envelope(raw)
+    keys = dynamodb.get("Keys")
+    if not keys:
+        raise _fail("Keys must be a non-empty attribute map", "dynamodb.Keys")
+    keys = unmarshal(keys, path="dynamodb.Keys")
+    new_image = _image(dynamodb, "NewImage")
+    old_image = _image(dynamodb, "OldImage")
+    if event_name == "INSERT" and old_image is not None:
+        raise _fail("an INSERT has no OldImage", "dynamodb.OldImage")
+    if event_name == "REMOVE" and new_image is not None:
+        raise _fail("a REMOVE has no NewImage", "dynamodb.NewImage")
+    micros = _timestamp_us(dynamodb.get("ApproximateCreationDateTime"), unit)
+    size = dynamodb.get("SizeBytes")
+    if size is not None and (type(size) is not int or size < 0):
+        raise _fail("SizeBytes must be a non-negative integer", "dynamodb.SizeBytes")
+    table = _optional_str(raw, "tableName")
+    if table is None:
+        arn = _optional_str(raw, "eventSourceARN")
+        table = _table_from_arn(arn) if arn is not None else None
+    if sequence_number is None and dynamodb.get("SequenceNumber") is not None:
+        sequence_number = _sequence(dynamodb["SequenceNumber"], "dynamodb.SequenceNumber")
+    return _construct(
+        {
+            "event_id": event_id,
+            "event_name": event_name,
+            "table_name": table,
+            "aws_region": _optional_str(raw, "awsRegion"),
+            "keys": keys,
+            "new_image": new_image,
+            "old_image": old_image,
+            "approximate_creation": _EPOCH + timedelta(0, *divmod(micros, 1_000_000)),
+            "approximate_creation_us": micros,
+            "size_bytes": size,
+            "is_ttl_delete": _is_ttl_delete(event_name, raw.get("userIdentity")),
+            "shard_id": shard_id,
+            "sequence_number": sequence_number,
+        }
+    )
+
+
+def decode_record(
+    payload: bytes | str | Mapping[str, Any],
+    *,
+    timestamp_unit: TimestampUnit = "auto",
+    shard_id: str | None = None,
+    sequence_number: str | None = None,
+) -> ChangeRecord:
+    """Decode one DynamoDB change record into a :class:`ChangeRecord`.
+
+    Args:
+        payload: the record as it sits in a Kinesis record's data (bytes or str of raw JSON,
+            or base64 of it), or an already-parsed mapping (a DynamoDB Streams record from
+            GetRecords or a Lambda event; ``B`` values may be bytes and
+            ``ApproximateCreationDateTime`` an aware datetime there).
+        timestamp_unit: unit of ``ApproximateCreationDateTime``; ``"auto"`` tells seconds,
+            milliseconds and microseconds apart by magnitude.
+        shard_id: the source shard, when known.
+        sequence_number: the source sequence number, when known; otherwise taken from
+            ``dynamodb.SequenceNumber`` (DynamoDB Streams format) if present.
+
+    Returns:
+        The frozen, fully decoded record.
+
+    Raises:
+        DecodeError: anything malformed, naming the field or attribute path and carrying
+            the shard id and sequence number given.
+    """
+    try:
+        if sequence_number is not None:
+            _sequence(sequence_number, "sequence_number")
+        kind = type(payload)
+        if kind is bytes or kind is str:
+            raw = _parse(payload)  # type: ignore[arg-type]
+        elif isinstance(payload, bytearray | memoryview):
+            raw = _parse(bytes(payload))
+        elif isinstance(payload, Mapping):
+            raw = payload
+        else:
+            raise _fail(f"payload must be bytes, str or a mapping, got {_type(payload)}")
+        return _build(raw, timestamp_unit, shard_id, sequence_number)
+    except DecodeError as exc:
+        exc.shard_id = exc.shard_id or shard_id
+        exc.sequence_number = exc.sequence_number or sequence_number
+        raise
+    except RecursionError:
+        raise DecodeError(
+            "record nested too deeply", shard_id=shard_id, sequence_number=sequence_number
+        ) from None
+
+
+def _kinesis_record(record: Mapping[str, Any]) -> ChangeRecord:
+    kinesis = record.get("kinesis")
+    if not isinstance(kinesis, Mapping):
+        raise _fail("kinesis must be an object", "kinesis")
+    event_id = record.get("eventID")
+    shard_id = None
+    if type(event_id) is str and ":" in event_id:
+        shard_id = event_id.split(":", 1)[0]
+    sequence_number = _sequence(kinesis.get("sequenceNumber"), "kinesis.sequenceNumber")
+    data = kinesis.get("data")
+    if type(data) is not str:
+        raise _fail("kinesis.data must be a base64 string", "kinesis.data")
+    try:
+        raw = orjson.loads(a2b_base64(data, strict_mode=True))
+    except (BinasciiError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise DecodeError(
+            "kinesis.data is not base64 of JSON",
+            path="kinesis.data",
+            shard_id=shard_id,
+            sequence_number=sequence_number,
+        ) from exc
+    try:
+        return decode_record(raw, shard_id=shard_id, sequence_number=sequence_number)
+    except DecodeError as exc:
+        exc.path = "kinesis.data" + (f".{exc.path}" if exc.path else "")
+        raise
+
+
+def decode_lambda_event(event: Mapping[str, Any]) -> list[ChangeRecord]:
+    """Decode every record of a Lambda event from a Kinesis or DynamoDB Streams source.
+
+    Kinesis source: each ``kinesis.data`` is base64 of a Kinesis-format change record; the
+    shard id comes from ``eventID`` (``shardId-...:sequence``) and the sequence number from
+    ``kinesis.sequenceNumber``. DynamoDB Streams source: each record is decoded as it is,
+    its sequence number from ``dynamodb.SequenceNumber`` and its table from
+    ``eventSourceARN``.
+
+    Raises:
+        DecodeError: the first malformed record, its path starting with ``Records[i]``.
+    """
+    records = event.get("Records") if isinstance(event, Mapping) else None
+    if not isinstance(records, list):
+        raise DecodeError("event must be an object with a Records array", path="Records")
+    decoded = []
+    for index, record in enumerate(records):
+        try:
+            if not isinstance(record, Mapping):
+                raise _fail("record must be an object")
+            source = record.get("eventSource")
+            if source == "aws:kinesis":
+                decoded.append(_kinesis_record(record))
+            elif source == "aws:dynamodb":
+                decoded.append(decode_record(record))
+            else:
+                raise _fail("eventSource must be aws:kinesis or aws:dynamodb", "eventSource")
+        except DecodeError as exc:
+            exc.path = f"Records[{index}]" + (f".{exc.path}" if exc.path else "")
+            raise
+    return decoded
