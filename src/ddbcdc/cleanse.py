@@ -151,6 +151,8 @@ def _to_text(rules: tuple[str, ...]) -> Callable[[Any], Any]:
             text = step(text)
         if steps and not text:
             return None
+        if "\x00" in text:
+            raise _fail("contains U+0000, which PostgreSQL text cannot hold")
         return text
 
     return coerce
@@ -184,6 +186,8 @@ def _to_timestamp(value: Any) -> Any:
 
 
 def _json_text(value: Any) -> str:
+    if isinstance(value, str) and "\x00" in value:
+        raise _fail("contains U+0000, which PostgreSQL jsonb cannot hold")
     if value is None or isinstance(value, bool | int | str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, Decimal):

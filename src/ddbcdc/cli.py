@@ -14,7 +14,14 @@ from ddbcdc.errors import DdbcdcError
 __all__ = ["main"]
 
 # Order here is the order in --help.
-COMMANDS: tuple[str, ...] = ("decode", "worker", "status")
+COMMANDS: tuple[str, ...] = (
+    "decode",
+    "worker",
+    "status",
+    "apply",
+    "migrate",
+    "dlq",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -254,6 +254,36 @@ class Materializer:
             total.add(counts)
         return total
 
+    def apply_isolated(
+        self, conn: sa.Connection, changes: Sequence[CleanChange]
+    ) -> tuple[ApplyCounts, list[tuple[CleanChange, Exception]]]:
+        """Like :meth:`apply`, one change at a time, each in a savepoint.
+
+        The slow path after PostgreSQL rejected a batch: changes it rejects again are
+        returned with their error instead of failing the transaction.
+        """
+        total = ApplyCounts()
+        failed: list[tuple[CleanChange, Exception]] = []
+        failed_ids: set[str] = set()
+        for change in changes:
+            writer = self.writers[change.mapping.name]
+            try:
+                with conn.begin_nested():
+                    writer.log(conn, [change])
+            except (sa.exc.DataError, sa.exc.IntegrityError) as exc:
+                failed.append((change, exc))
+                failed_ids.add(change.event_id)
+        applicable = [c for c in changes if c.event_id not in failed_ids]
+        newest = collapse(applicable)
+        for change in newest:
+            try:
+                with conn.begin_nested():
+                    total.add(self.writers[change.mapping.name].apply(conn, [change]))
+            except (sa.exc.DataError, sa.exc.IntegrityError) as exc:
+                failed.append((change, exc))
+        total.stale += len(applicable) - len(newest)
+        return total, failed
+
     def prune_tombstones(self, conn: sa.Connection, *, cutoff_us: int) -> int:
         """Prune tombstones older than ``cutoff_us`` (epoch microseconds) in every table."""
         return sum(w.prune(conn, cutoff_us=cutoff_us) for w in self.writers.values())

@@ -34,6 +34,7 @@ __all__ = [
     "bookkeeping_metadata",
     "column_type",
     "dead_letters",
+    "ensure_mapped_tables",
     "mapped_tables",
     "metadata_for",
     "shard_progress",
@@ -199,3 +200,70 @@ def metadata_for(mappings: Sequence[TableMapping]) -> sa.MetaData:
         table.to_metadata(metadata)
     mapped_tables(mappings, metadata)
     return metadata
+
+
+_DIALECT = pg.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+def _type_name(type_: sa.types.TypeEngine[Any]) -> str:
+    compiled = type_.compile(dialect=_DIALECT)
+    return compiled.split(" COLLATE ")[0]
+
+
+def _differences(expected: sa.Table, conn: sa.Connection) -> list[str]:
+    inspector = sa.inspect(conn)
+    found = {c["name"]: c for c in inspector.get_columns(expected.name)}
+    problems = []
+    for column in expected.columns:
+        have = found.pop(column.name, None)
+        if have is None:
+            problems.append(f"column {column.name!r} is missing")
+            continue
+        want_type, have_type = _type_name(column.type), _type_name(have["type"])
+        if want_type != have_type:
+            problems.append(f"column {column.name!r} is {have_type}, mapping says {want_type}")
+        if bool(have["nullable"]) != bool(column.nullable):
+            want = "NULL" if column.nullable else "NOT NULL"
+            problems.append(f"column {column.name!r} nullability differs (mapping: {want})")
+    problems += [f"column {name!r} is not in the mapping" for name in found]
+    pk = inspector.get_pk_constraint(expected.name)["constrained_columns"]
+    if list(pk) != [c.name for c in expected.primary_key.columns]:
+        problems.append(
+            f"primary key is {pk}, mapping says {list(expected.primary_key.columns.keys())}"
+        )
+    return problems
+
+
+def ensure_mapped_tables(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[str]:
+    """Create the missing tables of ``mappings``; check that existing ones match.
+
+    This is how a mapping added without a migration gets its tables (``ddbcdc migrate`` runs
+    it after the Alembic revisions). A table whose columns differ from its mapping is never
+    altered: that needs a hand-written revision.
+
+    Returns:
+        The names of the tables created.
+
+    Raises:
+        ConfigurationError: an existing table differs from its mapping (lists how).
+    """
+    from ddbcdc.errors import ConfigurationError
+
+    metadata = sa.MetaData()
+    existing = set(sa.inspect(conn).get_table_names())
+    created: list[str] = []
+    for tables in mapped_tables(mappings, metadata).values():
+        for table in tables.all:
+            if table.name not in existing:
+                table.create(conn)
+                created.append(table.name)
+                continue
+            problems = _differences(table, conn)
+            if problems:
+                where = tables.mapping.path or tables.mapping.name
+                raise ConfigurationError(
+                    f"table {table.name!r} does not match mapping {where}: "
+                    + "; ".join(problems)
+                    + " (write a migration for the change)"
+                )
+    return created

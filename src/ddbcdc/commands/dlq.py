@@ -1,0 +1,157 @@
+"""``ddbcdc dlq list`` and ``ddbcdc dlq replay``: inspect and re-apply dead letters.
+
+``list`` shows pending dead letters (``--all`` includes replayed ones) as a table or as JSON
+lines (``--json``, payload in base64). ``replay`` runs pending dead letters through the
+pipeline again, typically after a mapping fix: those that now apply are marked replayed,
+those that still fail stay pending with their new error. Exit code 1 when some still fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from ddbcdc.deadletter import StoredDeadLetter, list_dead_letters
+from ddbcdc.errors import DatabaseUnavailableError
+from ddbcdc.pipeline import BatchResult, Pipeline
+from ddbcdc.settings import Settings
+
+__all__ = ["register", "replay_dead_letters"]
+
+
+def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", choices=["decode", "cleanse", "apply"])
+    parser.add_argument("--table", help="only this source (DynamoDB) table")
+    parser.add_argument("--shard", help="only this shard id")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``dlq`` subcommand with ``list`` and ``replay``."""
+    parser = subparsers.add_parser(
+        "dlq",
+        help="list or replay dead-lettered records",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="show dead letters")
+    _filters(listing)
+    listing.add_argument("--all", action="store_true", help="include replayed ones")
+    listing.add_argument("--limit", type=int, default=100, help="at most N (default 100)")
+    listing.add_argument("--json", action="store_true", help="JSON lines, payload in base64")
+    listing.set_defaults(func=run_list)
+    replay = actions.add_parser("replay", help="re-apply pending dead letters")
+    _filters(replay)
+    replay.add_argument("--batch-size", type=int, default=500, help="per transaction")
+    replay.set_defaults(func=run_replay)
+
+
+def _as_json(letter: StoredDeadLetter) -> str:
+    fields = {name: getattr(letter, name) for name in StoredDeadLetter.__slots__}
+    fields["payload"] = base64.b64encode(letter.payload).decode("ascii")
+    for name in ("received_at", "replayed_at"):
+        value = fields[name]
+        fields[name] = value.isoformat() if value is not None else None
+    return json.dumps(fields)
+
+
+def _as_row(letter: StoredDeadLetter) -> str:
+    where = f" at {letter.error_path}" if letter.error_path else ""
+    replayed = " (replayed)" if letter.replayed_at else ""
+    return (
+        f"{letter.id:>8}  {letter.received_at:%Y-%m-%d %H:%M:%S}  {letter.stage:<7}  "
+        f"{letter.source_table or '-':<16}  {letter.shard_id or '-'}/"
+        f"{letter.sequence_number or '-'}  {letter.error}{where}{replayed}"
+    )
+
+
+def _engine(settings: Settings) -> sa.Engine:
+    return sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Run ``ddbcdc dlq list``."""
+    engine = _engine(Settings())
+    try:
+        with engine.connect() as conn:
+            letters = list_dead_letters(
+                conn,
+                include_replayed=args.all,
+                stage=args.stage,
+                source_table=args.table,
+                shard_id=args.shard,
+                limit=args.limit,
+            )
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailableError(f"cannot read dead letters: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+    if args.json:
+        for letter in letters:
+            print(_as_json(letter))
+        return 0
+    print(
+        f"{'id':>8}  {'received_at':<19}  {'stage':<7}  {'source_table':<16}  shard/sequence  error"
+    )
+    for letter in letters:
+        print(_as_row(letter))
+    print(f"{len(letters)} dead letter(s)")
+    return 0
+
+
+def replay_dead_letters(
+    pipeline: Pipeline,
+    *,
+    stage: str | None = None,
+    source_table: str | None = None,
+    shard_id: str | None = None,
+    batch_size: int = 500,
+) -> BatchResult:
+    """Replay every pending dead letter matching the filters, a batch per transaction.
+
+    Returns:
+        The summed counts; ``dead_lettered`` are those still failing.
+    """
+    total = BatchResult()
+    after_id = 0
+    while True:
+        with pipeline.engine.connect() as conn:
+            letters = list_dead_letters(
+                conn,
+                stage=stage,
+                source_table=source_table,
+                shard_id=shard_id,
+                after_id=after_id,
+                limit=batch_size,
+            )
+        if not letters:
+            return total
+        total.add(pipeline.replay(letters))
+        after_id = letters[-1].id
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """Run ``ddbcdc dlq replay``."""
+    pipeline = Pipeline.from_settings(Settings())
+    try:
+        result = replay_dead_letters(
+            pipeline,
+            stage=args.stage,
+            source_table=args.table,
+            shard_id=args.shard,
+            batch_size=args.batch_size,
+        )
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailableError(f"cannot read dead letters: {exc.orig}") from exc
+    finally:
+        pipeline.close()
+    replayed = result.received - result.dead_lettered
+    print(
+        f"replayed {replayed} of {result.received} (upserted {result.upserted}, "
+        f"deleted {result.deleted}, stale {result.stale}); still failing {result.dead_lettered}"
+    )
+    return 1 if result.dead_lettered else 0
