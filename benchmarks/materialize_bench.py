@@ -1,0 +1,272 @@
+"""Materialize benchmark: changes/s of ``ddbcdc apply`` against the naive way, same run.
+
+Generates CHANGES Kinesis-format change records (JSON lines, values marshalled with
+``ddbcdc.attributes.marshal``) over KEYS customers: per key an INSERT, then MODIFYs and
+REMOVEs (a REMOVE is followed by a re-INSERT), with versions strictly increasing.
+
+- ``apply``: the same code as ``ddbcdc apply`` (``apply_lines`` over ``Pipeline.process``):
+  decode -> cleanse -> collapse -> set-based statements over ``unnest`` arrays, one
+  transaction per batch.
+- ``naive``: the same decode and cleanse, then one Core statement per record (guarded
+  upsert; guarded delete + tombstone; change-log insert) and one commit per batch.
+
+Both run on fresh, migrated databases of one durable PostgreSQL (``TemporaryPostgres(
+durable=True)`` unless DATABASE_URL names a server, whose database is then used for both in
+turn) and must end with identical tables.
+
+    .venv/bin/python benchmarks/materialize_bench.py [--changes 200000] [--keys 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from ddbcdc.attributes import marshal
+from ddbcdc.cleanse import CleanChange, Cleanser
+from ddbcdc.commands.apply import apply_lines
+from ddbcdc.commands.migrate import downgrade, upgrade
+from ddbcdc.decode import decode_record
+from ddbcdc.local.postgres import TemporaryPostgres
+from ddbcdc.mapping import TableMapping, load_mappings
+from ddbcdc.pipeline import Pipeline
+from ddbcdc.settings import Settings
+from ddbcdc.tables import mapped_tables
+
+BASE_US = 1_700_000_000_000_000
+
+
+def _record(event: str, userid: int, us: int, serial: int, rng: random.Random) -> bytes:
+    keys = {"userid": userid}
+    image = None
+    if event != "REMOVE":
+        first = "".join(rng.choices("abcdefghijklmnop", k=7))
+        image = {
+            "userid": userid,
+            "first_name": f" {first} ",
+            "last_name": first.upper(),
+            "phone": rng.randrange(10**9, 10**10),
+        }
+    dynamodb: dict[str, Any] = {
+        "ApproximateCreationDateTime": us,
+        "Keys": marshal(keys),
+        "SizeBytes": 100,
+    }
+    if image is not None:
+        dynamodb["NewImage"] = marshal(image)
+    return orjson.dumps(
+        {
+            "awsRegion": "us-east-1",
+            "eventID": f"{serial:012d}-bench",
+            "eventName": event,
+            "userIdentity": None,
+            "recordFormat": "application/json",
+            "tableName": "customers",
+            "dynamodb": dynamodb,
+            "eventSource": "aws:dynamodb",
+        }
+    )
+
+
+def generate(changes: int, keys: int, seed: int = 7) -> bytes:
+    """CHANGES JSON lines over KEYS keys, in version order."""
+    rng = random.Random(seed)
+    live = [False] * keys
+    lines = []
+    for serial in range(changes):
+        userid = rng.randrange(keys)
+        event = "INSERT" if not live[userid] else "REMOVE" if rng.random() < 0.2 else "MODIFY"
+        live[userid] = event != "REMOVE"
+        lines.append(_record(event, userid, BASE_US + serial * 10, serial, rng))
+    return b"\n".join(lines) + b"\n"
+
+
+class NaiveWriter:
+    """One Core statement per record, one commit per batch (the baseline)."""
+
+    def __init__(self, mapping: TableMapping) -> None:
+        tables = mapped_tables([mapping])[mapping.name]
+        live, tomb, log = tables.live, tables.tombstones, tables.changes
+        assert log is not None
+        self.cleanser = Cleanser(mapping)
+        self.columns = [c.name for c in mapping.columns]
+        ver = ("_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id")
+
+        def version(cols: Any) -> Any:
+            return sa.tuple_(
+                cols._ddbcdc_version_us,
+                sa.func.coalesce(cols._ddbcdc_sequence, -1),
+                cols._ddbcdc_event_id.collate("C"),
+            )
+
+        def param(name: str, type_: Any) -> Any:
+            return sa.cast(sa.bindparam(name), type_)
+
+        newv = sa.tuple_(
+            param("_ddbcdc_version_us", sa.BigInteger),
+            sa.func.coalesce(param("_ddbcdc_sequence", sa.Numeric), -1),
+            param("_ddbcdc_event_id", sa.Text).collate("C"),
+        )
+        names = [*self.columns, *ver]
+        newer_tomb = sa.exists().where(
+            tomb.c.userid == param("userid", sa.BigInteger), version(tomb.c) > newv
+        )
+        rows = sa.select(*[param(n, live.c[n].type) for n in names]).where(~newer_tomb)
+        ins = pg.insert(live).from_select(names, rows)
+        self.upsert = ins.on_conflict_do_update(
+            index_elements=["userid"],
+            set_={n: ins.excluded[n] for n in names if n != "userid"},
+            where=version(live.c) < version(ins.excluded),
+        )
+        self.delete_live = sa.delete(live).where(
+            live.c.userid == param("userid", sa.BigInteger), version(live.c) < newv
+        )
+        newer_live = sa.exists().where(
+            live.c.userid == param("userid", sa.BigInteger), version(live.c) > newv
+        )
+        trow = sa.select(*[param(n, tomb.c[n].type) for n in ["userid", *ver]]).where(~newer_live)
+        tins = pg.insert(tomb).from_select(["userid", *ver], trow)
+        self.tombstone = tins.on_conflict_do_update(
+            index_elements=["userid"],
+            set_={n: tins.excluded[n] for n in ver},
+            where=version(tomb.c) < version(tins.excluded),
+        )
+        self.log = pg.insert(log).on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"])
+
+    def apply(self, conn: sa.Connection, change: CleanChange) -> None:
+        params: dict[str, Any] = {
+            "userid": change.key[0],
+            "_ddbcdc_version_us": change.approximate_creation_us,
+            "_ddbcdc_sequence": change.sequence,
+            "_ddbcdc_event_id": change.event_id,
+        }
+        conn.execute(
+            self.log, {**params, "_ddbcdc_op": change.event_name, "_ddbcdc_row": change.row}
+        )
+        if change.row is None:
+            conn.execute(self.delete_live, params)
+            conn.execute(self.tombstone, params)
+        else:
+            conn.execute(self.upsert, {**params, **change.row})
+
+
+def _batches(data: bytes, size: int) -> Iterator[list[bytes]]:
+    lines = [line for line in data.splitlines() if line]
+    for start in range(0, len(lines), size):
+        yield lines[start : start + size]
+
+
+def run_naive(engine: sa.Engine, mapping: TableMapping, data: bytes, batch_size: int) -> float:
+    writer = NaiveWriter(mapping)
+    started = time.perf_counter()
+    for batch in _batches(data, batch_size):
+        with engine.begin() as conn:
+            for line in batch:
+                writer.apply(conn, writer.cleanser.cleanse(decode_record(line)))
+    return time.perf_counter() - started
+
+
+def run_apply(
+    engine: sa.Engine, mappings: tuple[TableMapping, ...], data: bytes, batch_size: int
+) -> tuple[float, Any]:
+    pipeline = Pipeline(engine=engine, mappings=mappings)
+    started = time.perf_counter()
+    result = apply_lines(pipeline, io.BytesIO(data), batch_size=batch_size)
+    return time.perf_counter() - started, result
+
+
+def snapshot(engine: sa.Engine, mapping: TableMapping) -> list[Any]:
+    """Live rows, and tombstones of keys that are not live (older ones are dead weight)."""
+    tables = mapped_tables([mapping])[mapping.name]
+    live, tomb = tables.live, tables.tombstones
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(*[c for c in live.columns if not c.name.endswith("_at")])
+        ).all()
+        dead = conn.execute(
+            sa.select(*[c for c in tomb.columns if not c.name.endswith("_at")]).where(
+                ~sa.exists().where(live.c.userid == tomb.c.userid)
+            )
+        ).all()
+    return [rows, dead]
+
+
+def fresh(engine: sa.Engine, mappings: tuple[TableMapping, ...]) -> None:
+    downgrade(engine, revision="base")
+    upgrade(engine, mappings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=200_000)
+    parser.add_argument("--keys", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument(
+        "--naive-changes",
+        type=int,
+        default=0,
+        help="run the naive way on the first N changes only (0: all)",
+    )
+    args = parser.parse_args()
+    mappings = load_mappings(Settings().mappings_dir)
+    mapping = mappings[0]
+    data = generate(args.changes, args.keys)
+    naive_data = data
+    if args.naive_changes:
+        naive_data = b"\n".join(data.splitlines()[: args.naive_changes]) + b"\n"
+    url = os.environ.get("DATABASE_URL")
+    server = None if url else TemporaryPostgres(durable=True).start()
+    try:
+        engine = sa.create_engine(url or server.url)  # type: ignore[union-attr]
+        fresh(engine, mappings)
+        fast_s, result = run_apply(engine, mappings, data, args.batch_size)
+        fast_state = snapshot(engine, mapping) if not args.naive_changes else None
+        fresh(engine, mappings)
+        naive_s = run_naive(engine, mapping, naive_data, args.batch_size)
+        if fast_state is not None:
+            naive_state = snapshot(engine, mapping)
+            for name, a, b in zip(("live", "tombstones"), fast_state, naive_state, strict=True):
+                diff = sorted(set(a) ^ set(b))[:6]
+                assert not diff, f"naive and apply disagree on {name}: {diff}"
+        downgrade(engine, revision="base")
+        engine.dispose()
+    finally:
+        if server is not None:
+            server.stop()
+    n_naive = naive_data.count(b"\n")
+    fast, naive = args.changes / fast_s, n_naive / naive_s
+    print(
+        json.dumps(
+            {
+                "changes": args.changes,
+                "keys": args.keys,
+                "batch_size": args.batch_size,
+                "apply_changes_per_s": round(fast),
+                "naive_changes_per_s": round(naive),
+                "ratio": round(fast / naive, 1),
+                "apply_seconds": round(fast_s, 2),
+                "naive_seconds": round(naive_s, 2),
+                "naive_changes": n_naive,
+                "upserted": result.upserted,
+                "deleted": result.deleted,
+                "stale": result.stale,
+                "dead_lettered": result.dead_lettered,
+                "durable": url is None or None,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
