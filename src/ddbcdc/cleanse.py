@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
@@ -43,11 +43,11 @@ __all__ = ["CleanChange", "Cleanser", "Version", "cleanse_record", "version_of"]
 Version = tuple[int, int, str]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NON_DIGITS = re.compile(r"[^0-9]+")
 _INT_RANGES = {"bigint": 63, "integer": 31, "smallint": 15}
 
 
-@dataclass(frozen=True, slots=True)
-class CleanChange:
+class CleanChange(NamedTuple):
     """A change that fits its mapping, ready to materialize.
 
     Attributes:
@@ -133,7 +133,7 @@ _RULES: dict[str, Callable[[str], str]] = {
     "trim": str.strip,
     "lowercase": str.lower,
     "uppercase": str.upper,
-    "digits_only": lambda s: "".join(ch for ch in s if "0" <= ch <= "9"),
+    "digits_only": lambda s: s if s.isascii() and s.isdigit() else _NON_DIGITS.sub("", s),
 }
 
 
@@ -300,7 +300,8 @@ class Cleanser:
         self, model: type[BaseModel], values: dict[str, Any], image: str, record: ChangeRecord
     ) -> dict[str, Any]:
         try:
-            return dict(model.model_validate(values).__dict__)
+            row: dict[str, Any] = model.model_validate(values).__dict__
+            return row
         except ValidationError as exc:
             field, message = _error_message(exc)
             column = self._by_name.get(field)
