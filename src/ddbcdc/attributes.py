@@ -205,19 +205,20 @@ def _map(value: Any, depth: int) -> dict[str, Any]:
             raise _BadValueError(f"attribute name must be a string, got {_kind(name)}")
         # The hot loop: strings and short plain integers inline, the rest via _value.
         if type(item) is dict and len(item) == 1:
-            ((tag, text),) = item.items()
-            if tag == "S" and type(text) is str:
+            text = item.get("S")
+            if text is None:
+                text = item.get("N")
+                if (
+                    type(text) is str
+                    and text.isdigit()
+                    and len(text) <= _MAX_DIGITS
+                    and text.isascii()
+                    and (text[0] != "0" or len(text) == 1)
+                ):
+                    out[name] = int(text)
+                    continue
+            elif type(text) is str:
                 out[name] = text
-                continue
-            if (
-                tag == "N"
-                and type(text) is str
-                and text.isdigit()
-                and len(text) <= _MAX_DIGITS
-                and text.isascii()
-                and (text[0] != "0" or len(text) == 1)
-            ):
-                out[name] = int(text)
                 continue
         try:
             out[name] = _value(item, depth)

@@ -150,11 +150,17 @@ def _type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _optional_str(raw: Mapping[str, Any], key: str, path: str | None = None) -> str | None:
-    value = raw.get(key)
-    if value is not None and type(value) is not str:
-        raise _fail(f"{key} must be a string, got {_type(value)}", path or key)
-    return value
+def _table_name(raw: Mapping[str, Any]) -> str | None:
+    """tableName (Kinesis format), else the table in eventSourceARN, else None."""
+    table = raw.get("tableName")
+    if table is not None:
+        raise _fail(f"tableName must be a string, got {_type(table)}", "tableName")
+    arn = raw.get("eventSourceARN")
+    if arn is None:
+        return None
+    if type(arn) is not str:
+        raise _fail(f"eventSourceARN must be a string, got {_type(arn)}", "eventSourceARN")
+    return _table_from_arn(arn)
 
 
 def _table_from_arn(arn: str) -> str:
@@ -181,13 +187,6 @@ def _sequence(value: Any, path: str) -> str:
     if type(value) is not str or not value.isdigit() or not value.isascii():
         raise _fail("sequence number must be a string of digits", path)
     return value
-
-
-def _image(dynamodb: Mapping[str, Any], key: str) -> dict[str, Any] | None:
-    image = dynamodb.get(key)
-    if image is None:
-        return None
-    return unmarshal(image, path=f"dynamodb.{key}")
 
 
 def _envelope(raw: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]]:
@@ -218,35 +217,42 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
     if not keys:
         raise _fail("Keys must be a non-empty attribute map", "dynamodb.Keys")
     keys = unmarshal(keys, path="dynamodb.Keys")
-    new_image = _image(dynamodb, "NewImage")
-    old_image = _image(dynamodb, "OldImage")
-    if event_name == "INSERT" and old_image is not None:
-        raise _fail("an INSERT has no OldImage", "dynamodb.OldImage")
-    if event_name == "REMOVE" and new_image is not None:
-        raise _fail("a REMOVE has no NewImage", "dynamodb.NewImage")
+    new_image = dynamodb.get("NewImage")
+    if new_image is not None:
+        if event_name == "REMOVE":
+            raise _fail("a REMOVE has no NewImage", "dynamodb.NewImage")
+        new_image = unmarshal(new_image, path="dynamodb.NewImage")
+    old_image = dynamodb.get("OldImage")
+    if old_image is not None:
+        if event_name == "INSERT":
+            raise _fail("an INSERT has no OldImage", "dynamodb.OldImage")
+        old_image = unmarshal(old_image, path="dynamodb.OldImage")
     micros = _timestamp_us(dynamodb.get("ApproximateCreationDateTime"), unit)
     size = dynamodb.get("SizeBytes")
     if size is not None and (type(size) is not int or size < 0):
         raise _fail("SizeBytes must be a non-negative integer", "dynamodb.SizeBytes")
-    table = _optional_str(raw, "tableName")
-    if table is None:
-        arn = _optional_str(raw, "eventSourceARN")
-        table = _table_from_arn(arn) if arn is not None else None
+    table = raw.get("tableName")
+    if type(table) is not str:
+        table = _table_name(raw)
+    region = raw.get("awsRegion")
+    if region is not None and type(region) is not str:
+        raise _fail("awsRegion must be a string", "awsRegion")
     if sequence_number is None and dynamodb.get("SequenceNumber") is not None:
         sequence_number = _sequence(dynamodb["SequenceNumber"], "dynamodb.SequenceNumber")
+    identity = raw.get("userIdentity")
     return _construct(
         {
             "event_id": event_id,
             "event_name": event_name,
             "table_name": table,
-            "aws_region": _optional_str(raw, "awsRegion"),
+            "aws_region": region,
             "keys": keys,
             "new_image": new_image,
             "old_image": old_image,
             "approximate_creation": _EPOCH + timedelta(0, *divmod(micros, 1_000_000)),
             "approximate_creation_us": micros,
             "size_bytes": size,
-            "is_ttl_delete": _is_ttl_delete(event_name, raw.get("userIdentity")),
+            "is_ttl_delete": identity is not None and _is_ttl_delete(event_name, identity),
             "shard_id": shard_id,
             "sequence_number": sequence_number,
         }
