@@ -1,0 +1,114 @@
+"""Table mappings: the shipped one loads; bad ones are refused naming file and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ddbcdc.errors import ConfigurationError
+from ddbcdc.mapping import TableMapping, load_mapping, load_mappings, parse_mapping
+
+SHIPPED = Path(__file__).resolve().parents[2] / "schemas" / "tables"
+
+
+def good() -> dict[str, Any]:
+    return {
+        "source_table": "Orders",
+        "target_table": "orders",
+        "key": ["order_id"],
+        "columns": [
+            {"name": "order_id", "source": "OrderId", "type": "text"},
+            {"name": "total", "type": "numeric", "required": True},
+            {"name": "email", "type": "text", "rules": ["trim", "lowercase"], "default": "x@y"},
+        ],
+    }
+
+
+def write(tmp_path: Path, doc: Any, name: str = "orders.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
+    return path
+
+
+def test_shipped_customers_mapping() -> None:
+    (customers,) = load_mappings(SHIPPED)
+    assert customers.source_table == "customers"
+    assert customers.target_table == "customers"
+    assert customers.key == ("userid",)
+    cols = {c.name: c for c in customers.columns}
+    assert cols["userid"].type == "bigint" and cols["userid"].required
+    assert cols["phone"].type == "text" and cols["phone"].rules == ("digits_only",)
+    assert cols["first_name"].rules == ("trim",) and not cols["first_name"].required
+    assert customers.tombstone_table == "ddbcdc_tombstones__customers"
+
+
+def test_good_mapping_defaults(tmp_path: Path) -> None:
+    mapping = load_mapping(write(tmp_path, good()))
+    assert isinstance(mapping, TableMapping)
+    assert mapping.name == "orders" and mapping.path == tmp_path / "orders.json"
+    by_name = {c.name: c for c in mapping.columns}
+    assert by_name["order_id"].source == "OrderId"
+    assert by_name["order_id"].required  # key columns always are
+    assert by_name["email"].source == "email" and by_name["email"].default == "x@y"
+    assert not mapping.change_log
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        (lambda d: d["columns"][1].update(type="float8"), "columns[1].type", "unknown type"),
+        (lambda d: d.update(key=["nope"]), "key", "missing"),
+        (lambda d: d.update(key=[]), "key", "non-empty"),
+        (lambda d: d.update(target_table="Orders"), "target_table", "identifier"),
+        (lambda d: d.update(target_table="x; drop"), "target_table", "identifier"),
+        (lambda d: d.update(target_table="o" * 40), "target_table", "longer"),
+        (lambda d: d["columns"][0].update(name="_ddbcdc_x"), "columns[0].name", "reserved"),
+        (lambda d: d["columns"][0].update(name='a"b'), "columns[0].name", "identifier"),
+        (lambda d: d.update(colums=[]), "<root>", "unknown field"),
+        (lambda d: d["columns"][1].update(rules=["trim"]), "columns[1].rules", "text columns"),
+        (lambda d: d["columns"][2].update(rules=["shout"]), "columns[2].rules", "each rule"),
+        (lambda d: d["columns"].append({"name": "total", "type": "text"}), "columns", "duplicate"),
+        (lambda d: d.update(change_log="yes"), "change_log", "true or false"),
+        (lambda d: d.pop("source_table"), "source_table", "non-empty"),
+    ],
+)
+def test_invalid_mapping_names_file_and_field(
+    tmp_path: Path, change: Any, field: str, words: str
+) -> None:
+    doc = good()
+    change(doc)
+    path = write(tmp_path, doc)
+    with pytest.raises(ConfigurationError) as info:
+        load_mapping(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert repr(field) in message
+    assert words in message
+
+
+def test_bad_json_names_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "{not json")
+    with pytest.raises(ConfigurationError, match="cannot read JSON") as info:
+        load_mapping(path)
+    assert str(path) in str(info.value)
+
+
+def test_directory_rules(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="no table mappings"):
+        load_mappings(tmp_path)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_mappings(tmp_path / "absent")
+    write(tmp_path, good(), "a.json")
+    other = good()
+    other["source_table"] = "Other"
+    write(tmp_path, other, "b.json")
+    with pytest.raises(ConfigurationError, match="same target_table 'orders'"):
+        load_mappings(tmp_path)
+
+
+def test_parse_mapping_without_file() -> None:
+    mapping = parse_mapping(good(), name="orders")
+    assert mapping.path is None and [c.name for c in mapping.key_columns] == ["order_id"]
