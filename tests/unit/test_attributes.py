@@ -1,0 +1,403 @@
+"""ddbcdc.attributes: exact values, strict errors with paths, round trips, boto3 agreement."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from boto3.dynamodb.types import Binary, TypeDeserializer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddbcdc import DecodeError, marshal, unmarshal
+from ddbcdc.attributes import MAX_DEPTH, marshal_value, unmarshal_value
+
+LARGEST = "9.9999999999999999999999999999999999999E+125"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8", 8),
+        ("-42", -42),
+        ("0", 0),
+        ("-0", 0),
+        ("+5", 5),
+        ("00012", 12),
+        ("12345678901234567890123456789012345678", 12345678901234567890123456789012345678),
+        ("1" + "0" * 125, 10**125),
+        ("0" * 5000 + "1", 1),  # leading zeros do not count, nor trip int()'s digit limit
+    ],
+)
+def test_integer_literals_become_int(text: str, expected: int) -> None:
+    value = unmarshal_value({"N": text})
+    assert type(value) is int
+    assert value == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1.10E+5", "123.4500", "1E-130", LARGEST, "-1.5", "0.000001", "1E+3", "2.50", "0.0"],
+)
+def test_other_numbers_become_the_exact_decimal_and_write_back_identically(text: str) -> None:
+    value = unmarshal_value({"N": text})
+    assert type(value) is Decimal
+    assert value.as_tuple() == Decimal(text).as_tuple()
+    assert str(value) == text
+    assert marshal_value(value) == {"N": text}
+
+
+def test_lowercase_exponent_keeps_its_digits_and_exponent() -> None:
+    value = unmarshal_value({"N": "1e3"})
+    assert value.as_tuple() == Decimal("1E+3").as_tuple()
+    assert marshal_value(value) == {"N": "1E+3"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "literal"),
+        (".", "literal"),
+        ("+", "literal"),
+        ("1_000", "literal"),
+        (" 1", "literal"),
+        ("1 ", "literal"),
+        ("\u0661", "literal"),  # Arabic-Indic one: int() would take it
+        ("NaN", "literal"),
+        ("Infinity", "literal"),
+        ("0x1", "literal"),
+        ("1e", "literal"),
+        ("--1", "literal"),
+        ("123456789012345678901234567890123456789", "38 significant"),
+        ("1.23456789012345678901234567890123456789", "38 significant"),
+        ("1E-131", "range"),
+        ("1E+126", "range"),
+        ("1" + "0" * 126, "range"),
+        ("1E+99999999999999999999", "range"),
+        ("0E-200", "range"),
+    ],
+)
+def test_bad_numbers_raise_with_the_path(text: str, message: str) -> None:
+    with pytest.raises(DecodeError, match=message) as caught:
+        unmarshal({"price": {"N": text}})
+    assert caught.value.path == "price.N"
+
+
+def test_number_must_be_a_string() -> None:
+    with pytest.raises(DecodeError, match="string") as caught:
+        unmarshal({"n": {"N": 8}})
+    assert caught.value.path == "n.N"
+
+
+def test_binary_is_strict_canonical_base64() -> None:
+    every_byte = bytes(range(256))
+    assert unmarshal_value({"B": base64.b64encode(every_byte).decode()}) == every_byte
+    assert unmarshal_value({"B": ""}) == b""
+    assert unmarshal_value({"B": b"\x00raw"}) == b"\x00raw"  # GetRecords via boto3: bytes
+    for bad in ("YQ", "YQ==\n", "Y Q==", "YR==", "not base64!", "ÿÿÿÿ", "=YQ="):
+        with pytest.raises(DecodeError, match="base64") as caught:
+            unmarshal({"photo": {"B": bad}})
+        assert caught.value.path == "photo.B"
+
+
+def test_every_type() -> None:
+    item = unmarshal(
+        {
+            "s": {"S": ""},
+            "t": {"BOOL": True},
+            "f": {"BOOL": False},
+            "z": {"NULL": True},
+            "ss": {"SS": ["b", "a"]},
+            "ns": {"NS": ["1", "2.50"]},
+            "bs": {"BS": ["AAEC", "/w=="]},
+            "l": {"L": []},
+            "m": {"M": {}},
+            "deep": {"M": {"a": {"L": [{"M": {"b": {"L": [{"S": "x"}, {"N": "3"}]}}}]}}},
+        }
+    )
+    assert item == {
+        "s": "",
+        "t": True,
+        "f": False,
+        "z": None,
+        "ss": {"a", "b"},
+        "ns": {1, Decimal("2.50")},
+        "bs": {b"\x00\x01\x02", b"\xff"},
+        "l": [],
+        "m": {},
+        "deep": {"a": [{"b": ["x", 3]}]},
+    }
+    assert type(item["t"]) is bool
+
+
+@pytest.mark.parametrize(
+    ("attribute", "path", "message"),
+    [
+        ({"a": {"SS": []}}, "a.SS", "empty"),
+        ({"a": {"NS": ["1", "1.0"]}}, "a.NS", "twice"),
+        ({"a": {"SS": ["x", 1]}}, "a.SS[1]", "string"),
+        ({"a": {"NS": ["1", "x"]}}, "a.NS[1]", "literal"),
+        ({"a": {"NULL": False}}, "a.NULL", "true"),
+        ({"a": {"BOOL": "true"}}, "a.BOOL", "BOOL"),
+        ({"a": {"S": 1}}, "a.S", "S must be"),
+        ({"a": {"X": "1"}}, "a", "unknown"),
+        ({"a": {}}, "a", "exactly one"),
+        ({"a": {"S": "x", "N": "1"}}, "a", "exactly one"),
+        ({"a": "bare"}, "a", "object"),
+        ({"a": {"L": {}}}, "a.L", "array"),
+        ({"a": {"M": []}}, "a.M", "object"),
+        (
+            {"a": {"M": {"b": {"L": [{"S": "x"}, {"S": "y"}, {"N": "1.2.3"}]}}}},
+            "a.M.b.L[2].N",
+            "literal",
+        ),
+    ],
+)
+def test_errors_name_the_attribute_path(attribute: Any, path: str, message: str) -> None:
+    with pytest.raises(DecodeError, match=message) as caught:
+        unmarshal(attribute, path="dynamodb.NewImage")
+    assert caught.value.path == f"dynamodb.NewImage.{path}"
+
+
+def test_not_a_map_and_non_string_names() -> None:
+    with pytest.raises(DecodeError):
+        unmarshal(["a"])  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="name"):
+        unmarshal({1: {"S": "x"}})  # type: ignore[dict-item]
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"S": "bottom"}
+    for level in range(levels):
+        value = {"M": {"x": value}} if level % 2 else {"L": [value]}
+    return {"top": value}
+
+
+def test_nesting_up_to_32_levels_and_no_further() -> None:
+    python = unmarshal(_nested(MAX_DEPTH))
+    assert marshal(python) == _nested(MAX_DEPTH)
+    with pytest.raises(DecodeError, match="deeper"):
+        unmarshal(_nested(MAX_DEPTH + 1))
+    with pytest.raises(DecodeError, match="deeper"):
+        unmarshal(_nested(5000))
+    too_deep: list[Any] = []
+    for _ in range(MAX_DEPTH):
+        too_deep = [too_deep]
+    with pytest.raises(DecodeError, match="deeper"):
+        marshal({"top": too_deep})
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(DecodeError, match="deeper"):
+        marshal({"loop": loop})
+
+
+def test_marshal_writes_sorted_sets_and_refuses_what_dynamodb_cannot_hold() -> None:
+    assert marshal({"s": {"b", "a"}, "n": {Decimal("2.5"), 1, -3}, "b": {b"\xff", b"\x00"}}) == {
+        "s": {"SS": ["a", "b"]},
+        "n": {"NS": ["-3", "1", "2.5"]},
+        "b": {"BS": ["AA==", "/w=="]},
+    }
+    assert marshal({"t": True, "i": 1}) == {"t": {"BOOL": True}, "i": {"N": "1"}}
+    for bad, message in [
+        (1.5, "float"),
+        (Decimal("NaN"), "finite"),
+        (Decimal("Infinity"), "finite"),
+        (set(), "empty"),
+        ({"a", 1}, "only"),
+        ({True}, "only"),
+        (10**126, "range"),
+        (10**500, "range"),
+        (Decimal("1E-131"), "range"),
+        (Decimal("1.23456789012345678901234567890123456789"), "38"),
+        (object(), "cannot"),
+    ]:
+        with pytest.raises(DecodeError, match=message) as caught:
+            marshal({"x": {"y": [bad]}})
+        assert caught.value.path == "x.y[0]"
+    with pytest.raises(DecodeError, match="name"):
+        marshal({1: "x"})  # type: ignore[dict-item]
+
+
+# ------------------------------------------------------------------ property tests
+
+_digits = st.integers(min_value=1, max_value=10**38 - 1)
+_exponent = st.integers(min_value=-167, max_value=125)
+
+
+@st.composite
+def _decimals(draw: st.DrawFn) -> Decimal:
+    """Representable Decimals with a non-zero exponent (exponent 0 reads back as int)."""
+    coefficient = draw(_digits)
+    sign = draw(st.sampled_from([1, -1]))
+    exponent = draw(_exponent.filter(lambda e: e != 0))
+    value = Decimal(sign * coefficient).scaleb(exponent)
+    adjusted = value.adjusted()
+    if not -130 <= adjusted <= 125:
+        value = Decimal(sign * coefficient).scaleb(-len(str(coefficient)) - 1)
+    return value
+
+
+_ints = st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1)
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=12),
+    _ints,
+    _decimals(),
+    st.binary(max_size=12),
+    st.sets(st.text(max_size=5), min_size=1, max_size=4),
+    st.sets(st.one_of(_ints, _decimals()), min_size=1, max_size=4).filter(
+        lambda s: len({Decimal(x) for x in s}) == len(s)
+    ),
+    st.sets(st.binary(max_size=5), min_size=1, max_size=4),
+)
+_values = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_items = st.dictionaries(st.text(max_size=8), _values, max_size=6)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (1 == Decimal(1) is not enough)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Decimal):
+        return a.as_tuple() == b.as_tuple()
+    if isinstance(a, set):
+        return bool(a == b) and {type(x) for x in a} == {type(x) for x in b}
+    return bool(a == b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_items)
+def test_unmarshal_inverts_marshal(item: dict[str, Any]) -> None:
+    assert _same(unmarshal(marshal(item)), item)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_items)
+def test_marshal_inverts_unmarshal_on_canonical_attribute_maps(item: dict[str, Any]) -> None:
+    attribute_map = marshal(item)  # canonical: sorted sets, numbers as str() writes them
+    assert marshal(unmarshal(attribute_map)) == attribute_map
+
+
+def test_integral_decimal_with_exponent_zero_reads_back_as_the_equal_int() -> None:
+    assert unmarshal(marshal({"n": Decimal("5")})) == {"n": 5}
+    assert type(unmarshal(marshal({"n": Decimal("5")}))["n"]) is int
+
+
+def _boto3_normal(value: Any) -> Any:
+    if isinstance(value, Binary):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _boto3_normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_boto3_normal(v) for v in value]
+    if isinstance(value, set):
+        return {_boto3_normal(v) for v in value}
+    return value
+
+
+def _with_bytes(attribute: Any) -> Any:
+    """boto3 expects B as bytes (botocore decoded them), so hand it bytes."""
+    if isinstance(attribute, dict) and len(attribute) == 1:
+        ((tag, value),) = attribute.items()
+        if tag == "B":
+            return {"B": base64.b64decode(value)}
+        if tag == "BS":
+            return {"BS": [base64.b64decode(v) for v in value]}
+        if tag == "L":
+            return {"L": [_with_bytes(v) for v in value]}
+        if tag == "M":
+            return {"M": {k: _with_bytes(v) for k, v in value.items()}}
+    return attribute
+
+
+_BOTO3 = TypeDeserializer()
+
+
+@settings(max_examples=150, deadline=None)
+@given(_items)
+def test_agrees_with_boto3_type_deserializer(item: dict[str, Any]) -> None:
+    attribute_map = {k: _with_bytes(v) for k, v in marshal(item).items()}
+    theirs = {k: _boto3_normal(_BOTO3.deserialize(v)) for k, v in attribute_map.items()}
+    ours = unmarshal(attribute_map)
+    assert ours == theirs  # numbers compare by value: int 5 == Decimal("5")
+
+    def check_exact(a: Any, b: Any) -> None:  # and every Decimal keeps boto3's digits
+        if isinstance(a, Decimal):
+            assert a.as_tuple() == b.as_tuple()
+        elif isinstance(a, dict):
+            for key in a:
+                check_exact(a[key], b[key])
+        elif isinstance(a, list):
+            for x, y in zip(a, b, strict=True):
+                check_exact(x, y)
+
+    check_exact(ours, theirs)
+
+
+_json = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False),
+        st.text(max_size=8),
+        st.sampled_from(["S", "N", "B", "SS", "NS", "BS", "L", "M", "BOOL", "NULL", "1", "YQ=="]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.one_of(st.sampled_from(["S", "N", "B", "SS", "NS", "BS", "L", "M"]), st.text()),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json)
+def test_random_garbage_only_ever_raises_decode_error(garbage: Any) -> None:
+    with contextlib.suppress(DecodeError):
+        unmarshal(garbage)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_items, st.data())
+def test_mutated_attribute_maps_only_ever_raise_decode_error(
+    item: dict[str, Any], data: st.DataObject
+) -> None:
+    attribute_map = marshal(item)
+    spots: list[tuple[Any, Any]] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                spots.append((node, key))
+                collect(value)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                spots.append((node, index))
+                collect(value)
+
+    collect(attribute_map)
+    if spots:
+        for _ in range(data.draw(st.integers(1, 3))):
+            container, key = data.draw(st.sampled_from(spots))
+            container[key] = data.draw(_json)
+    with contextlib.suppress(DecodeError):
+        unmarshal(attribute_map)
