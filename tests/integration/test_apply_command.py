@@ -1,0 +1,142 @@
+"""``ddbcdc apply``: a file (or stdin) of change records into PostgreSQL, with a summary."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from ddbcdc.attributes import marshal
+from ddbcdc.commands import apply
+from ddbcdc.commands.migrate import upgrade
+from ddbcdc.mapping import load_mappings
+
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
+SHIPPED = load_mappings(SHIPPED_DIR)
+US = 1_700_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def db(postgres_url: str) -> Iterator[str]:
+    name = f"t_apply_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    engine = sa.create_engine(url)
+    upgrade(engine, SHIPPED)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def env(db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(SHIPPED_DIR))
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        for table in (
+            "customers",
+            "ddbcdc_tombstones__customers",
+            "ddbcdc_changes__customers",
+            "ddbcdc_dead_letters",
+        ):
+            conn.execute(sa.text(f"DELETE FROM {table}"))
+    engine.dispose()
+    return db
+
+
+def line(event: str, userid: int, us: int, **image: Any) -> bytes:
+    dynamodb: dict[str, Any] = {
+        "ApproximateCreationDateTime": us,
+        "Keys": marshal({"userid": userid}),
+    }
+    if event != "REMOVE":
+        dynamodb["NewImage"] = marshal({"userid": userid, **image})
+    return orjson.dumps(
+        {
+            "awsRegion": "us-east-1",
+            "eventID": uuid.uuid4().hex,
+            "eventName": event,
+            "tableName": "customers",
+            "dynamodb": dynamodb,
+            "eventSource": "aws:dynamodb",
+        }
+    )
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    apply.register(parser.add_subparsers())
+    args = parser.parse_args(["apply", *argv])
+    return int(args.func(args))
+
+
+def customers(url: str) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT userid, first_name, last_name, phone FROM customers ORDER BY userid")
+        ).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def test_apply_file_in_batches(
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [
+        line("INSERT", 1, US, first_name=" Ada ", last_name="Lovelace", phone=5550100),
+        base64.b64encode(line("INSERT", 2, US, first_name="Alan")),  # base64 lines work too
+        b"",
+        line("MODIFY", 1, US + 5, first_name="Ada", last_name="King", phone="+1 555-0101"),
+        line("INSERT", 1, US + 1, first_name="stale"),
+        line("REMOVE", 2, US + 9),
+        line("INSERT", 3, US, first_name="Grace"),
+    ]
+    path = tmp_path / "changes.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert run([str(path), "--batch-size", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["received"] == 6
+    assert (summary["upserted"], summary["deleted"], summary["dead_lettered"]) == (4, 1, 0)
+    assert summary["stale"] == 1 and summary["changes_per_second"] > 0
+    assert customers(env) == [(1, "Ada", "King", "15550101"), (3, "Grace", None, None)]
+
+
+def test_apply_stdin_with_a_poison_line(
+    env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = (
+        b"\n".join(
+            [
+                line("INSERT", 7, US, first_name="ok"),
+                b"{not json",
+                line("INSERT", 8, US, first_name="x", phone={"M": 1}),
+            ]
+        )
+        + b"\n"
+    )
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert run(["-"]) == 1  # something was dead-lettered
+    out = capsys.readouterr().out
+    assert "received 3, upserted 1, deleted 0, stale/skipped 0, dead-lettered 2" in out
+    assert customers(env) == [(7, "ok", None, None)]
+
+
+def test_missing_file_is_a_clear_error(env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["/nonexistent/changes.jsonl"]) == 2
+    assert "cannot read /nonexistent/changes.jsonl" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""Migrations: upgrade from empty, match the Core tables, downgrade and upgrade again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from ddbcdc.commands import migrate
+from ddbcdc.errors import ConfigurationError
+from ddbcdc.mapping import load_mappings
+from ddbcdc.tables import metadata_for
+
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
+SHIPPED = load_mappings(SHIPPED_DIR)
+
+
+@pytest.fixture
+def db(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database for each test."""
+    name = f"t_migrations_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def tables(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(sa.inspect(conn).get_table_names())
+
+
+def run(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    migrate.register(parser.add_subparsers())
+    args = parser.parse_args(["migrate", *argv])
+    return int(args.func(args))
+
+
+EXPECTED = {
+    "alembic_version",
+    "ddbcdc_dead_letters",
+    "ddbcdc_shard_progress",
+    "customers",
+    "ddbcdc_tombstones__customers",
+    "ddbcdc_changes__customers",
+}
+
+
+def test_upgrade_downgrade_upgrade(db: str) -> None:
+    engine = sa.create_engine(db)
+    assert migrate.upgrade(engine, SHIPPED) == []  # revisions created everything shipped
+    assert tables(engine) == EXPECTED
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata_for(SHIPPED)) == []
+    migrate.downgrade(engine, revision="base")
+    assert tables(engine) == {"alembic_version"}
+    migrate.upgrade(engine, SHIPPED, revision="0001")
+    assert tables(engine) == {"alembic_version", "ddbcdc_dead_letters", "ddbcdc_shard_progress"}
+    migrate.upgrade(engine, SHIPPED)
+    assert tables(engine) == EXPECTED
+    engine.dispose()
+
+
+def test_new_mapping_gets_tables_and_a_changed_one_is_refused(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(SHIPPED_DIR / "customers.json", tmp_path / "customers.json")
+    orders = {
+        "source_table": "Orders",
+        "target_table": "orders",
+        "key": ["order_id", "line"],
+        "columns": [
+            {"name": "order_id", "type": "text"},
+            {"name": "line", "type": "integer"},
+            {"name": "amount", "type": "numeric", "required": True},
+            {"name": "doc", "type": "jsonb"},
+        ],
+    }
+    (tmp_path / "orders.json").write_text(json.dumps(orders))
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(tmp_path))
+    assert run([]) == 0
+    out = capsys.readouterr().out
+    assert "created table orders" in out and "created table ddbcdc_tombstones__orders" in out
+    engine = sa.create_engine(db)
+    assert {"orders", "ddbcdc_tombstones__orders"} <= tables(engine)
+    assert "ddbcdc_changes__orders" not in tables(engine)
+    assert run([]) == 0  # idempotent: existing tables match
+    assert "created" not in capsys.readouterr().out
+
+    orders["columns"][2]["type"] = "bigint"  # type: ignore[index]
+    (tmp_path / "orders.json").write_text(json.dumps(orders))
+    with pytest.raises(ConfigurationError, match=r"'amount' is NUMERIC, mapping says BIGINT"):
+        run([])
+    assert run(["--downgrade", "base"]) == 0
+    assert tables(engine) == {"alembic_version", "orders", "ddbcdc_tombstones__orders"}
+    engine.dispose()
