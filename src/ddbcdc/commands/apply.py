@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("file", nargs="?", default="-", help="input file, or - for stdin")
     parser.add_argument(
-        "--batch-size", type=int, default=2000, help="records per transaction (default 2000)"
+        "--batch-size", type=int, default=5000, help="records per transaction (default 5000)"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
