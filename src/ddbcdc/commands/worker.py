@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="print the rendered KCL properties and exit",
     )
+    parser.add_argument(
+        "--worker-id", help="KCL worker id, unique per running worker (default: random)"
+    )
     parser.add_argument("--java", help="java executable (default: $JAVA_HOME/bin/java or PATH)")
     parser.set_defaults(func=run)
 
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         stream=args.stream,
         application_name=args.application_name,
         initial_position=args.initial_position,
+        worker_id=args.worker_id,
     )
     properties = daemon.render_properties(options, executable=daemon.processor_command())
     if args.print_properties:

@@ -64,7 +64,8 @@ class WorkerOptions:
     shutdown_grace_ms: int
     kinesis_endpoint: str | None = None
     dynamodb_endpoint: str | None = None
-    shard_sync_interval_ms: int = 60_000
+    worker_id: str | None = None
+    shard_sync_interval_ms: int = 1_000
     parent_shard_poll_interval_ms: int = 10_000
 
     @classmethod
@@ -75,6 +76,7 @@ class WorkerOptions:
         stream: str | None = None,
         application_name: str | None = None,
         initial_position: str | None = None,
+        worker_id: str | None = None,
     ) -> WorkerOptions:
         """Options from ``settings``; non-None arguments override them."""
         chosen = stream or settings.stream_arn or settings.stream_name
@@ -94,6 +96,7 @@ class WorkerOptions:
             shutdown_grace_ms=settings.shutdown_grace_ms,
             kinesis_endpoint=settings.kinesis_endpoint,
             dynamodb_endpoint=settings.dynamodb_endpoint,
+            worker_id=worker_id,
         )
 
 
@@ -164,11 +167,13 @@ def render_properties(options: WorkerOptions, *, executable: str) -> str:
         stream_line = f"streamArn = {_property_value('streamArn', options.stream)}"
     else:
         stream_line = f"streamName = {_property_value('streamName', options.stream)}"
-    endpoints = []
+    extra = []
+    if options.worker_id:
+        extra.append(f"workerId = {_property_value('workerId', options.worker_id)}")
     if options.kinesis_endpoint:
-        endpoints.append(f"kinesisEndpoint = {_endpoint(options.kinesis_endpoint)}")
+        extra.append(f"kinesisEndpoint = {_endpoint(options.kinesis_endpoint)}")
     if options.dynamodb_endpoint:
-        endpoints.append(f"dynamoDBEndpoint = {_endpoint(options.dynamodb_endpoint)}")
+        extra.append(f"dynamoDBEndpoint = {_endpoint(options.dynamodb_endpoint)}")
     values = {
         "executable": _property_value("executableName", executable),
         "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
@@ -179,10 +184,16 @@ def render_properties(options: WorkerOptions, *, executable: str) -> str:
         "max_records": options.max_records,
         "idle_time_ms": options.idle_time_ms,
         "failover_time_ms": options.failover_time_ms,
+        # KCL's default is twice the failover time; a new or surviving worker gets leases
+        # sooner this way, at the price of a few more lease-table scans by the leader.
+        "lease_assignment_interval_ms": max(1000, options.failover_time_ms // 2),
+        # The leader treats a worker as alive until it misses two reports; KCL's 30 s default
+        # keeps a dead worker's expired leases unassigned for a minute.
+        "worker_metrics_reporter_ms": options.failover_time_ms,
         "shard_sync_interval_ms": options.shard_sync_interval_ms,
         "parent_shard_poll_interval_ms": options.parent_shard_poll_interval_ms,
         "shutdown_grace_ms": options.shutdown_grace_ms,
-        "endpoint_lines": "\n".join(endpoints),
+        "extra_lines": "\n".join(extra),
     }
     return template.substitute(values)
 
@@ -275,7 +286,11 @@ class DaemonProcess:
             self.child.send_signal(signal.SIGTERM)
 
     def wait(self) -> int:
-        """Wait for the daemon, forwarding SIGTERM/SIGINT; its exit status (128+n if killed)."""
+        """Wait for the daemon, forwarding SIGTERM/SIGINT; its exit status.
+
+        0 when it stopped because we asked it to (the JVM reports 143 after running its
+        shutdown hook); 128+n when a signal n we did not forward killed it.
+        """
         assert self.child is not None, "start() first"
         previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -287,6 +302,8 @@ class DaemonProcess:
                         log.error("KCL daemon still running after %.0fs: killing it", self.grace_s)
                         self.child.kill()
                     continue
+                if self._stop_at is not None and status in (0, 130, 143):
+                    return 0
                 return status if status >= 0 else 128 - status
         finally:
             for sig, handler in previous.items():

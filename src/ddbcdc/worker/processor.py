@@ -326,7 +326,9 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter(
-            "ts=%(asctime)s level=%(levelname)s pid=%(process)d logger=%(name)s %(message)s"
+            "ts=%(asctime)s.%(msecs)03d level=%(levelname)s pid=%(process)d logger=%(name)s "
+            "%(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
         )
     )
     root = logging.getLogger()
