@@ -21,6 +21,9 @@ COMMANDS: tuple[str, ...] = (
     "apply",
     "migrate",
     "dlq",
+    "setup",
+    "teardown",
+    "load",
 )
 
 
