@@ -1,0 +1,264 @@
+"""The shard processor with the real pipeline and a real PostgreSQL (no Java).
+
+- in process: a batch with a poison record lands in PostgreSQL (row, dead letter, shard
+  progress) in one transaction, then the batch is checkpointed at its last record;
+- PostgreSQL down (a TCP proxy that refuses connections): the same batch is retried until
+  PostgreSQL is back, and nothing is checkpointed before that;
+- as the daemon runs it: ``workers/record_processor.py`` in a subprocess writes nothing but
+  protocol lines on stdout.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from amazon_kclpy import kcl
+from prometheus_client import CollectorRegistry
+
+from ddbcdc.attributes import marshal
+from ddbcdc.commands.migrate import upgrade
+from ddbcdc.mapping import load_mappings
+from ddbcdc.pipeline import Pipeline
+from ddbcdc.worker.metrics import ProcessorMetrics
+from ddbcdc.worker.processor import Backoff, ShardProcessor
+from multilang_fake import Discard, FakeDaemon, initialize
+
+ROOT = Path(__file__).resolve().parents[2]
+MAPPINGS = load_mappings(ROOT / "schemas" / "tables")
+SHARD = "shardId-000000000001"
+US = 1_700_000_000_000_000
+
+
+@pytest.fixture
+def db(postgres_url: str) -> Iterator[str]:
+    """A fresh, migrated database per test."""
+    name = f"t_proc_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    engine = sa.create_engine(url)
+    upgrade(engine, MAPPINGS)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def change(userid: int, first_name: str, event: str = "INSERT") -> bytes:
+    keys = {"userid": userid}
+    body: dict[str, Any] = {
+        "ApproximateCreationDateTime": US + userid,
+        "Keys": marshal(keys),
+        "SizeBytes": 42,
+    }
+    if event != "REMOVE":
+        body["NewImage"] = marshal({**keys, "first_name": first_name})
+    return orjson.dumps(
+        {
+            "awsRegion": "us-east-1",
+            "eventID": uuid.uuid4().hex,
+            "eventName": event,
+            "recordFormat": "application/json",
+            "tableName": "customers",
+            "userIdentity": None,
+            "dynamodb": body,
+            "eventSource": "aws:dynamodb",
+        }
+    )
+
+
+def batch(items: list[tuple[int, bytes]], behind: int = 0) -> dict[str, Any]:
+    return {
+        "action": "processRecords",
+        "millisBehindLatest": behind,
+        "records": [
+            {
+                "action": "record",
+                "data": base64.b64encode(data).decode(),
+                "partitionKey": f"pk{seq}",
+                "sequenceNumber": str(seq),
+                "subSequenceNumber": None,
+                "approximateArrivalTimestamp": 1_700_000_000_000,
+            }
+            for seq, data in items
+        ],
+    }
+
+
+def customers(url: str) -> dict[int, str | None]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT userid, first_name FROM customers")).all()
+    engine.dispose()
+    return {r.userid: r.first_name for r in rows}
+
+
+def scalar_rows(url: str, sql: str) -> list[Any]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = list(conn.execute(sa.text(sql)).all())
+    engine.dispose()
+    return rows
+
+
+def run_processor(processor: ShardProcessor, daemon: FakeDaemon) -> None:
+    kcl.KCLProcess(processor, input_file=daemon, output_file=daemon, error_file=Discard()).run()
+
+
+def test_batch_with_a_poison_record_commits_then_checkpoints(db: str) -> None:
+    pipeline = Pipeline(engine=sa.create_engine(db), mappings=MAPPINGS)
+    registry = CollectorRegistry()
+    processor = ShardProcessor(
+        pipeline, application="app", metrics=ProcessorMetrics.create(registry)
+    )
+    daemon = FakeDaemon(
+        [
+            initialize(SHARD),
+            batch([(101, change(1, " Ada ")), (102, b"\xff not json"), (103, change(2, "Bob"))]),
+            batch([(104, change(1, "", "REMOVE"))], behind=7),
+        ]
+    )
+    run_processor(processor, daemon)
+    pipeline.close()
+
+    assert daemon.checkpoints == ["103", "104"]
+    assert customers(db) == {2: "Bob"}
+    [letter] = scalar_rows(db, "SELECT stage, shard_id, sequence_number FROM ddbcdc_dead_letters")
+    assert tuple(letter) == ("decode", SHARD, "102")
+    [progress] = scalar_rows(
+        db,
+        "SELECT application, shard_id, sequence_number, records_total, batches_total, "
+        "millis_behind_latest FROM ddbcdc_shard_progress",
+    )
+    assert tuple(progress) == ("app", SHARD, "104", 4, 2, 7)
+    labels = {"shard": SHARD}
+    assert registry.get_sample_value("ddbcdc_worker_dead_letters_total", labels) == 1
+    assert registry.get_sample_value("ddbcdc_worker_records_total", labels) == 4
+
+
+class FlakyProxy:
+    """A TCP proxy to PostgreSQL that refuses connections while ``down``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.down = True
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.down:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_postgres_down_retries_the_batch_and_checkpoints_only_after_commit(db: str) -> None:
+    url = sa.make_url(db)
+    proxy = FlakyProxy(url.port or 5432)
+    engine = sa.create_engine(url.set(port=proxy.port), pool_pre_ping=True)
+    pipeline = Pipeline(engine=engine, mappings=MAPPINGS)
+    checkpoints_while_down: list[list[str | None]] = []
+    daemon = FakeDaemon([initialize(SHARD), batch([(201, change(7, "Grace"))])])
+
+    def sleep(seconds: float) -> None:
+        checkpoints_while_down.append(list(daemon.checkpoints))
+        if len(checkpoints_while_down) >= 3:
+            proxy.down = False
+
+    processor = ShardProcessor(
+        pipeline,
+        application="app",
+        apply_backoff=Backoff(initial=0.01, maximum=0.02),
+        sleep=sleep,
+    )
+    try:
+        run_processor(processor, daemon)
+    finally:
+        pipeline.close()
+        proxy.close()
+
+    assert len(checkpoints_while_down) >= 3
+    assert all(c == [] for c in checkpoints_while_down)
+    assert daemon.checkpoints == ["201"]
+    assert customers(db) == {7: "Grace"}
+    retries = processor.metrics.apply_retries.labels(SHARD, "database")._value.get()
+    assert retries >= 3
+
+
+def test_entry_point_writes_only_protocol_to_stdout(db: str) -> None:
+    lines = [
+        initialize(SHARD),
+        batch([(301, change(3, "Lin")), (302, change(4, "Kay"))]),
+        {"action": "checkpoint", "sequenceNumber": "302", "subSequenceNumber": None},
+        {"action": "shutdownRequested"},
+        {"action": "leaseLost"},
+    ]
+    env = {
+        **os.environ,
+        "DATABASE_URL": db,
+        "DDBCDC_APPLICATION_NAME": "entry",
+        "DDBCDC_MAPPINGS_DIR": str(ROOT / "schemas" / "tables"),
+        "DDBCDC_LOG_LEVEL": "DEBUG",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "workers" / "record_processor.py")],
+        input="".join(json.dumps(m) + "\n" for m in lines),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    sent = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert sent == [
+        {"action": "status", "responseFor": "initialize"},
+        {"action": "checkpoint", "sequenceNumber": "302", "subSequenceNumber": None},
+        {"action": "status", "responseFor": "processRecords"},
+        {"action": "status", "responseFor": "shutdownRequested"},
+        {"action": "status", "responseFor": "leaseLost"},
+    ]
+    assert "batch applied shard=shardId-000000000001" in result.stderr
+    assert "Lin" not in result.stderr and "Kay" not in result.stderr
+    assert customers(db) == {3: "Lin", 4: "Kay"}
