@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "setup",
     "teardown",
     "load",
+    "local",
 )
 
 

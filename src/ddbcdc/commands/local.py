@@ -1,0 +1,184 @@
+"""``ddbcdc local up|down|env|status``: the local AWS stack on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ddbcdc.local.processes import pid_alive, stop_pid
+from ddbcdc.local.stack import StackInfo
+from ddbcdc.local.supervisor import STATE_FILE
+
+__all__ = ["register"]
+
+_DESCRIPTION = """\
+Run the local stack on 127.0.0.1, on free ports: moto (DynamoDB, DynamoDB Streams,
+CloudWatch), kinesis-local (Kinesis over HTTP/1.1 and h2c), PostgreSQL (--database-url or
+$DATABASE_URL, else a throwaway cluster) and the bridge.
+
+The bridge exists only for the local stack: it copies every change of each table that has a
+NEW_AND_OLD_IMAGES stream and the tag ddbcdc:local-kinesis-destination=<Kinesis stream ARN>
+into that Kinesis stream, in the Kinesis Data Streams for DynamoDB record format. In AWS,
+DynamoDB's managed Kinesis streaming destination does this job.
+
+State and logs live in ./.local (stack.json, *.log)."""
+
+_PID_FILE = "supervisor.pid"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``local`` command and its subcommands."""
+    parser = subparsers.add_parser(
+        "local",
+        help="run the local AWS stack (moto, kinesis-local, PostgreSQL, bridge)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--state-dir", type=Path, default=Path(".local"), help=argparse.SUPPRESS)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser("up", help="start the stack in the background, print its env")
+    up.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="PostgreSQL to use (default: $DATABASE_URL, else a throwaway cluster)",
+    )
+    up.add_argument(
+        "--temporary-postgres",
+        action="store_true",
+        help="start a throwaway PostgreSQL even when DATABASE_URL is set",
+    )
+    up.add_argument("--no-bridge", action="store_true", help="do not run the bridge")
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (180)")
+    up.set_defaults(func=_up)
+    actions.add_parser("down", help="stop the stack and remove its state").set_defaults(func=_down)
+    actions.add_parser("env", help="print export lines for the running stack").set_defaults(
+        func=_env
+    )
+    actions.add_parser("status", help="show whether each service runs").set_defaults(func=_status)
+
+
+def _read_state(state_dir: Path) -> StackInfo | None:
+    try:
+        return StackInfo.from_json((state_dir / STATE_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def _supervisor_pid(state_dir: Path) -> int | None:
+    try:
+        return int((state_dir / _PID_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _print_env(info: StackInfo) -> None:
+    for name, value in info.env.items():
+        print(f"export {name}={shlex.quote(value)}")
+
+
+def _up(args: argparse.Namespace) -> int:
+    state_dir: Path = args.state_dir
+    pid = _supervisor_pid(state_dir)
+    info = _read_state(state_dir)
+    if pid is not None and pid_alive(pid):
+        if info is None:
+            print(f"ddbcdc local: the stack is starting (pid {pid})", file=sys.stderr)
+            return 1
+        print("ddbcdc local: the stack is already up", file=sys.stderr)
+        _print_env(info)
+        return 0
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    command = [sys.executable, "-m", "ddbcdc.local.supervisor", "--state-dir", str(state_dir)]
+    if args.database_url and not args.temporary_postgres:
+        command += ["--database-url", args.database_url]
+    if args.no_bridge:
+        command.append("--no-bridge")
+    log_path = state_dir / "supervisor.log"
+    with log_path.open("ab") as log_file:
+        supervisor = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    (state_dir / _PID_FILE).write_text(f"{supervisor.pid}\n")
+    info = _wait_for_state(state_dir, supervisor, args.timeout)
+    if info is None:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+        print(f"ddbcdc local: the stack did not come up; {log_path}:\n{tail}", file=sys.stderr)
+        stop_pid(supervisor.pid, grace=20)
+        (state_dir / _PID_FILE).unlink(missing_ok=True)
+        return 1
+    print(f"ddbcdc local: up (logs in {state_dir}/*.log)", file=sys.stderr)
+    _print_env(info)
+    print('# use it with: eval "$(ddbcdc local env)"', file=sys.stderr)
+    return 0
+
+
+def _wait_for_state(
+    state_dir: Path, supervisor: subprocess.Popen[bytes], timeout: float
+) -> StackInfo | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = _read_state(state_dir)
+        if info is not None:
+            return info
+        if supervisor.poll() is not None:
+            return None
+        time.sleep(0.2)
+    return None
+
+
+def _down(args: argparse.Namespace) -> int:
+    state_dir: Path = args.state_dir
+    info = _read_state(state_dir)
+    pid = _supervisor_pid(state_dir)
+    if pid is None and info is not None:
+        pid = info.pids.get("supervisor")
+    if pid is None and info is None:
+        print("ddbcdc local: the stack is not up", file=sys.stderr)
+        return 0
+    if pid is not None:
+        # The supervisor stops its children and a throwaway PostgreSQL itself.
+        stop_pid(pid, grace=30)
+    if info is not None:
+        for name, child in info.pids.items():
+            if name != "supervisor" and pid_alive(child):
+                stop_pid(child, grace=5)
+    for name in (STATE_FILE, _PID_FILE, "bridge.ready"):
+        (state_dir / name).unlink(missing_ok=True)
+    print("ddbcdc local: down", file=sys.stderr)
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    info = _read_state(args.state_dir)
+    if info is None:
+        print("ddbcdc local: the stack is not up (run `ddbcdc local up`)", file=sys.stderr)
+        return 1
+    _print_env(info)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    info = _read_state(args.state_dir)
+    if info is None:
+        print("ddbcdc local: the stack is not up")
+        return 1
+    all_up = True
+    for name, pid in sorted(info.pids.items()):
+        alive = pid_alive(pid)
+        all_up = all_up and alive
+        print(f"{name:<11} pid {pid:<8} {'running' if alive else 'NOT RUNNING'}")
+    print(f"{'dynamodb':<11} {info.dynamodb_endpoint}  (also DynamoDB Streams, CloudWatch)")
+    print(f"{'kinesis':<11} {info.kinesis_endpoint}  (h2c; TLS: {info.kinesis_tls_endpoint})")
+    print(f"{'postgresql':<11} {info.database_url}")
+    return 0 if all_up else 1
