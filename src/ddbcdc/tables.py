@@ -112,6 +112,51 @@ def _version_columns() -> list[sa.Column[Any]]:
     ]
 
 
+def _now_column(name: str) -> sa.Column[Any]:
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
+
+
+def _live_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
+    key = set(mapping.key)
+    columns = [
+        sa.Column(c.name, column_type(c.type), primary_key=c.name in key, nullable=not c.required)
+        for c in mapping.columns
+    ]
+    return sa.Table(
+        mapping.target_table,
+        metadata,
+        *columns,
+        *_version_columns(),
+        _now_column("_ddbcdc_updated_at"),
+    )
+
+
+def _tombstone_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
+    table = sa.Table(
+        mapping.tombstone_table,
+        metadata,
+        *[sa.Column(c.name, column_type(c.type), primary_key=True) for c in mapping.key_columns],
+        *_version_columns(),
+        _now_column("_ddbcdc_deleted_at"),
+    )
+    sa.Index(f"{mapping.tombstone_table}_v_idx", table.c._ddbcdc_version_us)
+    return table
+
+
+def _change_log_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        mapping.change_log_table,
+        metadata,
+        sa.Column("_ddbcdc_event_id", sa.Text(collation="C"), primary_key=True),
+        sa.Column("_ddbcdc_op", sa.Text, nullable=False),
+        *[sa.Column(c.name, column_type(c.type), nullable=False) for c in mapping.key_columns],
+        sa.Column("_ddbcdc_version_us", sa.BigInteger, nullable=False),
+        sa.Column("_ddbcdc_sequence", sa.Numeric),
+        sa.Column("_ddbcdc_row", pg.JSONB),
+        _now_column("_ddbcdc_received_at"),
+    )
+
+
 class MappedTables:
     """The tables of one mapping: ``live``, ``tombstones`` and optional ``changes``."""
 
@@ -119,64 +164,9 @@ class MappedTables:
 
     def __init__(self, mapping: TableMapping, metadata: sa.MetaData) -> None:
         self.mapping = mapping
-        key = set(mapping.key)
-        self.live = sa.Table(
-            mapping.target_table,
-            metadata,
-            *[
-                sa.Column(
-                    c.name,
-                    column_type(c.type),
-                    primary_key=c.name in key,
-                    nullable=not c.required,
-                )
-                for c in mapping.columns
-            ],
-            *_version_columns(),
-            sa.Column(
-                "_ddbcdc_updated_at",
-                sa.DateTime(timezone=True),
-                nullable=False,
-                server_default=sa.func.now(),
-            ),
-        )
-        self.tombstones = sa.Table(
-            mapping.tombstone_table,
-            metadata,
-            *[
-                sa.Column(c.name, column_type(c.type), primary_key=True)
-                for c in mapping.key_columns
-            ],
-            *_version_columns(),
-            sa.Column(
-                "_ddbcdc_deleted_at",
-                sa.DateTime(timezone=True),
-                nullable=False,
-                server_default=sa.func.now(),
-            ),
-        )
-        sa.Index(f"{mapping.tombstone_table}_v_idx", self.tombstones.c._ddbcdc_version_us)
-        self.changes: sa.Table | None = None
-        if mapping.change_log:
-            self.changes = sa.Table(
-                mapping.change_log_table,
-                metadata,
-                sa.Column("_ddbcdc_event_id", sa.Text(collation="C"), primary_key=True),
-                sa.Column("_ddbcdc_op", sa.Text, nullable=False),
-                *[
-                    sa.Column(c.name, column_type(c.type), nullable=False)
-                    for c in mapping.key_columns
-                ],
-                sa.Column("_ddbcdc_version_us", sa.BigInteger, nullable=False),
-                sa.Column("_ddbcdc_sequence", sa.Numeric),
-                sa.Column("_ddbcdc_row", pg.JSONB),
-                sa.Column(
-                    "_ddbcdc_received_at",
-                    sa.DateTime(timezone=True),
-                    nullable=False,
-                    server_default=sa.func.now(),
-                ),
-            )
+        self.live = _live_table(mapping, metadata)
+        self.tombstones = _tombstone_table(mapping, metadata)
+        self.changes = _change_log_table(mapping, metadata) if mapping.change_log else None
 
     @property
     def all(self) -> tuple[sa.Table, ...]:
