@@ -9,6 +9,8 @@ import pytest
 
 from ddbcdc.local.postgres import TemporaryPostgres
 
+pytest_plugins = ["stack_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:

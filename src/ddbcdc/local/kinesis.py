@@ -88,6 +88,7 @@ def launch_kinesis(*, log_path: Path) -> tuple[ManagedProcess, str, str]:
         log_path=log_path,
         env=kinesis_local_env(package, plain_port=plain_port, tls_port=tls_port),
         cwd=package,
+        stop_grace=2.0,  # it may ignore SIGTERM
     ).start()
     return process, f"http://127.0.0.1:{plain_port}", f"https://127.0.0.1:{tls_port}"
 
