@@ -26,7 +26,7 @@ $(NODE_INSTALLED): package.json package-lock.json
 install: $(INSTALLED) $(NODE_INSTALLED)
 
 demo: install
-	$(BIN)/ddbcdc decode --pretty tests/fixtures/sample-records.jsonl
+	$(BIN)/ddbcdc demo
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check src tests workers benchmarks migrations

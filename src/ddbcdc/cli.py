@@ -15,16 +15,17 @@ __all__ = ["main"]
 
 # Order here is the order in --help.
 COMMANDS: tuple[str, ...] = (
-    "decode",
+    "demo",
+    "local",
+    "migrate",
+    "setup",
     "worker",
+    "load",
     "status",
     "apply",
-    "migrate",
+    "decode",
     "dlq",
-    "setup",
     "teardown",
-    "load",
-    "local",
 )
 
 
