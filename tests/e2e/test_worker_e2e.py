@@ -1,0 +1,360 @@
+"""The whole path: loader -> DynamoDB (moto) -> bridge -> Kinesis (kinesis-local, 2 shards)
+-> KCL MultiLangDaemon (Java, KCL 3.1.3) + ddbcdc shard processors -> PostgreSQL.
+
+Each test gets its own local stack and database. ``ddbcdc worker`` runs as a real subprocess
+in its own process group, exactly as an operator would run it.
+
+Timing notes (KCL 3.x, measured against moto and kinesis-local): a fresh application waits a
+random 1-30 s before its first shard sync (KCL avoids a thundering herd on an empty lease
+table), leases are handed out by the elected leader's lease assignment manager, and the
+leader lock lasts two minutes, so the failover test kills the worker that is *not* leader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from ddbcdc import aws
+from ddbcdc.commands.migrate import upgrade
+from ddbcdc.loader import LoadOptions, plan_operations
+from ddbcdc.loadwriter import run_load, scan_items
+from ddbcdc.local.postgres import free_port
+from ddbcdc.local.stack import LocalStack
+from ddbcdc.mapping import load_mappings
+from ddbcdc.provision import ProvisionOptions, set_up
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+MAPPINGS_DIR = ROOT / "schemas" / "tables"
+STREAM = "ddbcdc-e2e"
+CONVERGE_TIMEOUT_S = 180.0
+
+
+@pytest.fixture
+def stack(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
+    """A local stack on the session's PostgreSQL; this process talks to it as a client."""
+    with LocalStack(database_url=postgres_url) as running:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+            monkeypatch.setenv(name, running.env[name])
+        yield running
+
+
+@pytest.fixture
+def database(postgres_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test."""
+    name = f"t_e2e_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    engine = sa.create_engine(url)
+    upgrade(engine, load_mappings(MAPPINGS_DIR))
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+class Worker:
+    """``ddbcdc worker`` as a subprocess in its own process group."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        self.metrics_port = free_port()
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ddbcdc.cli",
+                "--log-level",
+                "INFO",
+                "worker",
+                "--metrics-port",
+                str(self.metrics_port),
+                *args,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            start_new_session=True,
+        )
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    def stop(self, timeout: float = 90.0) -> int:
+        """SIGTERM (graceful: every shard checkpoints), then wait."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: wrapper, Java daemon and shard processors."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def worker_env(stack: LocalStack, database_url: str, application: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DDBCDC_", "PROMETHEUS_"))}
+    env.update(stack.env)
+    env.update(
+        DATABASE_URL=database_url,
+        DDBCDC_STREAM_NAME=STREAM,
+        DDBCDC_APPLICATION_NAME=application,
+        DDBCDC_MAPPINGS_DIR=str(MAPPINGS_DIR),
+        DDBCDC_FAILOVER_TIME_MS="3000",
+        DDBCDC_SHUTDOWN_GRACE_MS="10000",
+        DDBCDC_IDLE_TIME_BETWEEN_READS_MS="200",
+    )
+    return env
+
+
+def provision(stack: LocalStack) -> None:
+    settings = stack.settings()
+    set_up(
+        aws.client("dynamodb", settings),
+        aws.client("kinesis", settings),
+        ProvisionOptions(table="customers", stream=STREAM, shards=2, local=True, timeout=60),
+    )
+
+
+def load(stack: LocalStack, **options: Any) -> int:
+    client = aws.client("dynamodb", stack.settings(), max_attempts=1)
+    opts = LoadOptions(table="customers", **options)
+    summary = run_load(client, opts, operations=list(plan_operations(opts)))
+    assert summary.errors == 0
+    return summary.total_writes
+
+
+def dynamodb_state(stack: LocalStack) -> dict[int, tuple[Any, ...]]:
+    items = scan_items(aws.client("dynamodb", stack.settings()), "customers")
+    return {
+        key: (item.get("first_name"), item.get("last_name"), _text(item.get("phone")))
+        for key, item in items.items()
+    }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(int(value))
+
+
+def postgres_state(database_url: str) -> dict[int, tuple[Any, ...]]:
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT userid, first_name, last_name, phone FROM customers"))
+        state = {r.userid: (r.first_name, r.last_name, r.phone) for r in rows}
+    engine.dispose()
+    return state
+
+
+def query(database_url: str, sql: str) -> list[Any]:
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        rows = list(conn.execute(sa.text(sql)).all())
+    engine.dispose()
+    return rows
+
+
+def leases(stack: LocalStack, application: str) -> dict[str, dict[str, str | None]]:
+    client = aws.client("dynamodb", stack.settings())
+    try:
+        items = client.scan(TableName=application, ConsistentRead=True)["Items"]
+    except client.exceptions.ResourceNotFoundException:
+        return {}
+    return {
+        item["leaseKey"]["S"]: {
+            "owner": item.get("leaseOwner", {}).get("S"),
+            "checkpoint": item.get("checkpoint", {}).get("S"),
+        }
+        for item in items
+    }
+
+
+def leader(stack: LocalStack, application: str) -> str | None:
+    client = aws.client("dynamodb", stack.settings())
+    try:
+        items = client.scan(TableName=f"{application}-CoordinatorState")["Items"]
+    except client.exceptions.ResourceNotFoundException:
+        return None
+    owners = [i["ownerName"]["S"] for i in items if i["key"]["S"] == "Leader" and "ownerName" in i]
+    return owners[0] if owners else None
+
+
+def wait_for(
+    what: str, check: Callable[[], bool], timeout: float, *workers: Worker, every: float = 1.0
+) -> float:
+    """Poll ``check`` until true; fail with the workers' log tails after ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        for worker in workers:
+            if worker.proc.poll() is not None and worker.proc.returncode != -signal.SIGKILL:
+                pytest.fail(f"worker exited ({worker.proc.returncode}):\n{worker.log_tail()}")
+        time.sleep(every)
+    logs = "\n\n".join(w.log_tail() for w in workers)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
+
+
+def assert_converged(stack: LocalStack, database_url: str, *workers: Worker) -> None:
+    expected: dict[int, tuple[Any, ...]] = {}
+
+    def same() -> bool:
+        expected.clear()
+        expected.update(dynamodb_state(stack))
+        return postgres_state(database_url) == expected
+
+    wait_for("PostgreSQL to equal the DynamoDB table", same, CONVERGE_TIMEOUT_S, *workers)
+    assert len(expected) > 50  # the load left a real table behind, not an empty one
+    assert query(database_url, "SELECT count(*) FROM ddbcdc_dead_letters")[0][0] == 0
+
+
+def assert_checkpoints_match_progress(
+    stack: LocalStack, database_url: str, application: str, *workers: Worker
+) -> None:
+    """Every shard: progress row present, checkpoint advanced to the last applied record."""
+
+    def matched() -> bool:
+        progress = {
+            r.shard_id: r.sequence_number
+            for r in query(
+                database_url,
+                "SELECT shard_id, sequence_number FROM ddbcdc_shard_progress "
+                f"WHERE application = '{application}'",
+            )
+        }
+        checkpoints = {k: v["checkpoint"] for k, v in leases(stack, application).items()}
+        return len(checkpoints) == 2 and progress == checkpoints
+
+    wait_for("checkpoints to reach the shard progress rows", matched, 60, *workers)
+    for lease in leases(stack, application).values():
+        assert lease["checkpoint"] not in (None, "TRIM_HORIZON", "LATEST")
+
+
+def test_worker_applies_every_change_and_checkpoints_every_shard(
+    stack: LocalStack, database: str, tmp_path: Path
+) -> None:
+    provision(stack)
+    application = f"e2e-{uuid.uuid4().hex[:6]}"
+    worker = Worker(worker_env(stack, database, application), tmp_path / "worker.log")
+    try:
+        writes = load(stack, count=1200, keys=300, seed=4, workers=4)
+        assert_converged(stack, database, worker)
+        assert_checkpoints_match_progress(stack, database, application, worker)
+
+        status, body = worker.get("/metrics")
+        assert status == 200
+        applied = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in body.splitlines()
+            if line.startswith("ddbcdc_worker_records_total{")
+        )
+        assert applied >= writes
+        assert worker.get("/healthz")[0] == 200
+
+        result = subprocess.run(
+            [sys.executable, "-m", "ddbcdc.cli", "status", "--json"],
+            env=worker_env(stack, database, application),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        shards = json.loads(result.stdout)["shards"]
+        assert sorted(s["shard_id"] for s in shards) == sorted(leases(stack, application))
+        assert sum(s["records_total"] for s in shards) >= writes
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log_tail()
+    log = worker.log_path.read_text(errors="replace")
+    assert "shutdown requested shard=" in log
+    assert "Traceback" not in log
+
+
+def both_working(current: dict[str, dict[str, str | None]], workers: set[str]) -> bool:
+    """Each worker owns a lease and has checkpointed in it (so it applied a batch)."""
+    owners = {v["owner"] for v in current.values()}
+    started = all(v["checkpoint"] not in (None, "TRIM_HORIZON") for v in current.values())
+    return owners == workers and started
+
+
+def test_two_workers_share_shards_and_survive_one_being_killed(
+    stack: LocalStack, database: str, tmp_path: Path
+) -> None:
+    provision(stack)
+    application = f"e2e-{uuid.uuid4().hex[:6]}"
+    env = worker_env(stack, database, application)
+    workers = {
+        wid: Worker(env, tmp_path / f"{wid}.log", "--worker-id", wid)
+        for wid in ("worker-a", "worker-b")
+    }
+    # Phase 2 runs while one worker is killed; phase 1 gives both something to checkpoint.
+    loading = threading.Thread(
+        target=load, args=(stack,), kwargs={"count": 1200, "keys": 300, "seed": 9, "rate": 100}
+    )
+    try:
+        load(stack, count=400, keys=300, seed=8, workers=4)
+        wait_for(
+            "both workers to hold a lease and checkpoint in it",
+            lambda: both_working(leases(stack, application), set(workers)),
+            120,
+            *workers.values(),
+        )
+        loading.start()
+        time.sleep(2)
+        boss = leader(stack, application)
+        assert boss in workers, f"no leader recorded: {boss!r}"
+        victim_id = next(w for w in workers if w != boss)
+        victim, survivor = workers[victim_id], workers[boss]
+        assert loading.is_alive(), "the load ended before the kill: make it longer"
+        victim.kill()
+
+        took = wait_for(
+            "the surviving worker to take every lease over",
+            lambda: {v["owner"] for v in leases(stack, application).values()} == {boss},
+            60,
+            survivor,
+        )
+        assert took < 45
+        loading.join(timeout=120)
+        assert not loading.is_alive()
+        assert_converged(stack, database, survivor)
+        assert_checkpoints_match_progress(stack, database, application, survivor)
+        assert "shard processor started" in victim.log_path.read_text(errors="replace")
+    finally:
+        for worker in workers.values():
+            if worker.proc.poll() is None:
+                worker.stop()
+        loading.join(timeout=120)
