@@ -68,18 +68,22 @@ def _construct(values: dict[str, Any]) -> ChangeRecord:
 
     Every value has been validated by this module before it gets here. Safe because the
     model has no aliases, defaults that matter here, extras, private attributes or
-    post-init hook (asserted below and by the tests against ``model_validate``).
+    post-init hook (asserted below and by the tests against ``model_validate``). The slots
+    are filled through their descriptors, which skips ``object.__setattr__``'s lookup.
     """
     record = _new(ChangeRecord)
-    _set(record, "__dict__", values)
-    _set(record, "__pydantic_fields_set__", _FIELDS_SET.copy())
-    _set(record, "__pydantic_extra__", None)
-    _set(record, "__pydantic_private__", None)
+    _set_dict(record, values)
+    _set_fields_set(record, _FIELDS_SET.copy())
+    _set_extra(record, None)
+    _set_private(record, None)
     return record
 
 
 _new = object.__new__
-_set = object.__setattr__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 if (
     ChangeRecord.__pydantic_post_init__
     or ChangeRecord.__private_attributes__
@@ -96,28 +100,35 @@ def _parse(data: bytes | str) -> Any:
     """Raw JSON or base64 of JSON -> parsed value; JSON starts with '{' after whitespace."""
     first = data[:1]
     if first != b"{" and first != "{":
-        if first.isspace() or data[-1:].isspace():
+        if first.isspace():
             data = data.strip()
         if data[:1] != b"{" and data[:1] != "{":
-            data = _base64(data)
+            try:
+                data = a2b_base64(data, strict_mode=True)
+            except (BinasciiError, ValueError) as exc:
+                # Strict base64 has no whitespace: retry once without a trailing one.
+                if not data[-1:].isspace():
+                    raise _fail(_NOT_JSON_OR_BASE64) from exc
+                data = _base64(data.strip())
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise _fail("payload is not valid JSON") from exc
 
 
+_NOT_JSON_OR_BASE64 = "payload is neither a JSON object nor strict base64 of one"
+
+
 def _base64(data: bytes | str) -> bytes:
     try:
         return a2b_base64(data, strict_mode=True)
     except (BinasciiError, ValueError) as exc:
-        raise _fail("payload is neither a JSON object nor strict base64 of one") from exc
+        raise _fail(_NOT_JSON_OR_BASE64) from exc
 
 
 def _timestamp_us(value: Any, unit: str) -> int:
     """ApproximateCreationDateTime -> exact epoch microseconds."""
     path = "dynamodb.ApproximateCreationDateTime"
-    if type(value) is int and unit == "auto" and _SECONDS_BELOW <= value < _MILLIS_BELOW:
-        return value * 1_000  # the common case: Kinesis milliseconds
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise _fail("timestamp is a naive datetime", path)
@@ -213,22 +224,27 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise _fail("change record must be a JSON object")
     event_name, event_id, dynamodb = _envelope(raw)
-    keys = dynamodb.get("Keys")
+    get = dynamodb.get
+    keys = get("Keys")
     if not keys:
         raise _fail("Keys must be a non-empty attribute map", "dynamodb.Keys")
     keys = unmarshal(keys, path="dynamodb.Keys")
-    new_image = dynamodb.get("NewImage")
+    new_image = get("NewImage")
     if new_image is not None:
         if event_name == "REMOVE":
             raise _fail("a REMOVE has no NewImage", "dynamodb.NewImage")
         new_image = unmarshal(new_image, path="dynamodb.NewImage")
-    old_image = dynamodb.get("OldImage")
+    old_image = get("OldImage")
     if old_image is not None:
         if event_name == "INSERT":
             raise _fail("an INSERT has no OldImage", "dynamodb.OldImage")
         old_image = unmarshal(old_image, path="dynamodb.OldImage")
-    micros = _timestamp_us(dynamodb.get("ApproximateCreationDateTime"), unit)
-    size = dynamodb.get("SizeBytes")
+    micros = get("ApproximateCreationDateTime")
+    if type(micros) is int and unit == "auto" and _SECONDS_BELOW <= micros < _MILLIS_BELOW:
+        micros *= 1_000  # the common case: Kinesis milliseconds
+    else:
+        micros = _timestamp_us(micros, unit)
+    size = get("SizeBytes")
     if size is not None and (type(size) is not int or size < 0):
         raise _fail("SizeBytes must be a non-negative integer", "dynamodb.SizeBytes")
     table = raw.get("tableName")
@@ -237,7 +253,7 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
     region = raw.get("awsRegion")
     if region is not None and type(region) is not str:
         raise _fail("awsRegion must be a string", "awsRegion")
-    if sequence_number is None and dynamodb.get("SequenceNumber") is not None:
+    if sequence_number is None and get("SequenceNumber") is not None:
         sequence_number = _sequence(dynamodb["SequenceNumber"], "dynamodb.SequenceNumber")
     identity = raw.get("userIdentity")
     return _construct(
@@ -249,7 +265,7 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
             "keys": keys,
             "new_image": new_image,
             "old_image": old_image,
-            "approximate_creation": _EPOCH + timedelta(0, *divmod(micros, 1_000_000)),
+            "approximate_creation": _EPOCH + _ONE_US * micros,  # exact: int arithmetic
             "approximate_creation_us": micros,
             "size_bytes": size,
             "is_ttl_delete": identity is not None and _is_ttl_delete(event_name, identity),
