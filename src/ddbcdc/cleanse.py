@@ -86,6 +86,8 @@ def _to_int(bits: int) -> Callable[[Any], Any]:
     low, high = -(2**bits), 2**bits - 1
 
     def coerce(value: Any) -> Any:
+        if type(value) is int and low <= value <= high:  # the common case, checked first
+            return value
         if isinstance(value, bool):
             raise _fail(f"expected a number, got {type(value).__name__}")
         if isinstance(value, str):
@@ -141,8 +143,10 @@ def _to_text(rules: tuple[str, ...]) -> Callable[[Any], Any]:
     steps = tuple(_RULES[r] for r in rules)
 
     def coerce(value: Any) -> Any:
-        if isinstance(value, str):
+        if type(value) is str or isinstance(value, str):
             text = value
+        elif type(value) is int:
+            text = str(value)
         elif isinstance(value, int | Decimal) and not isinstance(value, bool):
             text = _number_text(value)
         else:
@@ -208,35 +212,42 @@ def _json_text(value: Any) -> str:
     raise _fail(f"cannot store {type(value).__name__} as JSON")
 
 
-def _field(column: ColumnMapping) -> tuple[Any, Any]:
-    py_types: dict[str, type] = {
-        "bigint": int,
-        "integer": int,
-        "smallint": int,
-        "numeric": Decimal,
-        "text": str,
-        "boolean": bool,
-        "bytea": bytes,
-        "jsonb": str,
-        "timestamptz": datetime,
-    }
+_PY_TYPES: dict[str, type] = {
+    "bigint": int,
+    "integer": int,
+    "smallint": int,
+    "numeric": Decimal,
+    "text": str,
+    "boolean": bool,
+    "bytea": bytes,
+    "jsonb": str,
+    "timestamptz": datetime,
+}
+
+
+def _coercer(column: ColumnMapping) -> Callable[[Any], Any]:
+    """The function turning a present, non-null attribute value into the column's value."""
+    if column.type in _INT_RANGES:
+        return _to_int(_INT_RANGES[column.type])
+    if column.type == "text":
+        return _to_text(column.rules)
     coercers: dict[str, Callable[[Any], Any]] = {
         "numeric": _to_numeric,
-        "text": _to_text(column.rules),
         "boolean": _to_type(bool),
         "bytea": _to_type(bytes),
         "jsonb": _json_text,
         "timestamptz": _to_timestamp,
     }
-    if column.type in _INT_RANGES:
-        coerce = _to_int(_INT_RANGES[column.type])
-    else:
-        coerce = coercers[column.type]
+    return coercers[column.type]
+
+
+def _field(column: ColumnMapping) -> tuple[Any, Any]:
+    coerce = _coercer(column)
 
     def before(value: Any) -> Any:
         return None if value is None else coerce(value)
 
-    py_type = py_types[column.type]
+    py_type = _PY_TYPES[column.type]
     if column.required:
         return Annotated[py_type, BeforeValidator(before)], Field(...)
     annotated = Annotated[py_type | None, BeforeValidator(before)]  # type: ignore[valid-type]
@@ -261,8 +272,66 @@ def _error_message(exc: ValidationError) -> tuple[str, str]:
     return field, message
 
 
+class _Column(NamedTuple):
+    """One column of a compiled cleanse plan."""
+
+    name: str
+    source: str
+    coerce: Callable[[Any], Any]
+    required: bool
+    from_keys: bool  # fall back to the record's Keys when the image lacks the attribute
+    default: Any
+
+
+def _plan(
+    columns: tuple[ColumnMapping, ...], key: tuple[str, ...], image: str
+) -> tuple[_Column, ...]:
+    in_image = image == "NewImage"
+    return tuple(
+        _Column(
+            c.name,
+            c.source,
+            _coercer(c),
+            c.required,
+            in_image and c.name in key,
+            c.default if in_image else None,
+        )
+        for c in columns
+    )
+
+
+def _fast_row(
+    plan: tuple[_Column, ...], image: Mapping[str, Any], keys: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The row the row model would return, or None when it would reject the values.
+
+    The same coercers as the model's validators, called directly: the model (and its error
+    message) is only needed for records that do not fit.
+    """
+    row: dict[str, Any] = {}
+    try:
+        for name, source, coerce, required, from_keys, default in plan:
+            value = image.get(source)
+            if value is None:
+                value = keys.get(source) if from_keys else None
+                if value is None:
+                    value = default
+            if value is not None:
+                value = coerce(value)
+            if value is None and required:
+                return None
+            row[name] = value
+    except ValueError:
+        return None
+    return row
+
+
 class Cleanser:
     """Cleanses records of one mapping with a row model built once from it.
+
+    Rows are built by a plan of per-column coercers compiled from the mapping; the pydantic
+    row model (the same coercers as validators) names what is wrong when a record does not
+    fit.
 
     Args:
         mapping: the table mapping.
@@ -280,6 +349,8 @@ class Cleanser:
         self._key_sources = tuple((c.name, c.source) for c in mapping.key_columns)
         self._defaults = {c.name: c.default for c in mapping.columns if c.default is not None}
         self._by_name = {c.name: c for c in mapping.columns}
+        self._row_plan = _plan(mapping.columns, mapping.key, "NewImage")
+        self._key_plan = _plan(mapping.key_columns, mapping.key, "Keys")
         self._check_defaults()
 
     def _check_defaults(self) -> None:
@@ -313,6 +384,32 @@ class Cleanser:
                 sequence_number=record.sequence_number,
             ) from exc
 
+    def validate_row(self, record: ChangeRecord) -> dict[str, Any]:
+        """The row of an INSERT/MODIFY through the pydantic row model (the reference path).
+
+        Raises:
+            CleanseError: as :meth:`cleanse`.
+        """
+        image, keys = record.new_image or {}, record.keys
+        values = dict(self._defaults)
+        for name, source in self._sources:
+            value = image.get(source)
+            if value is None:
+                value = keys.get(source) if name in self.mapping.key else None
+            if value is not None:
+                values[name] = value
+        return self._validate(self.row_model, values, "NewImage", record)
+
+    def validate_key(self, record: ChangeRecord) -> dict[str, Any]:
+        """The key columns of a record's Keys through the pydantic key model.
+
+        Raises:
+            CleanseError: as :meth:`cleanse`.
+        """
+        keys = record.keys
+        values = {n: keys[s] for n, s in self._key_sources if s in keys}
+        return self._validate(self._key_model, values, "Keys", record)
+
     def cleanse(self, record: ChangeRecord) -> CleanChange:
         """Turn one change record into a :class:`CleanChange`.
 
@@ -321,9 +418,10 @@ class Cleanser:
         """
         keys = record.keys
         if record.event_name == "REMOVE":
-            values = {n: keys[s] for n, s in self._key_sources if s in keys}
             row = None
-            key_row = self._validate(self._key_model, values, "Keys", record)
+            key_row = _fast_row(self._key_plan, keys, keys)
+            if key_row is None:
+                key_row = self.validate_key(record)
         else:
             image = record.new_image
             if image is None:
@@ -333,25 +431,21 @@ class Cleanser:
                     shard_id=record.shard_id,
                     sequence_number=record.sequence_number,
                 )
-            values = dict(self._defaults)
-            for name, source in self._sources:
-                value = image.get(source)
-                if value is None:
-                    value = keys.get(source) if name in self.mapping.key else None
-                if value is not None:
-                    values[name] = value
-            row = self._validate(self.row_model, values, "NewImage", record)
+            row = _fast_row(self._row_plan, image, keys)
+            if row is None:
+                row = self.validate_row(record)
             key_row = row
         version, seq = version_of(record)
+        key = tuple([key_row[k] for k in self.mapping.key])
         return CleanChange(
-            mapping=self.mapping,
-            event_id=record.event_id,
-            event_name=record.event_name,
-            key=tuple(key_row[k] for k in self.mapping.key),
-            row=row,
-            version=version,
-            approximate_creation_us=record.approximate_creation_us,
-            sequence=seq,
+            self.mapping,
+            record.event_id,
+            record.event_name,
+            key,
+            row,
+            version,
+            record.approximate_creation_us,
+            seq,
         )
 
 
