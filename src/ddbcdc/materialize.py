@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.mapping import TableMapping
-from ddbcdc.tables import MappedTables, mapped_tables
+from ddbcdc.tables import VERSION_COLUMNS, MappedTables, mapped_tables
 
 __all__ = ["ApplyCounts", "Materializer", "TableWriter", "collapse"]
 
@@ -65,7 +65,17 @@ def _plain_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
     return sa.Text() if isinstance(type_, sa.Text) else type_
 
 
-def _records(columns: Sequence[sa.Column[Any]]) -> sa.TableValuedAlias:
+#: The filter of statements that read every row of their batch.
+_EVERY_ROW = sa.true()
+#: Fields of the batch document that are not live table columns.
+_BATCH_ONLY = (
+    sa.column("_ddbcdc_op", sa.Text()),
+    sa.column("_ddbcdc_newest", sa.Boolean()),
+    sa.column("_ddbcdc_log", sa.Boolean()),
+)
+
+
+def _records(columns: Sequence[sa.ColumnClause[Any] | None]) -> sa.TableValuedAlias:
     """``json_to_recordset(CAST(:rows AS JSON)) AS v(c0 t0, ...)``: the batch as one parameter.
 
     One JSON document per statement is the cheapest way found to ship a batch: orjson
@@ -75,7 +85,7 @@ def _records(columns: Sequence[sa.Column[Any]]) -> sa.TableValuedAlias:
     rows = sa.cast(sa.bindparam("rows", type_=sa.Text()), pg.JSON())
     return (
         sa.func.json_to_recordset(rows)
-        .table_valued(*[sa.column(c.name, _plain_type(c.type)) for c in columns])
+        .table_valued(*[sa.column(c.name, _plain_type(c.type)) for c in columns if c is not None])
         .render_derived(name="v", with_types=True)
     )
 
@@ -116,23 +126,41 @@ class TableWriter:
         encoders = ((c.name, _encoder(tables.live.c[c.name].type)) for c in mapping.columns)
         self._encoders = [(n, e) for n, e in encoders if e is not None]
         self._key_encoders = [(n, e) for n, e in self._encoders if n in self._key]
-        self._upsert = self._build_upsert()
-        self._delete_live, self._tombstone = self._build_delete()
-        self._log = self._build_log() if tables.changes is not None else None
+        self._upsert = self._build_upsert(self._source(self._upsert_names()))
+        self._delete_live, self._tombstone = self._build_delete(self._source(self._delete_names()))
+        logged = tables.changes is not None
+        self._log = self._build_log(self._source(self._log_names())) if logged else None
+        self._batch = self._build_batch()
         self._prune = sa.delete(tables.tombstones).where(
             tables.tombstones.c._ddbcdc_version_us < sa.bindparam("cutoff_us")
         )
 
-    def _build_upsert(self) -> sa.Insert:
+    def _upsert_names(self) -> list[str]:
+        return [*self._columns, *VERSION_COLUMNS]
+
+    def _delete_names(self) -> list[str]:
+        return [*self._key, *VERSION_COLUMNS]
+
+    def _log_fixed(self) -> list[str]:
+        return ["_ddbcdc_event_id", "_ddbcdc_op", *self._key, *VERSION_COLUMNS[:2]]
+
+    def _log_names(self) -> list[str]:
+        return [*self._log_fixed(), *self._values]
+
+    def _source(self, names: Sequence[str]) -> sa.TableValuedAlias:
+        """The batch parameter as rows of the named columns (live table types)."""
+        extra = {c.name: c for c in _BATCH_ONLY}
+        return _records([self.tables.live.c.get(n, extra.get(n)) for n in names])
+
+    def _build_upsert(self, v: Any, only: Any = _EVERY_ROW) -> sa.Insert:
         live, tomb = self.tables.live, self.tables.tombstones
-        names = [*self._columns, "_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id"]
-        v = _records([live.c[n] for n in names])
+        names = self._upsert_names()
         newer_tombstone = (
             sa.select(sa.literal(1))
             .where(_key_match(tomb, v, self._key), _version(tomb.c) > _version(v.c))
             .exists()
         )
-        rows = sa.select(*[v.c[n] for n in names]).where(~newer_tombstone)
+        rows = sa.select(*[v.c[n] for n in names]).where(only, ~newer_tombstone)
         stmt = pg.insert(live).from_select(names, rows)
         updates: dict[str, Any] = {n: stmt.excluded[n] for n in names if n not in self._key}
         updates["_ddbcdc_updated_at"] = sa.func.now()
@@ -142,19 +170,18 @@ class TableWriter:
             where=_version(live.c) < _version(stmt.excluded),
         ).execution_options(preserve_rowcount=True)
 
-    def _build_delete(self) -> tuple[sa.Delete, sa.Insert]:
+    def _build_delete(self, v: Any, only: Any = _EVERY_ROW) -> tuple[sa.Delete, sa.Insert]:
         live, tomb = self.tables.live, self.tables.tombstones
-        names = [*self._key, "_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id"]
-        v = _records([tomb.c[n] for n in names])
+        names = self._delete_names()
         delete_live = sa.delete(live).where(
-            _key_match(live, v, self._key), _version(live.c) < _version(v.c)
+            only, _key_match(live, v, self._key), _version(live.c) < _version(v.c)
         )
         newer_live = (
             sa.select(sa.literal(1))
             .where(_key_match(live, v, self._key), _version(live.c) > _version(v.c))
             .exists()
         )
-        rows = sa.select(*[v.c[n] for n in names]).where(~newer_live)
+        rows = sa.select(*[v.c[n] for n in names]).where(only, ~newer_live)
         stmt = pg.insert(tomb).from_select(names, rows)
         updates: dict[str, Any] = {n: stmt.excluded[n] for n in names if n not in self._key}
         updates["_ddbcdc_deleted_at"] = sa.func.now()
@@ -165,13 +192,10 @@ class TableWriter:
         ).execution_options(preserve_rowcount=True)
         return delete_live, tombstone
 
-    def _build_log(self) -> sa.Insert:
+    def _build_log(self, v: Any, only: Any = _EVERY_ROW) -> sa.Insert:
         changes = self.tables.changes
         assert changes is not None
-        live = self.tables.live
-        fixed = ["_ddbcdc_event_id", "_ddbcdc_op", *self._key, "_ddbcdc_version_us"]
-        fixed += ["_ddbcdc_sequence"]
-        v = _records([changes.c[n] for n in fixed] + [live.c[n] for n in self._values])
+        fixed = self._log_fixed()
         pairs: list[Any] = []
         for name in self._columns:
             pairs += [sa.literal(name, sa.Text()), v.c[name]]
@@ -179,9 +203,37 @@ class TableWriter:
             (v.c._ddbcdc_op == "REMOVE", sa.null()),
             else_=sa.func.jsonb_build_object(*pairs),
         )
-        rows = sa.select(*[v.c[n] for n in fixed], row)
+        rows = sa.select(*[v.c[n] for n in fixed], row).where(only)
         stmt = pg.insert(changes).from_select([*fixed, "_ddbcdc_row"], rows)
         return stmt.on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"])
+
+    def _build_batch(self) -> sa.Select[Any]:
+        """Log, delete, tombstone and upsert in ONE statement reading the batch once.
+
+        The batch holds each distinct change once, flagged ``_ddbcdc_log`` (goes to the
+        change log) and ``_ddbcdc_newest`` (the newest change of its key). Deletes and
+        upserts touch disjoint keys (one newest change per key), so running them as
+        data-modifying CTEs on one snapshot gives what running them one after another does.
+        """
+        changes = self.tables.changes
+        names = [*self._columns, *VERSION_COLUMNS, *(c.name for c in _BATCH_ONLY)]
+        v = sa.select(*self._source(names).c).cte("v")
+        newest = v.c._ddbcdc_newest
+        removes, writes = (
+            newest & (v.c._ddbcdc_op == "REMOVE"),
+            newest & (v.c._ddbcdc_op != "REMOVE"),
+        )
+        delete_live, tombstone = self._build_delete(v, removes)
+        tombstoned = tombstone.returning(sa.literal(1)).cte("tombstoned")
+        upserted = self._build_upsert(v, writes).returning(sa.literal(1)).cte("upserted")
+        side = [delete_live.cte("deleted")]
+        if changes is not None:
+            side.append(self._build_log(v, v.c._ddbcdc_log).cte("logged"))
+        count = sa.func.count()
+        return sa.select(
+            sa.select(count).select_from(tombstoned).scalar_subquery().label("deleted"),
+            sa.select(count).select_from(upserted).scalar_subquery().label("upserted"),
+        ).add_cte(*side)
 
     def _rows(self, changes: Sequence[CleanChange], with_values: bool) -> dict[str, str]:
         """The ``rows`` parameter: one JSON object per change, keyed by column name."""
@@ -202,6 +254,42 @@ class TableWriter:
                     row[name] = encode(row[name])
             rows.append(row)
         return {"rows": orjson.dumps(rows).decode()}
+
+    def _doc(self, c: CleanChange) -> dict[str, Any]:
+        """One change as an object of the batch document (row or key, version, op)."""
+        doc = dict(c.row) if c.row is not None else dict(zip(self._key, c.key, strict=True))
+        doc["_ddbcdc_version_us"] = c.approximate_creation_us
+        doc["_ddbcdc_sequence"] = None if c.sequence is None else str(c.sequence)
+        doc["_ddbcdc_event_id"] = c.event_id
+        doc["_ddbcdc_op"] = c.event_name
+        for name, encode in self._encoders:
+            if name in doc:
+                doc[name] = encode(doc[name])
+        return doc
+
+    def apply_batch(self, conn: sa.Connection, changes: Sequence[CleanChange]) -> ApplyCounts:
+        """Log (if enabled), collapse and apply a batch of this table in one statement.
+
+        Does what :meth:`log`, :func:`collapse` and :meth:`apply` do one after another, with
+        the batch shipped and parsed once.
+
+        Returns:
+            Counts where ``stale`` includes changes superseded within the batch.
+        """
+        logged = list({c.event_id: c for c in changes}.values()) if self._log is not None else []
+        newest = collapse(changes)
+        in_log, chosen = {id(c) for c in logged}, {id(c) for c in newest}
+        docs = []
+        for c in [*logged, *(c for c in newest if id(c) not in in_log)]:
+            doc = self._doc(c)
+            if id(c) in in_log:
+                doc["_ddbcdc_log"] = True
+            if id(c) in chosen:
+                doc["_ddbcdc_newest"] = True
+            docs.append(doc)
+        params = {"rows": orjson.dumps(docs).decode()}
+        deleted, upserted = conn.execute(self._batch, params).one()
+        return ApplyCounts(upserted, deleted, len(changes) - upserted - deleted)
 
     def log(self, conn: sa.Connection, changes: Sequence[CleanChange]) -> None:
         """Append every distinct change (by event id) to the change log, if enabled."""
@@ -258,12 +346,7 @@ class Materializer:
             by_mapping.setdefault(change.mapping.name, []).append(change)
         total = ApplyCounts()
         for name, group in by_mapping.items():
-            writer = self.writers[name]
-            writer.log(conn, group)
-            newest = collapse(group)
-            counts = writer.apply(conn, newest)
-            counts.stale += len(group) - len(newest)
-            total.add(counts)
+            total.add(self.writers[name].apply_batch(conn, group))
         return total
 
     def apply_isolated(
