@@ -204,16 +204,18 @@ def _map(value: Any, depth: int) -> dict[str, Any]:
         if type(name) is not str:
             raise _BadValueError(f"attribute name must be a string, got {_kind(name)}")
         # The hot loop: strings and short plain integers inline, the rest via _value.
+        # Only up to 38 ASCII digits take the integer fast path: on those int() and _number
+        # agree (leading zeros too); signs, fractions, exponents, non-ASCII digits and the
+        # like go the general way.
         if type(item) is dict and len(item) == 1:
             text = item.get("S")
             if text is None:
                 text = item.get("N")
                 if (
                     type(text) is str
+                    and text.isascii()
                     and text.isdigit()
                     and len(text) <= _MAX_DIGITS
-                    and text.isascii()
-                    and (text[0] != "0" or len(text) == 1)
                 ):
                     out[name] = int(text)
                     continue
@@ -255,12 +257,11 @@ def _value(attribute: Any, depth: int) -> Any:
     elif (
         tag == "N"
         and type(value) is str
+        and value.isascii()
         and value.isdigit()
         and len(value) <= _MAX_DIGITS
-        and value.isascii()
-        and (value[0] != "0" or len(value) == 1)
     ):
-        return int(value)
+        return int(value)  # as in _map
     handler = _HANDLERS.get(tag) if type(tag) is str else None
     if handler is None:
         raise _BadValueError("unknown attribute type")
@@ -285,11 +286,44 @@ def unmarshal(attribute_map: Mapping[str, Any], *, path: str = "") -> dict[str, 
         DecodeError: anything malformed, with the attribute path.
     """
     try:
-        return _map(attribute_map, 0)
+        if type(attribute_map) is not dict:
+            return _map(attribute_map, 0)
+        # The hot loop of decoding, in this one frame: strings and short plain integers
+        # inline, anything else through _attribute (the same checks as _map's loop).
+        out: dict[str, Any] = {}
+        for name, item in attribute_map.items():
+            if type(item) is dict and len(item) == 1 and type(name) is str:
+                text = item.get("S")
+                if text is None:
+                    text = item.get("N")
+                    if (
+                        type(text) is str
+                        and text.isascii()
+                        and text.isdigit()
+                        and len(text) <= _MAX_DIGITS
+                    ):
+                        out[name] = int(text)  # as in _map
+                        continue
+                elif type(text) is str:
+                    out[name] = text
+                    continue
+            out[name] = _attribute(name, item)
+        return out
     except _BadValueError as exc:
         raise DecodeError(exc.message, path=_join(path, exc.parts)) from exc.__cause__
     except RecursionError:
         raise DecodeError("attribute values nested too deeply", path=path or None) from None
+
+
+def _attribute(name: Any, item: Any) -> Any:
+    """One attribute of a map, off the fast path: what an iteration of _map's loop does."""
+    if type(name) is not str:
+        raise _BadValueError(f"attribute name must be a string, got {_kind(name)}")
+    try:
+        return _value(item, 0)
+    except _BadValueError as exc:
+        exc.parts.append(name)
+        raise
 
 
 def unmarshal_value(value: Mapping[str, Any], *, path: str = "") -> Any:

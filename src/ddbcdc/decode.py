@@ -70,10 +70,13 @@ def _construct(values: dict[str, Any]) -> ChangeRecord:
     model has no aliases, defaults that matter here, extras, private attributes or
     post-init hook (asserted below and by the tests against ``model_validate``). The slots
     are filled through their descriptors, which skips ``object.__setattr__``'s lookup.
+
+    All records share one fields-set: every field is set, and pydantic never changes the
+    set of a frozen model in place (``model_copy`` copies it before an update).
     """
     record = _new(ChangeRecord)
     _set_dict(record, values)
-    _set_fields_set(record, _FIELDS_SET.copy())
+    _set_fields_set(record, _FIELDS_SET)
     _set_extra(record, None)
     _set_private(record, None)
     return record
