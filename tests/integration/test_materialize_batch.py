@@ -1,0 +1,117 @@
+"""The one-statement batch path does exactly what log + collapse + apply do in turn."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ddbcdc.cleanse import CleanChange, Cleanser
+from ddbcdc.commands.migrate import upgrade
+from ddbcdc.decode import ChangeRecord
+from ddbcdc.mapping import TableMapping, load_mappings
+from ddbcdc.materialize import ApplyCounts, Materializer, TableWriter, collapse
+
+SHIPPED = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
+CUSTOMERS = SHIPPED[0]
+UNLOGGED = replace(
+    CUSTOMERS, name="unlogged", source_table="unlogged", target_table="unlogged", change_log=False
+)
+MAPPINGS = (CUSTOMERS, UNLOGGED)
+
+
+@pytest.fixture(scope="module")
+def engine(postgres_url: str) -> Iterator[sa.Engine]:
+    """A migrated database of this module's own, with a mapping that keeps no change log."""
+    name = f"t_batch_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    eng = sa.create_engine(sa.make_url(postgres_url).set(database=name))
+    upgrade(eng, MAPPINGS)
+    yield eng
+    eng.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _change(mapping: TableMapping, spec: tuple[str, int, int, int | None, int]) -> CleanChange:
+    event, userid, us, seq, eid = spec
+    image = {"userid": userid, "first_name": f"n{us}", "phone": us} if event != "REMOVE" else None
+    record = ChangeRecord(
+        event_id=f"e{eid}",
+        event_name=event,
+        table_name=mapping.source_table,
+        aws_region="us-east-1",
+        keys={"userid": userid},
+        new_image=image,
+        old_image=None,
+        approximate_creation=datetime.fromtimestamp(us, UTC),
+        approximate_creation_us=us,
+        size_bytes=1,
+        is_ttl_delete=False,
+        shard_id="s",
+        sequence_number=None if seq is None else str(seq),
+    )
+    return Cleanser(mapping).cleanse(record)
+
+
+_spec = st.tuples(
+    st.sampled_from(["INSERT", "MODIFY", "REMOVE"]),
+    st.integers(0, 3),
+    st.integers(1, 4),
+    st.none() | st.integers(1, 3),
+    st.integers(0, 40),
+)
+
+
+def _state(conn: sa.Connection, writer: TableWriter) -> list[Any]:
+    state = []
+    for table in writer.tables.all:
+        columns = [c for c in table.columns if not c.name.endswith("_at")]
+        state.append(sorted(conn.execute(sa.select(*columns)).all(), key=repr))
+    return state
+
+
+def _in_turn(conn: sa.Connection, writer: TableWriter, changes: list[CleanChange]) -> ApplyCounts:
+    writer.log(conn, changes)
+    newest = collapse(changes)
+    counts = writer.apply(conn, newest)
+    counts.stale += len(changes) - len(newest)
+    return counts
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS, ids=["change_log", "no_change_log"])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(before=st.lists(_spec, max_size=8), batch=st.lists(_spec, min_size=1, max_size=12))
+def test_batch_statement_equals_statements_in_turn(
+    engine: sa.Engine, mapping: TableMapping, before: list[Any], batch: list[Any]
+) -> None:
+    writer = Materializer([mapping]).writers[mapping.name]
+    earlier = [_change(mapping, s) for s in before]
+    changes = [_change(mapping, s) for s in batch]
+    changes += changes[: len(changes) // 3]  # the same changes delivered twice
+    with engine.connect() as conn, conn.begin():
+        for table in writer.tables.all:
+            conn.execute(sa.delete(table))
+        if earlier:
+            _in_turn(conn, writer, earlier)
+        attempt = conn.begin_nested()
+        one = writer.apply_batch(conn, changes)
+        one_state = _state(conn, writer)
+        attempt.rollback()
+        many = _in_turn(conn, writer, changes)
+        assert one == many
+        assert one_state == _state(conn, writer)
+        conn.rollback()
