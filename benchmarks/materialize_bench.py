@@ -5,8 +5,9 @@ Generates CHANGES Kinesis-format change records (JSON lines, values marshalled w
 REMOVEs (a REMOVE is followed by a re-INSERT), with versions strictly increasing.
 
 - ``apply``: the same code as ``ddbcdc apply`` (``apply_lines`` over ``Pipeline.process``):
-  decode -> cleanse -> collapse -> set-based statements over ``unnest`` arrays, one
-  transaction per batch.
+  decode -> cleanse -> collapse -> one statement per batch (change log, guarded delete,
+  tombstone and upsert as data-modifying CTEs over one JSON document), one transaction per
+  batch.
 - ``naive``: the same decode and cleanse, then one Core statement per record (guarded
   upsert; guarded delete + tombstone; change-log insert) and one commit per batch.
 
