@@ -366,3 +366,81 @@ def test_structurally_mutated_records_only_ever_raise_decode_error(
         return
     with contextlib.suppress(DecodeError):
         decode_record(payload)
+
+
+def _outcome(call: Any) -> tuple[Any, ...]:
+    try:
+        record = call()
+    except DecodeError as exc:
+        return ("error", exc.message, exc.path)
+    return ("value", record.approximate_creation_us, record.approximate_creation)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.integers(0, 10**17),
+        st.integers(10**11 - 2, 10**11 + 2),
+        st.integers(10**14 - 2, 10**14 + 2),
+        st.integers(-3, 3),
+        st.just(253_402_300_799_999_999),  # datetime.max in microseconds
+        st.just(253_402_300_800_000_000),
+    ),
+    st.sampled_from(["auto", "s", "ms", "us"]),
+)
+def test_integer_timestamp_fast_path_agrees_with_the_general_path(value: int, unit: Any) -> None:
+    record = load("kinesis-modify-ms")
+    record["dynamodb"]["ApproximateCreationDateTime"] = value
+    fast = _outcome(lambda: decode_record(orjson.dumps(record), timestamp_unit=unit))
+    record["dynamodb"]["ApproximateCreationDateTime"] = Decimal(value)  # no shortcut for it
+    general = _outcome(lambda: decode_record(record, timestamp_unit=unit))
+    assert fast == general
+    if fast[0] == "value":
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        assert fast[2] == epoch + timedelta(microseconds=fast[1])
+        assert fast[2].tzinfo is UTC
+
+
+def test_records_share_a_fields_set_that_nothing_changes() -> None:
+    first, second = decode_record(raw("kinesis-modify-ms")), decode_record(raw("kinesis-insert-ms"))
+    copy = first.model_copy(update={"shard_id": "shardId-1"})
+    with pytest.raises(ValueError, match="frozen"):
+        second.shard_id = "x"  # type: ignore[misc]
+    assert copy.shard_id == "shardId-1"
+    assert first.shard_id is None
+    fields = set(ChangeRecord.model_fields)
+    assert first.model_fields_set == second.model_fields_set == copy.model_fields_set == fields
+    assert first.model_dump(exclude_unset=True).keys() == fields
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda b64: b64 + "\n",
+        lambda b64: "\n" + b64,
+        lambda b64: "\t" + b64 + " \r\n",
+        lambda b64: b64 + "\u3000",  # str.strip() strips Unicode spaces too
+        lambda b64: (b64 + "\n").encode(),
+        lambda b64: (" " + b64).encode(),
+    ],
+)
+def test_base64_payloads_with_surrounding_whitespace(shape: Any) -> None:
+    b64 = base64.b64encode(raw("kinesis-modify-ms")).decode()
+    assert decode_record(shape(b64)) == decode_record(raw("kinesis-modify-ms"))
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ("e30=x\n", "payload is neither a JSON object nor strict base64 of one"),
+        (b"e3 0=", "payload is neither a JSON object nor strict base64 of one"),
+        (b" e30=\n", "eventName must be INSERT, MODIFY or REMOVE"),  # {}
+        (b"\n[1]", "payload is neither a JSON object nor strict base64 of one"),
+        ("bnVsbA==\u3000", "change record must be a JSON object"),  # null
+        (b" {", "payload is not valid JSON"),
+    ],
+)
+def test_payload_errors(payload: Any, message: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode_record(payload)
+    assert caught.value.message == message
