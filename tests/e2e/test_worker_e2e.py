@@ -1,8 +1,9 @@
 """The whole path: loader -> DynamoDB (moto) -> bridge -> Kinesis (kinesis-local, 2 shards)
 -> KCL MultiLangDaemon (Java, KCL 3.1.3) + ddbcdc shard processors -> PostgreSQL.
 
-Each test gets its own local stack and database. ``ddbcdc worker`` runs as a real subprocess
-in its own process group, exactly as an operator would run it.
+Each test gets its own local stack (not the session's ``local_stack``: both tests need the
+``customers`` table and its stream to hold nothing but what they wrote) and database.
+``ddbcdc worker`` runs as a real subprocess in its own process group, as an operator runs it.
 
 Timing notes (KCL 3.x, measured against moto and kinesis-local): a fresh application waits a
 random 1-30 s before its first shard sync (KCL avoids a thundering herd on an empty lease

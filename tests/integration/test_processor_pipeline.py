@@ -30,8 +30,8 @@ from amazon_kclpy import kcl
 from prometheus_client import CollectorRegistry
 
 from ddbcdc.attributes import marshal
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.mapping import load_mappings
+from ddbcdc.migration import upgrade
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.worker.metrics import ProcessorMetrics
 from ddbcdc.worker.processor import Backoff, ShardProcessor
@@ -262,3 +262,24 @@ def test_entry_point_writes_only_protocol_to_stdout(db: str) -> None:
     assert "batch applied shard=shardId-000000000001" in result.stderr
     assert "Lin" not in result.stderr and "Kay" not in result.stderr
     assert customers(db) == {3: "Lin", 4: "Kay"}
+
+
+def test_entry_point_refuses_to_start_with_a_clear_error(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        "DDBCDC_MAPPINGS_DIR": str(tmp_path / "missing"),
+    }
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "workers" / "record_processor.py")],
+        input=json.dumps(initialize(SHARD)) + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "shard processor cannot start" in result.stderr
+    assert "does not exist" in result.stderr

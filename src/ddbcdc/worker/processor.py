@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclv3
 
-from ddbcdc.errors import DatabaseUnavailableError
+from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
 from ddbcdc.worker.metrics import ProcessorMetrics, mark_process_dead
 
@@ -366,7 +366,12 @@ def main() -> int:
 
     from ddbcdc.pipeline import Pipeline
 
-    pipeline = Pipeline.from_settings(settings)
+    try:
+        pipeline = Pipeline.from_settings(settings)
+    except DdbcdcError as exc:
+        # The daemon stops when a processor fails to initialise: say why, once, clearly.
+        log.error("shard processor cannot start: %s", exc)
+        return 2
     processor = ShardProcessor(pipeline, application=settings.application_name, should_stop=stop)
     try:
         kcl.KCLProcess(
