@@ -36,10 +36,10 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.attributes import marshal
 from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.commands.apply import apply_lines
-from ddbcdc.commands.migrate import downgrade, upgrade
 from ddbcdc.decode import decode_record
 from ddbcdc.local.postgres import TemporaryPostgres
 from ddbcdc.mapping import TableMapping, load_mappings
+from ddbcdc.migration import downgrade, upgrade
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.settings import Settings
 from ddbcdc.tables import mapped_tables

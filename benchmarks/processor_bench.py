@@ -33,9 +33,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.local.postgres import TemporaryPostgres
 from ddbcdc.mapping import load_mappings
+from ddbcdc.migration import upgrade
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from worker_bench import kinesis_record, percentiles, rows

@@ -21,11 +21,11 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from ddbcdc import aws
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.loader import LoadOptions, expected_state, plan_operations
 from ddbcdc.loadwriter import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.mapping import TableMapping, load_mappings
+from ddbcdc.migration import upgrade
 from ddbcdc.provision import ProvisionOptions, set_up
 from ddbcdc.render import to_jsonable
 from ddbcdc.settings import Settings

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 
 from ddbcdc.attributes import marshal
 from ddbcdc.commands import apply
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.mapping import load_mappings
+from ddbcdc.migration import upgrade
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 SHIPPED = load_mappings(SHIPPED_DIR)

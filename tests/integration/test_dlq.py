@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from ddbcdc.attributes import marshal
 from ddbcdc.commands import dlq
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.deadletter import list_dead_letters
 from ddbcdc.mapping import load_mappings
+from ddbcdc.migration import upgrade
 from ddbcdc.pipeline import Pipeline, SourceRecord
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"

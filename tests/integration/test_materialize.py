@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddbcdc.attributes import marshal
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.local.postgres import free_port
 from ddbcdc.mapping import load_mappings
+from ddbcdc.migration import upgrade
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
 from ddbcdc.tables import mapped_tables, shard_progress
 

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddbcdc.cleanse import CleanChange, Cleanser
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.decode import ChangeRecord
 from ddbcdc.mapping import TableMapping, load_mappings
 from ddbcdc.materialize import ApplyCounts, Materializer, TableWriter, collapse
+from ddbcdc.migration import upgrade
 
 SHIPPED = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 CUSTOMERS = SHIPPED[0]

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from ddbcdc import migration
 from ddbcdc.commands import migrate
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.mapping import load_mappings
@@ -61,15 +62,15 @@ EXPECTED = {
 
 def test_upgrade_downgrade_upgrade(db: str) -> None:
     engine = sa.create_engine(db)
-    assert migrate.upgrade(engine, SHIPPED) == []  # revisions created everything shipped
+    assert migration.upgrade(engine, SHIPPED) == []  # revisions created everything shipped
     assert tables(engine) == EXPECTED
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata_for(SHIPPED)) == []
-    migrate.downgrade(engine, revision="base")
+    migration.downgrade(engine, revision="base")
     assert tables(engine) == {"alembic_version"}
-    migrate.upgrade(engine, SHIPPED, revision="0001")
+    migration.upgrade(engine, SHIPPED, revision="0001")
     assert tables(engine) == {"alembic_version", "ddbcdc_dead_letters", "ddbcdc_shard_progress"}
-    migrate.upgrade(engine, SHIPPED)
+    migration.upgrade(engine, SHIPPED)
     assert tables(engine) == EXPECTED
     engine.dispose()
 

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from ddbcdc.cli import main
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.mapping import load_mappings
+from ddbcdc.migration import upgrade
 from ddbcdc.pipeline import Pipeline, ShardPosition
 
 MAPPINGS = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")

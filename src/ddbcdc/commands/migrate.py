@@ -16,66 +16,16 @@ for everything) runs the revisions down; tables created in step 2 are left alone
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
-import ddbcdc
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
-from ddbcdc.mapping import TableMapping, load_mappings
+from ddbcdc.mapping import load_mappings
+from ddbcdc.migration import downgrade, upgrade
 from ddbcdc.settings import Settings
-from ddbcdc.tables import ensure_mapped_tables
 
-__all__ = ["alembic_config", "downgrade", "migrations_dir", "register", "upgrade"]
-
-
-def migrations_dir() -> Path:
-    """The ``migrations/`` directory next to the package's source tree."""
-    path = Path(ddbcdc.__file__).resolve().parents[2] / "migrations"
-    if not (path / "env.py").is_file():
-        raise ConfigurationError(f"migrations directory not found at {path}")
-    return path
-
-
-def alembic_config(connection: sa.Connection) -> Config:
-    """An Alembic config that runs ``migrations/`` on ``connection``."""
-    config = Config()
-    config.set_main_option("script_location", str(migrations_dir()))
-    config.attributes["connection"] = connection
-    return config
-
-
-def _in_transaction(engine: sa.Engine, work: Any) -> Any:
-    try:
-        with engine.begin() as conn:
-            return work(conn)
-    except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot migrate: {exc.orig}") from exc
-
-
-def upgrade(
-    engine: sa.Engine, mappings: tuple[TableMapping, ...], *, revision: str = "head"
-) -> list[str]:
-    """Run the revisions up to ``revision``, then create missing mapped tables (head only).
-
-    Returns:
-        The mapped tables created in step 2.
-    """
-
-    def work(conn: sa.Connection) -> list[str]:
-        command.upgrade(alembic_config(conn), revision)
-        return ensure_mapped_tables(conn, mappings) if revision == "head" else []
-
-    created: list[str] = _in_transaction(engine, work)
-    return created
-
-
-def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
-    """Run the revisions down to ``revision``."""
-    _in_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
+# upgrade and downgrade live in ddbcdc.migration; they stay importable from here too.
+__all__ = ["downgrade", "register", "run", "upgrade"]
 
 
 def register(subparsers: Any) -> None:
