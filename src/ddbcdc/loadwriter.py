@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -32,6 +32,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from ddbcdc import verify
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.loader import KEY_ATTRIBUTE, OPS, LoadOptions, Operation, plan_operations
 
@@ -60,7 +61,6 @@ MAX_ATTEMPTS = 10
 LINGER_SECONDS = 0.02  # a paced run sends what it holds when it would wait longer than this
 
 _serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 
 class TokenBucket:
@@ -385,19 +385,14 @@ def run_load(
 
 
 def scan_items(client: Any, table: str) -> dict[int, dict[str, Any]]:
-    """Every item of ``table`` by its ``userid`` (numbers come back as Decimal)."""
-    items: dict[int, dict[str, Any]] = {}
-    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
-    while True:
-        try:
-            page = client.scan(**kwargs)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                raise ConfigurationError(f"table {table!r} not found") from exc
-            raise
-        for raw in page.get("Items", []):
-            item = {name: _deserializer.deserialize(value) for name, value in raw.items()}
-            items[int(item[KEY_ATTRIBUTE])] = item
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    """Every item of ``table`` by its ``userid``, unmarshalled exactly (numbers as int or Decimal).
+
+    Raises:
+        ConfigurationError: the table does not exist.
+    """
+    try:
+        return {int(item[KEY_ATTRIBUTE]): item for item in verify.scan_items(client, table)}
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise ConfigurationError(f"table {table!r} not found") from exc
+        raise
