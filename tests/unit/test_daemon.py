@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
 import sys
 import textwrap
 import threading
@@ -224,3 +225,41 @@ def test_daemon_failing_on_its_own_reports_its_status(tmp_path: Path) -> None:
     )
     process.start()
     assert process.wait() == 3
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux-only")
+def test_daemon_gets_sigterm_when_the_launcher_is_killed(tmp_path: Path) -> None:
+    termed, ready = tmp_path / "termed", tmp_path / "ready"
+    grandchild = child(
+        tmp_path,
+        f"""
+        import os, signal, sys, time
+        def term(*_):
+            open({str(termed)!r}, "w").close()
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, term)
+        with open({str(ready)!r}, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(60)
+        """,
+    )
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(
+        "import os, sys\n"
+        "from ddbcdc.worker.daemon import DaemonProcess\n"
+        f"p = DaemonProcess({grandchild!r}, dict(os.environ), grace_s=5)\n"
+        "p.start()\n"
+        "p.wait()\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(launcher)])
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists()
+    proc.kill()
+    proc.wait()
+    while not termed.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not termed.exists():
+        os.kill(int(ready.read_text()), signal.SIGKILL)
+    assert termed.exists()

@@ -94,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
             port=port,
             healthy=process.alive,
         )
-        server.start()
         log.warning(
             "worker starting application=%s stream=%s metrics=http://%s:%d/metrics",
             options.application_name,
@@ -102,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
             settings.metrics_host,
             server.port,
         )
+        process.start()  # before any thread: it forks
+        server.start()
         try:
-            process.start()
             status = process.wait()
         finally:
             server.stop()

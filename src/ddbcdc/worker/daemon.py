@@ -251,6 +251,14 @@ def daemon_environment(
     return env
 
 
+def _term_when_parent_dies() -> None:
+    """In the forked child: ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class DaemonProcess:
     """The running MultiLangDaemon: start it, watch it, stop it gracefully.
 
@@ -268,8 +276,18 @@ class DaemonProcess:
         self._stop_at: float | None = None
 
     def start(self) -> None:
-        """Start the daemon (same process group: a terminal's Ctrl-C reaches it too)."""
-        self.child = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL)
+        """Start the daemon (same process group: a terminal's Ctrl-C reaches it too).
+
+        On Linux the daemon also gets SIGTERM if this process dies without forwarding one
+        (e.g. SIGKILL), so it never outlives ``ddbcdc worker`` holding leases. Call this
+        before starting threads: the hook runs between fork and exec.
+        """
+        self.child = subprocess.Popen(
+            self.command,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_term_when_parent_dies if sys.platform == "linux" else None,
+        )
         log.info("KCL daemon started pid=%d", self.child.pid)
 
     def alive(self) -> bool:
