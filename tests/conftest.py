@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
+import sqlalchemy as sa
 
 from ddbcdc.local.postgres import TemporaryPostgres
+from ddbcdc.mapping import TableMapping
+from ddbcdc.migration import upgrade
 
 pytest_plugins = ["stack_fixtures"]
 
@@ -21,3 +28,35 @@ def postgres_url() -> Iterator[str]:
         return
     with TemporaryPostgres() as pg:
         yield pg.url
+
+
+@pytest.fixture(scope="session")
+def fresh_database(postgres_url: str) -> Callable[..., AbstractContextManager[str]]:
+    """A factory of throwaway databases on the session's PostgreSQL, for fixtures of any scope.
+
+    ``with fresh_database("t_name", mappings=...) as url:`` creates a database called
+    ``t_name_<8 hex digits>``, migrated to head for ``mappings`` when they are given (empty
+    otherwise), yields its URL (password included) and drops it on exit, connections and all.
+    """
+    return functools.partial(_fresh_database, postgres_url)
+
+
+@contextlib.contextmanager
+def _fresh_database(
+    postgres_url: str, prefix: str, *, mappings: tuple[TableMapping, ...] | None = None
+) -> Iterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        if mappings is not None:
+            engine = sa.create_engine(url)
+            upgrade(engine, mappings)
+            engine.dispose()
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()

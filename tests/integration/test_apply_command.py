@@ -8,7 +8,8 @@ import io
 import json
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ import sqlalchemy as sa
 from ddbcdc.attributes import marshal
 from ddbcdc.commands import apply
 from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 SHIPPED = load_mappings(SHIPPED_DIR)
@@ -27,19 +27,9 @@ US = 1_700_000_000_000_000
 
 
 @pytest.fixture(scope="module")
-def db(postgres_url: str) -> Iterator[str]:
-    name = f"t_apply_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    engine = sa.create_engine(url)
-    upgrade(engine, SHIPPED)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+def db(fresh_database: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
+    with fresh_database("t_apply", mappings=SHIPPED) as url:
+        yield url
 
 
 @pytest.fixture

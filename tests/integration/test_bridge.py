@@ -6,9 +6,9 @@ import base64
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 
 from ddbcdc.local.bridge import DESTINATION_TAG
@@ -27,19 +27,11 @@ FIELDS = {
 }
 
 
-def _client(service: str, endpoint: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-def _setup(stack: LocalStack, name: str, shards: int = 2) -> tuple[Any, Any]:
-    ddb = _client("dynamodb", stack.dynamodb_endpoint)
-    kinesis = _client("kinesis", stack.kinesis_endpoint)
+def _setup(
+    client: Callable[[str, str], Any], stack: LocalStack, name: str, shards: int = 2
+) -> tuple[Any, Any]:
+    ddb = client("dynamodb", stack.dynamodb_endpoint)
+    kinesis = client("kinesis", stack.kinesis_endpoint)
     kinesis.create_stream(StreamName=name, ShardCount=shards)
     arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
     ddb.create_table(
@@ -104,8 +96,10 @@ def _wire(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_bridge_writes_exact_kinesis_records_in_key_order(local_stack: LocalStack) -> None:
-    ddb, kinesis = _setup(local_stack, "bridged")
+def test_bridge_writes_exact_kinesis_records_in_key_order(
+    local_stack: LocalStack, emulator_client: Callable[[str, str], Any]
+) -> None:
+    ddb, kinesis = _setup(emulator_client, local_stack, "bridged")
     keys = [(f"user-{i}", i % 3) for i in range(30)]
     history: dict[tuple[str, int], list[tuple[str, int | None]]] = defaultdict(list)
     started_us = time.time_ns() // 1000 - 1_000_000
@@ -172,8 +166,10 @@ def test_bridge_writes_exact_kinesis_records_in_key_order(local_stack: LocalStac
         assert stamps == sorted(stamps)
 
 
-def test_bridge_ignores_tables_without_the_tag(local_stack: LocalStack) -> None:
-    ddb, kinesis = _setup(local_stack, "tagged")
+def test_bridge_ignores_tables_without_the_tag(
+    local_stack: LocalStack, emulator_client: Callable[[str, str], Any]
+) -> None:
+    ddb, kinesis = _setup(emulator_client, local_stack, "tagged")
     ddb.create_table(
         TableName="untagged",
         BillingMode="PAY_PER_REQUEST",
@@ -190,9 +186,11 @@ def test_bridge_ignores_tables_without_the_tag(local_stack: LocalStack) -> None:
 
 
 @pytest.mark.slow
-def test_bridge_throughput(local_stack: LocalStack) -> None:
+def test_bridge_throughput(
+    local_stack: LocalStack, emulator_client: Callable[[str, str], Any]
+) -> None:
     """Moves a few thousand changes; prints the rate (moto's GetRecords is the limit)."""
-    ddb, kinesis = _setup(local_stack, "busy", shards=2)
+    ddb, kinesis = _setup(emulator_client, local_stack, "busy", shards=2)
     count = 3000
     first_write = time.monotonic()
     for start in range(0, count, 25):

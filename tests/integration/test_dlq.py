@@ -7,7 +7,8 @@ import base64
 import json
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +35,12 @@ ORDERS = {
 
 
 @pytest.fixture
-def db(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    name = f"t_dlq_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    monkeypatch.setenv("DATABASE_URL", url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+def db(
+    fresh_database: Callable[..., AbstractContextManager[str]], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    with fresh_database("t_dlq") as url:
+        monkeypatch.setenv("DATABASE_URL", url)
+        yield url
 
 
 def payload(table: str, keys: dict[str, Any], image: dict[str, Any]) -> bytes:

@@ -7,10 +7,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -29,16 +29,6 @@ CONTRACT_ENV = {
 }
 
 
-def _client(service: str, endpoint: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def test_env_names_and_loopback_endpoints(local_stack: LocalStack) -> None:
     env = local_stack.env
     assert set(env) >= CONTRACT_ENV
@@ -52,8 +42,10 @@ def test_env_names_and_loopback_endpoints(local_stack: LocalStack) -> None:
     assert StackInfo.from_json(local_stack.info.to_json()) == local_stack.info
 
 
-def test_moto_serves_what_the_kcl_lease_table_needs(local_stack: LocalStack) -> None:
-    ddb = _client("dynamodb", local_stack.dynamodb_endpoint)
+def test_moto_serves_what_the_kcl_lease_table_needs(
+    local_stack: LocalStack, emulator_client: Callable[[str, str], Any]
+) -> None:
+    ddb = emulator_client("dynamodb", local_stack.dynamodb_endpoint)
     ddb.create_table(
         TableName="leases-sanity",
         BillingMode="PAY_PER_REQUEST",
@@ -115,14 +107,16 @@ def test_moto_serves_what_the_kcl_lease_table_needs(local_stack: LocalStack) -> 
     assert scanned["Count"] == 1
     got = ddb.get_item(TableName="leases-sanity", Key={"leaseKey": {"S": "shard-0"}})
     assert got["Item"]["counter"] == {"N": "2"}
-    cloudwatch = _client("cloudwatch", local_stack.info.cloudwatch_endpoint)
+    cloudwatch = emulator_client("cloudwatch", local_stack.info.cloudwatch_endpoint)
     cloudwatch.put_metric_data(
         Namespace="ddbcdc-sanity", MetricData=[{"MetricName": "m", "Value": 1.0}]
     )
 
 
-def test_kinesis_local_round_trip_with_boto3(local_stack: LocalStack) -> None:
-    kinesis = _client("kinesis", local_stack.kinesis_endpoint)
+def test_kinesis_local_round_trip_with_boto3(
+    local_stack: LocalStack, emulator_client: Callable[[str, str], Any]
+) -> None:
+    kinesis = emulator_client("kinesis", local_stack.kinesis_endpoint)
     kinesis.create_stream(StreamName="sanity", ShardCount=2)
     deadline = time.monotonic() + 10
     while (

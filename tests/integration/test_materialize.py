@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from ddbcdc.attributes import marshal
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.local.postgres import free_port
 from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
 from ddbcdc.tables import mapped_tables, shard_progress
 
@@ -30,19 +30,12 @@ NOW_US = int(datetime.now(UTC).timestamp() * 1_000_000)
 
 
 @pytest.fixture(scope="module")
-def engine(postgres_url: str) -> Iterator[sa.Engine]:
+def engine(fresh_database: Callable[..., AbstractContextManager[str]]) -> Iterator[sa.Engine]:
     """A migrated database of this module's own."""
-    name = f"t_materialize_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    eng = sa.create_engine(sa.make_url(postgres_url).set(database=name))
-    upgrade(eng, SHIPPED)
-    yield eng
-    eng.dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database("t_materialize", mappings=SHIPPED) as url:
+        eng = sa.create_engine(url)
+        yield eng
+        eng.dispose()
 
 
 @pytest.fixture

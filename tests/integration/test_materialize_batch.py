@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,6 @@ from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.decode import ChangeRecord
 from ddbcdc.mapping import TableMapping, load_mappings
 from ddbcdc.materialize import ApplyCounts, Materializer, TableWriter, collapse
-from ddbcdc.migration import upgrade
 
 SHIPPED = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 CUSTOMERS = SHIPPED[0]
@@ -29,19 +28,12 @@ MAPPINGS = (CUSTOMERS, UNLOGGED)
 
 
 @pytest.fixture(scope="module")
-def engine(postgres_url: str) -> Iterator[sa.Engine]:
+def engine(fresh_database: Callable[..., AbstractContextManager[str]]) -> Iterator[sa.Engine]:
     """A migrated database of this module's own, with a mapping that keeps no change log."""
-    name = f"t_batch_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    eng = sa.create_engine(sa.make_url(postgres_url).set(database=name))
-    upgrade(eng, MAPPINGS)
-    yield eng
-    eng.dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database("t_batch", mappings=MAPPINGS) as url:
+        eng = sa.create_engine(url)
+        yield eng
+        eng.dispose()
 
 
 def _change(mapping: TableMapping, spec: tuple[str, int, int, int | None, int]) -> CleanChange:

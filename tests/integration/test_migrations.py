@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -24,16 +24,10 @@ SHIPPED = load_mappings(SHIPPED_DIR)
 
 
 @pytest.fixture
-def db(postgres_url: str) -> Iterator[str]:
+def db(fresh_database: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
     """A fresh, empty database for each test."""
-    name = f"t_migrations_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database("t_migrations") as url:
+        yield url
 
 
 def tables(engine: sa.Engine) -> set[str]:

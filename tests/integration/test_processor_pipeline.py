@@ -19,7 +19,8 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ from prometheus_client import CollectorRegistry
 
 from ddbcdc.attributes import marshal
 from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.worker.metrics import ProcessorMetrics
 from ddbcdc.worker.processor import Backoff, ShardProcessor
@@ -44,20 +44,10 @@ US = 1_700_000_000_000_000
 
 
 @pytest.fixture
-def db(postgres_url: str) -> Iterator[str]:
+def db(fresh_database: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
     """A fresh, migrated database per test."""
-    name = f"t_proc_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    engine = sa.create_engine(url)
-    upgrade(engine, MAPPINGS)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database("t_proc", mappings=MAPPINGS) as url:
+        yield url
 
 
 def change(userid: int, first_name: str, event: str = "INSERT") -> bytes:

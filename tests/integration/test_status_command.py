@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -19,17 +19,12 @@ MAPPINGS = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tabl
 
 
 @pytest.fixture
-def empty_db(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    name = f"t_status_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    monkeypatch.setenv("DATABASE_URL", url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+def empty_db(
+    fresh_database: Callable[..., AbstractContextManager[str]], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    with fresh_database("t_status") as url:
+        monkeypatch.setenv("DATABASE_URL", url)
+        yield url
 
 
 def test_missing_table_says_to_migrate(empty_db: str, capsys: pytest.CaptureFixture[str]) -> None:
