@@ -114,6 +114,29 @@ def _key_match(left: Any, right: Any, key: Sequence[str]) -> sa.ColumnElement[bo
     return sa.and_(*[left.c[k] == right.c[k] for k in key])
 
 
+def _newer_exists(table: sa.Table, v: Any, key: Sequence[str]) -> sa.Exists:
+    """``EXISTS`` a row of ``table`` with the key of a batch row and a newer version."""
+    return (
+        sa.select(sa.literal(1))
+        .where(_key_match(table, v, key), _version(table.c) > _version(v.c))
+        .exists()
+    )
+
+
+def _insert_unless_older(
+    table: sa.Table, names: list[str], rows: sa.Select[Any], key: list[str], stamp: str
+) -> sa.Insert:
+    """Insert ``rows``; on a key conflict overwrite only an older version, setting ``stamp``."""
+    stmt = pg.insert(table).from_select(names, rows)
+    updates: dict[str, Any] = {n: stmt.excluded[n] for n in names if n not in key}
+    updates[stamp] = sa.func.now()
+    return stmt.on_conflict_do_update(
+        index_elements=key,
+        set_=updates,
+        where=_version(table.c) < _version(stmt.excluded),
+    ).execution_options(preserve_rowcount=True)
+
+
 class TableWriter:
     """Prepared statements of one mapped table; :meth:`apply` runs a collapsed batch."""
 
@@ -155,20 +178,8 @@ class TableWriter:
     def _build_upsert(self, v: Any, only: Any = _EVERY_ROW) -> sa.Insert:
         live, tomb = self.tables.live, self.tables.tombstones
         names = self._upsert_names()
-        newer_tombstone = (
-            sa.select(sa.literal(1))
-            .where(_key_match(tomb, v, self._key), _version(tomb.c) > _version(v.c))
-            .exists()
-        )
-        rows = sa.select(*[v.c[n] for n in names]).where(only, ~newer_tombstone)
-        stmt = pg.insert(live).from_select(names, rows)
-        updates: dict[str, Any] = {n: stmt.excluded[n] for n in names if n not in self._key}
-        updates["_ddbcdc_updated_at"] = sa.func.now()
-        return stmt.on_conflict_do_update(
-            index_elements=self._key,
-            set_=updates,
-            where=_version(live.c) < _version(stmt.excluded),
-        ).execution_options(preserve_rowcount=True)
+        rows = sa.select(*[v.c[n] for n in names]).where(only, ~_newer_exists(tomb, v, self._key))
+        return _insert_unless_older(live, names, rows, self._key, "_ddbcdc_updated_at")
 
     def _build_delete(self, v: Any, only: Any = _EVERY_ROW) -> tuple[sa.Delete, sa.Insert]:
         live, tomb = self.tables.live, self.tables.tombstones
@@ -176,20 +187,8 @@ class TableWriter:
         delete_live = sa.delete(live).where(
             only, _key_match(live, v, self._key), _version(live.c) < _version(v.c)
         )
-        newer_live = (
-            sa.select(sa.literal(1))
-            .where(_key_match(live, v, self._key), _version(live.c) > _version(v.c))
-            .exists()
-        )
-        rows = sa.select(*[v.c[n] for n in names]).where(only, ~newer_live)
-        stmt = pg.insert(tomb).from_select(names, rows)
-        updates: dict[str, Any] = {n: stmt.excluded[n] for n in names if n not in self._key}
-        updates["_ddbcdc_deleted_at"] = sa.func.now()
-        tombstone = stmt.on_conflict_do_update(
-            index_elements=self._key,
-            set_=updates,
-            where=_version(tomb.c) < _version(stmt.excluded),
-        ).execution_options(preserve_rowcount=True)
+        rows = sa.select(*[v.c[n] for n in names]).where(only, ~_newer_exists(live, v, self._key))
+        tombstone = _insert_unless_older(tomb, names, rows, self._key, "_ddbcdc_deleted_at")
         return delete_live, tombstone
 
     def _build_log(self, v: Any, only: Any = _EVERY_ROW) -> sa.Insert:
