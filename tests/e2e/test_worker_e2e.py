@@ -304,11 +304,29 @@ def test_worker_applies_every_change_and_checkpoints_every_shard(
     assert "Traceback" not in log
 
 
-def both_working(current: dict[str, dict[str, str | None]], workers: set[str]) -> bool:
-    """Each worker owns a lease and has checkpointed in it (so it applied a batch)."""
-    owners = {v["owner"] for v in current.values()}
-    started = all(v["checkpoint"] not in (None, "TRIM_HORIZON") for v in current.values())
-    return owners == workers and started
+def applied_by_shard(worker: Worker) -> dict[str, float]:
+    """Records the worker's shard processors applied, per shard (from its /metrics)."""
+    status, body = worker.get("/metrics")
+    counts: dict[str, float] = {}
+    if status != 200:
+        return counts
+    for line in body.splitlines():
+        if line.startswith('ddbcdc_worker_records_total{shard="'):
+            shard = line.split('"', 2)[1]
+            counts[shard] = counts.get(shard, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def both_working(stack: LocalStack, application: str, workers: dict[str, Worker]) -> bool:
+    """Each worker owns a lease now and has applied records of a shard it owns."""
+    owned: dict[str, set[str]] = {wid: set() for wid in workers}
+    for shard, lease in leases(stack, application).items():
+        if lease["owner"] in owned:
+            owned[lease["owner"]].add(shard)
+    return all(
+        any(applied_by_shard(workers[wid]).get(shard, 0) > 0 for shard in shards)
+        for wid, shards in owned.items()
+    )
 
 
 def test_two_workers_share_shards_and_survive_one_being_killed(
@@ -321,20 +339,25 @@ def test_two_workers_share_shards_and_survive_one_being_killed(
         wid: Worker(env, tmp_path / f"{wid}.log", "--worker-id", wid)
         for wid in ("worker-a", "worker-b")
     }
-    # Phase 2 runs while one worker is killed; phase 1 gives both something to checkpoint.
+    # Phase 1 starts the shards; phase 2 runs until after one worker is killed.
     loading = threading.Thread(
-        target=load, args=(stack,), kwargs={"count": 1200, "keys": 300, "seed": 9, "rate": 100}
+        target=load, args=(stack,), kwargs={"count": 3000, "keys": 300, "seed": 9, "rate": 100}
     )
     try:
         load(stack, count=400, keys=300, seed=8, workers=4)
         wait_for(
-            "both workers to hold a lease and checkpoint in it",
-            lambda: both_working(leases(stack, application), set(workers)),
+            "both workers to hold a lease",
+            lambda: {v["owner"] for v in leases(stack, application).values()} == set(workers),
             120,
             *workers.values(),
         )
         loading.start()
-        time.sleep(2)
+        wait_for(
+            "both workers to apply records of a shard they own",
+            lambda: both_working(stack, application, workers),
+            25,
+            *workers.values(),
+        )
         boss = leader(stack, application)
         assert boss in workers, f"no leader recorded: {boss!r}"
         victim_id = next(w for w in workers if w != boss)
