@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -219,16 +219,7 @@ def load_mapping(path: Path) -> TableMapping:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"table mapping {path}: cannot read JSON: {exc}") from exc
-    mapping = parse_mapping(raw, name=path.stem, where=str(path))
-    return TableMapping(
-        name=mapping.name,
-        source_table=mapping.source_table,
-        target_table=mapping.target_table,
-        key=mapping.key,
-        columns=mapping.columns,
-        change_log=mapping.change_log,
-        path=path,
-    )
+    return replace(parse_mapping(raw, name=path.stem, where=str(path)), path=path)
 
 
 def load_mappings(directory: Path) -> tuple[TableMapping, ...]:
