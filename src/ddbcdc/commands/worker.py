@@ -101,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
             settings.metrics_host,
             server.port,
         )
-        process.start()  # before any thread: it forks
-        server.start()
         try:
+            process.start()  # before any thread: it forks
+            server.start()
             status = process.wait()
         finally:
             server.stop()

@@ -27,6 +27,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from ddbcdc.errors import ConfigurationError
+
 __all__ = ["MULTIPROC_ENV", "MetricsServer", "ProcessorMetrics", "mark_process_dead"]
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,13 @@ class MetricsServer:
     ) -> None:
         self.multiproc_dir = multiproc_dir
         self.healthy = healthy
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        try:
+            self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {host}:{port} ({exc.strerror}): "
+                "pick another --metrics-port (0: any free port)"
+            ) from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="ddbcdc-metrics", daemon=True
@@ -147,8 +155,9 @@ class MetricsServer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
+        """Stop serving (if started) and close the socket."""
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
 
     def render(self) -> bytes:
