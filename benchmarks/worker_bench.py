@@ -20,7 +20,7 @@ PostgreSQL (``TemporaryPostgres(durable=True)``: fsync on), in three phases:
    the last commit: the worker's ceiling, which the sustained rate must stay under.
 
     .venv/bin/python benchmarks/worker_bench.py [--rate 1000] [--duration 30] [--shards 2]
-        [--backlog 20000] [--path kinesis|dynamodb] [--json out.json]
+        [--backlog 5000] [--path kinesis|dynamodb] [--json out.json]
 """
 
 from __future__ import annotations
@@ -180,8 +180,14 @@ class Worker:
         )
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=120)
+        """SIGTERM and wait (idempotent); SIGKILL the group if it does not stop."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
         self._log.close()
 
 
@@ -275,34 +281,37 @@ def bench(args: argparse.Namespace, stack: LocalStack, db: str, workdir: Path) -
     )
     kinesis = KinesisProducer(stack)
     producer = kinesis if args.path == "kinesis" else DynamoDBProducer(stack, args.shards)
-    worker = Worker(env, workdir / "worker.log")
-    producer.put(10)  # warm-up: every shard gets a processor before the clock starts
-    wait_rows(db, 10 * args.shards, timeout=180)
-    print(f"worker up; producing {args.rate}/s per shard for {args.duration}s", file=sys.stderr)
-    start_us = time.time_ns() // 1000
-    achieved = run_paced(producer, args.rate, args.duration)
-    end_us = time.time_ns() // 1000
-    produced = producer.next_id - 1
-    wait_rows(db, produced, timeout=300)
-    result: dict[str, Any] = {
-        "path": args.path,
-        "shards": args.shards,
-        "target_per_shard_per_s": args.rate,
-        "achieved_per_shard_per_s": round(achieved),
-        "duration_s": args.duration,
-        "producer_put_ms": percentiles([x * 1000 for x in kinesis.put_seconds]),
-        "delay": delays(db, start_us, kinesis.acks),
-        "delay_last_10s": delays(db, end_us - 10_000_000, kinesis.acks),
-    }
-    if args.backlog:
-        worker.stop()
-        first_id = kinesis.next_id = producer.next_id
-        kinesis.put(args.backlog)
-        worker = Worker(env, workdir / "worker.log")
-        wait_rows(db, kinesis.next_id - 1, timeout=600)
-        result["catch_up"] = drain_rate(db, first_id, args.shards)
-    worker.stop()
-    return result
+    workers = [Worker(env, workdir / "worker.log")]
+    try:
+        producer.put(10)  # warm-up: every shard gets a processor before the clock starts
+        wait_rows(db, 10 * args.shards, timeout=180)
+        print(f"worker up; producing {args.rate}/s per shard for {args.duration}s", file=sys.stderr)
+        start_us = time.time_ns() // 1000
+        achieved = run_paced(producer, args.rate, args.duration)
+        end_us = time.time_ns() // 1000
+        produced = producer.next_id - 1
+        wait_rows(db, produced, timeout=300)
+        result: dict[str, Any] = {
+            "path": args.path,
+            "shards": args.shards,
+            "target_per_shard_per_s": args.rate,
+            "achieved_per_shard_per_s": round(achieved),
+            "duration_s": args.duration,
+            "producer_put_ms": percentiles([x * 1000 for x in kinesis.put_seconds]),
+            "delay": delays(db, start_us, kinesis.acks),
+            "delay_last_10s": delays(db, end_us - 10_000_000, kinesis.acks),
+        }
+        if args.backlog:
+            workers[-1].stop()
+            first_id = kinesis.next_id = producer.next_id
+            kinesis.put(args.backlog)
+            workers.append(Worker(env, workdir / "worker.log"))
+            wait_rows(db, kinesis.next_id - 1, timeout=600)
+            result["catch_up"] = drain_rate(db, first_id, args.shards)
+        return result
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
 def main() -> int:
@@ -310,7 +319,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000, help="records/s per shard")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--backlog", type=int, default=20000, help="records per shard; 0: skip")
+    parser.add_argument("--backlog", type=int, default=5000, help="records per shard; 0: skip")
     parser.add_argument("--path", choices=["kinesis", "dynamodb"], default="kinesis")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
