@@ -43,10 +43,10 @@ import sqlalchemy as sa
 
 from ddbcdc import aws
 from ddbcdc.attributes import marshal
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.local.postgres import TemporaryPostgres, free_port
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.mapping import load_mappings
+from ddbcdc.migration import upgrade
 from ddbcdc.provision import ProvisionOptions, set_up
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,12 +11,19 @@ from contextlib import AbstractContextManager
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
 
 from ddbcdc.local.postgres import TemporaryPostgres
 from ddbcdc.mapping import TableMapping
 from ddbcdc.migration import upgrade
 
 pytest_plugins = ["stack_fixtures"]
+
+# CI runs the same examples every time (a red build must be reproducible) and has no
+# deadline (a loaded machine is slow, not wrong); locally hypothesis explores freely.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

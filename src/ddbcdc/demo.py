@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from ddbcdc import aws
+from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.loader import LoadOptions, expected_state, plan_operations
 from ddbcdc.loadwriter import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
@@ -81,6 +82,8 @@ def _start_worker(
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # SIGTERM (a graceful stop) if the demo dies without stopping it.
+            preexec_fn=signal_when_parent_dies(signal.SIGTERM),
         )
 
 
@@ -205,8 +208,8 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                 say(f"the worker holds leases on all {options.shards} shards")
                 return _load_and_check(options, settings, engine, mapping, worker, say, out)
             finally:
-                say("stopping the worker")
                 _stop_worker(worker)
+                say("worker stopped")
         finally:
             engine.dispose()
 

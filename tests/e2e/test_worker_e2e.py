@@ -30,12 +30,12 @@ import pytest
 import sqlalchemy as sa
 
 from ddbcdc import aws
-from ddbcdc.commands.migrate import upgrade
 from ddbcdc.loader import LoadOptions, plan_operations
 from ddbcdc.loadwriter import run_load, scan_items
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.mapping import load_mappings
+from ddbcdc.migration import upgrade
 from ddbcdc.provision import ProvisionOptions, set_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -24,8 +24,7 @@ from ddbcdc.mapping import load_mappings
 from ddbcdc.migration import downgrade, upgrade
 from ddbcdc.settings import Settings
 
-# upgrade and downgrade live in ddbcdc.migration; they stay importable from here too.
-__all__ = ["downgrade", "register", "run", "upgrade"]
+__all__ = ["register", "run"]
 
 
 def register(subparsers: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -12,20 +11,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.errors import ConfigurationError
 
 __all__ = ["ManagedProcess", "pid_alive", "stop_pid", "wait_until"]
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the parent dies, so no emulator outlives its owner."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def pid_alive(pid: int) -> bool:
@@ -130,7 +121,8 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
-                preexec_fn=_die_with_parent,
+                # No emulator outlives its owner.
+                preexec_fn=signal_when_parent_dies(signal.SIGKILL),
             )
         log.info("started %s (pid %d), log %s", self.name, self._popen.pid, self.log_path)
         return self

@@ -26,6 +26,7 @@ from pathlib import Path
 from string import Template
 from types import FrameType
 
+from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
 from ddbcdc.worker.metrics import MULTIPROC_ENV
@@ -251,14 +252,6 @@ def daemon_environment(
     return env
 
 
-def _term_when_parent_dies() -> None:
-    """In the forked child: ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 class DaemonProcess:
     """The running MultiLangDaemon: start it, watch it, stop it gracefully.
 
@@ -286,7 +279,7 @@ class DaemonProcess:
             self.command,
             env=self.env,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_term_when_parent_dies if sys.platform == "linux" else None,
+            preexec_fn=signal_when_parent_dies(signal.SIGTERM),
         )
         log.info("KCL daemon started pid=%d", self.child.pid)
 
