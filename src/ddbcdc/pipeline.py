@@ -3,6 +3,9 @@
 :meth:`Pipeline.process` runs one batch of raw Kinesis records in ONE PostgreSQL
 transaction: the changes that decode and cleanse are materialized, the poison ones are
 dead-lettered, and the shard progress row is upserted, all committed together or not at all.
+It is :meth:`Pipeline.prepare` (decode and cleanse: pure, no I/O) followed by
+:meth:`Pipeline.apply` (the transaction), so a caller with many batches, like
+``ddbcdc apply``, can prepare the next batch while PostgreSQL works on the current one.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from ddbcdc.materialize import ApplyCounts, Materializer
 from ddbcdc.settings import Settings
 from ddbcdc.tables import shard_progress
 
-__all__ = ["BatchResult", "Pipeline", "ShardPosition", "SourceRecord"]
+__all__ = ["BatchResult", "Pipeline", "PreparedBatch", "ShardPosition", "SourceRecord"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,8 +88,11 @@ def _first(pair: tuple[int, DeadLetter]) -> int:
     return pair[0]
 
 
-@dataclass
-class _Prepared:
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch decoded and cleansed, ready for :meth:`Pipeline.apply`."""
+
+    records: Sequence[SourceRecord]
     changes: list[CleanChange]
     sources: dict[int, int]  # id(change) -> index of its SourceRecord
     poison: list[tuple[int, DeadLetter]]  # (index of the SourceRecord, dead letter)
@@ -147,10 +153,14 @@ class Pipeline:
             )
         return cleanser
 
-    def _prepare(self, records: Sequence[SourceRecord]) -> _Prepared:
+    def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
+        """Decode and cleanse a batch: the pure half of :meth:`process`, no I/O.
+
+        Safe to run in another thread than :meth:`apply`.
+        """
         from ddbcdc.decode import decode_record  # the decoder is its own stage
 
-        prepared = _Prepared([], {}, [])
+        prepared = PreparedBatch(records, [], {}, [])
         for index, source in enumerate(records):
             stage: Literal["decode", "cleanse"] = "decode"
             table_name: str | None = None
@@ -216,8 +226,7 @@ class Pipeline:
     def _materialize(
         self,
         conn: sa.Connection,
-        prepared: _Prepared,
-        records: Sequence[SourceRecord],
+        prepared: PreparedBatch,
         isolate: bool,
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
         if not isolate:
@@ -226,7 +235,7 @@ class Pipeline:
         letters = []
         for change, exc in failed:
             index = prepared.sources[id(change)]
-            source = records[index]
+            source = prepared.records[index]
             letter = self._letter(
                 "apply", exc, source, change.mapping.source_table, change.mapping.target_table
             )
@@ -235,10 +244,9 @@ class Pipeline:
 
     def _run(
         self,
-        records: Sequence[SourceRecord],
-        work: Callable[[sa.Connection, _Prepared, bool], BatchResult],
+        prepared: PreparedBatch,
+        work: Callable[[sa.Connection, PreparedBatch, bool], BatchResult],
     ) -> BatchResult:
-        prepared = self._prepare(records)
         try:
             return self._transaction(lambda conn: work(conn, prepared, False))
         except (sa.exc.DataError, sa.exc.IntegrityError) as exc:
@@ -260,21 +268,26 @@ class Pipeline:
             DatabaseUnavailableError: PostgreSQL unreachable or the commit failed (then
                 nothing of the batch is committed).
         """
-        prune = time.monotonic() >= self._next_prune
+        return self.apply(self.prepare(records), position=position)
 
-        def work(conn: sa.Connection, prepared: _Prepared, isolate: bool) -> BatchResult:
-            counts, failed = self._materialize(conn, prepared, records, isolate)
+    def apply(self, batch: PreparedBatch, *, position: ShardPosition | None = None) -> BatchResult:
+        """Materialize a prepared batch in one transaction (see :meth:`process`)."""
+        prune = time.monotonic() >= self._next_prune
+        received = len(batch.records)
+
+        def work(conn: sa.Connection, prepared: PreparedBatch, isolate: bool) -> BatchResult:
+            counts, failed = self._materialize(conn, prepared, isolate)
             letters = [letter for _, letter in sorted(prepared.poison + failed, key=_first)]
             write_dead_letters(conn, letters)
             if position is not None:
-                self._record_progress(conn, position, len(records))
+                self._record_progress(conn, position, received)
             if prune:
                 self._prune(conn)
             return BatchResult(
-                len(records), counts.upserted, counts.deleted, counts.stale, len(letters)
+                received, counts.upserted, counts.deleted, counts.stale, len(letters)
             )
 
-        result = self._run(records, work)
+        result = self._run(batch, work)
         if prune:
             self._next_prune = time.monotonic() + self._prune_every
         return result
@@ -289,8 +302,8 @@ class Pipeline:
             SourceRecord(x.payload, x.shard_id, x.sequence_number, x.partition_key) for x in letters
         ]
 
-        def work(conn: sa.Connection, prepared: _Prepared, isolate: bool) -> BatchResult:
-            counts, failed = self._materialize(conn, prepared, records, isolate)
+        def work(conn: sa.Connection, prepared: PreparedBatch, isolate: bool) -> BatchResult:
+            counts, failed = self._materialize(conn, prepared, isolate)
             still = sorted(prepared.poison + failed, key=_first)
             record_failures(conn, [(letters[i].id, letter) for i, letter in still])
             failing = {i for i, _ in still}
@@ -299,7 +312,7 @@ class Pipeline:
                 len(records), counts.upserted, counts.deleted, counts.stale, len(still)
             )
 
-        return self._run(records, work)
+        return self._run(self.prepare(records), work)
 
     @staticmethod
     def _record_progress(conn: sa.Connection, position: ShardPosition, count: int) -> None:

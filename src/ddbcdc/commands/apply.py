@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import IO, Any
 
@@ -32,13 +33,23 @@ def _records(stream: IO[bytes]) -> Iterator[SourceRecord]:
 def apply_lines(pipeline: Pipeline, stream: IO[bytes], *, batch_size: int) -> BatchResult:
     """Apply every non-empty line of ``stream`` through ``pipeline`` in batches.
 
+    Batches are applied in order, one transaction each; the next batch is decoded and
+    cleansed in a second thread while PostgreSQL works on the current one (the database
+    driver releases the GIL while it waits).
+
     Returns:
         The summed counts of all batches.
     """
     total = BatchResult()
     records = _records(stream)
-    while batch := list(islice(records, batch_size)):
-        total.add(pipeline.process(batch))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool:
+        batch = list(islice(records, batch_size))
+        pending = pool.submit(pipeline.prepare, batch) if batch else None
+        while pending is not None:
+            prepared = pending.result()
+            batch = list(islice(records, batch_size))
+            pending = pool.submit(pipeline.prepare, batch) if batch else None
+            total.add(pipeline.apply(prepared))
     return total
 
 
