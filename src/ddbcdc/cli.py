@@ -29,8 +29,20 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every subcommand registered."""
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``, if it is a known one (``--log-level X`` skipped)."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--log-level":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser: only the chosen subcommand's module is imported when ``argv``
+    names one (start-up stays fast), every subcommand otherwise (``--help``, errors)."""
     parser = argparse.ArgumentParser(
         prog="ddbcdc",
         description="DynamoDB change data capture into a live PostgreSQL copy.",
@@ -40,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="WARNING", help="stderr log level (default: WARNING)"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    chosen = _chosen_command(argv) if argv is not None else None
+    for name in (chosen,) if chosen else COMMANDS:
         importlib.import_module(f"ddbcdc.commands.{name}").register(subparsers)
     return parser
 
@@ -56,7 +69,8 @@ def configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ddbcdc`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     configure_logging(args.log_level)
     try:
         return int(args.func(args))
