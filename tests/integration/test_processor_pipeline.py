@@ -176,6 +176,7 @@ class FlakyProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+                s.close()  # an unclosed socket is a ResourceWarning, an error in this suite
 
     def close(self) -> None:
         self.sock.close()
