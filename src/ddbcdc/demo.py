@@ -186,7 +186,7 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
         # like any other client of it.
         os.environ.update(stack.env)
         settings = stack.settings()
-        mappings = load_mappings(Settings().mappings_dir)
+        mappings = load_mappings(settings.mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
         engine = sa.create_engine(stack.database_url)
         try:

@@ -23,6 +23,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,12 @@ import sqlalchemy as sa
 
 from ddbcdc import aws
 from ddbcdc.loader import LoadOptions, plan_operations
-from ddbcdc.loadwriter import run_load, scan_items
+from ddbcdc.loadwriter import run_load
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
 from ddbcdc.provision import ProvisionOptions, set_up
+from ddbcdc.verify import Comparison, compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -56,20 +57,10 @@ def stack(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalS
 
 
 @pytest.fixture
-def database(postgres_url: str) -> Iterator[str]:
+def database(fresh_database: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
     """A fresh, migrated database for this test."""
-    name = f"t_e2e_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    engine = sa.create_engine(url)
-    upgrade(engine, load_mappings(MAPPINGS_DIR))
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database("t_e2e", mappings=load_mappings(MAPPINGS_DIR)) as url:
+        yield url
 
 
 class Worker:
@@ -159,27 +150,6 @@ def load(stack: LocalStack, **options: Any) -> int:
     return summary.total_writes
 
 
-def dynamodb_state(stack: LocalStack) -> dict[int, tuple[Any, ...]]:
-    items = scan_items(aws.client("dynamodb", stack.settings()), "customers")
-    return {
-        key: (item.get("first_name"), item.get("last_name"), _text(item.get("phone")))
-        for key, item in items.items()
-    }
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(int(value))
-
-
-def postgres_state(database_url: str) -> dict[int, tuple[Any, ...]]:
-    engine = sa.create_engine(database_url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT userid, first_name, last_name, phone FROM customers"))
-        state = {r.userid: (r.first_name, r.last_name, r.phone) for r in rows}
-    engine.dispose()
-    return state
-
-
 def query(database_url: str, sql: str) -> list[Any]:
     engine = sa.create_engine(database_url)
     with engine.connect() as conn:
@@ -230,15 +200,20 @@ def wait_for(
 
 
 def assert_converged(stack: LocalStack, database_url: str, *workers: Worker) -> None:
-    expected: dict[int, tuple[Any, ...]] = {}
+    dynamodb = aws.client("dynamodb", stack.settings())
+    engine = sa.create_engine(database_url)
+    (mapping,) = load_mappings(MAPPINGS_DIR)
+    last: list[Comparison] = []
 
     def same() -> bool:
-        expected.clear()
-        expected.update(dynamodb_state(stack))
-        return postgres_state(database_url) == expected
+        last[:] = [compare(dynamodb, engine, mapping)]
+        return last[0].matches
 
-    wait_for("PostgreSQL to equal the DynamoDB table", same, CONVERGE_TIMEOUT_S, *workers)
-    assert len(expected) > 50  # the load left a real table behind, not an empty one
+    try:
+        wait_for("PostgreSQL to equal the DynamoDB table", same, CONVERGE_TIMEOUT_S, *workers)
+    finally:
+        engine.dispose()
+    assert last[0].source_items > 50  # the load left a real table behind, not an empty one
     assert query(database_url, "SELECT count(*) FROM ddbcdc_dead_letters")[0][0] == 0
 
 
