@@ -285,6 +285,10 @@ def unmarshal(attribute_map: Mapping[str, Any], *, path: str = "") -> dict[str, 
     Raises:
         DecodeError: anything malformed, with the attribute path.
     """
+    if type(attribute_map) is dict and _fast_unmarshal is not None:
+        out = _fast_unmarshal(attribute_map)
+        if out is not None:
+            return out
     try:
         if type(attribute_map) is not dict:
             return _map(attribute_map, 0)
@@ -313,6 +317,21 @@ def unmarshal(attribute_map: Mapping[str, Any], *, path: str = "") -> dict[str, 
         raise DecodeError(exc.message, path=_join(path, exc.parts)) from exc.__cause__
     except RecursionError:
         raise DecodeError("attribute values nested too deeply", path=path or None) from None
+
+
+_fast_unmarshal: Callable[[dict[str, Any]], dict[str, Any] | None] | None
+try:
+    from ddbcdc import _speedups
+except ImportError:  # pragma: no cover - installed without a C compiler
+    _fast_unmarshal = None
+else:
+    # The C loop takes plain dicts and the common tags; it returns None for anything
+    # else (including every error), and the Python code below decides.
+    _speedups.configure(_HANDLERS, _BadValueError)
+    _fast_unmarshal = _speedups.unmarshal
+
+#: True when the C speedups are in use (built at install time when a compiler exists).
+ACCELERATED = _fast_unmarshal is not None
 
 
 def _attribute(name: Any, item: Any) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from math import isfinite
@@ -17,7 +17,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from ddbcdc.attributes import unmarshal
+from ddbcdc.attributes import ACCELERATED, unmarshal
 from ddbcdc.errors import DecodeError
 
 __all__ = ["ChangeRecord", "EventName", "TimestampUnit", "decode_lambda_event", "decode_record"]
@@ -224,6 +224,10 @@ def _envelope(raw: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]]:
 
 
 def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | None) -> ChangeRecord:
+    if type(raw) is dict and _fast_build is not None:
+        values = _fast_build(raw, _FACTORS.get(unit, -1), shard_id, sequence_number)
+        if values is not None:
+            return _construct(values)
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise _fail("change record must be a JSON object")
     event_name, event_id, dynamodb = _envelope(raw)
@@ -276,6 +280,15 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
             "sequence_number": sequence_number,
         }
     )
+
+
+_fast_build: Callable[[dict[str, Any], int, str | None, str | None], dict[str, Any] | None]
+if ACCELERATED:
+    from ddbcdc._speedups import build as _fast_build
+else:  # pragma: no cover - installed without a C compiler
+    _fast_build = None
+# The C build takes 0 for "auto"; an unknown unit (-1) is left to _timestamp_us's error.
+_FACTORS = {"auto": 0, **_US_PER_UNIT}
 
 
 def decode_record(
