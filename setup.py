@@ -5,6 +5,11 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         # optional: without a C compiler the install still succeeds, on the pure-Python path.
-        Extension("ddbcdc._speedups", ["src/ddbcdc/_speedups.c"], optional=True),
+        Extension(
+            "ddbcdc._speedups",
+            ["src/ddbcdc/_speedups.c", "src/ddbcdc/_speedups_values.c"],
+            depends=["src/ddbcdc/_speedups.h"],
+            optional=True,
+        ),
     ]
 )

@@ -1,218 +1,20 @@
 /*
- * ddbcdc._speedups: the hot loop of ddbcdc.attributes.unmarshal, in C.
+ * ddbcdc._speedups: the decode hot path in C, an optional accelerator.
  *
- * unmarshal(attribute_map) walks a parsed attribute map (plain dicts and lists, as
- * orjson builds them) and returns the same dict ddbcdc.attributes would, or None when it
- * meets anything it does not handle itself: then the pure-Python path runs and either
- * decodes the value or raises the DecodeError with the attribute path. This module never
- * reports bad input itself, so the error rules live in one place (attributes.py).
- *
- * Handled here: S, BOOL, NULL, SS, L, M, and N when it is a plain integer of at most 38
- * ASCII digits. N with a sign, fraction or exponent, B, NS and BS go to the Python
- * handlers given to configure(); a _BadValueError from them means "not handled here".
- *
- * Internal convention: NULL with no exception set means "leave it to Python".
+ * unmarshal(attribute_map) returns what ddbcdc.attributes.unmarshal returns for a map of
+ * plain dicts and lists (as orjson builds them); build(raw, factor, shard_id,
+ * sequence_number) returns the fields ddbcdc.decode gives a ChangeRecord for a parsed
+ * Kinesis-format record. Both return None for anything they do not handle, every error
+ * included: the pure-Python code then runs on the same input and decides, so the rules
+ * and the error messages live in one place. setup.py builds this when a C compiler is
+ * there; without it, ddbcdc runs the same code paths in Python.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_speedups.h"
 #include <datetime.h>
-
-#define MAX_DEPTH 32
-#define MAX_INT_DIGITS 38
-
-static PyObject *handlers = NULL;   /* dict: tag -> callable(value, depth) */
-static PyObject *bad_value = NULL;  /* ddbcdc.attributes._BadValueError */
-
-static PyObject *map_value(PyObject *map, int depth);
-static PyObject *attribute_value(PyObject *attribute, int depth);
-
-/* The tag as up to four ASCII bytes, or 0 when it is not a short ASCII str. */
-static Py_ssize_t
-tag_bytes(PyObject *tag, const char **out)
-{
-    if (!PyUnicode_CheckExact(tag) || !PyUnicode_IS_ASCII(tag)) {
-        return 0;
-    }
-    Py_ssize_t length = PyUnicode_GET_LENGTH(tag);
-    if (length < 1 || length > 4) {
-        return 0;
-    }
-    *out = (const char *)PyUnicode_1BYTE_DATA(tag);
-    return length;
-}
-
-static PyObject *
-plain_integer(PyObject *text)
-{
-    if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) {
-        return NULL;
-    }
-    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
-    if (length < 1 || length > MAX_INT_DIGITS) {
-        return NULL;
-    }
-    const char *digits = (const char *)PyUnicode_1BYTE_DATA(text);
-    for (Py_ssize_t i = 0; i < length; i++) {
-        if (digits[i] < '0' || digits[i] > '9') {
-            return NULL;
-        }
-    }
-    /* The buffer is NUL-terminated: CPython keeps one after the data of every str. */
-    return PyLong_FromString(digits, NULL, 10);
-}
-
-static PyObject *
-call_handler(PyObject *tag, PyObject *value, int depth)
-{
-    PyObject *handler = PyDict_GetItemWithError(handlers, tag);
-    if (handler == NULL) {
-        return NULL; /* unknown tag (or an error, which stays set) */
-    }
-    PyObject *py_depth = PyLong_FromLong(depth);
-    if (py_depth == NULL) {
-        return NULL;
-    }
-    PyObject *result = PyObject_CallFunctionObjArgs(handler, value, py_depth, NULL);
-    Py_DECREF(py_depth);
-    if (result == NULL && PyErr_ExceptionMatches(bad_value)) {
-        PyErr_Clear();
-    }
-    return result;
-}
-
-static PyObject *
-string_set(PyObject *items)
-{
-    if (!PyList_CheckExact(items)) {
-        return NULL;
-    }
-    Py_ssize_t length = PyList_GET_SIZE(items);
-    if (length == 0) {
-        return NULL;
-    }
-    PyObject *out = PySet_New(NULL);
-    if (out == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < length; i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
-        if (!PyUnicode_CheckExact(item) || PySet_Add(out, item) < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
-    }
-    if (PySet_GET_SIZE(out) != length) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    return out;
-}
-
-static PyObject *
-list_value(PyObject *items, int depth)
-{
-    if (!PyList_CheckExact(items) || depth >= MAX_DEPTH) {
-        return NULL;
-    }
-    Py_ssize_t length = PyList_GET_SIZE(items);
-    PyObject *out = PyList_New(length);
-    if (out == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < length; i++) {
-        PyObject *value = attribute_value(PyList_GET_ITEM(items, i), depth + 1);
-        if (value == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, value);
-    }
-    return out;
-}
-
-static PyObject *
-attribute_value(PyObject *attribute, int depth)
-{
-    if (!PyDict_CheckExact(attribute) || PyDict_GET_SIZE(attribute) != 1) {
-        return NULL;
-    }
-    Py_ssize_t position = 0;
-    PyObject *tag, *value;
-    PyDict_Next(attribute, &position, &tag, &value);
-    const char *name;
-    switch (tag_bytes(tag, &name)) {
-    case 1:
-        if (name[0] == 'S') {
-            return PyUnicode_CheckExact(value) ? Py_NewRef(value) : NULL;
-        }
-        if (name[0] == 'N') {
-            PyObject *number = plain_integer(value);
-            if (number != NULL || PyErr_Occurred()) {
-                return number;
-            }
-            return call_handler(tag, value, depth);
-        }
-        if (name[0] == 'L') {
-            return list_value(value, depth);
-        }
-        if (name[0] == 'M') {
-            return depth >= MAX_DEPTH ? NULL : map_value(value, depth + 1);
-        }
-        break;
-    case 2:
-        if (name[0] == 'S' && name[1] == 'S') {
-            return string_set(value);
-        }
-        break;
-    case 4:
-        if (memcmp(name, "BOOL", 4) == 0) {
-            return PyBool_Check(value) ? Py_NewRef(value) : NULL;
-        }
-        if (memcmp(name, "NULL", 4) == 0) {
-            return value == Py_True ? Py_NewRef(Py_None) : NULL;
-        }
-        break;
-    default:
-        return NULL;
-    }
-    return call_handler(tag, value, depth);
-}
-
-static PyObject *
-map_value(PyObject *map, int depth)
-{
-    if (!PyDict_CheckExact(map)) {
-        return NULL;
-    }
-    PyObject *out = PyDict_New();
-    if (out == NULL) {
-        return NULL;
-    }
-    Py_ssize_t position = 0;
-    PyObject *name, *attribute;
-    while (PyDict_Next(map, &position, &name, &attribute)) {
-        PyObject *value = PyUnicode_CheckExact(name) ? attribute_value(attribute, depth) : NULL;
-        if (value == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        int failed = PyDict_SetItem(out, name, value);
-        Py_DECREF(value);
-        if (failed) {
-            Py_DECREF(out);
-            return NULL;
-        }
-    }
-    return out;
-}
 
 static PyObject *
 unmarshal(PyObject *module, PyObject *map)
 {
-    if (handlers == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "ddbcdc._speedups.configure() was not called");
-        return NULL;
-    }
     PyObject *out = map_value(map, 0);
     if (out == NULL && !PyErr_Occurred()) {
         Py_RETURN_NONE;
@@ -234,6 +36,7 @@ static PyObject *str_event_name, *str_event_id, *str_event_source, *str_record_f
     *str_principal, *str_principal_cap, *str_aws_dynamodb, *str_json, *str_service,
     *str_ttl_principal, *str_insert, *str_modify, *str_remove;
 static PyObject *field_names[13];
+static PyObject *fields_template; /* field name -> None, in field order */
 
 enum { INSERT = 1, MODIFY, REMOVE };
 
@@ -402,7 +205,8 @@ record_fields(PyObject *raw, long long factor, PyObject *shard_id, PyObject *seq
     values[10] = ttl ? Py_True : Py_False;
     values[11] = shard_id;
     values[12] = sequence_number;
-    out = PyDict_New();
+    /* A copy of a dict with every key already in place: no resizing while filling it. */
+    out = PyDict_Copy(fields_template);
     for (int i = 0; out != NULL && i < 13; i++) {
         if (PyDict_SetItem(out, field_names[i], values[i]) < 0) {
             Py_CLEAR(out);
@@ -424,10 +228,6 @@ build(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "build(raw: dict, factor: int, shard_id, sequence_number)");
         return NULL;
     }
-    if (handlers == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "ddbcdc._speedups.configure() was not called");
-        return NULL;
-    }
     long long factor = PyLong_AsLongLong(args[1]);
     if (factor == -1 && PyErr_Occurred()) {
         return NULL;
@@ -439,16 +239,133 @@ build(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* ------------------------------------------------------------ decode_record */
+
+static PyObject *record_class = NULL; /* ddbcdc.decode.ChangeRecord */
+static PyObject *fields_set = NULL;   /* the set every record shares */
+static PyObject *slots[4] = {NULL};   /* __dict__, fields set, extra, private descriptors */
+static PyObject *orjson_loads = NULL;
+static PyObject *empty_tuple = NULL;
+
+/* What decode._construct does: a record from validated fields, through the slots. */
+static PyObject *
+construct(PyObject *fields)
+{
+    PyObject *record = PyBaseObject_Type.tp_new((PyTypeObject *)record_class, empty_tuple, NULL);
+    PyObject *values[4] = {fields, fields_set, Py_None, Py_None};
+    for (int i = 0; record != NULL && i < 4; i++) {
+        if (Py_TYPE(slots[i])->tp_descr_set(slots[i], record, values[i]) < 0) {
+            Py_CLEAR(record);
+        }
+    }
+    return record;
+}
+
+/* Raw JSON or canonical base64 of it -> parsed value; NULL without an exception when
+ * it is anything else (whitespace, other base64, invalid JSON): decode._parse decides. */
+static PyObject *
+parse(PyObject *payload)
+{
+    const unsigned char *data;
+    Py_ssize_t length;
+    if (PyBytes_CheckExact(payload)) {
+        data = (const unsigned char *)PyBytes_AS_STRING(payload);
+        length = PyBytes_GET_SIZE(payload);
+    }
+    else if (PyUnicode_CheckExact(payload) && PyUnicode_IS_ASCII(payload)) {
+        data = PyUnicode_1BYTE_DATA(payload);
+        length = PyUnicode_GET_LENGTH(payload);
+    }
+    else {
+        return NULL;
+    }
+    if (length == 0) {
+        return NULL;
+    }
+    PyObject *raw;
+    if (data[0] == '{') {
+        raw = PyObject_CallOneArg(orjson_loads, payload);
+    }
+    else {
+        PyObject *json = base64_bytes(data, length);
+        if (json == NULL) {
+            return NULL;
+        }
+        raw = PyObject_CallOneArg(orjson_loads, json);
+        Py_DECREF(json);
+    }
+    if (raw == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear(); /* orjson.JSONDecodeError */
+    }
+    return raw;
+}
+
+static PyObject *
+decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "decode(payload, factor: int, shard_id, sequence_number)");
+        return NULL;
+    }
+    if (record_class == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ddbcdc._speedups.configure() was not called");
+        return NULL;
+    }
+    long long factor = PyLong_AsLongLong(args[1]);
+    if (factor == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *raw = parse(args[0]);
+    if (raw == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (!PyDict_CheckExact(raw)) {
+        return raw;
+    }
+    PyObject *fields = record_fields(raw, factor, args[2], args[3]);
+    if (fields == NULL) {
+        if (PyErr_Occurred()) {
+            Py_CLEAR(raw);
+        }
+        return raw; /* parsed, the rest is decode._build's */
+    }
+    Py_DECREF(raw);
+    PyObject *record = construct(fields);
+    Py_DECREF(fields);
+    return record;
+}
+
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    PyObject *new_handlers, *new_bad_value;
-    if (!PyArg_ParseTuple(args, "O!O!:configure", &PyDict_Type, &new_handlers,
-                          &PyType_Type, &new_bad_value)) {
+    PyObject *cls, *shared_fields_set, *descriptors[4];
+    if (!PyArg_ParseTuple(args, "O!O!OOOO:configure", &PyType_Type, &cls, &PySet_Type,
+                          &shared_fields_set, &descriptors[0], &descriptors[1],
+                          &descriptors[2], &descriptors[3])) {
         return NULL;
     }
-    Py_XSETREF(handlers, Py_NewRef(new_handlers));
-    Py_XSETREF(bad_value, Py_NewRef(new_bad_value));
+    for (int i = 0; i < 4; i++) {
+        if (Py_TYPE(descriptors[i])->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "configure: every slot needs a data descriptor");
+            return NULL;
+        }
+    }
+    if (orjson_loads == NULL) {
+        PyObject *orjson = PyImport_ImportModule("orjson");
+        orjson_loads = orjson == NULL ? NULL : PyObject_GetAttrString(orjson, "loads");
+        Py_XDECREF(orjson);
+        if (orjson_loads == NULL) {
+            return NULL;
+        }
+    }
+    Py_XSETREF(record_class, Py_NewRef(cls));
+    Py_XSETREF(fields_set, Py_NewRef(shared_fields_set));
+    for (int i = 0; i < 4; i++) {
+        Py_XSETREF(slots[i], Py_NewRef(descriptors[i]));
+    }
     Py_RETURN_NONE;
 }
 
@@ -457,15 +374,19 @@ static PyMethodDef methods[] = {
      "unmarshal(attribute_map) -> dict, or None to leave the map to the Python path."},
     {"build", (PyCFunction)(void (*)(void))build, METH_FASTCALL,
      "build(raw, factor, shard_id, sequence_number) -> the ChangeRecord fields, or None."},
+    {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
+     "decode(payload, factor, shard_id, sequence_number) -> a ChangeRecord; the parsed\n"
+     "payload when only parsing was done here; None when not even that."},
     {"configure", configure, METH_VARARGS,
-     "configure(handlers, bad_value_error): the Python handlers for the other tags."},
+     "configure(record_class, fields_set, dict_slot, fields_set_slot, extra_slot,\n"
+     "private_slot): how decode() builds records."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "ddbcdc._speedups",
-    .m_doc = "The hot loop of ddbcdc.attributes.unmarshal, in C.",
+    .m_doc = "The decode hot path in C (ddbcdc.attributes and ddbcdc.decode decide the rest).",
     .m_size = -1,
     .m_methods = methods,
 };
@@ -500,16 +421,26 @@ intern_all(void)
             return -1;
         }
     }
-    return 0;
+    fields_template = PyDict_New();
+    for (int i = 0; fields_template != NULL && i < 13; i++) {
+        if (PyDict_SetItem(fields_template, field_names[i], Py_None) < 0) {
+            return -1;
+        }
+    }
+    return fields_template == NULL ? -1 : 0;
 }
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     PyDateTime_IMPORT;
-    if (PyDateTimeAPI == NULL || intern_all() < 0) {
+    if (PyDateTimeAPI == NULL || intern_all() < 0 || values_init() < 0) {
         return NULL;
     }
     utc = PyDateTime_TimeZone_UTC;
+    empty_tuple = PyTuple_New(0);
+    if (empty_tuple == NULL) {
+        return NULL;
+    }
     return PyModule_Create(&module);
 }

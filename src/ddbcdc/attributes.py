@@ -286,9 +286,9 @@ def unmarshal(attribute_map: Mapping[str, Any], *, path: str = "") -> dict[str, 
         DecodeError: anything malformed, with the attribute path.
     """
     if type(attribute_map) is dict and _fast_unmarshal is not None:
-        out = _fast_unmarshal(attribute_map)
-        if out is not None:
-            return out
+        fast = _fast_unmarshal(attribute_map)
+        if fast is not None:
+            return fast
     try:
         if type(attribute_map) is not dict:
             return _map(attribute_map, 0)
@@ -325,9 +325,8 @@ try:
 except ImportError:  # pragma: no cover - installed without a C compiler
     _fast_unmarshal = None
 else:
-    # The C loop takes plain dicts and the common tags; it returns None for anything
-    # else (including every error), and the Python code below decides.
-    _speedups.configure(_HANDLERS, _BadValueError)
+    # The C loop takes plain dicts and lists; it returns None for anything else, every
+    # error included, and the Python code below decides.
     _fast_unmarshal = _speedups.unmarshal
 
 #: True when the C speedups are in use (built at install time when a compiler exists).

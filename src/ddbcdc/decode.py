@@ -82,16 +82,17 @@ def _construct(values: dict[str, Any]) -> ChangeRecord:
     return record
 
 
+_SLOTS = ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
 _new = object.__new__
-_set_dict = BaseModel.__dict__["__dict__"].__set__
-_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
-if (
+_set_dict, _set_fields_set, _set_extra, _set_private = (
+    BaseModel.__dict__[name].__set__ for name in _SLOTS
+)
+_PLAIN_MODEL = not (
     ChangeRecord.__pydantic_post_init__
     or ChangeRecord.__private_attributes__
     or any(f.alias or f.validation_alias for f in ChangeRecord.model_fields.values())
-):  # pragma: no cover - guards a future edit of the model
+)
+if not _PLAIN_MODEL:  # pragma: no cover - guards a future edit of the model
     _construct = ChangeRecord.model_construct  # type: ignore[assignment]
 
 
@@ -282,13 +283,19 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
     )
 
 
-_fast_build: Callable[[dict[str, Any], int, str | None, str | None], dict[str, Any] | None]
-if ACCELERATED:
-    from ddbcdc._speedups import build as _fast_build
-else:  # pragma: no cover - installed without a C compiler
-    _fast_build = None
-# The C build takes 0 for "auto"; an unknown unit (-1) is left to _timestamp_us's error.
+# The C speedups (see _speedups.c) return None, or the parsed payload, for whatever they
+# leave to the code above. They take 0 for "auto" and -1 for an unknown unit.
+_fast_build: Callable[[dict[str, Any], int, str | None, str | None], dict[str, Any] | None] | None
+_fast_build = None
+_fast_decode: Callable[[bytes | str, int, str | None, str | None], Any] | None = None
 _FACTORS = {"auto": 0, **_US_PER_UNIT}
+if ACCELERATED:
+    from ddbcdc import _speedups
+
+    _fast_build = _speedups.build
+    if _PLAIN_MODEL:  # the C code fills the same slots as _construct
+        _speedups.configure(ChangeRecord, _FIELDS_SET, *(BaseModel.__dict__[n] for n in _SLOTS))
+        _fast_decode = _speedups.decode
 
 
 def decode_record(
@@ -323,7 +330,14 @@ def decode_record(
             _sequence(sequence_number, "sequence_number")
         kind = type(payload)
         if kind is bytes or kind is str:
-            raw = _parse(payload)  # type: ignore[arg-type]
+            raw = None
+            if _fast_decode is not None:
+                unit = _FACTORS.get(timestamp_unit, -1)
+                raw = _fast_decode(payload, unit, shard_id, sequence_number)  # type: ignore[arg-type]
+                if type(raw) is ChangeRecord:
+                    return raw
+            if raw is None:
+                raw = _parse(payload)  # type: ignore[arg-type]
         elif isinstance(payload, bytearray | memoryview):
             raw = _parse(bytes(payload))
         elif isinstance(payload, Mapping):
