@@ -33,7 +33,7 @@ from aws_lambda_powertools.utilities.parser.models import (
 )
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
-from ddbcdc import decode_record
+from ddbcdc import attributes, decode, decode_record
 
 # decode_data sits next to this script, which Python puts first on sys.path.
 from decode_data import DEFAULT_DIR, KINDS, ensure
@@ -62,6 +62,16 @@ def ddbcdc(lines: list[bytes]) -> None:
     """ddbcdc.decode_record(line) -> a full, frozen ChangeRecord."""
     for line in lines:
         decode_record(line)
+
+
+def ddbcdc_pure_python(lines: list[bytes]) -> None:
+    """decode_record with the C speedups switched off: the pure-Python path."""
+    saved = attributes._fast_unmarshal, decode._fast_build, decode._fast_decode
+    attributes._fast_unmarshal = decode._fast_build = decode._fast_decode = None
+    try:
+        ddbcdc(lines)
+    finally:
+        attributes._fast_unmarshal, decode._fast_build, decode._fast_decode = saved
 
 
 def boto3_path(lines: list[bytes]) -> None:
@@ -131,6 +141,7 @@ CONTENDERS: dict[str, tuple[Run, bool]] = {
     # name: (run, takes Lambda records instead of lines)
     "floor (a2b_base64 + orjson.loads)": (floor, False),
     "ddbcdc decode_record": (ddbcdc, False),
+    "ddbcdc decode_record, pure Python": (ddbcdc_pure_python, False),
     "boto3 (json.loads + TypeDeserializer)": (boto3_path, False),
     "powertools data_classes": (powertools_data_classes, True),
     "powertools parser": (powertools_parser, True),
@@ -187,6 +198,8 @@ def main() -> None:
     files = ensure(args.data, args.count)
     print(f"# decode benchmark: {args.count} records/file, {args.repeat} rounds, cpu {cpu}")
     print(f"python {sys.version.split()[0]}, orjson {orjson.__version__}")
+    if not attributes.ACCELERATED:
+        print("(ddbcdc's C speedups are not built: both ddbcdc rows are pure Python)")
     for kind in KINDS:
         lines = files[kind].read_bytes().split()
         report(kind, bench(lines, args.repeat))
