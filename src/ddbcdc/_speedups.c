@@ -54,6 +54,17 @@ absent_or(PyObject *map, PyObject *key, PyObject *expected)
     return value == NULL ? !PyErr_Occurred() : value == Py_None || equals(value, expected);
 }
 
+static int
+non_negative_int(PyObject *value)
+{
+    int overflow;
+    if (!PyLong_CheckExact(value)) {
+        return 0;
+    }
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    return overflow > 0 || (overflow == 0 && number >= 0);
+}
+
 /* ApproximateCreationDateTime as epoch microseconds, or -1 to leave it to Python. */
 static long long
 created_us(PyObject *value, long long factor)
@@ -114,7 +125,9 @@ ttl_delete(PyObject *identity, int event)
     if (principal == NULL && !PyErr_Occurred()) {
         principal = PyDict_GetItemWithError(identity, str_principal_cap);
     }
-    if (PyErr_Occurred()) {
+    /* Anything but a str or null there: Python's == decides. */
+    if (PyErr_Occurred() || (kind != NULL && kind != Py_None && !PyUnicode_CheckExact(kind))
+        || (principal != NULL && principal != Py_None && !PyUnicode_CheckExact(principal))) {
         return -1;
     }
     return event == REMOVE && kind != NULL && principal != NULL && equals(kind, str_service)
@@ -170,7 +183,7 @@ record_fields(PyObject *raw, long long factor, PyObject *shard_id, PyObject *seq
     int ttl = ttl_delete(PyDict_GetItemWithError(raw, str_identity), event);
     if (PyErr_Occurred() || micros < 0 || ttl < 0 || keys_map == NULL
         || !PyDict_CheckExact(keys_map) || PyDict_GET_SIZE(keys_map) == 0
-        || (size != NULL && size != Py_None && (!PyLong_CheckExact(size) || Py_SIZE(size) < 0))) {
+        || (size != NULL && size != Py_None && !non_negative_int(size))) {
         return NULL;
     }
     if (sequence_number == Py_None) {
