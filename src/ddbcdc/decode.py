@@ -9,15 +9,27 @@ from __future__ import annotations
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
-from math import isfinite
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
 from ddbcdc.attributes import ACCELERATED, unmarshal
+from ddbcdc.envelope import (
+    EPOCH,
+    MILLIS_BELOW,
+    ONE_US,
+    SECONDS_BELOW,
+    US_PER_UNIT,
+    check_envelope,
+    check_sequence,
+    fail,
+    is_ttl_delete,
+    kind_of,
+    table_of,
+    timestamp_us,
+)
 from ddbcdc.errors import DecodeError
 
 __all__ = ["ChangeRecord", "EventName", "TimestampUnit", "decode_lambda_event", "decode_record"]
@@ -50,16 +62,6 @@ class ChangeRecord(BaseModel):
     sequence_number: str | None = None
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-_MAX_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
-_US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
-# "auto": below 1e11 is seconds (until the year 5138), below 1e14 milliseconds, else
-# microseconds. Milliseconds before 1973-03-03 would read as seconds: not a CDC concern.
-_SECONDS_BELOW = 100_000_000_000
-_MILLIS_BELOW = 100_000_000_000_000
-_EVENT_NAMES = frozenset(("INSERT", "MODIFY", "REMOVE"))
-_TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 _FIELDS_SET = set(ChangeRecord.model_fields)
 
 
@@ -96,10 +98,6 @@ if not _PLAIN_MODEL:  # pragma: no cover - guards a future edit of the model
     _construct = ChangeRecord.model_construct  # type: ignore[assignment]
 
 
-def _fail(message: str, path: str | None = None) -> DecodeError:
-    return DecodeError(message, path=path)
-
-
 def _parse(data: bytes | str) -> Any:
     """Raw JSON or base64 of JSON -> parsed value; JSON starts with '{' after whitespace."""
     first = data[:1]
@@ -112,12 +110,12 @@ def _parse(data: bytes | str) -> Any:
             except (BinasciiError, ValueError) as exc:
                 # Strict base64 has no whitespace: retry once without a trailing one.
                 if not data[-1:].isspace():
-                    raise _fail(_NOT_JSON_OR_BASE64) from exc
+                    raise fail(_NOT_JSON_OR_BASE64) from exc
                 data = _base64(data.strip())
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise _fail("payload is not valid JSON") from exc
+        raise fail("payload is not valid JSON") from exc
 
 
 _NOT_JSON_OR_BASE64 = "payload is neither a JSON object nor strict base64 of one"
@@ -127,101 +125,7 @@ def _base64(data: bytes | str) -> bytes:
     try:
         return a2b_base64(data, strict_mode=True)
     except (BinasciiError, ValueError) as exc:
-        raise _fail(_NOT_JSON_OR_BASE64) from exc
-
-
-def _timestamp_us(value: Any, unit: str) -> int:
-    """ApproximateCreationDateTime -> exact epoch microseconds."""
-    path = "dynamodb.ApproximateCreationDateTime"
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise _fail("timestamp is a naive datetime", path)
-        micros = (value - _EPOCH) // _ONE_US
-    elif type(value) is int or isinstance(value, float | Decimal):
-        if isinstance(value, float | Decimal) and not isfinite(value):
-            raise _fail("timestamp is not finite", path)
-        if value < 0:
-            raise _fail("timestamp is negative", path)
-        if unit == "auto":
-            unit = "s" if value < _SECONDS_BELOW else "ms" if value < _MILLIS_BELOW else "us"
-        factor = _US_PER_UNIT.get(unit)
-        if factor is None:
-            raise _fail("timestamp unit must be auto, s, ms or us", path)
-        if type(value) is int:
-            micros = value * factor
-        else:
-            # float: its shortest repr is the JSON text it was parsed from, so round that
-            # decimal string (not the binary float) to the microsecond, half to even.
-            exact = value if isinstance(value, Decimal) else Decimal(repr(value))
-            micros = int((exact * factor).to_integral_value(ROUND_HALF_EVEN))
-    else:
-        raise _fail(f"timestamp must be a number, got {_type(value)}", path)
-    if not 0 <= micros <= _MAX_US:
-        raise _fail("timestamp is out of range", path)
-    return micros
-
-
-def _type(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _table_name(raw: Mapping[str, Any]) -> str | None:
-    """tableName (Kinesis format), else the table in eventSourceARN, else None."""
-    table = raw.get("tableName")
-    if table is not None:
-        raise _fail(f"tableName must be a string, got {_type(table)}", "tableName")
-    arn = raw.get("eventSourceARN")
-    if arn is None:
-        return None
-    if type(arn) is not str:
-        raise _fail(f"eventSourceARN must be a string, got {_type(arn)}", "eventSourceARN")
-    return _table_from_arn(arn)
-
-
-def _table_from_arn(arn: str) -> str:
-    # arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL
-    parts = arn.split(":", 5)
-    resource = parts[5].split("/") if len(parts) == 6 else []
-    if parts[0] != "arn" or len(resource) < 2 or resource[0] != "table" or not resource[1]:
-        raise _fail("eventSourceARN is not a DynamoDB table or stream ARN", "eventSourceARN")
-    return resource[1]
-
-
-def _is_ttl_delete(event_name: str, identity: Any) -> bool:
-    if identity is None:
-        return False
-    if not isinstance(identity, Mapping):
-        raise _fail("userIdentity must be an object or null", "userIdentity")
-    # Lambda and the Kinesis format spell these in camelCase, GetRecords capitalises them.
-    kind = identity.get("type", identity.get("Type"))
-    principal = identity.get("principalId", identity.get("PrincipalId"))
-    return event_name == "REMOVE" and kind == "Service" and principal == _TTL_PRINCIPAL
-
-
-def _sequence(value: Any, path: str) -> str:
-    if type(value) is not str or not value.isdigit() or not value.isascii():
-        raise _fail("sequence number must be a string of digits", path)
-    return value
-
-
-def _envelope(raw: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]]:
-    """Check the fields every change record has; return event name, id and ``dynamodb``."""
-    event_name = raw.get("eventName")
-    if type(event_name) is not str or event_name not in _EVENT_NAMES:
-        raise _fail("eventName must be INSERT, MODIFY or REMOVE", "eventName")
-    event_id = raw.get("eventID")
-    if type(event_id) is not str or not event_id:
-        raise _fail("eventID must be a non-empty string", "eventID")
-    source = raw.get("eventSource")
-    if source is not None and source != "aws:dynamodb":
-        raise _fail("eventSource must be aws:dynamodb", "eventSource")
-    record_format = raw.get("recordFormat")
-    if record_format is not None and record_format != "application/json":
-        raise _fail("recordFormat must be application/json", "recordFormat")
-    dynamodb = raw.get("dynamodb")
-    if type(dynamodb) is not dict and not isinstance(dynamodb, Mapping):
-        raise _fail("dynamodb must be an object", "dynamodb")
-    return event_name, event_id, dynamodb
+        raise fail(_NOT_JSON_OR_BASE64) from exc
 
 
 def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | None) -> ChangeRecord:
@@ -230,39 +134,39 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
         if values is not None:
             return _construct(values)
     if type(raw) is not dict and not isinstance(raw, Mapping):
-        raise _fail("change record must be a JSON object")
-    event_name, event_id, dynamodb = _envelope(raw)
+        raise fail("change record must be a JSON object")
+    event_name, event_id, dynamodb = check_envelope(raw)
     get = dynamodb.get
     keys = get("Keys")
     if not keys:
-        raise _fail("Keys must be a non-empty attribute map", "dynamodb.Keys")
+        raise fail("Keys must be a non-empty attribute map", "dynamodb.Keys")
     keys = unmarshal(keys, path="dynamodb.Keys")
     new_image = get("NewImage")
     if new_image is not None:
         if event_name == "REMOVE":
-            raise _fail("a REMOVE has no NewImage", "dynamodb.NewImage")
+            raise fail("a REMOVE has no NewImage", "dynamodb.NewImage")
         new_image = unmarshal(new_image, path="dynamodb.NewImage")
     old_image = get("OldImage")
     if old_image is not None:
         if event_name == "INSERT":
-            raise _fail("an INSERT has no OldImage", "dynamodb.OldImage")
+            raise fail("an INSERT has no OldImage", "dynamodb.OldImage")
         old_image = unmarshal(old_image, path="dynamodb.OldImage")
     micros = get("ApproximateCreationDateTime")
-    if type(micros) is int and unit == "auto" and _SECONDS_BELOW <= micros < _MILLIS_BELOW:
+    if type(micros) is int and unit == "auto" and SECONDS_BELOW <= micros < MILLIS_BELOW:
         micros *= 1_000  # the common case: Kinesis milliseconds
     else:
-        micros = _timestamp_us(micros, unit)
+        micros = timestamp_us(micros, unit)
     size = get("SizeBytes")
     if size is not None and (type(size) is not int or size < 0):
-        raise _fail("SizeBytes must be a non-negative integer", "dynamodb.SizeBytes")
+        raise fail("SizeBytes must be a non-negative integer", "dynamodb.SizeBytes")
     table = raw.get("tableName")
     if type(table) is not str:
-        table = _table_name(raw)
+        table = table_of(raw)
     region = raw.get("awsRegion")
     if region is not None and type(region) is not str:
-        raise _fail("awsRegion must be a string", "awsRegion")
+        raise fail("awsRegion must be a string", "awsRegion")
     if sequence_number is None and get("SequenceNumber") is not None:
-        sequence_number = _sequence(dynamodb["SequenceNumber"], "dynamodb.SequenceNumber")
+        sequence_number = check_sequence(dynamodb["SequenceNumber"], "dynamodb.SequenceNumber")
     identity = raw.get("userIdentity")
     return _construct(
         {
@@ -273,10 +177,10 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
             "keys": keys,
             "new_image": new_image,
             "old_image": old_image,
-            "approximate_creation": _EPOCH + _ONE_US * micros,  # exact: int arithmetic
+            "approximate_creation": EPOCH + ONE_US * micros,  # exact: int arithmetic
             "approximate_creation_us": micros,
             "size_bytes": size,
-            "is_ttl_delete": identity is not None and _is_ttl_delete(event_name, identity),
+            "is_ttl_delete": identity is not None and is_ttl_delete(event_name, identity),
             "shard_id": shard_id,
             "sequence_number": sequence_number,
         }
@@ -288,7 +192,7 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
 _fast_build: Callable[[dict[str, Any], int, str | None, str | None], dict[str, Any] | None] | None
 _fast_build = None
 _fast_decode: Callable[[bytes | str, int, str | None, str | None], Any] | None = None
-_FACTORS = {"auto": 0, **_US_PER_UNIT}
+_FACTORS = {"auto": 0, **US_PER_UNIT}
 if ACCELERATED:
     from ddbcdc import _speedups
 
@@ -327,7 +231,7 @@ def decode_record(
     """
     try:
         if sequence_number is not None:
-            _sequence(sequence_number, "sequence_number")
+            check_sequence(sequence_number, "sequence_number")
         kind = type(payload)
         if kind is bytes or kind is str:
             raw = None
@@ -343,7 +247,7 @@ def decode_record(
         elif isinstance(payload, Mapping):
             raw = payload
         else:
-            raise _fail(f"payload must be bytes, str or a mapping, got {_type(payload)}")
+            raise fail(f"payload must be bytes, str or a mapping, got {kind_of(payload)}")
         return _build(raw, timestamp_unit, shard_id, sequence_number)
     except DecodeError as exc:
         exc.shard_id = exc.shard_id or shard_id
@@ -358,15 +262,19 @@ def decode_record(
 def _kinesis_record(record: Mapping[str, Any]) -> ChangeRecord:
     kinesis = record.get("kinesis")
     if not isinstance(kinesis, Mapping):
-        raise _fail("kinesis must be an object", "kinesis")
+        raise fail("kinesis must be an object", "kinesis")
     event_id = record.get("eventID")
     shard_id = None
     if type(event_id) is str and ":" in event_id:
         shard_id = event_id.split(":", 1)[0]
-    sequence_number = _sequence(kinesis.get("sequenceNumber"), "kinesis.sequenceNumber")
+    sequence_number = check_sequence(kinesis.get("sequenceNumber"), "kinesis.sequenceNumber")
     data = kinesis.get("data")
     if type(data) is not str:
-        raise _fail("kinesis.data must be a base64 string", "kinesis.data")
+        raise fail("kinesis.data must be a base64 string", "kinesis.data")
+    if _fast_decode is not None and data[:1] != "{":  # base64 never starts with "{"
+        fast = _fast_decode(data, 0, shard_id, sequence_number)
+        if type(fast) is ChangeRecord:
+            return fast
     try:
         raw = orjson.loads(a2b_base64(data, strict_mode=True))
     except (BinasciiError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
@@ -402,14 +310,14 @@ def decode_lambda_event(event: Mapping[str, Any]) -> list[ChangeRecord]:
     for index, record in enumerate(records):
         try:
             if not isinstance(record, Mapping):
-                raise _fail("record must be an object")
+                raise fail("record must be an object")
             source = record.get("eventSource")
             if source == "aws:kinesis":
                 decoded.append(_kinesis_record(record))
             elif source == "aws:dynamodb":
                 decoded.append(decode_record(record))
             else:
-                raise _fail("eventSource must be aws:kinesis or aws:dynamodb", "eventSource")
+                raise fail("eventSource must be aws:kinesis or aws:dynamodb", "eventSource")
         except DecodeError as exc:
             exc.path = f"Records[{index}]" + (f".{exc.path}" if exc.path else "")
             raise
