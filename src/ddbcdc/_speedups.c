@@ -4,10 +4,12 @@
  * unmarshal(attribute_map) returns what ddbcdc.attributes.unmarshal returns for a map of
  * plain dicts and lists (as orjson builds them); build(raw, factor, shard_id,
  * sequence_number) returns the fields ddbcdc.decode gives a ChangeRecord for a parsed
- * Kinesis-format record. Both return None for anything they do not handle, every error
- * included: the pure-Python code then runs on the same input and decides, so the rules
- * and the error messages live in one place. setup.py builds this when a C compiler is
- * there; without it, ddbcdc runs the same code paths in Python.
+ * Kinesis-format record; decode(payload, ...) parses raw JSON or canonical base64 of it
+ * with orjson and returns the ChangeRecord itself. Each returns None (decode: the parsed
+ * payload, once parsed) for anything it does not handle, every error included: the
+ * pure-Python code then runs on the same input and decides, so the rules and the error
+ * messages live in one place. setup.py builds this when a C compiler is there; without
+ * it, ddbcdc runs the same code paths in Python.
  */
 #include "_speedups.h"
 #include <datetime.h>
