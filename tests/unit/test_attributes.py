@@ -12,10 +12,9 @@ from boto3.dynamodb.types import Binary, TypeDeserializer
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from attribute_strategies import ATTRIBUTE_MAPS, ITEMS, JSON, LARGEST, NUMBER_TEXTS, identical
 from ddbcdc import DecodeError, marshal, unmarshal
 from ddbcdc.attributes import MAX_DEPTH, marshal_value, unmarshal_value
-
-LARGEST = "9.9999999999999999999999999999999999999E+125"
 
 
 @pytest.mark.parametrize(
@@ -223,72 +222,15 @@ def test_marshal_writes_sorted_sets_and_refuses_what_dynamodb_cannot_hold() -> N
 
 # ------------------------------------------------------------------ property tests
 
-_digits = st.integers(min_value=1, max_value=10**38 - 1)
-_exponent = st.integers(min_value=-167, max_value=125)
-
-
-@st.composite
-def _decimals(draw: st.DrawFn) -> Decimal:
-    """Representable Decimals with a non-zero exponent (exponent 0 reads back as int)."""
-    coefficient = draw(_digits)
-    sign = draw(st.sampled_from([0, 1]))
-    exponent = draw(_exponent.filter(lambda e: e != 0))
-    digits = tuple(map(int, str(coefficient)))
-    # Built from a tuple: exact (scaleb would round to the context's 28 digits, and a
-    # rounded 38-digit coefficient can land on exponent 0, which reads back as int).
-    value = Decimal((sign, digits, exponent))
-    if not -130 <= value.adjusted() <= 125:
-        value = Decimal((sign, digits, -len(digits) - 1))
-    return value
-
-
-_ints = st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1)
-_leaves = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.text(max_size=12),
-    _ints,
-    _decimals(),
-    st.binary(max_size=12),
-    st.sets(st.text(max_size=5), min_size=1, max_size=4),
-    st.sets(st.one_of(_ints, _decimals()), min_size=1, max_size=4).filter(
-        lambda s: len({Decimal(x) for x in s}) == len(s)
-    ),
-    st.sets(st.binary(max_size=5), min_size=1, max_size=4),
-)
-_values = st.recursive(
-    _leaves,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-_items = st.dictionaries(st.text(max_size=8), _values, max_size=6)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal and of the same types all the way down (1 == Decimal(1) is not enough)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, Decimal):
-        return a.as_tuple() == b.as_tuple()
-    if isinstance(a, set):
-        return bool(a == b) and {type(x) for x in a} == {type(x) for x in b}
-    return bool(a == b)
-
 
 @settings(max_examples=150, deadline=None)
-@given(_items)
+@given(ITEMS)
 def test_unmarshal_inverts_marshal(item: dict[str, Any]) -> None:
-    assert _same(unmarshal(marshal(item)), item)
+    assert identical(unmarshal(marshal(item)), item)
 
 
 @settings(max_examples=150, deadline=None)
-@given(_items)
+@given(ITEMS)
 def test_marshal_inverts_unmarshal_on_canonical_attribute_maps(item: dict[str, Any]) -> None:
     attribute_map = marshal(item)  # canonical: sorted sets, numbers as str() writes them
     assert marshal(unmarshal(attribute_map)) == attribute_map
@@ -330,7 +272,7 @@ _BOTO3 = TypeDeserializer()
 
 
 @settings(max_examples=150, deadline=None)
-@given(_items)
+@given(ITEMS)
 def test_agrees_with_boto3_type_deserializer(item: dict[str, Any]) -> None:
     attribute_map = {k: _with_bytes(v) for k, v in marshal(item).items()}
     try:
@@ -363,36 +305,15 @@ def test_decodes_valid_numbers_boto3_refuses() -> None:
     }
 
 
-_json = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(),
-        st.floats(allow_nan=False),
-        st.text(max_size=8),
-        st.sampled_from(["S", "N", "B", "SS", "NS", "BS", "L", "M", "BOOL", "NULL", "1", "YQ=="]),
-    ),
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.dictionaries(
-            st.one_of(st.sampled_from(["S", "N", "B", "SS", "NS", "BS", "L", "M"]), st.text()),
-            inner,
-            max_size=4,
-        ),
-    ),
-    max_leaves=20,
-)
-
-
 @settings(max_examples=300, deadline=None)
-@given(_json)
+@given(JSON)
 def test_random_garbage_only_ever_raises_decode_error(garbage: Any) -> None:
     with contextlib.suppress(DecodeError):
         unmarshal(garbage)
 
 
 @settings(max_examples=300, deadline=None)
-@given(_items, st.data())
+@given(ITEMS, st.data())
 def test_mutated_attribute_maps_only_ever_raise_decode_error(
     item: dict[str, Any], data: st.DataObject
 ) -> None:
@@ -413,7 +334,7 @@ def test_mutated_attribute_maps_only_ever_raise_decode_error(
     if spots:
         for _ in range(data.draw(st.integers(1, 3))):
             container, key = data.draw(st.sampled_from(spots))
-            container[key] = data.draw(_json)
+            container[key] = data.draw(JSON)
     with contextlib.suppress(DecodeError):
         unmarshal(attribute_map)
 
@@ -421,26 +342,6 @@ def test_mutated_attribute_maps_only_ever_raise_decode_error(
 # The fast paths (unmarshal's loop on a dict, _map's loop, _value's shortcuts) must give the
 # general path's answer on every input: the same value of the same type, or the same error
 # at the same path.
-
-_number_texts = st.one_of(
-    st.text(alphabet="0123456789", max_size=45),
-    st.text(alphabet="0123456789+-._eE \t", max_size=12),
-    st.text(alphabet=st.characters(categories=["Nd", "No", "Zs"]), max_size=5),
-    st.sampled_from(["1_000", " 1", "1 ", "٣", "²", "0" * 40 + "1", "9" * 38, "9" * 39, "-0"]),
-)
-_attribute_values = st.one_of(
-    st.builds(lambda text: {"N": text}, _number_texts),
-    st.builds(lambda text: {"S": text}, st.text(max_size=6)),
-    st.builds(lambda v: {"N": v}, st.one_of(st.none(), st.integers(), st.booleans())),
-    st.builds(lambda v: {"S": v}, st.one_of(st.none(), st.integers(), st.lists(st.text()))),
-    st.builds(lambda text: {"S": text, "N": text}, _number_texts),
-    st.builds(lambda text: {"L": [{"N": text}, {"S": text}]}, _number_texts),
-    st.builds(lambda text: {"M": {"n": {"N": text}}}, _number_texts),
-    _json,
-)
-_attribute_maps = st.dictionaries(
-    st.one_of(st.text(max_size=4), st.integers(0, 3)), _attribute_values, max_size=5
-)
 
 
 def _outcome(call: Any) -> tuple[Any, ...]:
@@ -467,7 +368,7 @@ def _general(attribute_map: dict[Any, Any]) -> tuple[Any, ...]:
 
 
 @settings(max_examples=500, deadline=None)
-@given(_attribute_maps)
+@given(ATTRIBUTE_MAPS)
 def test_fast_paths_agree_with_the_general_path(attribute_map: dict[Any, Any]) -> None:
     fast = _outcome(lambda: unmarshal(attribute_map, path="image"))
     general = _general(attribute_map)
@@ -475,11 +376,11 @@ def test_fast_paths_agree_with_the_general_path(attribute_map: dict[Any, Any]) -
     if fast[0] == "error":
         assert fast == general
     else:
-        assert _same(fast[1], general[1])
+        assert identical(fast[1], general[1])
 
 
 @settings(max_examples=500, deadline=None)
-@given(_number_texts)
+@given(NUMBER_TEXTS)
 def test_integer_fast_path_reads_numbers_as_the_number_parser_does(text: str) -> None:
     # Set elements take no shortcut: each goes through the general number parser.
     general = _outcome(lambda: unmarshal_value({"NS": [text]}))
@@ -496,7 +397,7 @@ def test_integer_fast_path_reads_numbers_as_the_number_parser_does(text: str) ->
             value = fast[1]["n"]
             value = value[0] if isinstance(value, list) else value
             value = value["m"] if isinstance(value, dict) else value
-            assert _same(value, next(iter(general[1])))
+            assert identical(value, next(iter(general[1])))
 
 
 def test_integer_fast_path_edges() -> None:
