@@ -290,29 +290,7 @@ def unmarshal(attribute_map: Mapping[str, Any], *, path: str = "") -> dict[str, 
         if fast is not None:
             return fast
     try:
-        if type(attribute_map) is not dict:
-            return _map(attribute_map, 0)
-        # The hot loop of decoding, in this one frame: strings and short plain integers
-        # inline, anything else through _attribute (the same checks as _map's loop).
-        out: dict[str, Any] = {}
-        for name, item in attribute_map.items():
-            if type(item) is dict and len(item) == 1 and type(name) is str:
-                text = item.get("S")
-                if text is None:
-                    text = item.get("N")
-                    if (
-                        type(text) is str
-                        and text.isascii()
-                        and text.isdigit()
-                        and len(text) <= _MAX_DIGITS
-                    ):
-                        out[name] = int(text)  # as in _map
-                        continue
-                elif type(text) is str:
-                    out[name] = text
-                    continue
-            out[name] = _attribute(name, item)
-        return out
+        return _map(attribute_map, 0)
     except _BadValueError as exc:
         raise DecodeError(exc.message, path=_join(path, exc.parts)) from exc.__cause__
     except RecursionError:
@@ -326,22 +304,11 @@ except ImportError:  # pragma: no cover - installed without a C compiler
     _fast_unmarshal = None
 else:
     # The C loop takes plain dicts and lists; it returns None for anything else, every
-    # error included, and the Python code below decides.
+    # error included, and unmarshal's Python path decides.
     _fast_unmarshal = _speedups.unmarshal
 
 #: True when the C speedups are in use (built at install time when a compiler exists).
 ACCELERATED = _fast_unmarshal is not None
-
-
-def _attribute(name: Any, item: Any) -> Any:
-    """One attribute of a map, off the fast path: what an iteration of _map's loop does."""
-    if type(name) is not str:
-        raise _BadValueError(f"attribute name must be a string, got {_kind(name)}")
-    try:
-        return _value(item, 0)
-    except _BadValueError as exc:
-        exc.parts.append(name)
-        raise
 
 
 def unmarshal_value(value: Mapping[str, Any], *, path: str = "") -> Any:

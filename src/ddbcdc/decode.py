@@ -129,10 +129,7 @@ def _base64(data: bytes | str) -> bytes:
 
 
 def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | None) -> ChangeRecord:
-    if type(raw) is dict and _fast_build is not None:
-        values = _fast_build(raw, _FACTORS.get(unit, -1), shard_id, sequence_number)
-        if values is not None:
-            return _construct(values)
+    """A parsed record -> ChangeRecord, in Python: the reference for every rule and error."""
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise fail("change record must be a JSON object")
     event_name, event_id, dynamodb = check_envelope(raw)
@@ -188,7 +185,7 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
 
 
 # The C speedups (see _speedups.c) return None, or the parsed payload, for whatever they
-# leave to the code above. They take 0 for "auto" and -1 for an unknown unit.
+# leave to _build. They take 0 for "auto" and -1 for an unknown unit.
 _fast_build: Callable[[dict[str, Any], int, str | None, str | None], dict[str, Any] | None] | None
 _fast_build = None
 _fast_decode: Callable[[bytes | str, int, str | None, str | None], Any] | None = None
@@ -246,6 +243,11 @@ def decode_record(
             raw = _parse(bytes(payload))
         elif isinstance(payload, Mapping):
             raw = payload
+            if kind is dict and _fast_build is not None:
+                unit = _FACTORS.get(timestamp_unit, -1)
+                values = _fast_build(raw, unit, shard_id, sequence_number)  # type: ignore[arg-type]
+                if values is not None:
+                    return _construct(values)
         else:
             raise fail(f"payload must be bytes, str or a mapping, got {kind_of(payload)}")
         return _build(raw, timestamp_unit, shard_id, sequence_number)
