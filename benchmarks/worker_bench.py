@@ -269,9 +269,8 @@ def bench(args: argparse.Namespace, stack: LocalStack, db: str, workdir: Path) -
         aws.client("kinesis", settings),
         ProvisionOptions(stream=STREAM, shards=args.shards, local=True, timeout=60),
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DDBCDC_", "PROMETHEUS_"))}
-    env.update(stack.env)
-    env.update(
+    env = stack.worker_env(
+        os.environ,
         DATABASE_URL=db,
         DDBCDC_STREAM_NAME=STREAM,
         DDBCDC_APPLICATION_NAME=APPLICATION,

@@ -119,9 +119,8 @@ class Worker:
 
 
 def worker_env(stack: LocalStack, database_url: str, application: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DDBCDC_", "PROMETHEUS_"))}
-    env.update(stack.env)
-    env.update(
+    return stack.worker_env(
+        os.environ,
         DATABASE_URL=database_url,
         DDBCDC_STREAM_NAME=STREAM,
         DDBCDC_APPLICATION_NAME=application,
@@ -130,7 +129,6 @@ def worker_env(stack: LocalStack, database_url: str, application: str) -> dict[s
         DDBCDC_SHUTDOWN_GRACE_MS="10000",
         DDBCDC_IDLE_TIME_BETWEEN_READS_MS="200",
     )
-    return env
 
 
 def provision(stack: LocalStack) -> None:

@@ -11,6 +11,7 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -146,6 +147,16 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         """See :attr:`StackInfo.env`."""
         return self.info.env
+
+    def worker_env(self, base: Mapping[str, str], **settings: str) -> dict[str, str]:
+        """The environment of a worker process on this stack.
+
+        ``base`` (a caller's environment) without its ``DDBCDC_*`` and ``PROMETHEUS_*``
+        variables, then this stack's, then ``settings`` (variable name -> value).
+        """
+        prefixes = ("DDBCDC_", "PROMETHEUS_")
+        env = {name: value for name, value in base.items() if not name.startswith(prefixes)}
+        return {**env, **self.env, **settings}
 
     @property
     def database_url(self) -> str:
