@@ -33,7 +33,7 @@ def _setup(
     ddb = client("dynamodb", stack.dynamodb_endpoint)
     kinesis = client("kinesis", stack.kinesis_endpoint)
     kinesis.create_stream(StreamName=name, ShardCount=shards)
-    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    arn = _wait_active(kinesis, name)
     ddb.create_table(
         TableName=name,
         BillingMode="PAY_PER_REQUEST",
@@ -51,6 +51,17 @@ def _setup(
     table_arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
     ddb.tag_resource(ResourceArn=table_arn, Tags=[{"Key": DESTINATION_TAG, "Value": arn}])
     return ddb, kinesis
+
+
+def _wait_active(kinesis: Any, name: str, timeout: float = 30) -> str:
+    """The stream's ARN once it is ACTIVE (kinesis-local creates streams asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        if summary["StreamStatus"] == "ACTIVE":
+            return str(summary["StreamARN"])
+        assert time.monotonic() < deadline, f"stream {name} still {summary['StreamStatus']}"
+        time.sleep(0.1)
 
 
 def _read_all(kinesis: Any, name: str, expected: int, timeout: float = 90) -> list[dict[str, Any]]:
