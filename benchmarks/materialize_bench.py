@@ -5,11 +5,10 @@ Generates CHANGES Kinesis-format change records (JSON lines, values marshalled w
 REMOVEs (a REMOVE is followed by a re-INSERT), with versions strictly increasing.
 
 - ``apply``: the same code as ``ddbcdc apply`` (``apply_lines`` over ``Pipeline.process``):
-  decode -> cleanse -> collapse -> one statement per batch (change log, guarded delete,
-  tombstone and upsert as data-modifying CTEs over one JSON document), one transaction per
-  batch.
-- ``naive``: the same decode and cleanse, then one Core statement per record (guarded
-  upsert; guarded delete + tombstone; change-log insert) and one commit per batch.
+  decode -> cleanse -> collapse -> COPY into a stage -> claim the versions rows and upsert
+  the winners' live rows (one statement), delete the removed, log; one transaction per batch.
+- ``naive``: the same decode and cleanse, then one Core statement per record and step
+  (change-log insert, versions claim, live upsert or delete) and one commit per batch.
 
 Both run on fresh, migrated databases of one durable PostgreSQL (``TemporaryPostgres(
 durable=True)`` unless DATABASE_URL names a server, whose database is then used for both in
@@ -93,15 +92,19 @@ def generate(changes: int, keys: int, seed: int = 7) -> bytes:
 
 
 class NaiveWriter:
-    """One Core statement per record, one commit per batch (the baseline)."""
+    """One Core statement per record and step, one commit per batch (the baseline).
+
+    The same rule as ddbcdc's: the key's versions row is claimed (upserted where older,
+    locking it); a won INSERT/MODIFY upserts the live row, a won REMOVE deletes it.
+    """
 
     def __init__(self, mapping: TableMapping) -> None:
         tables = mapped_tables([mapping])[mapping.name]
-        live, tomb, log = tables.live, tables.tombstones, tables.changes
+        live, ver, log = tables.live, tables.versions, tables.changes
         assert log is not None
         self.cleanser = Cleanser(mapping)
         self.columns = [c.name for c in mapping.columns]
-        ver = ("_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id")
+        names = ("_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id")
 
         def version(cols: Any) -> Any:
             return sa.tuple_(
@@ -110,38 +113,18 @@ class NaiveWriter:
                 cols._ddbcdc_event_id.collate("C"),
             )
 
-        def param(name: str, type_: Any) -> Any:
-            return sa.cast(sa.bindparam(name), type_)
-
-        newv = sa.tuple_(
-            param("_ddbcdc_version_us", sa.BigInteger),
-            sa.func.coalesce(param("_ddbcdc_sequence", sa.Numeric), -1),
-            param("_ddbcdc_event_id", sa.Text).collate("C"),
-        )
-        names = [*self.columns, *ver]
-        newer_tomb = sa.exists().where(
-            tomb.c.userid == param("userid", sa.BigInteger), version(tomb.c) > newv
-        )
-        rows = sa.select(*[param(n, live.c[n].type) for n in names]).where(~newer_tomb)
-        ins = pg.insert(live).from_select(names, rows)
-        self.upsert = ins.on_conflict_do_update(
+        claim = pg.insert(ver)
+        self.claim = claim.on_conflict_do_update(
             index_elements=["userid"],
-            set_={n: ins.excluded[n] for n in names if n != "userid"},
-            where=version(live.c) < version(ins.excluded),
-        )
-        self.delete_live = sa.delete(live).where(
-            live.c.userid == param("userid", sa.BigInteger), version(live.c) < newv
-        )
-        newer_live = sa.exists().where(
-            live.c.userid == param("userid", sa.BigInteger), version(live.c) > newv
-        )
-        trow = sa.select(*[param(n, tomb.c[n].type) for n in ["userid", *ver]]).where(~newer_live)
-        tins = pg.insert(tomb).from_select(["userid", *ver], trow)
-        self.tombstone = tins.on_conflict_do_update(
+            set_={n: claim.excluded[n] for n in (*names, "_ddbcdc_deleted")},
+            where=version(ver.c) < version(claim.excluded),
+        ).returning(ver.c._ddbcdc_deleted)
+        put = pg.insert(live)
+        self.upsert = put.on_conflict_do_update(
             index_elements=["userid"],
-            set_={n: tins.excluded[n] for n in ver},
-            where=version(tomb.c) < version(tins.excluded),
+            set_={n: put.excluded[n] for n in (*self.columns, *names) if n != "userid"},
         )
+        self.delete_live = sa.delete(live).where(live.c.userid == sa.bindparam("key"))
         self.log = pg.insert(log).on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"])
 
     def apply(self, conn: sa.Connection, change: CleanChange) -> None:
@@ -154,9 +137,13 @@ class NaiveWriter:
         conn.execute(
             self.log, {**params, "_ddbcdc_op": change.event_name, "_ddbcdc_row": change.row}
         )
+        won = conn.execute(
+            self.claim, {**params, "_ddbcdc_deleted": change.row is None}
+        ).scalar_one_or_none()
+        if won is None:
+            return
         if change.row is None:
-            conn.execute(self.delete_live, params)
-            conn.execute(self.tombstone, params)
+            conn.execute(self.delete_live, {"key": change.key[0]})
         else:
             conn.execute(self.upsert, {**params, **change.row})
 
@@ -187,19 +174,13 @@ def run_apply(
 
 
 def snapshot(engine: sa.Engine, mapping: TableMapping) -> list[Any]:
-    """Live rows, and tombstones of keys that are not live (older ones are dead weight)."""
+    """Live rows and versions rows."""
     tables = mapped_tables([mapping])[mapping.name]
-    live, tomb = tables.live, tables.tombstones
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(*[c for c in live.columns if not c.name.endswith("_at")])
-        ).all()
-        dead = conn.execute(
-            sa.select(*[c for c in tomb.columns if not c.name.endswith("_at")]).where(
-                ~sa.exists().where(live.c.userid == tomb.c.userid)
-            )
-        ).all()
-    return [rows, dead]
+        return [
+            conn.execute(sa.select(*[c for c in t.columns if not c.name.endswith("_at")])).all()
+            for t in (tables.live, tables.versions)
+        ]
 
 
 def fresh(engine: sa.Engine, mappings: tuple[TableMapping, ...]) -> None:
@@ -236,7 +217,7 @@ def main() -> None:
         naive_s = run_naive(engine, mapping, naive_data, args.batch_size)
         if fast_state is not None:
             naive_state = snapshot(engine, mapping)
-            for name, a, b in zip(("live", "tombstones"), fast_state, naive_state, strict=True):
+            for name, a, b in zip(("live", "versions"), fast_state, naive_state, strict=True):
                 diff = sorted(set(a) ^ set(b))[:6]
                 assert not diff, f"naive and apply disagree on {name}: {diff}"
         downgrade(engine, revision="base")

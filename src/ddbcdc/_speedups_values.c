@@ -59,7 +59,7 @@ ascii(PyObject *value, Py_ssize_t *length)
 
 /* An integer literal: optional sign, then digits (zeros first allowed). */
 static PyObject *
-integer(const char *text, int negative, const char *digits, Py_ssize_t count)
+integer(int negative, const char *digits, Py_ssize_t count)
 {
     while (count > 0 && *digits == '0') {
         digits++;
@@ -75,8 +75,13 @@ integer(const char *text, int negative, const char *digits, Py_ssize_t count)
         }
         return PyLong_FromLongLong(negative ? -value : value);
     }
-    /* str data is NUL-terminated, and the grammar was checked: no spaces, no '_'. */
-    return PyLong_FromString(text, NULL, 10);
+    /* From the significant digits only: CPython refuses to convert strings of more than
+       4,300 digits, and leading zeros count. The grammar was checked: no spaces, no '_'. */
+    char buffer[MAX_ADJUSTED + 3];
+    buffer[0] = '-';
+    memcpy(buffer + 1, digits, (size_t)count);
+    buffer[count + 1] = '\0';
+    return PyLong_FromString(negative ? buffer : buffer + 1, NULL, 10);
 }
 
 /* A DynamoDB number, as attributes._number: int for integer literals, else Decimal. */
@@ -140,7 +145,7 @@ number(PyObject *value)
         return NULL;
     }
     if (!has_fraction && !has_exponent) {
-        return integer(text, negative, whole, whole_count);
+        return integer(negative, whole, whole_count);
     }
     /* Decimal(text): coefficient digits (leading zeros dropped, at least one) and
      * exponent give the adjusted exponent DynamoDB bounds. */

@@ -1,10 +1,14 @@
 """Dead letters: poison records kept with everything needed to replay them.
 
 A record that fails decode, cleanse or (rarely) apply is written to ``ddbcdc_dead_letters``
-with its exact raw bytes and source position, in the same transaction as the rest of its
-batch. :func:`list_dead_letters` reads them; replay goes through
-:meth:`ddbcdc.pipeline.Pipeline.replay`, which marks ``replayed_at`` on success and records
-the new error on failure.
+with its exact raw bytes, source position and (when it decoded) its version, in the same
+transaction as the rest of its batch. :func:`list_dead_letters` reads them; replay goes
+through :meth:`ddbcdc.pipeline.Pipeline.replay`, which marks ``replayed_at`` on success and
+records the new error on failure; :func:`discard_dead_letters` gives up on some. A pending
+dead letter (neither replayed nor discarded) keeps the tombstones its replay may need.
+
+The text columns are written with anything PostgreSQL text cannot hold escaped (U+0000, lone
+surrogates, as ``\x00``, ``\ud800``), so writing a dead letter never fails on its content.
 """
 
 from __future__ import annotations
@@ -19,9 +23,31 @@ import sqlalchemy as sa
 from ddbcdc.errors import PoisonRecordError
 from ddbcdc.tables import dead_letters
 
+_TEXT_FIELDS = frozenset(
+    {
+        "error",
+        "error_path",
+        "source_table",
+        "target_table",
+        "shard_id",
+        "sequence_number",
+        "partition_key",
+    }
+)
+
+
+def storable(text: str | None) -> str | None:
+    """``text`` with what PostgreSQL text cannot hold (U+0000, lone surrogates) escaped."""
+    if text is None or (text.isascii() and "\x00" not in text):
+        return text
+    escaped = text.replace("\x00", "\\x00")
+    return escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 __all__ = [
     "DeadLetter",
     "StoredDeadLetter",
+    "discard_dead_letters",
     "list_dead_letters",
     "mark_replayed",
     "record_failures",
@@ -44,6 +70,7 @@ class DeadLetter:
     shard_id: str | None = None
     sequence_number: str | None = None
     partition_key: str | None = None
+    version_us: int | None = None
 
     @classmethod
     def from_error(
@@ -57,6 +84,7 @@ class DeadLetter:
         shard_id: str | None = None,
         sequence_number: str | None = None,
         partition_key: str | None = None,
+        version_us: int | None = None,
     ) -> DeadLetter:
         """Build a dead letter from the error that made the record poison."""
         poison = exc if isinstance(exc, PoisonRecordError) else None
@@ -70,11 +98,15 @@ class DeadLetter:
             shard_id=shard_id,
             sequence_number=sequence_number,
             partition_key=partition_key,
+            version_us=version_us,
         )
 
     def values(self) -> dict[str, object]:
-        """Column values for ``ddbcdc_dead_letters``."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        """Column values for ``ddbcdc_dead_letters``, text made storable."""
+        return {
+            name: storable(getattr(self, name)) if name in _TEXT_FIELDS else getattr(self, name)
+            for name in self.__slots__
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +125,8 @@ class StoredDeadLetter:
     partition_key: str | None
     payload: bytes
     replayed_at: datetime | None
+    version_us: int | None = None
+    discarded_at: datetime | None = None
 
 
 def write_dead_letters(conn: sa.Connection, letters: Sequence[DeadLetter]) -> int:
@@ -110,10 +144,11 @@ def record_failures(conn: sa.Connection, failures: Sequence[tuple[int, DeadLette
             .where(dead_letters.c.id == letter_id)
             .values(
                 stage=letter.stage,
-                error=letter.error,
-                error_path=letter.error_path,
-                source_table=letter.source_table,
-                target_table=letter.target_table,
+                error=storable(letter.error),
+                error_path=storable(letter.error_path),
+                source_table=storable(letter.source_table),
+                target_table=storable(letter.target_table),
+                version_us=letter.version_us,
             )
         )
 
@@ -144,7 +179,7 @@ def list_dead_letters(
 
     Args:
         conn: a connection.
-        include_replayed: also return those already replayed.
+        include_replayed: also return those already replayed or discarded.
         stage: only this stage ('decode', 'cleanse', 'apply').
         source_table: only records of this DynamoDB table.
         shard_id: only records from this shard.
@@ -153,7 +188,9 @@ def list_dead_letters(
     """
     query = sa.select(dead_letters).where(dead_letters.c.id > after_id)
     if not include_replayed:
-        query = query.where(dead_letters.c.replayed_at.is_(None))
+        query = query.where(
+            dead_letters.c.replayed_at.is_(None), dead_letters.c.discarded_at.is_(None)
+        )
     if stage is not None:
         query = query.where(dead_letters.c.stage == stage)
     if source_table is not None:
@@ -162,3 +199,20 @@ def list_dead_letters(
         query = query.where(dead_letters.c.shard_id == shard_id)
     query = query.order_by(dead_letters.c.id).limit(limit)
     return [StoredDeadLetter(**row._asdict()) for row in conn.execute(query)]
+
+
+def discard_dead_letters(conn: sa.Connection, ids: Sequence[int]) -> int:
+    """Set ``discarded_at = now()`` on pending dead letters: given up on, they no longer
+    hold tombstone pruning back. Returns how many."""
+    if not ids:
+        return 0
+    stmt = (
+        sa.update(dead_letters)
+        .where(
+            dead_letters.c.id.in_(ids),
+            dead_letters.c.replayed_at.is_(None),
+            dead_letters.c.discarded_at.is_(None),
+        )
+        .values(discarded_at=sa.func.now())
+    )
+    return conn.execute(stmt).rowcount

@@ -15,8 +15,10 @@ A mapping declares one DynamoDB source table and the PostgreSQL table it is copi
 
 ``source`` defaults to ``name``. ``required`` defaults to false (the column is nullable);
 ``default`` is used when the attribute is absent (or empty after the rules). Key columns are
-always required. Anything unknown, missing or malformed raises :class:`ConfigurationError`
-naming the file and the field, so a bad mapping stops the process before it reads a record.
+always required, and must keep distinct DynamoDB items distinct: they take no rules, no
+default, and only the types whose conversion is exact (:data:`KEY_TYPES`). Anything unknown,
+missing or malformed raises :class:`ConfigurationError` naming the file and the field, so a
+bad mapping stops the process before it reads a record.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ddbcdc.errors import ConfigurationError
 
 __all__ = [
     "COLUMN_TYPES",
+    "KEY_TYPES",
     "RULES",
     "ColumnMapping",
     "TableMapping",
@@ -46,16 +49,20 @@ COLUMN_TYPES: frozenset[str] = frozenset(
 )
 #: Cleanse rules a column may list, applied in order to text values.
 RULES: frozenset[str] = frozenset({"trim", "lowercase", "uppercase", "digits_only"})
+#: Types a key column may have: those that map distinct DynamoDB key values (S, N, B) to
+#: distinct PostgreSQL values. Not jsonb (equal maps in another attribute order), timestamptz
+#: (equal instants in other notations) or boolean (never a DynamoDB key type).
+KEY_TYPES: frozenset[str] = frozenset({"bigint", "integer", "smallint", "numeric", "text", "bytea"})
 
 #: Prefix of every bookkeeping table and column; mapped names may not use it.
 RESERVED_PREFIX = "_ddbcdc_"
-TOMBSTONE_PREFIX = "ddbcdc_tombstones__"
+VERSIONS_PREFIX = "ddbcdc_versions__"
 CHANGE_LOG_PREFIX = "ddbcdc_changes__"
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MAX_IDENTIFIER = 63
-#: Room for the longest derived name, the tombstone table's index: <prefix><target>_v_idx.
-_MAX_TARGET = _MAX_IDENTIFIER - len(TOMBSTONE_PREFIX) - len("_v_idx")
+#: Room for the longest derived name, the versions table's index: <prefix><target>_d_idx.
+_MAX_TARGET = _MAX_IDENTIFIER - len(VERSIONS_PREFIX) - len("_d_idx") - 2
 _TABLE_FIELDS = frozenset({"source_table", "target_table", "key", "change_log", "columns"})
 _COLUMN_FIELDS = frozenset({"name", "source", "type", "required", "default", "rules"})
 
@@ -94,9 +101,9 @@ class TableMapping:
     path: Path | None = None
 
     @property
-    def tombstone_table(self) -> str:
-        """Name of the table holding this mapping's delete tombstones."""
-        return TOMBSTONE_PREFIX + self.target_table
+    def versions_table(self) -> str:
+        """Name of the table holding the newest applied version of every key (live or deleted)."""
+        return VERSIONS_PREFIX + self.target_table
 
     @property
     def change_log_table(self) -> str:
@@ -130,6 +137,27 @@ def _unknown(where: str, field: str, given: Iterable[str], known: frozenset[str]
         raise _fail(where, field, f"unknown field(s) {extra}; known: {sorted(known)}")
 
 
+def _check_key_column(where: str, field: str, raw: Mapping[str, Any], type_: str) -> None:
+    """Refuse what would merge distinct DynamoDB items into one row (or split one in two)."""
+    if type_ not in KEY_TYPES:
+        raise _fail(
+            where,
+            f"{field}.type",
+            f"a key column cannot be {type_}: distinct DynamoDB keys could become one row "
+            f"(key types: {sorted(KEY_TYPES)})",
+        )
+    if raw.get("rules"):
+        raise _fail(
+            where,
+            f"{field}.rules",
+            "a key column takes no rules: they would make distinct DynamoDB keys equal",
+        )
+    if raw.get("default") is not None:
+        raise _fail(
+            where, f"{field}.default", "a key column takes no default: every item has its key"
+        )
+
+
 def _parse_column(where: str, index: int, raw: Any, key: set[str]) -> ColumnMapping:
     field = f"columns[{index}]"
     if not isinstance(raw, Mapping):
@@ -152,6 +180,8 @@ def _parse_column(where: str, index: int, raw: Any, key: set[str]) -> ColumnMapp
         raise _fail(where, f"{field}.rules", f"{rules!r}: each rule must be one of {sorted(RULES)}")
     if rules and type_ != "text":
         raise _fail(where, f"{field}.rules", "rules apply to text columns only")
+    if name in key:
+        _check_key_column(where, field, raw, str(type_))
     return ColumnMapping(
         name=name,
         source=source,

@@ -6,21 +6,30 @@ dead-lettered, and the shard progress row is upserted, all committed together or
 It is :meth:`Pipeline.prepare` (decode and cleanse: pure, no I/O) followed by
 :meth:`Pipeline.apply` (the transaction), so a caller with many batches, like
 ``ddbcdc apply``, can prepare the next batch while PostgreSQL works on the current one.
+
+What a database error does to a batch depends on what it means (:mod:`ddbcdc.dberrors`):
+a conflict with another transaction runs the batch again; a value PostgreSQL refuses makes
+the batch run again in isolation, so the changes at fault are dead-lettered and every other
+one applied; anything else raises :class:`~ddbcdc.errors.DatabaseUnavailableError` with
+nothing committed (the worker retries the batch, never checkpointing past it). No record can
+stall a batch: every record ends applied, superseded by an applied change, or dead-lettered.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange, Cleanser
+from ddbcdc.dberrors import classify, describe, is_database_error
 from ddbcdc.deadletter import (
     DeadLetter,
     StoredDeadLetter,
@@ -36,6 +45,7 @@ from ddbcdc.errors import (
 )
 from ddbcdc.mapping import TableMapping, load_mappings
 from ddbcdc.materialize import ApplyCounts, Materializer
+from ddbcdc.materialize.prune import Pruner, share_locks
 from ddbcdc.settings import Settings
 from ddbcdc.tables import shard_progress
 
@@ -43,6 +53,10 @@ __all__ = ["BatchResult", "Pipeline", "PreparedBatch", "ShardPosition", "SourceR
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Attempts at a batch that keeps colliding with other transactions before giving up on it
+#: as "unavailable" (the worker then backs off and tries again).
+_CONFLICT_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +111,20 @@ class PreparedBatch:
     sources: dict[int, int]  # id(change) -> index of its SourceRecord
     poison: list[tuple[int, DeadLetter]]  # (index of the SourceRecord, dead letter)
 
+    def newest_us(self) -> int | None:
+        """The newest change time among the batch's records that decoded."""
+        times = [c.approximate_creation_us for c in self.changes]
+        times += [x.version_us for _, x in self.poison if x.version_us is not None]
+        return max(times) if times else None
+
+
+class _RefusedError(Exception):
+    """PostgreSQL refused a value of the batch: run it again in isolation."""
+
+
+class _ConflictError(Exception):
+    """The batch collided with another transaction: run it again."""
+
 
 class Pipeline:
     """Decode, cleanse and materialize batches of Kinesis records into PostgreSQL.
@@ -104,8 +132,10 @@ class Pipeline:
     Args:
         engine: SQLAlchemy engine (``postgresql+psycopg://``).
         mappings: the table mappings (at least one).
-        tombstone_horizon: tombstones whose version is older than this are pruned.
-        prune_every: prune at most this often (checked after each batch).
+        tombstone_horizon: how far behind the stream's position (in stream time) a change
+            may still arrive; tombstones older than that are pruned (see
+            :mod:`ddbcdc.materialize.prune`).
+        prune_every: prune at most this often, after a batch that carries a shard position.
         timestamp_unit: passed to :func:`ddbcdc.decode.decode_record`.
     """
 
@@ -129,12 +159,15 @@ class Pipeline:
         self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
         self.materializer = Materializer(self.mappings)
+        self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pipeline:
         """A pipeline on ``settings.database_url`` with the mappings in ``mappings_dir``."""
         mappings = load_mappings(settings.mappings_dir)
-        engine = sa.create_engine(settings.require_database_url(), pool_pre_ping=True)
+        engine = sa.create_engine(
+            settings.require_database_url(), pool_pre_ping=True, hide_parameters=True
+        )
         return cls(engine=engine, mappings=mappings, tombstone_horizon=settings.tombstone_horizon)
 
     def close(self) -> None:
@@ -156,7 +189,8 @@ class Pipeline:
     def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
         """Decode and cleanse a batch: the pure half of :meth:`process`, no I/O.
 
-        Safe to run in another thread than :meth:`apply`.
+        Any error with one record, expected or not, makes that record a dead letter; it
+        never fails the batch. Safe to run in another thread than :meth:`apply`.
         """
         from ddbcdc.decode import decode_record  # the decoder is its own stage
 
@@ -165,6 +199,7 @@ class Pipeline:
             stage: Literal["decode", "cleanse"] = "decode"
             table_name: str | None = None
             target: str | None = None
+            version: int | None = None
             try:
                 record = decode_record(
                     source.data,
@@ -173,12 +208,18 @@ class Pipeline:
                     sequence_number=source.sequence_number,
                 )
                 stage, table_name = "cleanse", record.table_name
+                version = record.approximate_creation_us
                 cleanser = self._cleanser(table_name)
                 target = cleanser.mapping.target_table
                 change = cleanser.cleanse(record)
             except PoisonRecordError as exc:
                 exc.with_position(shard_id=source.shard_id, sequence_number=source.sequence_number)
-                letter = self._letter(stage, exc, source, table_name, target)
+                letter = self._letter(stage, str(exc), source, table_name, target, version, exc)
+                prepared.poison.append((index, letter))
+                continue
+            except Exception as exc:  # a bug's or a library's: this record's problem alone
+                text = f"unexpected {type(exc).__name__} during {stage}"
+                letter = self._letter(stage, text, source, table_name, target, version)
                 prepared.poison.append((index, letter))
                 continue
             prepared.sources[id(change)] = index
@@ -188,56 +229,86 @@ class Pipeline:
     @staticmethod
     def _letter(
         stage: Literal["decode", "cleanse", "apply"],
-        exc: Exception,
+        text: str,
         source: SourceRecord,
         table_name: str | None,
         target: str | None,
+        version: int | None,
+        poison: PoisonRecordError | None = None,
     ) -> DeadLetter:
         log.warning(
             "dead-lettering a record at stage %s (shard %s, sequence %s): %s",
             stage,
             source.shard_id,
             source.sequence_number,
-            exc,
+            text,
         )
-        return DeadLetter.from_error(
-            stage,
-            exc,
+        return DeadLetter(
+            stage=stage,
+            error=poison.message if poison is not None else text,
+            error_path=poison.path if poison is not None else None,
             payload=bytes(source.data),
             source_table=table_name,
             target_table=target,
             shard_id=source.shard_id,
             sequence_number=source.sequence_number,
             partition_key=source.partition_key,
+            version_us=version,
         )
 
     # -- database part ---------------------------------------------------------------------
 
     def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in one transaction, its database errors classified (conflict, refused,
+        unavailable).
+
+        Errors that do not come from the database (a bug) pass through unchanged.
+        """
         try:
             with self.engine.begin() as conn:
                 return work(conn)
-        except (sa.exc.DataError, sa.exc.IntegrityError):
-            raise
-        except sa.exc.DBAPIError as exc:
-            first_line = str(exc.orig or exc).strip().splitlines()[0]
-            raise DatabaseUnavailableError(f"PostgreSQL transaction failed: {first_line}") from exc
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            verdict = classify(exc)
+            if verdict == "conflict":
+                raise _ConflictError(describe(exc)) from exc
+            if verdict == "poison":
+                raise _RefusedError(describe(exc)) from exc
+            raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
+
+    def _attempts(self, work: Callable[[sa.Connection], T]) -> T:
+        """:meth:`_transaction`, again at once while it conflicts with other transactions."""
+        for attempt in range(_CONFLICT_ATTEMPTS):
+            try:
+                return self._transaction(work)
+            except _ConflictError as exc:
+                log.info("batch collided with another transaction (%s); attempt %d", exc, attempt)
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))
+        raise DatabaseUnavailableError(
+            f"batch still collides with other transactions after {_CONFLICT_ATTEMPTS} attempts"
+        )
 
     def _materialize(
-        self,
-        conn: sa.Connection,
-        prepared: PreparedBatch,
-        isolate: bool,
+        self, conn: sa.Connection, prepared: PreparedBatch, isolate: bool
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
-        if not isolate:
-            return self.materializer.apply(conn, prepared.changes), []
-        counts, failed = self.materializer.apply_isolated(conn, prepared.changes)
+        share_locks(conn, {c.mapping.target_table for c in prepared.changes})
+        if isolate:
+            counts = self.materializer.apply_isolated(conn, prepared.changes)
+        else:
+            counts = self.materializer.apply(conn, prepared.changes)
         letters = []
-        for change, exc in failed:
+        for change, reason in counts.failed:
             index = prepared.sources[id(change)]
             source = prepared.records[index]
+            mapping = change.mapping
             letter = self._letter(
-                "apply", exc, source, change.mapping.source_table, change.mapping.target_table
+                "apply",
+                reason,
+                source,
+                mapping.source_table,
+                mapping.target_table,
+                change.approximate_creation_us,
             )
             letters.append((index, letter))
         return counts, letters
@@ -248,13 +319,14 @@ class Pipeline:
         work: Callable[[sa.Connection, PreparedBatch, bool], BatchResult],
     ) -> BatchResult:
         try:
-            return self._transaction(lambda conn: work(conn, prepared, False))
-        except (sa.exc.DataError, sa.exc.IntegrityError) as exc:
-            log.warning("batch rejected by PostgreSQL (%s); retrying change by change", exc.orig)
+            return self._attempts(lambda conn: work(conn, prepared, False))
+        except _RefusedError as exc:
+            log.warning("PostgreSQL refused a value of the batch (%s); isolating it", exc)
         try:
-            return self._transaction(lambda conn: work(conn, prepared, True))
-        except sa.exc.DBAPIError as exc:
-            raise DatabaseUnavailableError(f"PostgreSQL rejected the batch: {exc.orig}") from exc
+            return self._attempts(lambda conn: work(conn, prepared, True))
+        except _RefusedError as exc:
+            # Every change was tried in a savepoint of its own: what failed now is not one.
+            raise DatabaseUnavailableError(f"PostgreSQL refused the batch: {exc}") from exc
 
     def process(
         self, records: Sequence[SourceRecord], *, position: ShardPosition | None = None
@@ -271,32 +343,36 @@ class Pipeline:
         return self.apply(self.prepare(records), position=position)
 
     def apply(self, batch: PreparedBatch, *, position: ShardPosition | None = None) -> BatchResult:
-        """Materialize a prepared batch in one transaction (see :meth:`process`)."""
-        prune = time.monotonic() >= self._next_prune
+        """Materialize a prepared batch in one transaction (see :meth:`process`).
+
+        With ``position`` (a shard's batch), tombstones are pruned afterwards when due, in
+        transactions of their own.
+        """
         received = len(batch.records)
+        newest_us = batch.newest_us()
 
         def work(conn: sa.Connection, prepared: PreparedBatch, isolate: bool) -> BatchResult:
             counts, failed = self._materialize(conn, prepared, isolate)
             letters = [letter for _, letter in sorted(prepared.poison + failed, key=_first)]
             write_dead_letters(conn, letters)
             if position is not None:
-                self._record_progress(conn, position, received)
-            if prune:
-                self._prune(conn)
+                self._record_progress(conn, position, received, newest_us)
             return BatchResult(
                 received, counts.upserted, counts.deleted, counts.stale, len(letters)
             )
 
         result = self._run(batch, work)
-        if prune:
+        if position is not None and time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + self._prune_every
+            self.prune_tombstones()
         return result
 
     def replay(self, letters: Sequence[StoredDeadLetter]) -> BatchResult:
         """Re-run stored dead letters through the pipeline in one transaction.
 
-        Those that now apply get ``replayed_at``; those that still fail keep their row with
-        the new error. Returns the counts (``dead_lettered``: still failing).
+        Those that now apply (or are superseded) get ``replayed_at``; those that still fail
+        keep their row with the new error. Returns the counts (``dead_lettered``: still
+        failing).
         """
         records = [
             SourceRecord(x.payload, x.shard_id, x.sequence_number, x.partition_key) for x in letters
@@ -315,41 +391,65 @@ class Pipeline:
         return self._run(self.prepare(records), work)
 
     @staticmethod
-    def _record_progress(conn: sa.Connection, position: ShardPosition, count: int) -> None:
-        stmt = pg.insert(shard_progress).values(
+    def _record_progress(
+        conn: sa.Connection, position: ShardPosition, count: int, newest_us: int | None
+    ) -> None:
+        """Upsert the shard's progress; its sequence number and stream time never go back
+        (a processor that lost its lease may commit a batch after the new owner's)."""
+        table = shard_progress
+        stmt = pg.insert(table).values(
             application=position.application,
             shard_id=position.shard_id,
             sequence_number=position.sequence_number,
             records_total=count,
             batches_total=1,
             millis_behind_latest=position.millis_behind_latest,
+            max_version_us=newest_us,
+        )
+        new = stmt.excluded
+        ahead = sa.cast(new.sequence_number, sa.Numeric) > sa.cast(
+            table.c.sequence_number, sa.Numeric
         )
         conn.execute(
             stmt.on_conflict_do_update(
-                index_elements=[shard_progress.c.application, shard_progress.c.shard_id],
+                index_elements=[table.c.application, table.c.shard_id],
                 set_={
-                    "sequence_number": stmt.excluded.sequence_number,
-                    "records_total": shard_progress.c.records_total + count,
-                    "batches_total": shard_progress.c.batches_total + 1,
-                    "millis_behind_latest": stmt.excluded.millis_behind_latest,
+                    "sequence_number": sa.case(
+                        (ahead, new.sequence_number), else_=table.c.sequence_number
+                    ),
+                    "millis_behind_latest": sa.case(
+                        (ahead, new.millis_behind_latest), else_=table.c.millis_behind_latest
+                    ),
+                    "records_total": table.c.records_total + count,
+                    "batches_total": table.c.batches_total + 1,
+                    "max_version_us": sa.func.greatest(table.c.max_version_us, new.max_version_us),
                     "updated_at": sa.func.now(),
                 },
             )
         )
 
-    def _prune(self, conn: sa.Connection, now: datetime | None = None) -> int:
-        now = now or datetime.now(UTC)
-        cutoff = now - self.tombstone_horizon
-        cutoff_us = (cutoff - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-        pruned = self.materializer.prune_tombstones(conn, cutoff_us=cutoff_us)
-        if pruned:
-            log.info("pruned %d tombstones older than %s", pruned, cutoff.isoformat())
-        return pruned
+    def end_shard(self, application: str, shard_id: str) -> None:
+        """Mark a shard ended (fully applied): its position no longer holds pruning back."""
+        stmt = (
+            sa.update(shard_progress)
+            .where(
+                shard_progress.c.application == application,
+                shard_progress.c.shard_id == shard_id,
+            )
+            .values(ended_at=sa.func.now())
+        )
+        self._transaction(lambda conn: conn.execute(stmt))
 
-    def prune_tombstones(self, *, now: datetime | None = None) -> int:
-        """Prune tombstones older than ``now - tombstone_horizon`` in their own transaction.
+    def prune_tombstones(self) -> int:
+        """Prune tombstones as far as stream time, holds and dead letters allow.
+
+        Errors are logged, not raised: a prune that could not run runs at the next round.
 
         Returns:
             How many tombstones were deleted.
         """
-        return self._transaction(lambda conn: self._prune(conn, now))
+        try:
+            return self.pruner.run(self.engine)
+        except (sa.exc.DBAPIError, OSError) as exc:
+            log.warning("tombstone prune failed, will try again: %s", describe(exc))
+            return 0

@@ -1,9 +1,15 @@
 """The PostgreSQL schema as SQLAlchemy Core tables: the single source of truth.
 
-Bookkeeping tables (always present, created by migration ``0001``):
+Bookkeeping tables (always present, created by migrations ``0001`` and ``0003``):
 
-- ``ddbcdc_dead_letters``: poison records with their exact raw bytes and source position.
-- ``ddbcdc_shard_progress``: per (application, shard) progress, written with each batch.
+- ``ddbcdc_dead_letters``: poison records with their exact raw bytes, source position and,
+  when the record decoded, its version (a pending dead letter holds tombstone pruning there).
+- ``ddbcdc_shard_progress``: per (application, shard) progress, written with each batch: the
+  furthest sequence number applied (never moves back) and the newest change time applied
+  (the shard's position in stream time, which bounds tombstone pruning).
+- ``ddbcdc_prune_state``: per target table, the floor below which tombstones may be gone.
+- ``ddbcdc_prune_holds``: sources that may still bring old changes (snapshots, imports):
+  tombstones at or above a hold's version are kept.
 
 Per table mapping (built by :func:`mapped_tables`):
 
@@ -12,8 +18,10 @@ Per table mapping (built by :func:`mapped_tables`):
   ``_ddbcdc_sequence`` (numeric, NULL when unknown) and ``_ddbcdc_event_id`` (text, "C"
   collation so PostgreSQL orders it as Python does), and ``_ddbcdc_updated_at``. It holds
   exactly the live items.
-- ``ddbcdc_tombstones__<target>``: the key and version of the newest delete of each deleted
-  key, so a late older change cannot resurrect it; pruned past the tombstone horizon.
+- ``ddbcdc_versions__<target>``: one row per key ever applied, live or deleted: the version
+  of the newest change applied to that key and whether it was a REMOVE (then the row is the
+  key's tombstone). Every write to a key goes through this row under its lock, which is
+  what orders concurrent writers; deleted rows are pruned below the prune floor.
 - ``ddbcdc_changes__<target>`` (only with ``"change_log": true``): every distinct change
   (by event id), with its op, version, key and the cleansed row as JSONB.
 """
@@ -37,10 +45,12 @@ __all__ = [
     "ensure_mapped_tables",
     "mapped_tables",
     "metadata_for",
+    "prune_holds",
+    "prune_state",
     "shard_progress",
 ]
 
-#: Version columns shared by live, tombstone and change log tables.
+#: Version columns shared by live, versions and change log tables.
 VERSION_COLUMNS = ("_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id")
 
 bookkeeping_metadata = sa.MetaData()
@@ -62,6 +72,8 @@ dead_letters = sa.Table(
     sa.Column("partition_key", sa.Text),
     sa.Column("payload", pg.BYTEA, nullable=False),
     sa.Column("replayed_at", sa.DateTime(timezone=True)),
+    sa.Column("version_us", sa.BigInteger),
+    sa.Column("discarded_at", sa.DateTime(timezone=True)),
     sa.CheckConstraint(
         "stage IN ('decode', 'cleanse', 'apply')", name="ddbcdc_dead_letters_stage_check"
     ),
@@ -83,6 +95,30 @@ shard_progress = sa.Table(
     sa.Column("millis_behind_latest", sa.BigInteger),
     sa.Column(
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("max_version_us", sa.BigInteger),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+)
+
+prune_state = sa.Table(
+    "ddbcdc_prune_state",
+    bookkeeping_metadata,
+    sa.Column("target_table", sa.Text, primary_key=True),
+    sa.Column("floor_us", sa.BigInteger, nullable=False),
+    sa.Column("pruned_total", sa.BigInteger, nullable=False),
+    sa.Column(
+        "pruned_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+prune_holds = sa.Table(
+    "ddbcdc_prune_holds",
+    bookkeeping_metadata,
+    sa.Column("holder", sa.Text, primary_key=True),
+    sa.Column("target_table", sa.Text),  # NULL: every table
+    sa.Column("min_version_us", sa.BigInteger, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
 )
 
@@ -131,15 +167,21 @@ def _live_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def _tombstone_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
+def _versions_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
     table = sa.Table(
-        mapping.tombstone_table,
+        mapping.versions_table,
         metadata,
         *[sa.Column(c.name, column_type(c.type), primary_key=True) for c in mapping.key_columns],
         *_version_columns(),
-        _now_column("_ddbcdc_deleted_at"),
+        sa.Column("_ddbcdc_deleted", sa.Boolean, nullable=False),
+        _now_column("_ddbcdc_changed_at"),
     )
-    sa.Index(f"{mapping.tombstone_table}_v_idx", table.c._ddbcdc_version_us)
+    # Pruning reads the tombstones (deleted rows) by version.
+    sa.Index(
+        f"{mapping.versions_table}_d_idx",
+        table.c._ddbcdc_version_us,
+        postgresql_where=table.c._ddbcdc_deleted,
+    )
     return table
 
 
@@ -158,21 +200,21 @@ def _change_log_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
 
 
 class MappedTables:
-    """The tables of one mapping: ``live``, ``tombstones`` and optional ``changes``."""
+    """The tables of one mapping: ``live``, ``versions`` and optional ``changes``."""
 
-    __slots__ = ("changes", "live", "mapping", "tombstones")
+    __slots__ = ("changes", "live", "mapping", "versions")
 
     def __init__(self, mapping: TableMapping, metadata: sa.MetaData) -> None:
         self.mapping = mapping
         self.live = _live_table(mapping, metadata)
-        self.tombstones = _tombstone_table(mapping, metadata)
+        self.versions = _versions_table(mapping, metadata)
         self.changes = _change_log_table(mapping, metadata) if mapping.change_log else None
 
     @property
     def all(self) -> tuple[sa.Table, ...]:
         """Every table of the mapping, live table first."""
         extra = (self.changes,) if self.changes is not None else ()
-        return (self.live, self.tombstones, *extra)
+        return (self.live, self.versions, *extra)
 
 
 def mapped_tables(

@@ -40,7 +40,7 @@ def env(db: str, monkeypatch: pytest.MonkeyPatch) -> str:
     with engine.begin() as conn:
         for table in (
             "customers",
-            "ddbcdc_tombstones__customers",
+            "ddbcdc_versions__customers",
             "ddbcdc_changes__customers",
             "ddbcdc_dead_letters",
         ):

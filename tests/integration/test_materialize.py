@@ -6,7 +6,7 @@ import itertools
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ddbcdc.tables import mapped_tables, shard_progress
 
 SHIPPED = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 TABLES = mapped_tables(SHIPPED)["customers"]
-LIVE, TOMB, LOG = TABLES.live, TABLES.tombstones, TABLES.changes
+LIVE, VERSIONS, LOG = TABLES.live, TABLES.versions, TABLES.changes
 NOW_US = int(datetime.now(UTC).timestamp() * 1_000_000)
 
 
@@ -134,30 +134,6 @@ def test_shard_progress_is_upserted_with_the_batch(pipeline: Pipeline, engine: s
         row = conn.execute(sa.select(shard_progress)).one()
     assert (row.sequence_number, row.records_total, row.batches_total) == ("400", 3, 2)
     assert row.millis_behind_latest == 0
-
-
-def test_tombstones_past_the_horizon_are_pruned(engine: sa.Engine) -> None:
-    clear(engine)
-    old = NOW_US - int(timedelta(days=9).total_seconds() * 1_000_000)
-    p = Pipeline(engine=engine, mappings=SHIPPED, prune_every=timedelta(hours=1))
-    p.process([change("INSERT", 9, NOW_US)])  # the first batch prunes, the next hour's don't
-    p.process([change("REMOVE", 1, old), change("REMOVE", 2, NOW_US)])
-    with engine.connect() as conn:
-        assert set(conn.execute(sa.select(TOMB.c.userid)).scalars()) == {1, 2}
-    assert p.prune_tombstones() == 1
-    with engine.connect() as conn:
-        assert set(conn.execute(sa.select(TOMB.c.userid)).scalars()) == {2}
-    eager = Pipeline(
-        engine=engine,
-        mappings=SHIPPED,
-        prune_every=timedelta(0),
-        tombstone_horizon=timedelta(days=1),
-    )
-    eager.process([change("REMOVE", 3, old)])  # pruned within its own batch's transaction
-    with engine.connect() as conn:
-        assert set(conn.execute(sa.select(TOMB.c.userid)).scalars()) == {2}
-    future = datetime.now(UTC) + timedelta(days=30)
-    assert p.prune_tombstones(now=future) == 1
 
 
 def test_database_down_raises_retryable_error() -> None:

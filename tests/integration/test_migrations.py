@@ -48,8 +48,10 @@ EXPECTED = {
     "alembic_version",
     "ddbcdc_dead_letters",
     "ddbcdc_shard_progress",
+    "ddbcdc_prune_state",
+    "ddbcdc_prune_holds",
     "customers",
-    "ddbcdc_tombstones__customers",
+    "ddbcdc_versions__customers",
     "ddbcdc_changes__customers",
 }
 
@@ -89,9 +91,9 @@ def test_new_mapping_gets_tables_and_a_changed_one_is_refused(
     monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(tmp_path))
     assert run([]) == 0
     out = capsys.readouterr().out
-    assert "created table orders" in out and "created table ddbcdc_tombstones__orders" in out
+    assert "created table orders" in out and "created table ddbcdc_versions__orders" in out
     engine = sa.create_engine(db)
-    assert {"orders", "ddbcdc_tombstones__orders"} <= tables(engine)
+    assert {"orders", "ddbcdc_versions__orders"} <= tables(engine)
     assert "ddbcdc_changes__orders" not in tables(engine)
     assert run([]) == 0  # idempotent: existing tables match
     assert "created" not in capsys.readouterr().out
@@ -101,5 +103,38 @@ def test_new_mapping_gets_tables_and_a_changed_one_is_refused(
     with pytest.raises(ConfigurationError, match=r"'amount' is NUMERIC, mapping says BIGINT"):
         run([])
     assert run(["--downgrade", "base"]) == 0
+    # Left alone by the revisions, but put back in the format of before revision 0003.
     assert tables(engine) == {"alembic_version", "orders", "ddbcdc_tombstones__orders"}
+    engine.dispose()
+
+
+def test_0003_turns_tombstones_and_live_rows_into_versions(db: str) -> None:
+    """Live rows and tombstones become one versions row per key, the newer winning; a live
+    row older than its key's tombstone (two overlapping transactions) is deleted."""
+    engine = sa.create_engine(db)
+    migration.upgrade(engine, SHIPPED, revision="0002")
+    version = "_ddbcdc_version_us, _ddbcdc_event_id) "
+    live = "INSERT INTO customers (userid, first_name, " + version
+    tomb = "INSERT INTO ddbcdc_tombstones__customers (userid, " + version
+    with engine.begin() as conn:
+        conn.execute(sa.text(live + "VALUES (1, 'alive', 100, 'a'), (2, 'resurrected', 100, 'b')"))
+        conn.execute(sa.text(live + "VALUES (3, 'reinserted', 300, 'c')"))
+        conn.execute(sa.text(tomb + "VALUES (2, 200, 'd'), (3, 200, 'e'), (4, 50, 'f')"))
+    migration.upgrade(engine, SHIPPED)
+    with engine.connect() as conn:
+        versions = conn.execute(
+            sa.text(
+                "SELECT userid, _ddbcdc_version_us, _ddbcdc_deleted "
+                "FROM ddbcdc_versions__customers ORDER BY userid"
+            )
+        ).all()
+        alive = conn.execute(sa.text("SELECT userid FROM customers ORDER BY userid")).scalars()
+        assert list(alive) == [1, 3]
+    assert versions == [(1, 100, False), (2, 200, True), (3, 300, False), (4, 50, True)]
+    migration.downgrade(engine, revision="0002")
+    with engine.connect() as conn:
+        back = conn.execute(
+            sa.text("SELECT userid FROM ddbcdc_tombstones__customers ORDER BY userid")
+        ).scalars()
+        assert list(back) == [2, 4]
     engine.dispose()

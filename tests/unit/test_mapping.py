@@ -42,7 +42,7 @@ def test_shipped_customers_mapping() -> None:
     assert cols["userid"].type == "bigint" and cols["userid"].required
     assert cols["phone"].type == "text" and cols["phone"].rules == ("digits_only",)
     assert cols["first_name"].rules == ("trim",) and not cols["first_name"].required
-    assert customers.tombstone_table == "ddbcdc_tombstones__customers"
+    assert customers.versions_table == "ddbcdc_versions__customers"
 
 
 def test_good_mapping_defaults(tmp_path: Path) -> None:
@@ -73,6 +73,23 @@ def test_good_mapping_defaults(tmp_path: Path) -> None:
         (lambda d: d["columns"].append({"name": "total", "type": "text"}), "columns", "duplicate"),
         (lambda d: d.update(change_log="yes"), "change_log", "true or false"),
         (lambda d: d.pop("source_table"), "source_table", "non-empty"),
+        # Key columns keep distinct DynamoDB items distinct.
+        (lambda d: d["columns"][0].update(rules=["trim"]), "columns[0].rules", "no rules"),
+        (lambda d: d["columns"][0].update(rules=["lowercase"]), "columns[0].rules", "no rules"),
+        (lambda d: d["columns"][0].update(rules=["digits_only"]), "columns[0].rules", "no rules"),
+        (lambda d: d["columns"][0].update(type="jsonb"), "columns[0].type", "cannot be jsonb"),
+        (
+            lambda d: d["columns"][0].update(type="timestamptz"),
+            "columns[0].type",
+            "cannot be timestamptz",
+        ),
+        (lambda d: d["columns"][0].update(type="boolean"), "columns[0].type", "cannot be"),
+        (lambda d: d["columns"][0].update(default="x"), "columns[0].default", "no default"),
+        (
+            lambda d: d.update(key=["order_id", "email"]),
+            "columns[2].rules",
+            "no rules",
+        ),
     ],
 )
 def test_invalid_mapping_names_file_and_field(

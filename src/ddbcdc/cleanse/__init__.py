@@ -16,6 +16,10 @@ Rules per column type (values as :mod:`ddbcdc.attributes` unmarshals them):
   or N epoch seconds. ``jsonb``: any value, stored as exact JSON text (Decimal as written,
   bytes as base64, sets as sorted lists).
 
+Key columns convert exactly (:func:`ddbcdc.cleanse.coerce.key_coercer`): a key value that
+would share a row with another DynamoDB key is poison. Text PostgreSQL cannot hold (U+0000,
+lone surrogates) is poison too.
+
 An absent (or NULL) attribute takes the column's default, or makes the record poison when
 the column is required (key columns always are). Anything that does not fit raises
 :class:`~ddbcdc.errors.CleanseError` with the attribute path (``dynamodb.NewImage.phone``).
@@ -23,16 +27,12 @@ the column is required (key columns always are). Anything that does not fit rais
 
 from __future__ import annotations
 
-import base64
-import json
-import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
+from ddbcdc.cleanse.coerce import PY_TYPES, coercer, key_coercer
 from ddbcdc.decode import ChangeRecord, EventName
 from ddbcdc.errors import CleanseError, ConfigurationError
 from ddbcdc.mapping import ColumnMapping, TableMapping
@@ -41,10 +41,6 @@ __all__ = ["CleanChange", "Cleanser", "Version", "cleanse_record", "version_of"]
 
 #: (approximate_creation_us, sequence number as int or -1 when unknown, event_id): higher wins.
 Version = tuple[int, int, str]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NON_DIGITS = re.compile(r"[^0-9]+")
-_INT_RANGES = {"bigint": 63, "integer": 31, "smallint": 15}
 
 
 class CleanChange(NamedTuple):
@@ -78,184 +74,27 @@ def version_of(record: ChangeRecord) -> tuple[Version, int | None]:
     return (record.approximate_creation_us, -1 if seq is None else seq, record.event_id), seq
 
 
-def _fail(message: str) -> ValueError:
-    return ValueError(message)
+def _coercer(column: ColumnMapping, key: tuple[str, ...]) -> Callable[[Any], Any]:
+    return key_coercer(column) if column.name in key else coercer(column)
 
 
-def _to_int(bits: int) -> Callable[[Any], Any]:
-    low, high = -(2**bits), 2**bits - 1
-
-    def coerce(value: Any) -> Any:
-        if type(value) is int and low <= value <= high:  # the common case, checked first
-            return value
-        if isinstance(value, bool):
-            raise _fail(f"expected a number, got {type(value).__name__}")
-        if isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                raise _fail("not an integer") from None
-        elif isinstance(value, Decimal):
-            if not value.is_finite() or value != value.to_integral_value():
-                raise _fail("not an integer")
-            value = int(value)
-        elif not isinstance(value, int):
-            raise _fail(f"expected a number, got {type(value).__name__}")
-        if not low <= value <= high:
-            raise _fail(f"out of range for {bits + 1}-bit integer")
-        return value
-
-    return coerce
-
-
-def _to_numeric(value: Any) -> Any:
-    if isinstance(value, bool | float):
-        raise _fail(f"expected a number, got {type(value).__name__}")
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, str):
-        try:
-            value = Decimal(value.strip())
-        except InvalidOperation:
-            raise _fail("not a number") from None
-    if not isinstance(value, Decimal) or not value.is_finite():
-        raise _fail(f"expected a number, got {type(value).__name__}")
-    return value
-
-
-def _number_text(value: int | Decimal) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if value == value.to_integral_value() and value.is_finite():
-        return str(int(value))
-    return str(value)
-
-
-_RULES: dict[str, Callable[[str], str]] = {
-    "trim": str.strip,
-    "lowercase": str.lower,
-    "uppercase": str.upper,
-    "digits_only": lambda s: s if s.isascii() and s.isdigit() else _NON_DIGITS.sub("", s),
-}
-
-
-def _to_text(rules: tuple[str, ...]) -> Callable[[Any], Any]:
-    steps = tuple(_RULES[r] for r in rules)
-
-    def coerce(value: Any) -> Any:
-        if type(value) is str or isinstance(value, str):
-            text = value
-        elif type(value) is int:
-            text = str(value)
-        elif isinstance(value, int | Decimal) and not isinstance(value, bool):
-            text = _number_text(value)
-        else:
-            raise _fail(f"expected a string, got {type(value).__name__}")
-        for step in steps:
-            text = step(text)
-        if steps and not text:
-            return None
-        if "\x00" in text:
-            raise _fail("contains U+0000, which PostgreSQL text cannot hold")
-        return text
-
-    return coerce
-
-
-def _to_type(kind: type) -> Callable[[Any], Any]:
-    def coerce(value: Any) -> Any:
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise _fail(f"expected {kind.__name__}, got {type(value).__name__}")
-        return value
-
-    return coerce
-
-
-def _to_timestamp(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise _fail("not an ISO-8601 timestamp") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    if isinstance(value, int | Decimal) and not isinstance(value, bool):
-        micros = Decimal(value) * 1_000_000
-        if not micros.is_finite() or micros != micros.to_integral_value():
-            raise _fail("epoch seconds finer than microseconds")
-        try:
-            return _EPOCH + timedelta(microseconds=int(micros))
-        except OverflowError:
-            raise _fail("timestamp out of range") from None
-    raise _fail(f"expected a timestamp, got {type(value).__name__}")
-
-
-def _json_text(value: Any) -> str:
-    if isinstance(value, str) and "\x00" in value:
-        raise _fail("contains U+0000, which PostgreSQL jsonb cannot hold")
-    if value is None or isinstance(value, bool | int | str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise _fail("non-finite number")
-        return str(value)
-    if isinstance(value, bytes):
-        return json.dumps(base64.b64encode(value).decode("ascii"))
-    if isinstance(value, Mapping):
-        items = (
-            f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(v)}" for k, v in value.items()
-        )
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, set | frozenset):
-        return "[" + ",".join(_json_text(v) for v in sorted(value)) + "]"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_json_text(v) for v in value) + "]"
-    raise _fail(f"cannot store {type(value).__name__} as JSON")
-
-
-_PY_TYPES: dict[str, type] = {
-    "bigint": int,
-    "integer": int,
-    "smallint": int,
-    "numeric": Decimal,
-    "text": str,
-    "boolean": bool,
-    "bytea": bytes,
-    "jsonb": str,
-    "timestamptz": datetime,
-}
-
-
-def _coercer(column: ColumnMapping) -> Callable[[Any], Any]:
-    """The function turning a present, non-null attribute value into the column's value."""
-    if column.type in _INT_RANGES:
-        return _to_int(_INT_RANGES[column.type])
-    if column.type == "text":
-        return _to_text(column.rules)
-    coercers: dict[str, Callable[[Any], Any]] = {
-        "numeric": _to_numeric,
-        "boolean": _to_type(bool),
-        "bytea": _to_type(bytes),
-        "jsonb": _json_text,
-        "timestamptz": _to_timestamp,
-    }
-    return coercers[column.type]
-
-
-def _field(column: ColumnMapping) -> tuple[Any, Any]:
-    coerce = _coercer(column)
+def _field(column: ColumnMapping, key: tuple[str, ...]) -> tuple[Any, Any]:
+    coerce = _coercer(column, key)
 
     def before(value: Any) -> Any:
         return None if value is None else coerce(value)
 
-    py_type = _PY_TYPES[column.type]
+    py_type = PY_TYPES[column.type]
     if column.required:
         return Annotated[py_type, BeforeValidator(before)], Field(...)
     annotated = Annotated[py_type | None, BeforeValidator(before)]  # type: ignore[valid-type]
     return annotated, Field(default=None)
 
 
-def _build_model(name: str, columns: tuple[ColumnMapping, ...]) -> type[BaseModel]:
-    fields: dict[str, Any] = {c.name: _field(c) for c in columns}
+def _build_model(
+    name: str, columns: tuple[ColumnMapping, ...], key: tuple[str, ...]
+) -> type[BaseModel]:
+    fields: dict[str, Any] = {c.name: _field(c, key) for c in columns}
     config = ConfigDict(frozen=True, strict=True, extra="forbid")
     model: type[BaseModel] = create_model(name, __config__=config, **fields)
     return model
@@ -291,7 +130,7 @@ def _plan(
         _Column(
             c.name,
             c.source,
-            _coercer(c),
+            _coercer(c, key),
             c.required,
             in_image and c.name in key,
             c.default if in_image else None,
@@ -343,8 +182,8 @@ class Cleanser:
     def __init__(self, mapping: TableMapping) -> None:
         self.mapping = mapping
         label = "".join(p.capitalize() for p in mapping.target_table.split("_")) or "Table"
-        self.row_model = _build_model(f"{label}Row", mapping.columns)
-        self._key_model = _build_model(f"{label}Key", mapping.key_columns)
+        self.row_model = _build_model(f"{label}Row", mapping.columns, mapping.key)
+        self._key_model = _build_model(f"{label}Key", mapping.key_columns, mapping.key)
         self._sources = tuple((c.name, c.source) for c in mapping.columns)
         self._key_sources = tuple((c.name, c.source) for c in mapping.key_columns)
         self._defaults = {c.name: c.default for c in mapping.columns if c.default is not None}
@@ -357,7 +196,7 @@ class Cleanser:
         defaulted = tuple(c for c in self.mapping.columns if c.default is not None)
         if not defaulted:
             return
-        model = _build_model("Defaults", defaulted)
+        model = _build_model("Defaults", defaulted, self.mapping.key)
         try:
             model.model_validate(self._defaults)
         except ValidationError as exc:

@@ -1,0 +1,117 @@
+"""What a PostgreSQL error means for a batch, by SQLSTATE, and how to name it without values.
+
+Three verdicts (:func:`classify`):
+
+- ``conflict``: two transactions collided (serialization failure, deadlock, lock timeout).
+  Nothing is wrong with the data or the server: run the same batch again at once.
+- ``poison``: PostgreSQL refused a value (SQLSTATE classes 21 cardinality, 22 data, 23
+  constraint, 54 program limit, P0 raised by a trigger) or the driver could not encode one.
+  Some record of the batch is the cause: find it, dead-letter it, apply the rest.
+- ``unavailable``: everything else (connection, server resources or shutdown, I/O, a missing
+  table or privilege, an internal error). Not a record's fault: retry the batch with backoff,
+  never checkpoint past it.
+
+:func:`describe` names an error by its SQLSTATE, condition and the schema objects PostgreSQL
+reports (table, column, constraint), never by its message: messages and details quote
+values ("invalid input syntax for type bigint: ...", "Key (id)=(...)") and so item contents.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import psycopg
+import sqlalchemy as sa
+
+__all__ = ["Verdict", "classify", "describe", "driver_error", "is_database_error", "sqlstate"]
+
+Verdict = Literal["conflict", "poison", "unavailable"]
+
+_CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
+_POISON_CLASSES = frozenset({"21", "22", "23", "54", "P0"})
+#: Raised while the driver encodes a parameter or COPY value (a lone surrogate, an int too
+#: big for the wire format): the value's fault.
+_ENCODE_ERRORS = (UnicodeEncodeError, OverflowError)
+
+_REASONS = {
+    "21000": "one statement would change a row twice (key values equal in PostgreSQL)",
+    "22001": "a value is too long for its column",
+    "22003": "a number is out of range for its column",
+    "22021": "a character PostgreSQL cannot store (U+0000 or invalid UTF-8)",
+    "22P05": "a character PostgreSQL cannot store in jsonb (U+0000)",
+    "23502": "a required column is null",
+    "23505": "a unique constraint is violated",
+    "23514": "a check constraint is violated",
+    "54000": "a value exceeds a PostgreSQL limit (an indexed key over ~2,700 bytes?)",
+}
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The psycopg error inside a SQLAlchemy wrapper (or ``exc`` itself)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        return exc.orig
+    return exc
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` came from talking to PostgreSQL (not from a bug of the caller)."""
+    return isinstance(
+        driver_error(exc), (sa.exc.SQLAlchemyError, psycopg.Error, *_ENCODE_ERRORS)
+    ) or isinstance(exc, sa.exc.SQLAlchemyError)
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, if it has one."""
+    inner = driver_error(exc)
+    state = getattr(inner, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def classify(exc: BaseException) -> Verdict:
+    """What ``exc``, raised while applying a batch, means for it (see the module doc)."""
+    inner = driver_error(exc)
+    state = sqlstate(inner)
+    if state is None:
+        if isinstance(inner, (*_ENCODE_ERRORS, psycopg.DataError)):
+            return "poison"
+        return "unavailable"
+    if state in _CONFLICT_STATES:
+        return "conflict"
+    if state[:2] in _POISON_CLASSES:
+        return "poison"
+    return "unavailable"
+
+
+def _diag_fields(inner: BaseException) -> list[str]:
+    diag: Any = getattr(inner, "diag", None)
+    if diag is None:
+        return []
+    fields = []
+    for label, attr in (
+        ("table", "table_name"),
+        ("column", "column_name"),
+        ("constraint", "constraint_name"),
+        ("type", "datatype_name"),
+    ):
+        value = getattr(diag, attr, None)
+        if value:
+            fields.append(f"{label} {value}")
+    return fields
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description naming the error, never the values involved."""
+    inner = driver_error(exc)
+    state = sqlstate(inner)
+    if state is None:
+        if isinstance(inner, psycopg.OperationalError):
+            # Connection failures say where and why (host, refused, timeout): no item data.
+            lines = str(inner).strip().splitlines()
+            return f"{type(inner).__name__}: {lines[0] if lines else 'connection failed'}"
+        return f"{type(inner).__name__} while sending values to PostgreSQL"
+    parts = [f"SQLSTATE {state} {type(inner).__name__}"]
+    reason = _REASONS.get(state)
+    if reason:
+        parts.append(reason)
+    parts += _diag_fields(inner)
+    return "; ".join(parts)

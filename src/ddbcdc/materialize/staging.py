@@ -1,0 +1,136 @@
+"""The batch in PostgreSQL: a temporary stage table per mapping, filled by COPY.
+
+Every statement of a batch reads the batch from ``ddbcdc_stage__<target>_<digest>``, a
+``TEMPORARY`` table (per connection, no WAL) emptied at each commit (``ON COMMIT DELETE
+ROWS``). One COPY per batch ships it: PostgreSQL parses it in bulk and every statement after
+it is a join, whatever the batch size.
+
+A stage row is one distinct change: the mapped columns (jsonb ones as their exact JSON text,
+cast when they are written), its version, its op, ``_ddbcdc_newest`` (the newest change of
+its key in the batch: the one that competes for the key) and ``_ddbcdc_log`` (goes to the
+change log).
+
+The stage is created on first use on each database connection. A rolled-back transaction
+(or savepoint) takes a stage created in it along: an engine listener forgets the stages of
+the connection then, so the next batch checks for them and creates what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.dialects import postgresql as pg
+
+from ddbcdc.cleanse import CleanChange
+from ddbcdc.tables import VERSION_COLUMNS, MappedTables
+
+__all__ = ["Stage", "StageRow"]
+
+#: Columns of a stage row after the mapped ones.
+TAIL = (*VERSION_COLUMNS, "_ddbcdc_op", "_ddbcdc_newest", "_ddbcdc_log")
+_INFO_KEY = "ddbcdc_stages"
+
+StageRow = tuple[Any, ...]
+
+
+def _stage_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+    if isinstance(type_, pg.JSONB):
+        return sa.Text()  # exact JSON text; cast to jsonb where it is written
+    if isinstance(type_, sa.Text):
+        return sa.Text()  # collations are applied where versions are compared
+    return type_
+
+
+def _forget_stages(conn: sa.Connection, *args: Any) -> None:
+    if not conn.invalidated:
+        conn.connection.info.pop(_INFO_KEY, None)
+
+
+class Stage:
+    """The stage table of one mapping and how a batch gets into it."""
+
+    def __init__(self, tables: MappedTables) -> None:
+        mapping = tables.mapping
+        live = tables.live
+        columns = [sa.Column(c.name, _stage_type(live.c[c.name].type)) for c in mapping.columns]
+        columns += [
+            sa.Column("_ddbcdc_version_us", sa.BigInteger),
+            sa.Column("_ddbcdc_sequence", sa.Numeric),
+            sa.Column("_ddbcdc_event_id", sa.Text),
+            sa.Column("_ddbcdc_op", sa.Text),
+            sa.Column("_ddbcdc_newest", sa.Boolean),
+            sa.Column("_ddbcdc_log", sa.Boolean),
+        ]
+        shape = ",".join(f"{c.name}:{c.type!r}" for c in columns)
+        digest = hashlib.blake2b(shape.encode(), digest_size=3).hexdigest()
+        self.table = sa.Table(
+            f"ddbcdc_stage__{mapping.target_table}_{digest}",
+            sa.MetaData(),
+            *columns,
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DELETE ROWS",
+        )
+        self._names = [c.name for c in mapping.columns]
+        self._key = list(mapping.key)
+        self._copy_sql = self._copy_statement()
+
+    def _copy_statement(self) -> sql.Composed:
+        columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in self.table.columns)
+        return sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(self.table.name), columns)
+
+    def ensure(self, conn: sa.Connection) -> None:
+        """Create the stage on this connection unless it already has it."""
+        info = conn.connection.info
+        made: set[str] = info.setdefault(_INFO_KEY, set())
+        if self.table.name in made:
+            return
+        engine = conn.engine
+        for event in ("rollback", "rollback_savepoint"):
+            if not sa.event.contains(engine, event, _forget_stages):
+                sa.event.listen(engine, event, _forget_stages)
+        self.table.create(conn, checkfirst=True)
+        made.add(self.table.name)
+
+    def clear(self, conn: sa.Connection) -> None:
+        """Empty the stage inside the transaction (between attempts at parts of a batch)."""
+        conn.execute(sa.delete(self.table))
+
+    def rows(self, logged: Sequence[CleanChange], newest: Sequence[CleanChange]) -> list[StageRow]:
+        """Stage rows: each change once, flagged as logged and/or newest of its key."""
+        in_log = {id(c) for c in logged}
+        chosen = {id(c) for c in newest}
+        empty = (None,) * len(self._names)
+        key = self._key
+        names = self._names
+        out: list[StageRow] = []
+        for change in [*logged, *(c for c in newest if id(c) not in in_log)]:
+            row = change.row
+            if row is not None:
+                values: tuple[Any, ...] = tuple([row[n] for n in names])
+            else:
+                by_key = dict(zip(key, change.key, strict=True))
+                values = tuple([by_key.get(n) for n in names]) if by_key else empty
+            out.append(
+                (
+                    *values,
+                    change.approximate_creation_us,
+                    change.sequence,
+                    change.event_id,
+                    change.event_name,
+                    id(change) in chosen,
+                    id(change) in in_log,
+                )
+            )
+        return out
+
+    def copy(self, conn: sa.Connection, rows: Sequence[StageRow]) -> None:
+        """COPY ``rows`` into the stage (text format: PostgreSQL parses every value)."""
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(self._copy_sql) as copy:
+            for row in rows:
+                copy.write_row(row)

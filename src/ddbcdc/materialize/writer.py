@@ -1,0 +1,229 @@
+"""The statements that apply one staged batch of one mapped table.
+
+The rule they implement (README, "Correctness"): every key has one row in
+``ddbcdc_versions__<target>`` holding the version of the newest change ever applied to it,
+live or REMOVE; a change is applied only by taking that row's lock and finding it older.
+Per batch, after the COPY into the stage (:mod:`ddbcdc.materialize.staging`):
+
+1. **arbitrate and upsert** (one statement): the newest change of each key is upserted into
+   the versions row, in key order (so concurrent batches lock keys in one order and never
+   deadlock), ``ON CONFLICT ... DO UPDATE ... WHERE`` the stored version is older. The
+   conflicting row is locked whether or not it is updated, so a concurrent writer of the
+   same key waits for this transaction and then compares with what it committed. The keys
+   whose change won (``RETURNING``) get their live row upserted in the same statement.
+2. **delete**: live rows of keys whose versions row is now a tombstone. A statement of its
+   own: it runs on a snapshot taken after step 1 holds the keys' locks, so it sees a live row
+   that a writer committed while step 1 waited for it.
+3. **log** (with ``change_log``): every distinct change, ``ON CONFLICT (event id) DO NOTHING``.
+
+Tombstones below the table's prune floor may have been pruned, so an INSERT or MODIFY at or
+below the floor whose key has no versions row cannot be told from one that a pruned REMOVE
+superseded: step 1 does not apply it and returns its event id ("refused"); the caller dead-
+letters it. Above the floor, or with a versions row, the comparison is exact.
+
+A version is ``(_ddbcdc_version_us, coalesce(_ddbcdc_sequence, -1), _ddbcdc_event_id)``
+compared as a row value, event ids in the "C" collation: exactly :data:`ddbcdc.cleanse.Version`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from ddbcdc.cleanse import CleanChange
+from ddbcdc.materialize.staging import Stage
+from ddbcdc.tables import VERSION_COLUMNS, MappedTables, prune_state
+
+__all__ = ["Outcome", "TableWriter"]
+
+_LOWEST = -(2**63)
+
+
+@dataclass
+class Outcome:
+    """What one :meth:`TableWriter.run` did.
+
+    Attributes:
+        upserted: live rows written (changes that won their key).
+        deleted: keys whose REMOVE won.
+        refused: event ids of changes not applied because they are at or below the prune
+            floor on a key with no versions row (see the module doc).
+    """
+
+    upserted: int = 0
+    deleted: int = 0
+    refused: list[str] = field(default_factory=list)
+
+
+def _version(cols: Any) -> sa.Tuple:
+    """The row-value version of a column collection (``table.c`` or ``excluded``)."""
+    return sa.tuple_(
+        cols._ddbcdc_version_us,
+        sa.func.coalesce(cols._ddbcdc_sequence, -1),
+        cols._ddbcdc_event_id.collate("C"),
+    )
+
+
+def _key_match(left: Any, right: Any, key: Sequence[str]) -> sa.ColumnElement[bool]:
+    return sa.and_(*[left.c[k] == right.c[k] for k in key])
+
+
+class TableWriter:
+    """Prepared statements of one mapped table over its stage; :meth:`run` applies a batch."""
+
+    def __init__(self, tables: MappedTables) -> None:
+        self.tables = tables
+        self.mapping = tables.mapping
+        self.stage = Stage(tables)
+        self._key = list(self.mapping.key)
+        self._columns = [c.name for c in self.mapping.columns]
+        floor = (
+            sa.select(prune_state.c.floor_us)
+            .where(prune_state.c.target_table == self.mapping.target_table)
+            .scalar_subquery()
+        )
+        self._floor = sa.func.coalesce(floor, _LOWEST)
+        self._arbiter = self._build_arbiter()
+        self._delete = self._build_delete()
+        self._log = self._build_log() if tables.changes is not None else None
+
+    def _staged(self, name: str) -> sa.ColumnElement[Any]:
+        """A stage column as the live table's type (jsonb text is cast)."""
+        column = self.stage.table.c[name]
+        live_type = self.tables.live.c[name].type if name in self.tables.live.c else None
+        if isinstance(live_type, pg.JSONB):
+            return sa.cast(column, pg.JSONB())
+        return column
+
+    def _has_version(self) -> sa.Exists:
+        s, ver = self.stage.table, self.tables.versions
+        return sa.select(sa.literal(1)).where(_key_match(ver, s, self._key)).exists()
+
+    def _build_arbiter(self) -> sa.Select[Any]:
+        s, ver, live = self.stage.table, self.tables.versions, self.tables.live
+        key = self._key
+        newest = s.c._ddbcdc_newest
+        admissible = sa.or_(
+            s.c._ddbcdc_op == "REMOVE", s.c._ddbcdc_version_us > self._floor, self._has_version()
+        )
+        names = [*key, *VERSION_COLUMNS, "_ddbcdc_deleted"]
+        candidates = (
+            sa.select(*[s.c[n] for n in (*key, *VERSION_COLUMNS)], s.c._ddbcdc_op == "REMOVE")
+            .where(newest, admissible)
+            .order_by(*[s.c[k] for k in key])
+        )
+        claim = pg.insert(ver).from_select(names, candidates)
+        won = (
+            claim.on_conflict_do_update(
+                index_elements=key,
+                set_={
+                    **{n: claim.excluded[n] for n in (*VERSION_COLUMNS, "_ddbcdc_deleted")},
+                    "_ddbcdc_changed_at": sa.func.now(),
+                },
+                where=_version(ver.c) < _version(claim.excluded),
+            )
+            .returning(*[ver.c[k] for k in key], ver.c._ddbcdc_deleted)
+            .cte("won")
+        )
+        live_names = [*self._columns, *VERSION_COLUMNS]
+        rows = (
+            sa.select(*[self._staged(n) for n in live_names])
+            .select_from(s.join(won, _key_match(s, won, key)))
+            .where(newest, ~won.c._ddbcdc_deleted)
+        )
+        put = pg.insert(live).from_select(live_names, rows)
+        upserted = (
+            put.on_conflict_do_update(
+                index_elements=key,
+                set_={
+                    **{n: put.excluded[n] for n in live_names if n not in key},
+                    "_ddbcdc_updated_at": sa.func.now(),
+                },
+            )
+            .returning(sa.literal(1))
+            .cte("upserted")
+        )
+        refused = sa.select(sa.func.array_agg(s.c._ddbcdc_event_id)).where(
+            newest,
+            s.c._ddbcdc_op != "REMOVE",
+            s.c._ddbcdc_version_us <= self._floor,
+            ~self._has_version(),
+        )
+        count = sa.func.count()
+        return sa.select(
+            sa.select(count)
+            .select_from(won)
+            .where(won.c._ddbcdc_deleted)
+            .scalar_subquery()
+            .label("deleted"),
+            sa.select(count).select_from(upserted).scalar_subquery().label("upserted"),
+            refused.scalar_subquery().label("refused"),
+        )
+
+    def _build_delete(self) -> sa.Delete:
+        s, ver, live = self.stage.table, self.tables.versions, self.tables.live
+        return sa.delete(live).where(
+            _key_match(live, ver, self._key),
+            ver.c._ddbcdc_deleted,
+            _key_match(live, s, self._key),
+            s.c._ddbcdc_newest,
+            s.c._ddbcdc_op == "REMOVE",
+        )
+
+    def _build_log(self) -> sa.Insert:
+        s, changes = self.stage.table, self.tables.changes
+        assert changes is not None
+        fixed = ["_ddbcdc_event_id", "_ddbcdc_op", *self._key, *VERSION_COLUMNS[:2]]
+        pairs: list[Any] = []
+        for name in self._columns:
+            pairs += [sa.literal(name, sa.Text()), self._staged(name)]
+        row = sa.case(
+            (s.c._ddbcdc_op == "REMOVE", sa.null()),
+            else_=sa.func.jsonb_build_object(*pairs),
+        )
+        skip = sa.bindparam("skip", type_=pg.ARRAY(sa.Text()))
+        rows = sa.select(*[s.c[n] for n in fixed], row).where(
+            s.c._ddbcdc_log, s.c._ddbcdc_event_id != sa.all_(skip)
+        )
+        stmt = pg.insert(changes).from_select([*fixed, "_ddbcdc_row"], rows)
+        return stmt.on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"])
+
+    @property
+    def logged(self) -> bool:
+        """Whether this table keeps a change log."""
+        return self._log is not None
+
+    def run(
+        self,
+        conn: sa.Connection,
+        logged: Sequence[CleanChange],
+        newest: Sequence[CleanChange],
+        *,
+        skip_log: Sequence[str] = (),
+    ) -> Outcome:
+        """Stage and apply: ``newest`` compete for their keys, ``logged`` go to the change log.
+
+        ``newest`` must hold at most one change per key. Changes of ``skip_log`` (event ids)
+        are not logged, nor any change of a key whose newest change was refused (the caller
+        settles those keys). The stage is left filled (:meth:`Stage.clear` empties it).
+        """
+        self.stage.ensure(conn)
+        self.stage.copy(conn, self.stage.rows(logged if self._log is not None else (), newest))
+        outcome = Outcome()
+        if newest:
+            deleted, upserted, refused = conn.execute(self._arbiter).one()
+            outcome = Outcome(upserted, deleted, list(refused or ()))
+            if deleted:
+                conn.execute(self._delete)
+        if self._log is not None and logged:
+            skip = list(skip_log)
+            if outcome.refused:
+                refused_ids = set(outcome.refused)
+                keys = {c.key for c in newest if c.event_id in refused_ids}
+                skip += [c.event_id for c in logged if c.key in keys]
+            conn.execute(self._log, {"skip": skip})
+        return outcome
