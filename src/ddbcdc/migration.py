@@ -24,6 +24,7 @@ from alembic import command
 from alembic.config import Config
 
 import ddbcdc
+from ddbcdc.dberrors import describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.mapping import TableMapping
 from ddbcdc.tables import ensure_mapped_tables
@@ -54,7 +55,7 @@ def _in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
         with engine.begin() as conn:
             return work(conn)
     except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot migrate: {exc.orig}") from exc
+        raise DatabaseUnavailableError(f"cannot migrate: {describe(exc)}") from exc
 
 
 def upgrade(

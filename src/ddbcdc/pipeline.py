@@ -154,7 +154,9 @@ class Pipeline:
         self.mappings = tuple(mappings)
         self.tombstone_horizon = tombstone_horizon
         self._prune_every = prune_every.total_seconds()
-        self._next_prune = 0.0
+        # The first prune comes after a random part of the period: the processors of many
+        # shards, started together, do not all prune at once.
+        self._next_prune = time.monotonic() + random.uniform(0.1, 1.0) * self._prune_every
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
@@ -168,7 +170,12 @@ class Pipeline:
         engine = sa.create_engine(
             settings.require_database_url(), pool_pre_ping=True, hide_parameters=True
         )
-        return cls(engine=engine, mappings=mappings, tombstone_horizon=settings.tombstone_horizon)
+        return cls(
+            engine=engine,
+            mappings=mappings,
+            tombstone_horizon=settings.tombstone_horizon,
+            timestamp_unit=settings.timestamp_unit,
+        )
 
     def close(self) -> None:
         """Release the engine's connections."""

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     tombstone_horizon: timedelta = Field(
         default=timedelta(days=8), validation_alias=_env("DDBCDC_TOMBSTONE_HORIZON")
     )
+    timestamp_unit: Literal["auto", "s", "ms", "us"] = Field(
+        default="auto", validation_alias=_env("DDBCDC_TIMESTAMP_UNIT")
+    )
     metrics_host: str = Field(default="127.0.0.1", validation_alias=_env("DDBCDC_METRICS_HOST"))
     metrics_port: int = Field(default=9108, ge=0, validation_alias=_env("DDBCDC_METRICS_PORT"))
     log_level: str = Field(default="INFO", validation_alias=_env("DDBCDC_LOG_LEVEL"))

@@ -444,3 +444,20 @@ def test_payload_errors(payload: Any, message: str) -> None:
     with pytest.raises(DecodeError) as caught:
         decode_record(payload)
     assert caught.value.message == message
+
+
+@pytest.mark.parametrize("digits", ["1234567890123456789012", "7"])
+def test_numbers_with_thousands_of_leading_zeros_decode_exactly(digits: str) -> None:
+    """CPython refuses int() of a string over 4,300 digits; leading zeros do not count."""
+    doc = {
+        "eventID": "z",
+        "eventName": "INSERT",
+        "tableName": "t",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1_700_000_000_000_000,
+            "Keys": {"k": {"N": "1"}},
+            "NewImage": {"k": {"N": "1"}, "n": {"N": "0" * 5000 + digits}},
+        },
+    }
+    record = decode_record(json.dumps(doc))
+    assert record.new_image is not None and record.new_image["n"] == int(digits)

@@ -36,6 +36,8 @@ class ScriptedPipeline:
         self.failures = deque(failures)
         self.dead_lettered = dead_lettered
         self.calls: list[tuple[list[SourceRecord], ShardPosition | None]] = []
+        self.ended: list[str] = []
+        self.end_failures: deque[Exception] = deque()
 
     def process(
         self, records: Sequence[SourceRecord], *, position: ShardPosition | None = None
@@ -48,6 +50,11 @@ class ScriptedPipeline:
             upserted=len(records) - self.dead_lettered,
             dead_lettered=self.dead_lettered,
         )
+
+    def end_shard(self, application: str, shard_id: str) -> None:
+        self.ended.append(shard_id)
+        if self.end_failures:
+            raise self.end_failures.popleft()
 
 
 class Harness:
@@ -234,9 +241,11 @@ def test_shard_ended_checkpoints_at_shard_end() -> None:
         [initialize(), process(5), {"action": "shardEnded"}],
         checkpoint_errors=[None, "ThrottlingException"],  # type: ignore[list-item]
     )
+    h.pipeline.end_failures.append(DatabaseUnavailableError("down"))
     daemon = h.run()
     assert daemon.checkpoints == ["5", None, None]
     assert daemon.statuses == ["initialize", "processRecords", "shardEnded"]
+    assert h.pipeline.ended == [SHARD, SHARD]  # marked ended (retried), then checkpointed
 
 
 def test_empty_batches_update_lag_without_touching_postgres() -> None:

@@ -115,6 +115,23 @@ _RECORD_EDGES: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
         "kinesis-modify-ms",
         mutate("eventSource", StrSub("aws:dynamodb")),
     ),
+    # CPython refuses int() of more than 4,300 digits, leading zeros included.
+    "N with 5000 leading zeros": (
+        "kinesis-modify-ms",
+        mutate("dynamodb.NewImage.phone", {"N": "0" * 5000 + "1234567890123456789012"}),
+    ),
+    "N negative with 5000 leading zeros": (
+        "kinesis-modify-ms",
+        mutate("dynamodb.NewImage.phone", {"N": "-" + "0" * 5000 + "98765432109876543210"}),
+    ),
+    "N fraction with 5000 leading zeros": (
+        "kinesis-modify-ms",
+        mutate("dynamodb.NewImage.phone", {"N": "0" * 5000 + "12.5"}),
+    ),
+    "NS with 5000 leading zeros": (
+        "kinesis-modify-ms",
+        mutate("dynamodb.NewImage.phone", {"NS": ["0" * 5000 + "123456789012345678901", "2"]}),
+    ),
     "dynamodb a dict subclass": (
         "kinesis-modify-ms",
         lambda r: r.update(dynamodb=MapSub(r["dynamodb"])),

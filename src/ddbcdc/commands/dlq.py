@@ -1,9 +1,11 @@
-"""``ddbcdc dlq list`` and ``ddbcdc dlq replay``: inspect and re-apply dead letters.
+"""``ddbcdc dlq list|replay|discard``: inspect, re-apply or give up on dead letters.
 
-``list`` shows pending dead letters (``--all`` includes replayed ones) as a table or as JSON
-lines (``--json``, payload in base64). ``replay`` runs pending dead letters through the
-pipeline again, typically after a mapping fix: those that now apply are marked replayed,
-those that still fail stay pending with their new error. Exit code 1 when some still fail.
+``list`` shows pending dead letters (``--all`` includes replayed and discarded ones) as a
+table or as JSON lines (``--json``, payload in base64). ``replay`` runs pending dead letters
+through the pipeline again, typically after a mapping fix: those that now apply are marked
+replayed, those that still fail stay pending with their new error (exit code 1 when some
+still fail). ``discard`` marks pending dead letters as given up on (they are kept): a pending
+dead letter keeps the tombstones its replay may need, so discarding lets pruning go on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ddbcdc.deadletter import StoredDeadLetter, list_dead_letters
+from ddbcdc.dberrors import describe
+from ddbcdc.deadletter import StoredDeadLetter, discard_dead_letters, list_dead_letters
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, Pipeline
 from ddbcdc.settings import Settings
@@ -40,7 +43,7 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="show dead letters")
     _filters(listing)
-    listing.add_argument("--all", action="store_true", help="include replayed ones")
+    listing.add_argument("--all", action="store_true", help="include replayed/discarded ones")
     listing.add_argument("--limit", type=int, default=100, help="at most N (default 100)")
     listing.add_argument("--json", action="store_true", help="JSON lines, payload in base64")
     listing.set_defaults(func=run_list)
@@ -48,6 +51,11 @@ def register(subparsers: Any) -> None:
     _filters(replay)
     replay.add_argument("--batch-size", type=int, default=500, help="per transaction")
     replay.set_defaults(func=run_replay)
+    discard = actions.add_parser("discard", help="give up on pending dead letters (kept)")
+    _filters(discard)
+    discard.add_argument("--id", type=int, action="append", dest="ids", help="this id (repeat)")
+    discard.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    discard.set_defaults(func=run_discard)
 
 
 def _as_json(letter: StoredDeadLetter) -> str:
@@ -62,6 +70,7 @@ def _as_json(letter: StoredDeadLetter) -> str:
 def _as_row(letter: StoredDeadLetter) -> str:
     where = f" at {letter.error_path}" if letter.error_path else ""
     replayed = " (replayed)" if letter.replayed_at else ""
+    replayed += " (discarded)" if letter.discarded_at else ""
     return (
         f"{letter.id:>8}  {letter.received_at:%Y-%m-%d %H:%M:%S}  {letter.stage:<7}  "
         f"{letter.source_table or '-':<16}  {letter.shard_id or '-'}/"
@@ -87,7 +96,7 @@ def run_list(args: argparse.Namespace) -> int:
                 limit=args.limit,
             )
     except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(f"cannot read dead letters: {exc.orig}") from exc
+        raise DatabaseUnavailableError(f"cannot read dead letters: {describe(exc)}") from exc
     finally:
         engine.dispose()
     if args.json:
@@ -146,7 +155,7 @@ def run_replay(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )
     except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(f"cannot read dead letters: {exc.orig}") from exc
+        raise DatabaseUnavailableError(f"cannot read dead letters: {describe(exc)}") from exc
     finally:
         pipeline.close()
     replayed = result.received - result.dead_lettered
@@ -155,3 +164,29 @@ def run_replay(args: argparse.Namespace) -> int:
         f"deleted {result.deleted}, stale {result.stale}); still failing {result.dead_lettered}"
     )
     return 1 if result.dead_lettered else 0
+
+
+def run_discard(args: argparse.Namespace) -> int:
+    """Run ``ddbcdc dlq discard``: exit 0, 1 when nothing matched."""
+    if not (args.ids or args.stage or args.table or args.shard):
+        print("ddbcdc dlq discard: name the dead letters (--id, --stage, --table or --shard)")
+        return 2
+    engine = _engine(Settings())
+    try:
+        with engine.begin() as conn:
+            letters = list_dead_letters(
+                conn, stage=args.stage, source_table=args.table, shard_id=args.shard, limit=None
+            )
+            ids = [x.id for x in letters if not args.ids or x.id in set(args.ids)]
+            if ids and not args.yes:
+                answer = input(f"discard {len(ids)} pending dead letter(s)? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    print("nothing discarded")
+                    return 1
+            count = discard_dead_letters(conn, ids)
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailableError(f"cannot discard dead letters: {describe(exc)}") from exc
+    finally:
+        engine.dispose()
+    print(f"discarded {count} dead letter(s)")
+    return 0 if count else 1

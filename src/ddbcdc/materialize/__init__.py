@@ -149,7 +149,8 @@ class Materializer:
         """
         total = ApplyCounts()
         for writer, group in self._groups(changes):
-            keys = list(_by_key(group).values())
+            writer.stage.ensure(conn)  # outside the savepoints, which may roll back
+            keys = [g for _, g in sorted(_by_key(group).items(), key=lambda kv: kv[0][1])]
             counts = self._bisect(conn, writer, keys)
             counts.stale = len(group) - counts.upserted - counts.deleted - len(counts.failed)
             total.add(counts)

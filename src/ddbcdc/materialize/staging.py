@@ -97,6 +97,7 @@ class Stage:
 
     def clear(self, conn: sa.Connection) -> None:
         """Empty the stage inside the transaction (between attempts at parts of a batch)."""
+        self.ensure(conn)
         conn.execute(sa.delete(self.table))
 
     def rows(self, logged: Sequence[CleanChange], newest: Sequence[CleanChange]) -> list[StageRow]:

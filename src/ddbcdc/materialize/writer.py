@@ -16,10 +16,12 @@ Per batch, after the COPY into the stage (:mod:`ddbcdc.materialize.staging`):
    that a writer committed while step 1 waited for it.
 3. **log** (with ``change_log``): every distinct change, ``ON CONFLICT (event id) DO NOTHING``.
 
-Tombstones below the table's prune floor may have been pruned, so an INSERT or MODIFY at or
-below the floor whose key has no versions row cannot be told from one that a pruned REMOVE
-superseded: step 1 does not apply it and returns its event id ("refused"); the caller dead-
-letters it. Above the floor, or with a versions row, the comparison is exact.
+Tombstones at or below the table's prune floor may have been pruned, so a change at or below
+the floor whose key has no versions row cannot be compared: step 1 does not apply it. An
+INSERT or MODIFY is returned as "refused" (the caller dead-letters it: a pruned REMOVE may be
+newer); a REMOVE has nothing to do (the key has no live row) and must not leave a tombstone,
+which would claim a version older than the pruned one. Above the floor, or on a key with a
+versions row (rows are only ever pruned, never made older), the comparison is exact.
 
 A version is ``(_ddbcdc_version_us, coalesce(_ddbcdc_sequence, -1), _ddbcdc_event_id)``
 compared as a row value, event ids in the "C" collation: exactly :data:`ddbcdc.cleanse.Version`.
@@ -107,9 +109,7 @@ class TableWriter:
         s, ver, live = self.stage.table, self.tables.versions, self.tables.live
         key = self._key
         newest = s.c._ddbcdc_newest
-        admissible = sa.or_(
-            s.c._ddbcdc_op == "REMOVE", s.c._ddbcdc_version_us > self._floor, self._has_version()
-        )
+        admissible = sa.or_(s.c._ddbcdc_version_us > self._floor, self._has_version())
         names = [*key, *VERSION_COLUMNS, "_ddbcdc_deleted"]
         candidates = (
             sa.select(*[s.c[n] for n in (*key, *VERSION_COLUMNS)], s.c._ddbcdc_op == "REMOVE")

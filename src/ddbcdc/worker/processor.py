@@ -61,6 +61,8 @@ class BatchApplier(Protocol):
         self, records: Sequence[SourceRecord], *, position: ShardPosition | None = None
     ) -> BatchResult: ...
 
+    def end_shard(self, application: str, shard_id: str) -> None: ...
+
 
 class Stopped(SystemExit):
     """Raised out of a retry loop when the process must stop (SIGTERM, daemon gone).
@@ -180,8 +182,28 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         log.info("lease lost shard=%s last_applied=%s", self.shard_id, self.last_applied)
 
     def shard_ended(self, shard_ended_input: Any) -> None:
-        """The shard is closed and fully applied: checkpoint at SHARD_END."""
+        """The shard is closed and fully applied: mark it ended, checkpoint at SHARD_END.
+
+        Marked first, retried like a batch: an ended shard brings no more changes, so its
+        position must stop holding tombstone pruning back (a missed mark holds it forever).
+        """
         log.info("shard ended shard=%s last_applied=%s", self.shard_id, self.last_applied)
+        attempt = 0
+        while True:
+            try:
+                self.pipeline.end_shard(self.application, self.shard_id)
+                break
+            except DatabaseUnavailableError as exc:
+                delay = self.apply_backoff.delay(attempt)
+                attempt += 1
+                log.warning(
+                    "shard end not recorded, will retry shard=%s attempt=%d delay_s=%.2f error=%s",
+                    self.shard_id,
+                    attempt,
+                    delay,
+                    exc,
+                )
+                self._wait(delay)
         self._checkpoint(shard_ended_input.checkpointer, None)
 
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:

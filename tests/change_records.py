@@ -1,0 +1,125 @@
+"""Change records for tests, and random valid histories with the state they must end in.
+
+A history is what DynamoDB could have written: per key an INSERT, MODIFYs, REMOVEs, each
+REMOVE followed (sometimes) by a re-INSERT, with change times that never go back and many
+changes in the same microsecond. Event ids sort in the order of the changes, so within a
+microsecond the version order is the order they happened in.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ddbcdc.attributes import marshal
+
+__all__ = ["History", "generate_history", "record"]
+
+
+def record(
+    event: str,
+    key: dict[str, Any],
+    us: int,
+    *,
+    image: dict[str, Any] | None = None,
+    eid: str,
+    table: str = "customers",
+    sequence: str | None = None,
+) -> bytes:
+    """One change record in the Kinesis Data Streams for DynamoDB format (JSON bytes)."""
+    dynamodb: dict[str, Any] = {"ApproximateCreationDateTime": us, "Keys": marshal(key)}
+    if event != "REMOVE":
+        dynamodb["NewImage"] = marshal({**key, **(image or {})})
+    if sequence is not None:
+        dynamodb["SequenceNumber"] = sequence
+    return orjson.dumps(
+        {
+            "awsRegion": "us-east-1",
+            "eventID": eid,
+            "eventName": event,
+            "tableName": table,
+            "userIdentity": None,
+            "recordFormat": "application/json",
+            "dynamodb": dynamodb,
+            "eventSource": "aws:dynamodb",
+        }
+    )
+
+
+@dataclass
+class History:
+    """Records in the order they happened, and what PostgreSQL must hold afterwards.
+
+    Attributes:
+        records: the change records, in order.
+        final: userid -> first_name of every item alive at the end.
+        deleted: userids whose last change is a REMOVE.
+    """
+
+    records: list[bytes] = field(default_factory=list)
+    final: dict[int, str] = field(default_factory=dict)
+    deleted: set[int] = field(default_factory=set)
+
+    def delivery(self, rng: random.Random, *, duplicates: float = 0.3) -> list[bytes]:
+        """Every record at least once, some twice, in a random order."""
+        extra = [r for r in self.records if rng.random() < duplicates]
+        out = [*self.records, *extra]
+        rng.shuffle(out)
+        return out
+
+    def split(self, rng: random.Random, parts: int, *, overlap: float = 0.3) -> list[list[bytes]]:
+        """Deliveries for ``parts`` concurrent appliers: together every record, shuffled,
+        a share of them given to two appliers."""
+        out: list[list[bytes]] = [[] for _ in range(parts)]
+        for r in self.records:
+            first = rng.randrange(parts)
+            out[first].append(r)
+            if parts > 1 and rng.random() < overlap:
+                out[(first + rng.randrange(1, parts)) % parts].append(r)
+        for part in out:
+            rng.shuffle(part)
+        return out
+
+
+def generate_history(
+    rng: random.Random,
+    *,
+    keys: Sequence[int],
+    steps: int,
+    start_us: int,
+    remove_share: float = 0.3,
+    prefix: str = "h",
+) -> History:
+    """A random valid history over ``keys`` (see the module doc)."""
+    history = History()
+    alive = dict.fromkeys(keys, False)
+    us = start_us
+    for serial in range(steps):
+        us += rng.choice((0, 0, 1, 7, 1_000, 86_400_000_000))
+        userid = rng.choice(keys)
+        if alive[userid] and rng.random() < remove_share:
+            event = "REMOVE"
+        else:
+            event = "MODIFY" if alive[userid] else "INSERT"
+        name = f"{prefix}{serial}"
+        history.records.append(
+            record(
+                event,
+                {"userid": userid},
+                us,
+                image={"first_name": name, "phone": serial},
+                eid=f"{prefix}-{serial:08d}",
+            )
+        )
+        alive[userid] = event != "REMOVE"
+        if alive[userid]:
+            history.final[userid] = name
+            history.deleted.discard(userid)
+        else:
+            history.final.pop(userid, None)
+            history.deleted.add(userid)
+    return history
