@@ -69,7 +69,7 @@ def _create_versions(target: str, key: list[sa.Column[object]]) -> sa.Table:
     op.create_index(
         f"{name}_d_idx",
         name,
-        ["_ddbcdc_version_us"],
+        [c.name for c in key],
         postgresql_where=sa.text("_ddbcdc_deleted"),
     )
     return _reflect(name)

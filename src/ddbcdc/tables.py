@@ -176,10 +176,11 @@ def _versions_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
         sa.Column("_ddbcdc_deleted", sa.Boolean, nullable=False),
         _now_column("_ddbcdc_changed_at"),
     )
-    # Pruning reads the tombstones (deleted rows) by version.
+    # Pruning reads the tombstones (deleted rows) only. On the key, which never changes: an
+    # index on the version would make every update of a versions row a non-HOT one.
     sa.Index(
         f"{mapping.versions_table}_d_idx",
-        table.c._ddbcdc_version_us,
+        *[table.c[k] for k in mapping.key],
         postgresql_where=table.c._ddbcdc_deleted,
     )
     return table

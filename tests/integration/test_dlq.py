@@ -143,3 +143,28 @@ def load_mappings_from(doc: dict[str, Any]) -> list[Any]:
     from ddbcdc.mapping import parse_mapping
 
     return [parse_mapping(doc, name="orders")]
+
+
+def test_discard_gives_up_on_pending_dead_letters_and_keeps_them(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = sa.create_engine(db)
+    upgrade(engine, SHIPPED)
+    pipeline = Pipeline(engine=engine, mappings=SHIPPED)
+    bad = [payload("customers", {"userid": n}, {"userid": n, "phone": True}) for n in (1, 2)]
+    assert pipeline.process([SourceRecord(b) for b in bad]).dead_lettered == 2
+    with engine.connect() as conn:
+        first, second = (x.id for x in list_dead_letters(conn))
+    assert run(["discard"]) == 2  # refuses to discard everything unnamed
+    assert run(["discard", "--id", str(first), "--yes"]) == 0
+    assert "discarded 1 dead letter(s)" in capsys.readouterr().out
+    with engine.connect() as conn:
+        assert [x.id for x in list_dead_letters(conn)] == [second]
+        everything = list_dead_letters(conn, include_replayed=True)
+    assert [(x.id, x.discarded_at is not None) for x in everything] == [
+        (first, True),
+        (second, False),
+    ]
+    assert run(["discard", "--id", str(first), "--yes"]) == 1  # already discarded
+    assert run(["list", "--all"]) == 0 and "(discarded)" in capsys.readouterr().out
+    pipeline.close()
