@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -44,7 +44,7 @@ from ddbcdc.errors import (
     PoisonRecordError,
 )
 from ddbcdc.mapping import TableMapping, load_mappings
-from ddbcdc.materialize import ApplyCounts, Materializer
+from ddbcdc.materialize import ApplyCounts, Materializer, TablePlan
 from ddbcdc.materialize.prune import Pruner, share_locks
 from ddbcdc.settings import Settings
 from ddbcdc.tables import shard_progress
@@ -59,8 +59,7 @@ T = TypeVar("T")
 _CONFLICT_ATTEMPTS = 8
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
+class SourceRecord(NamedTuple):
     """One raw Kinesis record: its exact data bytes and where it came from."""
 
     data: bytes
@@ -110,6 +109,7 @@ class PreparedBatch:
     changes: list[CleanChange]
     sources: dict[int, int]  # id(change) -> index of its SourceRecord
     poison: list[tuple[int, DeadLetter]]  # (index of the SourceRecord, dead letter)
+    plan: list[TablePlan]  # the changes, collapsed and staged per table
 
     def newest_us(self) -> int | None:
         """The newest change time among the batch's records that decoded."""
@@ -201,7 +201,7 @@ class Pipeline:
         """
         from ddbcdc.decode import decode_record  # the decoder is its own stage
 
-        prepared = PreparedBatch(records, [], {}, [])
+        prepared = PreparedBatch(records, [], {}, [], [])
         for index, source in enumerate(records):
             stage: Literal["decode", "cleanse"] = "decode"
             table_name: str | None = None
@@ -231,6 +231,7 @@ class Pipeline:
                 continue
             prepared.sources[id(change)] = index
             prepared.changes.append(change)
+        prepared.plan.extend(self.materializer.plan(prepared.changes))
         return prepared
 
     @staticmethod
@@ -303,7 +304,7 @@ class Pipeline:
         if isolate:
             counts = self.materializer.apply_isolated(conn, prepared.changes)
         else:
-            counts = self.materializer.apply(conn, prepared.changes)
+            counts = self.materializer.apply(conn, prepared.changes, plan=prepared.plan)
         letters = []
         for change, reason in counts.failed:
             index = prepared.sources[id(change)]

@@ -26,10 +26,18 @@ import sqlalchemy as sa
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.dberrors import classify, describe
 from ddbcdc.mapping import TableMapping
+from ddbcdc.materialize.staging import StageRow
 from ddbcdc.materialize.writer import TableWriter
 from ddbcdc.tables import mapped_tables
 
-__all__ = ["REFUSED_BELOW_FLOOR", "ApplyCounts", "Materializer", "TableWriter", "collapse"]
+__all__ = [
+    "REFUSED_BELOW_FLOOR",
+    "ApplyCounts",
+    "Materializer",
+    "TablePlan",
+    "TableWriter",
+    "collapse",
+]
 
 #: Why a change at or below the prune floor on a key without a versions row is not applied.
 REFUSED_BELOW_FLOOR = (
@@ -38,6 +46,17 @@ REFUSED_BELOW_FLOOR = (
 )
 
 Slot = tuple[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class TablePlan:
+    """One table's part of a batch, ready for the database (see :meth:`Materializer.plan`)."""
+
+    writer: TableWriter
+    group: list[CleanChange]
+    logged: list[CleanChange]
+    newest: list[CleanChange]
+    rows: list[StageRow]
 
 
 @dataclass
@@ -107,35 +126,64 @@ class Materializer:
         writers = [(self.writers[name], group) for name, group in by_mapping.items()]
         return sorted(writers, key=lambda pair: pair[0].mapping.target_table)
 
-    def apply(self, conn: sa.Connection, changes: Sequence[CleanChange]) -> ApplyCounts:
+    def plan(self, changes: Sequence[CleanChange]) -> list[TablePlan]:
+        """Everything of :meth:`apply` that needs no database: per table, in lock order, the
+        changes to log, the newest per key and their stage rows (pure; any thread)."""
+        plans = []
+        for writer, group in self._groups(changes):
+            logged = _distinct(group) if writer.logged else []
+            newest = collapse(group)
+            plans.append(
+                TablePlan(writer, group, logged, newest, writer.stage.rows(logged, newest))
+            )
+        return plans
+
+    def apply(
+        self,
+        conn: sa.Connection,
+        changes: Sequence[CleanChange],
+        *,
+        plan: Sequence[TablePlan] | None = None,
+    ) -> ApplyCounts:
         """Log, collapse and apply ``changes`` (any order, duplicates allowed).
+
+        Args:
+            conn: a connection in a transaction.
+            changes: the batch.
+            plan: :meth:`plan` of the same changes, when made beforehand.
 
         Raises:
             sqlalchemy.exc.DBAPIError (or a driver error): PostgreSQL refused the batch;
                 the transaction is unusable (see :meth:`apply_isolated`).
         """
         total = ApplyCounts()
-        for writer, group in self._groups(changes):
-            logged = _distinct(group) if writer.logged else []
-            newest = collapse(group)
-            outcome = writer.run(conn, logged, newest)
+        for table in plan if plan is not None else self.plan(changes):
+            writer, group = table.writer, table.group
+            outcome = writer.run(conn, table.logged, table.newest, rows=table.rows)
             counts = ApplyCounts(outcome.upserted, outcome.deleted)
             if outcome.refused:
-                refused = set(outcome.refused)
-                groups = _by_key(group)
-                for change in newest:
-                    if change.event_id in refused:
-                        counts.add(
-                            self._settle_key(
-                                conn,
-                                writer,
-                                groups[(change.mapping.name, change.key)],
-                                refused_first=True,
-                            )
-                        )
+                counts.add(self._settle_refused(conn, writer, group, table.newest, outcome.refused))
             counts.stale = len(group) - counts.upserted - counts.deleted - len(counts.failed)
             total.add(counts)
         return total
+
+    def _settle_refused(
+        self,
+        conn: sa.Connection,
+        writer: TableWriter,
+        group: list[CleanChange],
+        newest: list[CleanChange],
+        refused: list[str],
+    ) -> ApplyCounts:
+        """The keys whose newest change was refused: their older changes, one by one."""
+        counts = ApplyCounts()
+        ids = set(refused)
+        groups = _by_key(group)
+        for change in newest:
+            if change.event_id in ids:
+                key_changes = groups[(change.mapping.name, change.key)]
+                counts.add(self._settle_key(conn, writer, key_changes, refused_first=True))
+        return counts
 
     def apply_isolated(self, conn: sa.Connection, changes: Sequence[CleanChange]) -> ApplyCounts:
         """Like :meth:`apply`, but the changes PostgreSQL refuses are found and returned.

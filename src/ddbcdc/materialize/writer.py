@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
-from ddbcdc.materialize.staging import Stage
+from ddbcdc.materialize.staging import Stage, StageRow
 from ddbcdc.tables import VERSION_COLUMNS, MappedTables, prune_state
 
 __all__ = ["Outcome", "TableWriter"]
@@ -204,15 +204,19 @@ class TableWriter:
         newest: Sequence[CleanChange],
         *,
         skip_log: Sequence[str] = (),
+        rows: Sequence[StageRow] | None = None,
     ) -> Outcome:
         """Stage and apply: ``newest`` compete for their keys, ``logged`` go to the change log.
 
         ``newest`` must hold at most one change per key. Changes of ``skip_log`` (event ids)
         are not logged, nor any change of a key whose newest change was refused (the caller
-        settles those keys). The stage is left filled (:meth:`Stage.clear` empties it).
+        settles those keys). ``rows``: the stage rows of ``logged`` and ``newest``, when
+        made beforehand. The stage is left filled (:meth:`Stage.clear` empties it).
         """
         self.stage.ensure(conn)
-        self.stage.copy(conn, self.stage.rows(logged if self._log is not None else (), newest))
+        if rows is None:
+            rows = self.stage.rows(logged if self._log is not None else (), newest)
+        self.stage.copy(conn, rows)
         outcome = Outcome()
         if newest:
             deleted, upserted, refused = conn.execute(self._arbiter).one()
