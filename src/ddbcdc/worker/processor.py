@@ -40,6 +40,7 @@ from amazon_kclpy.v3 import processor as kclv3
 
 from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
+from ddbcdc.worker import protocol
 from ddbcdc.worker.metrics import ProcessorMetrics, mark_process_dead
 
 __all__ = ["Backoff", "ShardProcessor", "configure_logging", "main"]
@@ -396,9 +397,10 @@ def main() -> int:
         return 2
     processor = ShardProcessor(pipeline, application=settings.application_name, should_stop=stop)
     try:
-        kcl.KCLProcess(
+        process = kcl.KCLProcess(
             processor, input_file=sys.stdin, output_file=protocol_out, error_file=sys.stderr
-        ).run()
+        )
+        protocol.install(process).run()
     finally:
         pipeline.close()
         mark_process_dead(os.getpid())
