@@ -1,4 +1,5 @@
-"""What a PostgreSQL error means for a batch, by SQLSTATE, and how to name it without values.
+"""What a PostgreSQL error means for a batch, by SQLSTATE, how to name it without values, and
+running a transaction by it (:func:`run_transaction`).
 
 Three verdicts (:func:`classify`):
 
@@ -18,12 +19,34 @@ values ("invalid input syntax for type bigint: ...", "Key (id)=(...)") and so it
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import psycopg
 import sqlalchemy as sa
 
-__all__ = ["Verdict", "classify", "describe", "driver_error", "is_database_error", "sqlstate"]
+from ddbcdc.errors import DatabaseUnavailableError
+
+__all__ = [
+    "RefusedError",
+    "Verdict",
+    "classify",
+    "describe",
+    "driver_error",
+    "is_database_error",
+    "run_transaction",
+    "sqlstate",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Attempts at a transaction that keeps colliding with others before it counts as
+#: "unavailable" (the worker then backs off and tries again).
+CONFLICT_ATTEMPTS = 8
 
 Verdict = Literal["conflict", "poison", "unavailable"]
 
@@ -115,3 +138,44 @@ def describe(exc: BaseException) -> str:
         parts.append(reason)
     parts += _diag_fields(inner)
     return "; ".join(parts)
+
+
+class RefusedError(Exception):
+    """PostgreSQL refused a value the transaction sent (the ``poison`` verdict)."""
+
+
+class _ConflictError(Exception):
+    """The transaction collided with another one."""
+
+
+def _once(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
+    try:
+        with engine.begin() as conn:
+            return work(conn)
+    except Exception as exc:
+        if not is_database_error(exc):
+            raise  # a bug, not the database: unchanged
+        verdict = classify(exc)
+        if verdict == "conflict":
+            raise _ConflictError(describe(exc)) from exc
+        if verdict == "poison":
+            raise RefusedError(describe(exc)) from exc
+        raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
+
+
+def run_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
+    """Run ``work`` in one transaction, again at once while it conflicts with others.
+
+    Raises:
+        RefusedError: PostgreSQL refused a value (nothing committed).
+        DatabaseUnavailableError: any other database error, or conflicts that persist.
+    """
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            return _once(engine, work)
+        except _ConflictError as exc:
+            log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
+            time.sleep(random.uniform(0, 0.05 * 2**attempt))
+    raise DatabaseUnavailableError(
+        f"transaction still collides with others after {CONFLICT_ATTEMPTS} attempts"
+    )

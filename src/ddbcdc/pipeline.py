@@ -26,10 +26,9 @@ from datetime import timedelta
 from typing import Literal, NamedTuple, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange, Cleanser
-from ddbcdc.dberrors import classify, describe, is_database_error
+from ddbcdc.dberrors import RefusedError, describe, run_transaction
 from ddbcdc.deadletter import (
     DeadLetter,
     StoredDeadLetter,
@@ -47,16 +46,12 @@ from ddbcdc.mapping import TableMapping, load_mappings
 from ddbcdc.materialize import ApplyCounts, Materializer, TablePlan
 from ddbcdc.materialize.prune import Pruner, share_locks
 from ddbcdc.settings import Settings
-from ddbcdc.tables import shard_progress
+from ddbcdc.shardprogress import ShardPosition, end_shard, record_progress
 
 __all__ = ["BatchResult", "Pipeline", "PreparedBatch", "ShardPosition", "SourceRecord"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: Attempts at a batch that keeps colliding with other transactions before giving up on it
-#: as "unavailable" (the worker then backs off and tries again).
-_CONFLICT_ATTEMPTS = 8
 
 
 class SourceRecord(NamedTuple):
@@ -66,16 +61,6 @@ class SourceRecord(NamedTuple):
     shard_id: str | None = None
     sequence_number: str | None = None
     partition_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ShardPosition:
-    """The position a batch ends at, recorded in ``ddbcdc_shard_progress``."""
-
-    application: str
-    shard_id: str
-    sequence_number: str
-    millis_behind_latest: int | None = None
 
 
 @dataclass
@@ -116,14 +101,6 @@ class PreparedBatch:
         times = [c.approximate_creation_us for c in self.changes]
         times += [x.version_us for _, x in self.poison if x.version_us is not None]
         return max(times) if times else None
-
-
-class _RefusedError(Exception):
-    """PostgreSQL refused a value of the batch: run it again in isolation."""
-
-
-class _ConflictError(Exception):
-    """The batch collided with another transaction: run it again."""
 
 
 class Pipeline:
@@ -266,37 +243,6 @@ class Pipeline:
 
     # -- database part ---------------------------------------------------------------------
 
-    def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
-        """Run ``work`` in one transaction, its database errors classified (conflict, refused,
-        unavailable).
-
-        Errors that do not come from the database (a bug) pass through unchanged.
-        """
-        try:
-            with self.engine.begin() as conn:
-                return work(conn)
-        except Exception as exc:
-            if not is_database_error(exc):
-                raise
-            verdict = classify(exc)
-            if verdict == "conflict":
-                raise _ConflictError(describe(exc)) from exc
-            if verdict == "poison":
-                raise _RefusedError(describe(exc)) from exc
-            raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
-
-    def _attempts(self, work: Callable[[sa.Connection], T]) -> T:
-        """:meth:`_transaction`, again at once while it conflicts with other transactions."""
-        for attempt in range(_CONFLICT_ATTEMPTS):
-            try:
-                return self._transaction(work)
-            except _ConflictError as exc:
-                log.info("batch collided with another transaction (%s); attempt %d", exc, attempt)
-                time.sleep(random.uniform(0, 0.05 * 2**attempt))
-        raise DatabaseUnavailableError(
-            f"batch still collides with other transactions after {_CONFLICT_ATTEMPTS} attempts"
-        )
-
     def _materialize(
         self, conn: sa.Connection, prepared: PreparedBatch, isolate: bool
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
@@ -327,12 +273,12 @@ class Pipeline:
         work: Callable[[sa.Connection, PreparedBatch, bool], BatchResult],
     ) -> BatchResult:
         try:
-            return self._attempts(lambda conn: work(conn, prepared, False))
-        except _RefusedError as exc:
+            return run_transaction(self.engine, lambda conn: work(conn, prepared, False))
+        except RefusedError as exc:
             log.warning("PostgreSQL refused a value of the batch (%s); isolating it", exc)
         try:
-            return self._attempts(lambda conn: work(conn, prepared, True))
-        except _RefusedError as exc:
+            return run_transaction(self.engine, lambda conn: work(conn, prepared, True))
+        except RefusedError as exc:
             # Every change was tried in a savepoint of its own: what failed now is not one.
             raise DatabaseUnavailableError(f"PostgreSQL refused the batch: {exc}") from exc
 
@@ -364,7 +310,7 @@ class Pipeline:
             letters = [letter for _, letter in sorted(prepared.poison + failed, key=_first)]
             write_dead_letters(conn, letters)
             if position is not None:
-                self._record_progress(conn, position, received, newest_us)
+                record_progress(conn, position, received, newest_us)
             return BatchResult(
                 received, counts.upserted, counts.deleted, counts.stale, len(letters)
             )
@@ -398,55 +344,9 @@ class Pipeline:
 
         return self._run(self.prepare(records), work)
 
-    @staticmethod
-    def _record_progress(
-        conn: sa.Connection, position: ShardPosition, count: int, newest_us: int | None
-    ) -> None:
-        """Upsert the shard's progress; its sequence number and stream time never go back
-        (a processor that lost its lease may commit a batch after the new owner's)."""
-        table = shard_progress
-        stmt = pg.insert(table).values(
-            application=position.application,
-            shard_id=position.shard_id,
-            sequence_number=position.sequence_number,
-            records_total=count,
-            batches_total=1,
-            millis_behind_latest=position.millis_behind_latest,
-            max_version_us=newest_us,
-        )
-        new = stmt.excluded
-        ahead = sa.cast(new.sequence_number, sa.Numeric) > sa.cast(
-            table.c.sequence_number, sa.Numeric
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[table.c.application, table.c.shard_id],
-                set_={
-                    "sequence_number": sa.case(
-                        (ahead, new.sequence_number), else_=table.c.sequence_number
-                    ),
-                    "millis_behind_latest": sa.case(
-                        (ahead, new.millis_behind_latest), else_=table.c.millis_behind_latest
-                    ),
-                    "records_total": table.c.records_total + count,
-                    "batches_total": table.c.batches_total + 1,
-                    "max_version_us": sa.func.greatest(table.c.max_version_us, new.max_version_us),
-                    "updated_at": sa.func.now(),
-                },
-            )
-        )
-
     def end_shard(self, application: str, shard_id: str) -> None:
         """Mark a shard ended (fully applied): its position no longer holds pruning back."""
-        stmt = (
-            sa.update(shard_progress)
-            .where(
-                shard_progress.c.application == application,
-                shard_progress.c.shard_id == shard_id,
-            )
-            .values(ended_at=sa.func.now())
-        )
-        self._transaction(lambda conn: conn.execute(stmt))
+        run_transaction(self.engine, lambda conn: end_shard(conn, application, shard_id))
 
     def prune_tombstones(self) -> int:
         """Prune tombstones as far as stream time, holds and dead letters allow.

@@ -105,19 +105,20 @@ class TableWriter:
         s, ver = self.stage.table, self.tables.versions
         return sa.select(sa.literal(1)).where(_key_match(ver, s, self._key)).exists()
 
-    def _build_arbiter(self) -> sa.Select[Any]:
-        s, ver, live = self.stage.table, self.tables.versions, self.tables.live
+    def _claim(self) -> sa.CTE:
+        """The newest change of each key upserted into its versions row where newer, in key
+        order; RETURNING the keys won (and whether by a REMOVE)."""
+        s, ver = self.stage.table, self.tables.versions
         key = self._key
-        newest = s.c._ddbcdc_newest
         admissible = sa.or_(s.c._ddbcdc_version_us > self._floor, self._has_version())
         names = [*key, *VERSION_COLUMNS, "_ddbcdc_deleted"]
         candidates = (
             sa.select(*[s.c[n] for n in (*key, *VERSION_COLUMNS)], s.c._ddbcdc_op == "REMOVE")
-            .where(newest, admissible)
+            .where(s.c._ddbcdc_newest, admissible)
             .order_by(*[s.c[k] for k in key])
         )
         claim = pg.insert(ver).from_select(names, candidates)
-        won = (
+        return (
             claim.on_conflict_do_update(
                 index_elements=key,
                 set_={
@@ -129,37 +130,46 @@ class TableWriter:
             .returning(*[ver.c[k] for k in key], ver.c._ddbcdc_deleted)
             .cte("won")
         )
-        live_names = [*self._columns, *VERSION_COLUMNS]
+
+    def _upsert_live(self, won: sa.CTE) -> sa.CTE:
+        """The live rows of the keys an INSERT or MODIFY won (their versions rows are locked
+        by this transaction: no other writer of these keys can be in between)."""
+        s, live = self.stage.table, self.tables.live
+        key = self._key
+        names = [*self._columns, *VERSION_COLUMNS]
         rows = (
-            sa.select(*[self._staged(n) for n in live_names])
+            sa.select(*[self._staged(n) for n in names])
             .select_from(s.join(won, _key_match(s, won, key)))
-            .where(newest, ~won.c._ddbcdc_deleted)
+            .where(s.c._ddbcdc_newest, ~won.c._ddbcdc_deleted)
         )
-        put = pg.insert(live).from_select(live_names, rows)
-        upserted = (
+        put = pg.insert(live).from_select(names, rows)
+        return (
             put.on_conflict_do_update(
                 index_elements=key,
                 set_={
-                    **{n: put.excluded[n] for n in live_names if n not in key},
+                    **{n: put.excluded[n] for n in names if n not in key},
                     "_ddbcdc_updated_at": sa.func.now(),
                 },
             )
             .returning(sa.literal(1))
             .cte("upserted")
         )
+
+    def _build_arbiter(self) -> sa.Select[Any]:
+        """Step 1: claim, upsert the winners' live rows; (deleted, upserted, refused ids)."""
+        s = self.stage.table
+        won = self._claim()
+        upserted = self._upsert_live(won)
         refused = sa.select(sa.func.array_agg(s.c._ddbcdc_event_id)).where(
-            newest,
+            s.c._ddbcdc_newest,
             s.c._ddbcdc_op != "REMOVE",
             s.c._ddbcdc_version_us <= self._floor,
             ~self._has_version(),
         )
         count = sa.func.count()
+        deleted = sa.select(count).select_from(won).where(won.c._ddbcdc_deleted)
         return sa.select(
-            sa.select(count)
-            .select_from(won)
-            .where(won.c._ddbcdc_deleted)
-            .scalar_subquery()
-            .label("deleted"),
+            deleted.scalar_subquery().label("deleted"),
             sa.select(count).select_from(upserted).scalar_subquery().label("upserted"),
             refused.scalar_subquery().label("refused"),
         )
