@@ -17,10 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import IO, Any
 
-from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
+from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
 from ddbcdc.settings import Settings
 
 __all__ = ["apply_lines", "register"]
+
+_SWITCH_INTERVAL_S = 0.0005
 
 
 def _records(stream: IO[bytes]) -> Iterator[SourceRecord]:
@@ -33,22 +35,38 @@ def _records(stream: IO[bytes]) -> Iterator[SourceRecord]:
 def apply_lines(pipeline: Pipeline, stream: IO[bytes], *, batch_size: int) -> BatchResult:
     """Apply every non-empty line of ``stream`` through ``pipeline`` in batches.
 
-    Batches are applied in order, one transaction each; the next batch is decoded and
-    cleansed in a second thread while PostgreSQL works on the current one (the database
-    driver releases the GIL while it waits).
+    Batches are applied in order, one transaction each; the next batch is read, decoded,
+    cleansed and planned in a second thread while PostgreSQL works on the current one (the
+    database driver releases the GIL while it waits).
 
     Returns:
         The summed counts of all batches.
     """
     total = BatchResult()
     records = _records(stream)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool:
+    # The database thread wakes up after each statement and waits for the GIL, which the
+    # preparing thread holds until the interpreter's switch interval (5 ms) asks it to let
+    # go: a shorter interval hands the database its next statement sooner.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    try:
+        return _pipelined(pipeline, records, batch_size, total)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _pipelined(
+    pipeline: Pipeline, records: Iterator[SourceRecord], batch_size: int, total: BatchResult
+) -> BatchResult:
+    def next_batch() -> PreparedBatch | None:
+        # Read and prepare in the one preparing thread: the database thread only applies.
         batch = list(islice(records, batch_size))
-        pending = pool.submit(pipeline.prepare, batch) if batch else None
-        while pending is not None:
-            prepared = pending.result()
-            batch = list(islice(records, batch_size))
-            pending = pool.submit(pipeline.prepare, batch) if batch else None
+        return pipeline.prepare(batch) if batch else None
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool:
+        pending = pool.submit(next_batch)
+        while (prepared := pending.result()) is not None:
+            pending = pool.submit(next_batch)
             total.add(pipeline.apply(prepared))
     return total
 
