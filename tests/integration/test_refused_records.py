@@ -248,3 +248,24 @@ def test_text_postgresql_cannot_hold_never_fails_the_dead_letter_write(
     # JSON with a lone surrogate is not valid UTF-8 text: refused as it is read.
     assert [x[:2] for x in letters[1:]] == [("decode", "payload is not valid JSON")] * 2
     assert sql(env, "SELECT userid FROM customers") == [(5,)]
+
+
+def test_a_mapping_that_would_merge_keys_stops_migrate_naming_file_and_field(
+    env: dict[str, str],
+) -> None:
+    folder = Path(env["DDBCDC_MAPPINGS_DIR"])
+    doc = dict(MAPPINGS["skeys"], columns=[{"name": "id", "type": "text", "rules": ["trim"]}])
+    (folder / "skeys.json").write_text(json.dumps(doc))
+    done = subprocess.run([DDBCDC, "migrate"], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert str(folder / "skeys.json") in done.stderr and "'columns[0].rules'" in done.stderr
+
+
+def test_a_number_with_thousands_of_leading_zeros_applies(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    doc = json.loads(record("INSERT", {"userid": 9}, US, image={"first_name": "z"}, eid="zeros"))
+    doc["dynamodb"]["NewImage"]["phone"] = {"N": "0" * 5000 + "12345678901234567890"}
+    code, summary, _ = apply(env, [json.dumps(doc).encode()], tmp_path)
+    assert (code, summary["upserted"]) == (0, 1)
+    assert sql(env, "SELECT phone FROM customers") == [("12345678901234567890",)]
