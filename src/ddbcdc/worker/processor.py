@@ -39,7 +39,7 @@ from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclv3
 
 from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
-from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
+from ddbcdc.pipeline import BatchResult, Pipeline, ShardPosition, SourceRecord
 from ddbcdc.worker.metrics import ProcessorMetrics, mark_process_dead
 
 __all__ = ["Backoff", "ShardProcessor", "configure_logging", "main"]
@@ -270,6 +270,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self.metrics.batches.labels(self.shard_id).inc()
         if result.dead_lettered:
             self.metrics.dead_letters.labels(self.shard_id).inc(result.dead_lettered)
+            for (table, column, reason), count in result.reasons.items():
+                self.metrics.dead_letter_reasons.labels(table, column, reason).inc(count)
             log.warning(
                 "records dead-lettered shard=%s count=%d batch_last=%s",
                 self.shard_id,
@@ -372,6 +374,24 @@ class _StopFlag:
         return self.signalled or os.getppid() != self.parent
 
 
+def _check_mappings(pipeline: Pipeline, stop: Callable[[], bool]) -> None:
+    """The pipeline's mapping check, waited for while PostgreSQL is unavailable (a processor
+    may start during an outage); a mapping that differs raises."""
+    backoff = Backoff()
+    attempt = 0
+    while True:
+        try:
+            pipeline.check_mappings()
+            return
+        except DatabaseUnavailableError as exc:
+            if stop():
+                raise
+            delay = backoff.delay(attempt)
+            attempt += 1
+            log.warning("mapping check failed, will retry delay_s=%.2f error=%s", delay, exc)
+            time.sleep(delay)
+
+
 def main() -> int:
     """Run one shard processor on stdin/stdout until the daemon closes stdin."""
     protocol_out = sys.stdout
@@ -386,10 +406,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop.on_signal)
 
-    from ddbcdc.pipeline import Pipeline
-
     try:
-        pipeline = Pipeline.from_settings(settings)
+        pipeline = Pipeline.from_settings(settings, check_mappings=False)
+        _check_mappings(pipeline, stop)
     except DdbcdcError as exc:
         # The daemon stops when a processor fails to initialise: say why, once, clearly.
         log.error("shard processor cannot start: %s", exc)
