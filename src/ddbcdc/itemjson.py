@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["TAGS", "KeptValueError", "decode_attributes", "encode_attributes"]
+__all__ = ["TAGS", "KeptValueError", "comparable", "decode_attributes", "encode_attributes"]
 
 #: Member names that make a one-member object a tagged value.
 TAGS = frozenset({"S", "B", "SS", "NS", "BS", "M"})
@@ -286,3 +286,26 @@ def decode_attributes(text: str | bytes) -> dict[str, Any]:
     if type(raw) is not dict:
         raise _bad("the top level must be an object")
     return {name: _decoded(item) for name, item in raw.items()}
+
+
+def comparable(value: Any) -> Any:
+    """A hashable picture of a JSON or attribute value that is equal exactly when the values
+    are: numbers by value (``1.10E+5`` is ``110000``), never a number equal to a boolean,
+    maps and sets in any order."""
+    if isinstance(value, str):
+        return ("S", value)
+    if isinstance(value, bool):
+        return ("BOOL", value)
+    if isinstance(value, int | Decimal):
+        return ("N", value)
+    if value is None:
+        return ("NULL",)
+    if isinstance(value, bytes):
+        return ("B", value)
+    if isinstance(value, Mapping):
+        return ("M", frozenset((name, comparable(item)) for name, item in value.items()))
+    if isinstance(value, set | frozenset):
+        return ("set", frozenset(comparable(item) for item in value))
+    if isinstance(value, list | tuple):
+        return ("L", tuple(comparable(item) for item in value))
+    raise TypeError(f"not a JSON or attribute value: {type(value).__name__}")

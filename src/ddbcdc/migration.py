@@ -31,7 +31,6 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 import ddbcdc
 from ddbcdc.dberrors import describe
@@ -41,7 +40,15 @@ from ddbcdc.evolution.plan import Step, TablePlan, plan_tables
 from ddbcdc.evolution.versions import record_mapping_version, recorded
 from ddbcdc.mapping import TableMapping
 
-__all__ = ["MigrationResult", "alembic_config", "downgrade", "migrate", "migrations_dir", "upgrade"]
+__all__ = [
+    "MigrationResult",
+    "alembic_config",
+    "downgrade",
+    "format_plan",
+    "migrate",
+    "migrations_dir",
+    "upgrade",
+]
 
 T = TypeVar("T")
 
@@ -222,8 +229,36 @@ def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
     _in_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
 
 
-def head_revision() -> str | None:
-    """The newest revision under ``migrations/``."""
-    config = Config()
-    config.set_main_option("script_location", str(migrations_dir()))
-    return ScriptDirectory.from_config(config).get_current_head()
+def _version(before: int | None, after: int | None) -> str:
+    if after is None:
+        return ""
+    if before == after:
+        return f"mapping version {after} (unchanged)"
+    return f"mapping version {before if before is not None else 'none'} -> {after}"
+
+
+def _plan_lines(plan: TablePlan, result: MigrationResult) -> list[str]:
+    target = plan.mapping.target_table
+    where = plan.mapping.path or plan.mapping.name
+    versions = _version(result.versions_before.get(target), result.versions.get(target))
+    lines = [f"{target} ({where}): {versions}"]
+    for step in plan.steps:
+        mark = "  [destructive]" if step.destructive else ""
+        later = "  (after the backfill)" if step.action == "set not null" else ""
+        lines.append(f"  {step.action} {step.table} {step.detail}{mark}{later}".rstrip())
+        lines += [f"    {sql};" for sql in step.sql]
+    if plan.backfill:
+        source = plan.source or "nothing kept (rows keep NULL until they change)"
+        lines.append(f"  backfill {', '.join(plan.backfill)} from {source}")
+    if len(lines) == 1:
+        lines.append("  matches its tables")
+    return lines
+
+
+def format_plan(result: MigrationResult) -> str:
+    """The plan of a (dry) run, every statement included."""
+    before, after = result.revision_before or "empty", result.revision_after
+    lines = [f"revisions: {before} -> {after}" if before != after else f"revision: {after}"]
+    for plan in result.plans:
+        lines += _plan_lines(plan, result)
+    return "\n".join(lines)

@@ -25,12 +25,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.evolution.backfill import BackfillReport
-from ddbcdc.evolution.plan import TablePlan
 from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import MigrationResult, downgrade, migrate
+from ddbcdc.migration import downgrade, format_plan, migrate
 from ddbcdc.settings import Settings
 
-__all__ = ["format_plan", "register", "run"]
+__all__ = ["register", "run"]
 
 
 def register(subparsers: Any) -> None:
@@ -54,41 +53,6 @@ def register(subparsers: Any) -> None:
         "--batch-size", type=int, default=1000, help="rows per backfill transaction (1000)"
     )
     parser.set_defaults(func=run)
-
-
-def _version(before: int | None, after: int | None) -> str:
-    if after is None:
-        return ""
-    if before == after:
-        return f"mapping version {after} (unchanged)"
-    return f"mapping version {before if before is not None else 'none'} -> {after}"
-
-
-def _plan_lines(plan: TablePlan, result: MigrationResult) -> list[str]:
-    target = plan.mapping.target_table
-    where = plan.mapping.path or plan.mapping.name
-    versions = _version(result.versions_before.get(target), result.versions.get(target))
-    lines = [f"{target} ({where}): {versions}"]
-    for step in plan.steps:
-        mark = "  [destructive]" if step.destructive else ""
-        later = "  (after the backfill)" if step.action == "set not null" else ""
-        lines.append(f"  {step.action} {step.table} {step.detail}{mark}{later}".rstrip())
-        lines += [f"    {sql};" for sql in step.sql]
-    if plan.backfill:
-        source = plan.source or "nothing kept (rows keep NULL until they change)"
-        lines.append(f"  backfill {', '.join(plan.backfill)} from {source}")
-    if len(lines) == 1:
-        lines.append("  matches its tables")
-    return lines
-
-
-def format_plan(result: MigrationResult) -> str:
-    """The plan of a (dry) run, every statement included."""
-    before, after = result.revision_before or "empty", result.revision_after
-    lines = [f"revisions: {before} -> {after}" if before != after else f"revision: {after}"]
-    for plan in result.plans:
-        lines += _plan_lines(plan, result)
-    return "\n".join(lines)
 
 
 def _progress(report: BackfillReport) -> None:
