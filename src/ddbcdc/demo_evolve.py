@@ -99,7 +99,9 @@ def print_samples(
     names = list(mapping.stored_columns)
     columns = [sa.cast(live.c[n], sa.Text).label(n) if n in kept else live.c[n] for n in names]
     order: list[Any] = []
-    if mapping.extra_column is not None:
+    if NEW_ATTRIBUTE in live.c:
+        order.append(live.c[NEW_ATTRIBUTE].is_(None))
+    elif mapping.extra_column is not None:
         holds = live.c[mapping.extra_column].has_key(NEW_ATTRIBUTE)
         order.append(sa.case((holds, 0), else_=1))
     query = sa.select(*columns).order_by(*order, *[live.c[k] for k in mapping.key]).limit(count)

@@ -239,7 +239,8 @@ class Cleanser:
             ) from exc
 
     def validate_row(self, record: ChangeRecord) -> dict[str, Any]:
-        """The row of an INSERT/MODIFY through the pydantic row model (the reference path).
+        """The row of an INSERT/MODIFY through the pydantic row model (the reference path),
+        kept columns included.
 
         Raises:
             CleanseError: as :meth:`cleanse`.
@@ -252,7 +253,11 @@ class Cleanser:
                 value = keys.get(source) if name in self.mapping.key else None
             if value is not None:
                 values[name] = value
-        return self._validate(self.row_model, values, "NewImage", record)
+        row = self._validate(self.row_model, values, "NewImage", record)
+        if self._keeper is not None:
+            row = dict(row)
+            self._keeper.add(row, image, record)
+        return row
 
     def validate_key(self, record: ChangeRecord) -> dict[str, Any]:
         """The key columns of a record's Keys through the pydantic key model.
@@ -288,8 +293,8 @@ class Cleanser:
                 )
             row = _fast_row(self._row_plan, image, keys)
             if row is None:
-                row = dict(self.validate_row(record))
-            if self._keeper is not None:
+                row = self.validate_row(record)
+            elif self._keeper is not None:
                 self._keeper.add(row, image, record)
             key_row = row
         version, seq = version_of(record)

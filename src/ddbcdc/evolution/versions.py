@@ -93,8 +93,9 @@ def mismatch(found: MappingVersion | None, mapping: TableMapping) -> str | None:
     return (
         f"mapping {where} differs from the one table {mapping.target_table!r} was migrated to "
         f"(version {found.version}, {found.migrated_at:%Y-%m-%d %H:%M:%S %Z}, digest "
-        f"{found.digest[:12]}): {'; '.join(changes) or 'digest differs'}. Run ddbcdc migrate "
-        "with this mapping, or use the mapping of that version"
+        f"{found.digest[:12]}); from that mapping to this one: "
+        f"{'; '.join(changes) or 'digest differs'}. Run ddbcdc migrate with this mapping, or "
+        "use the mapping of that version"
     )
 
 
