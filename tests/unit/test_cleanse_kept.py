@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from attribute_strategies import ITEMS, difference
 from hypothesis import given
 
+from attribute_strategies import ITEMS, difference
 from ddbcdc.cleanse import Cleanser
 from ddbcdc.decode import ChangeRecord
 from ddbcdc.errors import CleanseError

@@ -45,10 +45,12 @@ class ScriptedPipeline:
         self.calls.append((list(records), position))
         if self.failures:
             raise self.failures.popleft()
+        reasons = {("customers", "phone", "S where numeric expected"): self.dead_lettered}
         return BatchResult(
             received=len(records),
             upserted=len(records) - self.dead_lettered,
             dead_lettered=self.dead_lettered,
+            reasons=reasons if self.dead_lettered else {},
         )
 
     def end_shard(self, application: str, shard_id: str) -> None:
@@ -261,6 +263,11 @@ def test_dead_letters_are_counted_and_the_batch_still_checkpoints() -> None:
     daemon = h.run()
     assert daemon.checkpoints == ["3"]
     assert h.metric("ddbcdc_worker_dead_letters_total") == 2
+    by_reason = h.registry.get_sample_value(
+        "ddbcdc_worker_dead_letter_reasons_total",
+        {"table": "customers", "column": "phone", "reason": "S where numeric expected"},
+    )
+    assert by_reason == 2
 
 
 @pytest.mark.parametrize("attempt", [0, 1, 5, 30, 10_000])

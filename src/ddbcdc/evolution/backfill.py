@@ -37,7 +37,7 @@ from ddbcdc.deadletter import (
 )
 from ddbcdc.itemjson import decode_attributes, encode_attributes
 from ddbcdc.mapping import ColumnMapping, TableMapping
-from ddbcdc.tables import MappedTables, backfills, mapped_tables
+from ddbcdc.tables import MappedTables, backfills, dead_letters, mapped_tables
 
 __all__ = ["BackfillReport", "Filler", "replay_backfill", "run_backfill", "schedule_backfill"]
 
@@ -161,8 +161,22 @@ class Filler:
             conn.execute(self._update, updates)
             report.filled = len(updates)
         if write_letters:
-            write_dead_letters(conn, report.letters)
+            write_dead_letters(conn, self._new_letters(conn, report.letters))
         return report
+
+    def _new_letters(self, conn: sa.Connection, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Those of ``letters`` not pending already (a second pass finds the same)."""
+        if not letters:
+            return letters
+        pending = sa.select(dead_letters.c.payload).where(
+            dead_letters.c.stage == "backfill",
+            dead_letters.c.target_table == self.mapping.target_table,
+            dead_letters.c.replayed_at.is_(None),
+            dead_letters.c.discarded_at.is_(None),
+            dead_letters.c.payload.in_([x.payload for x in letters]),
+        )
+        known = set(conn.execute(pending).scalars())
+        return [x for x in letters if x.payload not in known]
 
     def _row(self, row: Any, report: BackfillReport) -> dict[str, Any] | None:
         """The update of one row (None: nothing to change)."""
@@ -222,7 +236,7 @@ class Filler:
         return coerced, present
 
     def _letter(self, column: ColumnMapping, message: str, value: Any, row: Any) -> DeadLetter:
-        key = {c.name: row[c.name] for c in self.key}
+        key = {name: row[name] for name in self.mapping.key}
         payload = {
             "backfill": self.mapping.target_table,
             "column": column.name,
