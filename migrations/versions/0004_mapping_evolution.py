@@ -32,9 +32,7 @@ _STAGE_CHECK = "ddbcdc_dead_letters_stage_check"
 
 def _now(name: str, *, nullable: bool = False) -> sa.Column[object]:
     default = None if nullable else sa.func.now()
-    return sa.Column(
-        name, sa.DateTime(timezone=True), nullable=nullable, server_default=default
-    )
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable, server_default=default)
 
 
 def upgrade() -> None:

@@ -309,9 +309,8 @@ def _differences(expected: sa.Table, conn: sa.Connection) -> list[str]:
 def ensure_mapped_tables(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[str]:
     """Create the missing tables of ``mappings``; check that existing ones match.
 
-    This is how a mapping added without a migration gets its tables (``ddbcdc migrate`` runs
-    it after the Alembic revisions). A table whose columns differ from its mapping is never
-    altered: that needs a hand-written revision.
+    A table whose columns differ from its mapping is never altered here; ``ddbcdc migrate``
+    plans such changes with :mod:`ddbcdc.evolution.plan` instead.
 
     Returns:
         The names of the tables created.
