@@ -62,17 +62,21 @@ def storable(text: str | None) -> str | None:
 __all__ = [
     "DeadLetter",
     "DeadLetterCount",
+    "ReasonKey",
     "StoredDeadLetter",
     "discard_dead_letters",
     "list_dead_letters",
     "mark_replayed",
     "poison_reason",
+    "reason_counts",
     "record_failures",
     "summarize_dead_letters",
     "write_dead_letters",
 ]
 
 Stage = Literal["decode", "cleanse", "apply", "backfill"]
+#: (table, column, reason) of a dead letter: what type drift is counted by.
+ReasonKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +172,15 @@ class DeadLetterCount:
     reason: str
     stage: str
     count: int
+
+
+def reason_counts(letters: Sequence[DeadLetter]) -> dict[ReasonKey, int]:
+    """How many of ``letters`` per (table, column, reason); ``"-"`` for none."""
+    counts: dict[ReasonKey, int] = {}
+    for x in letters:
+        key = (x.target_table or x.source_table or "-", x.error_column or "-", x.reason)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def write_dead_letters(conn: sa.Connection, letters: Sequence[DeadLetter]) -> int:

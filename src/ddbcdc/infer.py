@@ -180,6 +180,35 @@ def _column(attribute: str, name: str, type_: str, *, key: bool) -> dict[str, An
     return column
 
 
+def _key_columns(
+    description: Mapping[str, Any], stats: dict[str, AttributeStats], taken: set[str]
+) -> list[dict[str, Any]]:
+    defined = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
+    columns = []
+    for key in description["KeySchema"]:
+        attribute = key["AttributeName"]
+        name = column_name(attribute)
+        if name is None:
+            raise ConfigurationError(f"key attribute {attribute!r} makes no column name")
+        type_ = _key_type(defined[attribute], stats.get(attribute))
+        columns.append(_column(attribute, _unique(name, taken), type_, key=True))
+    return columns
+
+
+def _attribute_columns(
+    stats: dict[str, AttributeStats], count: int, min_share: float, taken: set[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """(a column per common attribute, the attributes left to the extra column)."""
+    columns, left = [], []
+    for attribute, seen in stats.items():
+        name = column_name(attribute)
+        if name is None or (count and seen.seen / count < min_share):
+            left.append(attribute)
+        else:
+            columns.append(_column(attribute, _unique(name, taken), seen.column_type(), key=False))
+    return columns, left
+
+
 def infer_mapping(
     description: Mapping[str, Any],
     items: Iterable[Mapping[str, Any]],
@@ -198,42 +227,25 @@ def infer_mapping(
     """
     table = str(description["TableName"])
     count, stats = observe(items)
-    defined = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
-    key_attributes = [k["AttributeName"] for k in description["KeySchema"]]
     taken = {extra_column}
-    columns, key, rare, unnamed = [], [], [], []
-    for attribute in key_attributes:
-        name = column_name(attribute)
-        if name is None:
-            raise ConfigurationError(f"key attribute {attribute!r} makes no column name")
-        name = _unique(name, taken)
-        key.append(name)
-        type_ = _key_type(defined[attribute], stats.get(attribute))
-        columns.append(_column(attribute, name, type_, key=True))
-    for attribute, seen in stats.items():
-        if attribute in key_attributes:
-            continue
-        name = column_name(attribute)
-        if name is None:
-            unnamed.append(attribute)
-        elif count and seen.seen / count < min_share:
-            rare.append(attribute)
-        else:
-            columns.append(_column(attribute, _unique(name, taken), seen.column_type(), key=False))
+    keys = _key_columns(description, stats, taken)
+    key_attributes = {k["AttributeName"] for k in description["KeySchema"]}
+    rest = {a: s for a, s in stats.items() if a not in key_attributes}
+    columns, left = _attribute_columns(rest, count, min_share, taken)
     mixed = [a for a, s in stats.items() if len({k for k in s.types if k != "NULL"}) > 1]
     document: dict[str, Any] = {
         "source_table": table,
         "target_table": target_table or column_name(table) or "table",
-        "key": key,
+        "key": [c["name"] for c in keys],
         "change_log": change_log,
         "extra": {"column": extra_column},
-        "columns": columns,
+        "columns": keys + columns,
         "inferred": {
             "sampled_items": count,
             "table_item_count": description.get("ItemCount"),
             "min_share": min_share,
             "mixed_types": mixed,
-            "left_to_extra": rare + unnamed,
+            "left_to_extra": left,
             "attributes": {a: s.summary(count) for a, s in stats.items()},
         },
     }

@@ -32,9 +32,11 @@ from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.dberrors import classify, describe, is_database_error
 from ddbcdc.deadletter import (
     DeadLetter,
+    ReasonKey,
     StoredDeadLetter,
     mark_replayed,
     poison_reason,
+    reason_counts,
     record_failures,
     write_dead_letters,
 )
@@ -79,10 +81,6 @@ class ShardPosition:
     millis_behind_latest: int | None = None
 
 
-#: (table, column, reason) of a dead letter: what type drift is counted by.
-ReasonKey = tuple[str, str, str]
-
-
 @dataclass
 class BatchResult:
     """What a batch did. ``received == upserted + deleted + stale + dead_lettered``.
@@ -107,14 +105,6 @@ class BatchResult:
         self.dead_lettered += other.dead_lettered
         for key, count in other.reasons.items():
             self.reasons[key] = self.reasons.get(key, 0) + count
-
-
-def _reasons(letters: Sequence[DeadLetter]) -> dict[ReasonKey, int]:
-    counts: dict[ReasonKey, int] = {}
-    for x in letters:
-        key = (x.target_table or x.source_table or "-", x.error_column or "-", x.reason)
-        counts[key] = counts.get(key, 0) + 1
-    return counts
 
 
 def _first(pair: tuple[int, DeadLetter]) -> int:
@@ -418,7 +408,7 @@ class Pipeline:
                 counts.deleted,
                 counts.stale,
                 len(letters),
-                _reasons(letters),
+                reason_counts(letters),
             )
 
         result = self._run(batch, work)

@@ -161,7 +161,7 @@ def replay_dead_letters(
     Returns:
         The summed counts; ``dead_lettered`` are those still failing.
     """
-    from ddbcdc.evolution.backfill import replay_backfill
+    from ddbcdc.evolution.replay import replay_backfill
 
     total = BatchResult()
     after_id = 0

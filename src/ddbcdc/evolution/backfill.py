@@ -28,18 +28,12 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.attributes import marshal, unmarshal
 from ddbcdc.cleanse.coerce import coercer
 from ddbcdc.cleanse.kept import refusal_reason
-from ddbcdc.deadletter import (
-    DeadLetter,
-    StoredDeadLetter,
-    mark_replayed,
-    record_failures,
-    write_dead_letters,
-)
+from ddbcdc.deadletter import DeadLetter, write_dead_letters
 from ddbcdc.itemjson import decode_attributes, encode_attributes
 from ddbcdc.mapping import ColumnMapping, TableMapping
 from ddbcdc.tables import MappedTables, backfills, dead_letters, mapped_tables
 
-__all__ = ["BackfillReport", "Filler", "replay_backfill", "run_backfill", "schedule_backfill"]
+__all__ = ["BackfillReport", "Filler", "run_backfill", "schedule_backfill"]
 
 Key = tuple[Any, ...]
 
@@ -286,6 +280,39 @@ def _job(conn: sa.Connection, target: str) -> sa.Row[Any] | None:
     return conn.execute(query).first()
 
 
+def _finish(engine: sa.Engine, target: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(backfills)
+            .where(backfills.c.target_table == target)
+            .values(finished_at=sa.func.now())
+        )
+
+
+def _batch(engine: sa.Engine, filler: Filler, batch_size: int) -> tuple[BackfillReport, bool]:
+    """One batch in one transaction, the job row moved on in it: (report, more to do)."""
+    target = filler.mapping.target_table
+    with engine.begin() as conn:
+        job = _job(conn, target)
+        assert job is not None
+        query = filler.select()
+        if job.after_key is not None:
+            query = query.where(filler.after(filler.decode_key(job.after_key)))
+        query = query.order_by(*filler.key).limit(batch_size).with_for_update()
+        rows = conn.execute(query).all()
+        report = filler.fill(conn, rows)
+        values: dict[str, Any] = {
+            "rows_done": backfills.c.rows_done + report.rows,
+            "dead_lettered": backfills.c.dead_lettered + report.dead_lettered,
+        }
+        if rows:
+            values["after_key"] = filler.encode_key(filler.key_of(rows[-1]._mapping))
+        else:
+            values["finished_at"] = sa.func.now()
+        conn.execute(sa.update(backfills).where(backfills.c.target_table == target).values(values))
+    return report, bool(rows)
+
+
 def run_backfill(
     engine: sa.Engine,
     mapping: TableMapping,
@@ -303,90 +330,22 @@ def run_backfill(
         job = _job(conn, mapping.target_table)
     if job is None or job.finished_at is not None:
         return None
+    if job.source_column not in mapping.stored_columns:  # dropped since: nothing to read
+        _finish(engine, mapping.target_table)
+        return BackfillReport(mapping.target_table, [], finished=True)
     known = {c.name for c in mapping.columns}
     filler = Filler(mapping, [c for c in job.columns if c in known], job.source_column)
     total = BackfillReport(mapping.target_table, [c.name for c in filler.columns])
     batches = 0
     while max_batches is None or batches < max_batches:
-        with engine.begin() as conn:
-            job = _job(conn, mapping.target_table)
-            assert job is not None
-            query = filler.select()
-            if job.after_key is not None:
-                query = query.where(filler.after(filler.decode_key(job.after_key)))
-            query = query.order_by(*filler.key).limit(batch_size).with_for_update()
-            rows = conn.execute(query).all()
-            report = filler.fill(conn, rows)
-            values: dict[str, Any] = {
-                "rows_done": backfills.c.rows_done + report.rows,
-                "dead_lettered": backfills.c.dead_lettered + report.dead_lettered,
-            }
-            if rows:
-                values["after_key"] = filler.encode_key(filler.key_of(rows[-1]._mapping))
-            else:
-                values["finished_at"] = sa.func.now()
-            conn.execute(
-                sa.update(backfills)
-                .where(backfills.c.target_table == mapping.target_table)
-                .values(values)
-            )
+        report, more = _batch(engine, filler, batch_size)
         batches += 1
         total.rows += report.rows
         total.filled += report.filled
         total.dead_lettered += report.dead_lettered
         if on_batch is not None:
             on_batch(report)
-        if not rows:
+        if not more:
             total.finished = True
             break
     return total
-
-
-def _replay_one(
-    conn: sa.Connection, mapping: TableMapping, letter: StoredDeadLetter
-) -> DeadLetter | None:
-    """Fill the column a backfill dead letter names, for its key, with today's mapping:
-    None when done (or nothing is left to do), else the new failure."""
-    column = orjson.loads(letter.payload).get("column")
-    source = mapping.item_column or mapping.extra_column
-    if source is None or column not in {c.name for c in mapping.columns}:
-        return None
-    filler = Filler(mapping, [column], source)
-    key = filler.letter_key(letter.payload)
-    match = [c == sa.literal(v, c.type) for c, v in zip(filler.key, key, strict=True)]
-    rows = conn.execute(filler.select().where(*match).with_for_update()).all()
-    report = filler.fill(conn, rows, write_letters=False)
-    return report.letters[0] if report.letters else None
-
-
-def replay_backfill(
-    engine: sa.Engine, mappings: Sequence[TableMapping], letters: Sequence[StoredDeadLetter]
-) -> int:
-    """Replay backfill dead letters in one transaction: each fills its column for its key
-    again; those that now fit are marked replayed, the others keep their row with the new
-    error. Returns how many still fail."""
-    by_target = {m.target_table: m for m in mappings}
-    failing: list[tuple[int, DeadLetter]] = []
-    done: list[int] = []
-    with engine.begin() as conn:
-        for letter in letters:
-            mapping = by_target.get(letter.target_table or "")
-            if mapping is None:
-                again: DeadLetter | None = DeadLetter(
-                    stage="backfill",
-                    error=f"no table mapping for target table {letter.target_table!r}",
-                    payload=letter.payload,
-                    source_table=letter.source_table,
-                    target_table=letter.target_table,
-                    error_column=letter.error_column,
-                    error_reason="no table mapping",
-                )
-            else:
-                again = _replay_one(conn, mapping, letter)
-            if again is None:
-                done.append(letter.id)
-            else:
-                failing.append((letter.id, again))
-        record_failures(conn, failing)
-        mark_replayed(conn, done)
-    return len(failing)
