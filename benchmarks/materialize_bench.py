@@ -103,7 +103,9 @@ class NaiveWriter:
         live, ver, log = tables.live, tables.versions, tables.changes
         assert log is not None
         self.cleanser = Cleanser(mapping)
-        self.columns = [c.name for c in mapping.columns]
+        self.columns = list(mapping.stored_columns)
+        # Cleansed jsonb values are exact JSON text: cast, as the pipeline's statements do.
+        self.jsonb = [n for n in self.columns if isinstance(live.c[n].type, pg.JSONB)]
         names = ("_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id")
 
         def version(cols: Any) -> Any:
@@ -119,7 +121,8 @@ class NaiveWriter:
             set_={n: claim.excluded[n] for n in (*names, "_ddbcdc_deleted")},
             where=version(ver.c) < version(claim.excluded),
         ).returning(ver.c._ddbcdc_deleted)
-        put = pg.insert(live)
+        text = {n: sa.cast(sa.bindparam(n, type_=sa.Text()), pg.JSONB()) for n in self.jsonb}
+        put = pg.insert(live).values(text) if text else pg.insert(live)
         self.upsert = put.on_conflict_do_update(
             index_elements=["userid"],
             set_={n: put.excluded[n] for n in (*self.columns, *names) if n != "userid"},
@@ -134,9 +137,10 @@ class NaiveWriter:
             "_ddbcdc_sequence": change.sequence,
             "_ddbcdc_event_id": change.event_id,
         }
-        conn.execute(
-            self.log, {**params, "_ddbcdc_op": change.event_name, "_ddbcdc_row": change.row}
-        )
+        logged = change.row
+        if logged is not None and self.jsonb:
+            logged = {**logged, **{n: json.loads(logged[n]) for n in self.jsonb if logged[n]}}
+        conn.execute(self.log, {**params, "_ddbcdc_op": change.event_name, "_ddbcdc_row": logged})
         won = conn.execute(
             self.claim, {**params, "_ddbcdc_deleted": change.row is None}
         ).scalar_one_or_none()
@@ -176,9 +180,15 @@ def run_apply(
 def snapshot(engine: sa.Engine, mapping: TableMapping) -> list[Any]:
     """Live rows and versions rows."""
     tables = mapped_tables([mapping])[mapping.name]
+
+    def value(c: sa.Column[Any]) -> Any:
+        return sa.cast(c, sa.Text) if isinstance(c.type, pg.JSONB) else c  # hashable
+
     with engine.connect() as conn:
         return [
-            conn.execute(sa.select(*[c for c in t.columns if not c.name.endswith("_at")])).all()
+            conn.execute(
+                sa.select(*[value(c) for c in t.columns if not c.name.endswith("_at")])
+            ).all()
             for t in (tables.live, tables.versions)
         ]
 

@@ -78,6 +78,15 @@ def identical(a: Any, b: Any) -> bool:
     return difference(a, b) is None
 
 
+def no_nul_names(value: Any) -> bool:
+    """True when no map in ``value`` has a name holding U+0000 (jsonb cannot store one)."""
+    if isinstance(value, dict):
+        return all("\x00" not in k and no_nul_names(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(no_nul_names(v) for v in value)
+    return True
+
+
 def freeze(value: Any) -> Any:
     """A hashable, comparable picture of a value, its types and order included.
 

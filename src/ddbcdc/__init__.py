@@ -11,6 +11,7 @@ from ddbcdc.errors import (
     PoisonRecordError,
     RetryableError,
 )
+from ddbcdc.itemjson import decode_attributes, encode_attributes
 
 __version__ = "0.1.0"
 
@@ -24,8 +25,10 @@ __all__ = [
     "PoisonRecordError",
     "RetryableError",
     "__version__",
+    "decode_attributes",
     "decode_lambda_event",
     "decode_record",
+    "encode_attributes",
     "marshal",
     "unmarshal",
 ]

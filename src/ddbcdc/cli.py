@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "local",
     "migrate",
+    "mapping",
     "setup",
     "worker",
     "load",

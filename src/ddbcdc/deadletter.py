@@ -7,6 +7,11 @@ through :meth:`ddbcdc.pipeline.Pipeline.replay`, which marks ``replayed_at`` on 
 records the new error on failure; :func:`discard_dead_letters` gives up on some. A pending
 dead letter (neither replayed nor discarded) keeps the tombstones its replay may need.
 
+Each dead letter says, apart from its full error text, which column refused a value (when
+one did) and why in words that name types, never values (``error_column``, ``error_reason``:
+``phone``, ``S where numeric expected``): :func:`summarize_dead_letters` counts them per
+table, column and reason, which is how type drift in a source table shows.
+
 The text columns are written with anything PostgreSQL text cannot hold escaped (U+0000, lone
 surrogates, as ``\x00``, ``\ud800``), so writing a dead letter never fails on its content.
 """
@@ -20,7 +25,7 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from ddbcdc.errors import PoisonRecordError
+from ddbcdc.errors import CleanseError, PoisonRecordError
 from ddbcdc.tables import dead_letters
 
 _TEXT_FIELDS = frozenset(
@@ -32,8 +37,18 @@ _TEXT_FIELDS = frozenset(
         "shard_id",
         "sequence_number",
         "partition_key",
+        "error_column",
+        "error_reason",
     }
 )
+
+
+def poison_reason(exc: BaseException) -> str | None:
+    """The reason of a poison record's error (it names no value): a cleanse error's reason,
+    else its message."""
+    if isinstance(exc, CleanseError) and exc.reason:
+        return exc.reason
+    return exc.message if isinstance(exc, PoisonRecordError) else None
 
 
 def storable(text: str | None) -> str | None:
@@ -46,15 +61,22 @@ def storable(text: str | None) -> str | None:
 
 __all__ = [
     "DeadLetter",
+    "DeadLetterCount",
+    "ReasonKey",
     "StoredDeadLetter",
     "discard_dead_letters",
     "list_dead_letters",
     "mark_replayed",
+    "poison_reason",
+    "reason_counts",
     "record_failures",
+    "summarize_dead_letters",
     "write_dead_letters",
 ]
 
-Stage = Literal["decode", "cleanse", "apply"]
+Stage = Literal["decode", "cleanse", "apply", "backfill"]
+#: (table, column, reason) of a dead letter: what type drift is counted by.
+ReasonKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +93,8 @@ class DeadLetter:
     sequence_number: str | None = None
     partition_key: str | None = None
     version_us: int | None = None
+    error_column: str | None = None
+    error_reason: str | None = None
 
     @classmethod
     def from_error(
@@ -88,6 +112,7 @@ class DeadLetter:
     ) -> DeadLetter:
         """Build a dead letter from the error that made the record poison."""
         poison = exc if isinstance(exc, PoisonRecordError) else None
+        cleanse = exc if isinstance(exc, CleanseError) else None
         return cls(
             stage=stage,
             error=poison.message if poison else f"{type(exc).__name__}: {exc}",
@@ -99,7 +124,14 @@ class DeadLetter:
             sequence_number=sequence_number,
             partition_key=partition_key,
             version_us=version_us,
+            error_column=cleanse.column if cleanse else None,
+            error_reason=poison_reason(exc),
         )
+
+    @property
+    def reason(self) -> str:
+        """What the dead letter is counted under: the reason, else the error."""
+        return self.error_reason or self.error
 
     def values(self) -> dict[str, object]:
         """Column values for ``ddbcdc_dead_letters``, text made storable."""
@@ -127,6 +159,28 @@ class StoredDeadLetter:
     replayed_at: datetime | None
     version_us: int | None = None
     discarded_at: datetime | None = None
+    error_column: str | None = None
+    error_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterCount:
+    """Pending dead letters of one table, column and reason (:func:`summarize_dead_letters`)."""
+
+    table: str | None
+    column: str | None
+    reason: str
+    stage: str
+    count: int
+
+
+def reason_counts(letters: Sequence[DeadLetter]) -> dict[ReasonKey, int]:
+    """How many of ``letters`` per (table, column, reason); ``"-"`` for none."""
+    counts: dict[ReasonKey, int] = {}
+    for x in letters:
+        key = (x.target_table or x.source_table or "-", x.error_column or "-", x.reason)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def write_dead_letters(conn: sa.Connection, letters: Sequence[DeadLetter]) -> int:
@@ -149,6 +203,8 @@ def record_failures(conn: sa.Connection, failures: Sequence[tuple[int, DeadLette
                 source_table=storable(letter.source_table),
                 target_table=storable(letter.target_table),
                 version_us=letter.version_us,
+                error_column=storable(letter.error_column),
+                error_reason=storable(letter.error_reason),
             )
         )
 
@@ -216,3 +272,28 @@ def discard_dead_letters(conn: sa.Connection, ids: Sequence[int]) -> int:
         .values(discarded_at=sa.func.now())
     )
     return conn.execute(stmt).rowcount
+
+
+def summarize_dead_letters(
+    conn: sa.Connection, *, include_replayed: bool = False, source_table: str | None = None
+) -> list[DeadLetterCount]:
+    """Pending dead letters counted per target table, column, reason and stage, most first.
+
+    Args:
+        conn: a connection.
+        include_replayed: count those replayed or discarded too.
+        source_table: only records of this DynamoDB table.
+    """
+    table = sa.func.coalesce(dead_letters.c.target_table, dead_letters.c.source_table)
+    reason = sa.func.coalesce(dead_letters.c.error_reason, dead_letters.c.error)
+    count = sa.func.count().label("count")
+    groups = (table, dead_letters.c.error_column, reason, dead_letters.c.stage)
+    query = sa.select(*groups, count).group_by(*groups)
+    if not include_replayed:
+        query = query.where(
+            dead_letters.c.replayed_at.is_(None), dead_letters.c.discarded_at.is_(None)
+        )
+    if source_table is not None:
+        query = query.where(dead_letters.c.source_table == source_table)
+    query = query.order_by(count.desc(), *groups)
+    return [DeadLetterCount(*row) for row in conn.execute(query)]

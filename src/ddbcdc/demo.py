@@ -1,8 +1,12 @@
 """The demo: the whole pipeline on the local stack, from DynamoDB writes to PostgreSQL rows.
 
 Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge), migrate, set up
-the stream and the table, start the KCL worker, load changes, wait until PostgreSQL equals a
-Scan of the DynamoDB table, report, clean up. Exit status 0 only when both sides match.
+the stream and the table, start the KCL worker, load changes (the second half with an
+attribute the mapping does not name, ``city``: it is kept in the ``attributes`` column), wait
+until PostgreSQL equals a Scan of the DynamoDB table, report, stop the worker. Then the mapping
+evolves (:mod:`ddbcdc.demo_evolve`): a ``city`` column is added, ``migrate`` fills it from the
+kept attributes and PostgreSQL must equal the Scan again. Clean up. Exit status 0 only when
+both comparisons match.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,16 +26,16 @@ import sqlalchemy as sa
 
 from ddbcdc import aws
 from ddbcdc.children import signal_when_parent_dies
+from ddbcdc.demo_evolve import NEW_ATTRIBUTE, evolve, print_samples
 from ddbcdc.loader import LoadOptions, expected_state, plan_operations
 from ddbcdc.loadwriter import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.mapping import TableMapping, load_mappings
 from ddbcdc.migration import upgrade
 from ddbcdc.provision import ProvisionOptions, set_up
-from ddbcdc.render import to_jsonable
 from ddbcdc.settings import Settings
 from ddbcdc.tables import dead_letters, shard_progress
-from ddbcdc.verify import Comparison, compare, live_rows
+from ddbcdc.verify import Comparison, compare
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -138,20 +142,6 @@ def _bookkeeping(engine: sa.Engine) -> tuple[int, list[dict[str, Any]]]:
     return int(letters), shards
 
 
-def _samples(
-    dynamodb: Any, engine: sa.Engine, mapping: TableMapping, out: TextIO, count: int = 3
-) -> None:
-    with engine.connect() as conn:
-        rows = live_rows(conn, mapping)
-    for key in sorted(rows)[:count]:
-        item = dynamodb.get_item(
-            TableName=mapping.source_table,
-            Key={name: {"N": str(value)} for name, value in zip(mapping.key, key, strict=True)},
-        ).get("Item", {})
-        print(f"  DynamoDB   {item}", file=out)
-        print(f"  PostgreSQL {to_jsonable(rows[key])}", file=out)
-
-
 def _report(
     out: TextIO,
     summary: LoadSummary,
@@ -206,10 +196,13 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                     say("the worker took no leases in time; see " + str(options.log_dir))
                     return 1
                 say(f"the worker holds leases on all {options.shards} shards")
-                return _load_and_check(options, settings, engine, mapping, worker, say, out)
+                status = _load_and_check(options, settings, engine, mapping, worker, say, out)
             finally:
                 _stop_worker(worker)
                 say("worker stopped")
+            if status:
+                return status
+            return evolve(dynamodb, engine, mapping, options.log_dir, say=say, out=out)
         finally:
             engine.dispose()
 
@@ -223,17 +216,26 @@ def _load_and_check(
     say: Callable[[str], None],
     out: TextIO,
 ) -> int:
-    load = LoadOptions(
+    first = LoadOptions(
         table=mapping.source_table,
-        count=options.changes,
+        count=options.changes // 2,
         keys=options.keys,
         seed=options.seed,
         rate=options.rate,
     )
-    operations = list(plan_operations(load))
-    say(f"loading {len(operations)} changes over {options.keys} keys")
+    operations = list(plan_operations(first))
+    # Mid-run, the items gain an attribute the mapping does not name.
+    second = replace(first, count=options.changes - first.count, new_attribute=NEW_ATTRIBUTE)
+    later = plan_operations(
+        replace(second, seed=first.seed + 1), existing=expected_state(operations)
+    )
+    operations += [replace(op, index=op.index + first.count) for op in later]
+    say(
+        f"loading {len(operations)} changes over {options.keys} keys; from change "
+        f"{first.count + 1} on, items also get {NEW_ATTRIBUTE!r}, which the mapping does not name"
+    )
     summary = run_load(
-        aws.client("dynamodb", settings, max_attempts=1), load, operations=operations
+        aws.client("dynamodb", settings, max_attempts=1), second, operations=operations
     )
     say(f"loaded {summary.total_writes} changes at {summary.rate:,.0f}/s; waiting for PostgreSQL")
     dynamodb = aws.client("dynamodb", settings)
@@ -245,7 +247,7 @@ def _load_and_check(
     expected = len(expected_state(operations))
     if comparison.matches and comparison.source_items == expected:
         print("\nSample rows, side by side:", file=out)
-        _samples(dynamodb, engine, mapping, out)
+        print_samples(dynamodb, engine, mapping, out)
         print("\nPostgreSQL matches DynamoDB.", file=out)
         return 0
     print(f"\nMISMATCH: {comparison} (worker log: {options.log_dir / 'worker.log'})", file=out)

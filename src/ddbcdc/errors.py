@@ -78,7 +78,27 @@ class DecodeError(PoisonRecordError):
 
 
 class CleanseError(PoisonRecordError):
-    """The change record decoded but does not fit its table mapping."""
+    """The change record decoded but does not fit its table mapping.
+
+    Attributes:
+        column: the target column that refused the value, if one did.
+        reason: what went wrong, naming types but never values (``S where numeric
+            expected``): the same text for every record with the same problem.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        shard_id: str | None = None,
+        sequence_number: str | None = None,
+        column: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path, shard_id=shard_id, sequence_number=sequence_number)
+        self.column = column
+        self.reason = reason
 
 
 class RetryableError(DdbcdcError):

@@ -13,6 +13,10 @@ Operation semantics, with the fallbacks that keep every operation meaningful:
   becomes a ``modify`` of a random present key.
 * ``modify`` rewrites one to three attributes of a present key (``first_name``, ``last_name``,
   ``phone``), each to a different value. On an empty table it becomes an ``insert``.
+
+With ``new_attribute`` (``ddbcdc load --new-attribute city``) every insert also writes that
+attribute (a city name, S) and modifies may change it too: how a table gains an attribute its
+mapping does not name yet.
 * ``remove`` deletes a present key. On an empty table it becomes an ``insert``.
 
 The planner starts from an empty table unless it is given the existing items
@@ -56,6 +60,10 @@ Item = dict[str, Any]
 _FIRST_NAMES = (
     "Ada", "Alan", "Barbara", "Claude", "Dennis", "Edsger", "Frances", "Grace", "Hedy", "Ivan",
     "Jean", "John", "Ken", "Leslie", "Linus", "Margaret", "Niklaus", "Radia", "Shafi", "Tim",
+)  # fmt: skip
+_CITIES = (
+    "Amsterdam", "Berlin", "Cairo", "Delhi", "Edinburgh", "Florence", "Geneva", "Helsinki",
+    "Istanbul", "Jakarta", "Kyoto", "Lagos", "Montreal", "Nairobi", "Oslo", "Porto",
 )  # fmt: skip
 _LAST_NAMES = (
     "Allen", "Backus", "Cerf", "Dijkstra", "Engelbart", "Goldwasser", "Hamilton", "Hopper",
@@ -116,6 +124,7 @@ class LoadOptions:
         workers: writer threads; a key always goes to the same one, so per-key order holds.
         batch_size: operations per BatchWriteItem (1..25).
         modify_with_update: send modifies as UpdateItem (unbatched) instead of PutItem.
+        new_attribute: an attribute (S, a city) every insert writes and modifies may change.
     """
 
     table: str = "customers"
@@ -127,6 +136,13 @@ class LoadOptions:
     workers: int = 4
     batch_size: int = MAX_BATCH
     modify_with_update: bool = False
+    new_attribute: str | None = None
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """The attributes inserts write and modifies change (the key aside)."""
+        extra = (self.new_attribute,) if self.new_attribute else ()
+        return (*MUTABLE_ATTRIBUTES, *extra)
 
     def __post_init__(self) -> None:
         if self.count < 0:
@@ -140,6 +156,13 @@ class LoadOptions:
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ConfigurationError(f"batch size must be 1..{MAX_BATCH}, got {self.batch_size}")
         parse_mix(format_mix(self.mix))  # same validation as the command line
+        if self.new_attribute is not None and (
+            not self.new_attribute or self.new_attribute in (KEY_ATTRIBUTE, *MUTABLE_ATTRIBUTES)
+        ):
+            raise ConfigurationError(
+                f"new attribute must be a name other than {KEY_ATTRIBUTE!r} and "
+                f"{', '.join(MUTABLE_ATTRIBUTES)}, got {self.new_attribute!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,18 +240,22 @@ def _value(rng: random.Random, attribute: str) -> Any:
         return rng.choice(_FIRST_NAMES)
     if attribute == "last_name":
         return rng.choice(_LAST_NAMES)
-    return rng.randrange(2_000_000_000, 10_000_000_000)  # phone: ten digits
+    if attribute == "phone":
+        return rng.randrange(2_000_000_000, 10_000_000_000)  # ten digits
+    return rng.choice(_CITIES)  # the new attribute
 
 
-def _customer(rng: random.Random, key: int) -> Item:
+def _customer(rng: random.Random, key: int, attributes: tuple[str, ...]) -> Item:
     item: Item = {KEY_ATTRIBUTE: key}
-    for attribute in MUTABLE_ATTRIBUTES:
+    for attribute in attributes:
         item[attribute] = _value(rng, attribute)
     return item
 
 
-def _modified(rng: random.Random, item: Mapping[str, Any]) -> tuple[Item, tuple[str, ...]]:
-    changed = sorted(rng.sample(MUTABLE_ATTRIBUTES, rng.randint(1, len(MUTABLE_ATTRIBUTES))))
+def _modified(
+    rng: random.Random, item: Mapping[str, Any], attributes: tuple[str, ...]
+) -> tuple[Item, tuple[str, ...]]:
+    changed = sorted(rng.sample(attributes, rng.randint(1, len(MUTABLE_ATTRIBUTES))))
     new = dict(item)
     for attribute in changed:
         value = _value(rng, attribute)
@@ -270,13 +297,13 @@ def plan_operations(
         kind = _choose_kind(rng, space, kinds, weights)
         if kind == "insert":
             key = space.pick_absent(rng)
-            item = _customer(rng, key)
+            item = _customer(rng, key, options.attributes)
             space.inserted(key)
             items[key] = item
             yield Operation(index, "insert", key, item)
         elif kind == "modify":
             key = space.pick_present(rng)
-            item, changed = _modified(rng, items[key])
+            item, changed = _modified(rng, items[key], options.attributes)
             items[key] = item
             yield Operation(index, "modify", key, item, changed)
         else:

@@ -7,6 +7,7 @@ A mapping declares one DynamoDB source table and the PostgreSQL table it is copi
       "target_table": "customers",          # PostgreSQL table (lower-case identifier)
       "key": ["userid"],                    # target column names forming the primary key
       "change_log": false,                  # keep an append-only log of every change too
+      "extra": {"column": "attributes"},    # keep unmapped attributes in a jsonb column
       "columns": [
         {"name": "userid", "source": "userid", "type": "bigint", "required": true},
         {"name": "phone", "type": "text", "rules": ["digits_only"], "default": null}
@@ -19,10 +20,17 @@ always required, and must keep distinct DynamoDB items distinct: they take no ru
 default, and only the types whose conversion is exact (:data:`KEY_TYPES`). Anything unknown,
 missing or malformed raises :class:`ConfigurationError` naming the file and the field, so a
 bad mapping stops the process before it reads a record.
+
+``extra`` keeps what the columns do not name: ``"column"`` is a ``jsonb`` column holding every
+attribute of a live row that no column maps, ``"item_column"`` one holding the whole item
+(either or both), in the lossless encoding of :mod:`ddbcdc.itemjson`. ``inferred`` is left
+to the reader (``ddbcdc mapping infer`` writes what it saw there); it is not part of the
+mapping (:func:`mapping_document`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -40,6 +48,9 @@ __all__ = [
     "TableMapping",
     "load_mapping",
     "load_mappings",
+    "mapping_differences",
+    "mapping_digest",
+    "mapping_document",
     "parse_mapping",
 ]
 
@@ -63,7 +74,10 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MAX_IDENTIFIER = 63
 #: Room for the longest derived name, the versions table's index: <prefix><target>_d_idx.
 _MAX_TARGET = _MAX_IDENTIFIER - len(VERSIONS_PREFIX) - len("_d_idx") - 2
-_TABLE_FIELDS = frozenset({"source_table", "target_table", "key", "change_log", "columns"})
+_TABLE_FIELDS = frozenset(
+    {"source_table", "target_table", "key", "change_log", "columns", "extra", "inferred"}
+)
+_EXTRA_FIELDS = frozenset({"column", "item_column"})
 _COLUMN_FIELDS = frozenset({"name", "source", "type", "required", "default", "rules"})
 
 
@@ -99,6 +113,15 @@ class TableMapping:
     columns: tuple[ColumnMapping, ...]
     change_log: bool = False
     path: Path | None = None
+    extra_column: str | None = None
+    item_column: str | None = None
+
+    @property
+    def stored_columns(self) -> tuple[str, ...]:
+        """Every column a live row gets from a change: the mapped ones, then the kept ones
+        (unmapped attributes, whole item)."""
+        kept = tuple(c for c in (self.extra_column, self.item_column) if c is not None)
+        return (*(c.name for c in self.columns), *kept)
 
     @property
     def versions_table(self) -> str:
@@ -192,6 +215,23 @@ def _parse_column(where: str, index: int, raw: Any, key: set[str]) -> ColumnMapp
     )
 
 
+def _parse_extra(where: str, raw: Any, names: list[str]) -> tuple[str | None, str | None]:
+    if raw is None:
+        return None, None
+    if not isinstance(raw, Mapping) or not raw:
+        raise _fail(where, "extra", 'must be an object: {"column": ..., "item_column": ...}')
+    _unknown(where, "extra", raw.keys(), _EXTRA_FIELDS)
+    found: list[str | None] = []
+    for field in ("column", "item_column"):
+        value = raw.get(field)
+        if value is not None:
+            value = _identifier(where, f"extra.{field}", value)
+            if value in names or value in found:
+                raise _fail(where, f"extra.{field}", f"{value!r} is already a column")
+        found.append(value)
+    return found[0], found[1]
+
+
 def parse_mapping(raw: Any, *, name: str, where: str | None = None) -> TableMapping:
     """Validate one mapping document (already parsed JSON).
 
@@ -229,6 +269,7 @@ def parse_mapping(raw: Any, *, name: str, where: str | None = None) -> TableMapp
     change_log = raw.get("change_log", False)
     if not isinstance(change_log, bool):
         raise _fail(where, "change_log", "must be true or false")
+    extra_column, item_column = _parse_extra(where, raw.get("extra"), names)
     return TableMapping(
         name=name,
         source_table=source_table,
@@ -236,7 +277,65 @@ def parse_mapping(raw: Any, *, name: str, where: str | None = None) -> TableMapp
         key=key,
         columns=columns,
         change_log=change_log,
+        extra_column=extra_column,
+        item_column=item_column,
     )
+
+
+def mapping_document(mapping: TableMapping) -> dict[str, Any]:
+    """The mapping as a normalized JSON object: every field spelled out, nothing about where
+    it was read from (``inferred`` and the file name are not part of it)."""
+    return {
+        "source_table": mapping.source_table,
+        "target_table": mapping.target_table,
+        "key": list(mapping.key),
+        "change_log": mapping.change_log,
+        "extra": {"column": mapping.extra_column, "item_column": mapping.item_column},
+        "columns": [
+            {
+                "name": c.name,
+                "source": c.source,
+                "type": c.type,
+                "required": c.required,
+                "default": c.default,
+                "rules": list(c.rules),
+            }
+            for c in mapping.columns
+        ],
+    }
+
+
+def mapping_digest(mapping: TableMapping) -> str:
+    """SHA-256 (hex) of the normalized mapping: equal digests, equal mappings."""
+    text = json.dumps(mapping_document(mapping), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _column_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{field} {old.get(field)!r} -> {new.get(field)!r}"
+        for field in ("source", "type", "required", "default", "rules")
+        if old.get(field) != new.get(field)
+    ]
+
+
+def mapping_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two :func:`mapping_document` objects, ``old`` to ``new``, one
+    phrase each (``column 'city' added``, ``column 'phone': type 'text' -> 'numeric'``)."""
+    found = [
+        f"{field} {old.get(field)!r} -> {new.get(field)!r}"
+        for field in ("source_table", "target_table", "key", "change_log", "extra")
+        if old.get(field) != new.get(field)
+    ]
+    before = {c["name"]: c for c in old.get("columns", ())}
+    after = {c["name"]: c for c in new.get("columns", ())}
+    found += [f"column {n!r} removed" for n in before if n not in after]
+    found += [f"column {n!r} added" for n in after if n not in before]
+    for name in (n for n in after if n in before):
+        found += [f"column {name!r}: {c}" for c in _column_changes(before[name], after[name])]
+    if not found and [*before] != [*after]:
+        found.append("columns reordered")
+    return found
 
 
 def load_mapping(path: Path) -> TableMapping:

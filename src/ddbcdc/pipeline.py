@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, NamedTuple, TypeVar
 
@@ -31,8 +31,11 @@ from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.dberrors import RefusedError, describe, run_transaction
 from ddbcdc.deadletter import (
     DeadLetter,
+    ReasonKey,
     StoredDeadLetter,
     mark_replayed,
+    poison_reason,
+    reason_counts,
     record_failures,
     write_dead_letters,
 )
@@ -65,13 +68,18 @@ class SourceRecord(NamedTuple):
 
 @dataclass
 class BatchResult:
-    """What a batch did. ``received == upserted + deleted + stale + dead_lettered``."""
+    """What a batch did. ``received == upserted + deleted + stale + dead_lettered``.
+
+    ``reasons`` counts the dead letters per (table, column, reason); ``"-"`` where a dead
+    letter has no table or column.
+    """
 
     received: int = 0
     upserted: int = 0
     deleted: int = 0
     stale: int = 0
     dead_lettered: int = 0
+    reasons: dict[ReasonKey, int] = field(default_factory=dict)
 
     def add(self, other: BatchResult) -> None:
         """Add another batch's counts to these."""
@@ -80,6 +88,8 @@ class BatchResult:
         self.deleted += other.deleted
         self.stale += other.stale
         self.dead_lettered += other.dead_lettered
+        for key, count in other.reasons.items():
+            self.reasons[key] = self.reasons.get(key, 0) + count
 
 
 def _first(pair: tuple[int, DeadLetter]) -> int:
@@ -141,18 +151,43 @@ class Pipeline:
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Pipeline:
-        """A pipeline on ``settings.database_url`` with the mappings in ``mappings_dir``."""
+    def from_settings(cls, settings: Settings, *, check_mappings: bool = True) -> Pipeline:
+        """A pipeline on ``settings.database_url`` with the mappings in ``mappings_dir``.
+
+        Args:
+            settings: the settings.
+            check_mappings: refuse mappings other than those the tables were migrated to
+                (:meth:`check_mappings`) before returning.
+        """
         mappings = load_mappings(settings.mappings_dir)
         engine = sa.create_engine(
             settings.require_database_url(), pool_pre_ping=True, hide_parameters=True
         )
-        return cls(
+        pipeline = cls(
             engine=engine,
             mappings=mappings,
             tombstone_horizon=settings.tombstone_horizon,
             timestamp_unit=settings.timestamp_unit,
         )
+        if check_mappings:
+            try:
+                pipeline.check_mappings()
+            except BaseException:
+                pipeline.close()
+                raise
+        return pipeline
+
+    def check_mappings(self) -> None:
+        """Refuse to write with mappings other than those the tables were migrated to: two
+        writers with different mappings must never write one table.
+
+        Raises:
+            ConfigurationError: what differs, per mapping.
+            DatabaseUnavailableError: PostgreSQL cannot be asked.
+        """
+        from ddbcdc.evolution.versions import check_engine
+
+        check_engine(self.engine, self.mappings)
 
     def close(self) -> None:
         """Release the engine's connections."""
@@ -239,6 +274,8 @@ class Pipeline:
             sequence_number=source.sequence_number,
             partition_key=source.partition_key,
             version_us=version,
+            error_column=poison.column if isinstance(poison, CleanseError) else None,
+            error_reason=poison_reason(poison) if poison is not None else None,
         )
 
     # -- database part ---------------------------------------------------------------------
@@ -312,7 +349,12 @@ class Pipeline:
             if position is not None:
                 record_progress(conn, position, received, newest_us)
             return BatchResult(
-                received, counts.upserted, counts.deleted, counts.stale, len(letters)
+                received,
+                counts.upserted,
+                counts.deleted,
+                counts.stale,
+                len(letters),
+                reason_counts(letters),
             )
 
         result = self._run(batch, work)

@@ -10,11 +10,17 @@ Bookkeeping tables (always present, created by migrations ``0001`` and ``0003``)
 - ``ddbcdc_prune_state``: per target table, the floor below which tombstones may be gone.
 - ``ddbcdc_prune_holds``: sources that may still bring old changes (snapshots, imports):
   tombstones at or above a hold's version are kept.
+- ``ddbcdc_mapping_versions`` (``0004``): per target table, the mapping it was migrated to
+  (normalized document, digest, a counter); writers with another mapping refuse to start.
+- ``ddbcdc_backfills`` (``0004``): per target table, the columns ``ddbcdc migrate`` is
+  filling from the kept attributes, and how far it got (resumable).
 
 Per table mapping (built by :func:`mapped_tables`):
 
-- the live table (``mapping.target_table``): the mapped columns, then the version of the
-  change that wrote the row in ``_ddbcdc_version_us`` (epoch microseconds),
+- the live table (``mapping.target_table``): the mapped columns, the kept ``jsonb`` columns
+  of ``extra`` (unmapped attributes, whole item; NULL in a row written before the column
+  existed), then the version of the change that wrote the row in ``_ddbcdc_version_us``
+  (epoch microseconds),
   ``_ddbcdc_sequence`` (numeric, NULL when unknown) and ``_ddbcdc_event_id`` (text, "C"
   collation so PostgreSQL orders it as Python does), and ``_ddbcdc_updated_at``. It holds
   exactly the live items.
@@ -39,11 +45,13 @@ from ddbcdc.mapping import TableMapping
 __all__ = [
     "VERSION_COLUMNS",
     "MappedTables",
+    "backfills",
     "bookkeeping_metadata",
     "column_type",
     "dead_letters",
     "ensure_mapped_tables",
     "mapped_tables",
+    "mapping_versions",
     "metadata_for",
     "prune_holds",
     "prune_state",
@@ -74,8 +82,11 @@ dead_letters = sa.Table(
     sa.Column("replayed_at", sa.DateTime(timezone=True)),
     sa.Column("version_us", sa.BigInteger),
     sa.Column("discarded_at", sa.DateTime(timezone=True)),
+    sa.Column("error_column", sa.Text),
+    sa.Column("error_reason", sa.Text),
     sa.CheckConstraint(
-        "stage IN ('decode', 'cleanse', 'apply')", name="ddbcdc_dead_letters_stage_check"
+        "stage IN ('decode', 'cleanse', 'apply', 'backfill')",
+        name="ddbcdc_dead_letters_stage_check",
     ),
 )
 sa.Index(
@@ -122,6 +133,33 @@ prune_holds = sa.Table(
     ),
 )
 
+mapping_versions = sa.Table(
+    "ddbcdc_mapping_versions",
+    bookkeeping_metadata,
+    sa.Column("target_table", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("digest", sa.Text, nullable=False),
+    sa.Column("mapping", pg.JSONB, nullable=False),
+    sa.Column(
+        "migrated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+backfills = sa.Table(
+    "ddbcdc_backfills",
+    bookkeeping_metadata,
+    sa.Column("target_table", sa.Text, primary_key=True),
+    sa.Column("columns", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("source_column", sa.Text, nullable=False),
+    sa.Column("after_key", sa.Text),  # the last key done, as kept-attributes JSON
+    sa.Column("rows_done", sa.BigInteger, nullable=False),
+    sa.Column("dead_lettered", sa.BigInteger, nullable=False),
+    sa.Column(
+        "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
 _TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "bigint": sa.BigInteger(),
     "integer": sa.Integer(),
@@ -158,6 +196,7 @@ def _live_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
         sa.Column(c.name, column_type(c.type), primary_key=c.name in key, nullable=not c.required)
         for c in mapping.columns
     ]
+    columns += [sa.Column(name, pg.JSONB()) for name in mapping.stored_columns[len(columns) :]]
     return sa.Table(
         mapping.target_table,
         metadata,
@@ -270,9 +309,8 @@ def _differences(expected: sa.Table, conn: sa.Connection) -> list[str]:
 def ensure_mapped_tables(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[str]:
     """Create the missing tables of ``mappings``; check that existing ones match.
 
-    This is how a mapping added without a migration gets its tables (``ddbcdc migrate`` runs
-    it after the Alembic revisions). A table whose columns differ from its mapping is never
-    altered: that needs a hand-written revision.
+    A table whose columns differ from its mapping is never altered here; ``ddbcdc migrate``
+    plans such changes with :mod:`ddbcdc.evolution.plan` instead.
 
     Returns:
         The names of the tables created.

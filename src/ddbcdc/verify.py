@@ -1,22 +1,27 @@
 """Compare a DynamoDB table with its materialized copy in PostgreSQL.
 
 The source side is a Scan of the DynamoDB table, each item cleansed through the same table
-mapping the worker uses, so the two sides are compared as PostgreSQL rows. Used by the demo,
-the end-to-end tests and anyone who wants to check a running pipeline.
+mapping the worker uses, so the two sides are compared as PostgreSQL rows (every stored
+column: mapped and kept; ``jsonb`` values by what they hold, not how they are spelled). Used
+by the demo, the end-to-end tests and anyone who wants to check a running pipeline.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.attributes import unmarshal
 from ddbcdc.cleanse import Cleanser
 from ddbcdc.decode import ChangeRecord
+from ddbcdc.itemjson import comparable
 from ddbcdc.mapping import TableMapping
 from ddbcdc.tables import mapped_tables
 
@@ -92,18 +97,37 @@ def expected_rows(items: Iterator[Mapping[str, Any]], mapping: TableMapping) -> 
         )
         change = cleanser.cleanse(record)
         assert change.row is not None  # an INSERT always has a row
-        rows[change.key] = dict(change.row)
+        rows[change.key] = _comparable_row(change.row, _jsonb_names(mapping))
     return rows
 
 
-def live_rows(conn: sa.Connection, mapping: TableMapping) -> dict[Key, Row]:
-    """The mapped columns of every row in the live PostgreSQL table, by key."""
+def _jsonb_names(mapping: TableMapping) -> set[str]:
     live = mapped_tables([mapping])[mapping.target_table].live
-    names = [c.name for c in mapping.columns]
-    query = sa.select(*(live.c[name] for name in names))
+    return {n for n in mapping.stored_columns if isinstance(live.c[n].type, pg.JSONB)}
+
+
+def _comparable_row(row: Mapping[str, Any], jsonb: set[str]) -> Row:
+    """``row`` with its jsonb values (JSON text) as what they hold."""
+    out = dict(row)
+    for name in jsonb:
+        text = out.get(name)
+        if text is not None:
+            out[name] = comparable(json.loads(text, parse_float=Decimal))
+    return out
+
+
+def live_rows(conn: sa.Connection, mapping: TableMapping) -> dict[Key, Row]:
+    """The stored columns of every row in the live PostgreSQL table, by key (jsonb values as
+    what they hold, :func:`ddbcdc.itemjson.comparable`)."""
+    live = mapped_tables([mapping])[mapping.target_table].live
+    names = list(mapping.stored_columns)
+    jsonb = _jsonb_names(mapping)
+    query = sa.select(
+        *(sa.cast(live.c[n], sa.Text).label(n) if n in jsonb else live.c[n] for n in names)
+    )
     rows: dict[Key, Row] = {}
     for result in conn.execute(query).mappings():
-        row = {name: result[name] for name in names}
+        row = _comparable_row({name: result[name] for name in names}, jsonb)
         rows[tuple(row[k] for k in mapping.key)] = row
     return rows
 

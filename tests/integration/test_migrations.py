@@ -50,6 +50,8 @@ EXPECTED = {
     "ddbcdc_shard_progress",
     "ddbcdc_prune_state",
     "ddbcdc_prune_holds",
+    "ddbcdc_mapping_versions",
+    "ddbcdc_backfills",
     "customers",
     "ddbcdc_versions__customers",
     "ddbcdc_changes__customers",
@@ -100,7 +102,7 @@ def test_new_mapping_gets_tables_and_a_changed_one_is_refused(
 
     orders["columns"][2]["type"] = "bigint"  # type: ignore[index]
     (tmp_path / "orders.json").write_text(json.dumps(orders))
-    with pytest.raises(ConfigurationError, match=r"'amount' is NUMERIC, mapping says BIGINT"):
+    with pytest.raises(ConfigurationError, match=r"retype column orders amount NUMERIC -> BIGINT"):
         run([])
     assert run(["--downgrade", "base"]) == 0
     # Left alone by the revisions, but put back in the format of before revision 0003.

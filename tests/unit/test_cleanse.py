@@ -69,7 +69,13 @@ def test_customers_row_is_cleansed() -> None:
     image = {"userid": 8, "first_name": "  Ada ", "last_name": "Lovelace", "phone": 8}
     change = cleanse_record(record(image), CUSTOMERS)
     assert change.key == (8,)
-    assert change.row == {"userid": 8, "first_name": "Ada", "last_name": "Lovelace", "phone": "8"}
+    assert change.row == {
+        "userid": 8,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "phone": "8",
+        "attributes": "{}",
+    }
     assert change.version == (1_700_000_000_000_000, 100, "e1")
     assert change.sequence == 100 and change.event_name == "MODIFY"
 

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.mapping import TableMapping, load_mapping, load_mappings, parse_mapping
+from ddbcdc.mapping import (
+    TableMapping,
+    load_mapping,
+    load_mappings,
+    mapping_differences,
+    mapping_digest,
+    mapping_document,
+    parse_mapping,
+)
 
 SHIPPED = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 
@@ -129,3 +137,68 @@ def test_directory_rules(tmp_path: Path) -> None:
 def test_parse_mapping_without_file() -> None:
     mapping = parse_mapping(good(), name="orders")
     assert mapping.path is None and [c.name for c in mapping.key_columns] == ["order_id"]
+
+
+def test_shipped_customers_mapping_keeps_unmapped_attributes() -> None:
+    (customers,) = load_mappings(SHIPPED)
+    assert customers.extra_column == "attributes" and customers.item_column is None
+    assert customers.stored_columns == ("userid", "first_name", "last_name", "phone", "attributes")
+
+
+def test_extra_columns_come_after_the_mapped_ones() -> None:
+    doc = good() | {"extra": {"item_column": "item", "column": "rest"}, "inferred": {"x": 1}}
+    mapping = parse_mapping(doc, name="orders")
+    assert (mapping.extra_column, mapping.item_column) == ("rest", "item")
+    assert mapping.stored_columns == ("order_id", "total", "email", "rest", "item")
+    only_item = parse_mapping(good() | {"extra": {"item_column": "item"}}, name="orders")
+    assert only_item.extra_column is None and only_item.stored_columns[-1] == "item"
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [
+        ({}, "extra", "must be an object"),
+        ("attributes", "extra", "must be an object"),
+        ({"columns": "x"}, "extra", "unknown field"),
+        ({"column": "total"}, "extra.column", "already a column"),
+        ({"column": "x", "item_column": "x"}, "extra.item_column", "already a column"),
+        ({"column": "Attributes"}, "extra.column", "identifier"),
+        ({"column": "ddbcdc_rest"}, "extra.column", "reserved"),
+    ],
+)
+def test_invalid_extra_names_the_field(extra: Any, field: str, words: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_mapping(good() | {"extra": extra}, name="orders")
+    assert repr(field) in str(info.value) and words in str(info.value)
+
+
+def test_the_digest_is_of_the_normalized_mapping() -> None:
+    base = parse_mapping(good(), name="orders")
+    spelled_out = good()
+    spelled_out["columns"][1] |= {"source": "total", "rules": [], "default": None}
+    spelled_out |= {"change_log": False, "inferred": {"seen": 3}}
+    assert mapping_digest(parse_mapping(spelled_out, name="other")) == mapping_digest(base)
+    changed = good()
+    changed["columns"][1]["type"] = "bigint"
+    assert mapping_digest(parse_mapping(changed, name="orders")) != mapping_digest(base)
+    with_extra = parse_mapping(good() | {"extra": {"column": "rest"}}, name="orders")
+    assert mapping_digest(with_extra) != mapping_digest(base)
+
+
+def test_differences_say_what_changed_from_one_mapping_to_the_other() -> None:
+    old = mapping_document(parse_mapping(good(), name="orders"))
+    doc = good() | {"extra": {"column": "rest"}, "change_log": True}
+    doc["columns"] = [
+        doc["columns"][0],
+        {"name": "total", "type": "bigint", "required": True},
+        {"name": "city", "type": "text"},
+    ]
+    new = mapping_document(parse_mapping(doc, name="orders"))
+    assert mapping_differences(old, new) == [
+        "change_log False -> True",
+        "extra {'column': None, 'item_column': None} -> {'column': 'rest', 'item_column': None}",
+        "column 'email' removed",
+        "column 'city' added",
+        "column 'total': type 'numeric' -> 'bigint'",
+    ]
+    assert mapping_differences(old, old) == []

@@ -20,10 +20,10 @@ import pytest
 from amazon_kclpy import kcl
 from prometheus_client import CollectorRegistry
 
-from ddbcdc.errors import DatabaseUnavailableError
+from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
 from ddbcdc.worker.metrics import ProcessorMetrics
-from ddbcdc.worker.processor import Backoff, ShardProcessor
+from ddbcdc.worker.processor import Backoff, ShardProcessor, Stopped
 from multilang_fake import Discard, FakeDaemon, initialize, process
 
 SHARD = "shardId-000000000001"
@@ -38,6 +38,8 @@ class ScriptedPipeline:
         self.calls: list[tuple[list[SourceRecord], ShardPosition | None]] = []
         self.ended: list[str] = []
         self.end_failures: deque[Exception] = deque()
+        self.mapping_checks = 0
+        self.mapping_failures: deque[Exception] = deque()
 
     def process(
         self, records: Sequence[SourceRecord], *, position: ShardPosition | None = None
@@ -45,16 +47,23 @@ class ScriptedPipeline:
         self.calls.append((list(records), position))
         if self.failures:
             raise self.failures.popleft()
+        reasons = {("customers", "phone", "S where numeric expected"): self.dead_lettered}
         return BatchResult(
             received=len(records),
             upserted=len(records) - self.dead_lettered,
             dead_lettered=self.dead_lettered,
+            reasons=reasons if self.dead_lettered else {},
         )
 
     def end_shard(self, application: str, shard_id: str) -> None:
         self.ended.append(shard_id)
         if self.end_failures:
             raise self.end_failures.popleft()
+
+    def check_mappings(self) -> None:
+        self.mapping_checks += 1
+        if self.mapping_failures:
+            raise self.mapping_failures.popleft()
 
 
 class Harness:
@@ -65,6 +74,7 @@ class Harness:
         pipeline: ScriptedPipeline | None = None,
         checkpoint_errors: Iterable[str] = (),
         stop_after_sleeps: int | None = None,
+        mapping_check_every: float = 3600.0,
     ) -> None:
         self.daemon = FakeDaemon(actions, checkpoint_errors)
         self.pipeline = pipeline or ScriptedPipeline()
@@ -80,6 +90,7 @@ class Harness:
             checkpoint_attempts=4,
             sleep=self.sleeps.append,
             should_stop=self._should_stop,
+            mapping_check_every=mapping_check_every,
         )
 
     def _should_stop(self) -> bool:
@@ -261,6 +272,11 @@ def test_dead_letters_are_counted_and_the_batch_still_checkpoints() -> None:
     daemon = h.run()
     assert daemon.checkpoints == ["3"]
     assert h.metric("ddbcdc_worker_dead_letters_total") == 2
+    by_reason = h.registry.get_sample_value(
+        "ddbcdc_worker_dead_letter_reasons_total",
+        {"table": "customers", "column": "phone", "reason": "S where numeric expected"},
+    )
+    assert by_reason == 2
 
 
 @pytest.mark.parametrize("attempt", [0, 1, 5, 30, 10_000])
@@ -284,3 +300,28 @@ def _waits(slices: list[float], *, count: int) -> list[float]:
         waits.append(current)
     assert len(waits) == count, slices
     return waits
+
+
+def test_the_mapping_is_checked_again_before_batches() -> None:
+    h = Harness([initialize(), process(1), process(2)], mapping_check_every=0.0)
+    assert h.run().checkpoints == ["1", "2"]
+    assert h.pipeline.mapping_checks == 2
+    quiet = Harness([initialize(), process(1), process(2)])  # not due within the hour
+    quiet.run()
+    assert quiet.pipeline.mapping_checks == 0
+
+
+def test_a_mapping_migrated_away_stops_the_processor_before_it_applies() -> None:
+    pipeline = ScriptedPipeline()
+    pipeline.mapping_failures.append(DatabaseUnavailableError("down"))  # no verdict: go on
+    pipeline.mapping_failures.append(ConfigurationError("column 'city' added"))
+    h = Harness(
+        [initialize(), process(1), process(2), process(3)],
+        pipeline=pipeline,
+        mapping_check_every=0.0,
+    )
+    with pytest.raises(Stopped) as stopped:
+        h.run()
+    assert stopped.value.code == 2
+    assert [records[0].sequence_number for records, _ in pipeline.calls] == ["1"]
+    assert h.daemon.checkpoints == ["1"]  # batch 2 neither applied nor checkpointed

@@ -22,7 +22,11 @@ lone surrogates) is poison too.
 
 An absent (or NULL) attribute takes the column's default, or makes the record poison when
 the column is required (key columns always are). Anything that does not fit raises
-:class:`~ddbcdc.errors.CleanseError` with the attribute path (``dynamodb.NewImage.phone``).
+:class:`~ddbcdc.errors.CleanseError` with the attribute path (``dynamodb.NewImage.phone``),
+the column and a reason that names types, never values (``S where numeric expected``).
+
+With ``extra`` in the mapping, an INSERT/MODIFY row also gets its kept columns
+(:mod:`ddbcdc.cleanse.kept`): the unmapped attributes and/or the whole item as ``jsonb`` text.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from ddbcdc.cleanse.coerce import PY_TYPES, coercer, key_coercer
+from ddbcdc.cleanse.kept import Keeper, refusal_reason
 from ddbcdc.decode import ChangeRecord, EventName
 from ddbcdc.errors import CleanseError, ConfigurationError
 from ddbcdc.mapping import ColumnMapping, TableMapping
@@ -101,14 +106,20 @@ def _build_model(
 
 
 def _error_message(exc: ValidationError) -> tuple[str, str]:
+    field, message, _ = _error_parts(exc)
+    return field, message
+
+
+def _error_parts(exc: ValidationError) -> tuple[str, str, Any]:
+    """(field, message, the value refused, or None when there was none)."""
     first = exc.errors(include_url=False)[0]
     field = str(first["loc"][0]) if first["loc"] else ""
     if first["type"] == "missing":
-        return field, "required attribute is missing"
+        return field, "required attribute is missing", None
     message = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] in ("none_required", "int_type", "string_type") and first["input"] is None:
         message = "required attribute is null or empty"
-    return field, message
+    return field, message, first.get("input")
 
 
 class _Column(NamedTuple):
@@ -190,6 +201,8 @@ class Cleanser:
         self._by_name = {c.name: c for c in mapping.columns}
         self._row_plan = _plan(mapping.columns, mapping.key, "NewImage")
         self._key_plan = _plan(mapping.key_columns, mapping.key, "Keys")
+        keeps = mapping.extra_column is not None or mapping.item_column is not None
+        self._keeper = Keeper(mapping) if keeps else None
         self._check_defaults()
 
     def _check_defaults(self) -> None:
@@ -213,7 +226,7 @@ class Cleanser:
             row: dict[str, Any] = model.model_validate(values).__dict__
             return row
         except ValidationError as exc:
-            field, message = _error_message(exc)
+            field, message, value = _error_parts(exc)
             column = self._by_name.get(field)
             source = column.source if column else field
             raise CleanseError(
@@ -221,10 +234,13 @@ class Cleanser:
                 path=f"dynamodb.{image}.{source}",
                 shard_id=record.shard_id,
                 sequence_number=record.sequence_number,
+                column=field or None,
+                reason=refusal_reason(column.type if column else None, message, value),
             ) from exc
 
     def validate_row(self, record: ChangeRecord) -> dict[str, Any]:
-        """The row of an INSERT/MODIFY through the pydantic row model (the reference path).
+        """The row of an INSERT/MODIFY through the pydantic row model (the reference path),
+        kept columns included.
 
         Raises:
             CleanseError: as :meth:`cleanse`.
@@ -237,7 +253,11 @@ class Cleanser:
                 value = keys.get(source) if name in self.mapping.key else None
             if value is not None:
                 values[name] = value
-        return self._validate(self.row_model, values, "NewImage", record)
+        row = self._validate(self.row_model, values, "NewImage", record)
+        if self._keeper is not None:
+            row = dict(row)
+            self._keeper.add(row, image, record)
+        return row
 
     def validate_key(self, record: ChangeRecord) -> dict[str, Any]:
         """The key columns of a record's Keys through the pydantic key model.
@@ -269,10 +289,13 @@ class Cleanser:
                     path="dynamodb.NewImage",
                     shard_id=record.shard_id,
                     sequence_number=record.sequence_number,
+                    reason=f"{record.event_name} without a new image",
                 )
             row = _fast_row(self._row_plan, image, keys)
             if row is None:
                 row = self.validate_row(record)
+            elif self._keeper is not None:
+                self._keeper.add(row, image, record)
             key_row = row
         version, seq = version_of(record)
         key = tuple([key_row[k] for k in self.mapping.key])

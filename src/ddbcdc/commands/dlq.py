@@ -1,11 +1,14 @@
 """``ddbcdc dlq list|replay|discard``: inspect, re-apply or give up on dead letters.
 
 ``list`` shows pending dead letters (``--all`` includes replayed and discarded ones) as a
-table or as JSON lines (``--json``, payload in base64). ``replay`` runs pending dead letters
-through the pipeline again, typically after a mapping fix: those that now apply are marked
-replayed, those that still fail stay pending with their new error (exit code 1 when some
-still fail). ``discard`` marks pending dead letters as given up on (they are kept): a pending
-dead letter keeps the tombstones its replay may need, so discarding lets pruning go on.
+table or as JSON lines (``--json``, payload in base64); ``--summary`` counts them per table,
+column and reason instead (``customers.phone: 312 records, S where numeric expected``), which
+is how type drift in a source table shows. ``replay`` runs pending dead letters through the
+pipeline again, typically after a mapping fix: those that now apply are marked replayed,
+those that still fail stay pending with their new error (exit code 1 when some still fail);
+a backfill's dead letter fills its column for its key again. ``discard`` marks pending dead
+letters as given up on (they are kept): a pending dead letter keeps the tombstones its replay
+may need, so discarding lets pruning go on.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.dberrors import describe
-from ddbcdc.deadletter import StoredDeadLetter, discard_dead_letters, list_dead_letters
+from ddbcdc.deadletter import (
+    DeadLetterCount,
+    StoredDeadLetter,
+    discard_dead_letters,
+    list_dead_letters,
+    summarize_dead_letters,
+)
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, Pipeline
 from ddbcdc.settings import Settings
@@ -27,7 +36,7 @@ __all__ = ["register", "replay_dead_letters"]
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", choices=["decode", "cleanse", "apply"])
+    parser.add_argument("--stage", choices=["decode", "cleanse", "apply", "backfill"])
     parser.add_argument("--table", help="only this source (DynamoDB) table")
     parser.add_argument("--shard", help="only this shard id")
 
@@ -46,6 +55,9 @@ def register(subparsers: Any) -> None:
     listing.add_argument("--all", action="store_true", help="include replayed/discarded ones")
     listing.add_argument("--limit", type=int, default=100, help="at most N (default 100)")
     listing.add_argument("--json", action="store_true", help="JSON lines, payload in base64")
+    listing.add_argument(
+        "--summary", action="store_true", help="counts per table, column and reason"
+    )
     listing.set_defaults(func=run_list)
     replay = actions.add_parser("replay", help="re-apply pending dead letters")
     _filters(replay)
@@ -82,10 +94,34 @@ def _engine(settings: Settings) -> sa.Engine:
     return sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)
 
 
+def format_summary(counts: list[DeadLetterCount]) -> str:
+    """One line per table, column and reason: ``customers.phone: 312 records, S where
+    numeric expected (cleanse)``."""
+    lines = []
+    for x in counts:
+        where = f"{x.table or '-'}.{x.column}" if x.column else (x.table or "-")
+        noun = "record" if x.count == 1 else "records"
+        lines.append(f"{where}: {x.count} {noun}, {x.reason} ({x.stage})")
+    total = sum(x.count for x in counts)
+    lines.append(f"{total} dead letter(s)")
+    return "\n".join(lines)
+
+
+def _summary(args: argparse.Namespace, engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        counts = summarize_dead_letters(conn, include_replayed=args.all, source_table=args.table)
+    if args.stage is not None:
+        counts = [x for x in counts if x.stage == args.stage]
+    print(format_summary(counts))
+    return 0
+
+
 def run_list(args: argparse.Namespace) -> int:
     """Run ``ddbcdc dlq list``."""
     engine = _engine(Settings())
     try:
+        if args.summary:
+            return _summary(args, engine)
         with engine.connect() as conn:
             letters = list_dead_letters(
                 conn,
@@ -125,6 +161,8 @@ def replay_dead_letters(
     Returns:
         The summed counts; ``dead_lettered`` are those still failing.
     """
+    from ddbcdc.evolution.replay import replay_backfill
+
     total = BatchResult()
     after_id = 0
     while True:
@@ -139,7 +177,13 @@ def replay_dead_letters(
             )
         if not letters:
             return total
-        total.add(pipeline.replay(letters))
+        records = [x for x in letters if x.stage != "backfill"]
+        filled = [x for x in letters if x.stage == "backfill"]
+        if records:
+            total.add(pipeline.replay(records))
+        if filled:
+            failing = replay_backfill(pipeline.engine, pipeline.mappings, filled)
+            total.add(BatchResult(received=len(filled), dead_lettered=failing))
         after_id = letters[-1].id
 
 

@@ -70,6 +70,11 @@ def register(subparsers: Any) -> None:
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
+    parser.add_argument(
+        "--new-attribute",
+        metavar="NAME",
+        help="also write this attribute (S, a city) on inserts and some modifies",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
 
@@ -103,6 +108,7 @@ def _options(args: argparse.Namespace, settings: Settings) -> LoadOptions:
         workers=args.workers,
         batch_size=args.batch_size,
         modify_with_update=args.update_items,
+        new_attribute=args.new_attribute,
         **extra,
     )
 

@@ -54,6 +54,21 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _check_mappings(settings: Settings) -> None:
+    """Refuse to start with mappings other than those the tables were migrated to."""
+    import sqlalchemy as sa
+
+    from ddbcdc.evolution.versions import check_engine
+    from ddbcdc.mapping import load_mappings
+
+    mappings = load_mappings(settings.mappings_dir)
+    engine = sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)
+    try:
+        check_engine(engine, mappings)
+    finally:
+        engine.dispose()
+
+
 def run(args: argparse.Namespace) -> int:
     """Render the properties, check Java and the jars, run the daemon until it stops."""
     settings = Settings()
@@ -68,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_properties:
         print(properties, end="")
         return 0
+    _check_mappings(settings)
     java = daemon.check_java(args.java)
     jars = daemon.find_jars()
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port

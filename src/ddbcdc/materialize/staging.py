@@ -5,10 +5,10 @@ Every statement of a batch reads the batch from ``ddbcdc_stage__<target>_<digest
 ROWS``). One COPY per batch ships it: PostgreSQL parses it in bulk and every statement after
 it is a join, whatever the batch size.
 
-A stage row is one distinct change: the mapped columns (jsonb ones as their exact JSON text,
-cast when they are written), its version, its op, ``_ddbcdc_newest`` (the newest change of
-its key in the batch: the one that competes for the key) and ``_ddbcdc_log`` (goes to the
-change log).
+A stage row is one distinct change: the stored columns (mapped, then kept; jsonb ones as
+their exact JSON text, cast when they are written), its version, its op, ``_ddbcdc_newest``
+(the newest change of its key in the batch: the one that competes for the key) and
+``_ddbcdc_log`` (goes to the change log).
 
 The stage is created on first use on each database connection. A rolled-back transaction
 (or savepoint) takes a stage created in it along: an engine listener forgets the stages of
@@ -56,7 +56,8 @@ class Stage:
     def __init__(self, tables: MappedTables) -> None:
         mapping = tables.mapping
         live = tables.live
-        columns = [sa.Column(c.name, _stage_type(live.c[c.name].type)) for c in mapping.columns]
+        names = mapping.stored_columns
+        columns = [sa.Column(name, _stage_type(live.c[name].type)) for name in names]
         columns += [
             sa.Column("_ddbcdc_version_us", sa.BigInteger),
             sa.Column("_ddbcdc_sequence", sa.Numeric),
@@ -74,7 +75,7 @@ class Stage:
             prefixes=["TEMPORARY"],
             postgresql_on_commit="DELETE ROWS",
         )
-        self._names = [c.name for c in mapping.columns]
+        self._names = list(names)
         self._key = list(mapping.key)
         self._copy_sql = self._copy_statement()
 

@@ -82,7 +82,7 @@ class TableWriter:
         self.mapping = tables.mapping
         self.stage = Stage(tables)
         self._key = list(self.mapping.key)
-        self._columns = [c.name for c in self.mapping.columns]
+        self._columns = list(self.mapping.stored_columns)
         floor = (
             sa.select(prune_state.c.floor_us)
             .where(prune_state.c.target_table == self.mapping.target_table)

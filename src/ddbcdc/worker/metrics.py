@@ -46,6 +46,7 @@ class ProcessorMetrics:
     records: Counter
     batches: Counter
     dead_letters: Counter
+    dead_letter_reasons: Counter
     apply_seconds: Histogram
     millis_behind_latest: Gauge
     apply_retries: Counter
@@ -75,6 +76,13 @@ class ProcessorMetrics:
                 "ddbcdc_worker_dead_letters",
                 "Poison records written to the dead-letter table.",
                 shard,
+                registry=reg,
+            ),
+            dead_letter_reasons=Counter(
+                "ddbcdc_worker_dead_letter_reasons",
+                "Dead letters by target table, column and reason (type drift shows here: "
+                "'S where numeric expected'); column '-' when no column refused a value.",
+                ("table", "column", "reason"),
                 registry=reg,
             ),
             apply_seconds=Histogram(

@@ -16,6 +16,9 @@ Failure rules:
 * Checkpoint ``ShutdownException``: the lease is gone; stop checkpointing.
 * ``shard_ended``: checkpoint at SHARD_END. ``shutdown_requested``: checkpoint at the last
   applied sequence number. ``lease_lost``: stop without checkpointing.
+* The mapping: checked at start (``main``) and again every ``mapping_check_every`` seconds
+  before a batch; once ``ddbcdc migrate`` has recorded another mapping for a table, the
+  processor stops before applying anything more (two mappings must never write one table).
 
 Stdout belongs to the protocol: logs go to stderr, and ``sys.stdout`` is pointed at stderr
 once the protocol has its own handle on the real stdout.
@@ -38,8 +41,8 @@ from typing import Any, Protocol
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclv3
 
-from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
-from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
+from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError, DdbcdcError
+from ddbcdc.pipeline import BatchResult, Pipeline, ShardPosition, SourceRecord
 from ddbcdc.worker import protocol
 from ddbcdc.worker.metrics import ProcessorMetrics, mark_process_dead
 
@@ -63,6 +66,8 @@ class BatchApplier(Protocol):
     ) -> BatchResult: ...
 
     def end_shard(self, application: str, shard_id: str) -> None: ...
+
+    def check_mappings(self) -> None: ...
 
 
 class Stopped(SystemExit):
@@ -105,6 +110,9 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         checkpoint_attempts: attempts per checkpoint before giving up until the next batch.
         sleep: the sleep function (tests pass a fake clock).
         should_stop: polled while waiting to retry; True makes the process exit.
+        mapping_check_every: seconds between checks that the mapping is still the one the
+            tables were migrated to.
+        clock: monotonic seconds (tests pass a fake one).
     """
 
     def __init__(
@@ -118,6 +126,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         checkpoint_attempts: int = 6,
         sleep: Callable[[float], None] = time.sleep,
         should_stop: Callable[[], bool] = lambda: False,
+        mapping_check_every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pipeline = pipeline
         self.application = application
@@ -127,6 +137,9 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self.checkpoint_attempts = max(1, checkpoint_attempts)
         self._sleep = sleep
         self._should_stop = should_stop
+        self._clock = clock
+        self._mapping_check_every = mapping_check_every
+        self._next_mapping_check = clock() + mapping_check_every
         self.shard_id = "unknown"
         self.last_applied: str | None = None
         self.last_checkpointed: str | None = None
@@ -159,6 +172,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             sequence_number=last,
             millis_behind_latest=None if millis is None else int(millis),
         )
+        self._check_mapping()
         result = self._apply(records, position)
         self.last_applied = last
         self._count(result, len(records))
@@ -228,6 +242,20 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             partition_key=record.partition_key,
         )
 
+    def _check_mapping(self) -> None:
+        """Stop (before applying) once the tables were migrated to another mapping."""
+        now = self._clock()
+        if now < self._next_mapping_check:
+            return
+        self._next_mapping_check = now + self._mapping_check_every
+        try:
+            self.pipeline.check_mappings()
+        except DatabaseUnavailableError:
+            return  # the batch's own retries wait for PostgreSQL
+        except ConfigurationError as exc:
+            log.error("mapping changed, shard processor stopping shard=%s: %s", self.shard_id, exc)
+            raise Stopped(2) from exc
+
     def _apply(self, records: Sequence[SourceRecord], position: ShardPosition) -> BatchResult:
         attempt = 0
         while True:
@@ -271,6 +299,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self.metrics.batches.labels(self.shard_id).inc()
         if result.dead_lettered:
             self.metrics.dead_letters.labels(self.shard_id).inc(result.dead_lettered)
+            for (table, column, reason), count in result.reasons.items():
+                self.metrics.dead_letter_reasons.labels(table, column, reason).inc(count)
             log.warning(
                 "records dead-lettered shard=%s count=%d batch_last=%s",
                 self.shard_id,
@@ -373,6 +403,24 @@ class _StopFlag:
         return self.signalled or os.getppid() != self.parent
 
 
+def _check_mappings(pipeline: Pipeline, stop: Callable[[], bool]) -> None:
+    """The pipeline's mapping check, waited for while PostgreSQL is unavailable (a processor
+    may start during an outage); a mapping that differs raises."""
+    backoff = Backoff()
+    attempt = 0
+    while True:
+        try:
+            pipeline.check_mappings()
+            return
+        except DatabaseUnavailableError as exc:
+            if stop():
+                raise
+            delay = backoff.delay(attempt)
+            attempt += 1
+            log.warning("mapping check failed, will retry delay_s=%.2f error=%s", delay, exc)
+            time.sleep(delay)
+
+
 def main() -> int:
     """Run one shard processor on stdin/stdout until the daemon closes stdin."""
     protocol_out = sys.stdout
@@ -387,10 +435,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop.on_signal)
 
-    from ddbcdc.pipeline import Pipeline
-
     try:
-        pipeline = Pipeline.from_settings(settings)
+        pipeline = Pipeline.from_settings(settings, check_mappings=False)
+        _check_mappings(pipeline, stop)
     except DdbcdcError as exc:
         # The daemon stops when a processor fails to initialise: say why, once, clearly.
         log.error("shard processor cannot start: %s", exc)
