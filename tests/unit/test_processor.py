@@ -12,6 +12,7 @@ tests/integration/test_processor_pipeline.py.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -59,6 +60,7 @@ class Harness:
         checkpoint_errors: Iterable[str] = (),
         stop_after_sleeps: int | None = None,
     ) -> None:
+        self.touched: list[tuple[str, int | None]] = []
         self.daemon = FakeDaemon(actions, checkpoint_errors)
         self.pipeline = pipeline or ScriptedPipeline()
         self.registry = CollectorRegistry()
@@ -73,6 +75,7 @@ class Harness:
             checkpoint_attempts=4,
             sleep=self.sleeps.append,
             should_stop=self._should_stop,
+            touch=lambda shard, behind: self.touched.append((shard, behind)),
         )
 
     def _should_stop(self) -> bool:
@@ -245,6 +248,33 @@ def test_empty_batches_update_lag_without_touching_postgres() -> None:
     assert len(h.pipeline.calls) == 1
     assert daemon.checkpoints == ["1"]
     assert h.metric("ddbcdc_worker_millis_behind_latest") == 0
+
+
+def test_every_call_is_recorded_and_empty_batches_touch_the_progress_row() -> None:
+    h = Harness([initialize(), process(behind=40), process(1, behind=1500), process(behind=0)])
+    before = time.time()
+    h.run()
+    assert h.touched == [(SHARD, 40), (SHARD, 0)]  # the non-empty batch writes its own row
+    last_call = h.metric("ddbcdc_worker_last_call_timestamp_seconds")
+    assert last_call is not None and before <= last_call <= time.time()
+    assert h.metric("ddbcdc_worker_in_call") == 0
+
+
+def test_a_batch_being_applied_or_retried_is_in_a_call() -> None:
+    seen: list[float | None] = []
+
+    class Watching(ScriptedPipeline):
+        def process(
+            self, records: Sequence[SourceRecord], *, position: ShardPosition | None = None
+        ) -> BatchResult:
+            seen.append(h.metric("ddbcdc_worker_in_call"))
+            return super().process(records, position=position)
+
+    down = DatabaseUnavailableError("connection refused")
+    h = Harness([initialize(), process(1)], pipeline=Watching(failures=[down, down]))
+    h.run()
+    assert seen == [1.0, 1.0, 1.0]
+    assert h.metric("ddbcdc_worker_in_call") == 0
 
 
 def test_dead_letters_are_counted_and_the_batch_still_checkpoints() -> None:

@@ -17,9 +17,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ __all__ = [
     "daemon_command",
     "daemon_environment",
     "find_jars",
+    "new_worker_id",
     "processor_command",
     "render_properties",
     "workers_dir",
@@ -99,6 +102,12 @@ class WorkerOptions:
             dynamodb_endpoint=settings.dynamodb_endpoint,
             worker_id=worker_id,
         )
+
+
+def new_worker_id() -> str:
+    """A worker id for a worker started without one: the host name and 8 random hex digits."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "worker"
+    return f"{host}-{uuid.uuid4().hex[:8]}"
 
 
 def workers_dir() -> Path:
@@ -259,12 +268,21 @@ class DaemonProcess:
         command: from :func:`daemon_command`.
         env: from :func:`daemon_environment`.
         grace_s: after a stop signal, how long to wait for the daemon before SIGKILL.
+        pass_fds: descriptors the daemon inherits (the work folder's lock).
     """
 
-    def __init__(self, command: list[str], env: Mapping[str, str], *, grace_s: float) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        env: Mapping[str, str],
+        *,
+        grace_s: float,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.command = command
         self.env = dict(env)
         self.grace_s = grace_s
+        self.pass_fds = pass_fds
         self.child: subprocess.Popen[bytes] | None = None
         self._stop_at: float | None = None
 
@@ -279,6 +297,7 @@ class DaemonProcess:
             self.command,
             env=self.env,
             stdin=subprocess.DEVNULL,
+            pass_fds=self.pass_fds,
             preexec_fn=signal_when_parent_dies(signal.SIGTERM),
         )
         log.info("KCL daemon started pid=%d", self.child.pid)
@@ -315,7 +334,16 @@ class DaemonProcess:
                     continue
                 if self._stop_at is not None and status in (0, 130, 143):
                     return 0
-                return status if status >= 0 else 128 - status
+                code = status if status >= 0 else 128 - status
+                # The MultiLangDaemon exits 1 when a shard processor dies or fails: the whole
+                # worker stops, and its supervisor starts it again (same --worker-id: it
+                # takes its own leases back at once).
+                log.error(
+                    "KCL daemon exited unasked status=%d: a shard processor died or failed, "
+                    "or the daemon could not run; restart the worker with the same --worker-id",
+                    code,
+                )
+                return code
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

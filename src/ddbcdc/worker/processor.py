@@ -40,6 +40,7 @@ from amazon_kclpy.v3 import processor as kclv3
 
 from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
+from ddbcdc.worker.liveness import ProgressTouch
 from ddbcdc.worker.metrics import ProcessorMetrics, mark_process_dead
 
 __all__ = ["Backoff", "ShardProcessor", "configure_logging", "main"]
@@ -102,6 +103,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         checkpoint_attempts: attempts per checkpoint before giving up until the next batch.
         sleep: the sleep function (tests pass a fake clock).
         should_stop: polled while waiting to retry; True makes the process exit.
+        touch: called with (shard, MillisBehindLatest) on every empty batch, to keep the
+            shard's progress row fresh (see :class:`ddbcdc.worker.liveness.ProgressTouch`).
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         checkpoint_attempts: int = 6,
         sleep: Callable[[float], None] = time.sleep,
         should_stop: Callable[[], bool] = lambda: False,
+        touch: Callable[[str, int | None], object] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.application = application
@@ -124,6 +128,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self.checkpoint_attempts = max(1, checkpoint_attempts)
         self._sleep = sleep
         self._should_stop = should_stop
+        self._touch = touch
         self.shard_id = "unknown"
         self.last_applied: str | None = None
         self.last_checkpointed: str | None = None
@@ -134,6 +139,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
     def initialize(self, initialize_input: Any) -> None:
         """Remember the shard; nothing to open (the pipeline connects lazily)."""
         self.shard_id = str(initialize_input.shard_id)
+        self.metrics.last_call.labels(self.shard_id).set_to_current_time()
         log.info(
             "shard processor started shard=%s from_sequence=%s",
             self.shard_id,
@@ -142,11 +148,21 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
 
     def process_records(self, process_records_input: Any) -> None:
         """Apply the batch (retrying until PostgreSQL commits it), then checkpoint."""
+        self.metrics.last_call.labels(self.shard_id).set_to_current_time()
+        self.metrics.in_call.labels(self.shard_id).set(1)
+        try:
+            self._process_records(process_records_input)
+        finally:
+            self.metrics.in_call.labels(self.shard_id).set(0)
+
+    def _process_records(self, process_records_input: Any) -> None:
         millis = process_records_input.millis_behind_latest
         if millis is not None:
             self.metrics.millis_behind_latest.labels(self.shard_id).set(millis)
         records = [self._source_record(r) for r in process_records_input.records]
         if not records:
+            if self._touch is not None:
+                self._touch(self.shard_id, None if millis is None else int(millis))
             return
         last = records[-1].sequence_number
         assert last is not None
@@ -372,7 +388,12 @@ def main() -> int:
         # The daemon stops when a processor fails to initialise: say why, once, clearly.
         log.error("shard processor cannot start: %s", exc)
         return 2
-    processor = ShardProcessor(pipeline, application=settings.application_name, should_stop=stop)
+    processor = ShardProcessor(
+        pipeline,
+        application=settings.application_name,
+        should_stop=stop,
+        touch=ProgressTouch(pipeline.engine, settings.application_name),
+    )
     try:
         kcl.KCLProcess(
             processor, input_file=sys.stdin, output_file=protocol_out, error_file=sys.stderr
