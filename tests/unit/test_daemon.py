@@ -64,7 +64,7 @@ def test_properties_carry_kcl_313_keys_and_no_secret() -> None:
     assert props["maxRecords"] == "1000"
     assert props["idleTimeBetweenReadsInMillis"] == "250"
     assert props["failoverTimeMillis"] == "10000"
-    assert props["leaseAssignmentIntervalMillis"] == "5000"
+    assert props["leaseAssignmentIntervalMillis"] == "2000"
     assert props["workerMetricsReporterFreqInMillis"] == "10000"
     assert props["shardSyncIntervalMillis"] == "1000"
     assert props["shutdownGraceMillis"] == "20000"

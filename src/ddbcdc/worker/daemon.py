@@ -194,9 +194,11 @@ def render_properties(options: WorkerOptions, *, executable: str) -> str:
         "max_records": options.max_records,
         "idle_time_ms": options.idle_time_ms,
         "failover_time_ms": options.failover_time_ms,
-        # KCL's default is twice the failover time; a new or surviving worker gets leases
-        # sooner this way, at the price of a few more lease-table scans by the leader.
-        "lease_assignment_interval_ms": max(1000, options.failover_time_ms // 2),
+        # KCL's default is twice the failover time. A dead worker's lease is reassigned up
+        # to 1.5 intervals after it expires and discovered half an interval later: at most
+        # 2 s keeps failover within the failover time plus a few seconds, for a lease-table
+        # scan by the leader and a lease query by each worker every second or two.
+        "lease_assignment_interval_ms": min(2000, max(1000, options.failover_time_ms // 2)),
         # The leader treats a worker as alive until it misses two reports; KCL's 30 s default
         # keeps a dead worker's expired leases unassigned for a minute.
         "worker_metrics_reporter_ms": options.failover_time_ms,
