@@ -51,43 +51,42 @@ def test_only_leases_this_worker_owns_and_that_have_not_ended_are_held() -> None
 
 def test_a_held_shard_without_calls_past_the_threshold_is_stalled() -> None:
     clock = Clock()
-    calls = {"s-0": ProcessorCalls(last_call=995.0, in_call=False)}
+    calls = {"s-0": ProcessorCalls(last_activity=995.0, in_call=False)}
     watcher, stalls = monitor([lease("s-0", "a"), lease("s-1", "a")], calls, clock)
     watcher.refresh()
     assert stalls.problems() == []  # s-1 has no processor yet, but its lease is new
 
     clock.now = 1_020.0
-    calls["s-0"] = ProcessorCalls(last_call=1_019.5, in_call=False)
+    calls["s-0"] = ProcessorCalls(last_activity=1_019.5, in_call=False)
     watcher.refresh()
     assert stalls.problems() == []
 
     clock.now = 1_031.0  # s-1: held 31 s and never called
-    assert stalls.problems() == ["shard=s-1 state=stalled last_call_age_s=31.0"]
+    assert stalls.problems() == ["shard=s-1 state=stalled last_activity_age_s=31.0"]
 
     clock.now = 1_060.0
-    calls["s-1"] = ProcessorCalls(last_call=1_059.0, in_call=False)
+    calls["s-1"] = ProcessorCalls(last_activity=1_059.0, in_call=False)
     assert [s.shard_id for s in stalls.shards() if s.stalled] == ["s-0"]
     assert stalls.problems() == [
-        "shard=s-0 state=stalled last_call_age_s=40.5",
+        "shard=s-0 state=stalled last_activity_age_s=40.5",
         "lease table not read for 40s",
     ]
 
 
-def test_a_call_still_running_is_not_a_stall() -> None:
+def test_a_batch_being_retried_is_busy_and_a_hung_call_is_stalled() -> None:
     clock = Clock(2_000.0)
-    # in a batch for a minute (PostgreSQL down, retrying); and one called a moment ago
+    # s-0 waits between retries of a batch (PostgreSQL down): each wait is activity;
+    # s-1 entered a call 40 s ago and shows nothing since
     calls = {
-        "s-0": ProcessorCalls(last_call=1_940.0, in_call=True),
-        "s-1": ProcessorCalls(last_call=2_000.0, in_call=False),
+        "s-0": ProcessorCalls(last_activity=1_999.0, in_call=True),
+        "s-1": ProcessorCalls(last_activity=1_960.0, in_call=True),
     }
     watcher, stalls = monitor([lease("s-0", "a"), lease("s-1", "a")], calls, clock)
     watcher.refresh()
-    clock.now = 2_010.0
-    watcher.refresh()
-    [busy, retaken] = stalls.shards()
-    assert busy.in_call and not busy.stalled and busy.age_s == 70.0
-    assert busy.describe() == "shard=s-0 state=busy last_call_age_s=70.0"
-    assert retaken.age_s == 10.0 and not retaken.stalled
+    busy, hung = stalls.shards()
+    assert busy.describe() == "shard=s-0 state=busy last_activity_age_s=1.0"
+    assert not busy.stalled
+    assert hung.stalled and hung.describe() == "shard=s-1 state=stalled last_activity_age_s=40.0"
 
 
 def test_an_unreadable_lease_table_keeps_the_last_view() -> None:
@@ -103,7 +102,7 @@ def test_an_unreadable_lease_table_keeps_the_last_view() -> None:
 
 def test_gauges_per_held_shard() -> None:
     clock = Clock()
-    calls = {"s-0": ProcessorCalls(last_call=900.0, in_call=False)}
+    calls = {"s-0": ProcessorCalls(last_activity=900.0, in_call=False)}
     watcher, stalls = monitor([lease("s-0", "a")], calls, clock)
     watcher.refresh()
     clock.now = 1_045.0
@@ -111,5 +110,5 @@ def test_gauges_per_held_shard() -> None:
     registry.register(stalls)
     body = generate_latest(registry).decode()
     assert 'ddbcdc_worker_shard_stalled{shard="s-0"} 1.0' in body
-    assert 'ddbcdc_worker_shard_last_call_age_seconds{shard="s-0"} 145.0' in body
+    assert 'ddbcdc_worker_shard_last_activity_age_seconds{shard="s-0"} 145.0' in body
     assert "ddbcdc_worker_leases_held 1.0" in body

@@ -255,8 +255,8 @@ def test_every_call_is_recorded_and_empty_batches_touch_the_progress_row() -> No
     before = time.time()
     h.run()
     assert h.touched == [(SHARD, 40), (SHARD, 0)]  # the non-empty batch writes its own row
-    last_call = h.metric("ddbcdc_worker_last_call_timestamp_seconds")
-    assert last_call is not None and before <= last_call <= time.time()
+    active = h.metric("ddbcdc_worker_last_activity_timestamp_seconds")
+    assert active is not None and before <= active <= time.time()
     assert h.metric("ddbcdc_worker_in_call") == 0
 
 
@@ -305,3 +305,22 @@ def _waits(slices: list[float], *, count: int) -> list[float]:
         waits.append(current)
     assert len(waits) == count, slices
     return waits
+
+
+def test_waits_between_retries_are_activity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default the processor sleeps itself, recording that it is alive at each wait."""
+    slept: list[float] = []
+    monkeypatch.setattr("ddbcdc.worker.processor.time.sleep", slept.append)
+    down = DatabaseUnavailableError("connection refused")
+    registry = CollectorRegistry()
+    processor = ShardProcessor(
+        ScriptedPipeline(failures=[down]),
+        application="app",
+        metrics=ProcessorMetrics.create(registry),
+    )
+    processor.shard_id = SHARD
+    processor._sleep(0.5)
+    assert slept == [0.5]
+    assert registry.get_sample_value(
+        "ddbcdc_worker_last_activity_timestamp_seconds", {"shard": SHARD}
+    ) == pytest.approx(time.time(), abs=5)

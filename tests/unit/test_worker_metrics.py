@@ -83,10 +83,10 @@ def test_metrics_of_every_processor_process_are_merged(tmp_path: Path) -> None:
         # a finished processor's lag is dropped (whether it said so or not), its counters stay
         assert 'ddbcdc_worker_millis_behind_latest{shard="shardId-1"}' not in body
         assert get(server.port, "/healthz") == (200, "ok\n")
-        problems[:] = ["shard=shardId-0 state=stalled last_call_age_s=75.0", "daemon down"]
+        problems[:] = ["shard=shardId-0 state=stalled last_activity_age_s=75.0", "daemon down"]
         assert get(server.port, "/healthz") == (
             503,
-            "shard=shardId-0 state=stalled last_call_age_s=75.0\ndaemon down\n",
+            "shard=shardId-0 state=stalled last_activity_age_s=75.0\ndaemon down\n",
         )
         assert get(server.port, "/nope")[0] == 404
     finally:
@@ -110,7 +110,7 @@ CALLED = textwrap.dedent(
     from ddbcdc.worker.metrics import ProcessorMetrics
     shard, at, busy = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "busy"
     m = ProcessorMetrics.create()
-    m.last_call.labels(shard).set(at)
+    m.last_activity.labels(shard).set(at)
     m.in_call.labels(shard).set(1 if busy else 0)
     print(os.getpid(), flush=True)
     if sys.argv[4] == "stay":
@@ -139,8 +139,8 @@ def test_calls_of_killed_processors_are_dropped_and_live_ones_merged(tmp_path: P
             process.stdout.readline()  # its values are written
         calls = processor_calls(tmp_path)
         assert calls == {
-            "shardId-0": ProcessorCalls(last_call=2000.0, in_call=False),
-            "shardId-1": ProcessorCalls(last_call=1500.0, in_call=True),
+            "shardId-0": ProcessorCalls(last_activity=2000.0, in_call=False),
+            "shardId-1": ProcessorCalls(last_activity=1500.0, in_call=True),
         }
         assert prune_dead_processes(tmp_path) == []  # already pruned by the read
         assert not list(tmp_path.glob(f"gauge_live*_{killed.pid}.db"))

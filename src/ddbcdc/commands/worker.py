@@ -9,9 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from ddbcdc import aws
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon
+from ddbcdc.worker.leadership import release_stale_leader_lock
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
 from ddbcdc.worker.workdir import WorkDir
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     java = daemon.check_java(args.java)
     jars = daemon.find_jars()
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    _release_leadership(settings, options)
     with WorkDir() as workdir:
         properties_file = workdir.path / "kcl.properties"
         properties_file.write_text(properties)
@@ -141,6 +145,17 @@ def _serve(
         server.stop()
     log.warning("worker stopped application=%s status=%d", options.application_name, status)
     return status
+
+
+def _release_leadership(settings: Settings, options: daemon.WorkerOptions) -> None:
+    """Give back the leader lock an earlier run under this worker id left (see leadership)."""
+    assert options.worker_id is not None
+    client = aws.client("dynamodb", settings, max_attempts=3)
+    try:
+        release_stale_leader_lock(client, options.application_name, options.worker_id)
+    except (BotoCoreError, ClientError) as exc:
+        # Not fatal: the lock then expires by itself, in two minutes.
+        log.warning("could not check the KCL leader lock: %s", type(exc).__name__)
 
 
 def _lease_scan(settings: Settings, table: str) -> Callable[[], Iterator[dict[str, Any]]]:

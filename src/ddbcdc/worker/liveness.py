@@ -1,17 +1,18 @@
-"""Stalled shards: a lease this worker holds whose processor has stopped being called.
+"""Stalled shards: a lease this worker holds whose processor is no longer called.
 
 The KCL calls every shard processor at least once per ``idleTimeBetweenReadsInMillis``, empty
 batches included (``callProcessRecordsEvenForEmptyRecordList``), so a processor that has not
 been called for a while means nothing reads that shard, whatever its last MillisBehindLatest
 said. Three views of it:
 
-* the shard processors record when they were last called, and whether they are inside a call,
-  in two gauges (:class:`~ddbcdc.worker.metrics.ProcessorMetrics`);
+* the shard processors record their last activity (a call, or a wait between retries of a
+  batch) and whether they are inside a call, in two gauges
+  (:class:`~ddbcdc.worker.metrics.ProcessorMetrics`);
 * ``ddbcdc worker`` reads the KCL lease table for the leases it holds (:class:`LeaseWatcher`)
   and joins both in :class:`StallMonitor`: ``/healthz`` fails and
-  ``ddbcdc_worker_shard_stalled`` turns 1 for a held shard that has had no call for longer
-  than the threshold (a call still running, e.g. a batch retried while PostgreSQL is down, is
-  not a stall: its retries have their own counter);
+  ``ddbcdc_worker_shard_stalled`` turns 1 for a held shard without activity for longer than
+  the threshold (a batch retried while PostgreSQL is down is activity; a processor hung in a
+  call, or never started, is not);
 * each processor touches its ``ddbcdc_shard_progress`` row on empty batches
   (:class:`ProgressTouch`), so ``ddbcdc status`` tells a stalled shard from an idle one.
 """
@@ -105,7 +106,7 @@ class ProgressTouch:
 class ProcessorCalls:
     """What the shard processors' gauges say about one shard."""
 
-    last_call: float
+    last_activity: float
     in_call: bool
 
 
@@ -115,10 +116,10 @@ class ShardHealth:
 
     Attributes:
         shard_id: the shard.
-        age_s: seconds since its processor was last called (since the lease was first seen
+        age_s: seconds since its processor's last activity (since the lease was first seen
             held, while no live processor has reported).
         in_call: a call is running right now (a batch being applied or retried).
-        stalled: held, not in a call, and no call for longer than the threshold.
+        stalled: held, and no activity for longer than the threshold.
     """
 
     shard_id: str
@@ -129,7 +130,7 @@ class ShardHealth:
     def describe(self) -> str:
         """One ``key=value`` line for ``/healthz``."""
         state = "stalled" if self.stalled else "busy" if self.in_call else "ok"
-        return f"shard={self.shard_id} state={state} last_call_age_s={self.age_s:.1f}"
+        return f"shard={self.shard_id} state={state} last_activity_age_s={self.age_s:.1f}"
 
 
 class LeaseWatcher:
@@ -235,12 +236,10 @@ class StallMonitor(Collector):
             seen = calls.get(shard)
             # No processor (live ones only: a finished or killed one's gauges are dropped)
             # since the lease was first seen held counts from then.
-            last = seen.last_call if seen else since
+            last = seen.last_activity if seen else since
             in_call = seen.in_call if seen else False
             age = max(0.0, now - last)
-            result.append(
-                ShardHealth(shard, age, in_call, not in_call and age > self.stall_after_s)
-            )
+            result.append(ShardHealth(shard, age, in_call, age > self.stall_after_s))
         return result
 
     def problems(self) -> list[str]:
@@ -252,15 +251,15 @@ class StallMonitor(Collector):
         return found
 
     def collect(self) -> Iterator[Metric]:
-        """``ddbcdc_worker_shard_last_call_age_seconds`` and ``ddbcdc_worker_shard_stalled``."""
+        """Per held shard: activity age and stalled (0/1); the number of leases held."""
         age = GaugeMetricFamily(
-            "ddbcdc_worker_shard_last_call_age_seconds",
-            "Seconds since the processor of a shard this worker holds was last called.",
+            "ddbcdc_worker_shard_last_activity_age_seconds",
+            "Seconds since the processor of a shard this worker holds was last active.",
             labels=["shard"],
         )
         stalled = GaugeMetricFamily(
             "ddbcdc_worker_shard_stalled",
-            "1 when a shard this worker holds has had no processor call for too long.",
+            "1 when the processor of a shard this worker holds has not been active for too long.",
             labels=["shard"],
         )
         shards = self.shards()

@@ -64,7 +64,7 @@ class ProcessorMetrics:
     apply_retries: Counter
     checkpoint_retries: Counter
     checkpoint_failures: Counter
-    last_call: Gauge
+    last_activity: Gauge
     in_call: Gauge
 
     @classmethod
@@ -124,9 +124,10 @@ class ProcessorMetrics:
                 ("shard", "error"),
                 registry=reg,
             ),
-            last_call=Gauge(
-                "ddbcdc_worker_last_call_timestamp_seconds",
-                "When the KCL last called the shard's processor (empty batches included).",
+            last_activity=Gauge(
+                "ddbcdc_worker_last_activity_timestamp_seconds",
+                "When the shard's processor was last called (empty batches included) or "
+                "last waited to retry a batch.",
                 shard,
                 multiprocess_mode="livemax",
                 registry=reg,
@@ -173,7 +174,7 @@ def _pid_exists(pid: int) -> bool:
 
 
 def processor_calls(multiproc_dir: Path) -> Mapping[str, ProcessorCalls]:
-    """Per shard: the processors' last call time and whether one is in a call now."""
+    """Per shard: the processors' last activity and whether one is in a call now."""
     prune_dead_processes(multiproc_dir)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
@@ -184,7 +185,7 @@ def processor_calls(multiproc_dir: Path) -> Mapping[str, ProcessorCalls]:
             shard = sample.labels.get("shard")
             if shard is None:
                 continue
-            if sample.name == "ddbcdc_worker_last_call_timestamp_seconds":
+            if sample.name == "ddbcdc_worker_last_activity_timestamp_seconds":
                 last[shard] = sample.value
             elif sample.name == "ddbcdc_worker_in_call":
                 busy[shard] = sample.value > 0

@@ -101,7 +101,9 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         apply_backoff: delays between attempts at one batch (retried forever).
         checkpoint_backoff: delays between checkpoint attempts.
         checkpoint_attempts: attempts per checkpoint before giving up until the next batch.
-        sleep: the sleep function (tests pass a fake clock).
+        sleep: the sleep function between retries (tests pass a fake clock); by default
+            :func:`time.sleep` after recording the processor's activity, so a batch retried
+            for long is not taken for a stalled shard.
         should_stop: polled while waiting to retry; True makes the process exit.
         touch: called with (shard, MillisBehindLatest) on every empty batch, to keep the
             shard's progress row fresh (see :class:`ddbcdc.worker.liveness.ProgressTouch`).
@@ -116,7 +118,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         apply_backoff: Backoff | None = None,
         checkpoint_backoff: Backoff | None = None,
         checkpoint_attempts: int = 6,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         touch: Callable[[str, int | None], object] | None = None,
     ) -> None:
@@ -126,7 +128,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self.apply_backoff = apply_backoff or Backoff()
         self.checkpoint_backoff = checkpoint_backoff or Backoff(initial=0.2, maximum=5.0)
         self.checkpoint_attempts = max(1, checkpoint_attempts)
-        self._sleep = sleep
+        self._sleep = sleep if sleep is not None else self._sleep_active
         self._should_stop = should_stop
         self._touch = touch
         self.shard_id = "unknown"
@@ -139,7 +141,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
     def initialize(self, initialize_input: Any) -> None:
         """Remember the shard; nothing to open (the pipeline connects lazily)."""
         self.shard_id = str(initialize_input.shard_id)
-        self.metrics.last_call.labels(self.shard_id).set_to_current_time()
+        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
         log.info(
             "shard processor started shard=%s from_sequence=%s",
             self.shard_id,
@@ -148,7 +150,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
 
     def process_records(self, process_records_input: Any) -> None:
         """Apply the batch (retrying until PostgreSQL commits it), then checkpoint."""
-        self.metrics.last_call.labels(self.shard_id).set_to_current_time()
+        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
         self.metrics.in_call.labels(self.shard_id).set(1)
         try:
             self._process_records(process_records_input)
@@ -210,6 +212,10 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         )
         if self.last_applied is not None and self.last_applied != self.last_checkpointed:
             self._checkpoint(shutdown_requested_input.checkpointer, self.last_applied)
+
+    def _sleep_active(self, seconds: float) -> None:
+        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
+        time.sleep(seconds)
 
     # --- applying ------------------------------------------------------------------------
 
