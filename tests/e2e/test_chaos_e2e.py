@@ -281,7 +281,9 @@ def test_faults_under_load_lose_nothing(
         DDBCDC_APPLICATION_NAME=application,
         DDBCDC_FAILOVER_TIME_MS=str(FAILOVER_MS),
         DDBCDC_STALL_AFTER_S="30",
+        TMPDIR=str(tmp_path / "tmp"),  # where the workers keep their folders
     )
+    (tmp_path / "tmp").mkdir()
     workers = {wid: Worker(env, tmp_path / f"{wid}.log", "--worker-id", wid) for wid in "ab"}
     supervisor = Supervisor(workers)
     load = SteadyLoad(stack, rate=LOAD_RATE, keys=KEYS, seed=rng.randrange(1 << 30))
@@ -301,10 +303,15 @@ def test_faults_under_load_lose_nothing(
             time.sleep(rng.uniform(3, 8))
             chaos.run(event)
         operations = load.finish()
-        supervisor.stop()
         assert_exact(stack, database, workers, operations)
-        for worker in workers.values():
-            assert worker.get("/healthz") == (200, "ok\n"), worker.log_tail()
+        wait_for(
+            "both workers to answer /healthz ok",
+            lambda: all(w.get("/healthz") == (200, "ok\n") for w in workers.values()),
+            60,
+        )
+        supervisor.stop()
+        # Every SIGKILLed run left its folder; each start removed those of dead runs.
+        assert len(list((tmp_path / "tmp").glob("ddbcdc-worker-*"))) == len(workers)
     except BaseException:
         print("\n".join(["chaos report:", *chaos.report]))
         for wid, worker in workers.items():
