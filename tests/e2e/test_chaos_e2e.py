@@ -218,14 +218,25 @@ class Chaos:
         wait_for("a shard processor to run", some_running, 60, every=0.5)
         wid = self.rng.choice(sorted(running))
         pid = self.rng.choice(running[wid])
+        shards = owned_by(self.stack, self.application, wid)
+        seen = len(self.supervisor.exits)
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         self.processor_killed_in.append(wid)
-        shards = owned_by(self.stack, self.application, wid)
+        wait_for(
+            f"worker {wid} to stop",
+            lambda: (wid, 1) in self.supervisor.exits[seen:],
+            60,
+            every=0.25,
+        )
+        stopped = time.monotonic() - killed
         took = time_until_read_again(
             self.database, self.application, shards, killed, FAILOVER_BOUND_S + 60
         )
-        return f"{wid}'s processor pid {pid} killed; {sorted(shards)} read again after {took:.1f}s"
+        return (
+            f"{wid}'s processor pid {pid} killed; the worker exited 1 after {stopped:.1f}s, "
+            f"{sorted(shards)} read again after {took:.1f}s"
+        )
 
     def crash_postgres(self) -> str:
         self.pg.crash()

@@ -1,12 +1,13 @@
-"""A lease moving between workers while its old owner dies, and the old owner coming back.
+"""A lease moving between workers while one of them dies and comes back under its id.
 
 Worker ``a`` holds both shards; ``b`` starts, and the KCL leader moves one lease to it. The
 moment the lease table shows the move (new ``leaseOwner``, or a ``checkpointOwner`` when KCL
-3.x's graceful handoff is on), ``a`` is SIGKILLed with its whole process tree and started again
-2-5 s later under the same worker id. With graceful handoff on, KCL 3.1.3 leaves such a lease
-half-handed-off (``leaseOwner`` one worker, ``checkpointOwner`` the other) and nobody reads
-the shard for minutes or for good; ddbcdc turns the handoff off, so every shard must be read
-again within the failover time plus a few seconds.
+3.x's graceful handoff is on), the old owner ``a`` (or the new owner ``b``) is SIGKILLed with
+its whole process tree and started again 2-5 s later under the same worker id. With graceful
+handoff on, KCL 3.1.3 leaves such a lease half-handed-off (``leaseOwner`` one worker,
+``checkpointOwner`` the other) and nobody reads the shard for minutes or for good; ddbcdc
+turns the handoff off, so every shard must be read again within the failover time plus a few
+seconds.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def moved(stack: LocalStack, application: str) -> str | None:
     return None
 
 
-def test_old_owner_killed_mid_handoff_comes_back_and_every_shard_is_read_again(
-    stack: LocalStack, database: str, tmp_path: Path
+@pytest.mark.parametrize("victim", ["a", "b"], ids=["old-owner", "new-owner"])
+def test_owner_killed_mid_handoff_comes_back_and_every_shard_is_read_again(
+    stack: LocalStack, database: str, tmp_path: Path, victim: str
 ) -> None:
     rng = random.Random(11)
     provision(stack, STREAM)
@@ -89,12 +91,13 @@ def test_old_owner_killed_mid_handoff_comes_back_and_every_shard_is_read_again(
             return shard is not None
 
         wait_for("the leader to move a lease to b", move_started, 120, a, b, every=0.05)
-        a.kill()
-        print(f"\nlease {found[0]} moving: {leases(stack, application)[found[0]]}")
+        killed = {"a": a, "b": b}[victim]
+        killed.kill()
+        print(f"\nlease {found[0]} moving, {victim} killed: {leases(stack, application)[found[0]]}")
         time.sleep(rng.uniform(2, 5))
         restarted = time.monotonic()
         before = shard_sequences(database, application)
-        a.restart()
+        killed.restart()
 
         def every_shard_read_again() -> bool:
             now = shard_sequences(database, application)
@@ -103,7 +106,7 @@ def test_old_owner_killed_mid_handoff_comes_back_and_every_shard_is_read_again(
         took = wait_for(
             "every shard to be read again", every_shard_read_again, READ_AGAIN_WITHIN_S, a, b
         )
-        print(f"every shard read again {time.monotonic() - restarted:.1f}s after a's restart")
+        print(f"every shard read again {time.monotonic() - restarted:.1f}s after the restart")
         assert took < READ_AGAIN_WITHIN_S
         rows = leases(stack, application)
         assert all(r.checkpoint_owner is None for r in rows.values()), rows
