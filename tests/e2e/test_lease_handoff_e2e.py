@@ -6,13 +6,16 @@ moment the lease table shows the move (new ``leaseOwner``, or a ``checkpointOwne
 its whole process tree and started again 2-5 s later under the same worker id. With graceful
 handoff on, KCL 3.1.3 leaves such a lease half-handed-off (``leaseOwner`` one worker,
 ``checkpointOwner`` the other) and nobody reads the shard for minutes or for good; ddbcdc
-turns the handoff off, so every shard must be read again within the failover time plus a few
-seconds.
+turns the handoff off, so no lease may ever show a ``checkpointOwner`` (the state that
+stalls), and every shard must be read again within the failover time plus a few seconds.
+Whether a half-done handoff stalls for good depends on which worker the leader then picks, so
+the first check is the one that fails every time the handoff is on.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 from cluster import (
     MAPPINGS_DIR,
+    LeaseRow,
     SteadyLoad,
     Worker,
     leases,
@@ -42,6 +46,21 @@ FAILOVER_MS = 3000
 # Failover time, two lease-assignment runs, lease discovery and a processor start, with room
 # for a slow, shared machine. KCL 3.1.3 with graceful handoff took 120 s or never.
 READ_AGAIN_WITHIN_S = 60.0
+
+
+class HandoffSpy(threading.Thread):
+    """Reads the lease table over and over; keeps every row seen with a checkpointOwner."""
+
+    def __init__(self, stack: LocalStack, application: str) -> None:
+        super().__init__(name="handoff-spy", daemon=True)
+        self.stack, self.application = stack, application
+        self.half_done: list[LeaseRow] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            rows = leases(self.stack, self.application).values()
+            self.half_done.extend(r for r in rows if r.checkpoint_owner is not None)
 
 
 def moved(stack: LocalStack, application: str) -> str | None:
@@ -67,10 +86,12 @@ def test_owner_killed_mid_handoff_comes_back_and_every_shard_is_read_again(
         DDBCDC_FAILOVER_TIME_MS=str(FAILOVER_MS),
     )
     load = SteadyLoad(stack, rate=25, keys=200, seed=5)
+    spy = HandoffSpy(stack, application)
     a = Worker(env, tmp_path / "a.log", "--worker-id", "a")
     workers = [a]
     try:
         load.start()
+        spy.start()
         wait_for(
             "worker a to apply records of both shards",
             lambda: (
@@ -111,6 +132,9 @@ def test_owner_killed_mid_handoff_comes_back_and_every_shard_is_read_again(
         rows = leases(stack, application)
         assert all(r.checkpoint_owner is None for r in rows.values()), rows
         assert {r.owner for r in rows.values()} <= {"a", "b"}
+        spy.done.set()
+        spy.join(timeout=30)
+        assert spy.half_done == [], f"half-done handoffs seen: {spy.half_done[:3]}"
 
         load.finish()
         dynamodb = aws.client("dynamodb", stack.settings())
@@ -127,6 +151,7 @@ def test_owner_killed_mid_handoff_comes_back_and_every_shard_is_read_again(
         finally:
             engine.dispose()
     finally:
+        spy.done.set()
         for worker in workers:
             if worker.alive():
                 worker.stop()
