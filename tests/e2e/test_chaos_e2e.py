@@ -197,6 +197,13 @@ class Chaos:
     def failover(self) -> str:
         boss = leader(self.stack, self.application)
         wid = next(w for w in sorted(self.supervisor.workers) if w != boss)
+        # After an earlier kill the leader may not have given it a lease back yet.
+        wait_for(
+            f"{wid} to hold a lease",
+            lambda: bool(owned_by(self.stack, self.application, wid)),
+            120,
+            every=0.5,
+        )
         shards = owned_by(self.stack, self.application, wid)
         killed = time.monotonic()
         self.supervisor.kill(wid)
