@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     shutdown_grace_ms: int = Field(
         default=20_000, ge=0, validation_alias=_env("DDBCDC_SHUTDOWN_GRACE_MS")
     )
+    stall_after_s: float = Field(default=60.0, gt=0, validation_alias=_env("DDBCDC_STALL_AFTER_S"))
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is not set."""

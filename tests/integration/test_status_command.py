@@ -14,6 +14,7 @@ from ddbcdc.cli import main
 from ddbcdc.mapping import load_mappings
 from ddbcdc.migration import upgrade
 from ddbcdc.pipeline import Pipeline, ShardPosition
+from ddbcdc.worker.liveness import ProgressTouch
 
 MAPPINGS = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 
@@ -53,11 +54,11 @@ def test_progress_per_shard_as_table_and_json(
     assert main(["status", "--application-name", "app"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == [
-        "APPLICATION", "SHARD", "RECORDS", "BATCHES", "BEHIND_MS", "AGE_S", "SEQUENCE",
+        "APPLICATION", "SHARD", "STATE", "RECORDS", "BATCHES", "BEHIND_MS", "AGE_S", "SEQUENCE",
     ]  # fmt: skip
-    assert out[1].split()[:5] == ["app", "shardId-000000000000", "0", "2", "20"]
+    assert out[1].split()[:6] == ["app", "shardId-000000000000", "ok", "0", "2", "20"]
     assert out[1].split()[-1] == "105"
-    assert out[2].split()[4] == "-"
+    assert out[2].split()[5] == "-"
     assert len(out) == 3
 
     assert main(["status", "--json"]) == 0
@@ -69,3 +70,39 @@ def test_progress_per_shard_as_table_and_json(
     ]
     assert all(0 <= s["seconds_since_update"] < 60 for s in shards)
     assert shards[0]["batches_total"] == 2
+
+
+def test_a_shard_not_called_for_longer_than_the_threshold_is_stalled(
+    empty_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = sa.create_engine(empty_db)
+    upgrade(engine, MAPPINGS)
+    pipeline = Pipeline(engine=engine, mappings=MAPPINGS)
+    for shard in ("shardId-000000000000", "shardId-000000000001"):
+        pipeline.process([], position=ShardPosition("app", shard, "100", 0))
+    pipeline.close()
+    # The processor of shard 0 went on being called (an empty batch touches the row); the
+    # other was last called 90 s ago, when MillisBehindLatest was 0.
+    touch = ProgressTouch(engine, "app", every_s=5.0)
+    assert touch("shardId-000000000000", 0)
+    assert not touch("shardId-000000000000", 0)  # at most every 5 s
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE ddbcdc_shard_progress SET updated_at = now() - interval '90 seconds' "
+                "WHERE shard_id = 'shardId-000000000001'"
+            )
+        )
+    engine.dispose()
+
+    assert main(["status", "--stall-after", "60"]) == 3
+    out = capsys.readouterr().out.splitlines()
+    fresh, stalled = (line.split() for line in out[1:])
+    assert fresh[2] == "ok" and fresh[5] == "0"
+    assert stalled[2] == "stalled"
+    assert stalled[5] == "-"  # not the stale 0 ms
+    assert float(stalled[6]) >= 90
+
+    assert main(["status", "--json", "--stall-after", "120"]) == 0
+    shards = json.loads(capsys.readouterr().out)["shards"]
+    assert [s["stalled"] for s in shards] == [False, False]

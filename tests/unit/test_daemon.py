@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -62,10 +64,11 @@ def test_properties_carry_kcl_313_keys_and_no_secret() -> None:
     assert props["maxRecords"] == "1000"
     assert props["idleTimeBetweenReadsInMillis"] == "250"
     assert props["failoverTimeMillis"] == "10000"
-    assert props["leaseAssignmentIntervalMillis"] == "5000"
+    assert props["leaseAssignmentIntervalMillis"] == "2000"
     assert props["workerMetricsReporterFreqInMillis"] == "10000"
     assert props["shardSyncIntervalMillis"] == "1000"
     assert props["shutdownGraceMillis"] == "20000"
+    assert props["isGracefulLeaseHandoffEnabled"] == "false"
     assert props["AwsCredentialsProvider"] == "DefaultCredentialsProvider"
     assert "s3cret" not in text and "postgresql" not in text
     assert "$" not in text  # every placeholder filled
@@ -263,3 +266,19 @@ def test_daemon_gets_sigterm_when_the_launcher_is_killed(tmp_path: Path) -> None
     if not termed.exists():
         os.kill(int(ready.read_text()), signal.SIGKILL)
     assert termed.exists()
+
+
+def test_the_handoff_switch_is_a_property_the_bundled_kcl_reads() -> None:
+    """The daemon ignores unknown keys silently: the name must be a setter of its config."""
+    [jar] = [j for j in daemon.find_jars() if j.name.startswith("amazon-kinesis-client-multilang")]
+    with zipfile.ZipFile(jar) as archive:
+        bean = archive.read(
+            "software/amazon/kinesis/multilang/config/GracefulLeaseHandoffConfigBean.class"
+        )
+    assert b"setIsGracefulLeaseHandoffEnabled" in bean
+
+
+def test_a_worker_without_an_id_gets_a_fresh_one() -> None:
+    first, second = daemon.new_worker_id(), daemon.new_worker_id()
+    assert first != second
+    assert re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{8}", first)

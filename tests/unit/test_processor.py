@@ -12,6 +12,7 @@ tests/integration/test_processor_pipeline.py.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -76,6 +77,7 @@ class Harness:
         stop_after_sleeps: int | None = None,
         mapping_check_every: float = 3600.0,
     ) -> None:
+        self.touched: list[tuple[str, int | None]] = []
         self.daemon = FakeDaemon(actions, checkpoint_errors)
         self.pipeline = pipeline or ScriptedPipeline()
         self.registry = CollectorRegistry()
@@ -91,6 +93,7 @@ class Harness:
             sleep=self.sleeps.append,
             should_stop=self._should_stop,
             mapping_check_every=mapping_check_every,
+            touch=lambda shard, behind: self.touched.append((shard, behind)),
         )
 
     def _should_stop(self) -> bool:
@@ -267,6 +270,33 @@ def test_empty_batches_update_lag_without_touching_postgres() -> None:
     assert h.metric("ddbcdc_worker_millis_behind_latest") == 0
 
 
+def test_every_call_is_recorded_and_empty_batches_touch_the_progress_row() -> None:
+    h = Harness([initialize(), process(behind=40), process(1, behind=1500), process(behind=0)])
+    before = time.time()
+    h.run()
+    assert h.touched == [(SHARD, 40), (SHARD, 0)]  # the non-empty batch writes its own row
+    active = h.metric("ddbcdc_worker_last_activity_timestamp_seconds")
+    assert active is not None and before <= active <= time.time()
+    assert h.metric("ddbcdc_worker_in_call") == 0
+
+
+def test_a_batch_being_applied_or_retried_is_in_a_call() -> None:
+    seen: list[float | None] = []
+
+    class Watching(ScriptedPipeline):
+        def process(
+            self, records: Sequence[SourceRecord], *, position: ShardPosition | None = None
+        ) -> BatchResult:
+            seen.append(h.metric("ddbcdc_worker_in_call"))
+            return super().process(records, position=position)
+
+    down = DatabaseUnavailableError("connection refused")
+    h = Harness([initialize(), process(1)], pipeline=Watching(failures=[down, down]))
+    h.run()
+    assert seen == [1.0, 1.0, 1.0]
+    assert h.metric("ddbcdc_worker_in_call") == 0
+
+
 def test_dead_letters_are_counted_and_the_batch_still_checkpoints() -> None:
     h = Harness([initialize(), process(1, 2, 3)], pipeline=ScriptedPipeline(dead_lettered=2))
     daemon = h.run()
@@ -325,3 +355,22 @@ def test_a_mapping_migrated_away_stops_the_processor_before_it_applies() -> None
     assert stopped.value.code == 2
     assert [records[0].sequence_number for records, _ in pipeline.calls] == ["1"]
     assert h.daemon.checkpoints == ["1"]  # batch 2 neither applied nor checkpointed
+
+
+def test_waits_between_retries_are_activity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default the processor sleeps itself, recording that it is alive at each wait."""
+    slept: list[float] = []
+    monkeypatch.setattr("ddbcdc.worker.processor.time.sleep", slept.append)
+    down = DatabaseUnavailableError("connection refused")
+    registry = CollectorRegistry()
+    processor = ShardProcessor(
+        ScriptedPipeline(failures=[down]),
+        application="app",
+        metrics=ProcessorMetrics.create(registry),
+    )
+    processor.shard_id = SHARD
+    processor._sleep(0.5)
+    assert slept == [0.5]
+    assert registry.get_sample_value(
+        "ddbcdc_worker_last_activity_timestamp_seconds", {"shard": SHARD}
+    ) == pytest.approx(time.time(), abs=5)

@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ddbcdc import aws
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon
-from ddbcdc.worker.metrics import MetricsServer
+from ddbcdc.worker.leadership import release_stale_leader_lock
+from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
+from ddbcdc.worker.metrics import MetricsServer, processor_calls
+from ddbcdc.worker.workdir import WorkDir
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,9 @@ def register(subparsers: Any) -> None:
         help="print the rendered KCL properties and exit",
     )
     parser.add_argument(
-        "--worker-id", help="KCL worker id, unique per running worker (default: random)"
+        "--worker-id",
+        help="KCL worker id, unique per running worker; give a restarted worker the same id "
+        "to take its leases back at once (default: host name and a random suffix)",
     )
     parser.add_argument("--java", help="java executable (default: $JAVA_HOME/bin/java or PATH)")
     parser.set_defaults(func=run)
@@ -77,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         stream=args.stream,
         application_name=args.application_name,
         initial_position=args.initial_position,
-        worker_id=args.worker_id,
+        # Always a known id: the stall monitor finds this worker's leases by it.
+        worker_id=args.worker_id or daemon.new_worker_id(),
     )
     properties = daemon.render_properties(options, executable=daemon.processor_command())
     if args.print_properties:
@@ -87,11 +96,11 @@ def run(args: argparse.Namespace) -> int:
     java = daemon.check_java(args.java)
     jars = daemon.find_jars()
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
-    with tempfile.TemporaryDirectory(prefix="ddbcdc-worker-") as tmp:
-        workdir = Path(tmp)
-        properties_file = workdir / "kcl.properties"
+    _release_leadership(settings, options)
+    with WorkDir() as workdir:
+        properties_file = workdir.path / "kcl.properties"
         properties_file.write_text(properties)
-        multiproc_dir = workdir / "metrics"
+        multiproc_dir = workdir.path / "metrics"
         multiproc_dir.mkdir()
         env = daemon.daemon_environment(
             settings,
@@ -103,25 +112,77 @@ def run(args: argparse.Namespace) -> int:
             daemon.daemon_command(java, jars, properties_file),
             env,
             grace_s=options.shutdown_grace_ms / 1000 + 15,
+            pass_fds=(workdir.lock_fd,),
         )
-        server = MetricsServer(
-            multiproc_dir=multiproc_dir,
-            host=settings.metrics_host,
-            port=port,
-            healthy=process.alive,
-        )
-        log.warning(
-            "worker starting application=%s stream=%s metrics=http://%s:%d/metrics",
-            options.application_name,
-            options.stream,
-            settings.metrics_host,
-            server.port,
-        )
-        try:
-            process.start()  # before any thread: it forks
-            server.start()
-            status = process.wait()
-        finally:
-            server.stop()
+        return _serve(settings, options, process, multiproc_dir, port)
+
+
+def _serve(
+    settings: Settings,
+    options: daemon.WorkerOptions,
+    process: daemon.DaemonProcess,
+    multiproc_dir: Path,
+    port: int,
+) -> int:
+    """Run the daemon with the lease watcher and the metrics server beside it."""
+    assert options.worker_id is not None
+    leases = LeaseWatcher(_lease_scan(settings, options.application_name), options.worker_id)
+    monitor = StallMonitor(
+        leases,
+        lambda: processor_calls(multiproc_dir),
+        stall_after_s=settings.stall_after_s,
+    )
+
+    def problems() -> list[str]:
+        return monitor.problems() if process.alive() else ["KCL daemon not running"]
+
+    server = MetricsServer(
+        multiproc_dir=multiproc_dir,
+        host=settings.metrics_host,
+        port=port,
+        problems=problems,
+        collectors=[monitor],
+    )
+    log.warning(
+        "worker starting application=%s worker_id=%s stream=%s metrics=http://%s:%d/metrics",
+        options.application_name,
+        options.worker_id,
+        options.stream,
+        settings.metrics_host,
+        server.port,
+    )
+    try:
+        process.start()  # before any thread: it forks
+        server.start()
+        leases.start()
+        status = process.wait()
+    finally:
+        leases.stop()
+        server.stop()
     log.warning("worker stopped application=%s status=%d", options.application_name, status)
     return status
+
+
+def _release_leadership(settings: Settings, options: daemon.WorkerOptions) -> None:
+    """Give back the leader lock an earlier run under this worker id left (see leadership)."""
+    assert options.worker_id is not None
+    client = aws.client("dynamodb", settings, max_attempts=3)
+    try:
+        release_stale_leader_lock(client, options.application_name, options.worker_id)
+    except (BotoCoreError, ClientError) as exc:
+        # Not fatal: the lock then expires by itself, in two minutes.
+        log.warning("could not check the KCL leader lock: %s", type(exc).__name__)
+
+
+def _lease_scan(settings: Settings, table: str) -> Callable[[], Iterator[dict[str, Any]]]:
+    """A paginated Scan of the KCL lease table (the application's name)."""
+    client = aws.client("dynamodb", settings, max_attempts=3)
+
+    def scan() -> Iterator[dict[str, Any]]:
+        try:
+            for page in client.get_paginator("scan").paginate(TableName=table):
+                yield from page["Items"]
+        except client.exceptions.ResourceNotFoundException:
+            return  # the daemon has not created it yet
+
+    return scan

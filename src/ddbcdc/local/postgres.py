@@ -63,6 +63,7 @@ class TemporaryPostgres:
         self.bindir = find_pg_bindir()
         self._tmp: Path | None = None
         self._user: str | None = None
+        self._options: list[str] = []
 
     @property
     def url(self) -> str:
@@ -126,24 +127,39 @@ class TemporaryPostgres:
                 "-c",
                 "synchronous_commit=off",
             ]
+        self._options = options
+        self._start_server()
+        self._run(
+            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.dbname
+        )
+        log.info("temporary PostgreSQL on 127.0.0.1:%d (%s)", self.port, self._tmp)
+        return self
+
+    def _start_server(self) -> None:
+        assert self._tmp is not None
         self._run(
             "pg_ctl",
             "-D",
-            str(data),
+            str(self._tmp / "data"),
             "-l",
             str(self._tmp / "postgres.log"),
             "-w",
             "-t",
             "60",
             "-o",
-            " ".join(options),
+            " ".join(self._options),
             "start",
         )
-        self._run(
-            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.dbname
-        )
-        log.info("temporary PostgreSQL on 127.0.0.1:%d (%s)", self.port, self._tmp)
-        return self
+
+    def crash(self) -> None:
+        """Stop the server at once, as a crash would (``pg_ctl -m immediate``); keep the data."""
+        assert self._tmp is not None, "start() first"
+        self._run("pg_ctl", "-D", str(self._tmp / "data"), "-m", "immediate", "-w", "stop")
+
+    def restart(self) -> None:
+        """Start the server again after :meth:`crash` (it recovers from its WAL)."""
+        assert self._tmp is not None, "start() first"
+        self._start_server()
 
     def stop(self) -> None:
         """Stop the cluster and delete its files."""

@@ -17,9 +17,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ __all__ = [
     "daemon_command",
     "daemon_environment",
     "find_jars",
+    "new_worker_id",
     "processor_command",
     "render_properties",
     "workers_dir",
@@ -99,6 +102,12 @@ class WorkerOptions:
             dynamodb_endpoint=settings.dynamodb_endpoint,
             worker_id=worker_id,
         )
+
+
+def new_worker_id() -> str:
+    """A worker id for a worker started without one: the host name and 8 random hex digits."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "worker"
+    return f"{host}-{uuid.uuid4().hex[:8]}"
 
 
 def workers_dir() -> Path:
@@ -185,9 +194,11 @@ def render_properties(options: WorkerOptions, *, executable: str) -> str:
         "max_records": options.max_records,
         "idle_time_ms": options.idle_time_ms,
         "failover_time_ms": options.failover_time_ms,
-        # KCL's default is twice the failover time; a new or surviving worker gets leases
-        # sooner this way, at the price of a few more lease-table scans by the leader.
-        "lease_assignment_interval_ms": max(1000, options.failover_time_ms // 2),
+        # KCL's default is twice the failover time. A dead worker's lease is reassigned up
+        # to 1.5 intervals after it expires and discovered half an interval later: at most
+        # 2 s keeps failover within the failover time plus a few seconds, for a lease-table
+        # scan by the leader and a lease query by each worker every second or two.
+        "lease_assignment_interval_ms": min(2000, max(1000, options.failover_time_ms // 2)),
         # The leader treats a worker as alive until it misses two reports; KCL's 30 s default
         # keeps a dead worker's expired leases unassigned for a minute.
         "worker_metrics_reporter_ms": options.failover_time_ms,
@@ -259,12 +270,21 @@ class DaemonProcess:
         command: from :func:`daemon_command`.
         env: from :func:`daemon_environment`.
         grace_s: after a stop signal, how long to wait for the daemon before SIGKILL.
+        pass_fds: descriptors the daemon inherits (the work folder's lock).
     """
 
-    def __init__(self, command: list[str], env: Mapping[str, str], *, grace_s: float) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        env: Mapping[str, str],
+        *,
+        grace_s: float,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.command = command
         self.env = dict(env)
         self.grace_s = grace_s
+        self.pass_fds = pass_fds
         self.child: subprocess.Popen[bytes] | None = None
         self._stop_at: float | None = None
 
@@ -279,6 +299,7 @@ class DaemonProcess:
             self.command,
             env=self.env,
             stdin=subprocess.DEVNULL,
+            pass_fds=self.pass_fds,
             preexec_fn=signal_when_parent_dies(signal.SIGTERM),
         )
         log.info("KCL daemon started pid=%d", self.child.pid)
@@ -315,7 +336,16 @@ class DaemonProcess:
                     continue
                 if self._stop_at is not None and status in (0, 130, 143):
                     return 0
-                return status if status >= 0 else 128 - status
+                code = status if status >= 0 else 128 - status
+                # The MultiLangDaemon exits 1 when a shard processor dies or fails: the whole
+                # worker stops, and its supervisor starts it again (same --worker-id: it
+                # takes its own leases back at once).
+                log.error(
+                    "KCL daemon exited unasked status=%d: a shard processor died or failed, "
+                    "or the daemon could not run; restart the worker with the same --worker-id",
+                    code,
+                )
+                return code
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

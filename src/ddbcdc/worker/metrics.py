@@ -5,14 +5,18 @@ prometheus_client's multiprocess mode: ``ddbcdc worker`` points ``PROMETHEUS_MUL
 at a fresh directory before it starts the daemon, every shard processor (a grandchild that
 inherits the environment) writes its values there, and ``ddbcdc worker`` serves the merged view
 on ``/metrics`` next to a ``/healthz`` probe.
+
+A processor killed outright never marks itself dead, so the server drops the live gauges of
+processes that no longer exist before each read (:func:`prune_dead_processes`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,10 +30,19 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.worker.liveness import ProcessorCalls
 
-__all__ = ["MULTIPROC_ENV", "MetricsServer", "ProcessorMetrics", "mark_process_dead"]
+__all__ = [
+    "MULTIPROC_ENV",
+    "MetricsServer",
+    "ProcessorMetrics",
+    "mark_process_dead",
+    "processor_calls",
+    "prune_dead_processes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +65,8 @@ class ProcessorMetrics:
     apply_retries: Counter
     checkpoint_retries: Counter
     checkpoint_failures: Counter
+    last_activity: Gauge
+    in_call: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ProcessorMetrics:
@@ -117,6 +132,21 @@ class ProcessorMetrics:
                 ("shard", "error"),
                 registry=reg,
             ),
+            last_activity=Gauge(
+                "ddbcdc_worker_last_activity_timestamp_seconds",
+                "When the shard's processor was last called (empty batches included) or "
+                "last waited to retry a batch.",
+                shard,
+                multiprocess_mode="livemax",
+                registry=reg,
+            ),
+            in_call=Gauge(
+                "ddbcdc_worker_in_call",
+                "1 while the shard's processor is inside a call (applying or retrying a batch).",
+                shard,
+                multiprocess_mode="livemax",
+                registry=reg,
+            ),
         )
 
 
@@ -126,6 +156,50 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
+_LIVE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+
+
+def prune_dead_processes(multiproc_dir: Path) -> list[int]:
+    """Drop the live gauges of processes that have gone without saying so; their PIDs."""
+    dead = set()
+    for path in multiproc_dir.glob("gauge_live*.db"):
+        match = _LIVE_FILE.match(path.name)
+        if match and not _pid_exists(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in sorted(dead):
+        multiprocess.mark_process_dead(pid, str(multiproc_dir))  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def processor_calls(multiproc_dir: Path) -> Mapping[str, ProcessorCalls]:
+    """Per shard: the processors' last activity and whether one is in a call now."""
+    prune_dead_processes(multiproc_dir)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+    last: dict[str, float] = {}
+    busy: dict[str, bool] = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            shard = sample.labels.get("shard")
+            if shard is None:
+                continue
+            if sample.name == "ddbcdc_worker_last_activity_timestamp_seconds":
+                last[shard] = sample.value
+            elif sample.name == "ddbcdc_worker_in_call":
+                busy[shard] = sample.value > 0
+    return {shard: ProcessorCalls(at, busy.get(shard, False)) for shard, at in last.items()}
+
+
 class MetricsServer:
     """``/metrics`` (merged from the multiprocess directory) and ``/healthz`` on one port.
 
@@ -133,14 +207,23 @@ class MetricsServer:
         multiproc_dir: the directory the shard processors write their values to.
         host: address to bind (loopback unless told otherwise).
         port: TCP port; 0 picks a free one (see :attr:`port` after :meth:`start`).
-        healthy: called on every ``/healthz``; True answers 200, False 503.
+        problems: called on every ``/healthz``: what is wrong (empty: 200 "ok", else 503
+            with one line per problem).
+        collectors: more collectors served on ``/metrics`` (e.g. the stall monitor).
     """
 
     def __init__(
-        self, *, multiproc_dir: Path, host: str, port: int, healthy: Callable[[], bool]
+        self,
+        *,
+        multiproc_dir: Path,
+        host: str,
+        port: int,
+        problems: Callable[[], Sequence[str]],
+        collectors: Sequence[Collector] = (),
     ) -> None:
         self.multiproc_dir = multiproc_dir
-        self.healthy = healthy
+        self.problems = problems
+        self.collectors = tuple(collectors)
         try:
             self._server = ThreadingHTTPServer((host, port), self._handler_class())
         except OSError as exc:
@@ -170,9 +253,23 @@ class MetricsServer:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every processor's metrics."""
+        prune_dead_processes(self.multiproc_dir)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(self.multiproc_dir))  # type: ignore[no-untyped-call]
+        for collector in self.collectors:
+            registry.register(collector)
         return generate_latest(registry)
+
+    def health(self) -> tuple[int, bytes]:
+        """``/healthz``: (200, "ok") or (503, one line per problem)."""
+        try:
+            found = list(self.problems())
+        except Exception as exc:  # a probe must answer, whatever broke
+            log.exception("health check failed")
+            found = [f"health check failed: {type(exc).__name__}"]
+        if not found:
+            return 200, b"ok\n"
+        return 503, "".join(f"{line}\n" for line in found).encode()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         owner = self
@@ -183,8 +280,8 @@ class MetricsServer:
                 if path == "/metrics":
                     self._reply(200, CONTENT_TYPE_LATEST, owner.render())
                 elif path == "/healthz":
-                    ok = owner.healthy()
-                    self._reply(200 if ok else 503, "text/plain", b"ok\n" if ok else b"down\n")
+                    status, body = owner.health()
+                    self._reply(status, "text/plain", body)
                 else:
                     self._reply(404, "text/plain", b"not found\n")
 

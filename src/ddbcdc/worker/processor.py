@@ -44,6 +44,7 @@ from amazon_kclpy.v3 import processor as kclv3
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError, DdbcdcError
 from ddbcdc.pipeline import BatchResult, Pipeline, ShardPosition, SourceRecord
 from ddbcdc.worker import protocol
+from ddbcdc.worker.liveness import ProgressTouch
 from ddbcdc.worker.metrics import ProcessorMetrics, mark_process_dead
 
 __all__ = ["Backoff", "ShardProcessor", "configure_logging", "main"]
@@ -108,11 +109,15 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         apply_backoff: delays between attempts at one batch (retried forever).
         checkpoint_backoff: delays between checkpoint attempts.
         checkpoint_attempts: attempts per checkpoint before giving up until the next batch.
-        sleep: the sleep function (tests pass a fake clock).
+        sleep: the sleep function between retries (tests pass a fake clock); by default
+            :func:`time.sleep` after recording the processor's activity, so a batch retried
+            for long is not taken for a stalled shard.
         should_stop: polled while waiting to retry; True makes the process exit.
         mapping_check_every: seconds between checks that the mapping is still the one the
             tables were migrated to.
         clock: monotonic seconds (tests pass a fake one).
+        touch: called with (shard, MillisBehindLatest) on every empty batch, to keep the
+            shard's progress row fresh (see :class:`ddbcdc.worker.liveness.ProgressTouch`).
     """
 
     def __init__(
@@ -124,10 +129,11 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         apply_backoff: Backoff | None = None,
         checkpoint_backoff: Backoff | None = None,
         checkpoint_attempts: int = 6,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         mapping_check_every: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        touch: Callable[[str, int | None], object] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.application = application
@@ -135,11 +141,12 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self.apply_backoff = apply_backoff or Backoff()
         self.checkpoint_backoff = checkpoint_backoff or Backoff(initial=0.2, maximum=5.0)
         self.checkpoint_attempts = max(1, checkpoint_attempts)
-        self._sleep = sleep
+        self._sleep = sleep if sleep is not None else self._sleep_active
         self._should_stop = should_stop
         self._clock = clock
         self._mapping_check_every = mapping_check_every
         self._next_mapping_check = clock() + mapping_check_every
+        self._touch = touch
         self.shard_id = "unknown"
         self.last_applied: str | None = None
         self.last_checkpointed: str | None = None
@@ -150,6 +157,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
     def initialize(self, initialize_input: Any) -> None:
         """Remember the shard; nothing to open (the pipeline connects lazily)."""
         self.shard_id = str(initialize_input.shard_id)
+        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
         log.info(
             "shard processor started shard=%s from_sequence=%s",
             self.shard_id,
@@ -158,11 +166,21 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
 
     def process_records(self, process_records_input: Any) -> None:
         """Apply the batch (retrying until PostgreSQL commits it), then checkpoint."""
+        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
+        self.metrics.in_call.labels(self.shard_id).set(1)
+        try:
+            self._process_records(process_records_input)
+        finally:
+            self.metrics.in_call.labels(self.shard_id).set(0)
+
+    def _process_records(self, process_records_input: Any) -> None:
         millis = process_records_input.millis_behind_latest
         if millis is not None:
             self.metrics.millis_behind_latest.labels(self.shard_id).set(millis)
         records = [self._source_record(r) for r in process_records_input.records]
         if not records:
+            if self._touch is not None:
+                self._touch(self.shard_id, None if millis is None else int(millis))
             return
         last = records[-1].sequence_number
         assert last is not None
@@ -231,6 +249,10 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         )
         if self.last_applied is not None and self.last_applied != self.last_checkpointed:
             self._checkpoint(shutdown_requested_input.checkpointer, self.last_applied)
+
+    def _sleep_active(self, seconds: float) -> None:
+        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
+        time.sleep(seconds)
 
     # --- applying ------------------------------------------------------------------------
 
@@ -442,7 +464,12 @@ def main() -> int:
         # The daemon stops when a processor fails to initialise: say why, once, clearly.
         log.error("shard processor cannot start: %s", exc)
         return 2
-    processor = ShardProcessor(pipeline, application=settings.application_name, should_stop=stop)
+    processor = ShardProcessor(
+        pipeline,
+        application=settings.application_name,
+        should_stop=stop,
+        touch=ProgressTouch(pipeline.engine, settings.application_name),
+    )
     try:
         process = kcl.KCLProcess(
             processor, input_file=sys.stdin, output_file=protocol_out, error_file=sys.stderr

@@ -1,0 +1,311 @@
+"""Helpers of the end-to-end tests: ``ddbcdc worker`` processes, the KCL lease table, waits.
+
+A :class:`Worker` is ``ddbcdc worker`` as an operator runs it: a real subprocess in its own
+process group (the wrapper, the Java daemon and its shard processors), started again with the
+same arguments by :meth:`Worker.restart` the way a supervisor would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from ddbcdc import aws
+from ddbcdc.loader import LoadOptions, Operation, expected_state, plan_operations
+from ddbcdc.loadwriter import run_load
+from ddbcdc.local.postgres import free_port
+from ddbcdc.local.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parents[2]
+MAPPINGS_DIR = ROOT / "schemas" / "tables"
+
+
+class Worker:
+    """``ddbcdc worker`` as a subprocess in its own process group.
+
+    Args:
+        env: the worker's environment.
+        log_path: stderr of every start goes here (appended).
+        args: extra command-line arguments (``--worker-id a``).
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.args = args
+        self.metrics_port = free_port()
+        self.starts = 0
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "ddbcdc.cli",
+                    "--log-level",
+                    "INFO",
+                    "worker",
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    *self.args,
+                ],
+                env=self.env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        """Whether the wrapper process is running."""
+        return self.proc.poll() is None
+
+    def restart(self) -> None:
+        """Start it again with the same arguments (the previous process must have ended)."""
+        assert not self.alive(), "restart() after the worker has stopped"
+        self.proc = self._spawn()
+
+    def get(self, path: str) -> tuple[int, str]:
+        """GET ``path`` from the worker's metrics port: (status, body); (0, "") if down."""
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except OSError:
+            return 0, ""
+
+    def stop(self, timeout: float = 90.0) -> int:
+        """SIGTERM (graceful: every shard checkpoints), then wait."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: wrapper, Java daemon and shard processors."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while group_members(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def processor_pids(self) -> list[int]:
+        """PIDs of this worker's shard processors (``record_processor.py`` in its group)."""
+        return [
+            pid for pid in group_members(self.proc.pid) if b"record_processor.py" in _cmdline(pid)
+        ]
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the live (non-zombie) processes in process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def worker_env(stack: LocalStack, database_url: str, stream: str, **extra: str) -> dict[str, str]:
+    """A worker's environment on ``stack`` with short, test-sized timings."""
+    settings = {
+        "DATABASE_URL": database_url,
+        "DDBCDC_STREAM_NAME": stream,
+        "DDBCDC_MAPPINGS_DIR": str(MAPPINGS_DIR),
+        "DDBCDC_FAILOVER_TIME_MS": "3000",
+        "DDBCDC_SHUTDOWN_GRACE_MS": "10000",
+        "DDBCDC_IDLE_TIME_BETWEEN_READS_MS": "200",
+        **extra,
+    }
+    return stack.worker_env(os.environ, **settings)
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """One row of the KCL lease table."""
+
+    shard: str
+    owner: str | None
+    checkpoint_owner: str | None
+    checkpoint: str | None
+    counter: int
+
+
+def leases(stack: LocalStack, application: str) -> dict[str, LeaseRow]:
+    """The application's lease table, by shard id ({} while it does not exist)."""
+    client = aws.client("dynamodb", stack.settings())
+    try:
+        items = client.scan(TableName=application, ConsistentRead=True)["Items"]
+    except client.exceptions.ResourceNotFoundException:
+        return {}
+    rows = {}
+    for item in items:
+        key = item["leaseKey"]["S"]
+        rows[key] = LeaseRow(
+            shard=key,
+            owner=item.get("leaseOwner", {}).get("S"),
+            checkpoint_owner=item.get("checkpointOwner", {}).get("S"),
+            checkpoint=item.get("checkpoint", {}).get("S"),
+            counter=int(item.get("leaseCounter", {}).get("N", "0")),
+        )
+    return rows
+
+
+def leader(stack: LocalStack, application: str) -> str | None:
+    """The worker id holding the KCL leader lock, if any."""
+    client = aws.client("dynamodb", stack.settings())
+    try:
+        items = client.scan(TableName=f"{application}-CoordinatorState")["Items"]
+    except client.exceptions.ResourceNotFoundException:
+        return None
+    owners = [i["ownerName"]["S"] for i in items if i["key"]["S"] == "Leader" and "ownerName" in i]
+    return owners[0] if owners else None
+
+
+def query(database_url: str, sql: str, **params: Any) -> list[Any]:
+    """Rows of one SQL statement (bound parameters only)."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params).all())
+    finally:
+        engine.dispose()
+
+
+def shard_sequences(database_url: str, application: str) -> dict[str, int]:
+    """The last applied sequence number of every shard, from ``ddbcdc_shard_progress``."""
+    try:
+        rows = query(
+            database_url,
+            "SELECT shard_id, sequence_number FROM ddbcdc_shard_progress WHERE application = :a",
+            a=application,
+        )
+    except sa.exc.OperationalError:
+        return {}
+    return {r.shard_id: int(r.sequence_number) for r in rows}
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    *workers: Worker,
+    every: float = 1.0,
+) -> float:
+    """Poll ``check`` until true; fail with the workers' log tails after ``timeout``.
+
+    A worker that exits on its own (not killed by the test) fails the wait at once.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        for worker in workers:
+            code = worker.proc.poll()
+            if code is not None and code != -signal.SIGKILL:
+                pytest.fail(f"worker exited ({code}):\n{worker.log_tail()}")
+        time.sleep(every)
+    logs = "\n\n".join(w.log_tail() for w in workers)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
+
+
+def provision(stack: LocalStack, stream: str, *, shards: int = 2) -> None:
+    """The ``customers`` table and a ``shards``-shard stream on ``stack``."""
+    from ddbcdc.provision import ProvisionOptions, set_up
+
+    settings = stack.settings()
+    set_up(
+        aws.client("dynamodb", settings),
+        aws.client("kinesis", settings),
+        ProvisionOptions(table="customers", stream=stream, shards=shards, local=True, timeout=60),
+    )
+
+
+class SteadyLoad(threading.Thread):
+    """Inserts, modifies and removes at a steady rate until :meth:`finish`; keeps every write.
+
+    The load runs in chunks of ``chunk_s`` seconds, each planned from the table state the
+    previous ones left, so :attr:`operations` is the whole history the loader wrote, in order.
+    """
+
+    def __init__(
+        self, stack: LocalStack, *, rate: float, keys: int, seed: int, chunk_s: float = 2.0
+    ) -> None:
+        super().__init__(name="steady-load", daemon=True)
+        self.client = aws.client("dynamodb", stack.settings(), max_attempts=1)
+        self.rate = rate
+        self.keys = keys
+        self.seed = seed
+        self.chunk = max(1, int(rate * chunk_s))
+        self.operations: list[Operation] = []
+        self.errors: list[BaseException] = []
+        self._state: dict[int, Any] = {}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        round_ = 0
+        try:
+            while not self._stop_event.is_set():
+                options = LoadOptions(
+                    table="customers",
+                    count=self.chunk,
+                    keys=self.keys,
+                    seed=self.seed * 100_003 + round_,
+                    rate=self.rate,
+                    workers=2,
+                )
+                ops = list(plan_operations(options, existing=self._state))
+                summary = run_load(self.client, options, operations=ops)
+                if summary.errors:
+                    raise AssertionError(f"load errors: {summary.error_codes}")
+                self.operations.extend(ops)
+                self._state = expected_state(ops, initial=self._state)
+                round_ += 1
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def finish(self, timeout: float = 120.0) -> list[Operation]:
+        """Stop after the current chunk; every operation written, in plan order."""
+        self._stop_event.set()
+        self.join(timeout=timeout)
+        assert not self.is_alive(), "the load did not stop"
+        if self.errors:
+            raise self.errors[0]
+        return self.operations

@@ -1,0 +1,48 @@
+"""The leader lock of a worker's earlier run, against DynamoDB (moto)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ddbcdc.local.stack import LocalStack
+from ddbcdc.worker.leadership import release_stale_leader_lock
+
+
+def coordinator_table(client: Any, application: str, owner: str) -> str:
+    """The KCL's CoordinatorState table with a leader lock held by ``owner``."""
+    table = f"{application}-CoordinatorState"
+    client.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.put_item(
+        TableName=table,
+        Item={
+            "key": {"S": "Leader"},
+            "ownerName": {"S": owner},
+            "recordVersionNumber": {"S": str(uuid.uuid4())},
+            "leaseDuration": {"S": "120000"},
+        },
+    )
+    return table
+
+
+def test_only_a_lock_naming_this_worker_id_is_released(
+    local_stack: LocalStack, emulator_client: Callable[[str, str], Any]
+) -> None:
+    client = emulator_client("dynamodb", local_stack.dynamodb_endpoint)
+    application = f"lead-{uuid.uuid4().hex[:6]}"
+    assert not release_stale_leader_lock(client, application, "a")  # no table yet
+    table = coordinator_table(client, application, owner="a")
+    leader = {"key": {"S": "Leader"}}
+
+    assert not release_stale_leader_lock(client, application, "b")
+    assert client.get_item(TableName=table, Key=leader)["Item"]["ownerName"]["S"] == "a"
+
+    assert release_stale_leader_lock(client, application, "a")
+    assert "Item" not in client.get_item(TableName=table, Key=leader)
+    assert not release_stale_leader_lock(client, application, "a")  # nothing left to release
