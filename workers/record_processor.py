@@ -6,7 +6,7 @@ print or import anything that does.
 
 import sys
 
-from ddbcdc.worker.processor import main
+from ddbcdc.worker.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

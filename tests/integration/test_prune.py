@@ -277,3 +277,17 @@ def test_a_2023_history_in_three_apply_runs_with_a_worker_pruning_between(
             for p in conn.execute(sa.text("SELECT payload FROM ddbcdc_dead_letters")).scalars()
         }
     assert {k for k in history.final if state.get(k) != history.final[k]} <= refused
+
+
+def test_an_idle_caught_up_shard_is_at_the_present(pipeline: Pipeline) -> None:
+    from ddbcdc.worker.liveness import ProgressTouch
+
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    remove(pipeline, 1, now_us - 20 * DAY)
+    advance(pipeline, "s1", now_us - 30 * DAY)  # its last change is a month old
+    assert pipeline.prune_tombstones() == 0
+    touch = ProgressTouch(pipeline.engine, "app", every_s=0.0)
+    assert touch("s1", 1500)  # behind: its position stays where its changes are
+    assert pipeline.prune_tombstones() == 0
+    assert touch("s1", 0)  # an empty batch, caught up: nothing older is left to read
+    assert pipeline.prune_tombstones() == 1 and tombstones(pipeline) == set()

@@ -106,3 +106,33 @@ def test_a_shard_not_called_for_longer_than_the_threshold_is_stalled(
     assert main(["status", "--json", "--stall-after", "120"]) == 0
     shards = json.loads(capsys.readouterr().out)["shards"]
     assert [s["stalled"] for s in shards] == [False, False]
+
+
+def test_ended_shards_stream_time_and_pruning_are_shown(
+    empty_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from change_records import record
+    from ddbcdc.materialize.prune import hold
+    from ddbcdc.pipeline import SourceRecord
+
+    engine = sa.create_engine(empty_db)
+    upgrade(engine, MAPPINGS)
+    pipeline = Pipeline(engine=engine, mappings=MAPPINGS)
+    us = 1_700_000_000_000_000
+    change = record("INSERT", {"userid": 1}, us, eid="e1")
+    pipeline.process([SourceRecord(change)], position=ShardPosition("app", "s-old", "9"))
+    pipeline.process([SourceRecord(change)], position=ShardPosition("app", "s-new", "10"))
+    pipeline.end_shard("app", "s-old")
+    with engine.begin() as conn:
+        hold(conn, "snapshot:x", us, "customers")
+    pipeline.close()
+    assert main(["status", "--json", "--stall-after", "0"]) == 3  # s-new is not called
+    report = json.loads(capsys.readouterr().out)
+    states = {s["shard_id"]: (s["state"], s["stalled"]) for s in report["shards"]}
+    assert states == {"s-old": ("ended", False), "s-new": ("stalled", True)}
+    assert report["shards"][0]["stream_time"] == "2023-11-14T22:13:20+00:00"
+    assert report["prune_holds"][0]["holder"] == "snapshot:x"
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "pruning of customers held from 2023-11-14T22:13:20+00:00 by snapshot:x" in out
+    engine.dispose()

@@ -1,15 +1,18 @@
-"""``ddbcdc status``: per-shard progress and lag, read from PostgreSQL.
+"""``ddbcdc status``: per-shard progress and lag, and tombstone pruning, from PostgreSQL.
 
 A shard processor refreshes its progress row with every batch, and at most every few seconds
 on empty batches too, so a row older than the stall threshold means nothing has called that
 shard's processor since: the shard is shown as stalled, its last MillisBehindLatest as unknown.
+A shard that has ended (resharding) is shown as ended. Each shard's stream time (the newest
+change time it has applied) is shown too: the oldest of them bounds tombstone pruning, whose
+floor per table and holds (snapshots, imports) close the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +20,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.settings import Settings
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def register(subparsers: Any) -> None:
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
+            pruning = _pruning(conn)
     except ProgrammingError as exc:
         if "ddbcdc_shard_progress" in str(exc.orig):
             raise ConfigurationError(
@@ -71,17 +77,59 @@ def run(args: argparse.Namespace) -> int:
     stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
     shards = [_shard(row, now, stall_after) for row in rows]
     if args.json:
-        print(json.dumps({"now": now.isoformat(), "shards": shards}, indent=2))
+        print(json.dumps({"now": now.isoformat(), "shards": shards, **pruning}, indent=2))
     else:
         _print_table(shards)
+        _print_pruning(pruning)
     if not shards:
         return 1
     return 3 if any(s["stalled"] for s in shards) else 0
 
 
+def _iso_us(us: int | None) -> str | None:
+    return None if us is None else (_EPOCH + timedelta(microseconds=us)).isoformat()
+
+
+def _pruning(conn: sa.Connection) -> dict[str, Any]:
+    from ddbcdc.tables import prune_holds, prune_state
+
+    floors = [
+        {
+            "target_table": r.target_table,
+            "floor": _iso_us(r.floor_us),
+            "pruned_total": r.pruned_total,
+            "pruned_at": r.pruned_at.isoformat(),
+        }
+        for r in conn.execute(sa.select(prune_state).order_by(prune_state.c.target_table))
+    ]
+    holds = [
+        {
+            "holder": r.holder,
+            "target_table": r.target_table,
+            "keeps_from": _iso_us(r.min_version_us),
+            "since": r.created_at.isoformat(),
+        }
+        for r in conn.execute(sa.select(prune_holds).order_by(prune_holds.c.holder))
+    ]
+    return {"prune_floors": floors, "prune_holds": holds}
+
+
+def _print_pruning(pruning: dict[str, Any]) -> None:
+    for floor in pruning["prune_floors"]:
+        print(
+            f"tombstones of {floor['target_table']}: {floor['pruned_total']} pruned, floor "
+            f"{floor['floor']} (last {floor['pruned_at']})"
+        )
+    for held in pruning["prune_holds"]:
+        table = held["target_table"] or "every table"
+        print(f"pruning of {table} held from {held['keeps_from']} by {held['holder']}")
+
+
 def _shard(row: dict[str, Any], now: datetime, stall_after: float) -> dict[str, Any]:
     updated: datetime = row["updated_at"]
     age = (now - updated).total_seconds()
+    ended = row.get("ended_at")
+    stalled = ended is None and age > stall_after
     return {
         "application": row["application"],
         "shard_id": row["shard_id"],
@@ -91,7 +139,10 @@ def _shard(row: dict[str, Any], now: datetime, stall_after: float) -> dict[str, 
         "millis_behind_latest": row["millis_behind_latest"],
         "updated_at": updated.isoformat(),
         "seconds_since_update": round(age, 3),
-        "stalled": age > stall_after,
+        "stream_time": _iso_us(row.get("max_version_us")),
+        "ended_at": None if ended is None else ended.isoformat(),
+        "state": "ended" if ended is not None else "stalled" if stalled else "ok",
+        "stalled": stalled,
     }
 
 
@@ -106,7 +157,7 @@ def _print_table(shards: list[dict[str, Any]]) -> None:
         (
             s["application"],
             s["shard_id"],
-            "stalled" if s["stalled"] else "ok",
+            s["state"],
             str(s["records_total"]),
             str(s["batches_total"]),
             # A stalled shard's last MillisBehindLatest says nothing about its lag now.

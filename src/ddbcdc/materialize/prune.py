@@ -4,7 +4,8 @@ A tombstone (a deleted row of ``ddbcdc_versions__<target>``) is needed as long a
 may still bring an older change of its key. Pruning never looks at the wall clock:
 
 - **stream time**: each shard's progress row records the newest change time it has applied
-  (``max_version_us``); the stream is at the *oldest* of them over the shards that have not
+  (``max_version_us``), or the present once it is caught up and idle (an empty batch with
+  MillisBehindLatest 0); the stream is at the *oldest* of them over the shards that have not
   ended. A change still to come from a shard is assumed no older than that shard's position
   minus the **horizon** (``DDBCDC_TOMBSTONE_HORIZON``, 8 days by default, far beyond how late
   DynamoDB delivers a change). Without any shard progress nothing is pruned.

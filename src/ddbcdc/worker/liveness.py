@@ -47,7 +47,8 @@ class ProgressTouch:
     """Keeps a shard's progress row fresh between non-empty batches.
 
     Called on every empty batch; at most once per ``every_s`` it sets the row's ``updated_at``
-    (and MillisBehindLatest, when known) in its own small statement. A failure is logged and
+    (and MillisBehindLatest, when known) in its own small statement; when the shard is caught
+    up (MillisBehindLatest 0) its stream time moves to the present. A failure is logged and
     never raised: the touch is a liveness signal, not part of applying records.
 
     Args:
@@ -81,10 +82,16 @@ class ProgressTouch:
         if self._last is not None and now - self._last < self.every_s:
             return False
         self._last = now
+        table = self._table
         values: dict[str, Any] = {"updated_at": sa.func.now()}
         if millis_behind_latest is not None:
             values["millis_behind_latest"] = millis_behind_latest
-        table = self._table
+        if millis_behind_latest == 0:
+            # Caught up and idle: the shard has delivered every change made before now, so
+            # its stream time is the present (tombstone pruning must not wait on an idle
+            # shard; a change DynamoDB delivers late is what the horizon is for).
+            present = sa.cast(sa.func.extract("epoch", sa.func.now()) * 1_000_000, sa.BigInteger)
+            values["max_version_us"] = sa.func.greatest(table.c.max_version_us, present)
         stmt = (
             sa.update(table)
             .where(table.c.application == self.application, table.c.shard_id == shard_id)

@@ -16,38 +16,33 @@ Failure rules:
 * Checkpoint ``ShutdownException``: the lease is gone; stop checkpointing.
 * ``shard_ended``: checkpoint at SHARD_END. ``shutdown_requested``: checkpoint at the last
   applied sequence number. ``lease_lost``: stop without checkpointing.
-* The mapping: checked at start (``main``) and again every ``mapping_check_every`` seconds
-  before a batch; once ``ddbcdc migrate`` has recorded another mapping for a table, the
-  processor stops before applying anything more (two mappings must never write one table).
+* The mapping: checked at start (:func:`ddbcdc.worker.entry.main`) and again every
+  ``mapping_check_every`` seconds before a batch; once ``ddbcdc migrate`` has recorded another
+  mapping for a table, the processor stops before applying anything more (two mappings must
+  never write one table).
 
-Stdout belongs to the protocol: logs go to stderr, and ``sys.stdout`` is pointed at stderr
-once the protocol has its own handle on the real stdout.
+The process around it (stdout for the protocol only, logging, signals) is
+:mod:`ddbcdc.worker.entry`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
-import signal
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any, Protocol
 
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclv3
 
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError, DdbcdcError
-from ddbcdc.pipeline import BatchResult, Pipeline, ShardPosition, SourceRecord
-from ddbcdc.worker import protocol
-from ddbcdc.worker.liveness import ProgressTouch
-from ddbcdc.worker.metrics import ProcessorMetrics, mark_process_dead
+from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
+from ddbcdc.worker.metrics import ProcessorMetrics
 
-__all__ = ["Backoff", "ShardProcessor", "configure_logging", "main"]
+__all__ = ["Backoff", "BatchApplier", "ShardProcessor", "Stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -394,89 +389,3 @@ def _describe_unexpected(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)[-3:]
     where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames))
     return f"{type(exc).__module__}.{type(exc).__qualname__} at {where}"
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """logfmt-style lines on stderr; never stdout, which carries the KCL protocol."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(
-            "ts=%(asctime)s.%(msecs)03d level=%(levelname)s pid=%(process)d logger=%(name)s "
-            "%(message)s",
-            datefmt="%Y-%m-%dT%H:%M:%S",
-        )
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-class _StopFlag:
-    """Set by SIGTERM, or when the daemon that launched us has gone."""
-
-    def __init__(self) -> None:
-        self.parent = os.getppid()
-        self.signalled = False
-
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.signalled = True
-
-    def __call__(self) -> bool:
-        return self.signalled or os.getppid() != self.parent
-
-
-def _check_mappings(pipeline: Pipeline, stop: Callable[[], bool]) -> None:
-    """The pipeline's mapping check, waited for while PostgreSQL is unavailable (a processor
-    may start during an outage); a mapping that differs raises."""
-    backoff = Backoff()
-    attempt = 0
-    while True:
-        try:
-            pipeline.check_mappings()
-            return
-        except DatabaseUnavailableError as exc:
-            if stop():
-                raise
-            delay = backoff.delay(attempt)
-            attempt += 1
-            log.warning("mapping check failed, will retry delay_s=%.2f error=%s", delay, exc)
-            time.sleep(delay)
-
-
-def main() -> int:
-    """Run one shard processor on stdin/stdout until the daemon closes stdin."""
-    protocol_out = sys.stdout
-    sys.stdout = sys.stderr  # a stray print() must not corrupt the protocol
-    from ddbcdc.settings import Settings
-
-    settings = Settings()
-    configure_logging(settings.log_level)
-    stop = _StopFlag()
-    # The daemon drives shutdown: a terminal's Ctrl-C reaches the whole process group and
-    # must not interrupt a batch; SIGTERM only makes retry loops give up.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, stop.on_signal)
-
-    try:
-        pipeline = Pipeline.from_settings(settings, check_mappings=False)
-        _check_mappings(pipeline, stop)
-    except DdbcdcError as exc:
-        # The daemon stops when a processor fails to initialise: say why, once, clearly.
-        log.error("shard processor cannot start: %s", exc)
-        return 2
-    processor = ShardProcessor(
-        pipeline,
-        application=settings.application_name,
-        should_stop=stop,
-        touch=ProgressTouch(pipeline.engine, settings.application_name),
-    )
-    try:
-        process = kcl.KCLProcess(
-            processor, input_file=sys.stdin, output_file=protocol_out, error_file=sys.stderr
-        )
-        protocol.install(process).run()
-    finally:
-        pipeline.close()
-        mark_process_dead(os.getpid())
-    log.info("shard processor exiting shard=%s", processor.shard_id)
-    return 0
