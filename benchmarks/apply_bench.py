@@ -47,8 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DDBCDC = [sys.executable, "-m", "ddbcdc.cli"]
 
 
-def _mappings(folder: Path, change_log: bool) -> Path:
-    doc = json.loads((ROOT / "schemas" / "tables" / "customers.json").read_text())
+def _mappings(folder: Path, change_log: bool, checkout: Path = ROOT) -> Path:
+    """The checkout's shipped customers mapping, with the change log on or off."""
+    doc = json.loads((checkout / "schemas" / "tables" / "customers.json").read_text())
     doc["change_log"] = change_log
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "customers.json").write_text(json.dumps(doc))
@@ -145,7 +146,9 @@ def main() -> None:
         Floor("floor", None, mappings, logged),
     ]
     if args.baseline is not None:
-        contenders.append(Contender("baseline", args.baseline.resolve(), mappings, logged))
+        src = args.baseline.resolve()
+        theirs = _mappings(work / "baseline-mappings", logged, src.parent)
+        contenders.append(Contender("baseline", src, theirs, logged))
     url = os.environ.get("DATABASE_URL")
     server = None if url else TemporaryPostgres(durable=True).start()
     url = url or server.url  # type: ignore[union-attr]

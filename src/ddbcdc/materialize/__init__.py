@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.dberrors import classify, describe
 from ddbcdc.mapping import TableMapping
+from ddbcdc.materialize.changelog import LogRow
 from ddbcdc.materialize.staging import StageRow
 from ddbcdc.materialize.writer import TableWriter
 from ddbcdc.tables import mapped_tables
@@ -57,6 +58,7 @@ class TablePlan:
     logged: list[CleanChange]
     newest: list[CleanChange]
     rows: list[StageRow]
+    log_rows: list[LogRow]
 
 
 @dataclass
@@ -128,14 +130,15 @@ class Materializer:
 
     def plan(self, changes: Sequence[CleanChange]) -> list[TablePlan]:
         """Everything of :meth:`apply` that needs no database: per table, in lock order, the
-        changes to log, the newest per key and their stage rows (pure; any thread)."""
+        changes to log and their log rows, the newest per key and their stage rows (pure;
+        any thread)."""
         plans = []
         for writer, group in self._groups(changes):
             logged = _distinct(group) if writer.logged else []
             newest = collapse(group)
-            plans.append(
-                TablePlan(writer, group, logged, newest, writer.stage.rows(logged, newest))
-            )
+            log_rows = writer.log.rows(logged) if writer.log is not None else []
+            stage_rows = writer.stage.rows(newest)
+            plans.append(TablePlan(writer, group, logged, newest, stage_rows, log_rows))
         return plans
 
     def apply(
@@ -159,7 +162,9 @@ class Materializer:
         total = ApplyCounts()
         for table in plan if plan is not None else self.plan(changes):
             writer, group = table.writer, table.group
-            outcome = writer.run(conn, table.logged, table.newest, rows=table.rows)
+            outcome = writer.run(
+                conn, table.logged, table.newest, rows=table.rows, log_rows=table.log_rows
+            )
             counts = ApplyCounts(outcome.upserted, outcome.deleted)
             if outcome.refused:
                 counts.add(self._settle_refused(conn, writer, group, table.newest, outcome.refused))

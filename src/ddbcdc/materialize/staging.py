@@ -5,14 +5,15 @@ Every statement of a batch reads the batch from ``ddbcdc_stage__<target>_<digest
 ROWS``). One COPY per batch ships it: PostgreSQL parses it in bulk and every statement after
 it is a join, whatever the batch size.
 
-A stage row is one distinct change: the stored columns (mapped, then kept; jsonb ones as
-their exact JSON text, cast when they are written), its version, its op, ``_ddbcdc_newest``
-(the newest change of its key in the batch: the one that competes for the key) and
-``_ddbcdc_log`` (goes to the change log).
+A stage row is the newest change of one key in the batch (the one that competes for the
+key): the stored columns (mapped, then kept; jsonb ones as their exact JSON text, cast when
+they are written), its version and its op. The change log has its own rows
+(:mod:`ddbcdc.materialize.changelog`).
 
-The stage is created on first use on each database connection. A rolled-back transaction
-(or savepoint) takes a stage created in it along: an engine listener forgets the stages of
-the connection then, so the next batch checks for them and creates what is missing.
+Temporary tables are created on first use on each database connection (:func:`ensure_temp`).
+A rolled-back transaction (or savepoint) takes a table created in it along: an engine
+listener forgets the connection's tables then, so the next batch checks for them and
+creates what is missing.
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
-from ddbcdc.tables import VERSION_COLUMNS, MappedTables
+from ddbcdc.tables import MappedTables
 
-__all__ = ["Stage", "StageRow"]
+__all__ = ["Stage", "StageRow", "copy_rows", "ensure_temp", "temp_table"]
 
-#: Columns of a stage row after the mapped ones.
-TAIL = (*VERSION_COLUMNS, "_ddbcdc_op", "_ddbcdc_newest", "_ddbcdc_log")
 _INFO_KEY = "ddbcdc_stages"
 
 StageRow = tuple[Any, ...]
@@ -50,6 +49,49 @@ def _forget_stages(conn: sa.Connection, *args: Any) -> None:
         conn.connection.info.pop(_INFO_KEY, None)
 
 
+def temp_table(prefix: str, columns: list[sa.Column[Any]]) -> sa.Table:
+    """A ``TEMPORARY ... ON COMMIT DELETE ROWS`` table named by its prefix and its shape (a
+    changed mapping gets a table of its own on a connection that had the old one)."""
+    shape = ",".join(f"{c.name}:{c.type!r}" for c in columns)
+    digest = hashlib.blake2b(shape.encode(), digest_size=3).hexdigest()
+    return sa.Table(
+        f"{prefix}_{digest}",
+        sa.MetaData(),
+        *columns,
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DELETE ROWS",
+    )
+
+
+def ensure_temp(conn: sa.Connection, table: sa.Table) -> None:
+    """Create the temporary ``table`` on this connection unless it already has it."""
+    info = conn.connection.info
+    made: set[str] = info.setdefault(_INFO_KEY, set())
+    if table.name in made:
+        return
+    engine = conn.engine
+    for event in ("rollback", "rollback_savepoint"):
+        if not sa.event.contains(engine, event, _forget_stages):
+            sa.event.listen(engine, event, _forget_stages)
+    table.create(conn, checkfirst=True)
+    made.add(table.name)
+
+
+def copy_statement(table: sa.Table) -> sql.Composed:
+    """``COPY table (its columns) FROM STDIN``, identifiers quoted."""
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table.name), columns)
+
+
+def copy_rows(conn: sa.Connection, statement: sql.Composed, rows: Sequence[StageRow]) -> None:
+    """COPY ``rows`` (text format: PostgreSQL parses every value) on the connection."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 class Stage:
     """The stage table of one mapping and how a batch gets into it."""
 
@@ -63,53 +105,28 @@ class Stage:
             sa.Column("_ddbcdc_sequence", sa.Numeric),
             sa.Column("_ddbcdc_event_id", sa.Text),
             sa.Column("_ddbcdc_op", sa.Text),
-            sa.Column("_ddbcdc_newest", sa.Boolean),
-            sa.Column("_ddbcdc_log", sa.Boolean),
         ]
-        shape = ",".join(f"{c.name}:{c.type!r}" for c in columns)
-        digest = hashlib.blake2b(shape.encode(), digest_size=3).hexdigest()
-        self.table = sa.Table(
-            f"ddbcdc_stage__{mapping.target_table}_{digest}",
-            sa.MetaData(),
-            *columns,
-            prefixes=["TEMPORARY"],
-            postgresql_on_commit="DELETE ROWS",
-        )
+        self.table = temp_table(f"ddbcdc_stage__{mapping.target_table}", columns)
         self._names = list(names)
         self._key = list(mapping.key)
-        self._copy_sql = self._copy_statement()
-
-    def _copy_statement(self) -> sql.Composed:
-        columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in self.table.columns)
-        return sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(self.table.name), columns)
+        self._copy_sql = copy_statement(self.table)
 
     def ensure(self, conn: sa.Connection) -> None:
         """Create the stage on this connection unless it already has it."""
-        info = conn.connection.info
-        made: set[str] = info.setdefault(_INFO_KEY, set())
-        if self.table.name in made:
-            return
-        engine = conn.engine
-        for event in ("rollback", "rollback_savepoint"):
-            if not sa.event.contains(engine, event, _forget_stages):
-                sa.event.listen(engine, event, _forget_stages)
-        self.table.create(conn, checkfirst=True)
-        made.add(self.table.name)
+        ensure_temp(conn, self.table)
 
     def clear(self, conn: sa.Connection) -> None:
         """Empty the stage inside the transaction (between attempts at parts of a batch)."""
         self.ensure(conn)
         conn.execute(sa.delete(self.table))
 
-    def rows(self, logged: Sequence[CleanChange], newest: Sequence[CleanChange]) -> list[StageRow]:
-        """Stage rows: each change once, flagged as logged and/or newest of its key."""
-        in_log = {id(c) for c in logged}
-        chosen = {id(c) for c in newest}
+    def rows(self, newest: Sequence[CleanChange]) -> list[StageRow]:
+        """Stage rows of the newest change of each key."""
         empty = (None,) * len(self._names)
         key = self._key
         names = self._names
         out: list[StageRow] = []
-        for change in [*logged, *(c for c in newest if id(c) not in in_log)]:
+        for change in newest:
             row = change.row
             if row is not None:
                 values: tuple[Any, ...] = tuple([row[n] for n in names])
@@ -123,16 +140,10 @@ class Stage:
                     change.sequence,
                     change.event_id,
                     change.event_name,
-                    id(change) in chosen,
-                    id(change) in in_log,
                 )
             )
         return out
 
     def copy(self, conn: sa.Connection, rows: Sequence[StageRow]) -> None:
-        """COPY ``rows`` into the stage (text format: PostgreSQL parses every value)."""
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cursor, cursor.copy(self._copy_sql) as copy:
-            for row in rows:
-                copy.write_row(row)
+        """COPY ``rows`` into the stage."""
+        copy_rows(conn, self._copy_sql, rows)

@@ -14,7 +14,9 @@ Per batch, after the COPY into the stage (:mod:`ddbcdc.materialize.staging`):
 2. **delete**: live rows of keys whose versions row is now a tombstone. A statement of its
    own: it runs on a snapshot taken after step 1 holds the keys' locks, so it sees a live row
    that a writer committed while step 1 waited for it.
-3. **log** (with ``change_log``): every distinct change, ``ON CONFLICT (event id) DO NOTHING``.
+3. **log** (with ``change_log``): every distinct change, COPYed straight into the log, or, when
+   the log holds some of them already, ``ON CONFLICT (event id) DO NOTHING``
+   (:mod:`ddbcdc.materialize.changelog`).
 
 Tombstones at or below the table's prune floor may have been pruned, so a change at or below
 the floor whose key has no versions row cannot be compared: step 1 does not apply it. An
@@ -37,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
+from ddbcdc.materialize.changelog import ChangeLog, LogRow
 from ddbcdc.materialize.staging import Stage, StageRow
 from ddbcdc.tables import VERSION_COLUMNS, MappedTables, prune_state
 
@@ -91,7 +94,7 @@ class TableWriter:
         self._floor = sa.func.coalesce(floor, _LOWEST)
         self._arbiter = self._build_arbiter()
         self._delete = self._build_delete()
-        self._log = self._build_log() if tables.changes is not None else None
+        self.log = ChangeLog(tables) if tables.changes is not None else None
 
     def _staged(self, name: str) -> sa.ColumnElement[Any]:
         """A stage column as the live table's type (jsonb text is cast)."""
@@ -114,7 +117,7 @@ class TableWriter:
         names = [*key, *VERSION_COLUMNS, "_ddbcdc_deleted"]
         candidates = (
             sa.select(*[s.c[n] for n in (*key, *VERSION_COLUMNS)], s.c._ddbcdc_op == "REMOVE")
-            .where(s.c._ddbcdc_newest, admissible)
+            .where(admissible)
             .order_by(*[s.c[k] for k in key])
         )
         claim = pg.insert(ver).from_select(names, candidates)
@@ -140,7 +143,7 @@ class TableWriter:
         rows = (
             sa.select(*[self._staged(n) for n in names])
             .select_from(s.join(won, _key_match(s, won, key)))
-            .where(s.c._ddbcdc_newest, ~won.c._ddbcdc_deleted)
+            .where(~won.c._ddbcdc_deleted)
         )
         put = pg.insert(live).from_select(names, rows)
         return (
@@ -161,7 +164,6 @@ class TableWriter:
         won = self._claim()
         upserted = self._upsert_live(won)
         refused = sa.select(sa.func.array_agg(s.c._ddbcdc_event_id)).where(
-            s.c._ddbcdc_newest,
             s.c._ddbcdc_op != "REMOVE",
             s.c._ddbcdc_version_us <= self._floor,
             ~self._has_version(),
@@ -180,32 +182,13 @@ class TableWriter:
             _key_match(live, ver, self._key),
             ver.c._ddbcdc_deleted,
             _key_match(live, s, self._key),
-            s.c._ddbcdc_newest,
             s.c._ddbcdc_op == "REMOVE",
         )
-
-    def _build_log(self) -> sa.Insert:
-        s, changes = self.stage.table, self.tables.changes
-        assert changes is not None
-        fixed = ["_ddbcdc_event_id", "_ddbcdc_op", *self._key, *VERSION_COLUMNS[:2]]
-        pairs: list[Any] = []
-        for name in self._columns:
-            pairs += [sa.literal(name, sa.Text()), self._staged(name)]
-        row = sa.case(
-            (s.c._ddbcdc_op == "REMOVE", sa.null()),
-            else_=sa.func.jsonb_build_object(*pairs),
-        )
-        skip = sa.bindparam("skip", type_=pg.ARRAY(sa.Text()))
-        rows = sa.select(*[s.c[n] for n in fixed], row).where(
-            s.c._ddbcdc_log, s.c._ddbcdc_event_id != sa.all_(skip)
-        )
-        stmt = pg.insert(changes).from_select([*fixed, "_ddbcdc_row"], rows)
-        return stmt.on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"])
 
     @property
     def logged(self) -> bool:
         """Whether this table keeps a change log."""
-        return self._log is not None
+        return self.log is not None
 
     def run(
         self,
@@ -213,31 +196,30 @@ class TableWriter:
         logged: Sequence[CleanChange],
         newest: Sequence[CleanChange],
         *,
-        skip_log: Sequence[str] = (),
         rows: Sequence[StageRow] | None = None,
+        log_rows: Sequence[LogRow] | None = None,
     ) -> Outcome:
         """Stage and apply: ``newest`` compete for their keys, ``logged`` go to the change log.
 
-        ``newest`` must hold at most one change per key. Changes of ``skip_log`` (event ids)
-        are not logged, nor any change of a key whose newest change was refused (the caller
-        settles those keys). ``rows``: the stage rows of ``logged`` and ``newest``, when
-        made beforehand. The stage is left filled (:meth:`Stage.clear` empties it).
+        ``newest`` must hold at most one change per key. No change of a key whose newest
+        change was refused is logged (the caller settles those keys). ``rows`` and
+        ``log_rows``: the stage rows of ``newest`` and the log rows of ``logged``, when made
+        beforehand. The stage is left filled (:meth:`Stage.clear` empties it).
         """
-        self.stage.ensure(conn)
-        if rows is None:
-            rows = self.stage.rows(logged if self._log is not None else (), newest)
-        self.stage.copy(conn, rows)
         outcome = Outcome()
         if newest:
+            self.stage.ensure(conn)
+            self.stage.copy(conn, rows if rows is not None else self.stage.rows(newest))
             deleted, upserted, refused = conn.execute(self._arbiter).one()
             outcome = Outcome(upserted, deleted, list(refused or ()))
             if deleted:
                 conn.execute(self._delete)
-        if self._log is not None and logged:
-            skip = list(skip_log)
+        if self.log is not None and logged:
+            if log_rows is None:
+                log_rows = self.log.rows(logged)
             if outcome.refused:
                 refused_ids = set(outcome.refused)
                 keys = {c.key for c in newest if c.event_id in refused_ids}
-                skip += [c.event_id for c in logged if c.key in keys]
-            conn.execute(self._log, {"skip": skip})
+                log_rows = [r for c, r in zip(logged, log_rows, strict=True) if c.key not in keys]
+            self.log.write(conn, log_rows)
         return outcome
