@@ -57,7 +57,7 @@ def register(subparsers: Any) -> None:
     """Add the ``apply`` subcommand."""
     parser = subparsers.add_parser(
         "apply",
-        help="apply change records (one per line) to PostgreSQL",
+        help="apply change records (any input form: JSON Lines, arrays, events, exports)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

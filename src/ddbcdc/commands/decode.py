@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
     """Add the ``decode`` subcommand."""
     parser = subparsers.add_parser(
         "decode",
-        help="decode DynamoDB change records (one per line, raw JSON or base64)",
+        help="decode change records (any input form) to lossless JSON lines",
         description=(
             "Read DynamoDB change records, one per line (raw JSON or base64 of it; Kinesis "
             "Data Streams for DynamoDB or DynamoDB Streams format), and print each decoded "

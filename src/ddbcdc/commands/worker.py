@@ -34,8 +34,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--initial-position",
-        choices=["TRIM_HORIZON", "LATEST"],
-        help="where a shard without a checkpoint starts",
+        type=str.upper,
+        choices=["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"],
+        help="where a shard without a checkpoint starts (default: DDBCDC_INITIAL_POSITION)",
+    )
+    parser.add_argument(
+        "--initial-timestamp",
+        metavar="TIME",
+        help="for AT_TIMESTAMP (implied when given alone): ISO-8601 or epoch seconds; the "
+        "first record read is the first that arrived in Kinesis at or after it",
     )
     parser.add_argument(
         "--metrics-port",
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         stream=args.stream,
         application_name=args.application_name,
         initial_position=args.initial_position,
+        initial_timestamp=args.initial_timestamp,
         worker_id=args.worker_id,
     )
     properties = daemon.render_properties(options, executable=daemon.processor_command())
