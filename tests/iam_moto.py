@@ -45,7 +45,7 @@ def _checked(self: Any, resource: str) -> None:
     service, _, name = self._action.partition(":")
     if service == "monitoring":
         self._action = f"cloudwatch:{name}"
-    key = getattr(self._access_key, "access_key_id", "-")
+    key = getattr(self._access_key, "_access_key_id", "-")
     try:
         _check(self, resource)
     except Exception:

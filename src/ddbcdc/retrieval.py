@@ -56,8 +56,9 @@ def is_aws_endpoint(url: str) -> bool:
 def retrieval_mode(settings: Settings) -> RetrievalMode:
     """``settings.retrieval_mode`` when set; else POLLING when an endpoint is not AWS's.
 
-    Emulators do not serve SubscribeToShard, so any endpoint outside AWS (the local stack's
-    are on 127.0.0.1) means POLLING; against AWS it is FANOUT, as the KCL's own default.
+    Not every emulator serves SubscribeToShard, so any endpoint outside AWS (the local
+    stack's are on 127.0.0.1) means POLLING unless FANOUT is asked for (kinesis-local serves
+    it); against AWS it is FANOUT, as the KCL's own default.
     """
     if settings.retrieval_mode is not None:
         return settings.retrieval_mode
