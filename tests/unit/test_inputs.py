@@ -216,10 +216,11 @@ def test_incremental_export_line_without_a_time_names_it() -> None:
 
 
 def test_gzip_compressed_input_as_exports_come() -> None:
-    data = gzip.compress(b"\n".join(export_line(i) for i in (1, 2)))
+    data = gzip.compress(b"\n".join(export_line(i) for i in (1, 2)) + b"\n")
+    data += gzip.compress(export_line(3))  # cat *.json.gz: one stream of gzip members
     form, found = read(data, export_time_us=MAY_1_US, key_attributes=("userid",))
     assert form == "gzip-compressed JSON Lines of DynamoDB export items"
-    assert [r.keys for r in decoded(found)] == [{"userid": 1}, {"userid": 2}]
+    assert [r.keys for r in decoded(found)] == [{"userid": 1}, {"userid": 2}, {"userid": 3}]
 
 
 def test_lambda_events_one_per_line() -> None:
