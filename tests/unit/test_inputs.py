@@ -6,6 +6,7 @@ import base64
 import gzip
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ def fixture(path: Path) -> dict[str, Any]:
 def read(data: bytes, **options: Any) -> tuple[str, list[tuple[int | str, Any]]]:
     reader = InputReader(io.BytesIO(data), options=ExportOptions(**options))
     found = list(reader.located())
+    assert reader.stopped is None, reader.stopped
     return reader.form, found
 
 
@@ -265,8 +267,22 @@ def test_a_record_of_no_known_kind_is_an_error_in_its_place() -> None:
     ],
 )  # fmt: skip
 def test_broken_documents_stop_with_the_form_and_the_line(data: bytes, message: str) -> None:
-    with pytest.raises(InputError, match=message):
-        read(data)
+    reader = InputReader(io.BytesIO(data))
+    list(reader.located())
+    assert isinstance(reader.stopped, InputError)
+    assert re.search(message, str(reader.stopped)), str(reader.stopped)
+
+
+def test_a_damaged_gzip_stream_stops_after_what_it_held() -> None:
+    lines = [orjson.dumps(fixture(path)) for path in VALID]
+    data = gzip.compress(b"\n".join(lines) + b"\n")
+    reader = InputReader(io.BytesIO(data[: len(data) - 12]))  # the trailer and some data cut
+    found = list(reader.located())
+    assert 0 < len(found) < len(lines) + 1
+    assert [r.data for _, r in found] == lines[: len(found)]
+    assert reader.stopped is not None
+    assert str(reader.stopped).startswith("gzip-compressed JSON Lines of change records, line ")
+    assert "the gzip stream is damaged" in str(reader.stopped)
 
 
 def test_empty_input_has_no_records() -> None:

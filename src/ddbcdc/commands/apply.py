@@ -29,12 +29,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ddbcdc.errors import InputError
     from ddbcdc.inputs import ExportOptions, InputReader, Located
-    from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
+    from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch
 
 __all__ = ["ApplyOutcome", "apply_input", "apply_lines", "register"]
 
@@ -79,39 +80,30 @@ class ApplyOutcome:
 
 
 def _batches(located: Iterator[Located], size: int, outcome: ApplyOutcome, out: Any) -> Any:
-    """Batches of (SourceRecords, their positions); unreadable records reported, skipped.
+    """Batches of (SourceRecords, the (where, record) pairs they came as).
 
-    When the input breaks off, the records read before are yielded first, then the error
-    is raised.
+    Records that could not be read are reported and left out.
     """
     from ddbcdc.errors import InputError
+    from ddbcdc.pipeline import SourceRecord
 
-    records: list[SourceRecord] = []
-    positions: list[int | str] = []
-    try:
-        for where, record in located:
-            if isinstance(record, InputError):
-                outcome.skipped += 1
-                outcome.report(f"skipped: {record}", out)
-                continue
-            records.append(record)
-            positions.append(where)
-            if len(records) == size:
-                yield records, positions
-                records, positions = [], []
-    except InputError:
+    while pairs := list(islice(located, size)):
+        records = [record for _, record in pairs if type(record) is SourceRecord]
+        if len(records) != len(pairs):
+            for _, error in pairs:
+                if isinstance(error, InputError):
+                    outcome.skipped += 1
+                    outcome.report(f"skipped: {error}", out)
+            pairs = [pair for pair in pairs if type(pair[1]) is SourceRecord]
         if records:
-            yield records, positions
-        raise
-    if records:
-        yield records, positions
+            yield records, pairs
 
 
 def _report_poison(
-    prepared: PreparedBatch, positions: list[int | str], outcome: ApplyOutcome, out: Any
+    prepared: PreparedBatch, pairs: list[Located], outcome: ApplyOutcome, out: Any
 ) -> None:
     for index, letter in prepared.poison:
-        where = positions[index]
+        where = pairs[index][0]
         position = f"line {where}" if isinstance(where, int) else where
         where_in = f" at {letter.error_path}" if letter.error_path else ""
         outcome.report(
@@ -137,33 +129,27 @@ def apply_input(
     be read further (broken JSON), what was read before is applied and ``stopped`` says
     where.
     """
-    from ddbcdc.errors import InputError
     from ddbcdc.pipeline import BatchResult
 
     outcome = ApplyOutcome(BatchResult())
     batches = _batches(reader.located(), batch_size, outcome, out)
-    stopped: list[InputError] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool:
 
         def submit() -> Any:
-            try:
-                batch = next(batches, None)
-            except InputError as exc:  # apply what was read before it, then stop
-                stopped.append(exc)
-                batch = None
+            batch = next(batches, None)
             return None if batch is None else (pool.submit(pipeline.prepare, batch[0]), batch[1])
 
         pending = submit()
         outcome.form = reader.form
         while pending is not None:
-            prepared, positions = pending[0].result(), pending[1]
+            prepared, pairs = pending[0].result(), pending[1]
             pending = submit()
-            _report_poison(prepared, positions, outcome, out)
+            _report_poison(prepared, pairs, outcome, out)
             outcome.result.add(pipeline.apply(prepared))
     outcome.form = reader.form
+    outcome.stopped = reader.stopped
     if outcome.reported > REPORT_AT_MOST:
         out(f"... and {outcome.reported - REPORT_AT_MOST} more (see ddbcdc dlq list)")
-    outcome.stopped = stopped[0] if stopped else None
     return outcome
 
 

@@ -130,6 +130,8 @@ def _decode(source: BinaryIO, out: BinaryIO, args: argparse.Namespace) -> int:
             continue
         out.write(record_to_json(decoded, pretty=pretty))
         out.write(b"\n")
+    if reader.stopped is not None:
+        raise reader.stopped
     return failed
 
 
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ddbcdc decode: {exc}", file=sys.stderr)
         return 2
     except InputError as exc:
-        print(f"ddbcdc decode: {exc}", file=sys.stderr)
+        print(f"ddbcdc decode: stopped: {exc}", file=sys.stderr)
         return 1
     finally:
         out.flush()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from collections.abc import Iterator
 from typing import IO, Any, cast
 
@@ -38,6 +39,7 @@ __all__ = ["InputReader", "Located"]
 # documents instead, incrementally (a record is at most 400 KB of item, in base64 533 KB).
 MAX_FIRST_LINE = 4 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+_DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)  # what a broken gzip stream raises
 
 #: (where, the record or why there is none for it); where is a line number or a position
 Located = tuple[int | str, SourceRecord | InputError]
@@ -76,12 +78,15 @@ class InputReader:
     Attributes:
         form: the form detected, as error messages name it (known once the first record
             has been read; ``empty input`` when there is none).
+        stopped: when the input could not be read to its end (broken JSON, not UTF-8, a
+            damaged gzip stream), the error saying where; the records before it were read.
     """
 
     def __init__(
         self, stream: IO[bytes], *, options: ExportOptions | None = None, chunk: int = CHUNK
     ) -> None:
         self.options = options or ExportOptions()
+        self.stopped: InputError | None = None
         self._chunk = chunk
         self.form = "input"
         self._head, self._first_line = b"", 0
@@ -111,11 +116,8 @@ class InputReader:
 
     def located(self) -> Iterator[Located]:
         """Every record with where it is, in order; a record that cannot be read is an
-        :class:`~ddbcdc.errors.InputError` in its place (reading goes on).
-
-        Raises:
-            InputError: the input as a whole cannot be read further (broken JSON, not
-                UTF-8), naming the form and the line.
+        :class:`~ddbcdc.errors.InputError` in its place (reading goes on). Where the input
+        as a whole cannot be read further the records end and :attr:`stopped` says why.
         """
         first = self._first.strip().removeprefix(b"\xef\xbb\xbf")
         if not first:
@@ -155,20 +157,30 @@ class InputReader:
         """Every non-blank line as it is: the hot path, nothing parsed here."""
         number = self._first_line
         yield number, SourceRecord(data=first)
-        for line in self._stream:
-            number += 1
-            data = line.strip()
-            if data:
-                yield number, SourceRecord(data=data)
+        try:
+            for line in self._stream:
+                number += 1
+                data = line.strip()
+                if data:
+                    yield number, SourceRecord(data=data)
+        except _DAMAGED as exc:
+            self._stop(exc, f"line {number + 1}")
 
     def _parsed_lines(self, first: bytes) -> Iterator[Located]:
         number = self._first_line
         yield from self._line(number, first)
-        for line in self._stream:
-            number += 1
-            data = line.strip()
-            if data:
-                yield from self._line(number, data)
+        try:
+            for line in self._stream:
+                number += 1
+                data = line.strip()
+                if data:
+                    yield from self._line(number, data)
+        except _DAMAGED as exc:
+            self._stop(exc, f"line {number + 1}")
+
+    def _stop(self, exc: BaseException, position: str) -> None:
+        message = f"the gzip stream is damaged ({exc})"
+        self.stopped = InputError(message, form=self.form, position=position)
 
     def _line(self, number: int, data: bytes) -> Iterator[Located]:
         try:
@@ -199,11 +211,16 @@ class InputReader:
         form = self._named("JSON document")
         text = JsonText(self._stream, self._head, form=form, chunk=self._chunk)
         named = False
-        for value, raw, where in documents(text):
-            if not named:
-                text.form = self._named(self._document_form(value, where))
-                named = True
-            yield self._convert(value, raw, where)
+        try:
+            for value, raw, where in documents(text):
+                if not named:
+                    text.form = self._named(self._document_form(value, where))
+                    named = True
+                yield self._convert(value, raw, where)
+        except InputError as exc:
+            self.stopped = exc
+        except _DAMAGED as exc:
+            self._stop(exc, f"line {text.here()}")
 
     def _document_form(self, first: Any, where: str) -> str:
         kind = kind_of(first)
