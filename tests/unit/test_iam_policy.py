@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 import pytest
@@ -15,6 +16,21 @@ from ddbcdc.settings import Settings
 
 ACCOUNT = "123456789012"
 STREAM_ARN = f"arn:aws:kinesis:eu-west-1:{ACCOUNT}:stream/orders-cdc"
+
+
+@pytest.fixture(autouse=True)
+def settings_from_this_test_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DDBCDC_* (or aliased) variable of the caller's shell reaches these Settings."""
+    aliases = {
+        "AWS_ARN",
+        "AWS_KINESIS_STREAM",
+        "AWS_ACCOUNT_ID",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    }
+    for name in list(os.environ):
+        if name.startswith("DDBCDC_") or name in aliases:
+            monkeypatch.delenv(name)
 
 
 def target(**values: Any) -> PolicyTarget:

@@ -30,6 +30,21 @@ CONSUMER_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc/consume
 MAY_1 = datetime(2024, 5, 1, tzinfo=UTC)
 
 
+@pytest.fixture(autouse=True)
+def settings_from_this_test_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DDBCDC_* (or aliased) variable of the caller's shell reaches these Settings."""
+    aliases = {
+        "AWS_ARN",
+        "AWS_KINESIS_STREAM",
+        "AWS_ACCOUNT_ID",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    }
+    for name in list(os.environ):
+        if name.startswith("DDBCDC_") or name in aliases:
+            monkeypatch.delenv(name)
+
+
 def settings(**values: object) -> Settings:
     return Settings(stream_name="orders-cdc", **values)  # type: ignore[arg-type]
 
