@@ -283,6 +283,9 @@ def test_a_damaged_gzip_stream_stops_after_what_it_held() -> None:
     assert reader.stopped is not None
     assert str(reader.stopped).startswith("gzip-compressed JSON Lines of change records, line ")
     assert "the gzip stream is damaged" in str(reader.stopped)
+    reader = InputReader(io.BytesIO(b"\x1f\x8b not gzip at all"))
+    assert list(reader.located()) == []
+    assert "gzip-compressed input, line 1: the gzip stream is damaged" in str(reader.stopped)
 
 
 def test_empty_input_has_no_records() -> None:

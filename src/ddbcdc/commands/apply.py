@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ddbcdc.errors import InputError
     from ddbcdc.inputs import ExportOptions, InputReader, Located
-    from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch
+    from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
 
 __all__ = ["ApplyOutcome", "apply_input", "apply_lines", "register"]
 
@@ -79,7 +79,9 @@ class ApplyOutcome:
             out(line)
 
 
-def _batches(located: Iterator[Located], size: int, outcome: ApplyOutcome, out: Any) -> Any:
+def _batches(
+    located: Iterator[Located], size: int, outcome: ApplyOutcome, out: Callable[[str], None]
+) -> Iterator[tuple[list[SourceRecord], list[Located]]]:
     """Batches of (SourceRecords, the (where, record) pairs they came as).
 
     Records that could not be read are reported and left out.
@@ -100,7 +102,7 @@ def _batches(located: Iterator[Located], size: int, outcome: ApplyOutcome, out: 
 
 
 def _report_poison(
-    prepared: PreparedBatch, pairs: list[Located], outcome: ApplyOutcome, out: Any
+    prepared: PreparedBatch, pairs: list[Located], outcome: ApplyOutcome, out: Callable[[str], None]
 ) -> None:
     for index, letter in prepared.poison:
         where = pairs[index][0]
@@ -149,7 +151,8 @@ def apply_input(
     outcome.form = reader.form
     outcome.stopped = reader.stopped
     if outcome.reported > REPORT_AT_MOST:
-        out(f"... and {outcome.reported - REPORT_AT_MOST} more (see ddbcdc dlq list)")
+        hidden = outcome.reported - REPORT_AT_MOST
+        out(f"... and {hidden} more not shown (the dead letters: ddbcdc dlq list)")
     return outcome
 
 

@@ -95,18 +95,22 @@ class InputReader:
     def _open(self, stream: IO[bytes]) -> IO[bytes]:
         """Read up to the first non-blank line; undo gzip."""
         line = stream.readline(MAX_FIRST_LINE)
-        if line[:2] == _GZIP_MAGIC:
-            raw = io.BufferedReader(_Prefixed(line, stream))
-            stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw))
-            self._gzip = True
-            line = stream.readline(MAX_FIRST_LINE)
-        else:
-            self._gzip = False
-        head, number = line, 1
-        while line and not line.strip():
-            line = stream.readline(MAX_FIRST_LINE)
-            head += line
-            number += 1
+        self._gzip = line[:2] == _GZIP_MAGIC
+        head, number = b"", 0
+        try:
+            if self._gzip:
+                raw = io.BufferedReader(_Prefixed(line, stream))
+                stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw))
+                line = stream.readline(MAX_FIRST_LINE)
+            head, number = line, 1
+            while line and not line.strip():
+                line = stream.readline(MAX_FIRST_LINE)
+                head += line
+                number += 1
+        except _DAMAGED as exc:
+            self._named("input")
+            self._stop(exc, f"line {number + 1}")
+            line = b""
         self._head, self._first, self._first_line = head, line, number
         return stream
 
