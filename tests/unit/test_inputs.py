@@ -330,3 +330,21 @@ def test_decode_export_items_with_export_time_and_key(
     assert record["keys"] == {"userid": 5}
     assert main(["decode", str(source), "--key", "userid"]) == 1
     assert "pass --export-time" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 1000])
+def test_batches_hold_what_located_gives_in_order(size: int) -> None:
+    lines = b"\n".join(orjson.dumps(fixture(path)) for path in VALID) + b"\n\n"
+    records = [fixture(VALID[0]), 42, fixture(VALID[1]), {"x": 1}, fixture(VALID[2])]
+    for data in (lines, json.dumps(records, indent=2).encode()):
+        located = list(InputReader(io.BytesIO(data)).located())
+        batches = list(InputReader(io.BytesIO(data)).batches(size))
+        assert all(len(records) <= size for records, _, _ in batches)
+        assert [r for b in batches for r in b[0]] == [
+            r for _, r in located if isinstance(r, SourceRecord)
+        ]
+        assert [w for b in batches for w in b[1]] == [
+            w for w, r in located if isinstance(r, SourceRecord)
+        ]
+        errors = [str(e) for b in batches for e in b[2]]
+        assert errors == [str(r) for _, r in located if isinstance(r, InputError)]

@@ -29,12 +29,11 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ddbcdc.errors import InputError
-    from ddbcdc.inputs import ExportOptions, InputReader, Located
+    from ddbcdc.inputs import ExportOptions, InputReader
     from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
 
 __all__ = ["ApplyOutcome", "apply_input", "apply_lines", "register"]
@@ -80,32 +79,25 @@ class ApplyOutcome:
 
 
 def _batches(
-    located: Iterator[Located], size: int, outcome: ApplyOutcome, out: Callable[[str], None]
-) -> Iterator[tuple[list[SourceRecord], list[Located]]]:
-    """Batches of (SourceRecords, the (where, record) pairs they came as).
-
-    Records that could not be read are reported and left out.
-    """
-    from ddbcdc.errors import InputError
-    from ddbcdc.pipeline import SourceRecord
-
-    while pairs := list(islice(located, size)):
-        records = [record for _, record in pairs if type(record) is SourceRecord]
-        if len(records) != len(pairs):
-            for _, error in pairs:
-                if isinstance(error, InputError):
-                    outcome.skipped += 1
-                    outcome.report(f"skipped: {error}", out)
-            pairs = [pair for pair in pairs if type(pair[1]) is SourceRecord]
+    reader: InputReader, size: int, outcome: ApplyOutcome, out: Callable[[str], None]
+) -> Iterator[tuple[list[SourceRecord], list[int | str]]]:
+    """Batches of SourceRecords and where each is; unreadable records reported, left out."""
+    for records, positions, errors in reader.batches(size):
+        for error in errors:
+            outcome.skipped += 1
+            outcome.report(f"skipped: {error}", out)
         if records:
-            yield records, pairs
+            yield records, positions
 
 
 def _report_poison(
-    prepared: PreparedBatch, pairs: list[Located], outcome: ApplyOutcome, out: Callable[[str], None]
+    prepared: PreparedBatch,
+    positions: list[int | str],
+    outcome: ApplyOutcome,
+    out: Callable[[str], None],
 ) -> None:
     for index, letter in prepared.poison:
-        where = pairs[index][0]
+        where = positions[index]
         position = f"line {where}" if isinstance(where, int) else where
         where_in = f" at {letter.error_path}" if letter.error_path else ""
         outcome.report(
@@ -134,7 +126,7 @@ def apply_input(
     from ddbcdc.pipeline import BatchResult
 
     outcome = ApplyOutcome(BatchResult())
-    batches = _batches(reader.located(), batch_size, outcome, out)
+    batches = _batches(reader, batch_size, outcome, out)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool:
 
         def submit() -> Any:
@@ -144,9 +136,9 @@ def apply_input(
         pending = submit()
         outcome.form = reader.form
         while pending is not None:
-            prepared, pairs = pending[0].result(), pending[1]
+            prepared, positions = pending[0].result(), pending[1]
             pending = submit()
-            _report_poison(prepared, pairs, outcome, out)
+            _report_poison(prepared, positions, outcome, out)
             outcome.result.add(pipeline.apply(prepared))
     outcome.form = reader.form
     outcome.stopped = reader.stopped

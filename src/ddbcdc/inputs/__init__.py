@@ -8,6 +8,6 @@ form from the content (:mod:`ddbcdc.inputs.reader`), reads documents incremental
 """
 
 from ddbcdc.inputs.exports import ExportOptions
-from ddbcdc.inputs.reader import InputReader, Located
+from ddbcdc.inputs.reader import Batch, InputReader, Located
 
-__all__ = ["ExportOptions", "InputReader", "Located"]
+__all__ = ["Batch", "ExportOptions", "InputReader", "Located"]

@@ -33,7 +33,7 @@ from ddbcdc.inputs.exports import ExportOptions
 from ddbcdc.inputs.kinds import KIND_NAMES, RecordError, container_name, kind_of, to_source
 from ddbcdc.pipeline import SourceRecord
 
-__all__ = ["InputReader", "Located"]
+__all__ = ["Batch", "InputReader", "Located"]
 
 # A JSON Lines line longer than this is not looked for as one: the input is read as JSON
 # documents instead, incrementally (a record is at most 400 KB of item, in base64 533 KB).
@@ -43,6 +43,8 @@ _DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)  # what a broken gzip stream
 
 #: (where, the record or why there is none for it); where is a line number or a position
 Located = tuple[int | str, SourceRecord | InputError]
+#: (records, where each is, the errors of those that cannot be read)
+Batch = tuple[list[SourceRecord], list[int | str], list[InputError]]
 
 
 class _Prefixed(io.RawIOBase):
@@ -123,6 +125,23 @@ class InputReader:
         :class:`~ddbcdc.errors.InputError` in its place (reading goes on). Where the input
         as a whole cannot be read further the records end and :attr:`stopped` says why.
         """
+        start = self._start()
+        return self._raw_lines(start) if isinstance(start, bytes) else start
+
+    def batches(self, size: int) -> Iterator[Batch]:
+        """The records in lists of ``size``, with their positions and the errors of those
+        that cannot be read (as :meth:`located`, in fewer, cheaper objects)."""
+        start = self._start()
+        if isinstance(start, bytes):
+            return self._raw_batches(start, size)
+        return self._grouped(start, size)
+
+    def __iter__(self) -> Iterator[SourceRecord | InputError]:
+        return (record for _, record in self.located())
+
+    def _start(self) -> bytes | Iterator[Located]:
+        """The first line when the input is passed on line by line as it is, else the
+        records of whichever other form it is."""
         first = self._first.strip().removeprefix(b"\xef\xbb\xbf")
         if not first:
             self._named("empty input")
@@ -136,19 +155,33 @@ class InputReader:
                 return self._json_lines(first, parsed)
         elif first[:1] != b"[":
             self._named("JSON Lines of change records (base64)")
-            return self._raw_lines(first)
+            return first
         return self._documents()
 
-    def __iter__(self) -> Iterator[SourceRecord | InputError]:
-        return (record for _, record in self.located())
+    @staticmethod
+    def _grouped(located: Iterator[Located], size: int) -> Iterator[Batch]:
+        records: list[SourceRecord] = []
+        positions: list[int | str] = []
+        errors: list[InputError] = []
+        for where, record in located:
+            if isinstance(record, InputError):
+                errors.append(record)
+                continue
+            records.append(record)
+            positions.append(where)
+            if len(records) == size:
+                yield records, positions, errors
+                records, positions, errors = [], [], []
+        if records or errors:
+            yield records, positions, errors
 
     # -- JSON Lines -------------------------------------------------------------------------
 
-    def _json_lines(self, first: bytes, parsed: dict[str, Any]) -> Iterator[Located]:
+    def _json_lines(self, first: bytes, parsed: dict[str, Any]) -> bytes | Iterator[Located]:
         kind = kind_of(parsed)
         if kind == "change":
             self._named("JSON Lines of change records")
-            return self._raw_lines(first)
+            return first
         records = parsed.get("Records")
         if type(records) is list:
             sample = records[0] if records else None
@@ -169,6 +202,29 @@ class InputReader:
                     yield number, SourceRecord(data=data)
         except _DAMAGED as exc:
             self._stop(exc, f"line {number + 1}")
+
+    def _raw_batches(self, first: bytes, size: int) -> Iterator[Batch]:
+        """:meth:`_raw_lines` in batches: two flat lists, no tuple a record."""
+        number = self._first_line
+        records = [SourceRecord(data=first)]
+        lines: list[int | str] = [number]
+        if size == 1:
+            yield records, lines, []
+            records, lines = [], []
+        try:
+            for line in self._stream:
+                number += 1
+                data = line.strip()
+                if data:
+                    records.append(SourceRecord(data=data))
+                    lines.append(number)
+                    if len(records) == size:
+                        yield records, lines, []
+                        records, lines = [], []
+        except _DAMAGED as exc:
+            self._stop(exc, f"line {number + 1}")
+        if records:
+            yield records, lines, []
 
     def _parsed_lines(self, first: bytes) -> Iterator[Located]:
         number = self._first_line
