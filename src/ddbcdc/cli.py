@@ -1,4 +1,9 @@
-"""The ``ddbcdc`` command line: a thin dispatcher over ``ddbcdc.commands``."""
+"""The ``ddbcdc`` command line: a thin dispatcher over ``ddbcdc.commands``.
+
+Only the chosen subcommand's module is imported. ``ddbcdc --help`` (and an unknown or missing
+command) imports none: it lists the commands from :data:`COMMANDS`, whose one-line summaries
+a test holds equal to the ones the modules register.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +18,22 @@ from ddbcdc.errors import DdbcdcError
 
 __all__ = ["main"]
 
-# Order here is the order in --help.
-COMMANDS: tuple[str, ...] = (
-    "demo",
-    "local",
-    "migrate",
-    "mapping",
-    "setup",
-    "worker",
-    "load",
-    "status",
-    "apply",
-    "decode",
-    "dlq",
-    "teardown",
-)
+# Order here is the order in --help; each command's one-line summary.
+COMMANDS: dict[str, str] = {
+    "demo": "run the whole pipeline on the local stack and check PostgreSQL against DynamoDB",
+    "local": "run the local AWS stack (moto, kinesis-local, PostgreSQL, bridge)",
+    "migrate": "create/upgrade the PostgreSQL schema (Alembic + mapped tables)",
+    "mapping": "infer a table mapping from a sample of the source table",
+    "setup": "create the Kinesis stream, the source table and its streaming destination",
+    "worker": "consume the Kinesis stream into PostgreSQL (KCL worker)",
+    "load": "write random customers and changes to them into the source table",
+    "status": "per-shard progress and lag of the worker, from PostgreSQL",
+    "apply": "apply change records (any input form: JSON Lines, arrays, events, exports)",
+    "decode": "decode change records (any input form) to lossless JSON lines",
+    "dlq": "list, replay or discard dead-lettered records",
+    "iam-policy": "print the least-privilege IAM policy of the worker, setup or snapshot role",
+    "teardown": "delete the source table and the Kinesis stream that setup created",
+}
 
 
 def _chosen_command(argv: Sequence[str]) -> str | None:
@@ -42,8 +48,12 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The argument parser: only the chosen subcommand's module is imported when ``argv``
-    names one (start-up stays fast), every subcommand otherwise (``--help``, errors)."""
+    """The argument parser.
+
+    When ``argv`` names a command, only that command's module is imported and registers its
+    full parser; otherwise (``--help``, no or an unknown command) every command is listed
+    with its summary and no command module is imported.
+    """
     parser = argparse.ArgumentParser(
         prog="ddbcdc",
         description="DynamoDB change data capture into a live PostgreSQL copy.",
@@ -54,8 +64,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = _chosen_command(argv) if argv is not None else None
-    for name in (chosen,) if chosen else COMMANDS:
-        importlib.import_module(f"ddbcdc.commands.{name}").register(subparsers)
+    if chosen:
+        module = importlib.import_module(f"ddbcdc.commands.{chosen.replace('-', '_')}")
+        module.register(subparsers)
+    else:
+        for name, summary in COMMANDS.items():
+            subparsers.add_parser(name, help=summary)
     return parser
 
 

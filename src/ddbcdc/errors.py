@@ -8,7 +8,8 @@ Every error ddbcdc raises on purpose derives from :class:`DdbcdcError`::
     │   └── CleanseError         decoded, but does not fit the table mapping
     ├── RetryableError           transient: back off, retry, never checkpoint past it
     │   └── DatabaseUnavailableError
-    └── ConfigurationError       bad settings or table mapping: refuse to start
+    ├── ConfigurationError       bad settings or table mapping: refuse to start
+    └── InputError               a file of change records is not what its form says
 
 Errors carry the context needed to find the offending input (shard id, sequence number,
 table, attribute path) and are raised ``from`` their cause.
@@ -22,6 +23,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DdbcdcError",
     "DecodeError",
+    "InputError",
     "PoisonRecordError",
     "RetryableError",
 ]
@@ -111,3 +113,21 @@ class DatabaseUnavailableError(RetryableError):
 
 class ConfigurationError(DdbcdcError):
     """Settings or a table mapping are invalid; raised at start-up."""
+
+
+class InputError(DdbcdcError):
+    """A file given to ``ddbcdc apply`` or ``decode`` cannot be read as the form detected.
+
+    Attributes:
+        form: the input form detected (``JSON array of change records``, ...).
+        position: where: ``line 12``, ``[3] (line 41)``, ``Records[0] (line 2)``.
+    """
+
+    def __init__(self, message: str, *, form: str, position: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.form = form
+        self.position = position
+
+    def __str__(self) -> str:
+        return f"{self.form}, {self.position}: {self.message}"

@@ -7,12 +7,14 @@ the names of the original example (``AWS_REGION``, ``AWS_ARN``, ``AWS_KINESIS_ST
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ddbcdc.timestamps import parse_timestamp
 
 __all__ = ["Settings"]
 
@@ -45,8 +47,21 @@ class Settings(BaseSettings):
     application_name: str = Field(
         default="ddbcdc", validation_alias=_env("DDBCDC_APPLICATION_NAME")
     )
-    initial_position: Literal["TRIM_HORIZON", "LATEST"] = Field(
+    initial_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = Field(
         default="TRIM_HORIZON", validation_alias=_env("DDBCDC_INITIAL_POSITION")
+    )
+    initial_position_timestamp: datetime | None = Field(
+        default=None, validation_alias=_env("DDBCDC_INITIAL_POSITION_TIMESTAMP")
+    )
+    retrieval_mode: Literal["FANOUT", "POLLING"] | None = Field(
+        default=None, validation_alias=_env("DDBCDC_RETRIEVAL_MODE")
+    )
+    consumer_name: str | None = Field(default=None, validation_alias=_env("DDBCDC_CONSUMER_NAME"))
+    consumer_arn: str | None = Field(default=None, validation_alias=_env("DDBCDC_CONSUMER_ARN"))
+    account_id: str | None = Field(
+        default=None,
+        pattern=r"^\d{12}$",
+        validation_alias=_env("DDBCDC_AWS_ACCOUNT_ID", "AWS_ACCOUNT_ID"),
     )
     kinesis_endpoint: str | None = Field(
         default=None, validation_alias=_env("DDBCDC_KINESIS_ENDPOINT")
@@ -75,6 +90,9 @@ class Settings(BaseSettings):
     timestamp_unit: Literal["auto", "s", "ms", "us"] = Field(
         default="auto", validation_alias=_env("DDBCDC_TIMESTAMP_UNIT")
     )
+    kcl_metrics_level: Literal["NONE", "SUMMARY", "DETAILED"] = Field(
+        default="NONE", validation_alias=_env("DDBCDC_KCL_METRICS_LEVEL")
+    )
     metrics_host: str = Field(default="127.0.0.1", validation_alias=_env("DDBCDC_METRICS_HOST"))
     metrics_port: int = Field(default=9108, ge=0, validation_alias=_env("DDBCDC_METRICS_PORT"))
     log_level: str = Field(default="INFO", validation_alias=_env("DDBCDC_LOG_LEVEL"))
@@ -85,6 +103,18 @@ class Settings(BaseSettings):
         default=20_000, ge=0, validation_alias=_env("DDBCDC_SHUTDOWN_GRACE_MS")
     )
     stall_after_s: float = Field(default=60.0, gt=0, validation_alias=_env("DDBCDC_STALL_AFTER_S"))
+
+    @field_validator("initial_position", "retrieval_mode", "kcl_metrics_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("initial_position_timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return parse_timestamp(value) if isinstance(value, str | int | datetime) else value
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is not set."""

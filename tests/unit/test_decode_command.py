@@ -49,7 +49,8 @@ def test_bad_lines_are_reported_with_their_number_and_the_rest_goes_on(
     assert len(out.splitlines()) == 2
     assert "line 3:" in err
     assert "line 6:" in err
-    assert "2 line(s) failed" in err
+    assert "2 record(s) failed" in err
+    assert "JSON Lines of change records, line 3:" in err
     assert "gX8fQ2n" not in err  # no item contents in error messages
 
 

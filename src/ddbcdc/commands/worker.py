@@ -40,8 +40,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--initial-position",
-        choices=["TRIM_HORIZON", "LATEST"],
-        help="where a shard without a checkpoint starts",
+        type=str.upper,
+        choices=["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"],
+        help="where a shard without a checkpoint starts (default: DDBCDC_INITIAL_POSITION)",
+    )
+    parser.add_argument(
+        "--initial-timestamp",
+        metavar="TIME",
+        help="for AT_TIMESTAMP (implied when given alone): ISO-8601 or epoch seconds; the "
+        "first record read is the first that arrived in Kinesis at or after it",
     )
     parser.add_argument(
         "--metrics-port",
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         stream=args.stream,
         application_name=args.application_name,
         initial_position=args.initial_position,
+        initial_timestamp=args.initial_timestamp,
         # Always a known id: the stall monitor finds this worker's leases by it.
         worker_id=args.worker_id or daemon.new_worker_id(),
     )

@@ -24,12 +24,14 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from string import Template
 from types import FrameType
 
 from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.retrieval import StartPosition, check_consumer, retrieval_mode, start_position
 from ddbcdc.settings import Settings
 from ddbcdc.worker.metrics import MULTIPROC_ENV
 
@@ -71,6 +73,11 @@ class WorkerOptions:
     worker_id: str | None = None
     shard_sync_interval_ms: int = 1_000
     parent_shard_poll_interval_ms: int = 10_000
+    initial_timestamp: datetime | None = None  # with initial_position AT_TIMESTAMP
+    retrieval_mode: str = "POLLING"
+    consumer_name: str | None = None
+    consumer_arn: str | None = None
+    kcl_metrics_level: str = "NONE"
 
     @classmethod
     def from_settings(
@@ -80,19 +87,32 @@ class WorkerOptions:
         stream: str | None = None,
         application_name: str | None = None,
         initial_position: str | None = None,
+        initial_timestamp: str | None = None,
         worker_id: str | None = None,
     ) -> WorkerOptions:
-        """Options from ``settings``; non-None arguments override them."""
+        """Options from ``settings``; non-None arguments override them.
+
+        Raises:
+            ConfigurationError: no stream, or a start position or consumer that cannot be.
+        """
         chosen = stream or settings.stream_arn or settings.stream_name
         if not chosen:
             raise ConfigurationError(
                 "no Kinesis stream: pass --stream or set DDBCDC_STREAM_NAME / AWS_KINESIS_STREAM "
                 "(or DDBCDC_STREAM_ARN / AWS_ARN)"
             )
+        start = start_position(settings, kind=initial_position, timestamp=initial_timestamp)
+        mode = retrieval_mode(settings)
+        check_consumer(settings, mode)
         return cls(
             stream=chosen,
             application_name=application_name or settings.application_name,
-            initial_position=(initial_position or settings.initial_position).upper(),
+            initial_position=start.kind,
+            initial_timestamp=start.timestamp,
+            retrieval_mode=mode,
+            consumer_name=settings.consumer_name,
+            consumer_arn=settings.consumer_arn,
+            kcl_metrics_level=settings.kcl_metrics_level,
             region=settings.aws_region,
             max_records=settings.max_records,
             idle_time_ms=settings.idle_time_between_reads_ms,
@@ -190,9 +210,9 @@ def render_properties(options: WorkerOptions, *, executable: str) -> str:
         "application_name": _property_value("applicationName", options.application_name),
         "stream_line": stream_line,
         "region": _property_value("regionName", options.region),
-        "initial_position": options.initial_position,
-        "max_records": options.max_records,
-        "idle_time_ms": options.idle_time_ms,
+        "initial_position_line": _initial_position_line(options),
+        "retrieval_mode": options.retrieval_mode,
+        "retrieval_lines": "\n".join(_retrieval_lines(options)),
         "failover_time_ms": options.failover_time_ms,
         # KCL's default is twice the failover time. A dead worker's lease is reassigned up
         # to 1.5 intervals after it expires and discovered half an interval later: at most
@@ -205,9 +225,44 @@ def render_properties(options: WorkerOptions, *, executable: str) -> str:
         "shard_sync_interval_ms": options.shard_sync_interval_ms,
         "parent_shard_poll_interval_ms": options.parent_shard_poll_interval_ms,
         "shutdown_grace_ms": options.shutdown_grace_ms,
+        "metrics_level": _property_value("metricsLevel", options.kcl_metrics_level),
         "extra_lines": "\n".join(extra),
     }
     return template.substitute(values)
+
+
+def _initial_position_line(options: WorkerOptions) -> str:
+    """``initialPositionInStream``, or for AT_TIMESTAMP ``initialPositionInStreamExtended``.
+
+    Never both: the daemon applies properties in no fixed order, and either one replaces
+    the other's setting.
+    """
+    start = StartPosition(options.initial_position, options.initial_timestamp)  # type: ignore[arg-type]
+    if start.kind != "AT_TIMESTAMP":
+        return f"initialPositionInStream = {_property_value('initialPosition', start.kind)}"
+    return (
+        "# AT_TIMESTAMP, in whole epoch seconds (rounded down) as the KCL takes it\n"
+        f"initialPositionInStreamExtended = {start.kcl_seconds}"
+    )
+
+
+def _retrieval_lines(options: WorkerOptions) -> list[str]:
+    """The POLLING or FANOUT settings that go with ``retrievalMode``."""
+    if options.retrieval_mode == "POLLING":
+        return [
+            f"maxRecords = {options.max_records}",
+            f"idleTimeBetweenReadsInMillis = {options.idle_time_ms}",
+        ]
+    if options.retrieval_mode != "FANOUT":
+        raise ConfigurationError(f"retrieval mode {options.retrieval_mode!r} is not FANOUT/POLLING")
+    lines = []
+    if options.consumer_arn:
+        arn = _property_value("consumerArn", options.consumer_arn)
+        lines.append(f"fanoutConfig.consumerArn = {arn}")
+    if options.consumer_name:
+        name = _property_value("consumerName", options.consumer_name)
+        lines.append(f"fanoutConfig.consumerName = {name}")
+    return lines or ["# consumer: the KCL registers one named after applicationName"]
 
 
 def _endpoint(url: str) -> str:
