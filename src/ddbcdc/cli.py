@@ -22,8 +22,8 @@ __all__ = ["main"]
 COMMANDS: dict[str, str] = {
     "demo": "run the whole pipeline on the local stack and check PostgreSQL against DynamoDB",
     "local": "run the local AWS stack (moto, kinesis-local, PostgreSQL, bridge)",
-    "migrate": "create/upgrade the PostgreSQL schema (Alembic + mapped tables)",
-    "mapping": "infer a table mapping from a sample of the source table",
+    "migrate": "create/upgrade the PostgreSQL schema (Alembic + mapped tables, backfills)",
+    "mapping": "infer a table mapping from a sample of a DynamoDB table",
     "setup": "create the Kinesis stream, the source table and its streaming destination",
     "worker": "consume the Kinesis stream into PostgreSQL (KCL worker)",
     "load": "write random customers and changes to them into the source table",

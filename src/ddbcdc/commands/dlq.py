@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     """Add the ``dlq`` subcommand with ``list`` and ``replay``."""
     parser = subparsers.add_parser(
         "dlq",
-        help="list or replay dead-lettered records",
+        help="list, replay or discard dead-lettered records",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
