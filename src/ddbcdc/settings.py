@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     cloudwatch_endpoint: str | None = Field(
         default=None, validation_alias=_env("DDBCDC_CLOUDWATCH_ENDPOINT")
     )
+    s3_endpoint: str | None = Field(default=None, validation_alias=_env("DDBCDC_S3_ENDPOINT"))
     max_records: int = Field(
         default=1000, ge=1, le=10000, validation_alias=_env("DDBCDC_MAX_RECORDS")
     )
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
     )
     timestamp_unit: Literal["auto", "s", "ms", "us"] = Field(
         default="auto", validation_alias=_env("DDBCDC_TIMESTAMP_UNIT")
+    )
+    #: How far this machine's clock may be from AWS's: snapshot, export and repair rows get
+    #: versions this much older than the time they were read at (see README, "Backfill").
+    clock_skew_margin: timedelta = Field(
+        default=timedelta(seconds=5), validation_alias=_env("DDBCDC_CLOCK_SKEW_MARGIN")
     )
     metrics_host: str = Field(default="127.0.0.1", validation_alias=_env("DDBCDC_METRICS_HOST"))
     metrics_port: int = Field(default=9108, ge=0, validation_alias=_env("DDBCDC_METRICS_PORT"))

@@ -50,6 +50,8 @@ EXPECTED = {
     "ddbcdc_shard_progress",
     "ddbcdc_prune_state",
     "ddbcdc_prune_holds",
+    "ddbcdc_snapshots",
+    "ddbcdc_snapshot_segments",
     "customers",
     "ddbcdc_versions__customers",
     "ddbcdc_changes__customers",
