@@ -79,7 +79,9 @@ class Settings(BaseSettings):
     #: How far this machine's clock may be from AWS's: snapshot, export and repair rows get
     #: versions this much older than the time they were read at (see README, "Backfill").
     clock_skew_margin: timedelta = Field(
-        default=timedelta(seconds=5), validation_alias=_env("DDBCDC_CLOCK_SKEW_MARGIN")
+        default=timedelta(seconds=5),
+        ge=timedelta(0),
+        validation_alias=_env("DDBCDC_CLOCK_SKEW_MARGIN"),
     )
     metrics_host: str = Field(default="127.0.0.1", validation_alias=_env("DDBCDC_METRICS_HOST"))
     metrics_port: int = Field(default=9108, ge=0, validation_alias=_env("DDBCDC_METRICS_PORT"))

@@ -116,7 +116,10 @@ class Rechecker:
 
     def _drop(self, round_: int) -> int:
         s = self.table
-        return int(self.conn.execute(sa.delete(s).where(s.c.round >= round_)).rowcount or 0)
+        left = s.c.round >= round_
+        count = int(self.conn.execute(sa.select(sa.func.count()).where(left)).scalar() or 0)
+        self.conn.execute(sa.delete(s).where(left))
+        return count
 
     def _chunks(self, round_: int, status: str) -> Iterator[list[Any]]:
         """The suspects of a round in key order, a chunk at a time (keyset pagination)."""

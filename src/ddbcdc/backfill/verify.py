@@ -156,8 +156,9 @@ class _Scanner:
             sa.literal("new"),
         ).where(~unseen)
         columns = [*key, "kind", "round", "status"]
-        inserted = self.conn.execute(sa.insert(s).from_select(columns, rows)).rowcount
-        self.report.suspects += max(0, inserted or 0)
+        self.conn.execute(sa.insert(s).from_select(columns, rows))
+        extra = sa.select(sa.func.count()).select_from(s).where(s.c.kind == "extra")
+        self.report.suspects += int(self.conn.execute(extra).scalar() or 0)
         self.report.rows = int(
             self.conn.execute(sa.select(sa.func.count()).select_from(live)).scalar() or 0
         )

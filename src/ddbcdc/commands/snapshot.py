@@ -20,12 +20,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from ddbcdc import aws
 from ddbcdc.backfill import state
 from ddbcdc.backfill.export import open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.importer import export_run, import_export
-from ddbcdc.backfill.preconditions import check_backfill, report
+from ddbcdc.backfill.preconditions import Finding, check_backfill, report
 from ddbcdc.backfill.records import format_us, now_us, parse_time_us
 from ddbcdc.backfill.snapshot import SnapshotOptions, new_scan_run, run_snapshot
 from ddbcdc.errors import ConfigurationError
@@ -105,15 +107,18 @@ def _checks(
     start_us: int,
     **extra: Any,
 ) -> None:
-    findings = check_backfill(
-        settings,
-        dynamodb=aws.client("dynamodb", settings),
-        kinesis=aws.client("kinesis", settings),
-        engine=engine,
-        table=table,
-        start_us=start_us,
-        **extra,
-    )
+    try:
+        findings = check_backfill(
+            settings,
+            dynamodb=aws.client("dynamodb", settings, max_attempts=2),
+            kinesis=aws.client("kinesis", settings, max_attempts=2),
+            engine=engine,
+            table=table,
+            start_us=start_us,
+            **extra,
+        )
+    except (BotoCoreError, ClientError) as exc:
+        findings = [Finding("fail", "aws", f"the checks could not run: {exc}")]
     if not report(findings, force=args.force, out=sys.stderr):
         raise ConfigurationError("preconditions not met (see above; --force to go ahead)")
 
