@@ -171,35 +171,16 @@ class ExportLocation:
             ExportError: a mismatch, naming the file and both values.
         """
         with self._open(file.key) as raw:
-            md5 = hashlib.md5()  # noqa: S324 - the checksum AWS writes, not security
-            lines, last = 0, b"\n"
-            inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
-            broken = None
-            for chunk in iter(lambda: raw.read(_CHUNK), b""):
-                md5.update(chunk)
-                while chunk and broken is None:
-                    try:
-                        text = inflate.decompress(chunk)
-                    except zlib.error as exc:
-                        broken = str(exc)
-                        break
-                    if text:
-                        lines, last = lines + text.count(b"\n"), text[-1:]
-                    chunk = inflate.unused_data
-                    if chunk and inflate.eof:  # a file of several gzip members
-                        inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
-            lines += last != b"\n"  # a last line without its newline
-            digest = base64.b64encode(md5.digest()).decode()
+            digest, lines, broken = _inspect(raw)
             where = f"{self.describe()}/{file.key}"
             if file.md5 is not None and digest != file.md5:
                 raise ExportError(
                     f"{where}: MD5 checksum {digest} does not match the manifest's {file.md5}; "
                     "nothing of the file was applied"
                 )
-            if broken is not None or not inflate.eof:
+            if broken is not None:
                 raise ExportError(
-                    f"{where}: not a complete gzip file ({broken or 'truncated'}); nothing of "
-                    "the file was applied"
+                    f"{where}: not a complete gzip file ({broken}); nothing of the file was applied"
                 )
             if file.item_count is not None and lines != file.item_count:
                 raise ExportError(
@@ -208,6 +189,31 @@ class ExportLocation:
                 )
             raw.seek(0)
             yield raw
+
+
+def _inspect(raw: IO[bytes]) -> tuple[str, int, str | None]:
+    """One pass over a gzipped file: (base64 MD5 of its bytes, lines, what broke the gzip)."""
+    md5 = hashlib.md5()  # noqa: S324 - the checksum AWS writes, not security
+    lines, last = 0, b"\n"
+    inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    broken = None
+    for chunk in iter(lambda: raw.read(_CHUNK), b""):
+        md5.update(chunk)
+        while chunk and broken is None:
+            try:
+                text = inflate.decompress(chunk)
+            except zlib.error as exc:
+                broken = str(exc)
+                break
+            if text:
+                lines, last = lines + text.count(b"\n"), text[-1:]
+            chunk = inflate.unused_data
+            if chunk and inflate.eof:  # a file of several gzip members
+                inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    if broken is None and not inflate.eof:
+        broken = "truncated"
+    lines += last != b"\n"  # a last line without its newline
+    return base64.b64encode(md5.digest()).decode(), lines, broken
 
 
 class LocalExport(ExportLocation):

@@ -155,12 +155,22 @@ def _batches(
         yield Batch(records, also)
 
 
+class _Progress:
+    def __init__(self, bar: ProgressBar | None, done: int) -> None:
+        self.bar = bar
+        self.done = done
+
+    def batch(self, batch: Batch, result: BatchResult) -> None:
+        self.done += len(batch.records)
+        if self.bar is not None:
+            self.bar.update(self.done)
+
+
 def import_export(
     run: state.Run,
     location: ExportLocation,
     *,
     pipeline: Pipeline,
-    margin_us: int,
     batch_size: int = 10_000,
     progress: ProgressBar | None = None,
 ) -> ImportResult:
@@ -175,14 +185,7 @@ def import_export(
     files = {n: DataFile(*entry) for n, entry in enumerate(run.detail["files"])}
     maker = RecordMaker(pipeline.mappings[0], run.detail["key"])
     version = None if run.kind == "incremental_export" else run.min_version_us
-    done_items = sum(s.items for s in segments)
-
-    def counted(batch: Batch, batch_result: BatchResult) -> None:
-        nonlocal done_items
-        done_items += len(batch.records)
-        if progress is not None:
-            progress.update(done_items)
-
+    counted = _Progress(progress, sum(s.items for s in segments))
     for segment in segments:
         if segment.done:
             continue
@@ -190,7 +193,7 @@ def import_export(
             batches = _batches(
                 run, segment, raw, maker=maker, version_us=version, batch_size=batch_size
             )
-            result.counts.add(feed(pipeline, batches, on_batch=counted))
+            result.counts.add(feed(pipeline, batches, on_batch=counted.batch))
         state.mark_done(pipeline.engine, run.id, segment.segment)
         result.files += 1
         log.info("export %s: %s applied", run.id, segment.name)

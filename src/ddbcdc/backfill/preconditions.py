@@ -29,14 +29,14 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ddbcdc.backfill.records import format_us, now_us
 from ddbcdc.provision import LOCAL_DESTINATION_TAG, is_local
 from ddbcdc.settings import Settings
 from ddbcdc.tables import shard_progress
 
-__all__ = ["Finding", "check_backfill", "report", "stream_kwargs"]
+__all__ = ["Finding", "check_backfill", "report", "retention_hours", "stream_kwargs"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,18 @@ def stream_kwargs(settings: Settings) -> dict[str, str] | None:
     if settings.stream_name:
         return {"StreamName": settings.stream_name}
     return None
+
+
+def retention_hours(settings: Settings, kinesis: Any) -> float | None:
+    """The configured stream's RetentionPeriodHours, None when it cannot be told."""
+    stream = stream_kwargs(settings)
+    if stream is None:
+        return None
+    try:
+        summary = kinesis.describe_stream_summary(**stream)["StreamDescriptionSummary"]
+    except (ClientError, BotoCoreError):
+        return None
+    return float(summary.get("RetentionPeriodHours") or 24)
 
 
 def _destination(
@@ -160,57 +172,65 @@ def _open_shards(kinesis: Any, stream: dict[str, str]) -> list[str]:
         request = {"NextToken": token}
 
 
+def _checkpoint(leases: dict[str, str | None], shard: str) -> str | None:
+    """A shard's checkpoint (lease keys are the shard id, or end with it in multi-stream)."""
+    return next((c for k, c in leases.items() if k == shard or k.endswith(":" + shard)), None)
+
+
+def _lease_finding(application: str, shard: str, checkpoint: str) -> Finding | None:
+    if checkpoint == "LATEST":
+        return Finding(
+            "fail",
+            "worker",
+            f"shard {shard}'s lease of application {application} is at LATEST: changes before "
+            "its first record may be skipped (start the worker with "
+            "DDBCDC_INITIAL_POSITION=TRIM_HORIZON)",
+        )
+    if not (checkpoint.isdigit() or checkpoint in _GOOD_CHECKPOINTS):
+        return Finding("warn", "worker", f"shard {shard}: checkpoint {checkpoint}")
+    return None
+
+
+def _unleased_finding(settings: Settings, unleased: list[str], start_us: int) -> Finding:
+    application = settings.application_name
+    position = str(settings.initial_position)
+    at = getattr(settings, "initial_timestamp", None)  # with DDBCDC_INITIAL_POSITION=AT_TIMESTAMP
+    if position == "TRIM_HORIZON" or (
+        position == "AT_TIMESTAMP" and at is not None and at.timestamp() * 1e6 <= start_us
+    ):
+        return Finding(
+            "ok",
+            "worker",
+            f"{len(unleased)} shard(s) not leased yet by {application}; the worker starts them "
+            f"at {position}: start it before the stream's retention runs out",
+        )
+    return Finding(
+        "fail",
+        "worker",
+        f"shards {', '.join(unleased)} have no lease of application {application} yet and the "
+        f"worker would start them at {position}, after the backfill began: set "
+        "DDBCDC_INITIAL_POSITION=TRIM_HORIZON",
+    )
+
+
 def _worker(
     settings: Settings, dynamodb: Any, kinesis: Any, stream: dict[str, str], start_us: int
 ) -> list[Finding]:
     application = settings.application_name
-    leases = _leases(dynamodb, application)
-    position = str(settings.initial_position)
-    at = getattr(settings, "initial_timestamp", None)
-    start_ok = position == "TRIM_HORIZON" or (
-        position == "AT_TIMESTAMP" and at is not None and at.timestamp() * 1e6 <= start_us
-    )
+    leases = _leases(dynamodb, application) or {}
     findings = []
     unleased = []
     for shard in _open_shards(kinesis, stream):
-        checkpoint = next(
-            (c for key, c in (leases or {}).items() if key == shard or key.endswith(":" + shard)),
-            None,
-        )
+        checkpoint = _checkpoint(leases, shard)
         if checkpoint is None:
             unleased.append(shard)
-        elif checkpoint == "LATEST":
-            findings.append(
-                Finding(
-                    "fail",
-                    "worker",
-                    f"shard {shard}'s lease of application {application} is at LATEST: "
-                    "changes before its first record may be skipped (start the worker with "
-                    "DDBCDC_INITIAL_POSITION=TRIM_HORIZON)",
-                )
-            )
-        elif not (checkpoint.isdigit() or checkpoint in _GOOD_CHECKPOINTS):
-            findings.append(Finding("warn", "worker", f"shard {shard}: checkpoint {checkpoint}"))
-    if unleased and not start_ok:
-        findings.append(
-            Finding(
-                "fail",
-                "worker",
-                f"shards {', '.join(unleased)} have no lease of application {application} yet "
-                f"and the worker would start them at {position}, after the backfill began: "
-                "set DDBCDC_INITIAL_POSITION=TRIM_HORIZON",
-            )
-        )
-    elif unleased:
-        findings.append(
-            Finding(
-                "ok",
-                "worker",
-                f"{len(unleased)} shard(s) not leased yet by {application}; the worker starts "
-                f"them at {position}: start it before the stream's retention runs out",
-            )
-        )
-    if not [f for f in findings if f.level == "fail"] and not unleased:
+            continue
+        finding = _lease_finding(application, shard, checkpoint)
+        if finding is not None:
+            findings.append(finding)
+    if unleased:
+        findings.append(_unleased_finding(settings, unleased, start_us))
+    elif not findings:
         findings.append(
             Finding("ok", "worker", f"every open shard is checkpointed by {application}")
         )

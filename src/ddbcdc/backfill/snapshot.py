@@ -37,7 +37,14 @@ from ddbcdc.pipeline import BatchResult, Pipeline
 from ddbcdc.progress import ProgressBar
 from ddbcdc.settings import Settings
 
-__all__ = ["SnapshotOptions", "SnapshotResult", "key_attributes", "new_scan_run", "run_snapshot"]
+__all__ = [
+    "SnapshotOptions",
+    "SnapshotResult",
+    "key_attributes",
+    "new_scan_run",
+    "retention_watch",
+    "run_snapshot",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,32 +131,38 @@ class _Counter:
             self.counts.add(result)
 
 
-def _segment_task(
-    *,
-    run: state.Run,
-    segment: state.Segment,
-    client: Any,
-    pipeline: Pipeline,
-    maker: RecordMaker,
-    limiter: ReadLimiter,
-    page_size: int | None,
-    margin: int,
-    counter: _Counter,
-    stop: threading.Event,
-) -> None:
+@dataclass(frozen=True)
+class _Job:
+    """What every segment of a run shares."""
+
+    run: state.Run
+    client: Any
+    pipeline: Pipeline
+    maker: RecordMaker
+    limiter: ReadLimiter
+    page_size: int | None
+    margin: int
+    counter: _Counter
+    stop: threading.Event
+
+
+def _segment_task(job: _Job, segment: state.Segment) -> None:
+    """Scan one segment from its committed position; each page in one transaction with the
+    segment's new position."""
+    run, maker = job.run, job.maker
     where = f"{run.id} segment {segment.segment}"
     pages = scan_pages(
-        client,
+        job.client,
         run.source_table,
         segment=segment.segment,
         total_segments=run.segments,
         start_key=key_from_json(segment.position),
-        limiter=limiter,
-        page_size=page_size,
-        stop=stop,
+        limiter=job.limiter,
+        page_size=job.page_size,
+        stop=job.stop,
     )
     for page in pages:
-        version = page.request_us - margin
+        version = page.request_us - job.margin
         records = [
             maker.put(
                 item,
@@ -159,7 +172,6 @@ def _segment_task(
             )
             for item in page.items
         ]
-
         also = functools.partial(
             state.advance,
             run_id=run.id,
@@ -168,8 +180,34 @@ def _segment_task(
             items=len(records),
             done=page.last_key is None,
         )
-        result = pipeline.apply(pipeline.prepare(records), also=also)
-        counter.add(len(records), result)
+        result = job.pipeline.apply(job.pipeline.prepare(records), also=also)
+        job.counter.add(len(records), result)
+
+
+def retention_watch(
+    retention_hours: float | None, expected_items: int | None
+) -> Callable[[int, float], None]:
+    """A progress callback warning once when the run will outlast most of the retention."""
+    warned = False
+
+    def tick(items: int, elapsed: float) -> None:
+        nonlocal warned
+        if warned or not retention_hours or not expected_items or elapsed < 30 or not items:
+            return
+        rate = items / elapsed
+        total_h = (elapsed + max(0, expected_items - items) / rate) / 3600
+        if total_h >= 0.8 * retention_hours:
+            warned = True
+            log.warning(
+                "at %.0f items/s the snapshot takes %.1f h in all and the stream keeps %g h: "
+                "the worker must keep up meanwhile, or changes made now expire before it "
+                "applies them",
+                rate,
+                total_h,
+                retention_hours,
+            )
+
+    return tick
 
 
 def _watch(
@@ -210,38 +248,29 @@ def run_snapshot(
     """
     segments = state.load_segments(pipeline.engine, run.id)
     todo = [s for s in segments if not s.done]
-    maker = RecordMaker(pipeline.mappings[0], run.detail["key"])
-    limiter = ReadLimiter(
-        max_rcu=options.max_rcu, max_items_per_second=options.max_items_per_second
+    job = _Job(
+        run=run,
+        client=client,
+        pipeline=pipeline,
+        maker=RecordMaker(pipeline.mappings[0], run.detail["key"]),
+        limiter=ReadLimiter(
+            max_rcu=options.max_rcu, max_items_per_second=options.max_items_per_second
+        ),
+        page_size=options.page_size,
+        margin=margin_us(settings),
+        counter=_Counter(sum(s.items for s in segments)),
+        stop=threading.Event(),
     )
-    counter = _Counter(sum(s.items for s in segments))
-    result = SnapshotResult(run.id)
     started = time.monotonic()
-    stop = threading.Event()
     log.info("snapshot %s: %d of %d segments to scan", run.id, len(todo), run.segments)
     workers = min(len(todo), options.parallel or len(todo)) or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ddbcdc-scan") as pool:
-        futures = [
-            pool.submit(
-                _segment_task,
-                run=run,
-                segment=segment,
-                client=client,
-                pipeline=pipeline,
-                maker=maker,
-                limiter=limiter,
-                page_size=options.page_size,
-                margin=margin_us(settings),
-                counter=counter,
-                stop=stop,
-            )
-            for segment in todo
-        ]
+        futures = [pool.submit(_segment_task, job, segment) for segment in todo]
         try:
-            _watch(futures, counter, progress, on_tick)
+            _watch(futures, job.counter, progress, on_tick)
         finally:
-            stop.set()
-    result.counts, result.pages = counter.counts, counter.pages
+            job.stop.set()
+    result = SnapshotResult(run.id, job.counter.counts, job.counter.pages)
     result.seconds = time.monotonic() - started
     for future in futures:
         error = future.exception()

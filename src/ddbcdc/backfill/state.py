@@ -107,6 +107,37 @@ def _engine_call(engine: sa.Engine, work: Any) -> Any:
         raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
 
 
+def _insert(conn: sa.Connection, run: Run, segments: Sequence[Segment]) -> None:
+    conn.execute(
+        sa.insert(snapshots).values(
+            id=run.id,
+            kind=run.kind,
+            source_table=run.source_table,
+            target_table=run.target_table,
+            source=run.source,
+            segments=run.segments,
+            min_version_us=run.min_version_us,
+            expected_items=run.expected_items,
+            status="running",
+            detail=run.detail,
+        )
+    )
+    rows = [
+        {
+            "snapshot_id": run.id,
+            "segment": s.segment,
+            "name": s.name,
+            "position": s.position,
+            "done": s.done,
+            "items": s.items,
+            "pages": s.pages,
+        }
+        for s in segments
+    ]
+    if rows:
+        conn.execute(sa.insert(snapshot_segments), rows)
+
+
 def start_run(engine: sa.Engine, run: Run, segments: Sequence[Segment], *, what: str) -> None:
     """Create ``run`` with its segments and its prune hold, in one transaction.
 
@@ -120,35 +151,7 @@ def start_run(engine: sa.Engine, run: Run, segments: Sequence[Segment], *, what:
     def work(conn: sa.Connection) -> None:
         hold(conn, holder_of(run.id), run.min_version_us, run.target_table)
         _check_floor(conn, run, what)  # after the hold: no prune can raise the floor now
-        conn.execute(
-            sa.insert(snapshots).values(
-                id=run.id,
-                kind=run.kind,
-                source_table=run.source_table,
-                target_table=run.target_table,
-                source=run.source,
-                segments=run.segments,
-                min_version_us=run.min_version_us,
-                expected_items=run.expected_items,
-                status="running",
-                detail=run.detail,
-            )
-        )
-        conn.execute(
-            sa.insert(snapshot_segments),
-            [
-                {
-                    "snapshot_id": run.id,
-                    "segment": s.segment,
-                    "name": s.name,
-                    "position": s.position,
-                    "done": s.done,
-                    "items": s.items,
-                    "pages": s.pages,
-                }
-                for s in segments
-            ],
-        )
+        _insert(conn, run, segments)
 
     _engine_call(engine, work)
 

@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,6 +166,45 @@ class _Scanner:
         self.conn.commit()
 
 
+def _segment_pages(
+    client: Any, table: str, limiter: ReadLimiter, options: VerifyOptions, segments: range,
+    stop: threading.Event,
+) -> Iterator[Page]:  # fmt: skip
+    for segment in segments:
+        yield from scan_pages(
+            client,
+            table,
+            segment=segment,
+            total_segments=options.segments,
+            start_key=None,
+            limiter=limiter,
+            page_size=options.page_size,
+            stop=stop,
+        )
+
+
+def _producers(
+    client: Any,
+    table: str,
+    limiter: ReadLimiter,
+    options: VerifyOptions,
+    out: queue.Queue[Any],
+    stop: threading.Event,
+) -> list[threading.Thread]:
+    """``--parallel`` threads (default: one per segment), each scanning every n-th segment."""
+    count = min(options.segments, options.parallel or options.segments)
+    threads = []
+    for first in range(count):
+        mine = range(first, options.segments, count)
+        pages = _segment_pages(client, table, limiter, options, mine, stop)
+        threads.append(
+            threading.Thread(
+                target=_produce, args=(pages, out, stop), name=f"ddbcdc-verify-{first}", daemon=True
+            )
+        )
+    return threads
+
+
 def _scan(
     scanner: _Scanner,
     *,
@@ -174,30 +214,10 @@ def _scan(
     options: VerifyOptions,
     progress: ProgressBar | None,
 ) -> None:
+    """Phase 1: every segment scanned, each page compared as it comes."""
     stop = threading.Event()
-    out: queue.Queue[Any] = queue.Queue(maxsize=2 * min(options.segments, 16))
-    threads = [
-        threading.Thread(
-            target=_produce,
-            args=(
-                scan_pages(
-                    client,
-                    table,
-                    segment=n,
-                    total_segments=options.segments,
-                    start_key=None,
-                    limiter=limiter,
-                    page_size=options.page_size,
-                    stop=stop,
-                ),
-                out,
-                stop,
-            ),
-            name=f"ddbcdc-verify-{n}",
-            daemon=True,
-        )
-        for n in range(options.segments)
-    ]
+    out: queue.Queue[Any] = queue.Queue(maxsize=2 * min(options.parallel or options.segments, 16))
+    threads = _producers(client, table, limiter, options, out, stop)
     for thread in threads:
         thread.start()
     running = len(threads)
@@ -218,6 +238,15 @@ def _scan(
             thread.join(timeout=30)
 
 
+def _rows(client: Any, mapping: TableMapping) -> tuple[Rows, int | None]:
+    """The conversions for the table (from DescribeTable) and its approximate item count."""
+    described = client.describe_table(TableName=mapping.source_table)["Table"]
+    types = {a["AttributeName"]: a["AttributeType"] for a in described["AttributeDefinitions"]}
+    key_names = {k["AttributeName"] for k in described["KeySchema"]}
+    tables = mapped_tables([mapping])[mapping.name]
+    return Rows(mapping, tables, {n: types[n] for n in key_names}), described.get("ItemCount")
+
+
 def verify_table(
     mapping: TableMapping,
     *,
@@ -230,13 +259,9 @@ def verify_table(
 ) -> VerifyReport:
     """Verify (and with ``repairer``, repair) ``mapping``'s table (see the module doc)."""
     started = time.monotonic()
-    described = client.describe_table(TableName=mapping.source_table)["Table"]
+    rows, expected = _rows(client, mapping)
     if progress is not None:
-        progress.total = described.get("ItemCount") or None
-    types = {a["AttributeName"]: a["AttributeType"] for a in described["AttributeDefinitions"]}
-    key_names = {k["AttributeName"] for k in described["KeySchema"]}
-    tables = mapped_tables([mapping])[mapping.name]
-    rows = Rows(mapping, tables, {n: types[n] for n in key_names})
+        progress.total = expected or None
     report = VerifyReport(mapping.source_table, mapping.target_table)
     limiter = ReadLimiter(
         max_rcu=options.max_rcu, max_items_per_second=options.max_items_per_second
@@ -254,18 +279,17 @@ def verify_table(
         if progress is not None:
             progress.close()
         scanner.extras()
-        checker = Rechecker(
-            conn,
-            rows,
-            scanner.suspects,
-            client=client,
-            limiter=limiter,
-            watch=watch,
-            options=options,
-            report=report,
-            repairer=repairer,
-        )
-        checker.run()
+        Rechecker(
+            conn, rows, scanner.suspects, client=client, limiter=limiter, watch=watch,
+            options=options, report=report, repairer=repairer,
+        ).run()  # fmt: skip
     report.seconds = time.monotonic() - started
-    log.info("verify of %s: %s", mapping.source_table, report.to_dict())
+    log.info(
+        "verify of %s: %d items, %s, %d suspects, %d unconfirmed",
+        mapping.source_table,
+        report.items,
+        report.confirmed,
+        report.suspects,
+        report.unconfirmed,
+    )
     return report

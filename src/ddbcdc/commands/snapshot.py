@@ -27,9 +27,14 @@ from ddbcdc.backfill import state
 from ddbcdc.backfill.export import open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.importer import export_run, import_export
-from ddbcdc.backfill.preconditions import Finding, check_backfill, report
+from ddbcdc.backfill.preconditions import Finding, check_backfill, report, retention_hours
 from ddbcdc.backfill.records import format_us, now_us, parse_time_us
-from ddbcdc.backfill.snapshot import SnapshotOptions, new_scan_run, run_snapshot
+from ddbcdc.backfill.snapshot import (
+    SnapshotOptions,
+    new_scan_run,
+    retention_watch,
+    run_snapshot,
+)
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.mapping import TableMapping
 from ddbcdc.pipeline import BatchResult
@@ -152,7 +157,6 @@ def import_location(
                 stored,
                 location,
                 pipeline=pipeline,
-                margin_us=margin_us(settings),
                 batch_size=args.batch_size,
                 progress=progress,
             )
@@ -218,12 +222,18 @@ def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -
     pipeline = backfill_pipeline(settings, mapping, connections=workers)
     try:
         run = _scan_run(settings, args, pipeline.engine, dynamodb, mapping, options)
+        hours = retention_hours(settings, aws.client("kinesis", settings, max_attempts=2))
         started = time.monotonic()
         with _bar(args, run.expected_items, "snapshot") as progress:
             result = run_snapshot(
-                settings, run, client=dynamodb, pipeline=pipeline, options=options,
+                settings,
+                run,
+                client=dynamodb,
+                pipeline=pipeline,
+                options=options,
                 progress=progress,
-            )  # fmt: skip
+                on_tick=retention_watch(hours, run.expected_items),
+            )
     finally:
         pipeline.close()
     print(summary_line(run.id, result.counts, time.monotonic() - started, args.json))

@@ -57,11 +57,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``ddbcdc verify``."""
-    settings = Settings()
-    mapping = mapping_for(settings, args.table or settings.source_table)
-    options = VerifyOptions(
+def _options(args: argparse.Namespace) -> VerifyOptions:
+    if not 1 <= args.segments <= 1_000_000:
+        raise ConfigurationError("--segments must be 1..1000000")
+    return VerifyOptions(
         segments=args.segments,
         parallel=args.parallel,
         max_rcu=args.max_rcu,
@@ -71,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
         settle_timeout=args.settle_timeout,
         max_suspects=args.max_suspects,
     )
-    if not 1 <= options.segments <= 1_000_000:
-        raise ConfigurationError("--segments must be 1..1000000")
-    engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
+
+
+def _watch(settings: Settings, engine: sa.Engine) -> WorkerWatch:
     stream = stream_kwargs(settings)
-    watch = WorkerWatch(
+    return WorkerWatch(
         engine=engine,
         kinesis=aws.client("kinesis", settings) if stream else None,
         stream=stream,
@@ -83,18 +82,25 @@ def run(args: argparse.Namespace) -> int:
         margin_us=margin_us(settings),
         timestamp_unit=settings.timestamp_unit,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ddbcdc verify``."""
+    settings = Settings()
+    mapping = mapping_for(settings, args.table or settings.source_table)
+    options = _options(args)
+    engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
     pipeline = backfill_pipeline(settings, mapping, connections=1) if args.repair else None
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    progress = None if args.no_progress else ProgressBar(None, label="verify")
     try:
         report = verify_table(
             mapping,
             client=aws.client("dynamodb", settings, max_attempts=3),
             engine=engine,
-            watch=watch,
+            watch=_watch(settings, engine),
             options=options,
             repairer=Repairer(pipeline, run_id) if pipeline is not None else None,
-            progress=progress,
+            progress=None if args.no_progress else ProgressBar(None, label="verify"),
         )
     finally:
         engine.dispose()
