@@ -142,3 +142,19 @@ def test_the_read_cap_sleeps_off_what_pages_cost() -> None:
     ReadLimiter(sleep=slept.append).spend(items=10**6, consumed=10**6)  # no cap: no wait
     with pytest.raises(ValueError):
         ReadLimiter(max_rcu=1.0, max_items_per_second=1.0)
+
+
+def test_an_item_line_reuses_its_own_text_and_decodes_as_a_put_would() -> None:
+    item = {"userid": {"N": "3"}, "first_name": {"S": 'q"uote\\'}, "b": {"B": "AP8="}}
+    line = orjson.dumps({"Item": item})
+    fast = line_record(line, maker=MAKER, version_us=10**15, event_id='x"y', where="f:1")
+    slow = MAKER.put(item, version_us=10**15, event_id='x"y', where="f:1")
+    assert fast.data.endswith(b',"NewImage":' + line[len(b'{"Item":') : -1] + b"}}")
+    assert decode_record(fast.data, timestamp_unit="us") == decode_record(slow.data, timestamp_unit="us")
+    # Two "Item" members: not the plain shape, so the parsed item is written out again.
+    odd = b'{"Item":{"userid":{"N":"1"}},"Item":{"userid":{"N":"2"}}}'
+    record = decode_record(
+        line_record(odd, maker=MAKER, version_us=10**15, event_id="e", where="f:2").data,
+        timestamp_unit="us",
+    )
+    assert record.keys == {"userid": 2} and record.new_image == {"userid": 2}

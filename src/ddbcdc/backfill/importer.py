@@ -37,6 +37,9 @@ __all__ = ["ImportResult", "export_run", "import_export", "line_record"]
 
 log = logging.getLogger(__name__)
 
+_ITEM = b'{"Item":'
+_ITEM_KEY = b'"Item"'
+
 
 @dataclass
 class ImportResult:
@@ -108,7 +111,14 @@ def line_record(
     try:
         doc = orjson.loads(line)
         if version_us is not None:
-            return maker.put(doc["Item"], version_us=version_us, event_id=event_id, where=where)
+            item = doc["Item"]
+            if len(doc) == 1 and line.startswith(_ITEM) and line.count(_ITEM_KEY) == 1:
+                # {"Item":<item>}: the item's own text goes on as the NewImage.
+                text = line[len(_ITEM) : line.rindex(b"}")]
+                return maker.put_json(
+                    item, text, version_us=version_us, event_id=event_id, where=where
+                )
+            return maker.put(item, version_us=version_us, event_id=event_id, where=where)
         written = _number(doc["Metadata"]["WriteTimestampMicros"])
         image = doc.get("NewImage")
         if image is None:

@@ -110,6 +110,12 @@ class RecordMaker:
         self.mapping = mapping
         self.key_attributes = tuple(key_attributes)
         self._table = mapping.source_table
+        self._head = b'{"eventID":'
+        self._insert = (
+            b',"eventName":"INSERT","eventSource":"aws:dynamodb","tableName":'
+            + orjson.dumps(self._table)
+            + b',"dynamodb":{"ApproximateCreationDateTime":'
+        )
 
     def keys_of(self, item: Mapping[str, Any]) -> dict[str, Any]:
         """The key attributes of a marshalled item (those it has)."""
@@ -125,6 +131,24 @@ class RecordMaker:
             "NewImage": item,
         }
         return self._record("INSERT", event_id, body, where)
+
+    def put_json(
+        self,
+        item: Mapping[str, Any],
+        text: bytes,
+        *,
+        version_us: int,
+        event_id: str,
+        where: str | None = None,
+    ) -> SourceRecord:
+        """:meth:`put` of an item whose exact JSON text is ``text`` (an export line's): the
+        text is reused as the NewImage instead of serialized again."""
+        keys = orjson.dumps(self.keys_of(item), default=json_default)
+        data = b"".join(
+            (self._head, orjson.dumps(event_id), self._insert, b"%d" % version_us)
+            + (b',"Keys":', keys, b',"NewImage":', text, b"}}")
+        )
+        return SourceRecord(data, partition_key=where)
 
     def remove(
         self, keys: Mapping[str, Any], *, version_us: int, event_id: str, where: str | None = None

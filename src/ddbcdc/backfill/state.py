@@ -198,7 +198,8 @@ def load_segments(engine: sa.Engine, run_id: str) -> list[Segment]:
 def advance(
     conn: sa.Connection, run_id: str, segment: int, position: Any, items: int, *, done: bool
 ) -> None:
-    """Move a segment on, in the transaction of the rows it follows."""
+    """Move a segment on, in the transaction of the rows it follows (one statement: it runs
+    with every batch)."""
     s = snapshot_segments
     conn.execute(
         sa.update(s)
@@ -210,9 +211,6 @@ def advance(
             pages=s.c.pages + 1,
             updated_at=sa.func.now(),
         )
-    )
-    conn.execute(
-        sa.update(snapshots).where(snapshots.c.id == run_id).values(updated_at=sa.func.now())
     )
 
 
@@ -260,9 +258,12 @@ def recent_runs(conn: sa.Connection, limit: int = 10) -> list[dict[str, Any]]:
     """The newest runs with their progress, for ``ddbcdc status``."""
     s, seg = snapshots, snapshot_segments
     done = sa.func.count().filter(seg.c.done)
+    updated = sa.func.greatest(s.c.updated_at, sa.func.max(seg.c.updated_at))
+    columns = [c for c in s.c if c.name != "updated_at"]
     query = (
         sa.select(
-            s,
+            *columns,
+            updated.label("updated_at"),
             sa.func.coalesce(sa.func.sum(seg.c["items"]), 0).label("items"),
             done.label("segments_done"),
         )
