@@ -254,3 +254,54 @@ def test_a_killed_import_continues_at_its_last_committed_line(db: str, tmp_path:
     assert query(db, "SELECT count(*), count(DISTINCT _ddbcdc_version_us) FROM customers") == [
         (count, 1)
     ]
+
+
+def test_rows_the_mapping_cannot_hold_are_dead_letters_naming_file_and_line(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_key = {"userid": {"S": "not a number"}, "first_name": {"S": "x"}}
+    folder = write_export(
+        tmp_path / "export",
+        {
+            "only.json.gz": [
+                *full_lines([customer(1), bad_key, customer(3)]),
+                b"this line is not JSON",
+            ]
+        },
+        export_id="01764000000123-dead0001",
+        export_time_us=EXPORT_US,
+    )
+    assert main(["snapshot", "--from-export", str(folder), "--force", "--no-progress"]) == 1
+    assert "dead-lettered 2" in capsys.readouterr().out
+    assert sorted(customers(db)) == [1, 3]
+    letters = query(
+        db,
+        "SELECT stage, partition_key, error_path, payload, version_us FROM ddbcdc_dead_letters "
+        "ORDER BY id",
+    )
+    assert [(x[0], x[1]) for x in letters] == [
+        ("cleanse", "data/only.json.gz:2"),
+        ("decode", "data/only.json.gz:4"),
+    ]
+    assert letters[0][2] == "dynamodb.NewImage.userid" and letters[0][4] == EXPORT_US - MARGIN_US
+    assert b'"eventID":"export:01764000000123-dead0001:0:1"' in bytes(letters[0][3])
+    assert bytes(letters[1][3]) == b"this line is not JSON"  # the exact line, kept
+
+
+def test_restart_abandons_an_unfinished_backfill_and_releases_its_hold(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = full_export(tmp_path / "first")
+    (first / "data" / "second.json.gz").write_bytes(b"damaged")
+    assert main(["snapshot", "--from-export", str(first), "--force", "--no-progress"]) == 2
+    other = full_export(tmp_path / "other", export_id="01764000000123-bbbb0002")
+    assert main(["snapshot", "--from-export", str(other), "--force", "--no-progress"]) == 2
+    assert "export:01764000000123-aaaa0001 of customers is unfinished" in capsys.readouterr().err
+    argv = ["snapshot", "--from-export", str(other), "--force", "--no-progress", "--restart"]
+    assert main(argv) == 0
+    runs = query(db, "SELECT id, status FROM ddbcdc_snapshots ORDER BY started_at")
+    assert runs == [
+        ("export:01764000000123-aaaa0001", "abandoned"),
+        ("export:01764000000123-bbbb0002", "done"),
+    ]
+    assert query(db, "SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]

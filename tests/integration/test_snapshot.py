@@ -3,6 +3,7 @@ type, the version each row gets, a SIGKILL and ``--resume``, and the preconditio
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -72,7 +74,7 @@ def test_a_snapshot_copies_every_item_with_the_page_time_as_version(
         f"SELECT first_name, score, active, avatar, profile, joined, _ddbcdc_version_us, "
         f'_ddbcdc_sequence, _ddbcdc_event_id FROM "{table.name}" WHERE userid = 7'
     )[0]
-    assert row[:4] == ("name7", __import__("decimal").Decimal("7.50"), False, bytes([7, 0, 255]))
+    assert row[:4] == ("name7", Decimal("7.50"), False, bytes([7, 0, 255]))
     assert row[4] == {"tags": ["a", "b"], "n": 1.0, "x": None}
     assert row[5].isoformat() == "2024-02-29T11:00:00+00:00"
     assert before - 5_000_000 <= row[6] <= after - 5_000_000  # page time minus the margin
@@ -85,8 +87,12 @@ def test_a_snapshot_copies_every_item_with_the_page_time_as_version(
     assert sum(s[2] for s in segments) == 300 and all(s[3] is None for s in segments)
     assert table.query("SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]
 
-    assert main(["status", "--json"]) == 1  # no shard progress: exit 1, backfills listed
-    runs = __import__("json").loads(capsys.readouterr().out)["backfills"]
+    assert main(["status"]) == 1  # no shard progress: exit 1, backfills listed
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:3] == ["BACKFILL", "STATUS", "SEGMENTS"]
+    assert lines[3].split()[1:4] == ["done", "3/3", "300/~300"]
+    assert main(["status", "--json"]) == 1
+    runs = json.loads(capsys.readouterr().out)["backfills"]
     assert [(r["kind"], r["status"], r["items"], r["segments_done"]) for r in runs] == [
         ("scan", "done", 300, 3)
     ]

@@ -150,7 +150,9 @@ def test_an_item_line_reuses_its_own_text_and_decodes_as_a_put_would() -> None:
     fast = line_record(line, maker=MAKER, version_us=10**15, event_id='x"y', where="f:1")
     slow = MAKER.put(item, version_us=10**15, event_id='x"y', where="f:1")
     assert fast.data.endswith(b',"NewImage":' + line[len(b'{"Item":') : -1] + b"}}")
-    assert decode_record(fast.data, timestamp_unit="us") == decode_record(slow.data, timestamp_unit="us")
+    assert decode_record(fast.data, timestamp_unit="us") == decode_record(
+        slow.data, timestamp_unit="us"
+    )
     # Two "Item" members: not the plain shape, so the parsed item is written out again.
     odd = b'{"Item":{"userid":{"N":"1"}},"Item":{"userid":{"N":"2"}}}'
     record = decode_record(
