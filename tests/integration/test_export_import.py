@@ -305,3 +305,8 @@ def test_restart_abandons_an_unfinished_backfill_and_releases_its_hold(
         ("export:01764000000123-bbbb0002", "done"),
     ]
     assert query(db, "SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]
+    # The abandoned export, fetched again, is imported again from its start.
+    full_export(tmp_path / "first")
+    assert main(["snapshot", "--from-export", str(first), "--force", "--no-progress"]) == 0
+    assert query(db, "SELECT status FROM ddbcdc_snapshots WHERE id LIKE '%aaaa0001'") == [("done",)]
+    assert query(db, "SELECT sum(items) FROM ddbcdc_snapshot_segments") == [(10,)]

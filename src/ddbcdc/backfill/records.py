@@ -144,10 +144,8 @@ class RecordMaker:
         """:meth:`put` of an item whose exact JSON text is ``text`` (an export line's): the
         text is reused as the NewImage instead of serialized again."""
         keys = orjson.dumps(self.keys_of(item), default=json_default)
-        data = b"".join(
-            (self._head, orjson.dumps(event_id), self._insert, b"%d" % version_us)
-            + (b',"Keys":', keys, b',"NewImage":', text, b"}}")
-        )
+        head = (self._head, orjson.dumps(event_id), self._insert, b"%d" % version_us)
+        data = b"".join((*head, b',"Keys":', keys, b',"NewImage":', text, b"}}"))
         return SourceRecord(data, partition_key=where)
 
     def remove(

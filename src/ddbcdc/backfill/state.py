@@ -32,10 +32,12 @@ __all__ = [
     "advance",
     "find_running",
     "finish",
+    "forget",
     "holder_of",
     "load_run",
     "load_segments",
     "mark_done",
+    "reassert",
     "recent_runs",
     "start_run",
 ]
@@ -154,6 +156,27 @@ def start_run(engine: sa.Engine, run: Run, segments: Sequence[Segment], *, what:
         _insert(conn, run, segments)
 
     _engine_call(engine, work)
+
+
+def reassert(engine: sa.Engine, run: Run, *, what: str) -> None:
+    """Before a resumed run goes on: its hold again (a no-op when it is there), the floor
+    checked again.
+
+    Raises:
+        BelowFloorError: the floor rose to the run's version meanwhile (its hold was gone).
+    """
+
+    def work(conn: sa.Connection) -> None:
+        hold(conn, holder_of(run.id), run.min_version_us, run.target_table)
+        _check_floor(conn, run, what)
+
+    _engine_call(engine, work)
+
+
+def forget(engine: sa.Engine, run_id: str) -> None:
+    """Delete an abandoned run and its segments (an export imported again takes its id)."""
+    stmt = sa.delete(snapshots).where(snapshots.c.id == run_id, snapshots.c.status == "abandoned")
+    _engine_call(engine, lambda conn: conn.execute(stmt))
 
 
 def _run_of(row: Any) -> Run:

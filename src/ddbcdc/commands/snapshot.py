@@ -146,9 +146,14 @@ def import_location(
         if stored is not None and stored.status == "done":
             print(f"{run.id} was imported already ({stored.source})", file=sys.stderr)
             return 0
+        if stored is not None and stored.status == "abandoned":
+            state.forget(pipeline.engine, stored.id)  # imported again from the start
+            stored = None
         if stored is None:
             _start(settings, args, pipeline.engine, run, segments, manifest.export_time_us)
             stored = run
+        else:
+            state.reassert(pipeline.engine, stored, what=_what(stored))
         if not manifest.has_manifests:
             print(f"warning: {uri} has no manifests: data files are not checked", file=sys.stderr)
         started = time.monotonic()
@@ -190,12 +195,15 @@ def _start(
         run.min_version_us,
         export_time_us=export_time_us,
     )
-    what = (
-        "export time - clock-skew margin"
-        if run.kind == "export"
-        else "the incremental export's start (exportFromTime)"
-    )
-    state.start_run(engine, run, segments, what=what)
+    state.start_run(engine, run, segments, what=_what(run))
+
+
+def _what(run: state.Run) -> str:
+    """How a run's lowest version is named in the prune-floor error."""
+    return {
+        "scan": "snapshot start - clock-skew margin",
+        "export": "export time - clock-skew margin",
+    }.get(run.kind, "the incremental export's start (exportFromTime)")
 
 
 @contextlib.contextmanager
@@ -261,6 +269,7 @@ def _scan_run(
         if running is None or running.kind != "scan":
             raise ConfigurationError(f"no unfinished snapshot of {mapping.target_table} to resume")
         print(f"resuming {running.id} (as of {format_us(running.min_version_us)})", file=sys.stderr)
+        state.reassert(engine, running, what=_what(running))
         return running
     description = dynamodb.describe_table(TableName=mapping.source_table)["Table"]
     run, segments = new_scan_run(settings, mapping, description, options)
@@ -273,7 +282,7 @@ def _scan_run(
         state.abandon(engine, running.id)
     expected = _expected_seconds(description, options)
     _checks(settings, args, engine, mapping.source_table, now_us(), expected_seconds=expected)
-    state.start_run(engine, run, segments, what="snapshot start - clock-skew margin")
+    state.start_run(engine, run, segments, what=_what(run))
     return run
 
 
