@@ -10,7 +10,8 @@ items), then, ROUNDS times, runs each contender on a fresh database of one durab
 - ``floor``: ``export_floor.py``, the least work that materializes the export (orjson per
   line, COPY, one guarded upsert of versions and live rows per batch).
 
-Both must end with the same live rows. ``--breakdown`` runs the import once more in this
+Both must end with the same live rows. ``--parallel`` adds ``ddbcdc-2``: the same command with
+``--parallel 2`` (two data files at once). ``--breakdown`` runs the import once more in this
 process with the pipeline's two halves timed: ``prepare`` (decode, cleanse, plan: the second
 thread) and ``apply`` (the transaction: COPY and statements), to tell what bounds it.
 
@@ -94,6 +95,8 @@ def _run(name: str, folder: Path, db: str, batch_size: int) -> tuple[float, int]
     )
     command = [sys.executable, "-m", "ddbcdc.cli", "snapshot", "--from-export", str(folder)]
     command += ["--force", "--no-progress", "--batch-size", str(batch_size)]
+    if name == "ddbcdc-2":
+        command += ["--parallel", "2"]
     return _timed(command, {**env, "DDBCDC_LOG_LEVEL": "WARNING"})
 
 
@@ -143,6 +146,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument(
+        "--parallel", action="store_true", help="also ddbcdc-2: two data files at once"
+    )
     args = parser.parse_args()
     work = Path(os.environ.get("DDBCDC_BENCH_DIR") or tempfile.mkdtemp(prefix="ddbcdc-export-"))
     url = os.environ.get("DATABASE_URL")
@@ -155,11 +161,12 @@ def main() -> None:
             folder = work / f"export-{items}"
             if not (folder / "manifest-summary.json").exists():
                 write_export(folder, items, 250_000)
-            seconds: dict[str, list[float]] = {"ddbcdc": [], "floor": []}
+            names = ["ddbcdc", "floor", *(["ddbcdc-2"] if args.parallel else [])]
+            seconds: dict[str, list[float]] = {name: [] for name in names}
             rss: list[int] = []
             digests = set()
             for round_ in range(args.rounds):
-                for name in ["ddbcdc", "floor"] if round_ % 2 == 0 else ["floor", "ddbcdc"]:
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                     db = _database(admin, url)
                     try:
                         elapsed, peak = _run(name, folder, db, args.batch_size)
@@ -167,9 +174,9 @@ def main() -> None:
                     finally:
                         _drop(admin, db)
                     seconds[name].append(elapsed)
-                    if name == "ddbcdc":
+                    if name.startswith("ddbcdc"):
                         rss.append(peak)
-                    memory = f"  peak RSS {peak / 1024:.0f} MiB" if name == "ddbcdc" else ""
+                    memory = f"  peak RSS {peak / 1024:.0f} MiB" if name != "floor" else ""
                     rate = items / elapsed
                     print(
                         f"{items:>9} round {round_}: {name:<6} {elapsed:6.2f}s {rate:9,.0f}/s"

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -166,14 +168,45 @@ def _batches(
 
 
 class _Progress:
+    """Items done, over every file of the run (files may be imported at once)."""
+
     def __init__(self, bar: ProgressBar | None, done: int) -> None:
         self.bar = bar
         self.done = done
+        self.lock = threading.Lock()
 
     def batch(self, batch: Batch, result: BatchResult) -> None:
-        self.done += len(batch.records)
-        if self.bar is not None:
-            self.bar.update(self.done)
+        with self.lock:
+            self.done += len(batch.records)
+            if self.bar is not None:
+                self.bar.update(self.done)
+
+
+@dataclass(frozen=True)
+class _Import:
+    """What every data file of a run shares."""
+
+    run: state.Run
+    location: ExportLocation
+    pipeline: Pipeline
+    maker: RecordMaker
+    version_us: int | None
+    batch_size: int
+    progress: _Progress
+
+
+def _import_file(job: _Import, segment: state.Segment) -> BatchResult:
+    """One data file: checked, then applied from its committed line, then marked done."""
+    run = job.run
+    entry = run.detail["files"][segment.segment]
+    with job.location.checked(DataFile(*entry)) as raw:
+        batches = _batches(
+            run, segment, raw, maker=job.maker, version_us=job.version_us, batch_size=job.batch_size
+        )
+        counts = feed(job.pipeline, batches, on_batch=job.progress.batch)
+    state.mark_done(job.pipeline.engine, run.id, segment.segment)
+    log.info("export %s: %s applied", run.id, segment.name)
+    return counts
 
 
 def import_export(
@@ -182,31 +215,37 @@ def import_export(
     *,
     pipeline: Pipeline,
     batch_size: int = 10_000,
+    parallel: int = 1,
     progress: ProgressBar | None = None,
 ) -> ImportResult:
-    """Import every unfinished data file of ``run``; mark it done when all are.
+    """Import every unfinished data file of ``run`` (``parallel`` files at once); mark the
+    run done when all are.
 
     Raises:
         ExportError: a data file does not match its manifest (nothing of it is applied;
             the files before it stay applied and the run resumable).
     """
-    result = ImportResult(run.id)
     segments = state.load_segments(pipeline.engine, run.id)
-    files = {n: DataFile(*entry) for n, entry in enumerate(run.detail["files"])}
-    maker = RecordMaker(pipeline.mappings[0], run.detail["key"])
-    version = None if run.kind == "incremental_export" else run.min_version_us
-    counted = _Progress(progress, sum(s.items for s in segments))
-    for segment in segments:
-        if segment.done:
-            continue
-        with location.checked(files[segment.segment]) as raw:
-            batches = _batches(
-                run, segment, raw, maker=maker, version_us=version, batch_size=batch_size
-            )
-            result.counts.add(feed(pipeline, batches, on_batch=counted.batch))
-        state.mark_done(pipeline.engine, run.id, segment.segment)
-        result.files += 1
-        log.info("export %s: %s applied", run.id, segment.name)
+    job = _Import(
+        run=run,
+        location=location,
+        pipeline=pipeline,
+        maker=RecordMaker(pipeline.mappings[0], run.detail["key"]),
+        version_us=None if run.kind == "incremental_export" else run.min_version_us,
+        batch_size=batch_size,
+        progress=_Progress(progress, sum(s.items for s in segments)),
+    )
+    todo = [s for s in segments if not s.done]
+    result = ImportResult(run.id)
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="ddbcdc-file") as pool:
+        futures = [pool.submit(_import_file, job, segment) for segment in todo]
+        try:
+            for future in as_completed(futures):
+                result.counts.add(future.result())
+                result.files += 1
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # files not started stay for the next run
+            raise
     state.finish(pipeline.engine, run.id)
     result.done = True
     log.info("export %s done (rows as of %s)", run.id, format_us(run.min_version_us))

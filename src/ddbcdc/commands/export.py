@@ -48,6 +48,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=10_000, help="export lines per transaction (10000)"
     )
+    parser.add_argument("--parallel", type=int, help="data files imported at once (1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)

@@ -48,7 +48,11 @@ def add_rate_options(parser: argparse.ArgumentParser) -> None:
     """``--segments``, ``--parallel``, the read-rate cap and ``--page-size``."""
     parser.add_argument("--table", help="DynamoDB table (default: DDBCDC_SOURCE_TABLE)")
     parser.add_argument("--segments", type=int, default=4, help="Scan segments (default 4)")
-    parser.add_argument("--parallel", type=int, help="segments scanned at once (default: all)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        help="segments scanned at once (default: all); export data files imported at once (1)",
+    )
     cap = parser.add_mutually_exclusive_group()
     cap.add_argument("--max-rcu", type=float, help="read capacity units per second, at most")
     cap.add_argument("--max-items-per-second", type=float, help="items per second, at most")
@@ -115,8 +119,8 @@ def _checks(
     try:
         findings = check_backfill(
             settings,
-            dynamodb=aws.client("dynamodb", settings, max_attempts=2),
-            kinesis=aws.client("kinesis", settings, max_attempts=2),
+            dynamodb=aws.client("dynamodb", settings, max_attempts=1),
+            kinesis=aws.client("kinesis", settings, max_attempts=1),
             engine=engine,
             table=table,
             start_us=start_us,
@@ -140,7 +144,7 @@ def import_location(
     location = open_location(uri, s3=s3)
     manifest = read_manifest(location, export_time_us=export_time_us)
     run, segments = export_run(manifest, location, margin_us=margin_us(settings), mapping=mapping)
-    pipeline = backfill_pipeline(settings, mapping, connections=1)
+    pipeline = backfill_pipeline(settings, mapping, connections=args.parallel or 1)
     try:
         stored = state.load_run(pipeline.engine, run.id)
         if stored is not None and stored.status == "done":
@@ -163,6 +167,7 @@ def import_location(
                 location,
                 pipeline=pipeline,
                 batch_size=args.batch_size,
+                parallel=args.parallel or 1,
                 progress=progress,
             )
     finally:
