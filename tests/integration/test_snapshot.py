@@ -139,7 +139,12 @@ def test_preconditions_refuse_an_unwired_table_and_a_lease_at_latest(
     table.put([rich_item(1)])
     kinesis = table.client("kinesis")
     kinesis.create_stream(StreamName=f"{table.name}-stream", ShardCount=1)
-    kinesis.get_waiter("stream_exists").wait(StreamName=f"{table.name}-stream")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kinesis-local creates streams asynchronously
+        summary = kinesis.describe_stream_summary(StreamName=f"{table.name}-stream")
+        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.2)
     assert main(["snapshot", "--no-progress"]) == 2
     assert "is not wired to" in capsys.readouterr().err
 
