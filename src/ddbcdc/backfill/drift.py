@@ -37,6 +37,8 @@ __all__ = [
 Key = tuple[Any, ...]
 Row = dict[str, Any]
 KINDS = ("missing", "extra", "different")
+#: Keys per SELECT (a page of small items can hold more keys than one statement may bind).
+_PER_QUERY = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,36 +198,33 @@ class Rows:
         """A key as column -> value."""
         return dict(zip(self.key, key, strict=True))
 
+    def _match(self, table: sa.Table, keys: Sequence[Key]) -> sa.ColumnElement[bool]:
+        if len(self.key) == 1:
+            return table.c[self.key[0]].in_([k[0] for k in keys])
+        return sa.tuple_(*[table.c[k] for k in self.key]).in_(list(keys))
+
     def fetch(self, conn: sa.Connection, keys: Sequence[Key]) -> dict[Key, tuple[Row, int]]:
         """The live rows of ``keys`` with their versions (µs)."""
-        if not keys:
-            return {}
         live = self.tables.live
         cols = [live.c[n] for n in self.names]
-        match = (
-            live.c[self.key[0]].in_([k[0] for k in keys])
-            if len(self.key) == 1
-            else sa.tuple_(*[live.c[k] for k in self.key]).in_(list(keys))
-        )
-        query = sa.select(*cols, live.c._ddbcdc_version_us).where(match)
         out: dict[Key, tuple[Row, int]] = {}
-        for result in conn.execute(query):
-            row = dict(zip(self.names, result[:-1], strict=True))
-            out[tuple(row[k] for k in self.key)] = (row, int(result[-1]))
+        for start in range(0, len(keys), _PER_QUERY):
+            match = self._match(live, keys[start : start + _PER_QUERY])
+            for result in conn.execute(sa.select(*cols, live.c._ddbcdc_version_us).where(match)):
+                row = dict(zip(self.names, result[:-1], strict=True))
+                out[tuple(row[k] for k in self.key)] = (row, int(result[-1]))
         return out
 
     def versions(self, conn: sa.Connection, keys: Sequence[Key]) -> dict[Key, int]:
         """The version (µs) of the newest change applied to each of ``keys``, live or not."""
-        if not keys:
-            return {}
         ver = self.tables.versions
-        match = (
-            ver.c[self.key[0]].in_([k[0] for k in keys])
-            if len(self.key) == 1
-            else sa.tuple_(*[ver.c[k] for k in self.key]).in_(list(keys))
-        )
-        query = sa.select(*[ver.c[k] for k in self.key], ver.c._ddbcdc_version_us).where(match)
-        return {tuple(r[:-1]): int(r[-1]) for r in conn.execute(query)}
+        cols = [ver.c[k] for k in self.key]
+        out: dict[Key, int] = {}
+        for start in range(0, len(keys), _PER_QUERY):
+            match = self._match(ver, keys[start : start + _PER_QUERY])
+            for r in conn.execute(sa.select(*cols, ver.c._ddbcdc_version_us).where(match)):
+                out[tuple(r[:-1])] = int(r[-1])
+        return out
 
     def dynamodb_key(self, key: Key) -> dict[str, Any]:
         """A PostgreSQL key -> the DynamoDB key (boto3 form) of the same item."""
