@@ -62,7 +62,7 @@ def _seen_table(rows: Rows) -> sa.Table:
 
 
 def _suspects_table(rows: Rows) -> sa.Table:
-    return temp_table(
+    table = temp_table(
         "ddbcdc_verify_suspects",
         rows.tables,
         rows.key,
@@ -73,6 +73,9 @@ def _suspects_table(rows: Rows) -> sa.Table:
         sa.Column("present", sa.Boolean),
         sa.Column("read_us", sa.BigInteger),
     )
+    # The re-check walks it in key order, a hundred keys at a time.
+    sa.Index("ddbcdc_verify_suspects_key", *[table.c[k] for k in rows.key])
+    return table
 
 
 def _produce(pages: Any, out: queue.Queue[Any], stop: threading.Event) -> None:
