@@ -16,6 +16,7 @@ _ENDPOINT_FIELDS = {
     "dynamodbstreams": "dynamodbstreams_endpoint",
     "kinesis": "kinesis_endpoint",
     "cloudwatch": "cloudwatch_endpoint",
+    "s3": "s3_endpoint",
 }
 
 
@@ -33,14 +34,17 @@ def endpoint_for(service: str, settings: Settings) -> str | None:
 
 def client(service: str, settings: Settings, *, max_attempts: int = 10) -> Any:
     """A boto3 client for ``service`` with the configured region, endpoint and retries."""
+    endpoint = endpoint_for(service, settings)
     config = Config(
         region_name=settings.aws_region,
         retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=5,
         read_timeout=30,
+        # An S3 endpoint of its own (moto, MinIO) serves buckets as paths, not host names.
+        s3={"addressing_style": "path"} if service == "s3" and endpoint else None,
     )
     return boto3.session.Session().client(
         service,  # type: ignore[call-overload]
-        endpoint_url=endpoint_for(service, settings),
+        endpoint_url=endpoint,
         config=config,
     )

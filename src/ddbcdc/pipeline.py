@@ -333,11 +333,19 @@ class Pipeline:
         """
         return self.apply(self.prepare(records), position=position)
 
-    def apply(self, batch: PreparedBatch, *, position: ShardPosition | None = None) -> BatchResult:
+    def apply(
+        self,
+        batch: PreparedBatch,
+        *,
+        position: ShardPosition | None = None,
+        also: Callable[[sa.Connection], None] | None = None,
+    ) -> BatchResult:
         """Materialize a prepared batch in one transaction (see :meth:`process`).
 
         With ``position`` (a shard's batch), tombstones are pruned afterwards when due, in
-        transactions of their own.
+        transactions of their own. ``also`` runs in the batch's transaction after it (a
+        snapshot's segment position: committed with its page or not at all); it runs again
+        when the batch is retried.
         """
         received = len(batch.records)
         newest_us = batch.newest_us()
@@ -348,6 +356,8 @@ class Pipeline:
             write_dead_letters(conn, letters)
             if position is not None:
                 record_progress(conn, position, received, newest_us)
+            if also is not None:
+                also(conn)
             return BatchResult(
                 received,
                 counts.upserted,

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     cloudwatch_endpoint: str | None = Field(
         default=None, validation_alias=_env("DDBCDC_CLOUDWATCH_ENDPOINT")
     )
+    s3_endpoint: str | None = Field(default=None, validation_alias=_env("DDBCDC_S3_ENDPOINT"))
     max_records: int = Field(
         default=1000, ge=1, le=10000, validation_alias=_env("DDBCDC_MAX_RECORDS")
     )
@@ -92,6 +93,13 @@ class Settings(BaseSettings):
     )
     kcl_metrics_level: Literal["NONE", "SUMMARY", "DETAILED"] = Field(
         default="NONE", validation_alias=_env("DDBCDC_KCL_METRICS_LEVEL")
+    )
+    #: How far this machine's clock may be from AWS's: snapshot, export and repair rows get
+    #: versions this much older than the time they were read at (see README, "Backfill").
+    clock_skew_margin: timedelta = Field(
+        default=timedelta(seconds=5),
+        ge=timedelta(0),
+        validation_alias=_env("DDBCDC_CLOCK_SKEW_MARGIN"),
     )
     metrics_host: str = Field(default="127.0.0.1", validation_alias=_env("DDBCDC_METRICS_HOST"))
     metrics_port: int = Field(default=9108, ge=0, validation_alias=_env("DDBCDC_METRICS_PORT"))

@@ -14,6 +14,9 @@ Bookkeeping tables (always present, created by migrations ``0001`` and ``0003``)
   (normalized document, digest, a counter); writers with another mapping refuse to start.
 - ``ddbcdc_backfills`` (``0004``): per target table, the columns ``ddbcdc migrate`` is
   filling from the kept attributes, and how far it got (resumable).
+- ``ddbcdc_snapshots`` and ``ddbcdc_snapshot_segments`` (migration ``0005``): backfill runs
+  (a scan of the live table or the import of an export) and, per scan segment or export data
+  file, how far it got, committed with the rows it follows (:mod:`ddbcdc.backfill.state`).
 
 Per table mapping (built by :func:`mapped_tables`):
 
@@ -56,6 +59,8 @@ __all__ = [
     "prune_holds",
     "prune_state",
     "shard_progress",
+    "snapshot_segments",
+    "snapshots",
 ]
 
 #: Version columns shared by live, versions and change log tables.
@@ -158,6 +163,61 @@ backfills = sa.Table(
         "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+snapshots = sa.Table(
+    "ddbcdc_snapshots",
+    bookkeeping_metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("source_table", sa.Text, nullable=False),
+    sa.Column("target_table", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),  # the table scanned, or the export's location
+    sa.Column("segments", sa.Integer, nullable=False),
+    sa.Column("min_version_us", sa.BigInteger, nullable=False),  # its prune hold
+    sa.Column("expected_items", sa.BigInteger),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("detail", pg.JSONB, nullable=False),
+    sa.Column(
+        "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint(
+        "kind IN ('scan', 'export', 'incremental_export')", name="ddbcdc_snapshots_kind_check"
+    ),
+    sa.CheckConstraint(
+        "status IN ('running', 'done', 'abandoned')", name="ddbcdc_snapshots_status_check"
+    ),
+)
+# At most one unfinished backfill per target table.
+sa.Index(
+    "ddbcdc_snapshots_running_idx",
+    snapshots.c.target_table,
+    unique=True,
+    postgresql_where=snapshots.c.status == "running",
+)
+
+snapshot_segments = sa.Table(
+    "ddbcdc_snapshot_segments",
+    bookkeeping_metadata,
+    sa.Column(
+        "snapshot_id",
+        sa.Text,
+        sa.ForeignKey("ddbcdc_snapshots.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("segment", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text),  # an export's data file
+    sa.Column("position", pg.JSONB),  # a scan's LastEvaluatedKey, an export file's line
+    sa.Column("done", sa.Boolean, nullable=False),
+    sa.Column("items", sa.BigInteger, nullable=False),
+    sa.Column("pages", sa.BigInteger, nullable=False),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
 )
 
 _TYPES: dict[str, sa.types.TypeEngine[Any]] = {

@@ -3,7 +3,9 @@
 The source side is a Scan of the DynamoDB table, each item cleansed through the same table
 mapping the worker uses, so the two sides are compared as PostgreSQL rows (every stored
 column: mapped and kept; ``jsonb`` values by what they hold, not how they are spelled). Used
-by the demo, the end-to-end tests and anyone who wants to check a running pipeline.
+by the demo, the end-to-end tests and anyone who wants to check a running pipeline; it holds
+both sides in memory. ``ddbcdc verify`` (:mod:`ddbcdc.backfill.verify`) is the streaming,
+bounded-memory comparison that tells drift from changes in flight.
 """
 
 from __future__ import annotations

@@ -52,6 +52,8 @@ EXPECTED = {
     "ddbcdc_prune_holds",
     "ddbcdc_mapping_versions",
     "ddbcdc_backfills",
+    "ddbcdc_snapshots",
+    "ddbcdc_snapshot_segments",
     "customers",
     "ddbcdc_versions__customers",
     "ddbcdc_changes__customers",

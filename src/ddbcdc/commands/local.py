@@ -19,7 +19,7 @@ __all__ = ["register"]
 
 _DESCRIPTION = """\
 Run the local stack on 127.0.0.1, on free ports: moto (DynamoDB, DynamoDB Streams,
-CloudWatch), kinesis-local (Kinesis over HTTP/1.1 and h2c), PostgreSQL (--database-url or
+CloudWatch, S3), kinesis-local (Kinesis over HTTP/1.1 and h2c), PostgreSQL (--database-url or
 $DATABASE_URL, else a throwaway cluster) and the bridge.
 
 The bridge exists only for the local stack: it copies every change of each table that has a
@@ -178,7 +178,7 @@ def _status(args: argparse.Namespace) -> int:
         alive = pid_alive(pid)
         all_up = all_up and alive
         print(f"{name:<11} pid {pid:<8} {'running' if alive else 'NOT RUNNING'}")
-    print(f"{'dynamodb':<11} {info.dynamodb_endpoint}  (also DynamoDB Streams, CloudWatch)")
+    print(f"{'dynamodb':<11} {info.dynamodb_endpoint}  (also DynamoDB Streams, CloudWatch, S3)")
     print(f"{'kinesis':<11} {info.kinesis_endpoint}  (h2c; TLS: {info.kinesis_tls_endpoint})")
     print(f"{'postgresql':<11} {info.database_url}")
     return 0 if all_up else 1

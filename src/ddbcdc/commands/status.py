@@ -28,11 +28,13 @@ def register(subparsers: Any) -> None:
     """Add the ``status`` subcommand."""
     parser = subparsers.add_parser(
         "status",
-        help="per-shard progress and lag of the worker, from PostgreSQL",
+        help="per-shard progress and lag of the worker, and backfills, from PostgreSQL",
         description=(
             "Read ddbcdc_shard_progress: the last applied sequence number of every shard, "
-            "records and batches applied, MillisBehindLatest and the age of the last call. "
-            "Exit status: 0, 1 when there is no progress yet, 3 when a shard is stalled."
+            "records and batches applied, MillisBehindLatest and the age of the last call; "
+            "tombstone pruning; and the newest backfills (snapshots, export imports) with "
+            "their progress. Exit status: 0, 1 when there is no progress yet, 3 when a shard "
+            "is stalled."
         ),
     )
     parser.add_argument("--application-name", help="only this KCL application")
@@ -48,6 +50,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled."""
+    from ddbcdc.backfill.state import recent_runs
     from ddbcdc.tables import shard_progress
 
     settings = Settings()
@@ -61,11 +64,13 @@ def run(args: argparse.Namespace) -> int:
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
             pruning = _pruning(conn)
+            runs = [_backfill(run) for run in recent_runs(conn)]
     except ProgrammingError as exc:
-        if "ddbcdc_shard_progress" in str(exc.orig):
-            raise ConfigurationError(
-                "table ddbcdc_shard_progress does not exist: run `ddbcdc migrate` first"
-            ) from exc
+        for name in ("ddbcdc_shard_progress", "ddbcdc_snapshots", "ddbcdc_prune_state"):
+            if name in str(exc.orig):
+                raise ConfigurationError(
+                    f"table {name} does not exist: run `ddbcdc migrate` first"
+                ) from exc
         raise
     except OperationalError as exc:
         raise DatabaseUnavailableError(
@@ -77,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
     stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
     shards = [_shard(row, now, stall_after) for row in rows]
     if args.json:
-        print(json.dumps({"now": now.isoformat(), "shards": shards, **pruning}, indent=2))
+        document = {"now": now.isoformat(), "shards": shards, **pruning, "backfills": runs}
+        print(json.dumps(document, indent=2))
     else:
         _print_table(shards)
         _print_pruning(pruning)
+        _print_backfills(runs)
     if not shards:
         return 1
     return 3 if any(s["stalled"] for s in shards) else 0
@@ -123,6 +130,47 @@ def _print_pruning(pruning: dict[str, Any]) -> None:
     for held in pruning["prune_holds"]:
         table = held["target_table"] or "every table"
         print(f"pruning of {table} held from {held['keeps_from']} by {held['holder']}")
+
+
+def _backfill(run: dict[str, Any]) -> dict[str, Any]:
+    from ddbcdc.backfill.records import format_us
+
+    return {
+        "id": run["id"],
+        "kind": run["kind"],
+        "status": run["status"],
+        "target_table": run["target_table"],
+        "source": run["source"],
+        "segments": run["segments"],
+        "segments_done": run["segments_done"],
+        "items": int(run["items"]),
+        "expected_items": run["expected_items"],
+        "as_of": format_us(run["min_version_us"]),
+        "started_at": run["started_at"].isoformat(),
+        "updated_at": run["updated_at"].isoformat(),
+        "finished_at": run["finished_at"].isoformat() if run["finished_at"] else None,
+    }
+
+
+def _print_backfills(runs: list[dict[str, Any]]) -> None:
+    if not runs:
+        return
+    print()
+    header = ("BACKFILL", "STATUS", "SEGMENTS", "ITEMS", "AS_OF", "UPDATED")
+    lines = [header] + [
+        (
+            r["id"],
+            r["status"],
+            f"{r['segments_done']}/{r['segments']}",
+            str(r["items"]) + (f"/~{r['expected_items']}" if r["expected_items"] else ""),
+            r["as_of"],
+            r["updated_at"],
+        )
+        for r in runs
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
 def _shard(row: dict[str, Any], now: datetime, stall_after: float) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""moto in server mode: DynamoDB, DynamoDB Streams and CloudWatch on one loopback port.
+"""moto in server mode: DynamoDB, DynamoDB Streams, CloudWatch and S3 on one loopback port.
 
 moto runs in its own process (``python -m moto.server``) so it gets a core of its own.
 """

@@ -61,6 +61,11 @@ class StackInfo:
         return self.moto_endpoint
 
     @property
+    def s3_endpoint(self) -> str:
+        """S3 (moto: where its ExportTableToPointInTime writes exports)."""
+        return self.moto_endpoint
+
+    @property
     def env(self) -> dict[str, str]:
         """The environment a client of this stack uses (what ``ddbcdc local env`` prints)."""
         return {
@@ -71,6 +76,7 @@ class StackInfo:
             "DDBCDC_DYNAMODB_ENDPOINT": self.dynamodb_endpoint,
             "DDBCDC_DYNAMODBSTREAMS_ENDPOINT": self.dynamodbstreams_endpoint,
             "DDBCDC_CLOUDWATCH_ENDPOINT": self.cloudwatch_endpoint,
+            "DDBCDC_S3_ENDPOINT": self.s3_endpoint,
             "DDBCDC_KINESIS_ENDPOINT": self.kinesis_endpoint,
             "DATABASE_URL": self.database_url,
         }
@@ -82,6 +88,7 @@ class StackInfo:
             "dynamodb_endpoint": self.dynamodb_endpoint,
             "dynamodbstreams_endpoint": self.dynamodbstreams_endpoint,
             "cloudwatch_endpoint": self.cloudwatch_endpoint,
+            "s3_endpoint": self.s3_endpoint,
             "kinesis_endpoint": self.kinesis_endpoint,
             "database_url": self.database_url or None,
         }

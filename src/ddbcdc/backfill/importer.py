@@ -1,0 +1,252 @@
+"""Importing an export: data file by data file, checked first, resumable, versioned.
+
+A full export is the table as of its ``exportTime``: each item becomes an INSERT with version
+``exportTime - clock-skew margin`` (the export's clock and the stream's are different AWS
+clocks; a stream change of the same item after the export then always wins). An incremental
+export's lines carry their own ``WriteTimestampMicros``: that is their version, and a line
+without NewImage is a REMOVE, leaving a tombstone.
+
+The run (``export:<export id>``: running the same import again continues it) holds pruning at
+its lowest version; an export at or below the table's prune floor is refused up front
+(:class:`~ddbcdc.backfill.state.BelowFloorError`). Each data file is checked (MD5, line
+count) before any of it is applied, then applied in batches, each batch committing the
+file's line position with it; a killed import continues at the first uncommitted line.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import orjson
+
+from ddbcdc.backfill import state
+from ddbcdc.backfill.export import DataFile, ExportLocation, Manifest, gzip_lines
+from ddbcdc.backfill.feed import Batch, feed
+from ddbcdc.backfill.records import RecordMaker, format_us
+from ddbcdc.errors import ConfigurationError
+from ddbcdc.mapping import TableMapping
+from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
+from ddbcdc.progress import ProgressBar
+
+__all__ = ["ImportResult", "export_run", "import_export", "line_record"]
+
+log = logging.getLogger(__name__)
+
+_ITEM = b'{"Item":'
+_ITEM_KEY = b'"Item"'
+
+
+@dataclass
+class ImportResult:
+    """What an import (or its resumed part) did."""
+
+    run_id: str
+    counts: BatchResult = field(default_factory=BatchResult)
+    files: int = 0
+    done: bool = False
+
+
+def export_run(
+    manifest: Manifest, location: ExportLocation, *, margin_us: int, mapping: TableMapping
+) -> tuple[state.Run, list[state.Segment]]:
+    """The run of an export (not yet stored), its hold at the export's lowest version.
+
+    Raises:
+        ConfigurationError: the export is of another table, or has no time to version by.
+    """
+    if manifest.table_name is not None and manifest.table_name != mapping.source_table:
+        raise ConfigurationError(
+            f"{location.describe()} is an export of table {manifest.table_name}, not of "
+            f"{mapping.source_table}"
+        )
+    if manifest.incremental:
+        lowest = manifest.from_us
+        kind = "incremental_export"
+    else:
+        lowest = None if manifest.export_time_us is None else manifest.export_time_us - margin_us
+        kind = "export"
+    if lowest is None:
+        raise ConfigurationError(f"{location.describe()}: the manifest has no export time")
+    run = state.Run(
+        id=f"export:{manifest.export_id}",
+        kind=kind,
+        source_table=mapping.source_table,
+        target_table=mapping.target_table,
+        source=location.describe(),
+        segments=len(manifest.files),
+        min_version_us=lowest,
+        expected_items=manifest.item_count,
+        detail={
+            "export_time": None if manifest.export_time_us is None else manifest.export_time_us,
+            "export_type": manifest.export_type,
+            "key": [c.source for c in mapping.key_columns],
+            "checked": manifest.has_manifests,
+            "files": [[f.key, f.item_count, f.md5] for f in manifest.files],
+        },
+    )
+    segments = [state.Segment(n, f.key, {"line": 0}) for n, f in enumerate(manifest.files)]
+    return run, segments
+
+
+def _number(value: Any) -> int:
+    """WriteTimestampMicros, typed (``{"N": "..."}``) or plain."""
+    if isinstance(value, dict):
+        value = value.get("N")
+    return int(value)
+
+
+def line_record(
+    line: bytes, *, maker: RecordMaker, version_us: int | None, event_id: str, where: str
+) -> SourceRecord:
+    """One export line as a change record (``version_us`` None: an incremental line).
+
+    A line that is not what an export holds is passed on as it is: the pipeline
+    dead-letters it with its exact bytes and ``where`` it came from.
+    """
+    try:
+        doc = orjson.loads(line)
+        if version_us is not None:
+            item = doc["Item"]
+            if len(doc) == 1 and line.startswith(_ITEM) and line.count(_ITEM_KEY) == 1:
+                # {"Item":<item>}: the item's own text goes on as the NewImage.
+                text = line[len(_ITEM) : line.rindex(b"}")]
+                return maker.put_json(
+                    item, text, version_us=version_us, event_id=event_id, where=where
+                )
+            return maker.put(item, version_us=version_us, event_id=event_id, where=where)
+        written = _number(doc["Metadata"]["WriteTimestampMicros"])
+        image = doc.get("NewImage")
+        if image is None:
+            return maker.remove(doc["Keys"], version_us=written, event_id=event_id, where=where)
+        return maker.put(image, version_us=written, event_id=event_id, where=where)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return SourceRecord(line, partition_key=where)
+
+
+def _batches(
+    run: state.Run,
+    segment: state.Segment,
+    raw: Any,
+    *,
+    maker: RecordMaker,
+    version_us: int | None,
+    batch_size: int,
+) -> Iterator[Batch]:
+    skip = int((segment.position or {}).get("line", 0))
+    export_id = run.id.removeprefix("export:")
+    lines = islice(enumerate(gzip_lines(raw)), skip, None)
+    while True:
+        chunk = list(islice(lines, batch_size))
+        if not chunk:
+            return
+        records = [
+            line_record(
+                text,
+                maker=maker,
+                version_us=version_us,
+                event_id=f"export:{export_id}:{segment.segment}:{number}",
+                where=f"{segment.name}:{number + 1}",
+            )
+            for number, text in chunk
+        ]
+        also = functools.partial(
+            state.advance,
+            run_id=run.id,
+            segment=segment.segment,
+            position={"line": chunk[-1][0] + 1},
+            items=len(records),
+            done=False,
+        )
+        yield Batch(records, also)
+
+
+class _Progress:
+    """Items done, over every file of the run (files may be imported at once)."""
+
+    def __init__(self, bar: ProgressBar | None, done: int) -> None:
+        self.bar = bar
+        self.done = done
+        self.lock = threading.Lock()
+
+    def batch(self, batch: Batch, result: BatchResult) -> None:
+        with self.lock:
+            self.done += len(batch.records)
+            if self.bar is not None:
+                self.bar.update(self.done)
+
+
+@dataclass(frozen=True)
+class _Import:
+    """What every data file of a run shares."""
+
+    run: state.Run
+    location: ExportLocation
+    pipeline: Pipeline
+    maker: RecordMaker
+    version_us: int | None
+    batch_size: int
+    progress: _Progress
+
+
+def _import_file(job: _Import, segment: state.Segment) -> BatchResult:
+    """One data file: checked, then applied from its committed line, then marked done."""
+    run = job.run
+    entry = run.detail["files"][segment.segment]
+    with job.location.checked(DataFile(*entry)) as raw:
+        batches = _batches(
+            run, segment, raw, maker=job.maker, version_us=job.version_us, batch_size=job.batch_size
+        )
+        counts = feed(job.pipeline, batches, on_batch=job.progress.batch)
+    state.mark_done(job.pipeline.engine, run.id, segment.segment)
+    log.info("export %s: %s applied", run.id, segment.name)
+    return counts
+
+
+def import_export(
+    run: state.Run,
+    location: ExportLocation,
+    *,
+    pipeline: Pipeline,
+    batch_size: int = 10_000,
+    parallel: int = 1,
+    progress: ProgressBar | None = None,
+) -> ImportResult:
+    """Import every unfinished data file of ``run`` (``parallel`` files at once); mark the
+    run done when all are.
+
+    Raises:
+        ExportError: a data file does not match its manifest (nothing of it is applied;
+            the files before it stay applied and the run resumable).
+    """
+    segments = state.load_segments(pipeline.engine, run.id)
+    job = _Import(
+        run=run,
+        location=location,
+        pipeline=pipeline,
+        maker=RecordMaker(pipeline.mappings[0], run.detail["key"]),
+        version_us=None if run.kind == "incremental_export" else run.min_version_us,
+        batch_size=batch_size,
+        progress=_Progress(progress, sum(s.items for s in segments)),
+    )
+    todo = [s for s in segments if not s.done]
+    result = ImportResult(run.id)
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="ddbcdc-file") as pool:
+        futures = [pool.submit(_import_file, job, segment) for segment in todo]
+        try:
+            for future in as_completed(futures):
+                result.counts.add(future.result())
+                result.files += 1
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # files not started stay for the next run
+            raise
+    state.finish(pipeline.engine, run.id)
+    result.done = True
+    log.info("export %s done (rows as of %s)", run.id, format_us(run.min_version_us))
+    return result

@@ -1,0 +1,319 @@
+"""What must hold before a backfill starts, checked rather than hoped for.
+
+A snapshot or an import writes rows as of a moment; every change made after that moment must
+reach PostgreSQL through the stream. So, before it starts:
+
+- **the stream gets the table's changes**: the table's Kinesis streaming destination is
+  ACTIVE for the configured stream (on the local stack: its DynamoDB Stream and the bridge's
+  tag);
+- **the worker reads from before the start**: every open shard's KCL lease has a checkpoint
+  (a sequence number, TRIM_HORIZON, AT_TIMESTAMP, SHARD_END; not LATEST, which a restart
+  before the first record would re-resolve to a later point), and a shard without a lease
+  will start at the configured initial position, which must be TRIM_HORIZON (or an
+  AT_TIMESTAMP before the start);
+- **the stream keeps changes long enough**: its retention (RetentionPeriodHours) against the
+  expected duration, or the age of an export: a warning with the numbers;
+- **the clocks agree**: this machine's clock against DynamoDB's (the HTTP Date header) within
+  the clock-skew margin the versions are computed with.
+
+Each check returns a :class:`Finding`; the caller refuses to start on a failure unless told
+to go ahead (``--force``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ddbcdc.backfill.records import format_us, now_us
+from ddbcdc.provision import LOCAL_DESTINATION_TAG, is_local
+from ddbcdc.settings import Settings
+from ddbcdc.tables import shard_progress
+
+__all__ = ["Finding", "check_backfill", "report", "retention_hours", "stream_kwargs"]
+
+log = logging.getLogger(__name__)
+
+Level = Literal["ok", "warn", "fail"]
+_GOOD_CHECKPOINTS = {"TRIM_HORIZON", "AT_TIMESTAMP", "SHARD_END"}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One check's outcome: ``ok``, ``warn`` (goes ahead) or ``fail`` (refuses)."""
+
+    level: Level
+    check: str
+    message: str
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def stream_kwargs(settings: Settings) -> dict[str, str] | None:
+    """The configured stream as Kinesis request keywords, None when none is."""
+    if settings.stream_arn:
+        return {"StreamARN": settings.stream_arn}
+    if settings.stream_name:
+        return {"StreamName": settings.stream_name}
+    return None
+
+
+def retention_hours(settings: Settings, kinesis: Any) -> float | None:
+    """The configured stream's RetentionPeriodHours, None when it cannot be told."""
+    stream = stream_kwargs(settings)
+    if stream is None:
+        return None
+    try:
+        summary = kinesis.describe_stream_summary(**stream)["StreamDescriptionSummary"]
+    except (ClientError, BotoCoreError):
+        return None
+    return float(summary.get("RetentionPeriodHours") or 24)
+
+
+def _destination(
+    settings: Settings, dynamodb: Any, table: dict[str, Any], stream_arn: str
+) -> Finding:
+    name = table["TableName"]
+    if is_local(settings):
+        spec = table.get("StreamSpecification") or {}
+        tags = dynamodb.list_tags_of_resource(ResourceArn=table["TableArn"]).get("Tags", [])
+        tagged = {t["Key"]: t["Value"] for t in tags}.get(LOCAL_DESTINATION_TAG)
+        if spec.get("StreamEnabled") and tagged == stream_arn:
+            return Finding("ok", "destination", f"local bridge feeds {stream_arn} from {name}")
+        return Finding(
+            "fail",
+            "destination",
+            f"table {name} is not wired to {stream_arn} (run `ddbcdc setup`): changes made "
+            "during the backfill would never reach PostgreSQL",
+        )
+    response = dynamodb.describe_kinesis_streaming_destination(TableName=name)
+    for destination in response.get("KinesisDataStreamDestinations", []):
+        if destination.get("StreamArn") == stream_arn:
+            status = destination.get("DestinationStatus")
+            if status == "ACTIVE":
+                return Finding("ok", "destination", f"{name} streams to {stream_arn}")
+            return Finding("fail", "destination", f"destination {stream_arn} is {status}")
+    return Finding(
+        "fail",
+        "destination",
+        f"table {name} has no Kinesis streaming destination {stream_arn} (run `ddbcdc "
+        "setup`): changes made during the backfill would never reach PostgreSQL",
+    )
+
+
+def _retention(
+    summary: dict[str, Any], expected_seconds: float | None, oldest_us: int | None
+) -> Finding:
+    hours = float(summary.get("RetentionPeriodHours") or 24)
+    if oldest_us is not None:
+        age_h = (now_us() - oldest_us) / 3.6e9
+        if age_h >= hours:
+            return Finding(
+                "warn",
+                "retention",
+                f"the export is {age_h:.1f} h old and the stream keeps {hours:g} h: changes "
+                "made between them are in PostgreSQL only if the worker was consuming then",
+            )
+    if expected_seconds is None:
+        return Finding(
+            "ok",
+            "retention",
+            f"the stream keeps {hours:g} h (duration unknown without a rate cap: the progress "
+            "line shows the ETA)",
+        )
+    expected_h = expected_seconds / 3600
+    if expected_h >= hours * 0.8:
+        return Finding(
+            "warn",
+            "retention",
+            f"expected duration {expected_h:.1f} h is close to or beyond the stream's "
+            f"retention of {hours:g} h: the worker must keep up meanwhile, or changes made "
+            "during the backfill expire before it applies them (raise the rate cap or the "
+            "retention)",
+        )
+    return Finding("ok", "retention", f"expected {expected_h:.2f} h, stream keeps {hours:g} h")
+
+
+def _leases(dynamodb: Any, application: str) -> dict[str, str | None] | None:
+    try:
+        pages = dynamodb.get_paginator("scan").paginate(TableName=application, ConsistentRead=True)
+        leases: dict[str, str | None] = {}
+        for page in pages:
+            for item in page.get("Items", []):
+                leases[item["leaseKey"]["S"]] = item.get("checkpoint", {}).get("S")
+        return leases
+    except ClientError as exc:
+        if _code(exc) == "ResourceNotFoundException":
+            return None
+        raise
+
+
+def _open_shards(kinesis: Any, stream: dict[str, str]) -> list[str]:
+    shards: list[str] = []
+    request: dict[str, Any] = dict(stream)
+    while True:
+        response = kinesis.list_shards(**request)
+        shards += [
+            s["ShardId"]
+            for s in response.get("Shards", [])
+            if "EndingSequenceNumber" not in s.get("SequenceNumberRange", {})
+        ]
+        token = response.get("NextToken")
+        if not token:
+            return shards
+        request = {"NextToken": token}
+
+
+def _checkpoint(leases: dict[str, str | None], shard: str) -> str | None:
+    """A shard's checkpoint (lease keys are the shard id, or end with it in multi-stream)."""
+    return next((c for k, c in leases.items() if k == shard or k.endswith(":" + shard)), None)
+
+
+def _lease_finding(application: str, shard: str, checkpoint: str) -> Finding | None:
+    if checkpoint == "LATEST":
+        return Finding(
+            "fail",
+            "worker",
+            f"shard {shard}'s lease of application {application} is at LATEST: changes before "
+            "its first record may be skipped (start the worker with "
+            "DDBCDC_INITIAL_POSITION=TRIM_HORIZON)",
+        )
+    if not (checkpoint.isdigit() or checkpoint in _GOOD_CHECKPOINTS):
+        return Finding("warn", "worker", f"shard {shard}: checkpoint {checkpoint}")
+    return None
+
+
+def _unleased_finding(settings: Settings, unleased: list[str], start_us: int) -> Finding:
+    from ddbcdc.errors import ConfigurationError
+    from ddbcdc.retrieval import start_position
+
+    application = settings.application_name
+    try:
+        start = start_position(settings)
+    except ConfigurationError as exc:
+        return Finding("fail", "worker", f"the worker's start position: {exc}")
+    position = start.kind
+    at_us = start.timestamp_us
+    # AT_TIMESTAMP reads records by their Kinesis arrival time, at or after the change.
+    if position == "TRIM_HORIZON" or (
+        position == "AT_TIMESTAMP" and at_us is not None and at_us <= start_us
+    ):
+        return Finding(
+            "ok",
+            "worker",
+            f"{len(unleased)} shard(s) not leased yet by {application}; the worker starts them "
+            f"at {position}: start it before the stream's retention runs out",
+        )
+    return Finding(
+        "fail",
+        "worker",
+        f"shards {', '.join(unleased)} have no lease of application {application} yet and the "
+        f"worker would start them at {position}, after the backfill began: set "
+        "DDBCDC_INITIAL_POSITION=TRIM_HORIZON",
+    )
+
+
+def _worker(
+    settings: Settings, dynamodb: Any, kinesis: Any, stream: dict[str, str], start_us: int
+) -> list[Finding]:
+    application = settings.application_name
+    leases = _leases(dynamodb, application) or {}
+    findings = []
+    unleased = []
+    for shard in _open_shards(kinesis, stream):
+        checkpoint = _checkpoint(leases, shard)
+        if checkpoint is None:
+            unleased.append(shard)
+            continue
+        finding = _lease_finding(application, shard, checkpoint)
+        if finding is not None:
+            findings.append(finding)
+    if unleased:
+        findings.append(_unleased_finding(settings, unleased, start_us))
+    elif not findings:
+        findings.append(
+            Finding("ok", "worker", f"every open shard is checkpointed by {application}")
+        )
+    return findings
+
+
+def _clock(response: dict[str, Any], margin_us: int) -> Finding:
+    header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not header:
+        return Finding("warn", "clock", "DynamoDB sent no Date header: clock skew not checked")
+    server_us = int(parsedate_to_datetime(header).timestamp() * 1_000_000)
+    offset_s = abs(now_us() - server_us) / 1e6
+    # The header has whole seconds: an offset below 1 s cannot be seen.
+    if offset_s + 1.0 >= margin_us / 1e6:
+        return Finding(
+            "fail",
+            "clock",
+            f"this machine's clock is {offset_s:.0f}s off DynamoDB's, close to the clock-skew "
+            f"margin of {margin_us / 1e6:g}s: fix the clock or raise DDBCDC_CLOCK_SKEW_MARGIN",
+        )
+    return Finding("ok", "clock", f"clock within {offset_s + 1:.0f}s of DynamoDB's")
+
+
+def check_backfill(
+    settings: Settings,
+    *,
+    dynamodb: Any,
+    kinesis: Any,
+    engine: sa.Engine,
+    table: str,
+    start_us: int,
+    expected_seconds: float | None = None,
+    export_time_us: int | None = None,
+) -> list[Finding]:
+    """Every precondition of a backfill of ``table`` whose rows are as of ``start_us``."""
+    described = dynamodb.describe_table(TableName=table)
+    margin_us = int(settings.clock_skew_margin.total_seconds() * 1_000_000)
+    findings = [_clock(described, margin_us)]
+    stream = stream_kwargs(settings)
+    if stream is None:
+        return [
+            *findings,
+            Finding(
+                "fail",
+                "stream",
+                "no stream configured (DDBCDC_STREAM_NAME or DDBCDC_STREAM_ARN): needed to "
+                "check that changes made during the backfill reach PostgreSQL",
+            ),
+        ]
+    summary = kinesis.describe_stream_summary(**stream)["StreamDescriptionSummary"]
+    findings.append(_destination(settings, dynamodb, described["Table"], summary["StreamARN"]))
+    findings.append(_retention(summary, expected_seconds, export_time_us))
+    findings += _worker(settings, dynamodb, kinesis, stream, start_us)
+    with engine.connect() as conn:
+        applied = conn.execute(
+            sa.select(sa.func.count()).where(
+                shard_progress.c.application == settings.application_name
+            )
+        ).scalar()
+    findings.append(
+        Finding("ok", "progress", f"{applied} shard(s) with applied batches in PostgreSQL")
+    )
+    log.info("backfill of %s as of %s: %s", table, format_us(start_us), findings)
+    return findings
+
+
+def report(findings: Sequence[Finding], *, force: bool, out: Any) -> bool:
+    """Print warnings and failures; True when the backfill may start."""
+    failed = False
+    for finding in findings:
+        if finding.level == "ok":
+            continue
+        failed = failed or finding.level == "fail"
+        label = "warning" if finding.level == "warn" or force else "refused"
+        print(f"{label} ({finding.check}): {finding.message}", file=out)
+    if failed and force:
+        print("going ahead anyway (--force)", file=out)
+    return force or not failed

@@ -1,0 +1,196 @@
+"""``ddbcdc snapshot`` against moto (server mode) and a real PostgreSQL: a copy of every value
+type, the version each row gets, a SIGKILL and ``--resume``, and the preconditions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from backfill_support import BackfillTable, backfill_table, rich_item
+from ddbcdc import aws
+from ddbcdc.cli import main
+from ddbcdc.local.stack import LocalStack
+from ddbcdc.provision import ProvisionOptions, set_up
+from ddbcdc.verify import compare
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def table(
+    local_stack: LocalStack,
+    fresh_database: Callable[..., AbstractContextManager[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[BackfillTable]:
+    for name, value in local_stack.env.items():
+        monkeypatch.setenv(name, value)
+    with backfill_table(local_stack, fresh_database, tmp_path) as made:
+        for name, value in made.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("DDBCDC_STREAM_NAME", f"{made.name}-stream")
+        yield made
+
+
+def wire(table: BackfillTable) -> None:
+    """The table's stream and the bridge's tag, as ``ddbcdc setup`` makes them locally."""
+    set_up(
+        table.client(),
+        table.client("kinesis"),
+        ProvisionOptions(table=table.name, stream=f"{table.name}-stream", shards=1, local=True),
+    )
+
+
+def matches(table: BackfillTable) -> bool:
+    engine = sa.create_engine(table.database_url)
+    try:
+        return compare(table.client(), engine, table.mapping).matches
+    finally:
+        engine.dispose()
+
+
+def test_a_snapshot_copies_every_item_with_the_page_time_as_version(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table.put([rich_item(n, f"name{n}") for n in range(1, 301)])
+    wire(table)
+    before = time.time_ns() // 1000
+    assert main(["snapshot", "--segments", "3", "--page-size", "40", "--no-progress"]) == 0
+    after = time.time_ns() // 1000
+    assert "300 items, upserted 300" in capsys.readouterr().out
+    assert matches(table)
+    row = table.query(
+        f"SELECT first_name, score, active, avatar, profile, joined, _ddbcdc_version_us, "
+        f'_ddbcdc_sequence, _ddbcdc_event_id FROM "{table.name}" WHERE userid = 7'
+    )[0]
+    assert row[:4] == ("name7", Decimal("7.50"), False, bytes([7, 0, 255]))
+    assert row[4] == {"tags": ["a", "b"], "n": 1.0, "x": None}
+    assert row[5].isoformat() == "2024-02-29T11:00:00+00:00"
+    assert before - 5_000_000 <= row[6] <= after - 5_000_000  # page time minus the margin
+    assert row[7] is None and row[8].startswith("snapshot:scan:")
+    assert table.query(f'SELECT count(*) FROM "ddbcdc_changes__{table.name}"') == [(0,)]
+    segments = table.query(
+        "SELECT segment, done, items, position FROM ddbcdc_snapshot_segments ORDER BY segment"
+    )
+    assert [s[:2] for s in segments] == [(0, True), (1, True), (2, True)]
+    assert sum(s[2] for s in segments) == 300 and all(s[3] is None for s in segments)
+    assert table.query("SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]
+
+    assert main(["status"]) == 1  # no shard progress: exit 1, backfills listed
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:3] == ["BACKFILL", "STATUS", "SEGMENTS"]
+    assert lines[3].split()[1:4] == ["done", "3/3", "300/~300"]
+    assert main(["status", "--json"]) == 1
+    runs = json.loads(capsys.readouterr().out)["backfills"]
+    assert [(r["kind"], r["status"], r["items"], r["segments_done"]) for r in runs] == [
+        ("scan", "done", 300, 3)
+    ]
+
+
+def test_a_killed_snapshot_resumes_after_its_last_committed_page(table: BackfillTable) -> None:
+    count = 1200
+    table.put([rich_item(n) for n in range(1, count + 1)])
+    wire(table)
+    env = {**os.environ, **table.env, "DDBCDC_STREAM_NAME": f"{table.name}-stream"}
+    argv = [sys.executable, "-m", "ddbcdc.cli", "snapshot", "--segments", "2"]
+    argv += ["--page-size", "50", "--max-items-per-second", "300", "--no-progress"]
+    log = table.mappings_dir.parent / "snapshot.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=sink)
+    deadline = time.monotonic() + 120
+    committed = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        committed = table.query("SELECT coalesce(sum(items), 0) FROM ddbcdc_snapshot_segments")[0][
+            0
+        ]
+        if committed >= 200:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, log.read_text()
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert table.query("SELECT status FROM ddbcdc_snapshots") == [("running",)]
+    assert table.query("SELECT count(*) FROM ddbcdc_prune_holds") == [(1,)]  # held across the kill
+    assert main(["snapshot"]) == 2  # an unfinished run is not started over silently
+    assert main(["snapshot", "--resume", "--no-progress"]) == 0
+    assert matches(table)
+    # Each page was applied once: the resumed segments began after their committed keys.
+    assert table.query("SELECT sum(items), bool_and(done) FROM ddbcdc_snapshot_segments") == [
+        (count, True)
+    ]
+    assert table.query("SELECT status FROM ddbcdc_snapshots") == [("done",)]
+    assert table.query("SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]
+
+
+def test_preconditions_refuse_an_unwired_table_and_a_lease_at_latest(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table.put([rich_item(1)])
+    kinesis = table.client("kinesis")
+    kinesis.create_stream(StreamName=f"{table.name}-stream", ShardCount=1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kinesis-local creates streams asynchronously
+        summary = kinesis.describe_stream_summary(StreamName=f"{table.name}-stream")
+        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.2)
+    assert main(["snapshot", "--no-progress"]) == 2
+    assert "is not wired to" in capsys.readouterr().err
+
+    wire(table)
+    shard = kinesis.list_shards(StreamName=f"{table.name}-stream")["Shards"][0]["ShardId"]
+    leases = f"{table.name}-app"  # a KCL lease table as the worker leaves it
+    client = table.client()
+    client.create_table(
+        TableName=leases,
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        client.put_item(
+            TableName=leases, Item={"leaseKey": {"S": shard}, "checkpoint": {"S": "LATEST"}}
+        )
+        assert main(["snapshot", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"refused (worker): shard {shard}'s lease" in err and "is at LATEST" in err
+        assert table.query("SELECT count(*) FROM ddbcdc_snapshots") == [(0,)]
+
+        client.put_item(
+            TableName=leases, Item={"leaseKey": {"S": shard}, "checkpoint": {"S": "49650000"}}
+        )
+        assert main(["snapshot", "--no-progress", "--max-rcu", "1000"]) == 0
+        assert matches(table)
+    finally:
+        client.delete_table(TableName=leases)
+
+
+def test_a_consistent_scan_is_what_each_page_asks_for(table: BackfillTable) -> None:
+    """The snapshot reads with ConsistentRead (moto answers it; AWS would bill it double)."""
+    table.put([rich_item(n) for n in range(1, 4)])
+    client = aws.client("dynamodb", table.stack.settings())
+    seen: list[dict[str, object]] = []
+    client.meta.events.register(
+        "provide-client-params.dynamodb.Scan", lambda params, **_: seen.append(dict(params))
+    )
+    from ddbcdc.backfill.scan import ReadLimiter, scan_pages
+
+    pages = list(
+        scan_pages(
+            client, table.name, segment=1, total_segments=2, start_key=None, limiter=ReadLimiter()
+        )
+    )
+    assert pages and all(p["ConsistentRead"] is True for p in seen)
+    assert seen[0]["Segment"] == 1 and seen[0]["TotalSegments"] == 2
+    assert all(p.request_us > 0 for p in pages)
