@@ -18,15 +18,18 @@ surrogates, as ``\x00``, ``\ud800``), so writing a dead letter never fails on it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from ddbcdc.errors import CleanseError, PoisonRecordError
 from ddbcdc.tables import dead_letters
+
+log = logging.getLogger(__name__)
 
 _TEXT_FIELDS = frozenset(
     {
@@ -64,6 +67,7 @@ __all__ = [
     "DeadLetterCount",
     "ReasonKey",
     "StoredDeadLetter",
+    "dead_letter",
     "discard_dead_letters",
     "list_dead_letters",
     "mark_replayed",
@@ -297,3 +301,35 @@ def summarize_dead_letters(
         query = query.where(dead_letters.c.source_table == source_table)
     query = query.order_by(count.desc(), *groups)
     return [DeadLetterCount(*row) for row in conn.execute(query)]
+
+
+def dead_letter(
+    stage: Stage,
+    text: str,
+    poison: PoisonRecordError | None = None,
+    **where: Any,
+) -> DeadLetter:
+    """The dead letter of a record, logged (its position and reason, never its contents).
+
+    Args:
+        stage: where the record failed.
+        text: the reason, naming no value.
+        poison: the error that made it poison, when there is one (its message, path,
+            column and reason are kept).
+        where: the other :class:`DeadLetter` fields (payload, tables, shard, sequence, ...).
+    """
+    log.warning(
+        "dead-lettering a record at stage %s (shard %s, sequence %s): %s",
+        stage,
+        where.get("shard_id"),
+        where.get("sequence_number"),
+        text,
+    )
+    return DeadLetter(
+        stage=stage,
+        error=poison.message if poison is not None else text,
+        error_path=poison.path if poison is not None else None,
+        error_column=poison.column if isinstance(poison, CleanseError) else None,
+        error_reason=poison_reason(poison) if poison is not None else None,
+        **where,
+    )

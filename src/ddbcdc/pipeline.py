@@ -33,8 +33,8 @@ from ddbcdc.deadletter import (
     DeadLetter,
     ReasonKey,
     StoredDeadLetter,
+    dead_letter,
     mark_replayed,
-    poison_reason,
     reason_counts,
     record_failures,
     write_dead_letters,
@@ -256,17 +256,10 @@ class Pipeline:
         version: int | None,
         poison: PoisonRecordError | None = None,
     ) -> DeadLetter:
-        log.warning(
-            "dead-lettering a record at stage %s (shard %s, sequence %s): %s",
+        return dead_letter(
             stage,
-            source.shard_id,
-            source.sequence_number,
             text,
-        )
-        return DeadLetter(
-            stage=stage,
-            error=poison.message if poison is not None else text,
-            error_path=poison.path if poison is not None else None,
+            poison,
             payload=bytes(source.data),
             source_table=table_name,
             target_table=target,
@@ -274,8 +267,6 @@ class Pipeline:
             sequence_number=source.sequence_number,
             partition_key=source.partition_key,
             version_us=version,
-            error_column=poison.column if isinstance(poison, CleanseError) else None,
-            error_reason=poison_reason(poison) if poison is not None else None,
         )
 
     # -- database part ---------------------------------------------------------------------
