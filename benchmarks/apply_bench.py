@@ -17,7 +17,8 @@ Contenders:
   (its C speedups built in place), e.g. the code before a change, on a database migrated by
   that checkout's own ``ddbcdc migrate``.
 
-``--change-log off`` runs the customers mapping without its change log.
+``--change-log off`` runs the customers mapping without its change log; ``--kept off``
+without its kept-attributes column (the columns the floor writes).
 
     .venv/bin/python benchmarks/apply_bench.py [--changes 200000] [--keys 20000] \\
         [--rounds 3] [--change-log on|off] [--baseline ../old/src]
@@ -47,10 +48,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DDBCDC = [sys.executable, "-m", "ddbcdc.cli"]
 
 
-def _mappings(folder: Path, change_log: bool, checkout: Path = ROOT) -> Path:
-    """The checkout's shipped customers mapping, with the change log on or off."""
+def _mappings(folder: Path, change_log: bool, checkout: Path = ROOT, *, kept: bool = True) -> Path:
+    """The checkout's shipped customers mapping, with the change log on or off, and without
+    its kept-attributes column when ``kept`` is false (the floor keeps none)."""
     doc = json.loads((checkout / "schemas" / "tables" / "customers.json").read_text())
     doc["change_log"] = change_log
+    if not kept:
+        doc.pop("extra", None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "customers.json").write_text(json.dumps(doc))
     return folder
@@ -134,12 +138,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--change-log", choices=["on", "off"], default="on")
+    parser.add_argument(
+        "--kept",
+        choices=["on", "off"],
+        default="on",
+        help="the shipped mapping's kept-attributes column (off: the floor's columns)",
+    )
     parser.add_argument("--baseline", type=Path, help="another checkout's src/ to compare with")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ddbcdc-apply-bench-"))
     data = work / "changes.jsonl"
     data.write_bytes(generate(args.changes, args.keys))
-    mappings = _mappings(work / "mappings", args.change_log == "on")
+    mappings = _mappings(work / "mappings", args.change_log == "on", kept=args.kept == "on")
     logged = args.change_log == "on"
     contenders = [
         Contender("ddbcdc", None, mappings, logged),
@@ -177,6 +187,7 @@ def main() -> None:
         "keys": args.keys,
         "batch_size": args.batch_size,
         "change_log": args.change_log,
+        "kept_attributes": args.kept,
         "live_rows": len(first),
         "durable": (url is not None and server is not None) or None,
     }

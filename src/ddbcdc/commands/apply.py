@@ -231,7 +231,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         print("ddbcdc apply: --batch-size must be at least 1", file=sys.stderr)
         return 2
+    from ddbcdc.runtime import tune_gc
+
     pipeline = Pipeline.from_settings(Settings())
+    tune_gc()
     started = time.perf_counter()
     try:
         options = _options(args, pipeline)

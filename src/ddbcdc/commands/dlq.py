@@ -30,6 +30,7 @@ from ddbcdc.deadletter import (
 )
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, Pipeline
+from ddbcdc.runtime import tune_gc
 from ddbcdc.settings import Settings
 
 __all__ = ["register", "replay_dead_letters"]
@@ -190,6 +191,7 @@ def replay_dead_letters(
 def run_replay(args: argparse.Namespace) -> int:
     """Run ``ddbcdc dlq replay``."""
     pipeline = Pipeline.from_settings(Settings())
+    tune_gc()
     try:
         result = replay_dead_letters(
             pipeline,

@@ -56,7 +56,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ddbcdc export``."""
+    from ddbcdc.runtime import tune_gc
+
     settings = Settings()
+    tune_gc()
     table = args.table or settings.source_table
     mapping = mapping_for(settings, table)
     incremental_from = time_arg("--incremental-from", args.incremental_from)

@@ -304,7 +304,10 @@ def time_arg(name: str, text: str | None) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ddbcdc snapshot``."""
+    from ddbcdc.runtime import tune_gc
+
     settings = Settings()
+    tune_gc()
     mapping = mapping_for(settings, args.table or settings.source_table)
     if args.batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")

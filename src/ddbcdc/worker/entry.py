@@ -21,6 +21,7 @@ from amazon_kclpy import kcl
 
 from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 from ddbcdc.pipeline import Pipeline
+from ddbcdc.runtime import tune_gc
 from ddbcdc.worker import protocol
 from ddbcdc.worker.liveness import ProgressTouch
 from ddbcdc.worker.metrics import mark_process_dead
@@ -99,6 +100,7 @@ def main() -> int:
         # The daemon stops when a processor fails to initialise: say why, once, clearly.
         log.error("shard processor cannot start: %s", exc)
         return 2
+    tune_gc()
     processor = ShardProcessor(
         pipeline,
         application=settings.application_name,
