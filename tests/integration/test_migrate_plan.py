@@ -162,6 +162,37 @@ def test_each_destructive_change_is_refused_with_its_ddl_unless_allowed(
     check_engine(engine, [mappings.write(doc)])  # a writer with the new mapping may start
 
 
+@pytest.mark.parametrize(
+    ("change", "gone"),
+    [(_drop_phone, "phone"), (_no_extra, "attributes"), (_no_change_log, None)],
+    ids=["column removed", "kept column removed", "change log off"],
+)
+def test_a_drop_that_loses_no_row_runs_without_being_allowed(
+    engine: sa.Engine,
+    mappings: Mappings,
+    capsys: pytest.CaptureFixture[str],
+    change: Callable[[dict[str, Any]], None],
+    gone: str | None,
+) -> None:
+    """On tables that hold nothing yet (a fresh database), turning the change log off or
+    removing a column is no loss: migrate runs it and reports it as additive."""
+    mappings.write(shipped())
+    assert migrate() == 0
+    doc = shipped()
+    change(doc)
+    mappings.write(doc)
+    capsys.readouterr()
+    assert migrate() == 0, capsys.readouterr().err
+    assert "[destructive]" not in capsys.readouterr().out
+    if gone is not None:
+        assert gone not in columns(engine)
+    with engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+    assert ("ddbcdc_changes__customers" in tables) == doc["change_log"]
+    assert version(engine) == 2
+    write_items(engine, mappings.write(doc), {1: {"first_name": "Ada", "phone": 5550100}})
+
+
 def test_a_retype_postgresql_cannot_cast_changes_nothing(
     engine: sa.Engine, mappings: Mappings, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,7 +8,8 @@ PostgreSQL dialect: what is printed is what is executed):
   a column that became optional drops its NOT NULL; a required column gets NOT NULL once its
   backfill is done;
 - **destructive**, refused unless allowed: a column dropped (no longer in the mapping), a
-  column retyped (``ALTER COLUMN ... TYPE ... USING``), the change log dropped.
+  column retyped (``ALTER COLUMN ... TYPE ... USING``), the change log dropped. Dropping a
+  column of a table that holds no row, or a change log that holds none, loses nothing and runs.
 
 A change of the key, or of a bookkeeping column, is not a migration: it stops the plan with
 what differs (copy the table under a new mapping instead).
@@ -120,6 +121,7 @@ def _not_a_migration(mapping: TableMapping, table: str, problem: str) -> Configu
 
 class _Planner:
     def __init__(self, conn: sa.Connection, tables: MappedTables) -> None:
+        self.conn = conn
         self.inspector = sa.inspect(conn)
         self.tables = tables
         self.mapping = tables.mapping
@@ -139,7 +141,8 @@ class _Planner:
         changes = self.mapping.change_log_table
         if self.tables.changes is None and changes in self.existing:
             sql = _render(lambda op: op.drop_table(changes))
-            self.plan.steps.append(Step("drop table", changes, "change log off", sql, True))
+            lost = not self._empty(changes)
+            self.plan.steps.append(Step("drop table", changes, "change log off", sql, lost))
         if self.plan.backfill:
             self.plan.source = self._kept_source()
             if self.plan.source != self.mapping.item_column:
@@ -187,7 +190,12 @@ class _Planner:
 
     def _drop(self, table: str, name: str) -> None:
         sql = _render(lambda op: op.drop_column(table, name))
-        self.plan.steps.append(Step("drop column", table, name, sql, True))
+        self.plan.steps.append(Step("drop column", table, name, sql, not self._empty(table)))
+
+    def _empty(self, table: str) -> bool:
+        """Whether ``table`` holds no row: dropping it, or one of its columns, loses nothing."""
+        quoted = self.conn.dialect.identifier_preparer.quote(table)
+        return not self.conn.execute(sa.text(f"SELECT EXISTS (SELECT FROM {quoted})")).scalar()
 
     def _kept_source(self) -> str | None:
         """The kept column a new column can be filled from: the whole item, else the
