@@ -194,8 +194,8 @@ class _Planner:
 
     def _empty(self, table: str) -> bool:
         """Whether ``table`` holds no row: dropping it, or one of its columns, loses nothing."""
-        quoted = self.conn.dialect.identifier_preparer.quote(table)
-        return not self.conn.execute(sa.text(f"SELECT EXISTS (SELECT FROM {quoted})")).scalar()
+        any_row = sa.exists(sa.select(sa.literal(1)).select_from(sa.table(table)))
+        return not self.conn.execute(sa.select(any_row)).scalar()
 
     def _kept_source(self) -> str | None:
         """The kept column a new column can be filled from: the whole item, else the
