@@ -31,13 +31,14 @@ With ``extra`` in the mapping, an INSERT/MODIFY row also gets its kept columns
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from ddbcdc.cleanse.coerce import PY_TYPES, coercer, key_coercer
 from ddbcdc.cleanse.kept import Keeper, refusal_reason
+from ddbcdc.cleanse.rowfn import compile_row
 from ddbcdc.decode import ChangeRecord, EventName
 from ddbcdc.errors import CleanseError, ConfigurationError
 from ddbcdc.mapping import ColumnMapping, TableMapping
@@ -122,66 +123,12 @@ def _error_parts(exc: ValidationError) -> tuple[str, str, Any]:
     return field, message, first.get("input")
 
 
-class _Column(NamedTuple):
-    """One column of a compiled cleanse plan."""
-
-    name: str
-    source: str
-    coerce: Callable[[Any], Any]
-    required: bool
-    from_keys: bool  # fall back to the record's Keys when the image lacks the attribute
-    default: Any
-
-
-def _plan(
-    columns: tuple[ColumnMapping, ...], key: tuple[str, ...], image: str
-) -> tuple[_Column, ...]:
-    in_image = image == "NewImage"
-    return tuple(
-        _Column(
-            c.name,
-            c.source,
-            _coercer(c, key),
-            c.required,
-            in_image and c.name in key,
-            c.default if in_image else None,
-        )
-        for c in columns
-    )
-
-
-def _fast_row(
-    plan: tuple[_Column, ...], image: Mapping[str, Any], keys: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    """The row the row model would return, or None when it would reject the values.
-
-    The same coercers as the model's validators, called directly: the model (and its error
-    message) is only needed for records that do not fit.
-    """
-    row: dict[str, Any] = {}
-    try:
-        for name, source, coerce, required, from_keys, default in plan:
-            value = image.get(source)
-            if value is None:
-                value = keys.get(source) if from_keys else None
-                if value is None:
-                    value = default
-            if value is not None:
-                value = coerce(value)
-            if value is None and required:
-                return None
-            row[name] = value
-    except ValueError:
-        return None
-    return row
-
-
 class Cleanser:
     """Cleanses records of one mapping with a row model built once from it.
 
-    Rows are built by a plan of per-column coercers compiled from the mapping; the pydantic
-    row model (the same coercers as validators) names what is wrong when a record does not
-    fit.
+    Rows are built by a function compiled from the mapping (:mod:`ddbcdc.cleanse.rowfn`:
+    the common case of each column inline, the column's coercer otherwise); the pydantic row
+    model (the same coercers as validators) names what is wrong when a record does not fit.
 
     Args:
         mapping: the table mapping.
@@ -199,8 +146,8 @@ class Cleanser:
         self._key_sources = tuple((c.name, c.source) for c in mapping.key_columns)
         self._defaults = {c.name: c.default for c in mapping.columns if c.default is not None}
         self._by_name = {c.name: c for c in mapping.columns}
-        self._row_plan = _plan(mapping.columns, mapping.key, "NewImage")
-        self._key_plan = _plan(mapping.key_columns, mapping.key, "Keys")
+        self._row_fn = compile_row(mapping.columns, mapping.key, "NewImage")
+        self._key_fn = compile_row(mapping.key_columns, mapping.key, "Keys")
         keeps = mapping.extra_column is not None or mapping.item_column is not None
         self._keeper = Keeper(mapping) if keeps else None
         self._check_defaults()
@@ -278,7 +225,7 @@ class Cleanser:
         keys = record.keys
         if record.event_name == "REMOVE":
             row = None
-            key_row = _fast_row(self._key_plan, keys, keys)
+            key_row = self._key_fn(keys, keys)
             if key_row is None:
                 key_row = self.validate_key(record)
         else:
@@ -291,7 +238,7 @@ class Cleanser:
                     sequence_number=record.sequence_number,
                     reason=f"{record.event_name} without a new image",
                 )
-            row = _fast_row(self._row_plan, image, keys)
+            row = self._row_fn(image, keys)
             if row is None:
                 row = self.validate_row(record)
             elif self._keeper is not None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from ddbcdc.mapping import ColumnMapping
 
-__all__ = ["INT_BITS", "PY_TYPES", "coercer", "key_coercer"]
+__all__ = ["INT_BITS", "PY_TYPES", "RULES", "coercer", "key_coercer"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NON_DIGITS = re.compile(r"[^0-9]+")
@@ -119,7 +119,8 @@ def _number_text(value: int | Decimal) -> str:
     return str(value)
 
 
-_RULES: dict[str, Callable[[str], str]] = {
+#: The text rules, by name, in the order a mapping lists them.
+RULES: dict[str, Callable[[str], str]] = {
     "trim": str.strip,
     "lowercase": str.lower,
     "uppercase": str.upper,
@@ -128,7 +129,7 @@ _RULES: dict[str, Callable[[str], str]] = {
 
 
 def _to_text(rules: tuple[str, ...]) -> Callable[[Any], Any]:
-    steps = tuple(_RULES[r] for r in rules)
+    steps = tuple(RULES[r] for r in rules)
 
     def coerce(value: Any) -> Any:
         if type(value) is str or isinstance(value, str):

@@ -7,7 +7,8 @@ it is a join, whatever the batch size.
 
 A stage row is the newest change of one key in the batch (the one that competes for the
 key): the stored columns (mapped, then kept; jsonb ones as their exact JSON text, cast when
-they are written), its version and its op. The change log has its own rows
+they are written), its version and its op. The COPY is binary: each value goes in as its
+Python value's binary form, none is written or parsed as text. The change log has its own rows
 (:mod:`ddbcdc.materialize.changelog`).
 
 Temporary tables are created on first use on each database connection (:func:`ensure_temp`).
@@ -77,17 +78,48 @@ def ensure_temp(conn: sa.Connection, table: sa.Table) -> None:
     made.add(table.name)
 
 
-def copy_statement(table: sa.Table) -> sql.Composed:
-    """``COPY table (its columns) FROM STDIN``, identifiers quoted."""
+_DIALECT = pg.dialect()  # type: ignore[no-untyped-call]
+#: PostgreSQL's names of the column types a stage can have, for a binary COPY.
+_BINARY_NAMES = {
+    "BIGINT": "int8",
+    "INTEGER": "int4",
+    "SMALLINT": "int2",
+    "NUMERIC": "numeric",
+    "TEXT": "text",
+    "BOOLEAN": "bool",
+    "BYTEA": "bytea",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+}
+
+
+def binary_types(table: sa.Table) -> list[str] | None:
+    """The type of each column of ``table`` for a binary COPY, or None when one has a type
+    without a plain binary form here (the COPY is then text)."""
+    names = [c.type.compile(dialect=_DIALECT) for c in table.columns]
+    found = [_BINARY_NAMES.get(name) for name in names]
+    return None if None in found else [t for t in found if t is not None]
+
+
+def copy_statement(table: sa.Table, *, binary: bool = False) -> sql.Composed:
+    """``COPY table (its columns) FROM STDIN [(FORMAT BINARY)]``, identifiers quoted."""
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    return sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table.name), columns)
+    form = sql.SQL(" (FORMAT BINARY)" if binary else "")
+    return sql.SQL("COPY {} ({}) FROM STDIN{}").format(sql.Identifier(table.name), columns, form)
 
 
-def copy_rows(conn: sa.Connection, statement: sql.Composed, rows: Sequence[StageRow]) -> None:
-    """COPY ``rows`` (text format: PostgreSQL parses every value) on the connection."""
+def copy_rows(
+    conn: sa.Connection,
+    statement: sql.Composed,
+    rows: Sequence[StageRow],
+    types: Sequence[str] | None = None,
+) -> None:
+    """COPY ``rows`` on the connection: binary with the column ``types`` given (the statement
+    then says so), else text (PostgreSQL parses every value)."""
     driver = conn.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        if types is not None:
+            copy.set_types(types)
         for row in rows:
             copy.write_row(row)
 
@@ -109,7 +141,9 @@ class Stage:
         self.table = temp_table(f"ddbcdc_stage__{mapping.target_table}", columns)
         self._names = list(names)
         self._key = list(mapping.key)
-        self._copy_sql = copy_statement(self.table)
+        # Binary: values go in as they are in Python, nothing is formatted or parsed as text.
+        self._types = binary_types(self.table)
+        self._copy_sql = copy_statement(self.table, binary=self._types is not None)
 
     def ensure(self, conn: sa.Connection) -> None:
         """Create the stage on this connection unless it already has it."""
@@ -146,4 +180,4 @@ class Stage:
 
     def copy(self, conn: sa.Connection, rows: Sequence[StageRow]) -> None:
         """COPY ``rows`` into the stage."""
-        copy_rows(conn, self._copy_sql, rows)
+        copy_rows(conn, self._copy_sql, rows, self._types)
