@@ -214,6 +214,8 @@ class Pipeline:
         from ddbcdc.decode import decode_record  # the decoder is its own stage
 
         prepared = PreparedBatch(records, [], {}, [], [])
+        unit, cleansers, only = self._unit, self._cleansers, self._only
+        sources, changes = prepared.sources, prepared.changes
         for index, source in enumerate(records):
             stage: Literal["decode", "cleanse"] = "decode"
             table_name: str | None = None
@@ -222,13 +224,15 @@ class Pipeline:
             try:
                 record = decode_record(
                     source.data,
-                    timestamp_unit=self._unit,
+                    timestamp_unit=unit,
                     shard_id=source.shard_id,
                     sequence_number=source.sequence_number,
                 )
                 stage, table_name = "cleanse", record.table_name
                 version = record.approximate_creation_us
-                cleanser = self._cleanser(table_name)
+                cleanser = cleansers.get(table_name) if table_name is not None else only
+                if cleanser is None:
+                    cleanser = self._cleanser(table_name)  # raises, naming what is mapped
                 target = cleanser.mapping.target_table
                 change = cleanser.cleanse(record)
             except PoisonRecordError as exc:
@@ -241,8 +245,8 @@ class Pipeline:
                 letter = self._letter(stage, text, source, table_name, target, version)
                 prepared.poison.append((index, letter))
                 continue
-            prepared.sources[id(change)] = index
-            prepared.changes.append(change)
+            sources[id(change)] = index
+            changes.append(change)
         prepared.plan.extend(self.materializer.plan(prepared.changes))
         return prepared
 

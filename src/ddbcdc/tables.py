@@ -253,7 +253,14 @@ def _now_column(name: str) -> sa.Column[Any]:
 def _live_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
     key = set(mapping.key)
     columns = [
-        sa.Column(c.name, column_type(c.type), primary_key=c.name in key, nullable=not c.required)
+        # A key is the item's own: never a generated default (no serial for an integer key).
+        sa.Column(
+            c.name,
+            column_type(c.type),
+            primary_key=c.name in key,
+            nullable=not c.required,
+            autoincrement=False,
+        )
         for c in mapping.columns
     ]
     columns += [sa.Column(name, pg.JSONB()) for name in mapping.stored_columns[len(columns) :]]
@@ -270,7 +277,10 @@ def _versions_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
     table = sa.Table(
         mapping.versions_table,
         metadata,
-        *[sa.Column(c.name, column_type(c.type), primary_key=True) for c in mapping.key_columns],
+        *[
+            sa.Column(c.name, column_type(c.type), primary_key=True, autoincrement=False)
+            for c in mapping.key_columns
+        ],
         *_version_columns(),
         sa.Column("_ddbcdc_deleted", sa.Boolean, nullable=False),
         _now_column("_ddbcdc_changed_at"),

@@ -147,3 +147,19 @@ def test_every_type_round_trips_exactly(engine: sa.Engine, mapping: TableMapping
         (keys[-1], SEQ + 100, True),
     }
     assert logged == 2 * len(keys) + 1
+
+
+def test_a_key_column_has_no_generated_default(engine: sa.Engine) -> None:
+    """An integer key is the item's own: a row without one fails instead of getting a serial."""
+    with engine.connect() as conn:
+        defaults = conn.execute(
+            sa.text(
+                "SELECT table_name, column_default FROM information_schema.columns"
+                " WHERE column_name = 'id' AND table_name LIKE '%every_bigint'"
+            )
+        ).all()
+    assert sorted(defaults) == [
+        ("ddbcdc_changes__every_bigint", None),
+        ("ddbcdc_versions__every_bigint", None),
+        ("every_bigint", None),
+    ]

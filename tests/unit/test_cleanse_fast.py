@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ddbcdc.cleanse import CleanChange, Cleanser
+from ddbcdc.cleanse import CleanChange, Cleanser, version_of
 from ddbcdc.decode import ChangeRecord
 from ddbcdc.errors import CleanseError
 from ddbcdc.mapping import TableMapping, load_mappings, parse_mapping
@@ -150,3 +150,14 @@ def test_plan_keeps_types_exact() -> None:
     assert type(change.row["id"]) is int and change.key == (10, " a ")
     assert type(change.row["amount"]) is Decimal and change.row["mid"] == 12
     assert change.row["small"] == 3 and change.row["note"] == "none" and change.row["code"] == "5"
+
+
+@pytest.mark.parametrize(
+    "sequence", ["100", None, "49590338271490256608559692538361571095921575989136588898"]
+)
+def test_a_change_carries_the_version_of_its_record(sequence: str | None) -> None:
+    record = _record(CUSTOMERS, "INSERT", {"userid": 7}, {"userid": 7})
+    record = record.model_copy(update={"sequence_number": sequence})
+    change = Cleanser(CUSTOMERS).cleanse(record)
+    assert (change.version, change.sequence) == version_of(record)
+    assert change.key == (7,) and change.approximate_creation_us == record.approximate_creation_us

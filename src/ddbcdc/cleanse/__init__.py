@@ -31,6 +31,7 @@ With ``extra`` in the mapping, an INSERT/MODIFY row also gets its kept columns
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple
 
@@ -148,6 +149,10 @@ class Cleanser:
         self._by_name = {c.name: c for c in mapping.columns}
         self._row_fn = compile_row(mapping.columns, mapping.key, "NewImage")
         self._key_fn = compile_row(mapping.key_columns, mapping.key, "Keys")
+        take = operator.itemgetter(*mapping.key)
+        self._key_of: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            take if len(mapping.key) > 1 else lambda row: (take(row),)
+        )
         keeps = mapping.extra_column is not None or mapping.item_column is not None
         self._keeper = Keeper(mapping) if keeps else None
         self._check_defaults()
@@ -244,16 +249,16 @@ class Cleanser:
             elif self._keeper is not None:
                 self._keeper.add(row, image, record)
             key_row = row
-        version, seq = version_of(record)
-        key = tuple([key_row[k] for k in self.mapping.key])
+        us, seq_text = record.approximate_creation_us, record.sequence_number
+        seq = int(seq_text) if seq_text is not None and seq_text.isdigit() else None
         return CleanChange(
             self.mapping,
             record.event_id,
             record.event_name,
-            key,
+            self._key_of(key_row),
             row,
-            version,
-            record.approximate_creation_us,
+            (us, -1 if seq is None else seq, record.event_id),  # as version_of gives it
+            us,
             seq,
         )
 

@@ -96,6 +96,18 @@ def collapse(changes: Iterable[CleanChange]) -> list[CleanChange]:
     return list(newest.values())
 
 
+def _collapse_keys(changes: Iterable[CleanChange]) -> list[CleanChange]:
+    """:func:`collapse` of changes of one mapping (by key alone)."""
+    newest: dict[tuple[Any, ...], CleanChange] = {}
+    get = newest.get
+    for change in changes:
+        key = change.key
+        held = get(key)
+        if held is None or held.version < change.version:
+            newest[key] = change
+    return list(newest.values())
+
+
 def _distinct(changes: Iterable[CleanChange]) -> list[CleanChange]:
     return list({c.event_id: c for c in changes}.values())
 
@@ -135,7 +147,7 @@ class Materializer:
         plans = []
         for writer, group in self._groups(changes):
             logged = _distinct(group) if writer.logged else []
-            newest = collapse(group)
+            newest = _collapse_keys(group)
             log_rows = writer.log.rows(logged) if writer.log is not None else []
             stage_rows = writer.stage.rows(newest)
             plans.append(TablePlan(writer, group, logged, newest, stage_rows, log_rows))

@@ -20,6 +20,7 @@ creates what is missing.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -159,15 +160,18 @@ class Stage:
         empty = (None,) * len(self._names)
         key = self._key
         names = self._names
+        take = operator.itemgetter(*names)
+        single = len(names) == 1
         out: list[StageRow] = []
+        append = out.append
         for change in newest:
             row = change.row
             if row is not None:
-                values: tuple[Any, ...] = tuple([row[n] for n in names])
+                values: tuple[Any, ...] = (take(row),) if single else take(row)
             else:
                 by_key = dict(zip(key, change.key, strict=True))
                 values = tuple([by_key.get(n) for n in names]) if by_key else empty
-            out.append(
+            append(
                 (
                     *values,
                     change.approximate_creation_us,
