@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -50,6 +51,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"
 
 
+def checkout(args: argparse.Namespace) -> Path:
+    """The checkout whose processors run: this one, or the one of ``--src``."""
+    return args.src.resolve().parent if args.src is not None else ROOT
+
+
 class ShardDriver(threading.Thread):
     """Plays the daemon for one shard processor process."""
 
@@ -64,8 +70,9 @@ class ShardDriver(threading.Thread):
         self.sent = 0
         self.seconds = 0.0
         self.turnaround: list[float] = []
+        self.failed: BaseException | None = None
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "workers" / "record_processor.py")],
+            [sys.executable, str(checkout(args) / "workers" / "record_processor.py")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -111,6 +118,14 @@ class ShardDriver(threading.Thread):
         return {"action": "processRecords", "millisBehindLatest": 0, "records": records}
 
     def run(self) -> None:
+        try:
+            self.drive()
+        except BaseException as exc:
+            self.failed = exc
+            self.ready.abort()  # the main thread stops waiting for this shard's backlog
+            raise
+
+    def drive(self) -> None:
         self.send({"action": "initialize", "shardId": self.shard, "sequenceNumber": "TRIM_HORIZON",
                    "subSequenceNumber": 0})  # fmt: skip
         self.until_status("initialize")
@@ -186,7 +201,8 @@ def main() -> int:
             command = [sys.executable, "-m", "ddbcdc.cli", "migrate"]
             subprocess.run(command, env=migrate_env, check=True, capture_output=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DDBCDC_", "PROMETHEUS"))}
-        env.update(DATABASE_URL=pg.url, DDBCDC_MAPPINGS_DIR=str(MAPPINGS_DIR),
+        mappings = checkout(args) / "schemas" / "tables"
+        env.update(DATABASE_URL=pg.url, DDBCDC_MAPPINGS_DIR=str(mappings),
                    DDBCDC_APPLICATION_NAME="bench", DDBCDC_LOG_LEVEL="WARNING")  # fmt: skip
         if args.src is not None:
             env["PYTHONPATH"] = str(args.src.resolve())
@@ -196,9 +212,15 @@ def main() -> int:
         for d in drivers:
             d.start()
         if args.backlog:
-            ready.wait()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                ready.wait()  # broken when a driver failed: reported below
         for d in drivers:
             d.join()
+        failed = [d for d in drivers if d.failed is not None]
+        if failed:
+            for d in drivers:
+                d.proc.kill()
+            raise SystemExit(f"processor_bench: {failed[0].shard}: {failed[0].failed}")
         elapsed = time.monotonic() - started
         found = rows(
             pg.url,
