@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from ddbcdc import aws
@@ -87,8 +88,10 @@ def backfill_table(
     tmp_path: Path,
     *,
     columns: list[dict[str, Any]] | None = None,
+    monkeypatch: pytest.MonkeyPatch | None = None,
 ) -> Iterator[BackfillTable]:
-    """Create the table (key ``userid`` N), a mapping for it and a migrated database."""
+    """Create the table (key ``userid`` N), a mapping for it and a migrated database; with
+    ``monkeypatch``, its environment (the stack's included) is set in this process too."""
     name = f"bf_{uuid.uuid4().hex[:10]}"
     folder = tmp_path / "mappings"
     folder.mkdir(exist_ok=True)
@@ -101,6 +104,9 @@ def backfill_table(
     }
     (folder / f"{name}.json").write_text(json.dumps(mapping_doc))
     (mapping,) = load_mappings(folder)
+    if monkeypatch is not None:
+        for key, value in stack.env.items():
+            monkeypatch.setenv(key, value)
     client = aws.client("dynamodb", stack.settings())
     client.create_table(
         TableName=name,
@@ -117,6 +123,9 @@ def backfill_table(
                 "DDBCDC_SOURCE_TABLE": name,
                 "DDBCDC_APPLICATION_NAME": f"{name}-app",
             }
+            if monkeypatch is not None:
+                for key, value in env.items():
+                    monkeypatch.setenv(key, value)
             yield BackfillTable(stack, name, mapping, folder, url, env)
     finally:
         client.delete_table(TableName=name)

@@ -68,13 +68,16 @@ VERSION_COLUMNS = ("_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id")
 
 bookkeeping_metadata = sa.MetaData()
 
+
+def _now_column(name: str) -> sa.Column[Any]:
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
+
+
 dead_letters = sa.Table(
     "ddbcdc_dead_letters",
     bookkeeping_metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
-    sa.Column(
-        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _now_column("received_at"),
     sa.Column("stage", sa.Text, nullable=False),
     sa.Column("error", sa.Text, nullable=False),
     sa.Column("error_path", sa.Text),
@@ -109,9 +112,7 @@ shard_progress = sa.Table(
     sa.Column("records_total", sa.BigInteger, nullable=False),
     sa.Column("batches_total", sa.BigInteger, nullable=False),
     sa.Column("millis_behind_latest", sa.BigInteger),
-    sa.Column(
-        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _now_column("updated_at"),
     sa.Column("max_version_us", sa.BigInteger),
     sa.Column("ended_at", sa.DateTime(timezone=True)),
 )
@@ -122,9 +123,7 @@ prune_state = sa.Table(
     sa.Column("target_table", sa.Text, primary_key=True),
     sa.Column("floor_us", sa.BigInteger, nullable=False),
     sa.Column("pruned_total", sa.BigInteger, nullable=False),
-    sa.Column(
-        "pruned_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _now_column("pruned_at"),
 )
 
 prune_holds = sa.Table(
@@ -133,9 +132,7 @@ prune_holds = sa.Table(
     sa.Column("holder", sa.Text, primary_key=True),
     sa.Column("target_table", sa.Text),  # NULL: every table
     sa.Column("min_version_us", sa.BigInteger, nullable=False),
-    sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _now_column("created_at"),
 )
 
 mapping_versions = sa.Table(
@@ -145,9 +142,7 @@ mapping_versions = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("digest", sa.Text, nullable=False),
     sa.Column("mapping", pg.JSONB, nullable=False),
-    sa.Column(
-        "migrated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _now_column("migrated_at"),
 )
 
 backfills = sa.Table(
@@ -159,9 +154,7 @@ backfills = sa.Table(
     sa.Column("after_key", sa.Text),  # the last key done, as kept-attributes JSON
     sa.Column("rows_done", sa.BigInteger, nullable=False),
     sa.Column("dead_lettered", sa.BigInteger, nullable=False),
-    sa.Column(
-        "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _now_column("started_at"),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
 )
 
@@ -178,12 +171,8 @@ snapshots = sa.Table(
     sa.Column("expected_items", sa.BigInteger),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("detail", pg.JSONB, nullable=False),
-    sa.Column(
-        "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
-    sa.Column(
-        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _now_column("started_at"),
+    _now_column("updated_at"),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.CheckConstraint(
         "kind IN ('scan', 'export', 'incremental_export')", name="ddbcdc_snapshots_kind_check"
@@ -215,9 +204,7 @@ snapshot_segments = sa.Table(
     sa.Column("done", sa.Boolean, nullable=False),
     sa.Column("items", sa.BigInteger, nullable=False),
     sa.Column("pages", sa.BigInteger, nullable=False),
-    sa.Column(
-        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _now_column("updated_at"),
 )
 
 _TYPES: dict[str, sa.types.TypeEngine[Any]] = {
@@ -244,10 +231,6 @@ def _version_columns() -> list[sa.Column[Any]]:
         sa.Column("_ddbcdc_sequence", sa.Numeric),
         sa.Column("_ddbcdc_event_id", sa.Text(collation="C"), nullable=False),
     ]
-
-
-def _now_column(name: str) -> sa.Column[Any]:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
 
 
 def _live_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:

@@ -28,11 +28,7 @@ def table(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[BackfillTable]:
-    for name, value in local_stack.env.items():
-        monkeypatch.setenv(name, value)
-    with backfill_table(local_stack, fresh_database, tmp_path) as made:
-        for name, value in made.env.items():
-            monkeypatch.setenv(name, value)
+    with backfill_table(local_stack, fresh_database, tmp_path, monkeypatch=monkeypatch) as made:
         stream = f"{made.name}-stream"
         monkeypatch.setenv("DDBCDC_STREAM_NAME", stream)
         set_up(

@@ -23,11 +23,7 @@ def table(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[BackfillTable]:
-    for name, value in local_stack.env.items():
-        monkeypatch.setenv(name, value)
-    with backfill_table(local_stack, fresh_database, tmp_path) as made:
-        for name, value in made.env.items():
-            monkeypatch.setenv(name, value)
+    with backfill_table(local_stack, fresh_database, tmp_path, monkeypatch=monkeypatch) as made:
         monkeypatch.delenv("DDBCDC_STREAM_NAME", raising=False)  # no stream: a static copy
         made.put([rich_item(n, f"name{n}") for n in range(1, 201)])
         assert main(["snapshot", "--force", "--no-progress"]) == 0

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg import sql
 
 from ddbcdc.backfill.records import RecordMaker
 from ddbcdc.cleanse import Cleanser
 from ddbcdc.decode import decode_record
 from ddbcdc.errors import ConfigurationError, PoisonRecordError
 from ddbcdc.mapping import TableMapping
+from ddbcdc.materialize import staging
 from ddbcdc.render import to_jsonable
 from ddbcdc.tables import MappedTables
 
@@ -254,10 +254,4 @@ def temp_table(
 
 def copy_rows(conn: sa.Connection, table: sa.Table, rows: Iterable[Sequence[Any]]) -> None:
     """COPY ``rows`` into ``table`` (all its columns, in order)."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table.name), names)
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
+    staging.copy_rows(conn, staging.copy_statement(table), rows)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -111,7 +111,7 @@ def copy_statement(table: sa.Table, *, binary: bool = False) -> sql.Composed:
 def copy_rows(
     conn: sa.Connection,
     statement: sql.Composed,
-    rows: Sequence[StageRow],
+    rows: Iterable[Sequence[Any]],
     types: Sequence[str] | None = None,
 ) -> None:
     """COPY ``rows`` on the connection: binary with the column ``types`` given (the statement
@@ -142,6 +142,10 @@ class Stage:
         self.table = temp_table(f"ddbcdc_stage__{mapping.target_table}", columns)
         self._names = list(names)
         self._key = list(mapping.key)
+        take = operator.itemgetter(*names)
+        self._take: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            take if len(names) > 1 else lambda row: (take(row),)
+        )
         # Binary: values go in as they are in Python, nothing is formatted or parsed as text.
         self._types = binary_types(self.table)
         self._copy_sql = copy_statement(self.table, binary=self._types is not None)
@@ -160,14 +164,13 @@ class Stage:
         empty = (None,) * len(self._names)
         key = self._key
         names = self._names
-        take = operator.itemgetter(*names)
-        single = len(names) == 1
+        take = self._take
         out: list[StageRow] = []
         append = out.append
         for change in newest:
             row = change.row
             if row is not None:
-                values: tuple[Any, ...] = (take(row),) if single else take(row)
+                values = take(row)
             else:
                 by_key = dict(zip(key, change.key, strict=True))
                 values = tuple([by_key.get(n) for n in names]) if by_key else empty
