@@ -10,7 +10,7 @@ NODE_INSTALLED := node_modules/.installed
 
 .PHONY: install demo test lint typecheck unit bench clean
 
-SPEEDUPS := setup.py $(wildcard src/ddbcdc/_speedups*.[ch])
+SPEEDUPS := setup.py $(wildcard src/ddbcdc/decode/_speedups*.[ch])
 
 $(INSTALLED): pyproject.toml $(SPEEDUPS)
 	@command -v java >/dev/null || { echo "Java 17+ is required (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
@@ -18,7 +18,7 @@ $(INSTALLED): pyproject.toml $(SPEEDUPS)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,local]'
 	$(PY) -c "import amazon_kclpy, pathlib, sys; jars = list((pathlib.Path(amazon_kclpy.__file__).parent / 'jars').glob('*.jar')); sys.exit(0 if jars else 'amazon-kclpy installed without its jars: reinstall it with Maven Central reachable')"
-	@$(PY) -c "import sys, ddbcdc.attributes as a; sys.exit(not a.ACCELERATED)" || echo "warning: ddbcdc's C speedups did not build (no C compiler or Python headers?): decoding runs in pure Python, and the tests will fail on it" >&2
+	@$(PY) -c "import sys, ddbcdc.decode.attributes as a; sys.exit(not a.ACCELERATED)" || echo "warning: ddbcdc's C speedups did not build (no C compiler or Python headers?): decoding runs in pure Python, and the tests will fail on it" >&2
 	touch $@
 
 $(NODE_INSTALLED): package.json package-lock.json
@@ -48,4 +48,4 @@ bench: install
 	$(PY) benchmarks/decode_bench.py
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build src/ddbcdc/*.so
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build src/ddbcdc/decode/*.so

@@ -6,9 +6,9 @@ setup(
     ext_modules=[
         # optional: without a C compiler the install still succeeds, on the pure-Python path.
         Extension(
-            "ddbcdc._speedups",
-            ["src/ddbcdc/_speedups.c", "src/ddbcdc/_speedups_values.c"],
-            depends=["src/ddbcdc/_speedups.h"],
+            "ddbcdc.decode._speedups",
+            ["src/ddbcdc/decode/_speedups.c", "src/ddbcdc/decode/_speedups_values.c"],
+            depends=["src/ddbcdc/decode/_speedups.h"],
             optional=True,
         ),
     ]

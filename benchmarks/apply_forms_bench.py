@@ -35,8 +35,8 @@ import orjson
 import sqlalchemy as sa
 
 from ddbcdc.local.postgres import TemporaryPostgres
-from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
+from ddbcdc.migrate.run import upgrade
+from ddbcdc.schema.mapping import load_mappings
 from materialize_bench import generate  # this folder: the script's own
 
 ROOT = Path(__file__).resolve().parents[1]

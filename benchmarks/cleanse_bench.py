@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 from ddbcdc.cleanse import Cleanser
-from ddbcdc.decode import ChangeRecord, decode_record
+from ddbcdc.decode.record import ChangeRecord, decode_record
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.mapping import TableMapping, parse_mapping
+from ddbcdc.schema.mapping import TableMapping, parse_mapping
 
 COLUMNS = [
     {"name": "userid", "source": "userid", "type": "bigint", "required": True},

@@ -33,7 +33,9 @@ from aws_lambda_powertools.utilities.parser.models import (
 )
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
-from ddbcdc import attributes, decode, decode_record
+from ddbcdc import decode_record
+from ddbcdc.decode import attributes
+from ddbcdc.decode import record as decode
 
 # decode_data sits next to this script, which Python puts first on sys.path.
 from decode_data import DEFAULT_DIR, KINDS, ensure

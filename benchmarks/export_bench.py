@@ -106,8 +106,8 @@ def _breakdown(folder: Path, db: str, batch_size: int) -> dict[str, float]:
     from ddbcdc.backfill.export import open_location, read_manifest
     from ddbcdc.backfill.feed import backfill_pipeline, margin_us
     from ddbcdc.backfill.importer import export_run, import_export
-    from ddbcdc.mapping import load_mappings
-    from ddbcdc.migration import upgrade
+    from ddbcdc.migrate.run import upgrade
+    from ddbcdc.schema.mapping import load_mappings
     from ddbcdc.settings import Settings
 
     mappings = load_mappings(ROOT / "schemas" / "tables")

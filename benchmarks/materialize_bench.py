@@ -1,7 +1,7 @@
 """Materialize benchmark: changes/s of ``ddbcdc apply`` against the naive way, same run.
 
 Generates CHANGES Kinesis-format change records (JSON lines, values marshalled with
-``ddbcdc.attributes.marshal``) over KEYS customers: per key an INSERT, then MODIFYs and
+``ddbcdc.decode.attributes.marshal``) over KEYS customers: per key an INSERT, then MODIFYs and
 REMOVEs (a REMOVE is followed by a re-INSERT), with versions strictly increasing.
 
 - ``apply``: the same code as ``ddbcdc apply`` (``apply_lines`` over ``Pipeline.process``):
@@ -32,16 +32,16 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from ddbcdc.attributes import marshal
 from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.commands.apply import apply_lines
-from ddbcdc.decode import decode_record
+from ddbcdc.decode.attributes import marshal
+from ddbcdc.decode.record import decode_record
 from ddbcdc.local.postgres import TemporaryPostgres
-from ddbcdc.mapping import TableMapping, load_mappings
-from ddbcdc.migration import downgrade, upgrade
+from ddbcdc.migrate.run import downgrade, upgrade
 from ddbcdc.pipeline import Pipeline
+from ddbcdc.schema.mapping import TableMapping, load_mappings
+from ddbcdc.schema.tables import mapped_tables
 from ddbcdc.settings import Settings
-from ddbcdc.tables import mapped_tables
 
 BASE_US = 1_700_000_000_000_000
 

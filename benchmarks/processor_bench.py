@@ -41,8 +41,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.local.postgres import TemporaryPostgres
-from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
+from ddbcdc.migrate.run import upgrade
+from ddbcdc.schema.mapping import load_mappings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from worker_bench import kinesis_record, percentiles, rows

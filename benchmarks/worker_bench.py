@@ -41,13 +41,13 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ddbcdc import aws
-from ddbcdc.attributes import marshal
+from ddbcdc.aws import clients as aws
+from ddbcdc.aws.provision import ProvisionOptions, set_up
+from ddbcdc.decode.attributes import marshal
 from ddbcdc.local.postgres import TemporaryPostgres, free_port
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
-from ddbcdc.provision import ProvisionOptions, set_up
+from ddbcdc.migrate.run import upgrade
+from ddbcdc.schema.mapping import load_mappings
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"

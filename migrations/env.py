@@ -1,6 +1,6 @@
 """Alembic environment for ddbcdc.
 
-``target_metadata`` is built from the package's Core tables (:mod:`ddbcdc.tables`): the
+``target_metadata`` is built from the package's Core tables (:mod:`ddbcdc.schema.tables`): the
 bookkeeping tables plus the tables of the shipped mappings in ``schemas/tables``. Revisions
 are written and reviewed by hand; autogenerate only helps draft them.
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import context
 
-from ddbcdc.mapping import load_mappings
+from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.schema.tables import metadata_for
 from ddbcdc.settings import Settings
-from ddbcdc.tables import metadata_for
 
 config = context.config
 _SHIPPED = Path(__file__).resolve().parent.parent / "schemas" / "tables"

@@ -14,10 +14,12 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from ddbcdc import DecodeError, attributes, decode
+from ddbcdc import DecodeError
+from ddbcdc.decode import attributes
+from ddbcdc.decode import record as decode
 
 NOT_BUILT = (
-    "the C extension ddbcdc._speedups was not built or does not import: installing ddbcdc "
+    "the C extension ddbcdc.decode._speedups was not built or does not import: installing ddbcdc "
     "needs a C compiler and the Python headers (e.g. gcc and python3-dev), then "
     "`pip install -e .` again"
 )
@@ -142,16 +144,16 @@ def speedup_hooks() -> list[tuple[ModuleType, str]]:
     """Where ddbcdc's modules hold C functions: (module, name) of each, to switch off.
 
     ``attributes._fast_unmarshal`` and ``decode._fast_build`` always (None without the
-    extension), and any other function of ``ddbcdc._speedups`` a module took.
+    extension), and any other function of ``ddbcdc.decode._speedups`` a module took.
     """
     hooks = [(attributes, "_fast_unmarshal"), (decode, "_fast_build")]
     for module_name, module in list(sys.modules.items()):
-        if not module_name.startswith("ddbcdc.") or module_name == "ddbcdc._speedups":
+        if not module_name.startswith("ddbcdc.") or module_name == "ddbcdc.decode._speedups":
             continue
         for name, value in list(vars(module).items()):
             if (
                 isinstance(value, BuiltinFunctionType)
-                and value.__module__ == "ddbcdc._speedups"
+                and value.__module__ == "ddbcdc.decode._speedups"
                 and (module, name) not in hooks
             ):
                 hooks.append((module, name))

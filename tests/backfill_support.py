@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.mapping import TableMapping, load_mappings
+from ddbcdc.schema.mapping import TableMapping, load_mappings
 
 RICH_COLUMNS = [
     {"name": "userid", "type": "bigint", "required": True},

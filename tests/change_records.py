@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ddbcdc.attributes import marshal
+from ddbcdc.decode.attributes import marshal
 
 __all__ = ["History", "generate_history", "record"]
 

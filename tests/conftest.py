@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from hypothesis import settings
 
 from ddbcdc.local.postgres import TemporaryPostgres
-from ddbcdc.mapping import TableMapping
-from ddbcdc.migration import upgrade
+from ddbcdc.migrate.run import upgrade
+from ddbcdc.schema.mapping import TableMapping
 
 pytest_plugins = ["stack_fixtures"]
 

@@ -1,4 +1,4 @@
-"""Shared by the tests of ddbcdc._speedups: the loaded extension, fixtures, comparisons."""
+"""Shared by the tests of ddbcdc.decode._speedups: the loaded extension, fixtures, comparisons."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from attribute_strategies import (
 from ddbcdc import ChangeRecord, decode_lambda_event, decode_record
 
 try:
-    from ddbcdc import _speedups as loaded
+    from ddbcdc.decode import _speedups as loaded
 except ImportError:  # reported by test_the_c_extension_is_built_and_in_use
     loaded = None
 

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from ddbcdc.attributes import marshal
+from ddbcdc.decode.attributes import marshal
 from ddbcdc.local.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

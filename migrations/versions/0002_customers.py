@@ -1,8 +1,9 @@
 """The shipped customers mapping: live table, tombstones and change log.
 
-Frozen copy of what ``ddbcdc.tables.MappedTables`` builds from ``schemas/tables/customers.json``
-as shipped (userid BIGINT key; first_name, last_name, phone TEXT; change_log on). Later edits
-of the mapping need a new revision; mappings added later are created by ``ddbcdc migrate``.
+Frozen copy of what ``ddbcdc.schema.tables.MappedTables`` builds from
+``schemas/tables/customers.json`` as shipped (userid BIGINT key; first_name, last_name, phone
+TEXT; change_log on). Later edits of the mapping need a new revision; mappings added later are
+created by ``ddbcdc migrate``.
 
 Revision ID: 0002
 Revises: 0001

@@ -1,7 +1,8 @@
 """ddbcdc: DynamoDB change data capture into a live PostgreSQL copy."""
 
-from ddbcdc.attributes import marshal, unmarshal
-from ddbcdc.decode import ChangeRecord, decode_lambda_event, decode_record
+from ddbcdc.decode.attributes import marshal, unmarshal
+from ddbcdc.decode.itemjson import decode_attributes, encode_attributes
+from ddbcdc.decode.record import ChangeRecord, decode_lambda_event, decode_record
 from ddbcdc.errors import (
     CleanseError,
     ConfigurationError,
@@ -11,7 +12,6 @@ from ddbcdc.errors import (
     PoisonRecordError,
     RetryableError,
 )
-from ddbcdc.itemjson import decode_attributes, encode_attributes
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ It is :meth:`Pipeline.prepare` (decode and cleanse: pure, no I/O) followed by
 :meth:`Pipeline.apply` (the transaction), so a caller with many batches, like
 ``ddbcdc apply``, can prepare the next batch while PostgreSQL works on the current one.
 
-What a database error does to a batch depends on what it means (:mod:`ddbcdc.dberrors`):
+What a database error does to a batch depends on what it means (:mod:`ddbcdc.db`):
 a conflict with another transaction runs the batch again; a value PostgreSQL refuses makes
 the batch run again in isolation, so the changes at fault are dead-lettered and every other
 one applied; anything else raises :class:`~ddbcdc.errors.DatabaseUnavailableError` with
@@ -28,8 +28,15 @@ from typing import Literal, NamedTuple, TypeVar
 import sqlalchemy as sa
 
 from ddbcdc.cleanse import CleanChange, Cleanser
-from ddbcdc.dberrors import RefusedError, describe, run_transaction
-from ddbcdc.deadletter import (
+from ddbcdc.db import RefusedError, describe, run_transaction
+from ddbcdc.errors import (
+    CleanseError,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    PoisonRecordError,
+)
+from ddbcdc.materialize import ApplyCounts, Materializer, TablePlan
+from ddbcdc.materialize.deadletters import (
     DeadLetter,
     ReasonKey,
     StoredDeadLetter,
@@ -39,17 +46,10 @@ from ddbcdc.deadletter import (
     record_failures,
     write_dead_letters,
 )
-from ddbcdc.errors import (
-    CleanseError,
-    ConfigurationError,
-    DatabaseUnavailableError,
-    PoisonRecordError,
-)
-from ddbcdc.mapping import TableMapping, load_mappings
-from ddbcdc.materialize import ApplyCounts, Materializer, TablePlan
+from ddbcdc.materialize.progress import ShardPosition, end_shard, record_progress
 from ddbcdc.materialize.prune import Pruner, share_locks
+from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.settings import Settings
-from ddbcdc.shardprogress import ShardPosition, end_shard, record_progress
 
 __all__ = ["BatchResult", "Pipeline", "PreparedBatch", "ShardPosition", "SourceRecord"]
 
@@ -123,7 +123,7 @@ class Pipeline:
             may still arrive; tombstones older than that are pruned (see
             :mod:`ddbcdc.materialize.prune`).
         prune_every: prune at most this often, after a batch that carries a shard position.
-        timestamp_unit: passed to :func:`ddbcdc.decode.decode_record`.
+        timestamp_unit: passed to :func:`ddbcdc.decode.record.decode_record`.
     """
 
     def __init__(
@@ -185,7 +185,7 @@ class Pipeline:
             ConfigurationError: what differs, per mapping.
             DatabaseUnavailableError: PostgreSQL cannot be asked.
         """
-        from ddbcdc.evolution.versions import check_engine
+        from ddbcdc.migrate.versions import check_engine
 
         check_engine(self.engine, self.mappings)
 
@@ -211,7 +211,7 @@ class Pipeline:
         Any error with one record, expected or not, makes that record a dead letter; it
         never fails the batch. Safe to run in another thread than :meth:`apply`.
         """
-        from ddbcdc.decode import decode_record  # the decoder is its own stage
+        from ddbcdc.decode.record import decode_record  # the decoder is its own stage
 
         prepared = PreparedBatch(records, [], {}, [], [])
         unit, cleansers, only = self._unit, self._cleansers, self._only

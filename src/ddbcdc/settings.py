@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ddbcdc.timestamps import parse_timestamp
+from ddbcdc.decode.timestamps import parse_timestamp
 
 __all__ = ["Settings"]
 

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ddbcdc import aws
-from ddbcdc.loader import LoadOptions, Operation, expected_state, plan_operations
-from ddbcdc.loadwriter import run_load
+from ddbcdc.aws import clients as aws
+from ddbcdc.load.plan import LoadOptions, Operation, expected_state, plan_operations
+from ddbcdc.load.writer import run_load
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
 
@@ -248,7 +248,7 @@ def wait_for(
 
 def provision(stack: LocalStack, stream: str, *, shards: int = 2) -> None:
     """The ``customers`` table and a ``shards``-shard stream on ``stack``."""
-    from ddbcdc.provision import ProvisionOptions, set_up
+    from ddbcdc.aws.provision import ProvisionOptions, set_up
 
     settings = stack.settings()
     set_up(

@@ -9,7 +9,7 @@ import pytest
 from cluster import MAPPINGS_DIR
 
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.mapping import load_mappings
+from ddbcdc.schema.mapping import load_mappings
 
 
 @pytest.fixture

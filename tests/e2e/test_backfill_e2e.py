@@ -27,12 +27,12 @@ import sqlalchemy as sa
 from test_worker_e2e import Worker, leases, wait_for
 
 from backfill_support import BackfillTable, backfill_table
-from ddbcdc import aws
-from ddbcdc.loader import LoadOptions, plan_operations
-from ddbcdc.loadwriter import LoadSummary, run_load
+from ddbcdc.aws import clients as aws
+from ddbcdc.aws.provision import ProvisionOptions, set_up
+from ddbcdc.load.plan import LoadOptions, plan_operations
+from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.provision import ProvisionOptions, set_up
-from ddbcdc.verify import compare
+from ddbcdc.verify.compare import compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

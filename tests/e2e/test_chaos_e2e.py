@@ -43,13 +43,13 @@ from cluster import (
     worker_env,
 )
 
-from ddbcdc import aws
-from ddbcdc.loader import Operation
+from ddbcdc.aws import clients as aws
+from ddbcdc.load.plan import Operation
 from ddbcdc.local.postgres import TemporaryPostgres
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
-from ddbcdc.verify import Comparison, compare
+from ddbcdc.migrate.run import upgrade
+from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.verify.compare import Comparison, compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -24,12 +24,12 @@ from typing import Any
 import boto3
 import pytest
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.local.moto import wait_for_moto
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.processes import ManagedProcess
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.mapping import load_mappings
+from ddbcdc.schema.mapping import load_mappings
 from worker_runs import (
     MAPPINGS_DIR,
     ROOT,

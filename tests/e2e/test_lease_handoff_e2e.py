@@ -34,10 +34,10 @@ from cluster import (
     worker_env,
 )
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.mapping import load_mappings
-from ddbcdc.verify import compare
+from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.verify.compare import compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

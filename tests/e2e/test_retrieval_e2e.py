@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.mapping import load_mappings
+from ddbcdc.schema.mapping import load_mappings
 from worker_runs import (
     MAPPINGS_DIR,
     WorkerRun,

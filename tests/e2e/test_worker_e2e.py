@@ -30,14 +30,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ddbcdc import aws
-from ddbcdc.loader import LoadOptions, plan_operations
-from ddbcdc.loadwriter import run_load
+from ddbcdc.aws import clients as aws
+from ddbcdc.aws.provision import ProvisionOptions, set_up
+from ddbcdc.load.plan import LoadOptions, plan_operations
+from ddbcdc.load.writer import run_load
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.mapping import load_mappings
-from ddbcdc.provision import ProvisionOptions, set_up
-from ddbcdc.verify import Comparison, compare
+from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.verify.compare import Comparison, compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from change_records import record
 from ddbcdc.cli import main
-from ddbcdc.mapping import TableMapping, load_mappings
 from ddbcdc.pipeline import Pipeline, SourceRecord
+from ddbcdc.schema.mapping import TableMapping, load_mappings
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 US = 1_700_000_000_000_000

@@ -15,9 +15,9 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from ddbcdc.attributes import marshal
 from ddbcdc.commands import apply
-from ddbcdc.mapping import load_mappings
+from ddbcdc.decode.attributes import marshal
+from ddbcdc.schema.mapping import load_mappings
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 EXPORT_US = 1_714_521_600_000_000  # 2024-05-01T00:00:00Z

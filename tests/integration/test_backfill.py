@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 from evolution_support import US, Mappings, change, columns, migrate, shipped, write_items
 
-from ddbcdc import migration
-from ddbcdc.deadletter import list_dead_letters
-from ddbcdc.evolution.backfill import BackfillReport
-from ddbcdc.itemjson import decode_attributes
-from ddbcdc.mapping import TableMapping
+from ddbcdc.decode.itemjson import decode_attributes
+from ddbcdc.materialize.deadletters import list_dead_letters
+from ddbcdc.migrate import run as migration
+from ddbcdc.migrate.fill import BackfillReport
 from ddbcdc.pipeline import Pipeline
-from ddbcdc.verify import expected_rows, live_rows
+from ddbcdc.schema.mapping import TableMapping
+from ddbcdc.verify.compare import expected_rows, live_rows
 
 ITEMS: dict[int, dict[str, Any]] = {
     1: {"first_name": "Ada", "city": "  Oslo ", "score": Decimal("9.50"), "pet": "cat"},

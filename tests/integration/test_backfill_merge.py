@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddbcdc.backfill.records import RecordMaker
-from ddbcdc.mapping import load_mappings
 from ddbcdc.pipeline import Pipeline, SourceRecord
+from ddbcdc.schema.mapping import load_mappings
 
 ROOT = Path(__file__).resolve().parents[2]
 (MAPPING,) = load_mappings(ROOT / "schemas" / "tables")

@@ -14,9 +14,9 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from ddbcdc.attributes import marshal
-from ddbcdc.mapping import TableMapping, parse_mapping
+from ddbcdc.decode.attributes import marshal
 from ddbcdc.pipeline import Pipeline, SourceRecord
+from ddbcdc.schema.mapping import TableMapping, parse_mapping
 
 US = 1_700_000_000_000_000
 SEQ = 49590338271490256608559692538361571095921575989136588898

@@ -25,8 +25,8 @@ import pytest
 import sqlalchemy as sa
 
 from change_records import History, generate_history, record
-from ddbcdc.mapping import load_mappings
 from ddbcdc.pipeline import Pipeline, SourceRecord
+from ddbcdc.schema.mapping import load_mappings
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"

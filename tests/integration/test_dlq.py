@@ -16,12 +16,12 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from ddbcdc.attributes import marshal
 from ddbcdc.commands import dlq
-from ddbcdc.deadletter import list_dead_letters
-from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
+from ddbcdc.decode.attributes import marshal
+from ddbcdc.materialize.deadletters import list_dead_letters
+from ddbcdc.migrate.run import upgrade
 from ddbcdc.pipeline import Pipeline, SourceRecord
+from ddbcdc.schema.mapping import load_mappings
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 SHIPPED = load_mappings(SHIPPED_DIR)
@@ -140,7 +140,7 @@ def test_single_mapping_takes_records_without_table_name(db: str) -> None:
 
 
 def load_mappings_from(doc: dict[str, Any]) -> list[Any]:
-    from ddbcdc.mapping import parse_mapping
+    from ddbcdc.schema.mapping import parse_mapping
 
     return [parse_mapping(doc, name="orders")]
 

@@ -14,8 +14,8 @@ from evolution_support import Mappings, shipped
 
 from change_records import record
 from ddbcdc.cli import main
-from ddbcdc.deadletter import DeadLetterCount, summarize_dead_letters
-from ddbcdc.migration import upgrade
+from ddbcdc.materialize.deadletters import DeadLetterCount, summarize_dead_letters
+from ddbcdc.migrate.run import upgrade
 from ddbcdc.pipeline import Pipeline, SourceRecord
 
 

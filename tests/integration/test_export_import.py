@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from ddbcdc.cli import main
 from ddbcdc.local.postgres import free_port
-from ddbcdc.mapping import load_mappings
 from ddbcdc.materialize.prune import hold
+from ddbcdc.schema.mapping import load_mappings
 from export_fixtures import customer, full_lines, incremental_line, write_export
 
 ROOT = Path(__file__).resolve().parents[2]

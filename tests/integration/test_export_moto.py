@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from backfill_support import BackfillTable, backfill_table, rich_item
+from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.cli import main
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.provision import ProvisionOptions, set_up
-from ddbcdc.verify import compare
+from ddbcdc.verify.compare import compare
 from export_fixtures import full_lines, write_export
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from ddbcdc.cli import main
-from ddbcdc.infer import sample_items
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.mapping import load_mapping
+from ddbcdc.schema.infer import sample_items
+from ddbcdc.schema.mapping import load_mapping
 
 
 @pytest.fixture

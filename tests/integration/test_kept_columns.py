@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 
 from attribute_strategies import ITEMS, no_nul_names
 from change_records import record
-from ddbcdc.attributes import marshal, unmarshal
-from ddbcdc.itemjson import comparable, decode_attributes
-from ddbcdc.mapping import parse_mapping
+from ddbcdc.decode.attributes import marshal, unmarshal
+from ddbcdc.decode.itemjson import comparable, decode_attributes
 from ddbcdc.pipeline import Pipeline, SourceRecord
+from ddbcdc.schema.mapping import parse_mapping
 
 MAPPING = parse_mapping(
     {

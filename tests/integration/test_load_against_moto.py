@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.loader import LoadOptions, expected_state, plan_operations
-from ddbcdc.loadwriter import run_load, scan_items
+from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
+from ddbcdc.load.writer import run_load, scan_items
 from ddbcdc.settings import Settings
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}

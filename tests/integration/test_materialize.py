@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ddbcdc.attributes import marshal
+from ddbcdc.decode.attributes import marshal
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.local.postgres import free_port
-from ddbcdc.mapping import load_mappings
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
-from ddbcdc.tables import mapped_tables, shard_progress
+from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.schema.tables import mapped_tables, shard_progress
 
 SHIPPED = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 TABLES = mapped_tables(SHIPPED)["customers"]

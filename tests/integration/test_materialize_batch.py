@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddbcdc.cleanse import CleanChange, Cleanser
-from ddbcdc.decode import ChangeRecord
-from ddbcdc.mapping import TableMapping, load_mappings
+from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.materialize import Materializer, TableWriter
+from ddbcdc.schema.mapping import TableMapping, load_mappings
 
 SHIPPED = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 CUSTOMERS = SHIPPED[0]

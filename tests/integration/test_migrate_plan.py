@@ -16,8 +16,8 @@ from evolution_support import Mappings, columns, migrate, shipped, write_items
 
 from ddbcdc.cli import main
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.evolution.versions import check_engine, recorded
-from ddbcdc.migration import alembic_config
+from ddbcdc.migrate.run import alembic_config
+from ddbcdc.migrate.versions import check_engine, recorded
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.settings import Settings
 

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from ddbcdc import migration
 from ddbcdc.commands import migrate
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.mapping import load_mappings
-from ddbcdc.tables import metadata_for
+from ddbcdc.migrate import run as migration
+from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.schema.tables import metadata_for
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 SHIPPED = load_mappings(SHIPPED_DIR)

@@ -30,9 +30,9 @@ import sqlalchemy as sa
 from amazon_kclpy import kcl
 from prometheus_client import CollectorRegistry
 
-from ddbcdc.attributes import marshal
-from ddbcdc.mapping import load_mappings
+from ddbcdc.decode.attributes import marshal
 from ddbcdc.pipeline import Pipeline
+from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.worker.metrics import ProcessorMetrics
 from ddbcdc.worker.processor import Backoff, ShardProcessor
 from multilang_fake import Discard, FakeDaemon, initialize

@@ -16,8 +16,14 @@ from typing import Any
 
 import pytest
 
-from ddbcdc import aws
-from ddbcdc.provision import LOCAL_DESTINATION_TAG, ProvisionOptions, is_local, set_up, tear_down
+from ddbcdc.aws import clients as aws
+from ddbcdc.aws.provision import (
+    LOCAL_DESTINATION_TAG,
+    ProvisionOptions,
+    is_local,
+    set_up,
+    tear_down,
+)
 from ddbcdc.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

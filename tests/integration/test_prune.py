@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from change_records import generate_history, record
-from ddbcdc.mapping import load_mappings
 from ddbcdc.materialize import REFUSED_BELOW_FLOOR
 from ddbcdc.materialize.prune import hold, release
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
-from ddbcdc.tables import mapped_tables, shard_progress
+from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.schema.tables import mapped_tables, shard_progress
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"

@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from backfill_support import BackfillTable, backfill_table, rich_item
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
+from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.cli import main
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.provision import ProvisionOptions, set_up
-from ddbcdc.verify import compare
+from ddbcdc.verify.compare import compare
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from ddbcdc.cli import main
-from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import upgrade
+from ddbcdc.migrate.run import upgrade
 from ddbcdc.pipeline import Pipeline, ShardPosition
+from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.worker.liveness import ProgressTouch
 
 MAPPINGS = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")

@@ -7,7 +7,8 @@ from types import ModuleType
 import pytest
 
 from attribute_strategies import NOT_BUILT, speedup_hooks
-from ddbcdc import attributes, decode
+from ddbcdc.decode import attributes
+from ddbcdc.decode import record as decode
 
 #: Test modules whose every test runs on both paths, as test_x[c] and test_x[python].
 BOTH_PATHS = frozenset({"test_attributes.py", "test_decode.py", "test_decode_command.py"})

@@ -1,4 +1,4 @@
-"""ddbcdc.attributes: exact values, strict errors with paths, round trips, boto3 agreement."""
+"""ddbcdc.decode.attributes: exact values, strict errors with paths, round trips, boto3."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from attribute_strategies import ATTRIBUTE_MAPS, ITEMS, JSON, LARGEST, NUMBER_TEXTS, identical
 from ddbcdc import DecodeError, marshal, unmarshal
-from ddbcdc.attributes import MAX_DEPTH, marshal_value, unmarshal_value
+from ddbcdc.decode.attributes import MAX_DEPTH, marshal_value, unmarshal_value
 
 
 @pytest.mark.parametrize(

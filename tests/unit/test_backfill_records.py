@@ -19,9 +19,9 @@ from ddbcdc.backfill.records import (
 )
 from ddbcdc.backfill.scan import ReadLimiter
 from ddbcdc.cleanse import Cleanser
-from ddbcdc.decode import decode_record
-from ddbcdc.itemjson import decode_attributes
-from ddbcdc.mapping import load_mappings
+from ddbcdc.decode.itemjson import decode_attributes
+from ddbcdc.decode.record import decode_record
+from ddbcdc.schema.mapping import load_mappings
 
 (MAPPING,) = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 MAKER = RecordMaker(MAPPING, ["userid"])

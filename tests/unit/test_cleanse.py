@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from ddbcdc.cleanse import Cleanser, cleanse_record, version_of
-from ddbcdc.decode import ChangeRecord
+from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError, ConfigurationError
-from ddbcdc.mapping import load_mappings, parse_mapping
+from ddbcdc.schema.mapping import load_mappings, parse_mapping
 
 SHIPPED = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 CUSTOMERS = load_mappings(SHIPPED)[0]

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddbcdc.cleanse import CleanChange, Cleanser, version_of
-from ddbcdc.decode import ChangeRecord
+from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
-from ddbcdc.mapping import TableMapping, load_mappings, parse_mapping
+from ddbcdc.schema.mapping import TableMapping, load_mappings, parse_mapping
 
 SHIPPED = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 CUSTOMERS = load_mappings(SHIPPED)[0]

@@ -12,10 +12,10 @@ from hypothesis import given
 
 from attribute_strategies import ITEMS, difference
 from ddbcdc.cleanse import Cleanser
-from ddbcdc.decode import ChangeRecord
+from ddbcdc.decode.itemjson import decode_attributes
+from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
-from ddbcdc.itemjson import decode_attributes
-from ddbcdc.mapping import parse_mapping
+from ddbcdc.schema.mapping import parse_mapping
 
 COLUMNS = [
     {"name": "userid", "type": "bigint"},

@@ -1,4 +1,4 @@
-"""ddbcdc.decode: every fixture, every payload shape, timestamps, positions and garbage."""
+"""ddbcdc.decode.record: every fixture, every payload shape, timestamps, positions and garbage."""
 
 from __future__ import annotations
 

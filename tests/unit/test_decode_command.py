@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from ddbcdc.cli import main
-from ddbcdc.render import record_to_json, to_jsonable
+from ddbcdc.decode.render import record_to_json, to_jsonable
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SAMPLE = FIXTURES / "sample-records.jsonl"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from ddbcdc.aws.iam import ROLES, PolicyTarget, policy_document, statements
 from ddbcdc.commands import iam_policy
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.iam import ROLES, PolicyTarget, policy_document, statements
 from ddbcdc.settings import Settings
 
 ACCOUNT = "123456789012"

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.infer import AttributeStats, column_name, infer_mapping
-from ddbcdc.mapping import parse_mapping
+from ddbcdc.schema.infer import AttributeStats, column_name, infer_mapping
+from ddbcdc.schema.mapping import parse_mapping
 
 
 def describe(key: list[tuple[str, str]], name: str = "Customers") -> dict[str, Any]:

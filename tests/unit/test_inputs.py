@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from ddbcdc.cli import main
-from ddbcdc.decode import ChangeRecord, decode_lambda_event, decode_record
+from ddbcdc.decode.record import ChangeRecord, decode_lambda_event, decode_record
 from ddbcdc.errors import InputError
 from ddbcdc.inputs import ExportOptions, InputReader
 from ddbcdc.pipeline import SourceRecord

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 
 from attribute_strategies import ITEMS, difference, no_nul_names
-from ddbcdc.attributes import marshal
-from ddbcdc.itemjson import KeptValueError, decode_attributes, encode_attributes
-from ddbcdc.itemjson import _map as exact_encoding
+from ddbcdc.decode.attributes import marshal
+from ddbcdc.decode.itemjson import KeptValueError, decode_attributes, encode_attributes
+from ddbcdc.decode.itemjson import _map as exact_encoding
 
 
 @given(ITEMS.filter(no_nul_names))

@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.loader import (
+from ddbcdc.load.plan import (
     LoadOptions,
     Operation,
     expected_state,
@@ -18,7 +18,7 @@ from ddbcdc.loader import (
     parse_mix,
     plan_operations,
 )
-from ddbcdc.loadwriter import TokenBucket, backoff_delay, run_load
+from ddbcdc.load.writer import TokenBucket, backoff_delay, run_load
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.mapping import (
+from ddbcdc.schema.mapping import (
     TableMapping,
     load_mapping,
     load_mappings,

@@ -1,6 +1,6 @@
 """Pipeline.prepare (decode and cleanse, no I/O): one record's failure, expected or not, is
 that record's dead letter, never the batch's; and the error classification of the database
-half (ddbcdc.dberrors) on the errors psycopg raises."""
+half (ddbcdc.db) on the errors psycopg raises."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from change_records import record
 from ddbcdc.cleanse import CleanChange
-from ddbcdc.dberrors import classify, describe
-from ddbcdc.decode import ChangeRecord
-from ddbcdc.mapping import load_mappings
+from ddbcdc.db import classify, describe
+from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.pipeline import Pipeline, SourceRecord
+from ddbcdc.schema.mapping import load_mappings
 
 MAPPINGS = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 US = 1_700_000_000_000_000

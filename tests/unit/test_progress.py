@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ddbcdc.progress import ProgressBar, format_duration, format_progress
+from ddbcdc.progressbar import ProgressBar, format_duration, format_progress
 
 
 def test_format_duration() -> None:

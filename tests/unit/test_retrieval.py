@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ddbcdc.errors import ConfigurationError
-from ddbcdc.retrieval import (
+from ddbcdc.aws.retrieval import (
     StartPosition,
     check_consumer,
     is_aws_endpoint,
     retrieval_mode,
     start_position,
 )
+from ddbcdc.decode.timestamps import parse_timestamp
+from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
-from ddbcdc.timestamps import parse_timestamp
 from ddbcdc.worker import daemon
 
 LOCAL = {

@@ -1,4 +1,4 @@
-"""schemas/change-record.schema.json agrees with the fixtures and with ddbcdc.decode."""
+"""schemas/change-record.schema.json agrees with the fixtures and with ddbcdc.decode.record."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ddbcdc._speedups against the pure-Python path, which decides every answer.
+"""ddbcdc.decode._speedups against the pure-Python path, which decides every answer.
 
 The C functions may decline any input (return None: Python then decodes it or raises), but
 whatever they return must be exactly what Python returns: the same values of the same
@@ -41,14 +41,10 @@ from attribute_strategies import (
     pure_python,
     speedup_hooks,
 )
-from ddbcdc import (
-    DecodeError,
-    attributes,
-    decode,
-    decode_record,
-    marshal,
-)
-from ddbcdc.attributes import MAX_DEPTH, marshal_value
+from ddbcdc import DecodeError, decode_record, marshal
+from ddbcdc.decode import attributes
+from ddbcdc.decode import record as decode
+from ddbcdc.decode.attributes import MAX_DEPTH, marshal_value
 from speedup_support import (
     assert_identical,
     load,

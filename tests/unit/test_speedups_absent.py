@@ -9,15 +9,16 @@ from pathlib import Path
 
 RECORDS = Path(__file__).resolve().parents[1] / "fixtures" / "records"
 
-# Runs in a fresh interpreter; with "pure", importing ddbcdc._speedups fails there, as on an
+# Runs in a fresh interpreter; with "pure", importing ddbcdc.decode._speedups fails there, as on an
 # install without a C compiler. Prints each fixture's decoded record (or error) as JSON.
 _SCRIPT = """
 import json, pathlib, sys
 if sys.argv[2] == "pure":
-    sys.modules["ddbcdc._speedups"] = None  # "import ddbcdc._speedups" raises ImportError
-from ddbcdc import attributes, decode
+    sys.modules["ddbcdc.decode._speedups"] = None  # importing it raises ImportError
+from ddbcdc.decode import attributes
+from ddbcdc.decode import record as decode
 from ddbcdc.errors import DecodeError
-from ddbcdc.render import record_to_json
+from ddbcdc.decode.render import record_to_json
 assert attributes.ACCELERATED is (sys.argv[2] == "fast")
 assert (decode._fast_decode is None) is (sys.argv[2] == "pure")
 out = {}

@@ -1,4 +1,4 @@
-"""ddbcdc._speedups keeps no reference to its input and leaks nothing."""
+"""ddbcdc.decode._speedups keeps no reference to its input and leaks nothing."""
 
 from __future__ import annotations
 
@@ -21,12 +21,9 @@ from attribute_strategies import (
     nested,
     pure_python,
 )
-from ddbcdc import (
-    DecodeError,
-    attributes,
-    decode_record,
-)
-from ddbcdc.attributes import MAX_DEPTH
+from ddbcdc import DecodeError, decode_record
+from ddbcdc.decode import attributes
+from ddbcdc.decode.attributes import MAX_DEPTH
 from speedup_support import (
     SAMPLE,
     VALID,

@@ -1,4 +1,4 @@
-"""ddbcdc._speedups.build and decode against the pure-Python record path."""
+"""ddbcdc.decode._speedups.build and decode against the pure-Python record path."""
 
 from __future__ import annotations
 

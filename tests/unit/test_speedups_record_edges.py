@@ -1,4 +1,4 @@
-"""ddbcdc._speedups on record edge cases, Lambda kinesis.data variants, every timestamp."""
+"""ddbcdc.decode._speedups on record edge cases, Lambda kinesis.data variants, every timestamp."""
 
 from __future__ import annotations
 

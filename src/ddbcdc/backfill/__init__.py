@@ -8,7 +8,7 @@ other sources than the stream:
 - :mod:`~ddbcdc.backfill.export` and :mod:`~ddbcdc.backfill.importer`: DynamoDB exports, full
   and incremental, checked and resumable per data file (``ddbcdc snapshot --from-export``);
   :mod:`~ddbcdc.backfill.exporter` requests one (``ddbcdc export``);
-- :mod:`~ddbcdc.backfill.verify`, :mod:`~ddbcdc.backfill.recheck`: ``ddbcdc verify
+- :mod:`~ddbcdc.verify.run`, :mod:`~ddbcdc.verify.recheck`: ``ddbcdc verify
   [--repair]``, with :mod:`~ddbcdc.backfill.position` telling when the worker has passed a
   time;
 - :mod:`~ddbcdc.backfill.records`: items -> synthesized change records (the one way rows get

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import sqlalchemy as sa
 
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.mapping import TableMapping, load_mappings
 from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
+from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.settings import Settings
 
 __all__ = ["Batch", "backfill_pipeline", "feed", "mapping_for", "margin_us"]

@@ -31,9 +31,9 @@ from ddbcdc.backfill.export import DataFile, ExportLocation, Manifest, gzip_line
 from ddbcdc.backfill.feed import Batch, feed
 from ddbcdc.backfill.records import RecordMaker, format_us
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.mapping import TableMapping
 from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
-from ddbcdc.progress import ProgressBar
+from ddbcdc.progressbar import ProgressBar
+from ddbcdc.schema.mapping import TableMapping
 
 __all__ = ["ImportResult", "export_run", "import_export", "line_record"]
 

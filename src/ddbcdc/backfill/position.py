@@ -25,9 +25,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.backfill.records import now_us
-from ddbcdc.decode import TimestampUnit, decode_record
+from ddbcdc.decode.record import TimestampUnit, decode_record
 from ddbcdc.errors import PoisonRecordError
-from ddbcdc.tables import shard_progress
+from ddbcdc.schema.tables import shard_progress
 
 __all__ = ["WorkerWatch"]
 

@@ -31,10 +31,10 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ddbcdc.aws.provision import LOCAL_DESTINATION_TAG, is_local
 from ddbcdc.backfill.records import format_us, now_us
-from ddbcdc.provision import LOCAL_DESTINATION_TAG, is_local
+from ddbcdc.schema.tables import shard_progress
 from ddbcdc.settings import Settings
-from ddbcdc.tables import shard_progress
 
 __all__ = ["Finding", "check_backfill", "report", "retention_hours", "stream_kwargs"]
 
@@ -192,8 +192,8 @@ def _lease_finding(application: str, shard: str, checkpoint: str) -> Finding | N
 
 
 def _unleased_finding(settings: Settings, unleased: list[str], start_us: int) -> Finding:
+    from ddbcdc.aws.retrieval import start_position
     from ddbcdc.errors import ConfigurationError
-    from ddbcdc.retrieval import start_position
 
     application = settings.application_name
     try:

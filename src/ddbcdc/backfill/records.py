@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from ddbcdc.mapping import TableMapping
 from ddbcdc.pipeline import SourceRecord
+from ddbcdc.schema.mapping import TableMapping
 
 __all__ = [
     "RecordMaker",

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from ddbcdc.backfill.records import now_us
 from ddbcdc.errors import RetryableError
-from ddbcdc.loadwriter import (
+from ddbcdc.load.writer import (
     THROTTLE_CODES,
     TRANSIENT_CODES,
     TRANSIENT_EXCEPTIONS,

@@ -32,9 +32,9 @@ from ddbcdc.backfill.records import (
 )
 from ddbcdc.backfill.scan import ReadLimiter, scan_pages
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.mapping import TableMapping
 from ddbcdc.pipeline import BatchResult, Pipeline
-from ddbcdc.progress import ProgressBar
+from ddbcdc.progressbar import ProgressBar
+from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.settings import Settings
 
 __all__ = [

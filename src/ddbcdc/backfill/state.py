@@ -19,10 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.backfill.records import format_us
-from ddbcdc.dberrors import describe, sqlstate
+from ddbcdc.db import describe, sqlstate
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.materialize.prune import hold, release
-from ddbcdc.tables import prune_state, snapshot_segments, snapshots
+from ddbcdc.schema.tables import prune_state, snapshot_segments, snapshots
 
 __all__ = [
     "BelowFloorError",

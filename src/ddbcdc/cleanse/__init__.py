@@ -1,10 +1,10 @@
 """Change records -> validated rows of a mapped table, pure.
 
-For each :class:`~ddbcdc.mapping.TableMapping` a pydantic row model is built once
-(:class:`Cleanser`); :meth:`Cleanser.cleanse` turns a :class:`~ddbcdc.decode.ChangeRecord` into
-a :class:`CleanChange`: the key, the version, and (for INSERT/MODIFY) the validated row.
+For each :class:`~ddbcdc.schema.mapping.TableMapping` a pydantic row model is built once
+(:class:`Cleanser`); :meth:`Cleanser.cleanse` turns a :class:`~ddbcdc.decode.ChangeRecord`
+into a :class:`CleanChange`: the key, the version, and (for INSERT/MODIFY) the validated row.
 
-Rules per column type (values as :mod:`ddbcdc.attributes` unmarshals them):
+Rules per column type (values as :mod:`ddbcdc.decode.attributes` unmarshals them):
 
 - ``bigint``/``integer``/``smallint``: int (or an integral Decimal, or a string holding an
   integer), range-checked.
@@ -40,9 +40,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from ddbcdc.cleanse.coerce import PY_TYPES, coercer, key_coercer
 from ddbcdc.cleanse.kept import Keeper, refusal_reason
 from ddbcdc.cleanse.rowfn import compile_row
-from ddbcdc.decode import ChangeRecord, EventName
+from ddbcdc.decode.record import ChangeRecord, EventName
 from ddbcdc.errors import CleanseError, ConfigurationError
-from ddbcdc.mapping import ColumnMapping, TableMapping
+from ddbcdc.schema.mapping import ColumnMapping, TableMapping
 
 __all__ = ["CleanChange", "Cleanser", "Version", "cleanse_record", "version_of"]
 

@@ -1,4 +1,4 @@
-"""Value coercers: one attribute value (as :mod:`ddbcdc.attributes` unmarshals it) -> one
+"""Value coercers: one attribute value (as :mod:`ddbcdc.decode.attributes` unmarshals it) -> one
 column value, or ``ValueError`` with a message that names the problem, never the value.
 
 Two families:
@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ddbcdc.mapping import ColumnMapping
+from ddbcdc.schema.mapping import ColumnMapping
 
 __all__ = ["INT_BITS", "PY_TYPES", "RULES", "coercer", "key_coercer"]
 

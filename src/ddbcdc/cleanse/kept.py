@@ -2,7 +2,7 @@
 
 With ``"extra": {"column": ...}`` every attribute of the new image that no column maps is
 kept in that column; with ``"item_column"`` the whole new image is kept. Both use the
-lossless encoding of :mod:`ddbcdc.itemjson`. Only the attributes outside the mapping are
+lossless encoding of :mod:`ddbcdc.decode.itemjson`. Only the attributes outside the mapping are
 encoded for the extra column, so an item the mapping covers costs a set difference.
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from ddbcdc.decode import ChangeRecord
+from ddbcdc.decode.itemjson import KeptValueError, encode_attributes
+from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
-from ddbcdc.itemjson import KeptValueError, encode_attributes
-from ddbcdc.mapping import TableMapping
+from ddbcdc.schema.mapping import TableMapping
 
 __all__ = ["Keeper", "attribute_type", "refusal_reason"]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ddbcdc.cleanse.coerce import INT_BITS, RULES, coercer, key_coercer
-from ddbcdc.mapping import ColumnMapping
+from ddbcdc.schema.mapping import ColumnMapping
 
 __all__ = ["RowFunction", "compile_row"]
 

@@ -69,9 +69,9 @@ def export_options(
     Raises:
         ConfigurationError: an export time that is not a time.
     """
+    from ddbcdc.decode.timestamps import epoch_us, parse_timestamp
     from ddbcdc.errors import ConfigurationError
     from ddbcdc.inputs import ExportOptions
-    from ddbcdc.timestamps import epoch_us, parse_timestamp
 
     micros = None
     if args.export_time:
@@ -89,7 +89,7 @@ def _mapped_keys(args: argparse.Namespace) -> tuple[str | None, tuple[str, ...] 
     if not args.export_time or args.key:
         return None, None
     from ddbcdc.errors import ConfigurationError
-    from ddbcdc.mapping import load_mappings
+    from ddbcdc.schema.mapping import load_mappings
     from ddbcdc.settings import Settings
 
     try:
@@ -103,10 +103,10 @@ def _mapped_keys(args: argparse.Namespace) -> tuple[str | None, tuple[str, ...] 
 
 
 def _decode(source: BinaryIO, out: BinaryIO, args: argparse.Namespace) -> int:
-    from ddbcdc.decode import decode_record
+    from ddbcdc.decode.record import decode_record
+    from ddbcdc.decode.render import record_to_json
     from ddbcdc.errors import DecodeError, InputError
     from ddbcdc.inputs import InputReader
-    from ddbcdc.render import record_to_json
 
     table, keys = _mapped_keys(args)
     reader = InputReader(source, options=export_options(args, table=table, keys=keys))

@@ -59,7 +59,7 @@ def _check_prerequisites() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print what to do next."""
-    from ddbcdc.demo import DemoOptions, run_demo
+    from ddbcdc.demo.run import DemoOptions, run_demo
 
     _check_prerequisites()
     status = run_demo(

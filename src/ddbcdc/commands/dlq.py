@@ -20,15 +20,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ddbcdc.dberrors import describe
-from ddbcdc.deadletter import (
+from ddbcdc.db import describe
+from ddbcdc.errors import DatabaseUnavailableError
+from ddbcdc.materialize.deadletters import (
     DeadLetterCount,
     StoredDeadLetter,
     discard_dead_letters,
     list_dead_letters,
     summarize_dead_letters,
 )
-from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, Pipeline
 from ddbcdc.runtime import tune_gc
 from ddbcdc.settings import Settings
@@ -162,7 +162,7 @@ def replay_dead_letters(
     Returns:
         The summed counts; ``dead_lettered`` are those still failing.
     """
-    from ddbcdc.evolution.replay import replay_backfill
+    from ddbcdc.migrate.replay import replay_backfill
 
     total = BatchResult()
     after_id = 0

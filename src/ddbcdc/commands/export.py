@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.backfill.exporter import ExportRequest, request_export, wait_for_export
 from ddbcdc.backfill.feed import mapping_for
 from ddbcdc.backfill.records import format_us

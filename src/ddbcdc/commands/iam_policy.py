@@ -16,7 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ddbcdc.iam import PolicyTarget, Role
+    from ddbcdc.aws.iam import PolicyTarget, Role
     from ddbcdc.settings import Settings
 
 __all__ = ["register", "run", "target_from"]
@@ -88,9 +88,9 @@ def _account(args: argparse.Namespace, settings: Settings, stream_arn: str | Non
 
 def target_from(args: argparse.Namespace, settings: Settings) -> PolicyTarget:
     """The policy's scope from the command line, falling back to settings."""
+    from ddbcdc.aws.iam import PolicyTarget
+    from ddbcdc.aws.retrieval import check_consumer, retrieval_mode
     from ddbcdc.errors import ConfigurationError
-    from ddbcdc.iam import PolicyTarget
-    from ddbcdc.retrieval import check_consumer, retrieval_mode
 
     stream = args.stream or settings.stream_arn or settings.stream_name
     if not stream:
@@ -121,7 +121,7 @@ def target_from(args: argparse.Namespace, settings: Settings) -> PolicyTarget:
 
 def run(args: argparse.Namespace) -> int:
     """Print the policy document on stdout and what it is scoped to on stderr."""
-    from ddbcdc.iam import ROLES, policy_document
+    from ddbcdc.aws.iam import ROLES, policy_document
     from ddbcdc.settings import Settings
 
     target = target_from(args, Settings())

@@ -9,11 +9,18 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.loader import DEFAULT_MIX, LoadOptions, OpKind, format_mix, parse_mix, plan_operations
-from ddbcdc.loadwriter import LoadSummary, run_load, scan_items
-from ddbcdc.progress import ProgressBar
+from ddbcdc.load.plan import (
+    DEFAULT_MIX,
+    LoadOptions,
+    OpKind,
+    format_mix,
+    parse_mix,
+    plan_operations,
+)
+from ddbcdc.load.writer import LoadSummary, run_load, scan_items
+from ddbcdc.progressbar import ProgressBar
 from ddbcdc.settings import Settings
 
 __all__ = ["format_summary", "register", "run"]

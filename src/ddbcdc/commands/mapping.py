@@ -18,8 +18,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ddbcdc import aws
-from ddbcdc.infer import infer_mapping, sample_items
+from ddbcdc.aws import clients as aws
+from ddbcdc.schema.infer import infer_mapping, sample_items
 from ddbcdc.settings import Settings
 
 __all__ = ["register"]

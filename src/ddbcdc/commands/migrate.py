@@ -24,9 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ddbcdc.evolution.backfill import BackfillReport
-from ddbcdc.mapping import load_mappings
-from ddbcdc.migration import downgrade, format_plan, migrate
+from ddbcdc.migrate.fill import BackfillReport
+from ddbcdc.migrate.run import downgrade, format_plan, migrate
+from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.settings import Settings
 
 __all__ = ["register", "run"]

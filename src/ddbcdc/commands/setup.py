@@ -9,8 +9,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ddbcdc import aws
-from ddbcdc.provision import DEFAULT_STREAM_NAME, ProvisionOptions, Step, is_local, set_up
+from ddbcdc.aws import clients as aws
+from ddbcdc.aws.provision import DEFAULT_STREAM_NAME, ProvisionOptions, Step, is_local, set_up
 from ddbcdc.settings import Settings
 
 __all__ = ["add_target_arguments", "options_from", "register", "run"]

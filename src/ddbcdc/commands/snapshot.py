@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.backfill import state
 from ddbcdc.backfill.export import open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
@@ -36,9 +36,9 @@ from ddbcdc.backfill.snapshot import (
     run_snapshot,
 )
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.mapping import TableMapping
 from ddbcdc.pipeline import BatchResult
-from ddbcdc.progress import ProgressBar
+from ddbcdc.progressbar import ProgressBar
+from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.settings import Settings
 
 __all__ = ["add_rate_options", "import_location", "register", "summary_line", "time_arg"]

@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled."""
     from ddbcdc.backfill.state import recent_runs
-    from ddbcdc.tables import shard_progress
+    from ddbcdc.schema.tables import shard_progress
 
     settings = Settings()
     engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
@@ -98,7 +98,7 @@ def _iso_us(us: int | None) -> str | None:
 
 
 def _pruning(conn: sa.Connection) -> dict[str, Any]:
-    from ddbcdc.tables import prune_holds, prune_state
+    from ddbcdc.schema.tables import prune_holds, prune_state
 
     floors = [
         {

@@ -9,9 +9,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
+from ddbcdc.aws.provision import ProvisionOptions, tear_down
 from ddbcdc.commands.setup import add_target_arguments, options_from, print_step
-from ddbcdc.provision import ProvisionOptions, tear_down
 from ddbcdc.settings import Settings
 
 __all__ = ["register", "run"]

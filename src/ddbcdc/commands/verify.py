@@ -19,16 +19,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.position import WorkerWatch
 from ddbcdc.backfill.preconditions import stream_kwargs
-from ddbcdc.backfill.recheck import Repairer
-from ddbcdc.backfill.verify import VerifyOptions, verify_table
 from ddbcdc.commands.snapshot import add_rate_options
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.progress import ProgressBar
+from ddbcdc.progressbar import ProgressBar
 from ddbcdc.settings import Settings
+from ddbcdc.verify.recheck import Repairer
+from ddbcdc.verify.run import VerifyOptions, verify_table
 
 __all__ = ["register"]
 

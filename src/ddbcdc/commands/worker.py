@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ddbcdc import aws
+from ddbcdc.aws import clients as aws
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon
 from ddbcdc.worker.leadership import release_stale_leader_lock
@@ -73,8 +73,8 @@ def _check_mappings(settings: Settings) -> None:
     """Refuse to start with mappings other than those the tables were migrated to."""
     import sqlalchemy as sa
 
-    from ddbcdc.evolution.versions import check_engine
-    from ddbcdc.mapping import load_mappings
+    from ddbcdc.migrate.versions import check_engine
+    from ddbcdc.schema.mapping import load_mappings
 
     mappings = load_mappings(settings.mappings_dir)
     engine = sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)

@@ -28,9 +28,9 @@ from typing import Any
 
 import orjson
 
+from ddbcdc.decode.timestamps import epoch_us, parse_timestamp
 from ddbcdc.inputs.exports import ExportOptions, export_item, incremental_record
 from ddbcdc.pipeline import SourceRecord
-from ddbcdc.timestamps import epoch_us, parse_timestamp
 
 __all__ = ["KIND_NAMES", "RecordError", "container_name", "kind_of", "to_source"]
 

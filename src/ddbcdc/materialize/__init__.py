@@ -24,12 +24,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.cleanse import CleanChange
-from ddbcdc.dberrors import classify, describe
-from ddbcdc.mapping import TableMapping
+from ddbcdc.db import classify, describe
 from ddbcdc.materialize.changelog import LogRow
 from ddbcdc.materialize.staging import StageRow
 from ddbcdc.materialize.writer import TableWriter
-from ddbcdc.tables import mapped_tables
+from ddbcdc.schema.mapping import TableMapping
+from ddbcdc.schema.tables import mapped_tables
 
 __all__ = [
     "REFUSED_BELOW_FLOOR",

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.materialize.staging import StageRow, copy_rows, copy_statement, ensure_temp, temp_table
-from ddbcdc.tables import MappedTables
+from ddbcdc.schema.tables import MappedTables
 
 __all__ = ["ChangeLog", "LogRow"]
 

@@ -38,8 +38,14 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from ddbcdc.dberrors import sqlstate
-from ddbcdc.tables import MappedTables, dead_letters, prune_holds, prune_state, shard_progress
+from ddbcdc.db import sqlstate
+from ddbcdc.schema.tables import (
+    MappedTables,
+    dead_letters,
+    prune_holds,
+    prune_state,
+    shard_progress,
+)
 
 __all__ = [
     "Cutoff",
@@ -158,7 +164,7 @@ class Pruner:
     """Prunes the tombstones of mapped tables in short transactions of their own.
 
     Args:
-        tables: the mapped tables (by mapping name), as :class:`ddbcdc.tables.MappedTables`.
+        tables: the mapped tables (by mapping name), as :class:`ddbcdc.schema.tables.MappedTables`.
         horizon: how far behind the stream's position a change may still arrive.
         chunk: tombstones deleted per transaction.
     """

@@ -29,7 +29,7 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
-from ddbcdc.tables import MappedTables
+from ddbcdc.schema.tables import MappedTables
 
 __all__ = ["Stage", "StageRow", "copy_rows", "ensure_temp", "temp_table"]
 

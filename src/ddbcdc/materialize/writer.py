@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.materialize.changelog import ChangeLog, LogRow
 from ddbcdc.materialize.staging import Stage, StageRow
-from ddbcdc.tables import VERSION_COLUMNS, MappedTables, prune_state
+from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables, prune_state
 
 __all__ = ["Outcome", "TableWriter"]
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from string import Template
 from types import FrameType
 
+from ddbcdc.aws.retrieval import StartPosition, check_consumer, retrieval_mode, start_position
 from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.retrieval import StartPosition, check_consumer, retrieval_mode, start_position
 from ddbcdc.settings import Settings
 from ddbcdc.worker.metrics import MULTIPROC_ENV
 

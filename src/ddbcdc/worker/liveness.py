@@ -66,7 +66,7 @@ class ProgressTouch:
         every_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from ddbcdc.tables import shard_progress
+        from ddbcdc.schema.tables import shard_progress
 
         self.engine = engine
         self.application = application

@@ -1,0 +1,351 @@
+"""Fill columns a migration added from the attributes the rows kept, in batches, resumably.
+
+A backfill belongs to a target table (``ddbcdc_backfills``): the columns to fill, the kept
+column they come from (the whole item when the mapping keeps it, else the unmapped
+attributes) and the last key done. Each batch is one transaction: the next rows in key
+order, locked (``FOR UPDATE``: a writer of the same key waits, then writes over the result);
+each new column's attribute goes through the column's own coercer, rules and default, as
+cleansing a change would; a value that does not fit becomes a dead letter (stage
+``backfill``) and its attribute stays kept; a filled attribute leaves the unmapped ones. The
+job row moves on in the same transaction, so an interrupted backfill resumes where it
+stopped, and running a batch twice changes nothing.
+
+From the unmapped attributes, a row that no longer holds the attribute keeps its column as
+it is (a writer with the new mapping set it); a row written before anything was kept
+(``NULL``) is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from ddbcdc.cleanse.coerce import coercer
+from ddbcdc.cleanse.kept import refusal_reason
+from ddbcdc.decode.attributes import marshal, unmarshal
+from ddbcdc.decode.itemjson import decode_attributes, encode_attributes
+from ddbcdc.materialize.deadletters import DeadLetter, write_dead_letters
+from ddbcdc.schema.mapping import ColumnMapping, TableMapping
+from ddbcdc.schema.tables import MappedTables, backfills, dead_letters, mapped_tables
+
+__all__ = ["BackfillReport", "Filler", "run_backfill", "schedule_backfill"]
+
+Key = tuple[Any, ...]
+
+
+@dataclass
+class BackfillReport:
+    """What a backfill did in this run.
+
+    Attributes:
+        table: the target table.
+        columns: the columns filled.
+        rows: rows visited.
+        filled: rows whose columns were set.
+        dead_lettered: values that did not fit (one dead letter each).
+        finished: every row was visited.
+    """
+
+    table: str
+    columns: list[str]
+    rows: int = 0
+    filled: int = 0
+    dead_lettered: int = 0
+    finished: bool = False
+    letters: list[DeadLetter] = field(default_factory=list, repr=False)
+
+
+def schedule_backfill(
+    conn: sa.Connection, mapping: TableMapping, columns: Sequence[str], source: str
+) -> None:
+    """Record a backfill of ``columns`` from ``source`` (in the migration's transaction).
+
+    An unfinished one of the same table takes the new columns too and starts over: a row
+    done already is not changed by a second pass.
+    """
+    stmt = pg.insert(backfills).values(
+        target_table=mapping.target_table,
+        columns=list(columns),
+        source_column=source,
+        rows_done=0,
+        dead_lettered=0,
+    )
+    job = backfills.c
+    merged = sa.case(
+        (job.finished_at.is_(None), sa.func.array_cat(job.columns, stmt.excluded.columns)),
+        else_=stmt.excluded.columns,
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[job.target_table],
+            set_={
+                "columns": merged,
+                "source_column": stmt.excluded.source_column,
+                "after_key": None,
+                "rows_done": 0,
+                "dead_lettered": 0,
+                "started_at": sa.func.now(),
+                "finished_at": None,
+            },
+        )
+    )
+
+
+class Filler:
+    """Fills some columns of one mapping's rows from a kept column.
+
+    Args:
+        mapping: the mapping (its columns, coercers and kept columns).
+        columns: the mapped columns to fill.
+        source: the kept column to read (``item_column`` or ``extra_column``).
+    """
+
+    def __init__(self, mapping: TableMapping, columns: Sequence[str], source: str) -> None:
+        by_name = {c.name: c for c in mapping.columns}
+        self.mapping = mapping
+        self.columns: list[ColumnMapping] = [by_name[c] for c in dict.fromkeys(columns)]
+        self.coercers: dict[str, Callable[[Any], Any]] = {c.name: coercer(c) for c in self.columns}
+        self.source = source
+        self.from_item = source == mapping.item_column
+        self.extra = mapping.extra_column
+        self.tables: MappedTables = mapped_tables([mapping])[mapping.name]
+        live = self.tables.live
+        self.key = [live.c[k] for k in mapping.key]
+        self._update = self._update_statement()
+
+    def _text(self, name: str) -> sa.ColumnElement[Any]:
+        column = self.tables.live.c[name]
+        return sa.cast(column, sa.Text) if isinstance(column.type, pg.JSONB) else column
+
+    def select(self) -> sa.Select[Any]:
+        """The rows' keys, kept text and current values of the columns to fill."""
+        kept = [self.source] + ([self.extra] if self.extra and self.extra != self.source else [])
+        names = [*kept, *(c.name for c in self.columns)]
+        return sa.select(*self.key, *[self._text(n).label(n) for n in names])
+
+    def _update_statement(self) -> sa.Update:
+        live = self.tables.live
+        values: dict[str, Any] = {}
+        for name in [c.name for c in self.columns] + ([self.extra] if self.extra else []):
+            column = live.c[name]
+            param = sa.bindparam(f"v_{name}", type_=sa.Text() if _jsonb(column) else column.type)
+            values[name] = sa.cast(param, pg.JSONB()) if _jsonb(column) else param
+        values["_ddbcdc_updated_at"] = sa.func.now()
+        match = [c == sa.bindparam(f"k_{c.name}", type_=c.type) for c in self.key]
+        return sa.update(live).where(*match).values(values)
+
+    def fill(
+        self, conn: sa.Connection, rows: Sequence[sa.Row[Any]], *, write_letters: bool = True
+    ) -> BackfillReport:
+        """Fill ``rows`` (from :meth:`select`, locked) and write their dead letters (or
+        only return them in the report)."""
+        report = BackfillReport(self.mapping.target_table, [c.name for c in self.columns])
+        updates = []
+        for row in rows:
+            report.rows += 1
+            update = self._row(row._mapping, report)
+            if update is not None:
+                updates.append(update)
+        if updates:
+            conn.execute(self._update, updates)
+            report.filled = len(updates)
+        if write_letters:
+            write_dead_letters(conn, self._new_letters(conn, report.letters))
+        return report
+
+    def _new_letters(self, conn: sa.Connection, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Those of ``letters`` not pending already (a second pass finds the same)."""
+        if not letters:
+            return letters
+        pending = sa.select(dead_letters.c.payload).where(
+            dead_letters.c.stage == "backfill",
+            dead_letters.c.target_table == self.mapping.target_table,
+            dead_letters.c.replayed_at.is_(None),
+            dead_letters.c.discarded_at.is_(None),
+            dead_letters.c.payload.in_([x.payload for x in letters]),
+        )
+        known = set(conn.execute(pending).scalars())
+        return [x for x in letters if x.payload not in known]
+
+    def _row(self, row: Any, report: BackfillReport) -> dict[str, Any] | None:
+        """The update of one row (None: nothing to change)."""
+        text = row[self.source]
+        if text is None:
+            return None  # written before anything was kept
+        attributes = decode_attributes(text)
+        extra = attributes if not self.from_item else None
+        if extra is None and self.extra is not None and row[self.extra] is not None:
+            extra = decode_attributes(row[self.extra])
+        values: dict[str, Any] = {}
+        taken: set[str] = set()
+        changed = False
+        for column in self.columns:
+            current = row[column.name]
+            value, took = self._value(column, attributes, current, row, report)
+            values[f"v_{column.name}"] = value
+            changed = changed or value != current
+            if took:
+                taken.add(column.source)
+        if extra is not None and taken & extra.keys():
+            extra = {name: v for name, v in extra.items() if name not in taken}
+            changed = True
+        if not changed:
+            return None
+        if self.extra is not None:
+            values[f"v_{self.extra}"] = None if extra is None else encode_attributes(extra)
+        values.update({f"k_{c.name}": row[c.name] for c in self.key})
+        return values
+
+    def _value(
+        self,
+        column: ColumnMapping,
+        attributes: dict[str, Any],
+        current: Any,
+        row: Any,
+        report: BackfillReport,
+    ) -> tuple[Any, bool]:
+        """(the column's value, whether the attribute was taken from the kept ones)."""
+        present = column.source in attributes
+        # Not among the unmapped attributes: set by a writer with the new mapping, or the
+        # item never had it (then the default applies, as in cleansing).
+        unset = current is None and (column.default is not None or column.required)
+        if not present and not self.from_item and not unset:
+            return current, False
+        value = attributes.get(column.source)
+        if value is None:
+            value = column.default
+        try:
+            coerced = self.coercers[column.name](value) if value is not None else None
+            if coerced is None and column.required:
+                raise ValueError("required attribute is missing")
+        except ValueError as exc:
+            report.letters.append(self._letter(column, str(exc), value, row))
+            report.dead_lettered += 1
+            return current, False
+        return coerced, present
+
+    def _letter(self, column: ColumnMapping, message: str, value: Any, row: Any) -> DeadLetter:
+        key = {name: row[name] for name in self.mapping.key}
+        payload = {
+            "backfill": self.mapping.target_table,
+            "column": column.name,
+            "key": marshal(key),
+        }
+        return DeadLetter(
+            stage="backfill",
+            error=f"{self.mapping.target_table}.{column.name}: {message}",
+            error_path=f"{self.source}.{column.source}",
+            payload=orjson.dumps(payload),
+            source_table=self.mapping.source_table,
+            target_table=self.mapping.target_table,
+            error_column=column.name,
+            error_reason=refusal_reason(column.type, message, value),
+        )
+
+    def key_of(self, row: Any) -> Key:
+        """The key of a selected row."""
+        return tuple(row[c.name] for c in self.key)
+
+    def after(self, key: Key) -> sa.ColumnElement[bool]:
+        """Rows after ``key`` in key order."""
+        bound = [sa.literal(v, c.type) for v, c in zip(key, self.key, strict=True)]
+        return sa.tuple_(*self.key) > sa.tuple_(*bound)
+
+    def encode_key(self, key: Key) -> str:
+        """``key`` as kept-attributes JSON (the job row's ``after_key``)."""
+        return encode_attributes(dict(zip(self.mapping.key, key, strict=True)))
+
+    def decode_key(self, text: str) -> Key:
+        """The inverse of :meth:`encode_key`."""
+        values = decode_attributes(text)
+        return tuple(values[k] for k in self.mapping.key)
+
+    def letter_key(self, payload: bytes) -> Key:
+        """The key a backfill dead letter names."""
+        values = unmarshal(orjson.loads(payload)["key"])
+        return tuple(values[k] for k in self.mapping.key)
+
+
+def _jsonb(column: sa.Column[Any]) -> bool:
+    return isinstance(column.type, pg.JSONB)
+
+
+def _job(conn: sa.Connection, target: str) -> sa.Row[Any] | None:
+    query = sa.select(backfills).where(backfills.c.target_table == target).with_for_update()
+    return conn.execute(query).first()
+
+
+def _finish(engine: sa.Engine, target: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(backfills)
+            .where(backfills.c.target_table == target)
+            .values(finished_at=sa.func.now())
+        )
+
+
+def _batch(engine: sa.Engine, filler: Filler, batch_size: int) -> tuple[BackfillReport, bool]:
+    """One batch in one transaction, the job row moved on in it: (report, more to do)."""
+    target = filler.mapping.target_table
+    with engine.begin() as conn:
+        job = _job(conn, target)
+        assert job is not None
+        query = filler.select()
+        if job.after_key is not None:
+            query = query.where(filler.after(filler.decode_key(job.after_key)))
+        query = query.order_by(*filler.key).limit(batch_size).with_for_update()
+        rows = conn.execute(query).all()
+        report = filler.fill(conn, rows)
+        values: dict[str, Any] = {
+            "rows_done": backfills.c.rows_done + report.rows,
+            "dead_lettered": backfills.c.dead_lettered + report.dead_lettered,
+        }
+        if rows:
+            values["after_key"] = filler.encode_key(filler.key_of(rows[-1]._mapping))
+        else:
+            values["finished_at"] = sa.func.now()
+        conn.execute(sa.update(backfills).where(backfills.c.target_table == target).values(values))
+    return report, bool(rows)
+
+
+def run_backfill(
+    engine: sa.Engine,
+    mapping: TableMapping,
+    *,
+    batch_size: int = 1000,
+    max_batches: int | None = None,
+    on_batch: Callable[[BackfillReport], None] | None = None,
+) -> BackfillReport | None:
+    """Run the table's pending backfill to its end (or ``max_batches`` batches of it).
+
+    Returns:
+        What this run did, None when no backfill was pending.
+    """
+    with engine.connect() as conn:
+        job = _job(conn, mapping.target_table)
+    if job is None or job.finished_at is not None:
+        return None
+    if job.source_column not in mapping.stored_columns:  # dropped since: nothing to read
+        _finish(engine, mapping.target_table)
+        return BackfillReport(mapping.target_table, [], finished=True)
+    known = {c.name for c in mapping.columns}
+    filler = Filler(mapping, [c for c in job.columns if c in known], job.source_column)
+    total = BackfillReport(mapping.target_table, [c.name for c in filler.columns])
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        report, more = _batch(engine, filler, batch_size)
+        batches += 1
+        total.rows += report.rows
+        total.filled += report.filled
+        total.dead_lettered += report.dead_lettered
+        if on_batch is not None:
+            on_batch(report)
+        if not more:
+            total.finished = True
+            break
+    return total

@@ -1,0 +1,265 @@
+"""Compare a mapping with its tables in PostgreSQL and plan what ``ddbcdc migrate`` does.
+
+A plan is a list of steps, each with the exact DDL it runs (rendered once by Alembic's
+PostgreSQL dialect: what is printed is what is executed):
+
+- **additive**, always run: a missing table is created; a new column is added (nullable at
+  first) and, for a mapped column, filled afterwards from the kept attributes (the backfill);
+  a column that became optional drops its NOT NULL; a required column gets NOT NULL once its
+  backfill is done;
+- **destructive**, refused unless allowed: a column dropped (no longer in the mapping), a
+  column retyped (``ALTER COLUMN ... TYPE ... USING``), the change log dropped. Dropping a
+  column of a table that holds no row, or a change log that holds none, loses nothing and runs.
+
+A change of the key, or of a bookkeeping column, is not a migration: it stops the plan with
+what differs (copy the table under a new mapping instead).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy.dialects import postgresql as pg
+
+from ddbcdc.errors import ConfigurationError
+from ddbcdc.schema.mapping import RESERVED_PREFIX, TableMapping
+from ddbcdc.schema.tables import MappedTables, mapped_tables
+
+__all__ = ["Step", "TablePlan", "plan_tables"]
+
+_DIALECT = pg.dialect()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing a plan does.
+
+    Attributes:
+        action: ``create table``, ``add column``, ``drop column``, ``retype column``,
+            ``drop not null``, ``set not null`` (after the backfill) or ``drop table``.
+        table: the table it changes.
+        detail: what, in words (``city TEXT, filled from attributes``).
+        sql: the exact statements it runs.
+        destructive: loses data; refused unless allowed.
+    """
+
+    action: str
+    table: str
+    detail: str
+    sql: tuple[str, ...]
+    destructive: bool = False
+
+
+@dataclass
+class TablePlan:
+    """What ``ddbcdc migrate`` does for one mapping.
+
+    Attributes:
+        mapping: the mapping.
+        steps: DDL steps, in order (``set not null`` ones run after the backfill).
+        backfill: mapped columns to fill from the kept attributes.
+        source: the kept column they are filled from (None: nothing kept to fill from).
+    """
+
+    mapping: TableMapping
+    steps: list[Step] = field(default_factory=list)
+    backfill: list[str] = field(default_factory=list)
+    source: str | None = None
+
+    @property
+    def destructive(self) -> list[Step]:
+        """The steps that lose data."""
+        return [s for s in self.steps if s.destructive]
+
+    @property
+    def immediate(self) -> list[Step]:
+        """The steps run in the migration's transaction."""
+        return [s for s in self.steps if s.action != "set not null"]
+
+    @property
+    def after_backfill(self) -> list[Step]:
+        """The steps run once the backfill is done."""
+        return [s for s in self.steps if s.action == "set not null"]
+
+
+def _render(build: Callable[[Operations], None]) -> tuple[str, ...]:
+    """The statements Alembic's PostgreSQL dialect writes for ``build``."""
+    out = io.StringIO()
+    context = MigrationContext.configure(
+        dialect_name="postgresql", opts={"as_sql": True, "output_buffer": out}
+    )
+    build(Operations(context))
+    return tuple(s.strip() for s in out.getvalue().split(";\n") if s.strip())
+
+
+def _create(table: sa.Table) -> tuple[str, ...]:
+    statements = [str(sa.schema.CreateTable(table).compile(dialect=_DIALECT)).strip()]
+    statements += [
+        str(sa.schema.CreateIndex(index).compile(dialect=_DIALECT)).strip()
+        for index in sorted(table.indexes, key=lambda i: str(i.name))
+    ]
+    return tuple(statements)
+
+
+def _type_name(type_: sa.types.TypeEngine[Any]) -> str:
+    return type_.compile(dialect=_DIALECT).split(" COLLATE ")[0]
+
+
+def _not_a_migration(mapping: TableMapping, table: str, problem: str) -> ConfigurationError:
+    where = mapping.path or mapping.name
+    return ConfigurationError(
+        f"table {table!r} does not match mapping {where}: {problem}; that is not a "
+        "migration ddbcdc can run (copy the data into a new target table instead)"
+    )
+
+
+class _Planner:
+    def __init__(self, conn: sa.Connection, tables: MappedTables) -> None:
+        self.conn = conn
+        self.inspector = sa.inspect(conn)
+        self.tables = tables
+        self.mapping = tables.mapping
+        self.plan = TablePlan(tables.mapping)
+        self.existing = set(self.inspector.get_table_names())
+        self.added: set[str] = set()
+        self.retyped: set[str] = set()
+
+    def run(self) -> TablePlan:
+        for table in self.tables.all:
+            if table.name not in self.existing:
+                self.plan.steps.append(Step("create table", table.name, "", _create(table)))
+            elif table is self.tables.live:
+                self._live(table)
+            else:
+                self._bookkeeping(table)
+        changes = self.mapping.change_log_table
+        if self.tables.changes is None and changes in self.existing:
+            sql = _render(lambda op: op.drop_table(changes))
+            lost = not self._empty(changes)
+            self.plan.steps.append(Step("drop table", changes, "change log off", sql, lost))
+        if self.plan.backfill:
+            self.plan.source = self._kept_source()
+            if self.plan.source != self.mapping.item_column:
+                # Unmapped attributes hold no mapped one: a retyped column is cast instead.
+                self.plan.backfill = [c for c in self.plan.backfill if c not in self.retyped]
+        return self.plan
+
+    def _found(self, table: sa.Table) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {
+            c["name"]: dict(c) for c in self.inspector.get_columns(table.name)
+        }
+        key = list(self.inspector.get_pk_constraint(table.name)["constrained_columns"])
+        want = [c.name for c in table.primary_key.columns]
+        if key != want:
+            raise _not_a_migration(self.mapping, table.name, f"primary key is {key}, not {want}")
+        for column in table.primary_key.columns:
+            have = _type_name(found[column.name]["type"])
+            if have != _type_name(column.type):
+                problem = f"key column {column.name!r} is {have}, not {_type_name(column.type)}"
+                raise _not_a_migration(self.mapping, table.name, problem)
+        return found
+
+    def _bookkeeping(self, table: sa.Table) -> None:
+        found = self._found(table)
+        missing = [c.name for c in table.columns if c.name not in found]
+        extra = [name for name in found if name not in table.columns]
+        if missing or extra:
+            problem = f"columns missing {missing}, not expected {extra}"
+            raise _not_a_migration(self.mapping, table.name, problem)
+
+    def _live(self, table: sa.Table) -> None:
+        found = self._found(table)
+        for column in table.columns:
+            have = found.pop(column.name, None)
+            if column.name.startswith(RESERVED_PREFIX):
+                if have is None:
+                    problem = f"bookkeeping column {column.name!r} is missing"
+                    raise _not_a_migration(self.mapping, table.name, problem)
+            elif have is None:
+                self._add(table.name, column)
+            else:
+                self._compare(table.name, column, have)
+        for name in found:
+            self._drop(table.name, name)
+
+    def _drop(self, table: str, name: str) -> None:
+        sql = _render(lambda op: op.drop_column(table, name))
+        self.plan.steps.append(Step("drop column", table, name, sql, not self._empty(table)))
+
+    def _empty(self, table: str) -> bool:
+        """Whether ``table`` holds no row: dropping it, or one of its columns, loses nothing."""
+        any_row = sa.exists(sa.select(sa.literal(1)).select_from(sa.table(table)))
+        return not self.conn.execute(sa.select(any_row)).scalar()
+
+    def _kept_source(self) -> str | None:
+        """The kept column a new column can be filled from: the whole item, else the
+        unmapped attributes; only one that exists before this migration."""
+        for name in (self.mapping.item_column, self.mapping.extra_column):
+            if name is not None and name not in self.added:
+                return name
+        return None
+
+    def _add(self, table: str, column: sa.Column[Any]) -> None:
+        added = sa.Column(column.name, column.type)
+        sql = _render(lambda op: op.add_column(table, added))
+        self.added.add(column.name)
+        mapped = {c.name: c for c in self.mapping.columns}.get(column.name)
+        detail = f"{column.name} {_type_name(column.type)}"
+        if mapped is not None:
+            self.plan.backfill.append(column.name)
+            detail += f" (attribute {mapped.source!r})"
+        self.plan.steps.append(Step("add column", table, detail, sql))
+        if not column.nullable:
+            self._set_not_null(table, column)
+
+    def _set_not_null(self, table: str, column: sa.Column[Any]) -> None:
+        sql = _render(
+            lambda op: op.alter_column(
+                table, column.name, nullable=False, existing_type=column.type
+            )
+        )
+        self.plan.steps.append(Step("set not null", table, column.name, sql))
+
+    def _compare(self, table: str, column: sa.Column[Any], have: dict[str, Any]) -> None:
+        want_type, have_type = _type_name(column.type), _type_name(have["type"])
+        if want_type != have_type:
+            quoted = _DIALECT.identifier_preparer.quote(column.name)
+            using = f"{quoted}::{want_type.lower()}"
+            sql = _render(
+                lambda op: op.alter_column(
+                    table,
+                    column.name,
+                    type_=column.type,
+                    existing_type=have["type"],
+                    postgresql_using=using,
+                )
+            )
+            detail = f"{column.name} {have_type} -> {want_type}"
+            self.plan.steps.append(Step("retype column", table, detail, sql, True))
+            if column.name in {c.name for c in self.mapping.columns}:
+                self.plan.backfill.append(column.name)
+                self.retyped.add(column.name)
+        if bool(have["nullable"]) and not column.nullable:
+            self._set_not_null(table, column)
+        elif not have["nullable"] and column.nullable:
+            sql = _render(
+                lambda op: op.alter_column(
+                    table, column.name, nullable=True, existing_type=column.type
+                )
+            )
+            self.plan.steps.append(Step("drop not null", table, column.name, sql))
+
+
+def plan_tables(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[TablePlan]:
+    """The plan of every mapping against what ``conn`` has now (reads only).
+
+    Raises:
+        ConfigurationError: a difference no migration can make (key, bookkeeping columns).
+    """
+    return [_Planner(conn, t).run() for t in mapped_tables(mappings, sa.MetaData()).values()]

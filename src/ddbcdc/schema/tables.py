@@ -1,0 +1,393 @@
+"""The PostgreSQL schema as SQLAlchemy Core tables: the single source of truth.
+
+Bookkeeping tables (always present, created by migrations ``0001`` and ``0003``):
+
+- ``ddbcdc_dead_letters``: poison records with their exact raw bytes, source position and,
+  when the record decoded, its version (a pending dead letter holds tombstone pruning there).
+- ``ddbcdc_shard_progress``: per (application, shard) progress, written with each batch: the
+  furthest sequence number applied (never moves back) and the newest change time applied
+  (the shard's position in stream time, which bounds tombstone pruning).
+- ``ddbcdc_prune_state``: per target table, the floor below which tombstones may be gone.
+- ``ddbcdc_prune_holds``: sources that may still bring old changes (snapshots, imports):
+  tombstones at or above a hold's version are kept.
+- ``ddbcdc_mapping_versions`` (``0004``): per target table, the mapping it was migrated to
+  (normalized document, digest, a counter); writers with another mapping refuse to start.
+- ``ddbcdc_backfills`` (``0004``): per target table, the columns ``ddbcdc migrate`` is
+  filling from the kept attributes, and how far it got (resumable).
+- ``ddbcdc_snapshots`` and ``ddbcdc_snapshot_segments`` (migration ``0005``): backfill runs
+  (a scan of the live table or the import of an export) and, per scan segment or export data
+  file, how far it got, committed with the rows it follows (:mod:`ddbcdc.backfill.state`).
+
+Per table mapping (built by :func:`mapped_tables`):
+
+- the live table (``mapping.target_table``): the mapped columns, the kept ``jsonb`` columns
+  of ``extra`` (unmapped attributes, whole item; NULL in a row written before the column
+  existed), then the version of the change that wrote the row in ``_ddbcdc_version_us``
+  (epoch microseconds),
+  ``_ddbcdc_sequence`` (numeric, NULL when unknown) and ``_ddbcdc_event_id`` (text, "C"
+  collation so PostgreSQL orders it as Python does), and ``_ddbcdc_updated_at``. It holds
+  exactly the live items.
+- ``ddbcdc_versions__<target>``: one row per key ever applied, live or deleted: the version
+  of the newest change applied to that key and whether it was a REMOVE (then the row is the
+  key's tombstone). Every write to a key goes through this row under its lock, which is
+  what orders concurrent writers; deleted rows are pruned below the prune floor.
+- ``ddbcdc_changes__<target>`` (only with ``"change_log": true``): every distinct change
+  (by event id), with its op, version, key and the cleansed row as JSONB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from ddbcdc.schema.mapping import TableMapping
+
+__all__ = [
+    "VERSION_COLUMNS",
+    "MappedTables",
+    "backfills",
+    "bookkeeping_metadata",
+    "column_type",
+    "dead_letters",
+    "ensure_mapped_tables",
+    "mapped_tables",
+    "mapping_versions",
+    "metadata_for",
+    "prune_holds",
+    "prune_state",
+    "shard_progress",
+    "snapshot_segments",
+    "snapshots",
+]
+
+#: Version columns shared by live, versions and change log tables.
+VERSION_COLUMNS = ("_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id")
+
+bookkeeping_metadata = sa.MetaData()
+
+
+def _now_column(name: str) -> sa.Column[Any]:
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
+
+
+dead_letters = sa.Table(
+    "ddbcdc_dead_letters",
+    bookkeeping_metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    _now_column("received_at"),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("error_path", sa.Text),
+    sa.Column("source_table", sa.Text),
+    sa.Column("target_table", sa.Text),
+    sa.Column("shard_id", sa.Text),
+    sa.Column("sequence_number", sa.Text),
+    sa.Column("partition_key", sa.Text),
+    sa.Column("payload", pg.BYTEA, nullable=False),
+    sa.Column("replayed_at", sa.DateTime(timezone=True)),
+    sa.Column("version_us", sa.BigInteger),
+    sa.Column("discarded_at", sa.DateTime(timezone=True)),
+    sa.Column("error_column", sa.Text),
+    sa.Column("error_reason", sa.Text),
+    sa.CheckConstraint(
+        "stage IN ('decode', 'cleanse', 'apply', 'backfill')",
+        name="ddbcdc_dead_letters_stage_check",
+    ),
+)
+sa.Index(
+    "ddbcdc_dead_letters_pending_idx",
+    dead_letters.c.id,
+    postgresql_where=dead_letters.c.replayed_at.is_(None),
+)
+
+shard_progress = sa.Table(
+    "ddbcdc_shard_progress",
+    bookkeeping_metadata,
+    sa.Column("application", sa.Text, primary_key=True),
+    sa.Column("shard_id", sa.Text, primary_key=True),
+    sa.Column("sequence_number", sa.Text, nullable=False),
+    sa.Column("records_total", sa.BigInteger, nullable=False),
+    sa.Column("batches_total", sa.BigInteger, nullable=False),
+    sa.Column("millis_behind_latest", sa.BigInteger),
+    _now_column("updated_at"),
+    sa.Column("max_version_us", sa.BigInteger),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+)
+
+prune_state = sa.Table(
+    "ddbcdc_prune_state",
+    bookkeeping_metadata,
+    sa.Column("target_table", sa.Text, primary_key=True),
+    sa.Column("floor_us", sa.BigInteger, nullable=False),
+    sa.Column("pruned_total", sa.BigInteger, nullable=False),
+    _now_column("pruned_at"),
+)
+
+prune_holds = sa.Table(
+    "ddbcdc_prune_holds",
+    bookkeeping_metadata,
+    sa.Column("holder", sa.Text, primary_key=True),
+    sa.Column("target_table", sa.Text),  # NULL: every table
+    sa.Column("min_version_us", sa.BigInteger, nullable=False),
+    _now_column("created_at"),
+)
+
+mapping_versions = sa.Table(
+    "ddbcdc_mapping_versions",
+    bookkeeping_metadata,
+    sa.Column("target_table", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("digest", sa.Text, nullable=False),
+    sa.Column("mapping", pg.JSONB, nullable=False),
+    _now_column("migrated_at"),
+)
+
+backfills = sa.Table(
+    "ddbcdc_backfills",
+    bookkeeping_metadata,
+    sa.Column("target_table", sa.Text, primary_key=True),
+    sa.Column("columns", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("source_column", sa.Text, nullable=False),
+    sa.Column("after_key", sa.Text),  # the last key done, as kept-attributes JSON
+    sa.Column("rows_done", sa.BigInteger, nullable=False),
+    sa.Column("dead_lettered", sa.BigInteger, nullable=False),
+    _now_column("started_at"),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+snapshots = sa.Table(
+    "ddbcdc_snapshots",
+    bookkeeping_metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("source_table", sa.Text, nullable=False),
+    sa.Column("target_table", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),  # the table scanned, or the export's location
+    sa.Column("segments", sa.Integer, nullable=False),
+    sa.Column("min_version_us", sa.BigInteger, nullable=False),  # its prune hold
+    sa.Column("expected_items", sa.BigInteger),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("detail", pg.JSONB, nullable=False),
+    _now_column("started_at"),
+    _now_column("updated_at"),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint(
+        "kind IN ('scan', 'export', 'incremental_export')", name="ddbcdc_snapshots_kind_check"
+    ),
+    sa.CheckConstraint(
+        "status IN ('running', 'done', 'abandoned')", name="ddbcdc_snapshots_status_check"
+    ),
+)
+# At most one unfinished backfill per target table.
+sa.Index(
+    "ddbcdc_snapshots_running_idx",
+    snapshots.c.target_table,
+    unique=True,
+    postgresql_where=snapshots.c.status == "running",
+)
+
+snapshot_segments = sa.Table(
+    "ddbcdc_snapshot_segments",
+    bookkeeping_metadata,
+    sa.Column(
+        "snapshot_id",
+        sa.Text,
+        sa.ForeignKey("ddbcdc_snapshots.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("segment", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text),  # an export's data file
+    sa.Column("position", pg.JSONB),  # a scan's LastEvaluatedKey, an export file's line
+    sa.Column("done", sa.Boolean, nullable=False),
+    sa.Column("items", sa.BigInteger, nullable=False),
+    sa.Column("pages", sa.BigInteger, nullable=False),
+    _now_column("updated_at"),
+)
+
+_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "bigint": sa.BigInteger(),
+    "integer": sa.Integer(),
+    "smallint": sa.SmallInteger(),
+    "numeric": sa.Numeric(),
+    "text": sa.Text(),
+    "boolean": sa.Boolean(),
+    "bytea": pg.BYTEA(),
+    "jsonb": pg.JSONB(),
+    "timestamptz": sa.DateTime(timezone=True),
+}
+
+
+def column_type(name: str) -> sa.types.TypeEngine[Any]:
+    """The SQLAlchemy type of a mapping column type name."""
+    return _TYPES[name]
+
+
+def _version_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("_ddbcdc_version_us", sa.BigInteger, nullable=False),
+        sa.Column("_ddbcdc_sequence", sa.Numeric),
+        sa.Column("_ddbcdc_event_id", sa.Text(collation="C"), nullable=False),
+    ]
+
+
+def _live_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
+    key = set(mapping.key)
+    columns = [
+        # A key is the item's own: never a generated default (no serial for an integer key).
+        sa.Column(
+            c.name,
+            column_type(c.type),
+            primary_key=c.name in key,
+            nullable=not c.required,
+            autoincrement=False,
+        )
+        for c in mapping.columns
+    ]
+    columns += [sa.Column(name, pg.JSONB()) for name in mapping.stored_columns[len(columns) :]]
+    return sa.Table(
+        mapping.target_table,
+        metadata,
+        *columns,
+        *_version_columns(),
+        _now_column("_ddbcdc_updated_at"),
+    )
+
+
+def _versions_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
+    table = sa.Table(
+        mapping.versions_table,
+        metadata,
+        *[
+            sa.Column(c.name, column_type(c.type), primary_key=True, autoincrement=False)
+            for c in mapping.key_columns
+        ],
+        *_version_columns(),
+        sa.Column("_ddbcdc_deleted", sa.Boolean, nullable=False),
+        _now_column("_ddbcdc_changed_at"),
+    )
+    # Pruning reads the tombstones (deleted rows) only. On the key, which never changes: an
+    # index on the version would make every update of a versions row a non-HOT one.
+    sa.Index(
+        f"{mapping.versions_table}_d_idx",
+        *[table.c[k] for k in mapping.key],
+        postgresql_where=table.c._ddbcdc_deleted,
+    )
+    return table
+
+
+def _change_log_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        mapping.change_log_table,
+        metadata,
+        sa.Column("_ddbcdc_event_id", sa.Text(collation="C"), primary_key=True),
+        sa.Column("_ddbcdc_op", sa.Text, nullable=False),
+        *[sa.Column(c.name, column_type(c.type), nullable=False) for c in mapping.key_columns],
+        sa.Column("_ddbcdc_version_us", sa.BigInteger, nullable=False),
+        sa.Column("_ddbcdc_sequence", sa.Numeric),
+        sa.Column("_ddbcdc_row", pg.JSONB),
+        _now_column("_ddbcdc_received_at"),
+    )
+
+
+class MappedTables:
+    """The tables of one mapping: ``live``, ``versions`` and optional ``changes``."""
+
+    __slots__ = ("changes", "live", "mapping", "versions")
+
+    def __init__(self, mapping: TableMapping, metadata: sa.MetaData) -> None:
+        self.mapping = mapping
+        self.live = _live_table(mapping, metadata)
+        self.versions = _versions_table(mapping, metadata)
+        self.changes = _change_log_table(mapping, metadata) if mapping.change_log else None
+
+    @property
+    def all(self) -> tuple[sa.Table, ...]:
+        """Every table of the mapping, live table first."""
+        extra = (self.changes,) if self.changes is not None else ()
+        return (self.live, self.versions, *extra)
+
+
+def mapped_tables(
+    mappings: Sequence[TableMapping], metadata: sa.MetaData | None = None
+) -> dict[str, MappedTables]:
+    """Build the tables of each mapping (keyed by mapping name) into ``metadata``."""
+    metadata = metadata if metadata is not None else sa.MetaData()
+    return {m.name: MappedTables(m, metadata) for m in mappings}
+
+
+def metadata_for(mappings: Sequence[TableMapping]) -> sa.MetaData:
+    """A MetaData with the bookkeeping tables plus the tables of ``mappings``."""
+    metadata = sa.MetaData()
+    for table in bookkeeping_metadata.tables.values():
+        table.to_metadata(metadata)
+    mapped_tables(mappings, metadata)
+    return metadata
+
+
+_DIALECT = pg.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+def _type_name(type_: sa.types.TypeEngine[Any]) -> str:
+    compiled = type_.compile(dialect=_DIALECT)
+    return compiled.split(" COLLATE ")[0]
+
+
+def _differences(expected: sa.Table, conn: sa.Connection) -> list[str]:
+    inspector = sa.inspect(conn)
+    found = {c["name"]: c for c in inspector.get_columns(expected.name)}
+    problems = []
+    for column in expected.columns:
+        have = found.pop(column.name, None)
+        if have is None:
+            problems.append(f"column {column.name!r} is missing")
+            continue
+        want_type, have_type = _type_name(column.type), _type_name(have["type"])
+        if want_type != have_type:
+            problems.append(f"column {column.name!r} is {have_type}, mapping says {want_type}")
+        if bool(have["nullable"]) != bool(column.nullable):
+            want = "NULL" if column.nullable else "NOT NULL"
+            problems.append(f"column {column.name!r} nullability differs (mapping: {want})")
+    problems += [f"column {name!r} is not in the mapping" for name in found]
+    pk = inspector.get_pk_constraint(expected.name)["constrained_columns"]
+    if list(pk) != [c.name for c in expected.primary_key.columns]:
+        problems.append(
+            f"primary key is {pk}, mapping says {list(expected.primary_key.columns.keys())}"
+        )
+    return problems
+
+
+def ensure_mapped_tables(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[str]:
+    """Create the missing tables of ``mappings``; check that existing ones match.
+
+    A table whose columns differ from its mapping is never altered here; ``ddbcdc migrate``
+    plans such changes with :mod:`ddbcdc.migrate.plan` instead.
+
+    Returns:
+        The names of the tables created.
+
+    Raises:
+        ConfigurationError: an existing table differs from its mapping (lists how).
+    """
+    from ddbcdc.errors import ConfigurationError
+
+    metadata = sa.MetaData()
+    existing = set(sa.inspect(conn).get_table_names())
+    created: list[str] = []
+    for tables in mapped_tables(mappings, metadata).values():
+        for table in tables.all:
+            if table.name not in existing:
+                table.create(conn)
+                created.append(table.name)
+                continue
+            problems = _differences(table, conn)
+            if problems:
+                where = tables.mapping.path or tables.mapping.name
+                raise ConfigurationError(
+                    f"table {table.name!r} does not match mapping {where}: "
+                    + "; ".join(problems)
+                    + " (write a migration for the change)"
+                )
+    return created
