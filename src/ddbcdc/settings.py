@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         default="NONE", validation_alias=_env("DDBCDC_KCL_METRICS_LEVEL")
     )
     #: How far this machine's clock may be from AWS's: snapshot, export and repair rows get
-    #: versions this much older than the time they were read at (see README, "Backfill").
+    #: versions this much older than the time they were read at (see docs/backfill-and-verify.md).
     clock_skew_margin: timedelta = Field(
         default=timedelta(seconds=5),
         ge=timedelta(0),

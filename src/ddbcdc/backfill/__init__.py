@@ -15,5 +15,5 @@ other sources than the stream:
   in), :mod:`~ddbcdc.backfill.feed`: records -> the pipeline, :mod:`~ddbcdc.backfill.state`:
   runs, segments and prune holds, :mod:`~ddbcdc.backfill.preconditions`: what must hold first.
 
-README, "Backfill" and "Verify", has the correctness argument.
+docs/backfill-and-verify.md has the correctness argument.
 """

@@ -5,7 +5,7 @@ written through the pipeline as an INSERT with version ``page request time - clo
 margin`` (sequence -1), and the segment's LastEvaluatedKey is committed in the same
 transaction: a killed snapshot continues after its last committed page. The run's prune hold
 (at its start time minus the margin, below every page's version) keeps every tombstone a page
-row may meet until the run is done. README, "Backfill", has the correctness argument.
+row may meet until the run is done. docs/backfill-and-verify.md has the correctness argument.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """DynamoDB export lines -> Kinesis-format change records, pure.
 
 The version rule (a change's version is its ``ApproximateCreationDateTime`` in microseconds,
-then its sequence number, then its event id; see the README):
+then its sequence number, then its event id; see docs/correctness.md):
 
 - A **full export** line, ``{"Item": {...}}``, is the item as it was at the export time. It
   becomes an INSERT whose version is that time (``--export-time``: the ``exportTime`` of the

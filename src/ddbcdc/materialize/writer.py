@@ -1,6 +1,6 @@
 """The statements that apply one staged batch of one mapped table.
 
-The rule they implement (README, "Correctness"): every key has one row in
+The rule they implement (docs/correctness.md): every key has one row in
 ``ddbcdc_versions__<target>`` holding the version of the newest change ever applied to it,
 live or REMOVE; a change is applied only by taking that row's lock and finding it older.
 Per batch, after the COPY into the stage (:mod:`ddbcdc.materialize.staging`):
