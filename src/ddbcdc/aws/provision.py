@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from botocore.exceptions import ClientError
-
+from ddbcdc.aws.errors import AwsError, AwsNotFoundError
 from ddbcdc.errors import ConfigurationError, RetryableError
 from ddbcdc.load.plan import KEY_ATTRIBUTE
 from ddbcdc.settings import Settings
@@ -101,10 +100,6 @@ def is_local(settings: Settings) -> bool:
     return urlsplit(settings.dynamodb_endpoint).hostname in _LOOPBACK
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _wait(
     what: str, check: Callable[[], bool], timeout: float, sleep: Callable[[float], None]
 ) -> None:
@@ -147,10 +142,8 @@ class _Provisioner:
             summary: dict[str, Any] = self.kinesis.describe_stream_summary(
                 StreamName=self.options.stream
             )["StreamDescriptionSummary"]
-        except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        except AwsNotFoundError:
+            return None
         return summary
 
     def ensure_stream(self) -> str:
@@ -195,10 +188,8 @@ class _Provisioner:
             table: dict[str, Any] = self.dynamodb.describe_table(TableName=self.options.table)[
                 "Table"
             ]
-        except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        except AwsNotFoundError:
+            return None
         return table
 
     def wait_table(self, *, gone: bool = False) -> dict[str, Any]:
@@ -294,8 +285,8 @@ class _Provisioner:
                 StreamArn=stream_arn,
                 EnableKinesisStreamingConfiguration=_MICROSECOND,
             )
-        except ClientError as exc:
-            if _code(exc) != "ValidationException" or "Precision" not in str(exc):
+        except AwsError as exc:
+            if exc.code != "ValidationException" or "Precision" not in exc.aws_message:
                 raise
             # Older endpoints know no precision setting: millisecond timestamps then.
             self.dynamodb.enable_kinesis_streaming_destination(

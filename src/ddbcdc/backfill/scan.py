@@ -18,17 +18,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from ddbcdc.aws.errors import AwsError
 from ddbcdc.backfill.records import now_us
 from ddbcdc.errors import RetryableError
-from ddbcdc.load.writer import (
-    THROTTLE_CODES,
-    TRANSIENT_CODES,
-    TRANSIENT_EXCEPTIONS,
-    TokenBucket,
-    backoff_delay,
-)
+from ddbcdc.load.writer import TokenBucket, backoff_delay
 
 __all__ = ["Page", "ReadLimiter", "call_with_backoff", "scan_pages"]
 
@@ -88,10 +81,6 @@ class ReadLimiter:
             self._sleep(wait)
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def call_with_backoff(
     call: Callable[..., Any],
     what: str,
@@ -104,8 +93,9 @@ def call_with_backoff(
     """``call(**request)``, retried on throttling and transient errors.
 
     Raises:
-        RetryableError: still failing after :data:`MAX_ATTEMPTS` attempts (or ``stop`` set).
-        botocore.exceptions.ClientError: any other error of the service.
+        RetryableError: stopped (``stop`` set).
+        AwsError: any other error of the service, or a retryable one still failing after
+            :data:`MAX_ATTEMPTS` attempts.
     """
     rng = rng or random.Random()
     for attempt in range(MAX_ATTEMPTS):
@@ -113,17 +103,14 @@ def call_with_backoff(
             raise RetryableError(f"{what}: stopped")
         try:
             return call(**request)
-        except ClientError as exc:
-            code = _code(exc)
-            if code not in THROTTLE_CODES and code not in TRANSIENT_CODES:
+        except AwsError as exc:
+            if not exc.retryable or attempt + 1 == MAX_ATTEMPTS:
                 raise
-            reason = code
-        except TRANSIENT_EXCEPTIONS as exc:
-            reason = type(exc).__name__
+            reason = exc.code
         delay = backoff_delay(attempt, rng, base=0.1, cap=20.0)
         log.info("%s: %s, retrying in %.2fs (attempt %d)", what, reason, delay, attempt + 1)
         sleep(delay)
-    raise RetryableError(f"{what}: still failing after {MAX_ATTEMPTS} attempts ({reason})")
+    raise AssertionError("unreachable")
 
 
 def scan_pages(

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.db import describe
-from ddbcdc.errors import DatabaseUnavailableError
+from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.materialize.deadletters import (
     DeadLetterCount,
     StoredDeadLetter,
@@ -212,11 +212,20 @@ def run_replay(args: argparse.Namespace) -> int:
     return 1 if result.dead_lettered else 0
 
 
+def _confirmed(question: str) -> bool:
+    try:
+        answer = input(question)
+    except EOFError:  # no terminal and nothing on stdin: no
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def run_discard(args: argparse.Namespace) -> int:
     """Run ``ddbcdc dlq discard``: exit 0, 1 when nothing matched."""
     if not (args.ids or args.stage or args.table or args.shard):
-        print("ddbcdc dlq discard: name the dead letters (--id, --stage, --table or --shard)")
-        return 2
+        raise ConfigurationError(
+            "discard: name the dead letters (--id, --stage, --table or --shard)"
+        )
     engine = _engine(Settings())
     try:
         with engine.begin() as conn:
@@ -224,11 +233,10 @@ def run_discard(args: argparse.Namespace) -> int:
                 conn, stage=args.stage, source_table=args.table, shard_id=args.shard, limit=None
             )
             ids = [x.id for x in letters if not args.ids or x.id in set(args.ids)]
-            if ids and not args.yes:
-                answer = input(f"discard {len(ids)} pending dead letter(s)? [y/N] ")
-                if answer.strip().lower() not in ("y", "yes"):
-                    print("nothing discarded")
-                    return 1
+            question = f"discard {len(ids)} pending dead letter(s)? [y/N] "
+            if ids and not args.yes and not _confirmed(question):
+                print("nothing discarded")
+                return 1
             count = discard_dead_letters(conn, ids)
     except sa.exc.DBAPIError as exc:
         raise DatabaseUnavailableError(f"cannot discard dead letters: {describe(exc)}") from exc

@@ -19,6 +19,7 @@ from ddbcdc.backfill.exporter import ExportRequest, request_export, wait_for_exp
 from ddbcdc.backfill.feed import mapping_for
 from ddbcdc.backfill.records import format_us
 from ddbcdc.commands.snapshot import import_location, time_arg
+from ddbcdc.db import check_reachable
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
 
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         incremental_from_us=incremental_from,
         incremental_to_us=time_arg("--incremental-to", args.incremental_to),
     )
+    check_reachable(settings.require_database_url())  # before an export that costs money
     dynamodb = aws.client("dynamodb", settings)
     s3 = aws.client("s3", settings)
     export = request_export(dynamodb, request)

@@ -20,9 +20,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsError, AwsUnreachableError
 from ddbcdc.backfill import state
 from ddbcdc.backfill.export import open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
@@ -126,7 +125,9 @@ def _checks(
             start_us=start_us,
             **extra,
         )
-    except (BotoCoreError, ClientError) as exc:
+    except AwsUnreachableError:
+        raise  # nothing to check against: not a finding to go ahead despite
+    except AwsError as exc:
         findings = [Finding("fail", "aws", f"the checks could not run: {exc}")]
     if not report(findings, force=args.force, out=sys.stderr):
         raise ConfigurationError("preconditions not met (see above; --force to go ahead)")

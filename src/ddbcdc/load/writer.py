@@ -10,6 +10,9 @@
 * Retries: throttling and transient errors are retried with exponential backoff and full
   jitter, UnprocessedItems are resent; all of it is counted in the :class:`LoadSummary`.
   The client should not retry by itself (build it with ``max_attempts=1``) so counts are real.
+* Failures: a write DynamoDB refuses (a validation error) is counted and the run goes on;
+  a fault of the environment (the table missing, access denied, the endpoint unreachable
+  once retries are spent) ends the run with its :class:`~ddbcdc.aws.errors.AwsError`.
 """
 
 from __future__ import annotations
@@ -24,20 +27,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
 
-from ddbcdc.errors import ConfigurationError
+from ddbcdc.aws.errors import (
+    AwsAccessDeniedError,
+    AwsError,
+    AwsNotFoundError,
+    AwsUnreachableError,
+)
 from ddbcdc.load.plan import KEY_ATTRIBUTE, OPS, LoadOptions, Operation, plan_operations
 from ddbcdc.verify import compare as verify
 
 __all__ = [
-    "THROTTLE_CODES",
     "LoadSummary",
     "TokenBucket",
     "backoff_delay",
@@ -47,16 +47,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-THROTTLE_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-)
-TRANSIENT_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
-TRANSIENT_EXCEPTIONS = (
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+#: Faults that no later write can escape: they end the run.
+_ENVIRONMENT_FAULTS = (AwsAccessDeniedError, AwsNotFoundError, AwsUnreachableError)
 MAX_ATTEMPTS = 10
 LINGER_SECONDS = 0.02  # a paced run sends what it holds when it would wait longer than this
 
@@ -204,20 +196,13 @@ class _Writer:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return method(**kwargs)
-            except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-                if code == "ResourceNotFoundException":
-                    raise ConfigurationError(
-                        f"table {self.options.table!r} not found (run `ddbcdc setup` first?)"
-                    ) from exc
-                throttled = code in THROTTLE_CODES
-                if not (throttled or code in TRANSIENT_CODES or status >= 500):
-                    raise _WriteFailedError(code) from exc
-            except TRANSIENT_EXCEPTIONS as exc:
-                code, throttled = type(exc).__name__, False
-            if attempt + 1 >= MAX_ATTEMPTS:
-                raise _WriteFailedError(code)
+            except AwsError as exc:
+                last = attempt + 1 >= MAX_ATTEMPTS
+                if isinstance(exc, _ENVIRONMENT_FAULTS) and (last or not exc.retryable):
+                    raise
+                if last or not exc.retryable:
+                    raise _WriteFailedError(exc.code) from exc
+                throttled = exc.throttled
             with self.lock:
                 self.summary.retries += 1
                 self.summary.throttles += int(throttled)
@@ -344,7 +329,7 @@ def run_load(
         sleep: how to wait (injectable for tests).
 
     Raises:
-        ConfigurationError: the table does not exist.
+        AwsError: the table does not exist, access is denied, the endpoint is unreachable.
     """
     ops = operations if operations is not None else plan_operations(options)
     planned = len(ops) if isinstance(ops, list | tuple) else options.count
@@ -388,11 +373,6 @@ def scan_items(client: Any, table: str) -> dict[int, dict[str, Any]]:
     """Every item of ``table`` by its ``userid``, unmarshalled exactly (numbers as int or Decimal).
 
     Raises:
-        ConfigurationError: the table does not exist.
+        AwsNotFoundError: the table does not exist.
     """
-    try:
-        return {int(item[KEY_ATTRIBUTE]): item for item in verify.scan_items(client, table)}
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise ConfigurationError(f"table {table!r} not found") from exc
-        raise
+    return {int(item[KEY_ATTRIBUTE]): item for item in verify.scan_items(client, table)}
