@@ -95,16 +95,32 @@ def configure_logging(level: str) -> None:
     )
 
 
-def _stdout_broken() -> bool:
-    """Whether standard output cannot be written (a closed pipe, a full disk); if so, it is
-    pointed at /dev/null so that the interpreter's last flush does not fail again."""
+def _writes_fail(fd: int) -> bool:
+    """Whether writing ``fd`` fails (a full disk refuses even an empty write)."""
     try:
         sys.stdout.flush()
+        os.write(fd, b"")
     except OSError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
         return True
     return False
+
+
+def _stdout_failed(exc: OSError | None = None) -> bool:
+    """Whether standard output cannot be written (``exc``: the error that ended a command,
+    when it names no file); if so, it is pointed at /dev/null, so that the interpreter's last
+    flush does not fail again."""
+    if exc is not None and exc.filename is not None:
+        return False
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file: a test's capture
+        return False
+    if not isinstance(exc, BrokenPipeError) and not _writes_fail(fd):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return True
 
 
 def environment_fault(exc: Exception) -> str | None:
@@ -114,7 +130,7 @@ def environment_fault(exc: Exception) -> str | None:
     that know AWS and PostgreSQL are imported only here, when such an error happened.
     """
     if isinstance(exc, OSError):
-        if exc.filename is None and _stdout_broken():
+        if _stdout_failed(exc):
             return f"cannot write to standard output: {exc.strerror or type(exc).__name__}"
         return f"{type(exc).__name__}: {exc}"
     package = type(exc).__module__.partition(".")[0]
@@ -148,8 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         status = int(args.func(args))
-        if _stdout_broken():
-            return _failed(args.command, "cannot write to standard output", OSError())
+        sys.stdout.flush()  # a failure to write the output is the command's failure
         return status
     except DdbcdcError as exc:
         return _failed(args.command, str(exc), exc)

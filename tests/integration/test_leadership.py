@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
+
 from ddbcdc.aws import clients as aws
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.worker.leadership import release_stale_leader_lock
@@ -31,7 +33,11 @@ def coordinator_table(client: Any, application: str, owner: str) -> str:
     return table
 
 
-def test_only_a_lock_naming_this_worker_id_is_released(local_stack: LocalStack) -> None:
+def test_only_a_lock_naming_this_worker_id_is_released(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, local_stack.env[name])
     client = aws.client("dynamodb", local_stack.settings())
     application = f"lead-{uuid.uuid4().hex[:6]}"
     assert not release_stale_leader_lock(client, application, "a")  # no table yet

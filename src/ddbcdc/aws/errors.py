@@ -82,6 +82,7 @@ _PLAIN_MESSAGE_CODES = (
     | TRANSIENT_CODES
     | {"ResourceInUseException", "PointInTimeRecoveryUnavailableException"}
 )
+_BARE_STATUS = {403: "access denied", 404: "not found"}
 _NO_CREDENTIALS = frozenset(
     {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}
 )
@@ -200,8 +201,8 @@ def _client_error(exc: ClientError) -> tuple[type[AwsError], str, int, str, bool
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     message = str(error.get("Message") or "").strip().splitlines()
     reason = f"{code}: {message[0]}" if message and code in _PLAIN_MESSAGE_CODES else code
-    if status and code.isdigit():  # S3 answers HEAD requests with a bare status
-        reason = f"HTTP {status}"
+    if code.isdigit():  # an answer without a code: S3's to HEAD, an emulator's to a JSON API
+        reason = f"{_BARE_STATUS.get(int(code), 'failed')} (HTTP {code})"
     kind: type[AwsError] = AwsError
     if code in _DENIED_CODES or status == 403:
         kind = AwsAccessDeniedError

@@ -133,7 +133,9 @@ def run_list(args: argparse.Namespace) -> int:
                 limit=args.limit,
             )
     except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(f"cannot read dead letters: {describe(exc)}") from exc
+        raise DatabaseUnavailableError(
+            f"cannot read dead letters from PostgreSQL: {describe(exc)}"
+        ) from exc
     finally:
         engine.dispose()
     if args.json:
@@ -201,7 +203,9 @@ def run_replay(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )
     except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(f"cannot read dead letters: {describe(exc)}") from exc
+        raise DatabaseUnavailableError(
+            f"cannot read dead letters from PostgreSQL: {describe(exc)}"
+        ) from exc
     finally:
         pipeline.close()
     replayed = result.received - result.dead_lettered
@@ -239,7 +243,9 @@ def run_discard(args: argparse.Namespace) -> int:
                 return 1
             count = discard_dead_letters(conn, ids)
     except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(f"cannot discard dead letters: {describe(exc)}") from exc
+        raise DatabaseUnavailableError(
+            f"cannot discard dead letters in PostgreSQL: {describe(exc)}"
+        ) from exc
     finally:
         engine.dispose()
     print(f"discarded {count} dead letter(s)")

@@ -74,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
         incremental_from_us=incremental_from,
         incremental_to_us=time_arg("--incremental-to", args.incremental_to),
     )
-    check_reachable(settings.require_database_url())  # before an export that costs money
+    # Before an export that costs money: PostgreSQL answers, the bucket exists and can be read.
+    check_reachable(settings.require_database_url())
     dynamodb = aws.client("dynamodb", settings)
     s3 = aws.client("s3", settings)
+    s3.list_objects_v2(Bucket=request.bucket, Prefix=f"{request.prefix.strip('/')}/", MaxKeys=1)
     export = request_export(dynamodb, request)
     print(f"export {export.arn} requested, waiting", file=sys.stderr)
     folder, export_us = wait_for_export(dynamodb, s3, export, timeout=args.timeout, poll=args.poll)

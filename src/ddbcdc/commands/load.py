@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     options = _options(args, settings)
     client = aws.client("dynamodb", settings, max_attempts=1)
     show = sys.stderr.isatty() if args.progress is None else args.progress
+    # Outside the writers' retries: a missing table or a wrong endpoint ends the run at once.
+    client.describe_table(TableName=options.table)
     existing = scan_items(client, options.table) if args.scan_first else None
     operations = plan_operations(options, existing=existing)
     bar = ProgressBar(options.count, label="load") if show else None

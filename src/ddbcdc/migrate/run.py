@@ -104,7 +104,7 @@ def _in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
         with engine.begin() as conn:
             return work(conn)
     except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot migrate: {describe(exc)}") from exc
+        raise DatabaseUnavailableError(f"cannot migrate PostgreSQL: {describe(exc)}") from exc
 
 
 class _DryRunError(Exception):
