@@ -9,10 +9,16 @@ Every error ddbcdc raises on purpose derives from :class:`DdbcdcError`::
     ├── RetryableError           transient: back off, retry, never checkpoint past it
     │   └── DatabaseUnavailableError
     ├── ConfigurationError       bad settings or table mapping: refuse to start
-    └── InputError               a file of change records is not what its form says
+    ├── InputError               a file of change records is not what its form says
+    └── AwsError                 an AWS request failed (ddbcdc.aws.errors: service,
+        │                        operation, resource, endpoint, AWS's error code)
+        ├── AwsUnreachableError  no connection to the endpoint
+        ├── AwsAccessDeniedError no usable credentials, or the policy does not allow it
+        └── AwsNotFoundError     the table, stream, bucket or object does not exist
 
 Errors carry the context needed to find the offending input (shard id, sequence number,
-table, attribute path) and are raised ``from`` their cause.
+table, attribute path) and are raised ``from`` their cause. A command ends on any of them
+with its message as one line on stderr and exit status 2 (:mod:`ddbcdc.cli`).
 """
 
 from __future__ import annotations

@@ -339,3 +339,25 @@ def test_every_command_meets_the_faults_of_what_it_uses() -> None:
         assert faults, command
         if command in uses_aws:
             assert {"unreachable", "denied"} <= faults, command
+
+
+def test_postgresql_errors_name_the_objects_never_the_values(postgres_url: str) -> None:
+    import sqlalchemy as sa
+
+    from ddbcdc.db import fault
+
+    engine = sa.create_engine(postgres_url, hide_parameters=True)
+    try:
+        with engine.connect() as conn:
+            with pytest.raises(sa.exc.ProgrammingError) as missing:
+                conn.execute(sa.text('SELECT 1 FROM "no_such_relation"'))
+            conn.rollback()
+            with pytest.raises(sa.exc.DataError) as refused:
+                conn.execute(sa.text("SELECT CAST(:v AS bigint)"), {"v": "078-05-1120"})
+    finally:
+        engine.dispose()
+    assert fault(missing.value) == (
+        'PostgreSQL: SQLSTATE 42P01 UndefinedTable; relation "no_such_relation" does not exist'
+    )
+    line = fault(refused.value)
+    assert line is not None and "SQLSTATE 22P02" in line and "078-05-1120" not in line

@@ -34,7 +34,7 @@ from ddbcdc.backfill.snapshot import (
     retention_watch,
     run_snapshot,
 )
-from ddbcdc.errors import ConfigurationError
+from ddbcdc.errors import ConfigurationError, DdbcdcError, RetryableError
 from ddbcdc.pipeline import BatchResult
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
@@ -239,15 +239,18 @@ def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -
         hours = retention_hours(settings, aws.client("kinesis", settings, max_attempts=2))
         started = time.monotonic()
         with _bar(args, run.expected_items, "snapshot") as progress:
-            result = run_snapshot(
-                settings,
-                run,
-                client=dynamodb,
-                pipeline=pipeline,
-                options=options,
-                progress=progress,
-                on_tick=retention_watch(hours, run.expected_items),
-            )
+            try:
+                result = run_snapshot(
+                    settings,
+                    run,
+                    client=dynamodb,
+                    pipeline=pipeline,
+                    options=options,
+                    progress=progress,
+                    on_tick=retention_watch(hours, run.expected_items),
+                )
+            except DdbcdcError as exc:
+                raise RetryableError(f"{exc} (continue: ddbcdc snapshot --resume)") from exc
     finally:
         pipeline.close()
     print(summary_line(run.id, result.counts, time.monotonic() - started, args.json))

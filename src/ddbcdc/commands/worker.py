@@ -11,6 +11,7 @@ from typing import Any
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsNotFoundError
+from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon
 from ddbcdc.worker.leadership import release_stale_leader_lock
@@ -144,13 +145,19 @@ def _serve(
     def problems() -> list[str]:
         return monitor.problems() if process.alive() else ["KCL daemon not running"]
 
-    server = MetricsServer(
-        multiproc_dir=multiproc_dir,
-        host=settings.metrics_host,
-        port=port,
-        problems=problems,
-        collectors=[monitor],
-    )
+    try:
+        server = MetricsServer(
+            multiproc_dir=multiproc_dir,
+            host=settings.metrics_host,
+            port=port,
+            problems=problems,
+            collectors=[monitor],
+        )
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve /metrics on {settings.metrics_host}:{port}: {exc.strerror} "
+            "(DDBCDC_METRICS_PORT, --metrics-port)"
+        ) from exc
     log.warning(
         "worker starting application=%s worker_id=%s stream=%s metrics=http://%s:%d/metrics",
         options.application_name,
