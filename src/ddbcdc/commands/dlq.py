@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import sys
 from typing import Any
 
 import sqlalchemy as sa
 
 from ddbcdc.db import describe
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.materialize.deadletters import (
     DeadLetterCount,
     StoredDeadLetter,
@@ -227,9 +228,11 @@ def _confirmed(question: str) -> bool:
 def run_discard(args: argparse.Namespace) -> int:
     """Run ``ddbcdc dlq discard``: exit 0, 1 when nothing matched."""
     if not (args.ids or args.stage or args.table or args.shard):
-        raise ConfigurationError(
-            "discard: name the dead letters (--id, --stage, --table or --shard)"
+        print(
+            "ddbcdc dlq discard: name the dead letters (--id, --stage, --table or --shard)",
+            file=sys.stderr,
         )
+        return 2
     engine = _engine(Settings())
     try:
         with engine.begin() as conn:
