@@ -32,9 +32,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from ddbcdc.decode.attributes import unmarshal
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.load.plan import KEY_ATTRIBUTE, OPS, LoadOptions, Operation, plan_operations
-from ddbcdc.verify import compare as verify
 
 __all__ = [
     "THROTTLE_CODES",
@@ -390,9 +390,14 @@ def scan_items(client: Any, table: str) -> dict[int, dict[str, Any]]:
     Raises:
         ConfigurationError: the table does not exist.
     """
+    items: dict[int, dict[str, Any]] = {}
     try:
-        return {int(item[KEY_ATTRIBUTE]): item for item in verify.scan_items(client, table)}
+        for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+            for raw in page.get("Items", ()):
+                item = unmarshal(raw, path=f"Scan({table})")
+                items[int(item[KEY_ATTRIBUTE])] = item
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             raise ConfigurationError(f"table {table!r} not found") from exc
         raise
+    return items
