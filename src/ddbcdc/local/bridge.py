@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ddbcdc.aws.wiring import LOCAL_DESTINATION_TAG
 from ddbcdc.local.awsjson import AwsApiError, JsonApiClient
 from ddbcdc.local.bridge_format import (
     BridgeTarget,
@@ -45,11 +46,10 @@ from ddbcdc.local.bridge_format import (
     to_kinesis_record,
 )
 
-__all__ = ["DESTINATION_TAG", "Bridge", "main"]
+__all__ = ["Bridge", "main"]
 
 log = logging.getLogger(__name__)
 
-DESTINATION_TAG = "ddbcdc:local-kinesis-destination"
 InitialPosition = Literal["TRIM_HORIZON", "LATEST"]
 
 _IDLE_SLEEP = 0.05
@@ -320,13 +320,13 @@ class Bridge:
             return None
         answer = self._dynamodb.call("ListTagsOfResource", {"ResourceArn": table["TableArn"]})
         tags = {tag["Key"]: tag["Value"] for tag in answer.get("Tags", [])}
-        destination = tags.get(DESTINATION_TAG)
+        destination = tags.get(LOCAL_DESTINATION_TAG)
         if not destination:
             return None
         try:
             region, stream = stream_name_from_arn(destination)
         except ValueError:
-            log.warning("table %s: tag %s is not a Kinesis stream ARN", name, DESTINATION_TAG)
+            log.warning("table %s: tag %s is not a Kinesis stream ARN", name, LOCAL_DESTINATION_TAG)
             return None
         return BridgeTarget(name, stream_arn, stream, region)
 
