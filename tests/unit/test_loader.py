@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from ddbcdc.aws.throttle import TokenBucket, backoff_delay
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.load.plan import (
     LoadOptions,
@@ -18,7 +19,7 @@ from ddbcdc.load.plan import (
     parse_mix,
     plan_operations,
 )
-from ddbcdc.load.writer import TokenBucket, backoff_delay, run_load
+from ddbcdc.load.writer import run_load
 
 
 @pytest.mark.parametrize(

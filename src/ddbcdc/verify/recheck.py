@@ -26,10 +26,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from ddbcdc.aws.throttle import call_with_backoff
 from ddbcdc.backfill.feed import Batch, feed
 from ddbcdc.backfill.position import WorkerWatch
 from ddbcdc.backfill.records import json_default, key_digest, now_us
-from ddbcdc.backfill.scan import ReadLimiter, call_with_backoff
+from ddbcdc.backfill.scan import ReadLimiter
 from ddbcdc.pipeline import Pipeline, SourceRecord
 from ddbcdc.verify.drift import Sample, VerifyOptions, VerifyReport, copy_rows
 from ddbcdc.verify.rows import Key, Rows
