@@ -1,10 +1,11 @@
-"""How long to wait before trying again: capped exponential backoff with jitter. Pure.
+"""How long to wait before trying again: the one backoff formula of every retry loop. Pure.
 
 Capped exponential backoff with "equal jitter": before retry ``n`` (0-based) the base is
 ``min(maximum, initial * multiplier**n)`` and the delay is uniform in ``[base/2, base]``.
 Half fixed, so a retry never comes at once after a failure; half random, so processes that
-failed together do not retry together. The shard processor picks its ``initial`` and
-``maximum``.
+failed together do not retry together. The shard processor, the transaction runner, the AWS
+calls and the load generator each pick their ``initial`` and ``maximum``; the formula is this
+one.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ values ("invalid input syntax for type bigint: ...", "Key (id)=(...)") and so it
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -28,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import psycopg
 import sqlalchemy as sa
 
+from ddbcdc.backoff import Backoff
 from ddbcdc.errors import DatabaseUnavailableError
 
 __all__ = [
@@ -47,6 +47,8 @@ T = TypeVar("T")
 #: Attempts at a transaction that keeps colliding with others before it counts as
 #: "unavailable" (the worker then backs off and tries again).
 CONFLICT_ATTEMPTS = 8
+#: The waits between them: short, a collision is nobody's fault.
+CONFLICT_BACKOFF = Backoff(initial=0.05, maximum=6.4)
 
 Verdict = Literal["conflict", "poison", "unavailable"]
 
@@ -175,7 +177,7 @@ def run_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
             return _once(engine, work)
         except _ConflictError as exc:
             log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
-            time.sleep(random.uniform(0, 0.05 * 2**attempt))
+            time.sleep(CONFLICT_BACKOFF.delay(attempt))
     raise DatabaseUnavailableError(
         f"transaction still collides with others after {CONFLICT_ATTEMPTS} attempts"
     )

@@ -5,8 +5,8 @@
   connection); any other error is the caller's to handle;
 - :class:`TokenBucket`: steady pacing (the load generator's writes, the read-rate cap of
   snapshot and verify);
-- :func:`backoff_delay`: how long to wait before a retry;
-- :func:`call_with_backoff`: one request, retried on those errors.
+- :func:`call_with_backoff`: one request, retried on those errors with
+  :class:`ddbcdc.backoff.Backoff`.
 
 Clients built for these loops should not retry by themselves (``max_attempts=1`` or few), so
 that what is counted and waited for here is real.
@@ -29,6 +29,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from ddbcdc.backoff import Backoff
 from ddbcdc.errors import RetryableError
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "TRANSIENT_CODES",
     "TRANSIENT_EXCEPTIONS",
     "TokenBucket",
-    "backoff_delay",
     "call_with_backoff",
 ]
 
@@ -54,6 +54,8 @@ TRANSIENT_EXCEPTIONS = (
 )
 #: Attempts at one request of :func:`call_with_backoff` before it gives up.
 MAX_ATTEMPTS = 12
+#: Its waits between them.
+CALL_BACKOFF = Backoff(initial=0.1, maximum=20.0)
 
 
 class TokenBucket:
@@ -88,13 +90,6 @@ class TokenBucket:
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
-def backoff_delay(
-    attempt: int, rng: random.Random, *, base: float = 0.05, cap: float = 5.0
-) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0.0, min(cap, base * 2.0**attempt))
-
-
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -127,7 +122,7 @@ def call_with_backoff(
             reason = code
         except TRANSIENT_EXCEPTIONS as exc:
             reason = type(exc).__name__
-        delay = backoff_delay(attempt, rng, base=0.1, cap=20.0)
+        delay = CALL_BACKOFF.delay(attempt, rng=rng.random)
         log.info("%s: %s, retrying in %.2fs (attempt %d)", what, reason, delay, attempt + 1)
         sleep(delay)
     raise RetryableError(f"{what}: still failing after {MAX_ATTEMPTS} attempts ({reason})")

@@ -8,7 +8,7 @@
 * Order: a key always goes to the same lane (``key % workers``) and a lane writes its batches
   one after the other, so the writes to any one key happen in plan order.
 * Retries: throttling and transient errors (:mod:`ddbcdc.aws.throttle`) are retried with
-  exponential backoff and full jitter, UnprocessedItems are resent; all of it is counted in the
+  :data:`RETRY_BACKOFF`, UnprocessedItems are resent; all of it is counted in the
   :class:`LoadSummary`. The client should not retry by itself (build it with
   ``max_attempts=1``) so counts are real.
 """
@@ -28,22 +28,19 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from ddbcdc.aws.resources import KEY_ATTRIBUTE
-from ddbcdc.aws.throttle import (
-    THROTTLE_CODES,
-    TRANSIENT_CODES,
-    TRANSIENT_EXCEPTIONS,
-    TokenBucket,
-    backoff_delay,
-)
+from ddbcdc.aws.throttle import THROTTLE_CODES, TRANSIENT_CODES, TRANSIENT_EXCEPTIONS, TokenBucket
+from ddbcdc.backoff import Backoff
 from ddbcdc.decode.attributes import unmarshal
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.load.plan import OPS, LoadOptions, Operation, plan_operations
 
-__all__ = ["LoadSummary", "run_load", "scan_items"]
+__all__ = ["RETRY_BACKOFF", "LoadSummary", "run_load", "scan_items"]
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 10
+#: Waits between attempts at a write.
+RETRY_BACKOFF = Backoff(initial=0.05, maximum=5.0)
 LINGER_SECONDS = 0.02  # a paced run sends what it holds when it would wait longer than this
 
 _serializer = TypeSerializer()
@@ -144,7 +141,7 @@ class _Writer:
                     self.summary.retries += 1
                 if attempt + 1 >= MAX_ATTEMPTS:
                     raise _WriteFailedError("UnprocessedItems")
-                self.sleep(backoff_delay(attempt, rng))
+                self.sleep(RETRY_BACKOFF.delay(attempt, rng=rng.random))
                 attempt += 1
 
     def _call(self, rng: random.Random, method: Callable[..., Any], **kwargs: Any) -> Any:
@@ -168,7 +165,7 @@ class _Writer:
             with self.lock:
                 self.summary.retries += 1
                 self.summary.throttles += int(throttled)
-            self.sleep(backoff_delay(attempt, rng))
+            self.sleep(RETRY_BACKOFF.delay(attempt, rng=rng.random))
         raise AssertionError("unreachable")
 
 
