@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -33,8 +32,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 
 import ddbcdc
-from ddbcdc.db import describe
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.db import describe, run_transaction
+from ddbcdc.errors import ConfigurationError
 from ddbcdc.migrate.fill import BackfillReport, run_backfill, schedule_backfill
 from ddbcdc.migrate.plan import Step, TablePlan, plan_tables
 from ddbcdc.migrate.versions import record_mapping_version, recorded
@@ -49,8 +48,6 @@ __all__ = [
     "migrations_dir",
     "upgrade",
 ]
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -99,16 +96,12 @@ def alembic_config(connection: sa.Connection) -> Config:
     return config
 
 
-def _in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
-    try:
-        with engine.begin() as conn:
-            return work(conn)
-    except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot migrate: {describe(exc)}") from exc
-
-
 class _DryRunError(Exception):
-    """Rolls a dry run's transaction back."""
+    """Rolls a dry run's transaction back, carrying what it found."""
+
+    def __init__(self, result: MigrationResult) -> None:
+        super().__init__("dry run")
+        self.result = result
 
 
 def _refusal(plans: Sequence[TablePlan]) -> ConfigurationError:
@@ -193,19 +186,20 @@ def migrate(
     Raises:
         ConfigurationError: a destructive change not allowed (with the exact DDL), or a
             difference no migration can make; nothing is changed then.
-        DatabaseUnavailableError: PostgreSQL cannot be reached.
+        DatabaseUnavailableError: PostgreSQL cannot be reached, or failed otherwise.
     """
-    result = MigrationResult(dry_run=dry_run)
 
-    def work(conn: sa.Connection) -> None:
+    def work(conn: sa.Connection) -> MigrationResult:
+        result = MigrationResult(dry_run=dry_run)  # afresh when a collision runs it again
         _schema(conn, mappings, revision, allow_destructive, result)
         if dry_run:
-            raise _DryRunError
+            raise _DryRunError(result)
+        return result
 
     try:
-        _in_transaction(engine, work)
-    except _DryRunError:
-        return result
+        result = run_transaction(engine, work)
+    except _DryRunError as dry:
+        return dry.result
     if revision != "head":
         return result
     for plan in result.plans:
@@ -226,7 +220,7 @@ def upgrade(
 
 def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
     """Run the revisions down to ``revision``."""
-    _in_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
+    run_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
 
 
 def _version(before: int | None, after: int | None) -> str:
