@@ -28,7 +28,7 @@ import psycopg
 import sqlalchemy as sa
 
 from ddbcdc.backoff import Backoff
-from ddbcdc.errors import DatabaseUnavailableError
+from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 
 __all__ = [
     "RefusedError",
@@ -142,8 +142,9 @@ def describe(exc: BaseException) -> str:
     return "; ".join(parts)
 
 
-class RefusedError(Exception):
-    """PostgreSQL refused a value the transaction sent (the ``poison`` verdict)."""
+class RefusedError(DdbcdcError):
+    """PostgreSQL refused a value the transaction sent (the ``poison`` verdict): some record
+    of the batch is the cause (the pipeline finds it and dead-letters it)."""
 
 
 class _ConflictError(Exception):

@@ -42,7 +42,7 @@ from typing import Any
 
 from ddbcdc.errors import DecodeError
 
-__all__ = ["MAX_DEPTH", "marshal", "marshal_value", "unmarshal", "unmarshal_value"]
+__all__ = ["ACCELERATED", "MAX_DEPTH", "marshal", "marshal_value", "unmarshal", "unmarshal_value"]
 
 #: Deepest nesting of L/M containers DynamoDB stores.
 MAX_DEPTH = 32
