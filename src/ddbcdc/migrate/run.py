@@ -35,7 +35,7 @@ import ddbcdc
 from ddbcdc.db import describe, run_transaction
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.migrate.fill import BackfillReport, run_backfill, schedule_backfill
-from ddbcdc.migrate.plan import Step, TablePlan, plan_tables
+from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
 from ddbcdc.migrate.versions import record_mapping_version, recorded
 from ddbcdc.schema.mapping import TableMapping
 
@@ -67,7 +67,7 @@ class MigrationResult:
 
     revision_before: str | None = None
     revision_after: str | None = None
-    plans: list[TablePlan] = field(default_factory=list)
+    plans: list[MigrationPlan] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
     versions_before: dict[str, int | None] = field(default_factory=dict)
     backfills: list[BackfillReport] = field(default_factory=list)
@@ -104,7 +104,7 @@ class _DryRunError(Exception):
         self.result = result
 
 
-def _refusal(plans: Sequence[TablePlan]) -> ConfigurationError:
+def _refusal(plans: Sequence[MigrationPlan]) -> ConfigurationError:
     lines = []
     for plan in plans:
         for step in plan.destructive:
@@ -116,7 +116,7 @@ def _refusal(plans: Sequence[TablePlan]) -> ConfigurationError:
     )
 
 
-def _apply(conn: sa.Connection, plan: TablePlan, result: MigrationResult) -> None:
+def _apply(conn: sa.Connection, plan: MigrationPlan, result: MigrationResult) -> None:
     for step in plan.immediate:
         for sql in step.sql:
             try:
@@ -231,7 +231,7 @@ def _version(before: int | None, after: int | None) -> str:
     return f"mapping version {before if before is not None else 'none'} -> {after}"
 
 
-def _plan_lines(plan: TablePlan, result: MigrationResult) -> list[str]:
+def _plan_lines(plan: MigrationPlan, result: MigrationResult) -> list[str]:
     target = plan.mapping.target_table
     where = plan.mapping.path or plan.mapping.name
     versions = _version(result.versions_before.get(target), result.versions.get(target))
