@@ -235,3 +235,15 @@ def test_an_import_against_the_map_is_seen(table: dict[str, set[str] | None]) ->
         "ddbcdc.backfill.scan -> ddbcdc.load.writer",
         "ddbcdc.decode.record -> ddbcdc.schema.mapping",
     ]
+
+
+def test_every_module_states_its_contract() -> None:
+    """A module docstring saying what the module is for (a line is not enough)."""
+    terse = []
+    for name, path in sorted(modules().items()):
+        if path is None:
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        if doc is None or len(doc.split()) < 8:
+            terse.append(name)
+    assert terse == []
