@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src" / "ddbcdc"
 ALIASES = frozenset({"ddbcdc.attributes", "ddbcdc.itemjson", "ddbcdc.retrieval"})
+_MAY_NAME_AN_ALIAS = re.compile(r"ddbcdc\.(?:attributes|itemjson|retrieval)\b|from ddbcdc import")
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -197,7 +198,10 @@ def test_nothing_imports_the_kept_import_paths() -> None:
         for path in sorted((REPO / folder).rglob("*.py")):
             if path.parent == SRC and path.stem in {"attributes", "itemjson", "retrieval"}:
                 continue  # the aliases themselves
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            if not _MAY_NAME_AN_ALIAS.search(text):
+                continue  # parsing only the files that could
+            tree = ast.parse(text)
             hits = imported(tree, ALIASES | {"ddbcdc"}) & ALIASES
             for node in ast.walk(tree):  # from ddbcdc import attributes
                 if isinstance(node, ast.ImportFrom) and node.module == "ddbcdc":
