@@ -25,7 +25,7 @@ from ddbcdc.aws.errors import (
     aws_error,
     error_code,
 )
-from ddbcdc.backfill.scan import MAX_ATTEMPTS, call_with_backoff
+from ddbcdc.aws.throttle import MAX_ATTEMPTS, call_with_backoff
 from ddbcdc.settings import Settings
 
 ENDPOINT = "http://127.0.0.1:4566"
