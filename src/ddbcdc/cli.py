@@ -105,11 +105,11 @@ def _writes_fail(fd: int) -> bool:
     return False
 
 
-def _stdout_failed(exc: OSError | None = None) -> bool:
-    """Whether standard output cannot be written (``exc``: the error that ended a command,
-    when it names no file); if so, it is pointed at /dev/null, so that the interpreter's last
-    flush does not fail again."""
-    if exc is not None and exc.filename is not None:
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether ``exc``, which ended a command, is standard output that cannot be written (it
+    names no file, and stdout refuses writes); if so, stdout is pointed at /dev/null, so that
+    the interpreter's last flush does not fail again."""
+    if exc.filename is not None:
         return False
     try:
         fd = sys.stdout.fileno()
