@@ -28,6 +28,7 @@ from typing import Literal, NamedTuple, TypeVar
 import sqlalchemy as sa
 
 from ddbcdc.cleanse import CleanChange, Cleanser
+from ddbcdc.cleanse.routes import NO_ROUTE, RoutedCleanser, cleanser_for
 from ddbcdc.db import RefusedError, describe, run_transaction
 from ddbcdc.errors import (
     CleanseError,
@@ -71,7 +72,9 @@ class BatchResult:
     """What a batch did. ``received == upserted + deleted + stale + dead_lettered``.
 
     ``reasons`` counts the dead letters per (table, column, reason); ``"-"`` where a dead
-    letter has no table or column.
+    letter has no table or column. ``unmatched`` counts, per routed mapping (by its name),
+    the changes of items no route but the catch-all takes (or, with no catch-all, that were
+    dead-lettered for it).
     """
 
     received: int = 0
@@ -80,6 +83,7 @@ class BatchResult:
     stale: int = 0
     dead_lettered: int = 0
     reasons: dict[ReasonKey, int] = field(default_factory=dict)
+    unmatched: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: BatchResult) -> None:
         """Add another batch's counts to these."""
@@ -90,6 +94,8 @@ class BatchResult:
         self.dead_lettered += other.dead_lettered
         for key, count in other.reasons.items():
             self.reasons[key] = self.reasons.get(key, 0) + count
+        for name, count in other.unmatched.items():
+            self.unmatched[name] = self.unmatched.get(name, 0) + count
 
 
 def _first(pair: tuple[int, DeadLetter]) -> int:
@@ -105,6 +111,7 @@ class PreparedBatch:
     sources: dict[int, int]  # id(change) -> index of its SourceRecord
     poison: list[tuple[int, DeadLetter]]  # (index of the SourceRecord, dead letter)
     plan: list[TablePlan]  # the changes, collapsed and staged per table
+    unmatched: dict[str, int] = field(default_factory=dict)  # per routed mapping
 
     def newest_us(self) -> int | None:
         """The newest change time among the batch's records that decoded."""
@@ -145,7 +152,7 @@ class Pipeline:
         # shards, started together, do not all prune at once.
         self._next_prune = time.monotonic() + random.uniform(0.1, 1.0) * self._prune_every
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
-        self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
+        self._cleansers = {m.source_table: cleanser_for(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
         self.materializer = Materializer(self.mappings)
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
@@ -195,7 +202,7 @@ class Pipeline:
 
     # -- pure part -------------------------------------------------------------------------
 
-    def _cleanser(self, table_name: str | None) -> Cleanser:
+    def _cleanser(self, table_name: str | None) -> Cleanser | RoutedCleanser:
         cleanser = self._cleansers.get(table_name) if table_name is not None else self._only
         if cleanser is None:
             known = ", ".join(sorted(self._cleansers))
@@ -237,6 +244,10 @@ class Pipeline:
                 change = cleanser.cleanse(record)
             except PoisonRecordError as exc:
                 exc.with_position(shard_id=source.shard_id, sequence_number=source.sequence_number)
+                if isinstance(exc, CleanseError):
+                    if exc.reason == NO_ROUTE and target is not None:
+                        prepared.unmatched[target] = prepared.unmatched.get(target, 0) + 1
+                    target = exc.table or target  # a route's table
                 letter = self._letter(stage, str(exc), source, table_name, target, version, exc)
                 prepared.poison.append((index, letter))
                 continue
@@ -247,8 +258,16 @@ class Pipeline:
                 continue
             sources[id(change)] = index
             changes.append(change)
+            if change.route is not None and change.row is not None:
+                self._count_unmatched(prepared, change)
         prepared.plan.extend(self.materializer.plan(prepared.changes))
         return prepared
+
+    def _count_unmatched(self, prepared: PreparedBatch, change: CleanChange) -> None:
+        cleanser = self._cleansers[change.mapping.source_table]
+        if isinstance(cleanser, RoutedCleanser) and change.route == cleanser.unmatched:
+            name = change.mapping.target_table
+            prepared.unmatched[name] = prepared.unmatched.get(name, 0) + 1
 
     @staticmethod
     def _letter(
@@ -360,6 +379,7 @@ class Pipeline:
                 counts.stale,
                 len(letters),
                 reason_counts(letters),
+                dict(prepared.unmatched),
             )
 
         result = self._run(batch, work)

@@ -12,9 +12,9 @@ Rules per column type (values as :mod:`ddbcdc.decode.attributes` unmarshals them
 - ``text``: str; an N value (int/Decimal) becomes its exact decimal text. Rules (trim,
   lowercase, uppercase, digits_only) run in order; a value empty after its rules counts as
   absent.
-- ``boolean``: bool. ``bytea``: bytes. ``timestamptz``: ISO-8601 str (UTC when no offset)
-  or N epoch seconds. ``jsonb``: any value, stored as exact JSON text (Decimal as written,
-  bytes as base64, sets as sorted lists).
+- ``boolean``: bool. ``bytea``: bytes. ``date``: ISO-8601 str. ``timestamptz``: ISO-8601
+  str (UTC when no offset) or N epoch seconds. ``jsonb``: any value, stored as exact JSON
+  text (Decimal as written, bytes as base64, sets as sorted lists).
 
 Key columns convert exactly (:func:`ddbcdc.cleanse.coerce.key_coercer`): a key value that
 would share a row with another DynamoDB key is poison. Text PostgreSQL cannot hold (U+0000,
@@ -44,7 +44,16 @@ from ddbcdc.decode.record import ChangeRecord, EventName
 from ddbcdc.errors import CleanseError, ConfigurationError
 from ddbcdc.schema.mapping import ColumnMapping, TableMapping
 
-__all__ = ["CleanChange", "Cleanser", "Version", "cleanse_record", "version_of"]
+__all__ = [
+    "CleanChange",
+    "Cleanser",
+    "Version",
+    "build_model",
+    "cleanse_record",
+    "missing_image",
+    "validate",
+    "version_of",
+]
 
 #: (approximate_creation_us, sequence number as int or -1 when unknown, event_id): higher wins.
 Version = tuple[int, int, str]
@@ -62,6 +71,11 @@ class CleanChange(NamedTuple):
         version: the ordering tuple; higher wins.
         approximate_creation_us: epoch microseconds of the change.
         sequence: the sequence number as int, None when unknown.
+        route: of a routed mapping: the route's table that takes the item (INSERT/MODIFY);
+            for a REMOVE, the one its record names (its OldImage, or a key only one route
+            can have), None when only PostgreSQL knows (:mod:`ddbcdc.cleanse.routes`).
+        route_keys: of a routed mapping: per route, the item's key in that route's table
+            (its templates' placeholders), None where its templates do not match the key.
     """
 
     mapping: TableMapping
@@ -72,6 +86,8 @@ class CleanChange(NamedTuple):
     version: Version
     approximate_creation_us: int
     sequence: int | None
+    route: str | None = None
+    route_keys: tuple[tuple[Any, ...] | None, ...] = ()
 
 
 def version_of(record: ChangeRecord) -> tuple[Version, int | None]:
@@ -98,7 +114,7 @@ def _field(column: ColumnMapping, key: tuple[str, ...]) -> tuple[Any, Any]:
     return annotated, Field(default=None)
 
 
-def _build_model(
+def build_model(
     name: str, columns: tuple[ColumnMapping, ...], key: tuple[str, ...]
 ) -> type[BaseModel]:
     fields: dict[str, Any] = {c.name: _field(c, key) for c in columns}
@@ -124,6 +140,45 @@ def _error_parts(exc: ValidationError) -> tuple[str, str, Any]:
     return field, message, first.get("input")
 
 
+def validate(
+    model: type[BaseModel],
+    values: dict[str, Any],
+    image: str,
+    record: ChangeRecord,
+    target: str,
+    by_name: dict[str, ColumnMapping],
+) -> dict[str, Any]:
+    """``values`` through the pydantic ``model`` of table ``target``: the row, or the
+    :class:`~ddbcdc.errors.CleanseError` naming the attribute path, column and reason."""
+    try:
+        row: dict[str, Any] = model.model_validate(values).__dict__
+        return row
+    except ValidationError as exc:
+        field, message, value = _error_parts(exc)
+        column = by_name.get(field)
+        source = column.source if column else field
+        raise CleanseError(
+            f"{target}.{field}: {message}",
+            path=f"dynamodb.{image}.{source}",
+            shard_id=record.shard_id,
+            sequence_number=record.sequence_number,
+            column=field or None,
+            reason=refusal_reason(column.type if column else None, message, value),
+            table=target,
+        ) from exc
+
+
+def missing_image(record: ChangeRecord) -> CleanseError:
+    """The error of an INSERT or MODIFY that carries no NewImage."""
+    return CleanseError(
+        f"{record.event_name} without a new image",
+        path="dynamodb.NewImage",
+        shard_id=record.shard_id,
+        sequence_number=record.sequence_number,
+        reason=f"{record.event_name} without a new image",
+    )
+
+
 class Cleanser:
     """Cleanses records of one mapping with a row model built once from it.
 
@@ -141,8 +196,8 @@ class Cleanser:
     def __init__(self, mapping: TableMapping) -> None:
         self.mapping = mapping
         label = "".join(p.capitalize() for p in mapping.target_table.split("_")) or "Table"
-        self.row_model = _build_model(f"{label}Row", mapping.columns, mapping.key)
-        self._key_model = _build_model(f"{label}Key", mapping.key_columns, mapping.key)
+        self.row_model = build_model(f"{label}Row", mapping.columns, mapping.key)
+        self._key_model = build_model(f"{label}Key", mapping.key_columns, mapping.key)
         self._sources = tuple((c.name, c.source) for c in mapping.columns)
         self._key_sources = tuple((c.name, c.source) for c in mapping.key_columns)
         self._defaults = {c.name: c.default for c in mapping.columns if c.default is not None}
@@ -161,7 +216,7 @@ class Cleanser:
         defaulted = tuple(c for c in self.mapping.columns if c.default is not None)
         if not defaulted:
             return
-        model = _build_model("Defaults", defaulted, self.mapping.key)
+        model = build_model("Defaults", defaulted, self.mapping.key)
         try:
             model.model_validate(self._defaults)
         except ValidationError as exc:
@@ -174,21 +229,7 @@ class Cleanser:
     def _validate(
         self, model: type[BaseModel], values: dict[str, Any], image: str, record: ChangeRecord
     ) -> dict[str, Any]:
-        try:
-            row: dict[str, Any] = model.model_validate(values).__dict__
-            return row
-        except ValidationError as exc:
-            field, message, value = _error_parts(exc)
-            column = self._by_name.get(field)
-            source = column.source if column else field
-            raise CleanseError(
-                f"{self.mapping.target_table}.{field}: {message}",
-                path=f"dynamodb.{image}.{source}",
-                shard_id=record.shard_id,
-                sequence_number=record.sequence_number,
-                column=field or None,
-                reason=refusal_reason(column.type if column else None, message, value),
-            ) from exc
+        return validate(model, values, image, record, self.mapping.target_table, self._by_name)
 
     def validate_row(self, record: ChangeRecord) -> dict[str, Any]:
         """The row of an INSERT/MODIFY through the pydantic row model (the reference path),
@@ -221,6 +262,18 @@ class Cleanser:
         values = {n: keys[s] for n, s in self._key_sources if s in keys}
         return self._validate(self._key_model, values, "Keys", record)
 
+    def key_of(self, record: ChangeRecord) -> tuple[Any, ...]:
+        """The key columns of a record's Keys, in key order.
+
+        Raises:
+            CleanseError: a key attribute missing or not converting exactly.
+        """
+        keys = record.keys
+        key_row = self._key_fn(keys, keys)
+        if key_row is None:
+            key_row = self.validate_key(record)
+        return self._key_of(key_row)
+
     def cleanse(self, record: ChangeRecord) -> CleanChange:
         """Turn one change record into a :class:`CleanChange`.
 
@@ -236,13 +289,7 @@ class Cleanser:
         else:
             image = record.new_image
             if image is None:
-                raise CleanseError(
-                    f"{record.event_name} without a new image",
-                    path="dynamodb.NewImage",
-                    shard_id=record.shard_id,
-                    sequence_number=record.sequence_number,
-                    reason=f"{record.event_name} without a new image",
-                )
+                raise missing_image(record)
             row = self._row_fn(image, keys)
             if row is None:
                 row = self.validate_row(record)

@@ -2,7 +2,9 @@
 
 :class:`Materializer` applies a batch of any mapped tables: per table (in name order, so
 concurrent batches take their locks in one order), the batch is collapsed to the newest change
-per key and applied by a :class:`~ddbcdc.materialize.writer.TableWriter` over a staged COPY.
+per key and applied by a :class:`~ddbcdc.materialize.writer.TableWriter` over a staged COPY
+(of a routed mapping: a :class:`~ddbcdc.materialize.routed.RoutedWriter`, a table per route,
+the key the DynamoDB key whichever route holds the item).
 
 Every change of a batch ends in exactly one of three ways: **applied** (it won its key),
 **superseded** (a newer change of its key is applied, in this batch or before: "stale"), or
@@ -26,6 +28,7 @@ import sqlalchemy as sa
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.db import classify, describe
 from ddbcdc.materialize.changelog import LogRow
+from ddbcdc.materialize.routed import RoutedWriter
 from ddbcdc.materialize.staging import StageRow
 from ddbcdc.materialize.writer import TableWriter
 from ddbcdc.schema.mapping import TableMapping
@@ -37,6 +40,7 @@ __all__ = [
     "Materializer",
     "TablePlan",
     "TableWriter",
+    "Writer",
     "collapse",
 ]
 
@@ -47,13 +51,15 @@ REFUSED_BELOW_FLOOR = (
 )
 
 Slot = tuple[str, tuple[Any, ...]]
+#: The writer of a mapping: a plain one's, or a routed one's (a table per route).
+Writer = TableWriter | RoutedWriter
 
 
 @dataclass(frozen=True, slots=True)
 class TablePlan:
     """One table's part of a batch, ready for the database (see :meth:`Materializer.plan`)."""
 
-    writer: TableWriter
+    writer: Writer
     group: list[CleanChange]
     logged: list[CleanChange]
     newest: list[CleanChange]
@@ -131,9 +137,11 @@ class Materializer:
         self, mappings: Sequence[TableMapping], *, metadata: sa.MetaData | None = None
     ) -> None:
         self.tables = mapped_tables(mappings, metadata)
-        self.writers = {name: TableWriter(t) for name, t in self.tables.items()}
+        self.writers: dict[str, Writer] = {
+            name: RoutedWriter(t) if t.routes else TableWriter(t) for name, t in self.tables.items()
+        }
 
-    def _groups(self, changes: Sequence[CleanChange]) -> list[tuple[TableWriter, list[Any]]]:
+    def _groups(self, changes: Sequence[CleanChange]) -> list[tuple[Writer, list[Any]]]:
         by_mapping: dict[str, list[CleanChange]] = {}
         for change in changes:
             by_mapping.setdefault(change.mapping.name, []).append(change)
@@ -187,7 +195,7 @@ class Materializer:
     def _settle_refused(
         self,
         conn: sa.Connection,
-        writer: TableWriter,
+        writer: Writer,
         group: list[CleanChange],
         newest: list[CleanChange],
         refused: list[str],
@@ -222,7 +230,7 @@ class Materializer:
         return total
 
     def _bisect(
-        self, conn: sa.Connection, writer: TableWriter, keys: list[list[CleanChange]]
+        self, conn: sa.Connection, writer: Writer, keys: list[list[CleanChange]]
     ) -> ApplyCounts:
         changes = [c for key in keys for c in key]
         try:
@@ -243,7 +251,7 @@ class Materializer:
     def _settle_key(
         self,
         conn: sa.Connection,
-        writer: TableWriter,
+        writer: Writer,
         changes: list[CleanChange],
         *,
         refused_first: bool,
@@ -279,7 +287,7 @@ class Materializer:
         return counts
 
     def _log_each(
-        self, conn: sa.Connection, writer: TableWriter, changes: Sequence[CleanChange]
+        self, conn: sa.Connection, writer: Writer, changes: Sequence[CleanChange]
     ) -> list[tuple[CleanChange, str]]:
         """Log superseded changes one by one; those the log refuses are returned."""
         failed = []

@@ -1,14 +1,14 @@
 """Fill columns a migration added from the attributes the rows kept, in batches, resumably.
 
-A backfill belongs to a target table (``ddbcdc_backfills``): the columns to fill, the kept
-column they come from (the whole item when the mapping keeps it, else the unmapped
-attributes) and the last key done. Each batch is one transaction: the next rows in key
-order, locked (``FOR UPDATE``: a writer of the same key waits, then writes over the result);
-each new column's attribute goes through the column's own coercer, rules and default, as
-cleansing a change would; a value that does not fit becomes a dead letter (stage
-``backfill``) and its attribute stays kept; a filled attribute leaves the unmapped ones. The
-job row moves on in the same transaction, so an interrupted backfill resumes where it
-stopped, and running a batch twice changes nothing.
+A backfill belongs to a target table (``ddbcdc_backfills``; a routed mapping's row, under its name,
+is the fill of new routes from its catch-all: :mod:`ddbcdc.migrate.moves`): the columns to fill, the
+kept column they come from (the whole item when the mapping keeps it, else the unmapped attributes)
+and the last key done. Each batch is one transaction: the next rows in key order, locked (``FOR
+UPDATE``: a writer of the same key waits, then writes over the result); each new column's attribute
+goes through the column's own coercer, rules and default, as cleansing a change would; a value that
+does not fit becomes a dead letter (stage ``backfill``) and its attribute stays kept; a filled
+attribute leaves the unmapped ones. The job row moves on in the same transaction, so an interrupted
+backfill resumes where it stopped, and running a batch twice changes nothing.
 
 From the unmapped attributes, a row that no longer holds the attribute keeps its column as
 it is (a writer with the new mapping set it); a row written before anything was kept
@@ -33,7 +33,7 @@ from ddbcdc.materialize.deadletters import DeadLetter, write_dead_letters
 from ddbcdc.schema.mapping import ColumnMapping, TableMapping
 from ddbcdc.schema.tables import MappedTables, backfills, dead_letters, mapped_tables
 
-__all__ = ["BackfillReport", "Filler", "run_backfill", "schedule_backfill"]
+__all__ = ["BackfillReport", "Filler", "job_row", "run_backfill", "schedule_backfill"]
 
 Key = tuple[Any, ...]
 
@@ -275,7 +275,8 @@ def _jsonb(column: sa.Column[Any]) -> bool:
     return isinstance(column.type, pg.JSONB)
 
 
-def _job(conn: sa.Connection, target: str) -> sa.Row[Any] | None:
+def job_row(conn: sa.Connection, target: str) -> sa.Row[Any] | None:
+    """The backfill job of a table (locked until the transaction ends), None when none."""
     query = sa.select(backfills).where(backfills.c.target_table == target).with_for_update()
     return conn.execute(query).first()
 
@@ -293,7 +294,7 @@ def _batch(engine: sa.Engine, filler: Filler, batch_size: int) -> tuple[Backfill
     """One batch in one transaction, the job row moved on in it: (report, more to do)."""
     target = filler.mapping.target_table
     with engine.begin() as conn:
-        job = _job(conn, target)
+        job = job_row(conn, target)
         assert job is not None
         query = filler.select()
         if job.after_key is not None:
@@ -327,7 +328,7 @@ def run_backfill(
         What this run did, None when no backfill was pending.
     """
     with engine.connect() as conn:
-        job = _job(conn, mapping.target_table)
+        job = job_row(conn, mapping.target_table)
     if job is None or job.finished_at is not None:
         return None
     if job.source_column not in mapping.stored_columns:  # dropped since: nothing to read

@@ -1,0 +1,241 @@
+"""Changes of a routed mapping -> the route that takes each item, and its row there. Pure.
+
+For every change, its **source key** (the DynamoDB key, the versions row's key) converts as
+a plain mapping's key does, and each route's key templates are matched against the Keys:
+the route's **key** is its placeholders' values, each converted exactly (an integer
+placeholder takes only a canonical integer, ``CUSTOMER#007`` is not ``customer_id = 7``; a
+date only ``YYYY-MM-DD``; a template that is one placeholder converts as a key column does),
+or the item has no key in that route. An INSERT or MODIFY goes to the first route whose
+templates match and whose entity attributes the NewImage has; its row there is the route's
+columns from the NewImage plus the key. The catch-all route (the DynamoDB key, the whole
+item) matches every item; without one, an item no route takes is poison.
+
+A REMOVE has no row. Its route is known here only when its record says it: its OldImage, or
+a key that the first route whose templates match takes without an entity attribute; else
+PostgreSQL's versions row knows where the item lives (:mod:`ddbcdc.materialize.routed`). Every
+change carries its key in every route whose templates match (``route_keys``): the live row
+that a REMOVE or an entity change takes away is in one of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ddbcdc.cleanse import (
+    CleanChange,
+    Cleanser,
+    build_model,
+    missing_image,
+    validate,
+    version_of,
+)
+from ddbcdc.cleanse.coerce import key_coercer
+from ddbcdc.cleanse.kept import Keeper
+from ddbcdc.cleanse.rowfn import compile_row
+from ddbcdc.decode.record import ChangeRecord
+from ddbcdc.errors import CleanseError
+from ddbcdc.schema.model import ColumnMapping, Route, TableMapping, Template
+
+__all__ = ["NO_ROUTE", "RoutedCleanser", "cleanser_for"]
+
+#: Why an item is poison when no route matches it and the mapping has no catch-all.
+NO_ROUTE = "no route matches the item (the mapping's unmatched target is off)"
+
+#: What a placeholder inside a string may look like, by type: its canonical text only.
+_PATTERNS = {
+    "bigint": r"-?(?:0|[1-9][0-9]*)",
+    "integer": r"-?(?:0|[1-9][0-9]*)",
+    "smallint": r"-?(?:0|[1-9][0-9]*)",
+    "date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
+    "text": r".*",
+}
+
+
+class _Matcher:
+    """One key template against the value of its key attribute."""
+
+    __slots__ = ("_converters", "_literal", "_prefix", "_regex", "attribute")
+
+    def __init__(self, template: Template, columns: Mapping[str, ColumnMapping]) -> None:
+        self.attribute = template.attribute
+        found = [columns[p] for p in template.placeholders]
+        self._converters: tuple[Callable[[Any], Any], ...] = tuple(key_coercer(c) for c in found)
+        self._literal = template.literals[0] if not found else None
+        self._prefix = template.literals[0]
+        self._regex: re.Pattern[str] | None = None
+        if found and not template.whole:
+            parts = [re.escape(template.literals[0])]
+            for column, literal in zip(found, template.literals[1:], strict=True):
+                parts += [f"({_PATTERNS[column.type]})", re.escape(literal)]
+            self._regex = re.compile("".join(parts), re.DOTALL)
+
+    def match(self, keys: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The placeholders' values, or None when the key is not this template's."""
+        value = keys.get(self.attribute)
+        if value is None:
+            return None
+        if self._literal is not None:
+            return () if value == self._literal and type(value) is str else None
+        try:
+            if self._regex is None:  # the whole attribute: a key column's conversion
+                return (self._converters[0](value),)
+            if type(value) is not str or not value.startswith(self._prefix):
+                return None
+            found = self._regex.fullmatch(value)
+            if found is None:
+                return None
+            return tuple(c(text) for c, text in zip(self._converters, found.groups(), strict=True))
+        except ValueError:
+            return None
+
+
+class _RouteRows:
+    """One route: its key from the Keys, whether an image is its entity, its rows."""
+
+    def __init__(self, route: Route, key_attributes: frozenset[str]) -> None:
+        mapping = route.mapping
+        self.route = route
+        self.target = mapping.target_table
+        by_name = {c.name: c for c in mapping.columns}
+        self._matchers = tuple(_Matcher(t, by_name) for t in route.templates)
+        order = [p for t in route.templates for p in t.placeholders]
+        self._order = tuple(order.index(k) for k in mapping.key)
+        self._reorder = list(self._order) != list(range(len(order)))
+        self._entity = route.entity
+        self._key_names = mapping.key
+        key = set(mapping.key)
+        data = tuple(c for c in mapping.columns if c.name not in key)
+        self._by_name = {c.name: c for c in data}
+        self._row_fn = compile_row(data, (), "NewImage")
+        label = "".join(p.capitalize() for p in self.target.split("_")) or "Route"
+        self._model = build_model(f"{label}Row", data, ())
+        self._defaults = {c.name: c.default for c in data if c.default is not None}
+        kept = mapping.extra_column is not None or mapping.item_column is not None
+        implied = key_attributes | {a for a, _ in route.entity}
+        self._keeper = Keeper(mapping, implied) if kept else None
+
+    def key_of(self, keys: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The item's key in this route, or None when the templates do not match."""
+        values: list[Any] = []
+        for matcher in self._matchers:
+            got = matcher.match(keys)
+            if got is None:
+                return None
+            values += got
+        if self._reorder:
+            return tuple(values[i] for i in self._order)
+        return tuple(values)
+
+    def takes(self, image: Mapping[str, Any]) -> bool:
+        """Whether ``image`` has this route's entity attribute values."""
+        for attribute, value in self._entity:
+            found = image.get(attribute)
+            if type(found) is not str or found != value:
+                return False
+        return True
+
+    def row(
+        self, record: ChangeRecord, image: dict[str, Any], key: tuple[Any, ...]
+    ) -> dict[str, Any]:
+        """The route's row of an image whose key in the route is ``key``.
+
+        Raises:
+            CleanseError: a value that does not fit its column (naming the route's table).
+        """
+        row = self._row_fn(image, record.keys)
+        if row is None:
+            values = dict(self._defaults)
+            for name, column in self._by_name.items():
+                value = image.get(column.source)
+                if value is not None:
+                    values[name] = value
+            row = dict(
+                validate(self._model, values, "NewImage", record, self.target, self._by_name)
+            )
+        for name, value in zip(self._key_names, key, strict=True):
+            row[name] = value
+        if self._keeper is not None:
+            self._keeper.add(row, image, record)
+        return row
+
+
+class RoutedCleanser:
+    """Cleanses records of a routed mapping (see the module doc); the interface of
+    :class:`~ddbcdc.cleanse.Cleanser`.
+
+    Args:
+        mapping: a mapping with routes.
+    """
+
+    def __init__(self, mapping: TableMapping) -> None:
+        self.mapping = mapping
+        self._source = Cleanser(mapping)  # the DynamoDB key, as the versions row's key
+        key_attributes = frozenset(c.source for c in mapping.columns)
+        self._routes = tuple(_RouteRows(r, key_attributes) for r in mapping.routes)
+        catch_all = mapping.catch_all
+        #: The table of the items no other route takes (None: they are dead letters).
+        self.unmatched = catch_all.target_table if catch_all is not None else None
+
+    def route_keys(self, keys: Mapping[str, Any]) -> tuple[tuple[Any, ...] | None, ...]:
+        """The item's key in each route (None where the templates do not match)."""
+        return tuple(r.key_of(keys) for r in self._routes)
+
+    def _named_route(
+        self, record: ChangeRecord, route_keys: tuple[tuple[Any, ...] | None, ...]
+    ) -> str | None:
+        """The route of a REMOVE when its record names it."""
+        image = record.old_image
+        for rows, key in zip(self._routes, route_keys, strict=True):
+            if key is None:
+                continue
+            if image is not None:
+                if rows.takes(image):
+                    return rows.target
+            elif rows.route.by_attribute:
+                return None  # the item may be this route's, or a later one's
+            else:
+                return rows.target
+        return None
+
+    def cleanse(self, record: ChangeRecord) -> CleanChange:
+        """Turn one change record into a :class:`~ddbcdc.cleanse.CleanChange` whose key is
+        the DynamoDB key and whose row (INSERT/MODIFY) is its route's.
+
+        Raises:
+            CleanseError: a key that does not convert, a value that does not fit its
+                route's column, or (with no catch-all) an item no route takes.
+        """
+        source_key = self._source.key_of(record)
+        route_keys = self.route_keys(record.keys)
+        version, seq = version_of(record)
+        us = record.approximate_creation_us
+        if record.event_name == "REMOVE":
+            route = self._named_route(record, route_keys)
+            return CleanChange(
+                self.mapping, record.event_id, "REMOVE", source_key, None, version, us, seq,
+                route, route_keys,
+            )  # fmt: skip
+        image = record.new_image
+        if image is None:
+            raise missing_image(record)
+        for rows, key in zip(self._routes, route_keys, strict=True):
+            if key is not None and rows.takes(image):
+                row = rows.row(record, image, key)
+                return CleanChange(
+                    self.mapping, record.event_id, record.event_name, source_key, row, version,
+                    us, seq, rows.target, route_keys,
+                )  # fmt: skip
+        raise CleanseError(
+            f"{self.mapping.target_table}: {NO_ROUTE}",
+            path="dynamodb.Keys",
+            shard_id=record.shard_id,
+            sequence_number=record.sequence_number,
+            reason=NO_ROUTE,
+        )
+
+
+def cleanser_for(mapping: TableMapping) -> Cleanser | RoutedCleanser:
+    """The cleanser of a mapping: routed or plain."""
+    return RoutedCleanser(mapping) if mapping.routes else Cleanser(mapping)
