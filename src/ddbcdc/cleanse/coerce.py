@@ -34,7 +34,7 @@ __all__ = ["INT_BITS", "PY_TYPES", "RULES", "coercer", "key_coercer", "key_date"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NON_DIGITS = re.compile(r"[^0-9]+")
-_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")  # "-0" is not canonical: "0" is
 _CANONICAL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 #: Value bits of the integer column types (one more bit is the sign).
 INT_BITS = {"bigint": 63, "integer": 31, "smallint": 15}

@@ -45,9 +45,9 @@ NO_ROUTE = "no route matches the item (the mapping's unmatched target is off)"
 
 #: What a placeholder inside a string may look like, by type: its canonical text only.
 _PATTERNS = {
-    "bigint": r"-?(?:0|[1-9][0-9]*)",
-    "integer": r"-?(?:0|[1-9][0-9]*)",
-    "smallint": r"-?(?:0|[1-9][0-9]*)",
+    "bigint": r"0|-?[1-9][0-9]*",
+    "integer": r"0|-?[1-9][0-9]*",
+    "smallint": r"0|-?[1-9][0-9]*",
     "date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
     "text": r".*",
 }

@@ -78,6 +78,7 @@ _ROUTED_FIELDS = frozenset({"source_table", "name", "key", "routes", "unmatched"
 _ROUTE_FIELDS = frozenset({"target_table", "match", "key", "columns", "extra", "change_log"})
 _UNMATCHED_FIELDS = frozenset({"target_table", "item_column", "change_log"})
 _PLACEHOLDER = re.compile(r"[a-z_][a-z0-9_]*")
+_PLACEHOLDER_IN = re.compile(r"(?<!\{)\{[a-z_][a-z0-9_]*\}")
 
 
 def parse_template(attribute: str, text: str) -> Template:
@@ -165,6 +166,13 @@ def _entity(where: str, match: Mapping[str, Any], keys: set[str]) -> tuple[tuple
             continue
         if not isinstance(attribute, str) or not attribute or not isinstance(value, str):
             raise fail(where, f"match.{attribute}", "an entity attribute's value is a string")
+        if _PLACEHOLDER_IN.search(value):
+            raise fail(
+                where,
+                f"match.{attribute}",
+                f"an entity attribute's value is literal; placeholders are for key attributes "
+                f"(the DynamoDB key is {sorted(keys)})",
+            )
         out.append((attribute, value))
     return tuple(out)
 
@@ -203,8 +211,12 @@ def _route_columns(
         column = parse_column(where, field, item, set(placeholders))
         template = placeholders.get(column.name)
         if template is not None:
-            if isinstance(item, Mapping) and "source" in item:
-                raise fail(where, f"{field}.source", "a placeholder's value is its key template's")
+            if item.get("source", template.attribute) != template.attribute:
+                raise fail(
+                    where,
+                    f"{field}.source",
+                    f"a placeholder's value comes from its key template (of {template.attribute})",
+                )
             _placeholder_column(where, field, column, template)
             column = ColumnMapping(column.name, template.attribute, column.type, True)
         columns.append(column)
