@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
-from ddbcdc.schema.mapping import TableMapping, load_mappings
+from ddbcdc.schema.mapping import TableMapping, load_mappings, without_change_log
 from ddbcdc.settings import Settings
 
 __all__ = ["Batch", "backfill_pipeline", "feed", "mapping_for", "margin_us"]
@@ -64,7 +64,7 @@ def backfill_pipeline(settings: Settings, mapping: TableMapping, *, connections:
     )
     return Pipeline(
         engine=engine,
-        mappings=[replace(mapping, change_log=False)],
+        mappings=[without_change_log(mapping)],
         tombstone_horizon=settings.tombstone_horizon,
         timestamp_unit="us",
     )

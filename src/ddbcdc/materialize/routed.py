@@ -23,7 +23,8 @@ templates, that route's key; the version, the op, the route):
    by its route; a REMOVE by the route its record names, else by the route its key's
    versions row names as the batch applies it (the route it deleted from when it won; when
    a newer change of the key was applied before it, that change's route), else by the
-   first route whose templates take its key.
+   first route whose templates take its key; one no route's log holds yet (another writer
+   may have logged it by another route: the key's versions row, locked, orders them).
 
 The prune floor and its refusals are the plain mapping's, per DynamoDB key.
 """
@@ -188,15 +189,28 @@ class RoutedLog:
             out.append((target, log.keyed_rows([(change, key)])[0]))
         return out
 
+    def _logged(self, conn: sa.Connection, ids: list[str]) -> set[str]:
+        """Those of ``ids`` some route's log holds already (a REMOVE another writer logged
+        by another route: this transaction holds its key's versions row, so no writer is
+        logging it meanwhile)."""
+        found = [
+            sa.select(log.table.c._ddbcdc_event_id).where(log.table.c._ddbcdc_event_id.in_(ids))
+            for log in self._logs.values()
+        ]
+        return set(conn.execute(sa.union_all(*found)).scalars()) if found else set()
+
     def _decide(self, conn: sa.Connection, changes: list[CleanChange]) -> list[tuple[str, LogRow]]:
         """The routes of REMOVEs only the versions rows can tell, and their log rows."""
         ver = self._versions
+        done = self._logged(conn, [c.event_id for c in changes])
+        changes = [c for c in changes if c.event_id not in done]
+        if not changes:
+            return []
         keys = list({c.key for c in changes})
         columns = [ver.c[k] for k in self._key]
         query = sa.select(
             *columns, ver.c._ddbcdc_event_id, ver.c._ddbcdc_route, ver.c._ddbcdc_prev_route
-        )
-        query = query.where(sa.tuple_(*columns).in_(keys))
+        ).where(sa.tuple_(*columns).in_(keys))
         found = {tuple(r[: len(columns)]): r[len(columns) :] for r in conn.execute(query)}
         out = []
         for change in changes:

@@ -62,6 +62,7 @@ from ddbcdc.schema.model import (
     table_differences,
     unique_columns,
     unknown_fields,
+    without_change_log,
 )
 from ddbcdc.schema.routes import parse_routed, routed_differences, routed_document
 
@@ -82,6 +83,7 @@ __all__ = [
     "mapping_digest",
     "mapping_document",
     "parse_mapping",
+    "without_change_log",
 ]
 
 _TABLE_FIELDS = frozenset(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "Route",
     "TableMapping",
     "Template",
+    "without_change_log",
 ]
 
 #: PostgreSQL column types a mapping may use.
@@ -203,6 +204,13 @@ class Route:
     def by_attribute(self) -> bool:
         """The route is chosen by an entity attribute, not by the key alone."""
         return bool(self.entity)
+
+
+def without_change_log(mapping: TableMapping) -> TableMapping:
+    """``mapping`` writing no change log, its routes' included (backfill rows are not
+    changes)."""
+    routes = tuple(replace(r, mapping=replace(r.mapping, change_log=False)) for r in mapping.routes)
+    return replace(mapping, change_log=False, routes=routes)
 
 
 # -- the checks of one field ---------------------------------------------------------------
