@@ -131,6 +131,9 @@ class Pipeline:
             :mod:`ddbcdc.materialize.prune`).
         prune_every: prune at most this often, after a batch that carries a shard position.
         timestamp_unit: passed to :func:`ddbcdc.decode.record.decode_record`.
+        sweep: of routed mappings, every batch also deletes the rows of its keys from the
+            tables their versions rows do not name (verify's repairs: drift may have put a
+            row where no change did); else only when a change moved or removed a row.
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class Pipeline:
         tombstone_horizon: timedelta = DEFAULT_TOMBSTONE_HORIZON,
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
+        sweep: bool = False,
     ) -> None:
         if not mappings:
             raise ConfigurationError("a pipeline needs at least one table mapping")
@@ -154,7 +158,7 @@ class Pipeline:
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: cleanser_for(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
-        self.materializer = Materializer(self.mappings)
+        self.materializer = Materializer(self.mappings, sweep=sweep)
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
     @classmethod

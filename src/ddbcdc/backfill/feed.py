@@ -53,8 +53,11 @@ def margin_us(settings: Settings) -> int:
     return int(settings.clock_skew_margin.total_seconds() * 1_000_000)
 
 
-def backfill_pipeline(settings: Settings, mapping: TableMapping, *, connections: int) -> Pipeline:
-    """A pipeline for backfill rows of ``mapping``: no change log, microsecond versions."""
+def backfill_pipeline(
+    settings: Settings, mapping: TableMapping, *, connections: int, sweep: bool = False
+) -> Pipeline:
+    """A pipeline for backfill rows of ``mapping``: no change log, microsecond versions;
+    ``sweep``: repairs (see :class:`~ddbcdc.pipeline.Pipeline`)."""
     engine = sa.create_engine(
         settings.require_database_url(),
         pool_pre_ping=True,
@@ -67,6 +70,7 @@ def backfill_pipeline(settings: Settings, mapping: TableMapping, *, connections:
         mappings=[without_change_log(mapping)],
         tombstone_horizon=settings.tombstone_horizon,
         timestamp_unit="us",
+        sweep=sweep,
     )
 
 

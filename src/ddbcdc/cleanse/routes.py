@@ -20,7 +20,8 @@ that a REMOVE or an entity change takes away is in one of them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from typing import Any
 
 from ddbcdc.cleanse import (
@@ -91,6 +92,13 @@ class _Matcher:
             return None
 
 
+def _text(value: Any) -> str:
+    """The canonical text of a placeholder's value (what its pattern matches)."""
+    if isinstance(value, date):
+        return value.isoformat()
+    return value if isinstance(value, str) else str(value)
+
+
 class _RouteRows:
     """One route: its key from the Keys, whether an image is its entity, its rows."""
 
@@ -127,6 +135,20 @@ class _RouteRows:
         if self._reorder:
             return tuple(values[i] for i in self._order)
         return tuple(values)
+
+    def render(self, key: Sequence[Any]) -> dict[str, Any]:
+        """The key attributes of the item whose key in this route is ``key`` (the inverse of
+        :meth:`key_of`: each template written back with its placeholders' canonical text)."""
+        by_name = dict(zip(self._key_names, key, strict=True))
+        out: dict[str, Any] = {}
+        for template in self.route.templates:
+            values = [by_name[p] for p in template.placeholders]
+            if template.whole:
+                value = values[0]
+                out[template.attribute] = value.isoformat() if isinstance(value, date) else value
+            else:
+                out[template.attribute] = template.render([_text(v) for v in values])
+        return out
 
     def takes(self, image: Mapping[str, Any]) -> bool:
         """Whether ``image`` has this route's entity attribute values."""
@@ -174,9 +196,17 @@ class RoutedCleanser:
         self._source = Cleanser(mapping)  # the DynamoDB key, as the versions row's key
         key_attributes = frozenset(c.source for c in mapping.columns)
         self._routes = tuple(_RouteRows(r, key_attributes) for r in mapping.routes)
+        self._by_target = {r.target: r for r in self._routes}
+        self._key_coercers = [(key_coercer(c), c.source) for c in mapping.key_columns]
         catch_all = mapping.catch_all
         #: The table of the items no other route takes (None: they are dead letters).
         self.unmatched = catch_all.target_table if catch_all is not None else None
+
+    def source_key(self, target: str, key: Sequence[Any]) -> tuple[Any, ...]:
+        """The DynamoDB key (as the versions row's key) of the row of route ``target`` whose
+        key there is ``key``."""
+        attributes = self._by_target[target].render(key)
+        return tuple(coerce(attributes[source]) for coerce, source in self._key_coercers)
 
     def route_keys(self, keys: Mapping[str, Any]) -> tuple[tuple[Any, ...] | None, ...]:
         """The item's key in each route (None where the templates do not match)."""

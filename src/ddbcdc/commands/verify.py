@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     mapping = mapping_for(settings, args.table or settings.source_table)
     options = _options(args)
     engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
-    pipeline = backfill_pipeline(settings, mapping, connections=1) if args.repair else None
+    pipeline = (
+        backfill_pipeline(settings, mapping, connections=1, sweep=True) if args.repair else None
+    )
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     try:
         report = verify_table(

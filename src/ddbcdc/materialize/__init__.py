@@ -131,14 +131,20 @@ class Materializer:
     Args:
         mappings: the table mappings.
         metadata: where to build their tables (a fresh MetaData when None).
+        sweep: see :class:`~ddbcdc.materialize.routed.RoutedWriter`.
     """
 
     def __init__(
-        self, mappings: Sequence[TableMapping], *, metadata: sa.MetaData | None = None
+        self,
+        mappings: Sequence[TableMapping],
+        *,
+        metadata: sa.MetaData | None = None,
+        sweep: bool = False,
     ) -> None:
         self.tables = mapped_tables(mappings, metadata)
         self.writers: dict[str, Writer] = {
-            name: RoutedWriter(t) if t.routes else TableWriter(t) for name, t in self.tables.items()
+            name: RoutedWriter(t, sweep=sweep) if t.routes else TableWriter(t)
+            for name, t in self.tables.items()
         }
 
     def _groups(self, changes: Sequence[CleanChange]) -> list[tuple[Writer, list[Any]]]:

@@ -244,10 +244,17 @@ class RoutedLog:
 
 class RoutedWriter:
     """Prepared statements of a routed mapping over its stage; :meth:`run` applies a batch
-    (the interface of :class:`~ddbcdc.materialize.writer.TableWriter`)."""
+    (the interface of :class:`~ddbcdc.materialize.writer.TableWriter`).
 
-    def __init__(self, tables: MappedTables) -> None:
+    Args:
+        tables: the mapping's tables.
+        sweep: run step 2 for every batch, not only when a change moved or removed a row:
+            rows that drift put in a table the versions row does not name go too (repairs).
+    """
+
+    def __init__(self, tables: MappedTables, *, sweep: bool = False) -> None:
         self.tables = tables
+        self.sweep = sweep
         self.mapping = tables.mapping
         self.stage = RoutedStage(tables)
         self.targets = [LiveWriter(r) for r in tables.routes]
@@ -343,7 +350,7 @@ class RoutedWriter:
             self.stage.copy(conn, rows if rows is not None else self.stage.rows(newest))
             deleted, upserted, refused, leaving = conn.execute(self._arbiter).one()
             outcome = Outcome(upserted, deleted, list(refused or ()))
-            if leaving:
+            if leaving or self.sweep:
                 conn.execute(self._delete)
         if self.log is not None and logged:
             if log_rows is None:
