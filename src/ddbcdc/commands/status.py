@@ -141,17 +141,19 @@ def _print_streams(streams: list[dict[str, Any]]) -> None:
     for s in streams:
         line = f"stream time of {s['application']}: {s['stream_time'] or 'unknown'}"
         if s["why_not_current"]:
-            line += f" (held: {s['why_not_current']})"
+            line += f" (not advancing: {s['why_not_current']})"
         print(line)
 
 
 def _freshness(conn: sa.Connection, application: str | None) -> list[dict[str, Any]]:
     """Per target table: the newest change committed (over every shard) and when."""
+    from sqlalchemy.dialects.postgresql import distinct_on
+
     from ddbcdc.schema.tables import table_progress as t
 
     query = (
         sa.select(t.c.target_table, t.c.newest_change_us, t.c.committed_at)
-        .distinct(t.c.target_table)
+        .ext(distinct_on(t.c.target_table))
         .order_by(t.c.target_table, t.c.newest_change_us.desc())
     )
     if application:
