@@ -102,7 +102,7 @@ class ShardRegistry:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ddbcdc-shards", daemon=True)
 
-    def list(self) -> set[str] | None:
+    def listed(self) -> set[str] | None:
         """The union of every lister's shards; None when one of them could not tell."""
         shards: set[str] = set()
         for lister in self.listers:
@@ -118,7 +118,7 @@ class ShardRegistry:
 
     def refresh(self) -> bool:
         """One round: list, register, raise the stream time. Whether it registered."""
-        shards = self.list()
+        shards = self.listed()
         if shards is None:
             return False
 
