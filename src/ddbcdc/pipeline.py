@@ -124,14 +124,15 @@ class PreparedBatch:
             if table.group
         }
 
-    def change_times(self) -> dict[str, list[tuple[int, int | None]]]:
-        """Per target table, each change's (change time in epoch microseconds, its record's
-        arrival in the stream in epoch milliseconds or None)."""
+    def change_times(self) -> dict[str, tuple[list[int], list[int | None]]]:
+        """Per target table: its changes' change times (epoch microseconds) and their
+        records' arrivals in the stream (epoch milliseconds, None when unknown)."""
         records, sources = self.records, self.sources
         return {
-            table.writer.mapping.target_table: [
-                (c.approximate_creation_us, records[sources[id(c)]].arrival_ms) for c in table.group
-            ]
+            table.writer.mapping.target_table: (
+                [c.approximate_creation_us for c in table.group],
+                [records[sources[id(c)]].arrival_ms for c in table.group],
+            )
             for table in self.plan
         }
 

@@ -77,18 +77,17 @@ def observe_commit(
     if result.batch is None:
         return
     committed_us = int(now() * 1_000_000)
-    for table, times in result.batch.change_times().items():
-        if not times:
+    committed_ms = committed_us / 1000
+    for table, (created, arrived) in result.batch.change_times().items():
+        if not created:
             continue
-        created = [c for c, _ in times]
         observe_many(
-            metrics.write_to_commit.labels(table), ((committed_us - c) / 1e6 for c in created)
+            metrics.write_to_commit.labels(table), [(committed_us - c) / 1e6 for c in created]
         )
-        arrived = [a for _, a in times if a is not None]
-        if arrived:
-            committed_ms = committed_us / 1000
+        known = [a for a in arrived if a is not None] if None in arrived else arrived
+        if known:
             observe_many(
                 metrics.arrival_to_commit.labels(table),
-                ((committed_ms - a) / 1e3 for a in arrived),
+                [(committed_ms - a) / 1e3 for a in known],  # type: ignore[operator]
             )
         metrics.newest_change.labels(table).set(max(created) / 1e6)

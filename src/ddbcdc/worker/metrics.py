@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -193,22 +194,20 @@ class ProcessorMetrics:
         )
 
 
-def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     """``histogram.observe(v)`` for every value, in one pass (``histogram``: a child, with
     its labels). Negative values (clocks apart) count as 0."""
+    if not values:
+        return
+    ordered = sorted(values)
     bounds: list[float] = histogram._upper_bounds
-    counts = [0] * len(bounds)
-    total = 0.0
-    find = bisect.bisect_left
-    for value in values:
-        value = max(value, 0.0)
-        counts[find(bounds, value)] += 1  # the first bound >= value, as observe() does
-        total += value
-    for bucket, count in zip(histogram._buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
-    if any(counts):
-        histogram._sum.inc(total)
+    below = 0
+    for bucket, bound in zip(histogram._buckets, bounds, strict=True):
+        upto = bisect.bisect_right(ordered, bound)  # observe(): the first bound >= value
+        if upto > below:
+            bucket.inc(upto - below)
+        below = upto
+    histogram._sum.inc(math.fsum(ordered[bisect.bisect_left(ordered, 0.0) :]))
 
 
 def mark_process_dead(pid: int) -> None:
