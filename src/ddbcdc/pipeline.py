@@ -74,7 +74,8 @@ class BatchResult:
 
     ``reasons`` counts the dead letters per (table, column, reason); ``"-"`` where a dead
     letter has no table or column. ``batch`` is the prepared batch that was committed (its
-    change times tell how fresh the copy is, see :meth:`PreparedBatch.change_times`).
+    change times tell how fresh the copy is, see :meth:`PreparedBatch.change_times`), and
+    ``committed_at`` when the commit returned (epoch seconds).
     """
 
     received: int = 0
@@ -84,6 +85,7 @@ class BatchResult:
     dead_lettered: int = 0
     reasons: dict[ReasonKey, int] = field(default_factory=dict)
     batch: PreparedBatch | None = field(default=None, repr=False, compare=False)
+    committed_at: float | None = field(default=None, compare=False)
 
     def add(self, other: BatchResult) -> None:
         """Add another batch's counts to these."""
@@ -389,6 +391,7 @@ class Pipeline:
             )
 
         result = self._run(batch, work)
+        result.committed_at = time.time()
         if position is not None and time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + self._prune_every
             self.prune_tombstones()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ddbcdc.pipeline import BatchResult
@@ -70,13 +70,11 @@ class CallActivity:
                 self.mark()
 
 
-def observe_commit(
-    metrics: ProcessorMetrics, result: BatchResult, *, now: Callable[[], float] = time.time
-) -> None:
+def observe_commit(metrics: ProcessorMetrics, result: BatchResult) -> None:
     """Freshness of a batch that has just committed (see the module doc)."""
     if result.batch is None:
         return
-    committed_us = int(now() * 1_000_000)
+    committed_us = int((result.committed_at or time.time()) * 1_000_000)
     committed_ms = committed_us / 1000
     for table, (created, arrived) in result.batch.change_times().items():
         if not created:
