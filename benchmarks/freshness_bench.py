@@ -270,10 +270,8 @@ def worker_view(before: str, after: str) -> dict[str, Any]:
     }
 
 
-def run_level(
-    index: int, level: Level, args: argparse.Namespace, stack: LocalStack, db: str, log: Path
-) -> dict[str, Any]:
-    name = f"fresh-{index}-{int(time.time())}"
+def new_stream(args: argparse.Namespace, stack: LocalStack, name: str) -> str:
+    """A 1-shard stream (with ``--path dynamodb``, the table's destination too)."""
     kinesis = aws.client("kinesis", stack.settings())
     if args.path == "kinesis":
         kinesis.create_stream(StreamName=name, ShardCount=1)
@@ -284,6 +282,18 @@ def run_level(
             kinesis,
             ProvisionOptions(stream=name, shards=1, local=True, timeout=60),
         )
+    return name
+
+
+def run_level(
+    index: int,
+    level: Level,
+    args: argparse.Namespace,
+    stack: LocalStack,
+    db: str,
+    log: Path,
+    name: str,
+) -> dict[str, Any]:
     env = stack.worker_env(
         os.environ,
         DATABASE_URL=db,
@@ -355,9 +365,14 @@ def main() -> int:
             engine = sa.create_engine(pg.url)
             upgrade(engine, load_mappings(MAPPINGS_DIR))
             engine.dispose()
+            # kinesis-local's PutRecords slows down as a shard grows: a fresh stream per level.
+            # Through DynamoDB, one stream and application for all (the table has one
+            # destination; a level's worker resumes from the previous one's checkpoints).
+            shared = new_stream(args, stack, "fresh-ddb") if args.path == "dynamodb" else None
             for index, level in enumerate(levels):
+                name = shared or new_stream(args, stack, f"fresh-{index}")
                 try:
-                    results.append(run_level(index, level, args, stack, pg.url, log))
+                    results.append(run_level(index, level, args, stack, pg.url, log, name))
                 except BaseException:
                     print(log.read_text(errors="replace")[-5000:], file=sys.stderr)
                     raise

@@ -33,11 +33,12 @@ def register(subparsers: Any) -> None:
         "status",
         help="per-shard progress and lag of the worker, and backfills, from PostgreSQL",
         description=(
-            "Read ddbcdc_shard_progress: the last applied sequence number of every shard, "
-            "records and batches applied, MillisBehindLatest and the age of the last call; "
-            "tombstone pruning; and the newest backfills (snapshots, export imports) with "
-            "their progress. Exit status: 0, 1 when there is no progress yet, 3 when a shard "
-            "is stalled."
+            "Read ddbcdc_shard_progress: the state, last applied sequence number and stream "
+            "time of every shard, records and batches applied, MillisBehindLatest and the age "
+            "of the last call; the stream time of each application; per table, the newest "
+            "change committed and when; tombstone pruning; and the newest backfills "
+            "(snapshots, export imports) with their progress. Exit status: 0, 1 when there is "
+            "no progress yet, 3 when a shard is stalled."
         ),
     )
     parser.add_argument("--application-name", help="only this KCL application")
