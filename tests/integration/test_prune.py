@@ -206,6 +206,16 @@ def test_the_floor_never_moves_down(pipeline: Pipeline) -> None:
     assert pipeline.prune_tombstones() == 1 and floor(pipeline) == H
 
 
+def test_at_the_floor_a_change_of_a_key_without_a_version_is_refused(pipeline: Pipeline) -> None:
+    remove(pipeline, 2, H)
+    advance(pipeline, "s1", T)
+    assert pipeline.prune_tombstones() == 1 and floor(pipeline) == H
+    assert insert(pipeline, 5, H, "at the floor") == 1  # a pruned delete may be as new
+    assert insert(pipeline, 6, H + 1, "above") == 0
+    remove(pipeline, 7, H)  # nothing to delete, and no tombstone claiming the floor's version
+    assert live(pipeline) == {6: "above"} and tombstones(pipeline) == set()
+
+
 def test_after_pruning_old_writes_are_refused_never_resurrected(pipeline: Pipeline) -> None:
     insert(pipeline, 1, T - 40 * DAY, "before")
     remove(pipeline, 1, T - 20 * DAY)

@@ -100,7 +100,8 @@ def test_every_row_is_versioned_at_its_page_s_request_time_minus_the_margin(
 ) -> None:
     """The clock moves on while each page is read (the response arrives 0.3 s later): each
     row's version is its page's request time minus the clock-skew margin; not the time the
-    page came back, nor the run's start, nor the request time alone."""
+    page came back, nor the run's start, nor the request time alone. The run's prune hold is
+    below every row's version."""
     table.put([rich_item(n) for n in range(1, 31)])
     wire(table)
     monkeypatch.setenv("DDBCDC_CLOCK_SKEW_MARGIN", "PT7S")
@@ -108,9 +109,12 @@ def test_every_row_is_versioned_at_its_page_s_request_time_minus_the_margin(
     # requested after the one before it came back.
     pages: list[tuple[int, int, set[int]]] = []
     returned = [time.time_ns() // 1000]
+    held: list[int] = []  # the run's prune hold, read while it runs
 
     def sent(**_: object) -> None:
         pages.append((returned[-1], time.time_ns() // 1000, set()))
+        if not held:
+            held.extend(v for (v,) in table.query("SELECT min_version_us FROM ddbcdc_prune_holds"))
 
     def read(parsed: dict[str, Any], **_: object) -> None:
         pages[-1][2].update(int(item["userid"]["N"]) for item in parsed.get("Items", ()))
@@ -132,6 +136,7 @@ def test_every_row_is_versioned_at_its_page_s_request_time_minus_the_margin(
     for earliest, latest, keys in pages:
         for userid in keys:
             assert earliest <= versions[userid] + 7_000_000 <= latest, (userid, pages)
+    assert len(held) == 1 and held[0] <= min(versions.values())  # it keeps what a row may meet
 
 
 def test_a_killed_snapshot_resumes_after_its_last_committed_page(table: BackfillTable) -> None:

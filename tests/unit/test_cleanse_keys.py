@@ -148,6 +148,22 @@ def test_a_canonical_string_key_in_range_is_its_integer(
         assert isinstance(got, CleanseError)
 
 
+@pytest.mark.parametrize("event", EVENTS)
+@pytest.mark.parametrize("key_type", sorted(INT_BITS))
+@given(data=st.data())
+def test_a_number_key_into_an_integer_column_is_taken_only_when_exact(
+    key_type: str, event: str, data: st.DataObject
+) -> None:
+    bits = INT_BITS[key_type]
+    n = data.draw(integers(bits).filter(lambda i: abs(i) < 10**37))  # an N (38 digits)
+    spelled = data.draw(st.sampled_from([str(n), f"{n}.0", f"{n}.5", f"{n}E+0"]))
+    got = key_of(key_type, number(spelled), event)
+    if -(2**bits) <= n < 2**bits and not spelled.endswith(".5"):
+        assert got == n and type(got) is int
+    else:
+        assert isinstance(got, CleanseError)
+
+
 NUMBER_TEXTS = st.one_of(
     st.integers(-(10**38) + 1, 10**38 - 1).map(str),
     st.decimals(allow_nan=False, allow_infinity=False, places=None)
