@@ -120,6 +120,14 @@ def test_pruning_follows_the_slowest_shard_and_ignores_ended_ones(pipeline: Pipe
     assert floor == T - 5 * DAY  # the newest version pruned
 
 
+def test_tombstones_within_the_horizon_of_stream_time_are_kept(pipeline: Pipeline) -> None:
+    remove(pipeline, 1, T - DAY - 1)
+    remove(pipeline, 2, T - DAY)  # the horizon is one day: a change this old may still come
+    remove(pipeline, 3, T - 1)
+    advance(pipeline, "s1", T)
+    assert pipeline.prune_tombstones() == 1 and tombstones(pipeline) == {2, 3}
+
+
 def test_a_late_shard_batch_does_not_move_its_position_back(pipeline: Pipeline) -> None:
     change = record("MODIFY", {"userid": SENTINEL}, T, eid="late-a")
     pipeline.process([SourceRecord(change)], position=ShardPosition("app", "s1", "400", 0))
