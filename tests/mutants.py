@@ -550,7 +550,7 @@ MUTANTS = [
         VERIFY,
         "stack",
         (
-            "verify/drift.py",
+            "verify/run.py",
             "            if have is None or have[0] != row:",
             "            if have is None:",
         ),
