@@ -603,12 +603,13 @@ def restore_leftovers() -> None:
 def planted(m: Mutant, serial: int) -> Iterator[None]:
     """The mutant's edits in place; the files as they were afterwards, whatever happens."""
     paths = sorted({_file(e) for e in m.edits})
-    saved = {p: (p.read_bytes(), p.stat()) for p in paths}
-    for path in paths:
-        copy = BACKUP / path.relative_to(ROOT)
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, copy)
+    saved: dict[Path, tuple[bytes, os.stat_result]] = {}
     try:
+        for path in paths:
+            saved[path] = (path.read_bytes(), path.stat())
+            copy = BACKUP / path.relative_to(ROOT)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, copy)
         for edit in m.edits:
             path = _file(edit)
             path.write_text(path.read_text().replace(edit.old, edit.new, 1))
