@@ -91,9 +91,9 @@ def backfill_table(
     extra: dict[str, str] | None = None,
     monkeypatch: pytest.MonkeyPatch | None = None,
 ) -> Iterator[BackfillTable]:
-    """Create the table (key ``userid`` N), a mapping for it (``extra``: its kept columns)
-    and a migrated database; with ``monkeypatch``, its environment (the stack's included) is
-    set in this process too."""
+    """Create the table (key ``userid`` N), a mapping for it (``extra``: its kept columns) and
+    a migrated database; with ``monkeypatch``, its environment (the stack's included) is set
+    in this process too."""
     name = f"bf_{uuid.uuid4().hex[:10]}"
     folder = tmp_path / "mappings"
     folder.mkdir(exist_ok=True)
