@@ -336,26 +336,26 @@ MUTANTS = [
         "numbers: 39 significant digits",
         NUMBERS,
         "unit",
-        ("decode/attributes.py", "_MAX_DIGITS = 38", "_MAX_DIGITS = 39"),
+        ("decode/numbers.py", "MAX_DIGITS = 38", "MAX_DIGITS = 39"),
     ),
     mutant(
         "numbers: 1E-131 taken",
         NUMBERS,
         "unit",
-        ("decode/attributes.py", "_MIN_ADJUSTED = -130", "_MIN_ADJUSTED = -131"),
+        ("decode/numbers.py", "_MIN_ADJUSTED = -130", "_MIN_ADJUSTED = -131"),
     ),
     mutant(
         "numbers: 1E+126 taken",
         NUMBERS,
         "unit",
-        ("decode/attributes.py", "_MAX_ADJUSTED = 125", "_MAX_ADJUSTED = 126"),
+        ("decode/numbers.py", "_MAX_ADJUSTED = 125", "_MAX_ADJUSTED = 126"),
     ),
     mutant(
         "numbers: trailing zeros count as significant",
         NUMBERS,
         "unit",
         (
-            "decode/attributes.py",
+            "decode/numbers.py",
             '(whole + (fraction or "")).strip("0")',
             '(whole + (fraction or "")).lstrip("0")',
         ),
@@ -365,7 +365,7 @@ MUTANTS = [
         NUMBERS,
         "unit",
         (
-            "decode/attributes.py",
+            "decode/numbers.py",
             '(whole + (fraction or "")).strip("0")',
             '(whole + (fraction or "")).rstrip("0")',
         ),
@@ -375,7 +375,7 @@ MUTANTS = [
         NUMBERS,
         "unit",
         (
-            "decode/attributes.py",
+            "decode/numbers.py",
             "if len(whole) > _MAX_ADJUSTED + 1:",
             "if len(whole) > _MAX_ADJUSTED + 2:",
         ),
@@ -385,7 +385,7 @@ MUTANTS = [
         NUMBERS,
         "unit",
         (
-            "decode/attributes.py",
+            "decode/numbers.py",
             "value = Decimal(text)\n    if not _MIN_ADJUSTED <= value.adjusted() <= _MAX_ADJUSTED:",
             "value = Decimal(text)\n    if not _MIN_ADJUSTED <= value.adjusted() < _MAX_ADJUSTED:",
         ),
@@ -536,13 +536,23 @@ MUTANTS = [
     ),
     # verify: a difference in any stored column is found
     mutant(
+        "verify: the last stored column ignored",
+        VERIFY,
+        "stack",
+        (
+            "verify/rows.py",
+            "self.names = list(mapping.stored_columns)",
+            "self.names = list(mapping.stored_columns)[:-1]",
+        ),
+    ),
+    mutant(
         "verify: the last mapped column ignored",
         VERIFY,
         "stack",
         (
-            "verify/drift.py",
-            "        self.names = [c.name for c in mapping.columns]",
-            "        self.names = [c.name for c in mapping.columns][:-1]",
+            "verify/rows.py",
+            "self.names = list(mapping.stored_columns)",
+            "self.names = [n for n in mapping.stored_columns if n != mapping.columns[-1].name]",
         ),
     ),
     mutant(
@@ -551,18 +561,29 @@ MUTANTS = [
         "stack",
         (
             "verify/run.py",
-            "            if have is None or have[0] != row:",
-            "            if have is None:",
+            "if have is None or not self.rows.same(have[0], row):",
+            "if have is None:",
         ),
     ),
     mutant(
-        "verify: compare ignores the last stored column",
+        "verify: jsonb columns not compared",
+        VERIFY,
+        "stack",
+        (
+            "verify/rows.py",
+            "        return self.comparable(a) == self.comparable(b)",
+            "        plain = [n for n in self.names if n not in self.jsonb]\n"
+            "        return [a[n] for n in plain] == [b[n] for n in plain]",
+        ),
+    ),
+    mutant(
+        "verify: compare's rows that differ not different",
         VERIFY,
         "stack",
         (
             "verify/compare.py",
             "if expected[k] != actual[k]",
-            "if list(expected[k].values())[:-1] != list(actual[k].values())[:-1]",
+            "if expected[k] is not actual[k] and not expected[k]",
         ),
     ),
 ]
