@@ -20,7 +20,6 @@ values ("invalid input syntax for type bigint: ...", "Key (id)=(...)") and so it
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -28,7 +27,8 @@ from typing import Any, Literal, TypeVar
 import psycopg
 import sqlalchemy as sa
 
-from ddbcdc.errors import DatabaseUnavailableError
+from ddbcdc.backoff import Backoff
+from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 
 __all__ = [
     "RefusedError",
@@ -47,6 +47,8 @@ T = TypeVar("T")
 #: Attempts at a transaction that keeps colliding with others before it counts as
 #: "unavailable" (the worker then backs off and tries again).
 CONFLICT_ATTEMPTS = 8
+#: The waits between them: short, a collision is nobody's fault.
+CONFLICT_BACKOFF = Backoff(initial=0.05, maximum=6.4)
 
 Verdict = Literal["conflict", "poison", "unavailable"]
 
@@ -140,8 +142,9 @@ def describe(exc: BaseException) -> str:
     return "; ".join(parts)
 
 
-class RefusedError(Exception):
-    """PostgreSQL refused a value the transaction sent (the ``poison`` verdict)."""
+class RefusedError(DdbcdcError):
+    """PostgreSQL refused a value the transaction sent (the ``poison`` verdict): some record
+    of the batch is the cause (the pipeline finds it and dead-letters it)."""
 
 
 class _ConflictError(Exception):
@@ -175,7 +178,7 @@ def run_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
             return _once(engine, work)
         except _ConflictError as exc:
             log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
-            time.sleep(random.uniform(0, 0.05 * 2**attempt))
+            time.sleep(CONFLICT_BACKOFF.delay(attempt))
     raise DatabaseUnavailableError(
         f"transaction still collides with others after {CONFLICT_ATTEMPTS} attempts"
     )

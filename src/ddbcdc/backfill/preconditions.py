@@ -31,7 +31,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ddbcdc.aws.provision import LOCAL_DESTINATION_TAG, is_local
+from ddbcdc.aws.provision import is_local
+from ddbcdc.aws.wiring import LOCAL_DESTINATION_TAG
 from ddbcdc.backfill.records import format_us, now_us
 from ddbcdc.schema.tables import shard_progress
 from ddbcdc.settings import Settings

@@ -17,6 +17,7 @@ from typing import Any
 from ddbcdc.aws import clients as aws
 from ddbcdc.backfill.exporter import ExportRequest, request_export, wait_for_export
 from ddbcdc.backfill.feed import mapping_for
+from ddbcdc.backfill.importer import DEFAULT_BATCH_SIZE
 from ddbcdc.backfill.records import format_us
 from ddbcdc.commands.snapshot import import_location, time_arg
 from ddbcdc.errors import ConfigurationError
@@ -46,7 +47,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--force", action="store_true", help="go ahead despite failed checks")
     parser.add_argument("--restart", action="store_true", help="abandon an unfinished backfill")
     parser.add_argument(
-        "--batch-size", type=int, default=10_000, help="export lines per transaction (10000)"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"export lines per transaction ({DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument("--parallel", type=int, help="data files imported at once (1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")

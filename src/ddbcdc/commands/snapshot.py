@@ -26,7 +26,7 @@ from ddbcdc.aws import clients as aws
 from ddbcdc.backfill import state
 from ddbcdc.backfill.export import open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
-from ddbcdc.backfill.importer import export_run, import_export
+from ddbcdc.backfill.importer import DEFAULT_BATCH_SIZE, export_run, import_export
 from ddbcdc.backfill.preconditions import Finding, check_backfill, report, retention_hours
 from ddbcdc.backfill.records import format_us, now_us, parse_time_us
 from ddbcdc.backfill.snapshot import (
@@ -81,7 +81,10 @@ def register(subparsers: Any) -> None:
         help="the time of an export without manifests (ISO-8601 or epoch seconds)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=10_000, help="export lines per transaction (10000)"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"export lines per transaction ({DEFAULT_BATCH_SIZE})",
     )
     parser.set_defaults(func=run)
 

@@ -1,15 +1,16 @@
 """Executing planned load operations against DynamoDB: pacing, batching, retries, counts.
 
-* Pacing: a token bucket (:class:`TokenBucket`) reserves one token per write, so a steady
-  ``rate`` holds over the run however long each call takes.
+* Pacing: a token bucket (:class:`ddbcdc.aws.throttle.TokenBucket`) reserves one token per
+  write, so a steady ``rate`` holds over the run however long each call takes.
 * Batching: consecutive operations are grouped per writer lane into BatchWriteItem calls of at
   most ``batch_size`` distinct keys; an operation on a key already in the open batch closes it
   first (DynamoDB rejects two requests for one key in a batch).
 * Order: a key always goes to the same lane (``key % workers``) and a lane writes its batches
   one after the other, so the writes to any one key happen in plan order.
-* Retries: throttling and transient errors are retried with exponential backoff and full
-  jitter, UnprocessedItems are resent; all of it is counted in the :class:`LoadSummary`.
-  The client should not retry by itself (build it with ``max_attempts=1``) so counts are real.
+* Retries: throttling and transient errors (:mod:`ddbcdc.aws.throttle`) are retried with
+  :data:`RETRY_BACKOFF`, UnprocessedItems are resent; all of it is counted in the
+  :class:`LoadSummary`. The client should not retry by itself (build it with
+  ``max_attempts=1``) so counts are real.
 """
 
 from __future__ import annotations
@@ -24,82 +25,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError
 
+from ddbcdc.aws.resources import KEY_ATTRIBUTE
+from ddbcdc.aws.throttle import THROTTLE_CODES, TRANSIENT_CODES, TRANSIENT_EXCEPTIONS, TokenBucket
+from ddbcdc.backoff import Backoff
+from ddbcdc.decode.attributes import unmarshal
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.load.plan import KEY_ATTRIBUTE, OPS, LoadOptions, Operation, plan_operations
-from ddbcdc.verify import compare as verify
+from ddbcdc.load.plan import OPS, LoadOptions, Operation, plan_operations
 
-__all__ = [
-    "THROTTLE_CODES",
-    "LoadSummary",
-    "TokenBucket",
-    "backoff_delay",
-    "run_load",
-    "scan_items",
-]
+__all__ = ["RETRY_BACKOFF", "LoadSummary", "run_load", "scan_items"]
 
 logger = logging.getLogger(__name__)
 
-THROTTLE_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-)
-TRANSIENT_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
-TRANSIENT_EXCEPTIONS = (
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
 MAX_ATTEMPTS = 10
+#: Waits between attempts at a write.
+RETRY_BACKOFF = Backoff(initial=0.05, maximum=5.0)
 LINGER_SECONDS = 0.02  # a paced run sends what it holds when it would wait longer than this
 
 _serializer = TypeSerializer()
-
-
-class TokenBucket:
-    """Steady pacing: :meth:`reserve` debits tokens now and says how long to wait for them.
-
-    Tokens refill at ``rate`` per second up to ``burst``; a debt is allowed, so callers that
-    sleep for the returned time keep the long-run rate exact even when sleeps overshoot.
-    A rate of 0 never waits.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        burst: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate * 0.05)
-        self._clock = clock
-        self._tokens = self.capacity
-        self._last = clock()
-
-    def reserve(self, tokens: float = 1.0) -> float:
-        """Take ``tokens``; return the seconds to wait before using them (0.0 if none)."""
-        if self.rate <= 0:
-            return 0.0
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        self._tokens -= tokens
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-
-
-def backoff_delay(
-    attempt: int, rng: random.Random, *, base: float = 0.05, cap: float = 5.0
-) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0.0, min(cap, base * 2.0**attempt))
 
 
 @dataclass
@@ -197,7 +141,7 @@ class _Writer:
                     self.summary.retries += 1
                 if attempt + 1 >= MAX_ATTEMPTS:
                     raise _WriteFailedError("UnprocessedItems")
-                self.sleep(backoff_delay(attempt, rng))
+                self.sleep(RETRY_BACKOFF.delay(attempt, rng=rng.random))
                 attempt += 1
 
     def _call(self, rng: random.Random, method: Callable[..., Any], **kwargs: Any) -> Any:
@@ -221,7 +165,7 @@ class _Writer:
             with self.lock:
                 self.summary.retries += 1
                 self.summary.throttles += int(throttled)
-            self.sleep(backoff_delay(attempt, rng))
+            self.sleep(RETRY_BACKOFF.delay(attempt, rng=rng.random))
         raise AssertionError("unreachable")
 
 
@@ -390,9 +334,14 @@ def scan_items(client: Any, table: str) -> dict[int, dict[str, Any]]:
     Raises:
         ConfigurationError: the table does not exist.
     """
+    items: dict[int, dict[str, Any]] = {}
     try:
-        return {int(item[KEY_ATTRIBUTE]): item for item in verify.scan_items(client, table)}
+        for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+            for raw in page.get("Items", ()):
+                item = unmarshal(raw, path=f"Scan({table})")
+                items[int(item[KEY_ATTRIBUTE])] = item
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             raise ConfigurationError(f"table {table!r} not found") from exc
         raise
+    return items
