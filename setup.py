@@ -69,7 +69,7 @@ class BuildExt(build_ext):
         except Exception as exc:
             sys.stderr.write(
                 f"WARNING: ddbcdc's C speedups ({ext.name}) did not build ({exc}); ddbcdc is "
-                "installed on its pure-Python decoding path, which is correct but several "
+                "installed on its pure-Python decoding path, which is correct but 2 to 4 "
                 "times slower. Install a C compiler and the Python headers (Debian: apt-get "
                 "install gcc python3-dev) and reinstall to get them.\n"
             )
