@@ -120,6 +120,14 @@ def test_pruning_follows_the_slowest_shard_and_ignores_ended_ones(pipeline: Pipe
     assert floor == T - 5 * DAY  # the newest version pruned
 
 
+def test_tombstones_within_the_horizon_of_stream_time_are_kept(pipeline: Pipeline) -> None:
+    remove(pipeline, 1, T - DAY - 1)
+    remove(pipeline, 2, T - DAY)  # the horizon is one day: a change this old may still come
+    remove(pipeline, 3, T - 1)
+    advance(pipeline, "s1", T)
+    assert pipeline.prune_tombstones() == 1 and tombstones(pipeline) == {2, 3}
+
+
 def test_a_late_shard_batch_does_not_move_its_position_back(pipeline: Pipeline) -> None:
     change = record("MODIFY", {"userid": SENTINEL}, T, eid="late-a")
     pipeline.process([SourceRecord(change)], position=ShardPosition("app", "s1", "400", 0))
@@ -152,6 +160,68 @@ def test_holds_and_pending_dead_letters_keep_tombstones(pipeline: Pipeline) -> N
     with pipeline.engine.begin() as conn:
         conn.execute(sa.text("UPDATE ddbcdc_dead_letters SET discarded_at = now()"))
     assert pipeline.prune_tombstones() == 1 and tombstones(pipeline) == set()
+
+
+H = T - 20 * DAY  # a hold's version in the holds tests
+
+
+def floor(p: Pipeline) -> int | None:
+    with p.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT floor_us FROM ddbcdc_prune_state")).scalar()
+
+
+@pytest.mark.parametrize(
+    ("holds", "kept"),
+    [
+        ([("snapshot:t", H, "customers")], {2, 3}),
+        ([("import:all", H, None)], {2, 3}),
+        ([("snapshot:other", H, "orders")], set()),
+        ([("a", H + DAY, "customers"), ("b", H, None)], {2, 3}),
+        ([("a", H, "customers"), ("b", H + DAY, None)], {2, 3}),
+        ([("a", H, "customers"), ("a", H + 2 * DAY, "customers")], {2, 3}),
+    ],
+    ids=["this table", "every table", "another table", "lowest", "lowest too", "never raised"],
+)
+def test_a_hold_keeps_every_tombstone_at_or_above_its_version(
+    pipeline: Pipeline, holds: list[tuple[str, int, str | None]], kept: set[int]
+) -> None:
+    """Stream time is far past them all: only the holds of this table (or of every table)
+    decide, the lowest one, and holding again never raises a hold."""
+    remove(pipeline, 1, H - 1)
+    remove(pipeline, 2, H)
+    remove(pipeline, 3, H + 1)
+    advance(pipeline, "s1", T)
+    with pipeline.engine.begin() as conn:
+        for holder, version, target in holds:
+            hold(conn, holder, version, target)
+    assert pipeline.prune_tombstones() == 3 - len(kept)
+    assert tombstones(pipeline) == kept
+    assert floor(pipeline) == (H - 1 if kept else H + 1)  # the newest version pruned
+    with pipeline.engine.begin() as conn:
+        for holder, _, _ in holds:
+            release(conn, holder)
+    assert pipeline.prune_tombstones() == len(kept) and tombstones(pipeline) == set()
+    assert floor(pipeline) == H + 1
+
+
+def test_the_floor_never_moves_down(pipeline: Pipeline) -> None:
+    insert(pipeline, 9, H - 5, "old")  # a live row: its versions row is no tombstone
+    remove(pipeline, 2, H)
+    advance(pipeline, "s1", T)
+    assert pipeline.prune_tombstones() == 1 and floor(pipeline) == H
+    remove(pipeline, 9, H - 3)  # newer than its row, older than the floor: a tombstone
+    assert tombstones(pipeline) == {9}
+    assert pipeline.prune_tombstones() == 1 and floor(pipeline) == H
+
+
+def test_at_the_floor_a_change_of_a_key_without_a_version_is_refused(pipeline: Pipeline) -> None:
+    remove(pipeline, 2, H)
+    advance(pipeline, "s1", T)
+    assert pipeline.prune_tombstones() == 1 and floor(pipeline) == H
+    assert insert(pipeline, 5, H, "at the floor") == 1  # a pruned delete may be as new
+    assert insert(pipeline, 6, H + 1, "above") == 0
+    remove(pipeline, 7, H)  # nothing to delete, and no tombstone claiming the floor's version
+    assert live(pipeline) == {6: "above"} and tombstones(pipeline) == set()
 
 
 def test_after_pruning_old_writes_are_refused_never_resurrected(pipeline: Pipeline) -> None:
