@@ -58,6 +58,7 @@ SDIST_FILES = (
     "migrations/env.py",
     "workers/logback.xml",
     "schemas/tables/customers.json",
+    "schemas/single_table/shop.json",
     "src/ddbcdc/decode/_speedups.h",
 )
 WHEEL_FILES = (
@@ -66,6 +67,7 @@ WHEEL_FILES = (
     "ddbcdc/_workers/logback.xml",
     "ddbcdc/_workers/kcl.properties.template",
     "ddbcdc/_schemas/tables/customers.json",
+    "ddbcdc/_schemas/single_table/shop.json",
     "ddbcdc/_schemas/change-record.schema.json",
 )
 #: What the daemon sends a shard processor that starts and is asked to shut down.

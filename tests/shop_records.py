@@ -1,6 +1,6 @@
 """Change records of the single-table ``shop`` design, and what each route's table must hold.
 
-The keys and what routes them (``schemas/single-table/shop.json``), written down here by
+The keys and what routes them (``schemas/single_table/shop.json``), written down here by
 hand rather than computed by the code under test:
 
 - ``CUSTOMER#<n>`` / ``PROFILE``: a customer (``shop_customers``, customer_id n);
@@ -27,7 +27,7 @@ from ddbcdc.decode.attributes import marshal
 from ddbcdc.schema.mapping import TableMapping, parse_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
-SHOP_FILE = ROOT / "schemas" / "single-table" / "shop.json"
+SHOP_FILE = ROOT / "schemas" / "single_table" / "shop.json"
 SHOP_TABLES = ("shop_customers", "shop_orders", "shop_order_lines", "shop_unmatched")
 
 #: (PK, SK) of the keys the histories use, and how each is routed.

@@ -19,7 +19,7 @@ from ddbcdc.errors import CleanseError
 from ddbcdc.schema.mapping import parse_mapping
 
 SHOP_DOC = json.loads(
-    (Path(__file__).resolve().parents[2] / "schemas" / "single-table" / "shop.json").read_text()
+    (Path(__file__).resolve().parents[2] / "schemas" / "single_table" / "shop.json").read_text()
 )
 SHOP = parse_mapping(SHOP_DOC, name="shop")
 CLEANSER = RoutedCleanser(SHOP)

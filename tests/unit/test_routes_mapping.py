@@ -23,7 +23,7 @@ from ddbcdc.schema.mapping import (
 from ddbcdc.schema.routes import parse_template
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOP = ROOT / "schemas" / "single-table" / "shop.json"
+SHOP = ROOT / "schemas" / "single_table" / "shop.json"
 
 
 def shop() -> dict[str, Any]:
