@@ -7,7 +7,8 @@ stalled, its last MillisBehindLatest as unknown. A shard that has ended (reshard
 as ended, one the worker listed but whose processor has applied nothing as not started. Each
 shard's stream time (the newest change time it has applied) is shown, and per application
 the stream time (the oldest over its open shards, see :mod:`ddbcdc.materialize.streamtime`);
-per table, the newest change committed and when (freshness); tombstone pruning (floor per
+per table, the newest change committed and when (freshness); per routed mapping, the items no
+route takes (in its catch-all table, or dead letters without one); tombstone pruning (floor per
 table, holds) and backfills close the report.
 """
 
@@ -56,6 +57,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled."""
     from ddbcdc.backfill.state import recent_runs
+    from ddbcdc.migrate.routes import unmatched_items
     from ddbcdc.schema.tables import shard_progress
 
     settings = Settings()
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             rows = [dict(r._mapping) for r in conn.execute(query)]
             streams = _stream_times(conn, args.application_name)
             tables = _freshness(conn, args.application_name)
+            unmatched = unmatched_items(conn)
             pruning = _pruning(conn)
             runs = [_backfill(run) for run in recent_runs(conn)]
     except ProgrammingError as exc:
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             "ddbcdc_table_progress",
             "ddbcdc_snapshots",
             "ddbcdc_prune_state",
+            "ddbcdc_mapping_versions",
         ):
             if name in str(exc.orig):
                 raise ConfigurationError(
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             "shards": shards,
             "stream_times": streams,
             "tables": tables,
+            "unmatched": unmatched,
             **pruning,
             "backfills": runs,
         }
@@ -108,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         _print_table(shards)
         _print_streams(streams)
         _print_freshness(tables)
+        _print_unmatched(unmatched)
         _print_pruning(pruning)
         _print_backfills(runs)
     if not shards:
@@ -177,6 +183,12 @@ def _print_freshness(tables: list[dict[str, Any]]) -> None:
             f"{t['committed_at']} ({t['write_to_commit_s']:.3f}s after it was made; "
             f"{t['newest_change_age_s']:.1f}s ago)"
         )
+
+
+def _print_unmatched(found: list[dict[str, Any]]) -> None:
+    for m in found:
+        where = m["catch_all"] or "dead letters (no catch-all)"
+        print(f"unmatched items of {m['mapping']}: {m['unmatched']} in {where}")
 
 
 def _pruning(conn: sa.Connection) -> dict[str, Any]:

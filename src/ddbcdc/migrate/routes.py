@@ -20,10 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+
+from ddbcdc.cleanse.routes import NO_ROUTE
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.schema.mapping import TableMapping, mapping_document
+from ddbcdc.schema.tables import dead_letters, mapping_versions
 
-__all__ = ["RouteChanges", "route_changes"]
+__all__ = ["RouteChanges", "route_changes", "unmatched_items"]
 
 
 @dataclass
@@ -112,3 +116,29 @@ def route_changes(old: Mapping[str, Any] | None, mapping: TableMapping) -> Route
     if catch_all is not None and catch_all == old_catch_all:
         changes.fill_from = catch_all
     return changes
+
+
+def unmatched_items(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Per routed mapping PostgreSQL was migrated to: how many items no route takes, kept in
+    its catch-all table, or (without one) pending as dead letters."""
+    out = []
+    query = sa.select(mapping_versions.c.target_table, mapping_versions.c.mapping)
+    for name, document in conn.execute(query.order_by(mapping_versions.c.target_table)):
+        if "routes" not in document:
+            continue
+        table = _catch_all(document)
+        if table is not None:
+            if not sa.inspect(conn).has_table(table):
+                continue
+            count = sa.select(sa.func.count()).select_from(sa.table(table))
+        else:
+            d = dead_letters.c
+            count = sa.select(sa.func.count()).where(
+                d.target_table == name,
+                d.error_reason == NO_ROUTE,
+                d.replayed_at.is_(None),
+                d.discarded_at.is_(None),
+            )
+        found = int(conn.execute(count).scalar() or 0)
+        out.append({"mapping": name, "catch_all": table, "unmatched": found})
+    return out
