@@ -46,9 +46,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--single-table-changes",
         type=int,
-        default=1500,
+        default=1000,
         help="writes of the single-table act (customers, orders, order lines in one table, a "
-        "PostgreSQL table each); 0 skips it (1500)",
+        "PostgreSQL table each); 0 skips it (1000)",
     )
     parser.set_defaults(func=run)
 

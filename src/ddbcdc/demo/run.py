@@ -64,7 +64,7 @@ class DemoOptions:
     timeout: float = 120.0
     database_url: str | None = None
     log_dir: Path = Path(".local/demo")
-    single_table_changes: int = 1500
+    single_table_changes: int = 1000
     single_table_customers: int = 40
 
 
