@@ -32,7 +32,7 @@ from ddbcdc.cleanse import (
     validate,
     version_of,
 )
-from ddbcdc.cleanse.coerce import key_coercer
+from ddbcdc.cleanse.coerce import INT_BITS, key_coercer
 from ddbcdc.cleanse.kept import Keeper
 from ddbcdc.cleanse.rowfn import compile_row
 from ddbcdc.decode.record import ChangeRecord
@@ -54,23 +54,43 @@ _PATTERNS = {
 }
 
 
+def _exact_text(column: ColumnMapping) -> Callable[[str], Any]:
+    """The value of a placeholder's text that its pattern already found canonical."""
+    if column.type in INT_BITS:
+        low, high = -(2 ** INT_BITS[column.type]), 2 ** INT_BITS[column.type] - 1
+
+        def integer(text: str) -> Any:
+            value = int(text)
+            if not low <= value <= high:
+                raise ValueError("out of range")
+            return value
+
+        return integer
+    if column.type == "date":
+        return date.fromisoformat
+    return key_coercer(column)  # text: what PostgreSQL can hold
+
+
 class _Matcher:
     """One key template against the value of its key attribute."""
 
-    __slots__ = ("_converters", "_literal", "_prefix", "_regex", "attribute")
+    __slots__ = ("_converters", "_literal", "_prefix", "_regex", "attribute", "cost")
 
     def __init__(self, template: Template, columns: Mapping[str, ColumnMapping]) -> None:
         self.attribute = template.attribute
         found = [columns[p] for p in template.placeholders]
-        self._converters: tuple[Callable[[Any], Any], ...] = tuple(key_coercer(c) for c in found)
         self._literal = template.literals[0] if not found else None
         self._prefix = template.literals[0]
         self._regex: re.Pattern[str] | None = None
+        self._converters: tuple[Callable[[Any], Any], ...] = tuple(key_coercer(c) for c in found)
+        #: Cheapest first: a literal is one comparison, a whole attribute one conversion.
+        self.cost = 0 if not found else 1 if template.whole else 2
         if found and not template.whole:
             parts = [re.escape(template.literals[0])]
             for column, literal in zip(found, template.literals[1:], strict=True):
                 parts += [f"({_PATTERNS[column.type]})", re.escape(literal)]
             self._regex = re.compile("".join(parts), re.DOTALL)
+            self._converters = tuple(_exact_text(c) for c in found)
 
     def match(self, keys: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The placeholders' values, or None when the key is not this template's."""
@@ -92,6 +112,68 @@ class _Matcher:
             return None
 
 
+_UNSET: Any = object()
+
+
+class _RouteKeys:
+    """Every route's key of one item: each distinct template matched once, the cheapest
+    first; a template that is the DynamoDB key's own column is that column's value."""
+
+    def __init__(self, mapping: TableMapping) -> None:
+        source = {c.source: (i, c.type) for i, c in enumerate(mapping.key_columns)}
+        unique: dict[tuple[Any, ...], int] = {}
+        self._matchers: list[_Matcher] = []
+        self._seeded: list[tuple[int, int]] = []  # (matcher, position in the DynamoDB key)
+        self._plans: list[tuple[tuple[int, ...], tuple[int, ...] | None]] = []
+        for route in mapping.routes:
+            by_name = {c.name: c for c in route.mapping.columns}
+            entries = []
+            for template in route.templates:
+                types = tuple(by_name[p].type for p in template.placeholders)
+                ident = (template.attribute, template.text, types)
+                if ident not in unique:
+                    unique[ident] = len(self._matchers)
+                    matcher = _Matcher(template, by_name)
+                    self._matchers.append(matcher)
+                    position, type_ = source[template.attribute]
+                    if template.whole and types == (type_,):
+                        self._seeded.append((unique[ident], position))
+                index = unique[ident]
+                entries.append((self._matchers[index].cost, index, template.placeholders))
+            entries.sort(key=lambda e: e[0])
+            names = [p for _, _, placeholders in entries for p in placeholders]
+            order = tuple(names.index(k) for k in route.mapping.key)
+            reorder = order if list(order) != list(range(len(order))) else None
+            self._plans.append((tuple(i for _, i, _ in entries), reorder))
+
+    def of(
+        self, keys: Mapping[str, Any], source_key: Sequence[Any]
+    ) -> tuple[tuple[Any, ...] | None, ...]:
+        """Per route, the item's key there (None where the templates do not match)."""
+        found: list[Any] = [_UNSET] * len(self._matchers)
+        for index, position in self._seeded:
+            found[index] = (source_key[position],)
+        matchers = self._matchers
+        out: list[tuple[Any, ...] | None] = []
+        for indexes, reorder in self._plans:
+            values: list[Any] = []
+            for index in indexes:
+                got = found[index]
+                if got is _UNSET:
+                    got = found[index] = matchers[index].match(keys)
+                if got is None:
+                    values = None  # type: ignore[assignment]
+                    break
+                values += got
+            if values is None:
+                out.append(None)
+            elif reorder is None:
+                out.append(tuple(values))
+            else:
+                out.append(tuple(values[i] for i in reorder))
+        return tuple(out)
+
+
 def _text(value: Any) -> str:
     """The canonical text of a placeholder's value (what its pattern matches)."""
     if isinstance(value, date):
@@ -100,17 +182,12 @@ def _text(value: Any) -> str:
 
 
 class _RouteRows:
-    """One route: its key from the Keys, whether an image is its entity, its rows."""
+    """One route: whether an image is its entity, its rows, its key written back."""
 
     def __init__(self, route: Route, key_attributes: frozenset[str]) -> None:
         mapping = route.mapping
         self.route = route
         self.target = mapping.target_table
-        by_name = {c.name: c for c in mapping.columns}
-        self._matchers = tuple(_Matcher(t, by_name) for t in route.templates)
-        order = [p for t in route.templates for p in t.placeholders]
-        self._order = tuple(order.index(k) for k in mapping.key)
-        self._reorder = list(self._order) != list(range(len(order)))
         self._entity = route.entity
         self._key_names = mapping.key
         key = set(mapping.key)
@@ -123,18 +200,6 @@ class _RouteRows:
         kept = mapping.extra_column is not None or mapping.item_column is not None
         implied = key_attributes | {a for a, _ in route.entity}
         self._keeper = Keeper(mapping, implied) if kept else None
-
-    def key_of(self, keys: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The item's key in this route, or None when the templates do not match."""
-        values: list[Any] = []
-        for matcher in self._matchers:
-            got = matcher.match(keys)
-            if got is None:
-                return None
-            values += got
-        if self._reorder:
-            return tuple(values[i] for i in self._order)
-        return tuple(values)
 
     def render(self, key: Sequence[Any]) -> dict[str, Any]:
         """The key attributes of the item whose key in this route is ``key`` (the inverse of
@@ -198,6 +263,7 @@ class RoutedCleanser:
         self._routes = tuple(_RouteRows(r, key_attributes) for r in mapping.routes)
         self._by_target = {r.target: r for r in self._routes}
         self._key_coercers = [(key_coercer(c), c.source) for c in mapping.key_columns]
+        self._keys = _RouteKeys(mapping)
         catch_all = mapping.catch_all
         #: The table of the items no other route takes (None: they are dead letters).
         self.unmatched = catch_all.target_table if catch_all is not None else None
@@ -208,9 +274,18 @@ class RoutedCleanser:
         attributes = self._by_target[target].render(key)
         return tuple(coerce(attributes[source]) for coerce, source in self._key_coercers)
 
-    def route_keys(self, keys: Mapping[str, Any]) -> tuple[tuple[Any, ...] | None, ...]:
-        """The item's key in each route (None where the templates do not match)."""
-        return tuple(r.key_of(keys) for r in self._routes)
+    def route_keys(
+        self, keys: Mapping[str, Any], source_key: Sequence[Any] | None = None
+    ) -> tuple[tuple[Any, ...] | None, ...]:
+        """The item's key in each route (None where the templates do not match);
+        ``source_key``: the DynamoDB key as the versions row's key, when known.
+
+        Raises:
+            ValueError: without ``source_key``, a DynamoDB key that does not convert.
+        """
+        if source_key is None:
+            source_key = tuple(coerce(keys[name]) for coerce, name in self._key_coercers)
+        return self._keys.of(keys, source_key)
 
     def _named_route(
         self, record: ChangeRecord, route_keys: tuple[tuple[Any, ...] | None, ...]
@@ -238,7 +313,7 @@ class RoutedCleanser:
                 route's column, or (with no catch-all) an item no route takes.
         """
         source_key = self._source.key_of(record)
-        route_keys = self.route_keys(record.keys)
+        route_keys = self._keys.of(record.keys, source_key)
         version, seq = version_of(record)
         us = record.approximate_creation_us
         if record.event_name == "REMOVE":

@@ -12,13 +12,15 @@ templates, that route's key; the version, the op, the route):
 1. **arbitrate and upsert** (one statement): the newest change of each key claims its
    versions row as for a plain mapping, in key order, and also sets the route it goes to,
    keeping the route it replaces (``_ddbcdc_prev_route``). The keys won are upserted into
-   their route's table, each route's rows in its own part of the statement.
-2. **delete** (when a won key's live row was in another route, or a REMOVE won): from each
-   route's table, the rows of the batch's keys (found by their key in that route) whose
-   versions row now names another route or none. A statement of its own, after step 1 holds
-   the keys' locks, so it sees a row a concurrent writer committed meanwhile. So an item
-   whose entity attribute changes moves in one transaction, and a REMOVE, which carries
-   only the key, deletes from the table that holds the item whatever the stream's view type.
+   their route's table, each route's rows in its own part of the statement. It returns the
+   keys won whose live row leaves a route (a REMOVE's, or a move's), with that route: the
+   one their versions row named before the claim, read under the row's lock.
+2. **delete** (when keys leave): from each route's table, the rows of the keys leaving it,
+   each found by its key in that route (which the change carries). A statement of its own,
+   after step 1 holds the keys' locks, so it sees a row a concurrent writer committed
+   meanwhile. So an item whose entity attribute changes moves in one transaction, and a
+   REMOVE, which carries only the key, deletes from the table that holds the item whatever
+   the stream's view type.
 3. **log**: each route with a change log gets the changes of its items: an INSERT or MODIFY
    by its route; a REMOVE by the route its record names, else by the route its key's
    versions row names as the batch applies it (the route it deleted from when it won; when
@@ -36,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.materialize.changelog import ChangeLog, LogRow
@@ -242,6 +245,15 @@ class RoutedLog:
             self._logs[target].write(conn, by_target[target])
 
 
+def _total(parts: Sequence[sa.CTE]) -> sa.Select[Any]:
+    """How many rows the deleting CTEs ``parts`` deleted."""
+    total = sum(
+        (sa.select(sa.func.count()).select_from(p).scalar_subquery() for p in parts),
+        sa.literal(0),
+    )
+    return sa.select(total.label("deleted"))
+
+
 class RoutedWriter:
     """Prepared statements of a routed mapping over its stage; :meth:`run` applies a batch
     (the interface of :class:`~ddbcdc.materialize.writer.TableWriter`).
@@ -260,8 +272,9 @@ class RoutedWriter:
         self.targets = [LiveWriter(r) for r in tables.routes]
         self._key = list(self.mapping.key)
         self._floor = floor_of(self.mapping.target_table)
+        self._index = {t.live.name: i for i, t in enumerate(self.targets)}
         self._arbiter = self.arbiter(self.stage.table)
-        self._delete = self.delete(self.stage.table)
+        self._delete = self._sweep(self.stage.table) if sweep else self._gone()
         logged = any(r.changes is not None for r in tables.routes)
         self.log = RoutedLog(tables) if logged else None
 
@@ -283,8 +296,8 @@ class RoutedWriter:
         return out
 
     def arbiter(self, source: sa.FromClause) -> sa.Select[Any]:
-        """Step 1 over ``source`` (the stage): (deleted, upserted, refused ids, and how many
-        won keys had a live row in another route or now have none)."""
+        """Step 1 over ``source`` (the stage): (deleted, upserted, refused ids, then the
+        keys won whose live row leaves a route: the route, then each key column, arrays)."""
         s, ver = source, self.tables.versions
         won = claim(s, ver, self._key, self._floor, routed=True)
         upserts = self._upserts(s, won)
@@ -294,11 +307,11 @@ class RoutedWriter:
         count = sa.func.count()
         deleted = sa.select(count).select_from(won).where(won.c._ddbcdc_deleted)
         prev = won.c._ddbcdc_prev_route
-        leaving = (
-            sa.select(count)
-            .select_from(won)
-            .where(prev.is_not(None), prev.is_distinct_from(won.c._ddbcdc_route))
-        )
+        leaving = [prev.is_not(None), prev.is_distinct_from(won.c._ddbcdc_route)]
+        left = [
+            sa.select(sa.func.array_agg(column)).where(*leaving).scalar_subquery()
+            for column in (prev, *[won.c[k] for k in self._key])
+        ]
         upserted = sum(
             (sa.select(count).select_from(u).scalar_subquery() for u in upserts), sa.literal(0)
         )
@@ -306,12 +319,26 @@ class RoutedWriter:
             deleted.scalar_subquery().label("deleted"),
             upserted.label("upserted"),
             refused.scalar_subquery().label("refused"),
-            leaving.scalar_subquery().label("leaving"),
+            *left,
         )
 
-    def delete(self, source: sa.FromClause) -> sa.Select[Any]:
-        """Step 2 over ``source``: every route's rows of the batch's keys whose versions row
-        names another route now (or none)."""
+    def _gone(self) -> sa.Select[Any]:
+        """Step 2: from every route's table, the rows of the keys given (per route, its key
+        columns as arrays: ``r<i>_<column>``)."""
+        parts = []
+        for i, target in enumerate(self.targets):
+            live = target.live
+            arrays = [
+                sa.cast(sa.bindparam(f"r{i}_{k}"), pg.ARRAY(live.c[k].type)) for k in target.key
+            ]
+            given = sa.func.unnest(*arrays).table_valued(*target.key).render_derived()
+            gone = target.delete(*[live.c[k] == given.c[k] for k in target.key])
+            parts.append(gone.returning(sa.literal(1)).cte(f"deleted_{i}"))
+        return _total(parts)
+
+    def _sweep(self, source: sa.FromClause) -> sa.Select[Any]:
+        """Step 2 of a sweep: every route's rows of the batch's keys whose versions row names
+        another route now (or none)."""
         s, ver = source, self.tables.versions
         parts = []
         for i, target in enumerate(self.targets):
@@ -323,11 +350,27 @@ class RoutedWriter:
                 sa.or_(s.c._ddbcdc_op == "REMOVE", s.c._ddbcdc_route.is_distinct_from(name)),
             )
             parts.append(gone.returning(sa.literal(1)).cte(f"deleted_{i}"))
-        total = sum(
-            (sa.select(sa.func.count()).select_from(p).scalar_subquery() for p in parts),
-            sa.literal(0),
-        )
-        return sa.select(total.label("deleted"))
+        return _total(parts)
+
+    def _leaving(
+        self, newest: Sequence[CleanChange], routes: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> dict[str, list[Any]]:
+        """The parameters of :meth:`_gone`: each leaving key's key in the route it leaves
+        (the change carries it)."""
+        by_key = {c.key: c for c in newest}
+        found: list[list[tuple[Any, ...]]] = [[] for _ in self.targets]
+        for route, key in zip(routes, zip(*keys, strict=True), strict=True):
+            index = self._index.get(route)
+            if index is None:  # a route since removed: its table is gone
+                continue
+            there = by_key[key].route_keys[index]
+            assert there is not None  # the item was written there by these templates
+            found[index].append(there)
+        params: dict[str, list[Any]] = {}
+        for i, target in enumerate(self.targets):
+            columns = list(zip(*found[i], strict=True)) or [()] * len(target.key)
+            params.update({f"r{i}_{k}": list(c) for k, c in zip(target.key, columns, strict=True)})
+        return params
 
     @property
     def logged(self) -> bool:
@@ -348,16 +391,18 @@ class RoutedWriter:
         if newest:
             self.stage.ensure(conn)
             self.stage.copy(conn, rows if rows is not None else self.stage.rows(newest))
-            deleted, upserted, refused, leaving = conn.execute(self._arbiter).one()
+            deleted, upserted, refused, routes, *keys = conn.execute(self._arbiter).one()
             outcome = Outcome(upserted, deleted, list(refused or ()))
-            if leaving or self.sweep:
+            if self.sweep:
                 conn.execute(self._delete)
+            elif routes:
+                conn.execute(self._delete, self._leaving(newest, routes, keys))
         if self.log is not None and logged:
             if log_rows is None:
                 log_rows = self.log.rows(logged)
             if outcome.refused:
                 refused_ids = set(outcome.refused)
-                keys = {c.key for c in newest if c.event_id in refused_ids}
-                log_rows = [r for c, r in zip(logged, log_rows, strict=True) if c.key not in keys]
+                held = {c.key for c in newest if c.event_id in refused_ids}
+                log_rows = [r for c, r in zip(logged, log_rows, strict=True) if c.key not in held]
             self.log.write(conn, log_rows)
         return outcome
