@@ -15,6 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import context
 
+from ddbcdc.db import create_engine
 from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.schema.tables import metadata_for
 from ddbcdc.settings import Settings
@@ -47,7 +48,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = sa.create_engine(_url(), poolclass=sa.pool.NullPool)
+    engine = create_engine(_url(), pooled=False)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()

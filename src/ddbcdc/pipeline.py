@@ -28,7 +28,7 @@ from typing import Literal, NamedTuple, TypeVar
 import sqlalchemy as sa
 
 from ddbcdc.cleanse import CleanChange, Cleanser
-from ddbcdc.db import RefusedError, describe, run_transaction
+from ddbcdc.db import RefusedError, create_engine, describe, run_transaction
 from ddbcdc.errors import (
     CleanseError,
     ConfigurationError,
@@ -160,9 +160,7 @@ class Pipeline:
                 (:meth:`check_mappings`) before returning.
         """
         mappings = load_mappings(settings.mappings_dir)
-        engine = sa.create_engine(
-            settings.require_database_url(), pool_pre_ping=True, hide_parameters=True
-        )
+        engine = create_engine(settings.require_database_url(), pre_ping=True)
         pipeline = cls(
             engine=engine,
             mappings=mappings,

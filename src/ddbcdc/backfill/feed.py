@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
+from ddbcdc.db import create_engine
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
 from ddbcdc.schema.mapping import TableMapping, load_mappings
@@ -55,10 +56,9 @@ def margin_us(settings: Settings) -> int:
 
 def backfill_pipeline(settings: Settings, mapping: TableMapping, *, connections: int) -> Pipeline:
     """A pipeline for backfill rows of ``mapping``: no change log, microsecond versions."""
-    engine = sa.create_engine(
+    engine = create_engine(
         settings.require_database_url(),
-        pool_pre_ping=True,
-        hide_parameters=True,
+        pre_ping=True,
         pool_size=max(1, connections),
         max_overflow=2,
     )

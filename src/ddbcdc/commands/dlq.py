@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ddbcdc.db import describe
+from ddbcdc.db import create_engine, describe
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.materialize.deadletters import (
     DeadLetterCount,
@@ -92,7 +92,7 @@ def _as_row(letter: StoredDeadLetter) -> str:
 
 
 def _engine(settings: Settings) -> sa.Engine:
-    return sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)
+    return create_engine(settings.require_database_url(), pooled=False)
 
 
 def format_summary(counts: list[DeadLetterCount]) -> str:

@@ -22,8 +22,7 @@ import argparse
 import sys
 from typing import Any
 
-import sqlalchemy as sa
-
+from ddbcdc.db import create_engine
 from ddbcdc.migrate.fill import BackfillReport
 from ddbcdc.migrate.run import downgrade, format_plan, migrate
 from ddbcdc.schema.mapping import load_mappings
@@ -66,7 +65,7 @@ def _progress(report: BackfillReport) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``ddbcdc migrate``: 0 when done, 1 when something is left to settle."""
     settings = Settings()
-    engine = sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)
+    engine = create_engine(settings.require_database_url(), pooled=False)
     try:
         if args.downgrade:
             downgrade(engine, revision=args.downgrade)

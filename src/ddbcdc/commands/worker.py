@@ -71,13 +71,12 @@ def register(subparsers: Any) -> None:
 
 def _check_mappings(settings: Settings) -> None:
     """Refuse to start with mappings other than those the tables were migrated to."""
-    import sqlalchemy as sa
-
+    from ddbcdc.db import create_engine
     from ddbcdc.migrate.versions import check_engine
     from ddbcdc.schema.mapping import load_mappings
 
     mappings = load_mappings(settings.mappings_dir)
-    engine = sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)
+    engine = create_engine(settings.require_database_url(), pooled=False)
     try:
         check_engine(engine, mappings)
     finally:
