@@ -9,6 +9,7 @@ from ddbcdc.errors import (
     DatabaseUnavailableError,
     DdbcdcError,
     DecodeError,
+    MappingChangedError,
     PoisonRecordError,
     RetryableError,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DdbcdcError",
     "DecodeError",
+    "MappingChangedError",
     "PoisonRecordError",
     "RetryableError",
     "__version__",

@@ -13,6 +13,10 @@ the batch run again in isolation, so the changes at fault are dead-lettered and 
 one applied; anything else raises :class:`~ddbcdc.errors.DatabaseUnavailableError` with
 nothing committed (the worker retries the batch, never checkpointing past it). No record can
 stall a batch: every record ends applied, superseded by an applied change, or dead-lettered.
+
+A batch commits only under the mappings its tables were migrated to: it checks them in its
+transaction (:class:`~ddbcdc.migrate.versions.Fence`) and raises
+:class:`~ddbcdc.errors.MappingChangedError`, nothing committed, once a table has another.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal, NamedTuple, TypeVar
 
@@ -48,6 +52,7 @@ from ddbcdc.materialize.deadletters import (
 )
 from ddbcdc.materialize.progress import ShardPosition, end_shard, record_progress
 from ddbcdc.materialize.prune import Pruner, share_locks
+from ddbcdc.migrate.versions import Fence, check_engine
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.settings import Settings
 
@@ -124,6 +129,8 @@ class Pipeline:
             :mod:`ddbcdc.materialize.prune`).
         prune_every: prune at most this often, after a batch that carries a shard position.
         timestamp_unit: passed to :func:`ddbcdc.decode.record.decode_record`.
+        change_log: False writes no change log whatever the mappings say (backfill rows
+            are not changes); the batches are still fenced by the mappings as they are.
     """
 
     def __init__(
@@ -134,6 +141,7 @@ class Pipeline:
         tombstone_horizon: timedelta = timedelta(days=8),
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
+        change_log: bool = True,
     ) -> None:
         if not mappings:
             raise ConfigurationError("a pipeline needs at least one table mapping")
@@ -147,7 +155,10 @@ class Pipeline:
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
-        self.materializer = Materializer(self.mappings)
+        self.change_log = change_log
+        self.fence = Fence(self.mappings)
+        written = self.mappings if change_log else [replace(m, change_log=False) for m in mappings]
+        self.materializer = Materializer(written)
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
     @classmethod
@@ -183,8 +194,6 @@ class Pipeline:
             ConfigurationError: what differs, per mapping.
             DatabaseUnavailableError: PostgreSQL cannot be asked.
         """
-        from ddbcdc.migrate.versions import check_engine
-
         check_engine(self.engine, self.mappings)
 
     def close(self) -> None:
@@ -277,6 +286,7 @@ class Pipeline:
         self, conn: sa.Connection, prepared: PreparedBatch, isolate: bool
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
         share_locks(conn, {c.mapping.target_table for c in prepared.changes})
+        self.fence.check(conn)  # after the locks, in a statement of its own
         if isolate:
             counts = self.materializer.apply_isolated(conn, prepared.changes)
         else:

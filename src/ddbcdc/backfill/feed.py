@@ -1,17 +1,18 @@
 """Synthesized records -> the pipeline, batch by batch, with bookkeeping in each transaction.
 
 Backfill rows go through :class:`~ddbcdc.pipeline.Pipeline` like stream changes, with one
-difference: the pipeline is built on copies of the mappings **without the change log**.
-A snapshot or export row is not a change (nothing happened to the item at that version), and
-logging millions of them would bury the real changes in ``ddbcdc_changes__<table>`` and double
-the cost of an import; the live and versions tables are written exactly as for a change.
+difference: the pipeline writes **no change log** (``change_log=False``; its batches are
+still fenced by the mapping as its file says). A snapshot or export row is not a change
+(nothing happened to the item at that version), and logging millions of them would bury the
+real changes in ``ddbcdc_changes__<table>`` and double the cost of an import; the live and
+versions tables are written exactly as for a change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -64,9 +65,10 @@ def backfill_pipeline(settings: Settings, mapping: TableMapping, *, connections:
     )
     return Pipeline(
         engine=engine,
-        mappings=[replace(mapping, change_log=False)],
+        mappings=[mapping],
         tombstone_horizon=settings.tombstone_horizon,
         timestamp_unit="us",
+        change_log=False,
     )
 
 

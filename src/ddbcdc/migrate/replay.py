@@ -19,7 +19,9 @@ from ddbcdc.materialize.deadletters import (
     mark_replayed,
     record_failures,
 )
+from ddbcdc.materialize.prune import share_locks
 from ddbcdc.migrate.fill import Filler
+from ddbcdc.migrate.versions import Fence
 from ddbcdc.schema.mapping import TableMapping
 
 __all__ = ["replay_backfill"]
@@ -47,11 +49,17 @@ def replay_backfill(
 ) -> int:
     """Replay backfill dead letters in one transaction: each fills its column for its key
     again; those that now fit are marked replayed, the others keep their row with the new
-    error. Returns how many still fail."""
+    error. Returns how many still fail.
+
+    Raises:
+        MappingChangedError: a table was migrated to another mapping (nothing replayed).
+    """
     by_target = {m.target_table: m for m in mappings}
     failing: list[tuple[int, DeadLetter]] = []
     done: list[int] = []
     with engine.begin() as conn:
+        share_locks(conn, by_target)
+        Fence(mappings).check(conn)
         for letter in letters:
             mapping = by_target.get(letter.target_table or "")
             if mapping is None:

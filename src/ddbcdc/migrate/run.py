@@ -2,6 +2,10 @@
 
 In one transaction:
 
+0. the write lock of every table whose mapping changes, taken exclusively
+   (:func:`ddbcdc.migrate.versions.fence_writers`): batches in flight commit first, later
+   ones wait and then find the new version and stop, so no writer with the old mapping
+   writes the table after it;
 1. the Alembic revisions under ``migrations/`` (bookkeeping tables and the shipped
    ``customers`` mapping), run programmatically: no ``alembic.ini`` is needed;
 2. every mapping is compared with its tables (:mod:`ddbcdc.migrate.plan`): missing tables
@@ -37,7 +41,7 @@ from ddbcdc.db import describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.migrate.fill import BackfillReport, run_backfill, schedule_backfill
 from ddbcdc.migrate.plan import Step, TablePlan, plan_tables
-from ddbcdc.migrate.versions import record_mapping_version, recorded
+from ddbcdc.migrate.versions import fence_writers, record_mapping_version, recorded
 from ddbcdc.schema.mapping import TableMapping
 
 __all__ = [
@@ -150,6 +154,7 @@ def _schema(
     allow_destructive: bool,
     result: MigrationResult,
 ) -> None:
+    fence_writers(conn, mappings)
     config = alembic_config(conn)
     result.revision_before = MigrationContext.configure(conn).get_current_revision()
     command.upgrade(config, revision)
