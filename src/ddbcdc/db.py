@@ -204,12 +204,14 @@ def run_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
         RefusedError: PostgreSQL refused a value (nothing committed).
         DatabaseUnavailableError: any other database error, or conflicts that persist.
     """
+    last = ""
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
             return _once(engine, work)
         except _ConflictError as exc:
+            last = str(exc)
             log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
             time.sleep(random.uniform(0, 0.05 * 2**attempt))
     raise DatabaseUnavailableError(
-        f"transaction still collides with others after {CONFLICT_ATTEMPTS} attempts"
+        f"transaction still collides with others after {CONFLICT_ATTEMPTS} attempts ({last})"
     )

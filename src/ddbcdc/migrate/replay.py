@@ -30,13 +30,15 @@ __all__ = ["replay_backfill"]
 def _replay_one(
     conn: sa.Connection, mapping: TableMapping, letter: StoredDeadLetter
 ) -> DeadLetter | None:
-    """Fill the column a backfill dead letter names, for its key, with today's mapping:
+    """Fill the columns a backfill dead letter names, for its key, with today's mapping:
     None when done (or nothing is left to do), else the new failure."""
-    column = orjson.loads(letter.payload).get("column")
+    doc = orjson.loads(letter.payload)
+    named = doc.get("columns") or [doc.get("column")]
     source = mapping.item_column or mapping.extra_column
-    if source is None or column not in {c.name for c in mapping.columns}:
+    columns = [c.name for c in mapping.columns if c.name in named]
+    if source is None or not columns:
         return None
-    filler = Filler(mapping, [column], source)
+    filler = Filler(mapping, columns, source)
     key = filler.letter_key(letter.payload)
     match = [c == sa.literal(v, c.type) for c, v in zip(filler.key, key, strict=True)]
     rows = conn.execute(filler.select().where(*match).with_for_update()).all()

@@ -39,7 +39,8 @@ from alembic.migration import MigrationContext
 import ddbcdc
 from ddbcdc.db import describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
-from ddbcdc.migrate.fill import BackfillReport, run_backfill, schedule_backfill
+from ddbcdc.migrate.fill import BackfillReport
+from ddbcdc.migrate.jobs import run_backfill, schedule_backfill
 from ddbcdc.migrate.plan import Step, TablePlan, plan_tables
 from ddbcdc.migrate.versions import fence_writers, record_mapping_version, recorded
 from ddbcdc.schema.mapping import TableMapping
@@ -107,8 +108,10 @@ def _in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
     try:
         with engine.begin() as conn:
             return work(conn)
-    except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot migrate: {describe(exc)}") from exc
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailableError(
+            f"cannot migrate: {describe(exc)} (nothing was changed)"
+        ) from exc
 
 
 class _DryRunError(Exception):
@@ -174,7 +177,11 @@ def _finish(engine: sa.Engine, step: Step) -> str | None:
         with engine.begin() as conn:
             for sql in step.sql:
                 conn.exec_driver_sql(sql)
-    except sa.exc.IntegrityError:
+    except sa.exc.DBAPIError as exc:
+        if not isinstance(exc, sa.exc.IntegrityError):
+            raise DatabaseUnavailableError(
+                f"{step.action} {step.table} {step.detail} failed: {describe(exc)}"
+            ) from exc
         return (
             f"{step.table}.{step.detail} stays nullable: some rows have no value (see "
             "ddbcdc dlq list --summary); settle them or give the column a default, then run "
@@ -198,7 +205,8 @@ def migrate(
     Raises:
         ConfigurationError: a destructive change not allowed (with the exact DDL), or a
             difference no migration can make; nothing is changed then.
-        DatabaseUnavailableError: PostgreSQL cannot be reached.
+        DatabaseUnavailableError: PostgreSQL cannot be reached, or refused a statement (a
+            backfill stopped this way resumes at the next run).
     """
     result = MigrationResult(dry_run=dry_run)
 
