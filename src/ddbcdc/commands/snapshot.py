@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.backfill import state
-from ddbcdc.backfill.export import open_location, read_manifest
+from ddbcdc.backfill.export import ExportError, open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.importer import export_run, import_export
 from ddbcdc.backfill.preconditions import Finding, check_backfill, report, retention_hours
@@ -173,6 +173,14 @@ def import_location(
     finally:
         pipeline.close()
     print(summary_line(run.id, result.counts, time.monotonic() - started, args.json))
+    if result.bad:
+        for reason in result.bad:
+            print(f"not imported: {reason}", file=sys.stderr)
+        raise ExportError(
+            f"{len(result.bad)} data file(s) of {run.id} not imported (named above), every "
+            "other file imported; the run holds tombstone pruning until the same command, "
+            "run again once they are fetched again, imports them"
+        )
     return 1 if result.counts.dead_lettered else 0
 
 
