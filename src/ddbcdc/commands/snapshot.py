@@ -28,7 +28,7 @@ from ddbcdc.backfill.export import ExportError, open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.importer import export_run, import_export
 from ddbcdc.backfill.preconditions import Finding, check_backfill, report, retention_hours
-from ddbcdc.backfill.records import format_us, now_us, parse_time_us
+from ddbcdc.backfill.records import format_us, parse_time_us
 from ddbcdc.backfill.snapshot import (
     SnapshotOptions,
     new_scan_run,
@@ -113,7 +113,7 @@ def _checks(
     args: argparse.Namespace,
     engine: Any,
     table: str,
-    start_us: int,
+    hold_us: int,
     **extra: Any,
 ) -> None:
     try:
@@ -123,7 +123,7 @@ def _checks(
             kinesis=aws.client("kinesis", settings, max_attempts=1),
             engine=engine,
             table=table,
-            start_us=start_us,
+            hold_us=hold_us,
             **extra,
         )
     except (BotoCoreError, ClientError) as exc:
@@ -294,7 +294,8 @@ def _scan_run(
             )
         state.abandon(engine, running.id)
     expected = _expected_seconds(description, options)
-    _checks(settings, args, engine, mapping.source_table, now_us(), expected_seconds=expected)
+    hold_us = run.min_version_us
+    _checks(settings, args, engine, mapping.source_table, hold_us, expected_seconds=expected)
     state.start_run(engine, run, segments, what=_what(run))
     return run
 
