@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -52,7 +53,7 @@ def mapping_for(settings: Settings, source_table: str) -> TableMapping:
 
 def margin_us(settings: Settings) -> int:
     """The clock-skew margin in microseconds."""
-    return int(settings.clock_skew_margin.total_seconds() * 1_000_000)
+    return settings.clock_skew_margin // timedelta(microseconds=1)
 
 
 def backfill_pipeline(settings: Settings, mapping: TableMapping, *, connections: int) -> Pipeline:

@@ -39,6 +39,7 @@ from ddbcdc.backfill.export import DataFile, ExportError, ExportLocation, Manife
 from ddbcdc.backfill.feed import Batch, feed
 from ddbcdc.backfill.records import RecordMaker, format_us
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.inputs.exports import export_version_us
 from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
@@ -85,7 +86,8 @@ def export_run(
         lowest = manifest.from_us
         kind = "incremental_export"
     else:
-        lowest = None if manifest.export_time_us is None else manifest.export_time_us - margin_us
+        exported = manifest.export_time_us
+        lowest = None if exported is None else export_version_us(exported, margin_us)
         kind = "export"
     if lowest is None:
         raise ConfigurationError(f"{location.describe()}: the manifest has no export time")
