@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -190,6 +191,48 @@ def test_every_good_file_is_imported_and_every_bad_one_named(
     assert "4 items, upserted 4" in capsys.readouterr().out  # only the two files
     assert sorted(customers(db)) == [1, 2, 11, 12, 21, 22, 31, 32]
     assert query(db, "SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]
+
+
+def test_a_replayed_export_row_is_not_written_to_the_change_log(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Backfill rows are never logged: not when imported, not when replayed from the dead
+    letters either; a change replayed beside them is logged as ever."""
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE customers ADD CONSTRAINT no_bob CHECK (first_name <> 'Bob')"
+        )
+    folder = write_export(
+        tmp_path / "export",
+        {"only.json.gz": full_lines([customer(1, "Ada"), customer(2, "Bob")])},
+        export_id="01764000000123-dlq00001",
+        export_time_us=EXPORT_US,
+    )
+    assert main(["snapshot", "--from-export", str(folder), "--force", "--no-progress"]) == 1
+    live = tmp_path / "live.jsonl"  # a change from the stream
+    change = {
+        "eventID": "0f3a",
+        "eventName": "INSERT",
+        "tableName": "customers",
+        "dynamodb": {
+            "ApproximateCreationDateTime": EXPORT_US,
+            "Keys": {"userid": {"N": "3"}},
+            "NewImage": customer(3, "Bob"),
+        },
+    }
+    live.write_bytes(orjson.dumps(change))
+    assert main(["apply", str(live)]) == 1
+    assert sorted(customers(db)) == [1]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE customers DROP CONSTRAINT no_bob")
+    engine.dispose()
+    capsys.readouterr()
+    assert main(["dlq", "replay"]) == 0
+    assert "replayed 2 of 2 (upserted 2" in capsys.readouterr().out
+    assert customers(db)[2] == ("Bob", "5551234567", EXPORT_US - MARGIN_US)
+    assert customers(db)[3] == ("Bob", "5551234567", EXPORT_US)
+    assert query(db, "SELECT _ddbcdc_event_id FROM ddbcdc_changes__customers") == [("0f3a",)]
 
 
 def test_item_counts_are_checked(

@@ -10,7 +10,7 @@ versions tables are written exactly as for a change.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,7 +23,7 @@ from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.settings import Settings
 
-__all__ = ["Batch", "backfill_pipeline", "feed", "mapping_for", "margin_us"]
+__all__ = ["Batch", "backfill_pipeline", "feed", "mapping_for", "margin_us", "rows_pipeline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +57,27 @@ def margin_us(settings: Settings) -> int:
 
 
 def backfill_pipeline(settings: Settings, mapping: TableMapping, *, connections: int) -> Pipeline:
-    """A pipeline for backfill rows of ``mapping``: no change log, microsecond versions."""
+    """A pipeline for backfill rows of ``mapping`` on an engine of its own
+    (:func:`rows_pipeline`)."""
     engine = create_engine(
         settings.require_database_url(),
         pre_ping=True,
         pool_size=max(1, connections),
         max_overflow=2,
     )
+    return rows_pipeline(engine, [mapping], tombstone_horizon=settings.tombstone_horizon)
+
+
+def rows_pipeline(
+    engine: sa.Engine, mappings: Sequence[TableMapping], *, tombstone_horizon: timedelta
+) -> Pipeline:
+    """The pipeline every backfill row goes through, first or replayed from the dead
+    letters: no change log, versions in microseconds (as :mod:`ddbcdc.backfill.records`
+    writes them)."""
     return Pipeline(
         engine=engine,
-        mappings=[mapping],
-        tombstone_horizon=settings.tombstone_horizon,
+        mappings=mappings,
+        tombstone_horizon=tombstone_horizon,
         timestamp_unit="us",
         change_log=False,
     )
