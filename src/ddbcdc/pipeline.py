@@ -51,7 +51,7 @@ from ddbcdc.materialize.deadletters import (
     write_dead_letters,
 )
 from ddbcdc.materialize.progress import ShardPosition, end_shard, record_progress
-from ddbcdc.materialize.prune import Pruner, share_locks
+from ddbcdc.materialize.prune import Pruner
 from ddbcdc.migrate.versions import Fence, check_engine
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.settings import Settings
@@ -155,9 +155,8 @@ class Pipeline:
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
-        self.change_log = change_log
         self.fence = Fence(self.mappings)
-        written = self.mappings if change_log else [replace(m, change_log=False) for m in mappings]
+        written = [m if change_log else replace(m, change_log=False) for m in self.mappings]
         self.materializer = Materializer(written)
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
@@ -285,8 +284,7 @@ class Pipeline:
     def _materialize(
         self, conn: sa.Connection, prepared: PreparedBatch, isolate: bool
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
-        share_locks(conn, {c.mapping.target_table for c in prepared.changes})
-        self.fence.check(conn)  # after the locks, in a statement of its own
+        self.fence.enter(conn, {c.mapping.target_table for c in prepared.changes})
         if isolate:
             counts = self.materializer.apply_isolated(conn, prepared.changes)
         else:

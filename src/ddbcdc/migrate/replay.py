@@ -19,7 +19,6 @@ from ddbcdc.materialize.deadletters import (
     mark_replayed,
     record_failures,
 )
-from ddbcdc.materialize.prune import share_locks
 from ddbcdc.migrate.fill import Filler
 from ddbcdc.migrate.versions import Fence
 from ddbcdc.schema.mapping import TableMapping
@@ -60,8 +59,7 @@ def replay_backfill(
     failing: list[tuple[int, DeadLetter]] = []
     done: list[int] = []
     with engine.begin() as conn:
-        share_locks(conn, by_target)
-        Fence(mappings).check(conn)
+        Fence(mappings).enter(conn, by_target)
         for letter in letters:
             mapping = by_target.get(letter.target_table or "")
             if mapping is None:

@@ -11,16 +11,17 @@ each different mapping. Two hosts with different mappings never write one table:
   one recorded for its table (:class:`Fence`); else nothing of it is written and
   :class:`~ddbcdc.errors.MappingChangedError` names the difference;
 - what makes that check exact is the tables' write lock (the advisory lock of
-  :mod:`ddbcdc.materialize.prune`): a batch holds it shared from its first statement and
-  reads the versions in a later statement; ``migrate`` takes it exclusively, at the start
-  of its transaction, for every table whose mapping it changes (:func:`fence_writers`). So
-  a batch in flight commits before the new version does, and a batch that starts later
-  waits for the migration to commit, then finds the new version and stops.
+  :mod:`ddbcdc.materialize.prune`): a batch's first statement takes it shared and then
+  reads the versions with a fresh snapshot (the ``ddbcdc_fence`` function of revision
+  ``0006``: one round trip); ``migrate`` takes it exclusively, at the start of its
+  transaction, for every table whose mapping it changes (:func:`fence_writers`). So a
+  batch in flight commits before the new version does, and a batch that starts later waits
+  for the migration to commit, then finds the new version and stops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -151,8 +152,9 @@ def check_engine(engine: sa.Engine, mappings: Sequence[TableMapping]) -> None:
 
 
 class Fence:
-    """The check each batch makes in its transaction: its mappings are still the ones their
-    tables were migrated to (see the module doc for why it is exact).
+    """What each batch passes first in its transaction: its tables' write locks, taken
+    shared, then the check that its mappings are still the ones their tables were migrated
+    to (see the module doc for why it is exact).
 
     Args:
         mappings: the writer's mappings, as their files say (a pipeline that leaves the
@@ -162,21 +164,24 @@ class Fence:
     def __init__(self, mappings: Sequence[TableMapping]) -> None:
         self.mappings = tuple(mappings)
         self.digests = {m.target_table: mapping_digest(m) for m in self.mappings}
-        table = mapping_versions.c
-        self._query = sa.select(table.target_table, table.digest).where(
-            table.target_table.in_(sorted(self.digests))
+        keys = sa.bindparam("keys", type_=pg.ARRAY(sa.BigInteger))
+        targets = sa.literal(sorted(self.digests), pg.ARRAY(sa.Text))
+        fenced = sa.func.ddbcdc_fence(keys, targets).table_valued(
+            sa.column("target_table", sa.Text), sa.column("digest", sa.Text)
         )
+        self._query = sa.select(fenced.c.target_table, fenced.c.digest)
 
-    def check(self, conn: sa.Connection) -> None:
-        """Raise unless every mapping is the one recorded for its table, now.
-
-        Call it after the batch took its tables' write locks shared, in a later statement.
+    def enter(self, conn: sa.Connection, written: Iterable[str]) -> None:
+        """Take the write locks of the tables ``written`` shared, then check every mapping
+        against what its table was migrated to, now: one statement, first in the batch's
+        transaction (the locks are held until it ends).
 
         Raises:
             MappingChangedError: what changed, per table; the caller's transaction must not
                 commit.
         """
-        found = {target: digest for target, digest in conn.execute(self._query)}
+        keys = sorted({lock_key(t) for t in written})
+        found = {target: digest for target, digest in conn.execute(self._query, {"keys": keys})}
         if found != self.digests:
             raise MappingChangedError(" | ".join(self._changes(conn)))
 
