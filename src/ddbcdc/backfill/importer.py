@@ -39,14 +39,18 @@ from ddbcdc.backfill.export import DataFile, ExportError, ExportLocation, Manife
 from ddbcdc.backfill.feed import Batch, feed
 from ddbcdc.backfill.records import RecordMaker, format_us
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.inputs.exports import export_version_us
 from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
+from ddbcdc.settings import read_version_us
 
-__all__ = ["ImportResult", "export_run", "import_export", "line_record"]
+__all__ = ["DEFAULT_BATCH_SIZE", "ImportResult", "export_run", "import_export", "line_record"]
 
 log = logging.getLogger(__name__)
+
+#: Export lines applied per transaction (``--batch-size`` of ``snapshot --from-export`` and
+#: ``export``).
+DEFAULT_BATCH_SIZE = 10_000
 
 _ITEM = b'{"Item":'
 _ITEM_KEY = b'"Item"'
@@ -87,7 +91,7 @@ def export_run(
         kind = "incremental_export"
     else:
         exported = manifest.export_time_us
-        lowest = None if exported is None else export_version_us(exported, margin_us)
+        lowest = None if exported is None else read_version_us(exported, margin_us)
         kind = "export"
     if lowest is None:
         raise ConfigurationError(f"{location.describe()}: the manifest has no export time")
@@ -231,7 +235,7 @@ def import_export(
     location: ExportLocation,
     *,
     pipeline: Pipeline,
-    batch_size: int = 10_000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     parallel: int = 1,
     progress: ProgressBar | None = None,
 ) -> ImportResult:

@@ -28,8 +28,9 @@ from ddbcdc.db import create_engine
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.settings import Settings
+from ddbcdc.verify.drift import VerifyOptions
 from ddbcdc.verify.recheck import Repairer
-from ddbcdc.verify.run import VerifyOptions, verify_table
+from ddbcdc.verify.run import verify_table
 
 __all__ = ["register"]
 

@@ -5,7 +5,7 @@ then its sequence number, then its event id; see docs/correctness.md):
 
 - A **full export** line, ``{"Item": {...}}``, is the item as it was at the export time. It
   becomes an INSERT whose version is that time minus the clock-skew margin
-  (:func:`export_version_us`; ``--export-time``: the ``exportTime`` of the export's
+  (:func:`ddbcdc.settings.read_version_us`; ``--export-time``: the ``exportTime`` of the export's
   ``manifest-summary.json``); a line carries no time of its own, so without one it is
   refused. The margin is there because the export's clock and the one that stamps the
   stream's changes are different AWS clocks: a change made after the export, stamped up to
@@ -31,7 +31,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ExportOptions", "export_item", "export_version_us", "incremental_record"]
+from ddbcdc.settings import read_version_us
+
+__all__ = ["ExportOptions", "export_item", "incremental_record"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +46,13 @@ class ExportOptions:
         export_time_us: a full export's time, epoch microseconds.
         key_attributes: the table's key attribute names, for full-export items.
         margin_us: the clock-skew margin (``DDBCDC_CLOCK_SKEW_MARGIN``) in microseconds,
-            subtracted from ``export_time_us`` (:func:`export_version_us`).
+            subtracted from ``export_time_us`` (:func:`ddbcdc.settings.read_version_us`).
     """
 
     table: str | None = None
     export_time_us: int | None = None
     key_attributes: tuple[str, ...] | None = None
     margin_us: int = 0
-
-
-def export_version_us(export_time_us: int, margin_us: int) -> int:
-    """The version of every row of a full export taken at ``export_time_us``: that time
-    minus the clock-skew margin (see the module doc). ``ddbcdc snapshot --from-export`` and
-    ``ddbcdc apply --export-time`` both version export rows by it."""
-    return export_time_us - margin_us
 
 
 def _attribute_map(value: Any, path: str) -> dict[str, Any]:
@@ -90,7 +85,7 @@ def _record(
 
 
 def export_item(line: dict[str, Any], options: ExportOptions) -> bytes:
-    """A full export's ``{"Item": {...}}`` as an INSERT at :func:`export_version_us`.
+    """A full export's ``{"Item": {...}}`` as an INSERT at the export time minus the margin.
 
     Raises:
         ValueError: no export time or key attributes known, or the item lacks a key.
@@ -110,7 +105,7 @@ def export_item(line: dict[str, Any], options: ExportOptions) -> bytes:
         raise ValueError(f"Item has no key attribute {', '.join(missing)}")
     keys = {name: item[name] for name in options.key_attributes}
     dynamodb = {"Keys": keys, "NewImage": item}
-    version = export_version_us(options.export_time_us, options.margin_us)
+    version = read_version_us(options.export_time_us, options.margin_us)
     return _record(options, "INSERT", version, dynamodb, item)
 
 

@@ -15,7 +15,7 @@ In one transaction:
 3. the mapping each table is now at is recorded (:mod:`ddbcdc.migrate.versions`).
 
 Then, in transactions of their own, columns added to a table with kept attributes are filled
-from them (:mod:`ddbcdc.migrate.fill`; an interrupted backfill resumes on the next
+from them (:mod:`ddbcdc.migrate.jobs`; an interrupted backfill resumes on the next
 run), and a required new column gets its NOT NULL.
 
 A dry run does all of the transaction and rolls it back, so the plan it returns is exact
@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -37,11 +36,11 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 
 import ddbcdc
-from ddbcdc.db import describe
+from ddbcdc.db import describe, run_transaction
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.migrate.fill import BackfillReport
 from ddbcdc.migrate.jobs import run_backfill, schedule_backfill
-from ddbcdc.migrate.plan import Step, TablePlan, plan_tables
+from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
 from ddbcdc.migrate.versions import fence_writers, record_mapping_version, recorded
 from ddbcdc.schema.mapping import TableMapping
 
@@ -54,8 +53,6 @@ __all__ = [
     "migrations_dir",
     "upgrade",
 ]
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -75,7 +72,7 @@ class MigrationResult:
 
     revision_before: str | None = None
     revision_after: str | None = None
-    plans: list[TablePlan] = field(default_factory=list)
+    plans: list[MigrationPlan] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
     versions_before: dict[str, int | None] = field(default_factory=dict)
     backfills: list[BackfillReport] = field(default_factory=list)
@@ -104,21 +101,15 @@ def alembic_config(connection: sa.Connection) -> Config:
     return config
 
 
-def _in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
-    try:
-        with engine.begin() as conn:
-            return work(conn)
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(
-            f"cannot migrate: {describe(exc)} (nothing was changed)"
-        ) from exc
-
-
 class _DryRunError(Exception):
-    """Rolls a dry run's transaction back."""
+    """Rolls a dry run's transaction back, carrying what it found."""
+
+    def __init__(self, result: MigrationResult) -> None:
+        super().__init__("dry run")
+        self.result = result
 
 
-def _refusal(plans: Sequence[TablePlan]) -> ConfigurationError:
+def _refusal(plans: Sequence[MigrationPlan]) -> ConfigurationError:
     lines = []
     for plan in plans:
         for step in plan.destructive:
@@ -130,7 +121,7 @@ def _refusal(plans: Sequence[TablePlan]) -> ConfigurationError:
     )
 
 
-def _apply(conn: sa.Connection, plan: TablePlan, result: MigrationResult) -> None:
+def _apply(conn: sa.Connection, plan: MigrationPlan, result: MigrationResult) -> None:
     for step in plan.immediate:
         for sql in step.sql:
             try:
@@ -205,20 +196,21 @@ def migrate(
     Raises:
         ConfigurationError: a destructive change not allowed (with the exact DDL), or a
             difference no migration can make; nothing is changed then.
-        DatabaseUnavailableError: PostgreSQL cannot be reached, or refused a statement (a
+        DatabaseUnavailableError: PostgreSQL cannot be reached, or failed otherwise (a
             backfill stopped this way resumes at the next run).
     """
-    result = MigrationResult(dry_run=dry_run)
 
-    def work(conn: sa.Connection) -> None:
+    def work(conn: sa.Connection) -> MigrationResult:
+        result = MigrationResult(dry_run=dry_run)  # afresh when a collision runs it again
         _schema(conn, mappings, revision, allow_destructive, result)
         if dry_run:
-            raise _DryRunError
+            raise _DryRunError(result)
+        return result
 
     try:
-        _in_transaction(engine, work)
-    except _DryRunError:
-        return result
+        result = run_transaction(engine, work)
+    except _DryRunError as dry:
+        return dry.result
     if revision != "head":
         return result
     for plan in result.plans:
@@ -239,7 +231,7 @@ def upgrade(
 
 def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
     """Run the revisions down to ``revision``."""
-    _in_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
+    run_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
 
 
 def _version(before: int | None, after: int | None) -> str:
@@ -250,7 +242,7 @@ def _version(before: int | None, after: int | None) -> str:
     return f"mapping version {before if before is not None else 'none'} -> {after}"
 
 
-def _plan_lines(plan: TablePlan, result: MigrationResult) -> list[str]:
+def _plan_lines(plan: MigrationPlan, result: MigrationResult) -> list[str]:
     target = plan.mapping.target_table
     where = plan.mapping.path or plan.mapping.name
     versions = _version(result.versions_before.get(target), result.versions.get(target))

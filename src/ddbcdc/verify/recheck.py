@@ -21,26 +21,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from ddbcdc.aws.throttle import call_with_backoff
 from ddbcdc.backfill.feed import Batch, feed
 from ddbcdc.backfill.position import WorkerWatch
 from ddbcdc.backfill.records import json_default, key_digest, now_us
-from ddbcdc.backfill.scan import ReadLimiter, call_with_backoff
+from ddbcdc.backfill.scan import ReadLimiter
 from ddbcdc.pipeline import Pipeline, SourceRecord
-from ddbcdc.verify.drift import Rows, Sample, VerifyReport, copy_rows
-
-if TYPE_CHECKING:
-    from ddbcdc.verify.run import VerifyOptions
+from ddbcdc.settings import read_version_us
+from ddbcdc.verify.drift import Sample, VerifyOptions, VerifyReport, copy_rows
+from ddbcdc.verify.rows import Key, Rows
 
 __all__ = ["Rechecker", "Repairer"]
 
 log = logging.getLogger(__name__)
 
-Key = tuple[Any, ...]
 _CHUNK = 100  # BatchGetItem's limit
 _NONE = -(2**63)
 
@@ -178,7 +177,7 @@ class Rechecker:
                     self.report.unmappable += 1
                     continue
                 have = actual.get(key)
-                if (have[0] if have else None) == image:
+                if self.rows.same(have[0] if have else None, image):
                     self.report.changed += 1
                     continue
                 text = None if item is None else orjson.dumps(item, default=json_default).decode()
@@ -206,9 +205,9 @@ class Rechecker:
                 item = orjson.loads(row.image) if row.image is not None else None
                 image = self.rows.row(item)[1] if item is not None else None
                 have = actual.get(key)
-                if (have[0] if have else None) == image:
+                if self.rows.same(have[0] if have else None, image):
                     self.report.changed += 1
-                elif versions.get(key, _NONE) >= row.read_us - self.margin:
+                elif versions.get(key, _NONE) >= read_version_us(row.read_us, self.margin):
                     retry.append((*key, row.kind, round_ + 1, "new", None, None, None))
                 else:
                     kind = "missing" if have is None else "extra" if image is None else "different"
@@ -227,7 +226,7 @@ class Rechecker:
             self.report.samples.append(Sample(kind, self.rows.key_dict(key), source, target))
 
     def _repair(self, key: Key, item: dict[str, Any] | None, read_us: int) -> SourceRecord:
-        version = read_us - self.margin
+        version = read_version_us(read_us, self.margin)
         keys = self.rows.dynamodb_key(key)
         marker = f"verify:{self.repairer.run_id if self.repairer else ''}:{key_digest(keys)}"
         if item is None:
