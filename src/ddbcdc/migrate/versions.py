@@ -13,7 +13,7 @@ each different mapping. Two hosts with different mappings never write one table:
 - what makes that check exact is the tables' write lock (the advisory lock of
   :mod:`ddbcdc.materialize.prune`): a batch's first statement takes it shared and then
   reads the versions with a fresh snapshot (the ``ddbcdc_fence`` function of revision
-  ``0006``: one round trip); ``migrate`` takes it exclusively, at the start of its
+  ``0007``: one round trip); ``migrate`` takes it exclusively, at the start of its
   transaction, for every table whose mapping it changes (:func:`fence_writers`). So a
   batch in flight commits before the new version does, and a batch that starts later waits
   for the migration to commit, then finds the new version and stops.

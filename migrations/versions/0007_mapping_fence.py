@@ -8,8 +8,8 @@
   snapshot for each statement it runs (a single SQL statement would read with the snapshot
   taken before its locks were granted).
 
-Revision ID: 0006_mapping_fence
-Revises: 0005
+Revision ID: 0007_mapping_fence
+Revises: 0006_freshness
 Create Date: 2026-12-09
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006_mapping_fence"
-down_revision: str | None = "0005"
+revision: str = "0007_mapping_fence"
+down_revision: str | None = "0006_freshness"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
