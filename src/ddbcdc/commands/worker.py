@@ -134,13 +134,11 @@ def _serve(
     port: int,
 ) -> int:
     """Run the daemon with the lease watcher, the shard registry and the metrics server."""
-    import sqlalchemy as sa
+    from ddbcdc.db import create_engine
 
     assert options.worker_id is not None
     leases = LeaseWatcher(_lease_scan(settings, options.application_name), options.worker_id)
-    engine = sa.create_engine(
-        settings.require_database_url(), pool_size=1, pool_pre_ping=True, hide_parameters=True
-    )
+    engine = create_engine(settings.require_database_url(), pool_size=1, pre_ping=True)
     kinesis = aws.client("kinesis", settings, max_attempts=3)
     registry = ShardRegistry(
         engine,
