@@ -13,6 +13,10 @@ the batch run again in isolation, so the changes at fault are dead-lettered and 
 one applied; anything else raises :class:`~ddbcdc.errors.DatabaseUnavailableError` with
 nothing committed (the worker retries the batch, never checkpointing past it). No record can
 stall a batch: every record ends applied, superseded by an applied change, or dead-lettered.
+
+A batch commits only under the mappings its tables were migrated to: it checks them in its
+transaction (:class:`~ddbcdc.migrate.versions.Fence`) and raises
+:class:`~ddbcdc.errors.MappingChangedError`, nothing committed, once a table has another.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import sqlalchemy as sa
 
 from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.cleanse.routes import NO_ROUTE, RoutedCleanser, cleanser_for
-from ddbcdc.db import RefusedError, describe, run_transaction
+from ddbcdc.db import RefusedError, create_engine, describe, run_transaction
 from ddbcdc.errors import (
     CleanseError,
     ConfigurationError,
@@ -48,8 +52,9 @@ from ddbcdc.materialize.deadletters import (
     write_dead_letters,
 )
 from ddbcdc.materialize.progress import ShardPosition, end_shard, record_progress
-from ddbcdc.materialize.prune import Pruner, share_locks
-from ddbcdc.schema.mapping import TableMapping, load_mappings
+from ddbcdc.materialize.prune import Pruner
+from ddbcdc.migrate.versions import Fence, check_engine
+from ddbcdc.schema.mapping import TableMapping, load_mappings, without_change_log
 from ddbcdc.settings import DEFAULT_TOMBSTONE_HORIZON, Settings
 
 __all__ = ["BatchResult", "Pipeline", "PreparedBatch", "ShardPosition", "SourceRecord"]
@@ -160,6 +165,9 @@ class Pipeline:
         sweep: of routed mappings, every batch also deletes the rows of its keys from the
             tables their versions rows do not name (verify's repairs: drift may have put a
             row where no change did); else only when a change moved or removed a row.
+        change_log: False writes no change log whatever the mappings (or their routes) say
+            (backfill rows are not changes); the batches are still fenced by the mappings as
+            they are.
     """
 
     def __init__(
@@ -171,6 +179,7 @@ class Pipeline:
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
         sweep: bool = False,
+        change_log: bool = True,
     ) -> None:
         if not mappings:
             raise ConfigurationError("a pipeline needs at least one table mapping")
@@ -184,7 +193,9 @@ class Pipeline:
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: cleanser_for(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
-        self.materializer = Materializer(self.mappings, sweep=sweep)
+        self.fence = Fence(self.mappings)
+        written = [m if change_log else without_change_log(m) for m in self.mappings]
+        self.materializer = Materializer(written, sweep=sweep)
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
     @classmethod
@@ -197,9 +208,7 @@ class Pipeline:
                 (:meth:`check_mappings`) before returning.
         """
         mappings = load_mappings(settings.mappings_dir)
-        engine = sa.create_engine(
-            settings.require_database_url(), pool_pre_ping=True, hide_parameters=True
-        )
+        engine = create_engine(settings.require_database_url(), pre_ping=True)
         pipeline = cls(
             engine=engine,
             mappings=mappings,
@@ -222,8 +231,6 @@ class Pipeline:
             ConfigurationError: what differs, per mapping.
             DatabaseUnavailableError: PostgreSQL cannot be asked.
         """
-        from ddbcdc.migrate.versions import check_engine
-
         check_engine(self.engine, self.mappings)
 
     def close(self) -> None:
@@ -327,7 +334,7 @@ class Pipeline:
     def _materialize(
         self, conn: sa.Connection, prepared: PreparedBatch, isolate: bool
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
-        share_locks(conn, {c.mapping.target_table for c in prepared.changes})
+        self.fence.enter(conn, {c.mapping.target_table for c in prepared.changes})
         if isolate:
             counts = self.materializer.apply_isolated(conn, prepared.changes)
         else:

@@ -193,7 +193,7 @@ def test_pages_and_changes_in_any_interleaving_converge(
     clear(engine, model)
     stream = Pipeline(engine=engine, mappings=[model.mapping])
     backfill = Pipeline(
-        engine=engine, mappings=[without_change_log(model.mapping)], timestamp_unit="us"
+        engine=engine, mappings=[model.mapping], timestamp_unit="us", change_log=False
     )
     for start, end in itertools.pairwise([0, *cuts, len(order)]):
         batch = order[start:end]

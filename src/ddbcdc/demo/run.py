@@ -32,7 +32,7 @@ from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.aws.resources import KEY_SCHEMAS
 from ddbcdc.children import signal_when_parent_dies
-from ddbcdc.db import check_reachable
+from ddbcdc.db import check_reachable, create_engine
 from ddbcdc.demo.evolve import NEW_ATTRIBUTE, evolve, print_samples
 from ddbcdc.demo.single_table import single_table_act
 from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
@@ -192,7 +192,7 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
         mappings = load_mappings(settings.mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
         shop = next((m for m in mappings if m.routes), None)
-        engine = sa.create_engine(stack.database_url)
+        engine = create_engine(stack.database_url)
         try:
             say("migrating PostgreSQL")
             upgrade(engine, mappings)

@@ -30,7 +30,8 @@ from ddbcdc.decode.itemjson import decode_attributes, encode_attributes
 from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
 from ddbcdc.materialize.deadletters import DeadLetter, write_dead_letters
-from ddbcdc.migrate.fill import BackfillReport, job_row
+from ddbcdc.migrate.fill import BackfillReport
+from ddbcdc.migrate.jobs import job_row, run_batch
 from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables, backfills, mapped_tables
 
@@ -194,24 +195,32 @@ def _insert(tables: MappedTables) -> sa.Insert:
 
 
 def _batch(engine: sa.Engine, mover: RouteMover, batch_size: int) -> tuple[BackfillReport, bool]:
-    """One batch in one transaction, the job row moved on in it: (report, more to do)."""
+    """One batch in one transaction, the job row moved on in it: (report, more to do); run
+    again while it conflicts with other transactions (a lock timeout, a deadlock)."""
     target = mover.mapping.target_table
-    with engine.begin() as conn:
-        job = job_row(conn, target)
-        assert job is not None
-        after = mover.decode_key(job.after_key) if job.after_key is not None else None
-        keys = mover.next_keys(conn, after, batch_size)
-        report = mover.move(conn, keys)
-        write_dead_letters(conn, report.letters)
-        values: dict[str, Any] = {
-            "rows_done": backfills.c.rows_done + len(keys),
-            "dead_lettered": backfills.c.dead_lettered + report.dead_lettered,
-        }
-        if keys:
-            values["after_key"] = mover.encode_key(keys[-1])
-        else:
-            values["finished_at"] = sa.func.now()
-        conn.execute(sa.update(backfills).where(backfills.c.target_table == target).values(values))
+    return run_batch(engine, target, lambda conn: _batch_in(conn, mover, batch_size))
+
+
+def _batch_in(
+    conn: sa.Connection, mover: RouteMover, batch_size: int
+) -> tuple[BackfillReport, bool]:
+    """:func:`_batch`'s transaction."""
+    target = mover.mapping.target_table
+    job = job_row(conn, target)
+    assert job is not None
+    after = mover.decode_key(job.after_key) if job.after_key is not None else None
+    keys = mover.next_keys(conn, after, batch_size)
+    report = mover.move(conn, keys)
+    write_dead_letters(conn, report.letters)
+    values: dict[str, Any] = {
+        "rows_done": backfills.c.rows_done + len(keys),
+        "dead_lettered": backfills.c.dead_lettered + report.dead_lettered,
+    }
+    if keys:
+        values["after_key"] = mover.encode_key(keys[-1])
+    else:
+        values["finished_at"] = sa.func.now()
+    conn.execute(sa.update(backfills).where(backfills.c.target_table == target).values(values))
     return report, bool(keys)
 
 
@@ -226,9 +235,13 @@ def run_route_fill(
 
     Returns:
         What this run did, None when no fill was pending.
+
+    Raises:
+        DatabaseUnavailableError: PostgreSQL unreachable or refusing, or conflicts that
+            persist; the batches before are committed, the next run resumes after them.
     """
-    with engine.connect() as conn:
-        job = job_row(conn, mapping.target_table)
+    target = mapping.target_table
+    job = run_batch(engine, target, lambda conn: job_row(conn, target))
     if job is None or job.finished_at is not None or mapping.catch_all is None:
         return None
     mover = RouteMover(mapping, job.columns)
