@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from ddbcdc.cli import main
 from ddbcdc.migrate.run import upgrade
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
-from ddbcdc.schema.mapping import load_mappings, mapping_document
+from ddbcdc.schema.mapping import load_mappings, mapping_digest, mapping_document
 from ddbcdc.schema.tables import mapping_versions
 from ddbcdc.worker.liveness import ProgressTouch
 from shop_records import image, record, shop_mapping
@@ -166,7 +166,10 @@ def test_unmatched_items_per_routed_mapping(
     with engine.begin() as conn:  # another mapping of the table, without a catch-all
         conn.execute(
             sa.insert(mapping_versions).values(
-                target_table="shop_off", version=1, digest="x", mapping=mapping_document(off)
+                target_table="shop_off",
+                version=1,
+                digest=mapping_digest(off),
+                mapping=mapping_document(off),
             )
         )
     pipeline = Pipeline(engine=engine, mappings=[off])
