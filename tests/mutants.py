@@ -99,8 +99,8 @@ MUTANTS = [
         "db",
         (
             W,
-            "where=_version(ver.c) < _version(claim.excluded)",
-            "where=_version(ver.c) <= _version(claim.excluded)",
+            "where=_version(ver.c) < _version(insert.excluded)",
+            "where=_version(ver.c) <= _version(insert.excluded)",
         ),
     ),
     mutant(
@@ -166,8 +166,8 @@ MUTANTS = [
         "db",
         (
             W,
-            "admissible = sa.or_(s.c._ddbcdc_version_us > self._floor",
-            "admissible = sa.or_(s.c._ddbcdc_version_us >= self._floor",
+            "admissible = sa.or_(s.c._ddbcdc_version_us > floor",
+            "admissible = sa.or_(s.c._ddbcdc_version_us >= floor",
         ),
     ),
     mutant(
@@ -176,8 +176,8 @@ MUTANTS = [
         "db",
         (
             W,
-            "            s.c._ddbcdc_version_us <= self._floor,",
-            "            s.c._ddbcdc_version_us < self._floor,",
+            "        s.c._ddbcdc_version_us <= floor,",
+            "        s.c._ddbcdc_version_us < floor,",
         ),
     ),
     # pruning: in stream time, below holds and pending dead letters
