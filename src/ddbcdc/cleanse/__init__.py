@@ -63,9 +63,10 @@ __all__ = [
     "version_of",
 ]
 
-#: Event id prefixes of the REMOVEs ddbcdc synthesizes (:mod:`ddbcdc.backfill.records`: the
-#: repairs of ``ddbcdc verify``, the lines of an incremental export): their cause is unknown.
-SYNTHESIZED_REMOVES = ("verify:", "export:")
+#: Event id prefixes of the REMOVEs ddbcdc synthesizes: the repairs of ``ddbcdc verify`` and
+#: the lines of an incremental export, imported (:mod:`ddbcdc.backfill.records`) or applied
+#: (:mod:`ddbcdc.inputs.exports`). Their cause is unknown.
+SYNTHESIZED_REMOVES = ("verify:", "export:", "export-")
 
 #: (approximate_creation_us, sequence number as int or -1 when unknown, event_id): higher wins.
 Version = tuple[int, int, str]
