@@ -1,12 +1,14 @@
 """The demo: the whole pipeline on the local stack, from DynamoDB writes to PostgreSQL rows.
 
 Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge), migrate, set up
-the stream and the table, start the KCL worker, load changes (the second half with an
-attribute the mapping does not name, ``city``: it is kept in the ``attributes`` column), wait
-until PostgreSQL equals a Scan of the DynamoDB table, report, stop the worker. Then the mapping
+the stream and the table (with Time to Live on ``expires_at``), start the KCL worker, load
+changes (the second half with an attribute the mapping does not name, ``city``: it is kept in
+the ``attributes`` column), wait until PostgreSQL equals a Scan of the DynamoDB table, report.
+Then items expire (:mod:`ddbcdc.demo.archive`: the demo's mapping keeps what the TTL expires)
+and PostgreSQL must keep them while still equal to the Scan; stop the worker. Then the mapping
 evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
 kept attributes and PostgreSQL must equal the Scan again. Clean up. Exit status 0 only when
-both comparisons match.
+every comparison matches.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.db import check_reachable
+from ddbcdc.demo.archive import TTL_ATTRIBUTE, archive, archiving_mapping
 from ddbcdc.demo.evolve import NEW_ATTRIBUTE, evolve, print_samples
-from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
+from ddbcdc.load.plan import Item, LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
@@ -71,10 +74,11 @@ class _Reporter:
 
 
 def _start_worker(
-    settings_env: dict[str, str], stream: str, log_file: Path
+    settings_env: dict[str, str], stream: str, log_file: Path, mappings_dir: Path
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings_env}
     env.update(
+        DDBCDC_MAPPINGS_DIR=str(mappings_dir),
         DDBCDC_STREAM_NAME=stream,
         DDBCDC_APPLICATION_NAME=APPLICATION,
         DDBCDC_METRICS_PORT="0",
@@ -180,7 +184,11 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
         # like any other client of it.
         os.environ.update(stack.env)
         settings = stack.settings()
-        mappings = load_mappings(settings.mappings_dir)
+        shipped = load_mappings(settings.mappings_dir)
+        customers = next(m for m in shipped if m.source_table == "customers")
+        # The demo keeps what the table's Time to Live expires (the archive act).
+        mappings_dir = archiving_mapping(customers, options.log_dir / "mappings")
+        mappings = load_mappings(mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
         engine = sa.create_engine(stack.database_url)
         try:
@@ -191,16 +199,35 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
             setup = set_up(
                 dynamodb,
                 aws.client("kinesis", settings),
-                ProvisionOptions(table=mapping.source_table, shards=options.shards, local=True),
+                ProvisionOptions(
+                    table=mapping.source_table,
+                    shards=options.shards,
+                    local=True,
+                    ttl_attribute=TTL_ATTRIBUTE,
+                ),
             )
             say("starting the KCL worker")
-            worker = _start_worker(stack.env, setup.stream_name, options.log_dir / "worker.log")
+            log_file = options.log_dir / "worker.log"
+            worker = _start_worker(stack.env, setup.stream_name, log_file, mappings_dir)
             try:
                 if not _wait_for_leases(dynamodb, options.shards, timeout=options.timeout):
                     say("the worker took no leases in time; see " + str(options.log_dir))
                     return 1
                 say(f"the worker holds leases on all {options.shards} shards")
-                status = _load_and_check(options, settings, engine, mapping, worker, say, out)
+                status, state = _load_and_check(
+                    options, settings, engine, mapping, worker, say, out
+                )
+                if not status:
+                    status = archive(
+                        dynamodb,
+                        engine,
+                        mapping,
+                        state,
+                        seed=options.seed,
+                        timeout=options.timeout,
+                        say=say,
+                        out=out,
+                    )
             finally:
                 _stop_worker(worker)
                 say("worker stopped")
@@ -219,7 +246,8 @@ def _load_and_check(
     worker: subprocess.Popen[bytes],
     say: Callable[[str], None],
     out: TextIO,
-) -> int:
+) -> tuple[int, dict[int, Item]]:
+    """Load, wait, compare: (0 when PostgreSQL matches DynamoDB, the table loaded)."""
     first = LoadOptions(
         table=mapping.source_table,
         count=options.changes // 2,
@@ -248,11 +276,11 @@ def _load_and_check(
     )
     letters, shards = _bookkeeping(engine)
     _report(out, summary, comparison, caught_up, letters, shards)
-    expected = len(expected_state(operations))
-    if comparison.matches and comparison.source_items == expected:
+    state = expected_state(operations)
+    if comparison.matches and comparison.source_items == len(state):
         print("\nSample rows, side by side:", file=out)
         print_samples(dynamodb, engine, mapping, out)
         print("\nPostgreSQL matches DynamoDB.", file=out)
-        return 0
+        return 0, state
     print(f"\nMISMATCH: {comparison} (worker log: {options.log_dir / 'worker.log'})", file=out)
-    return 1
+    return 1, state
