@@ -70,11 +70,14 @@ PRUNE = ("tests/integration/test_prune.py", "-k", "not 2023 and not any_age")
 KEYS = ("tests/unit/test_cleanse_keys.py", "tests/unit/test_cleanse.py")
 NUMBERS = ("tests/unit/test_attributes.py", "-k", "number or literal")
 PROCESSOR = ("tests/unit/test_processor.py",)
+STREAM_TIME = ("tests/integration/test_stream_time.py",)
+LIVENESS = ("tests/unit/test_liveness.py",)
 NOTHING_LOST = ("tests/integration/test_nothing_lost.py",)
 SNAPSHOT = ("tests/integration/test_snapshot.py", "-k", "request_time")
 VERIFY = ("tests/integration/test_verify_columns.py",)
 
 W, P, C = "materialize/writer.py", "materialize/prune.py", "cleanse/coerce.py"
+S = "materialize/streamtime.py"
 _VERSION = """    return sa.tuple_(
         cols._ddbcdc_version_us,
         sa.func.coalesce(cols._ddbcdc_sequence, -1),
@@ -232,16 +235,43 @@ MUTANTS = [
         PRUNE,
         "db",
         (
-            P,
-            "sa.func.min(shard_progress.c.max_version_us),",
-            "sa.func.max(shard_progress.c.max_version_us),",
+            S,
+            "sa.func.min(p.c.max_version_us).filter(open_),",
+            "sa.func.max(p.c.max_version_us).filter(open_),",
         ),
     ),
     mutant(
         "prune: ended shards hold stream time back",
         PRUNE,
         "db",
-        (P, "        ).where(active)\n    ).one()", "        )\n    ).one()"),
+        (S, "open_ = p.c.ended_at.is_(None)", "open_ = sa.true()"),
+    ),
+    mutant(
+        "stream time: a shard that has not started is left out",
+        STREAM_TIME,
+        "db",
+        (
+            S,
+            "current = listed_at is not None and open_count > 0 and not not_started",
+            "current = listed_at is not None and open_count > 0",
+        ),
+    ),
+    mutant(
+        "stream time: moves back",
+        STREAM_TIME,
+        "db",
+        (
+            S,
+            "if store and current and (before is None or int(oldest) > before):",
+            "if store and current:",
+        ),
+        (
+            S,
+            """                "stream_time_us": sa.func.greatest(
+                    stream_time.c.stream_time_us, stmt.excluded.stream_time_us
+                ),""",
+            """                "stream_time_us": stmt.excluded.stream_time_us,""",
+        ),
     ),
     mutant(
         "prune: the horizon ignored",
@@ -427,6 +457,37 @@ MUTANTS = [
             "worker/processor.py",
             "        if self.lease_lost_flag:\n            return False\n        for attempt",
             "        for attempt",
+        ),
+    ),
+    # no false alarm: ended, busy and waiting shards are never stalled
+    mutant(
+        "liveness: a processor that ended leaves no activity",
+        LIVENESS,
+        "unit",
+        (
+            "worker/metrics.py",
+            'multiprocess_mode="max",  # outlives the process (see the module doc)',
+            'multiprocess_mode="livemax",',
+        ),
+    ),
+    mutant(
+        "liveness: a child waiting for its parents counts as held and ready",
+        LIVENESS,
+        "unit",
+        (
+            "worker/liveness.py",
+            "waiting = any(p in leases and not leases[p].ended for p in lease.parents)",
+            "waiting = False",
+        ),
+    ),
+    mutant(
+        "liveness: no heartbeat inside a long call",
+        LIVENESS,
+        "unit",
+        (
+            "worker/activity.py",
+            "            if self._inside.is_set():\n                self.mark()",
+            "            pass",
         ),
     ),
     # nothing lost: every record applied, superseded or dead-lettered

@@ -30,6 +30,7 @@ from ddbcdc.load.plan import LoadOptions, Operation, expected_state, plan_operat
 from ddbcdc.load.writer import run_load
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
+from ddbcdc.worker.daemon import PROCESSOR_MODULE
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"
@@ -111,10 +112,9 @@ class Worker:
             time.sleep(0.1)
 
     def processor_pids(self) -> list[int]:
-        """PIDs of this worker's shard processors (``record_processor.py`` in its group)."""
-        return [
-            pid for pid in group_members(self.proc.pid) if b"record_processor.py" in _cmdline(pid)
-        ]
+        """PIDs of this worker's shard processors (:data:`PROCESSOR_MODULE` in its group)."""
+        module = PROCESSOR_MODULE.encode()
+        return [pid for pid in group_members(self.proc.pid) if module in _cmdline(pid)]
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
@@ -211,11 +211,13 @@ def query(database_url: str, sql: str, **params: Any) -> list[Any]:
 
 
 def shard_sequences(database_url: str, application: str) -> dict[str, int]:
-    """The last applied sequence number of every shard, from ``ddbcdc_shard_progress``."""
+    """The last applied sequence number of every shard that has applied a record, from
+    ``ddbcdc_shard_progress`` (shards listed but not started have none)."""
     try:
         rows = query(
             database_url,
-            "SELECT shard_id, sequence_number FROM ddbcdc_shard_progress WHERE application = :a",
+            "SELECT shard_id, sequence_number FROM ddbcdc_shard_progress "
+            "WHERE application = :a AND sequence_number IS NOT NULL",
             a=application,
         )
     except sa.exc.OperationalError:

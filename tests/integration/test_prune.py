@@ -23,10 +23,11 @@ from hypothesis import strategies as st
 
 from change_records import generate_history, record
 from ddbcdc.materialize import REFUSED_BELOW_FLOOR
+from ddbcdc.materialize.progress import register_shards
 from ddbcdc.materialize.prune import hold, release
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
 from ddbcdc.schema.mapping import load_mappings
-from ddbcdc.schema.tables import mapped_tables, shard_progress
+from ddbcdc.schema.tables import mapped_tables, shard_progress, stream_time
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"
@@ -57,10 +58,16 @@ def pipeline(db: str) -> Iterator[Pipeline]:
 
 
 def advance(p: Pipeline, shard: str, us: int) -> None:
-    """Shard ``shard`` applies a batch whose newest change is at ``us``."""
+    """Shard ``shard`` applies a batch whose newest change is at ``us``; the worker has
+    listed it (with the shards listed before)."""
     change = record("MODIFY", {"userid": SENTINEL}, us, eid=f"pos-{next(_seq)}")
     position = ShardPosition("app", shard, str(next(_seq)))
     p.process([SourceRecord(change, shard_id=shard)], position=position)
+    with p.engine.begin() as conn:
+        known = conn.execute(
+            sa.select(shard_progress.c.shard_id).where(shard_progress.c.application == "app")
+        ).scalars()
+        register_shards(conn, "app", {*known, shard})
 
 
 def remove(p: Pipeline, userid: int, us: int) -> None:
@@ -268,7 +275,7 @@ def test_any_age_and_order_converges_with_pruning_between_batches(
     prunes between them (stream time far ahead): no deleted item is alive, and every item
     is exact unless one of its changes was refused and kept as a dead letter."""
     with pipeline.engine.begin() as conn:
-        for table in (*TABLES.all, shard_progress):
+        for table in (*TABLES.all, shard_progress, stream_time):
             conn.execute(sa.delete(table))
         conn.execute(sa.text("DELETE FROM ddbcdc_dead_letters"))
         conn.execute(sa.text("DELETE FROM ddbcdc_prune_state"))

@@ -17,6 +17,7 @@ from ddbcdc.worker import daemon
 from ddbcdc.worker.leadership import release_stale_leader_lock
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
+from ddbcdc.worker.shards import ShardRegistry, kinesis_open_shards, lease_shards
 from ddbcdc.worker.workdir import WorkDir
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,20 @@ def _serve(
     multiproc_dir: Path,
     port: int,
 ) -> int:
-    """Run the daemon with the lease watcher and the metrics server beside it."""
+    """Run the daemon with the lease watcher, the shard registry and the metrics server."""
+    import sqlalchemy as sa
+
     assert options.worker_id is not None
     leases = LeaseWatcher(_lease_scan(settings, options.application_name), options.worker_id)
+    engine = sa.create_engine(
+        settings.require_database_url(), pool_size=1, pool_pre_ping=True, hide_parameters=True
+    )
+    kinesis = aws.client("kinesis", settings, max_attempts=3)
+    registry = ShardRegistry(
+        engine,
+        options.application_name,
+        [kinesis_open_shards(kinesis, options.stream), lease_shards(leases)],
+    )
     monitor = StallMonitor(
         leases,
         lambda: processor_calls(multiproc_dir),
@@ -170,10 +182,13 @@ def _serve(
         process.start()  # before any thread: it forks
         server.start()
         leases.start()
+        registry.start()
         status = process.wait()
     finally:
+        registry.stop()
         leases.stop()
         server.stop()
+        engine.dispose()
     log.warning("worker stopped application=%s status=%d", options.application_name, status)
     return status
 
@@ -203,7 +218,8 @@ def _lease_scan(settings: Settings, table: str) -> Callable[[], Iterator[dict[st
 
     def scan() -> Iterator[dict[str, Any]]:
         try:
-            for page in client.get_paginator("scan").paginate(TableName=table):
+            pages = client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+            for page in pages:
                 yield from page["Items"]
         except AwsNotFoundError:
             return  # the daemon has not created it yet

@@ -1,11 +1,12 @@
 """The demo: the whole pipeline on the local stack, from DynamoDB writes to PostgreSQL rows.
 
 Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge), migrate, set up
-the stream and the table (with Time to Live on ``expires_at``), start the KCL worker, load
-changes (the second half with an attribute the mapping does not name, ``city``: it is kept in
-the ``attributes`` column), wait until PostgreSQL equals a Scan of the DynamoDB table, report.
-Then items expire (:mod:`ddbcdc.demo.archive`: the demo's mapping keeps what the TTL expires)
-and PostgreSQL must keep them while still equal to the Scan; stop the worker. Then the mapping
+the stream and the table (the shipped ``customers`` mapping, installed with the package, so the
+demo runs from any folder, keeping what the table's Time to Live on ``expires_at`` expires),
+start the KCL worker, load changes (the second half with an attribute the mapping does not
+name, ``city``: it is kept in the ``attributes`` column), wait until PostgreSQL equals a Scan of
+the DynamoDB table, report. Then items expire (:mod:`ddbcdc.demo.archive`) and PostgreSQL must
+keep them while still equal to the Scan; stop the worker. Then the mapping
 evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
 kept attributes and PostgreSQL must equal the Scan again. Clean up. Exit status 0 only when
 every comparison matches.
@@ -37,6 +38,7 @@ from ddbcdc.load.plan import Item, LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
+from ddbcdc.resources import shipped_mappings_dir
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.schema.tables import dead_letters, shard_progress
 from ddbcdc.settings import Settings
@@ -74,11 +76,10 @@ class _Reporter:
 
 
 def _start_worker(
-    settings_env: dict[str, str], stream: str, log_file: Path, mappings_dir: Path
+    settings_env: dict[str, str], stream: str, log_file: Path
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings_env}
     env.update(
-        DDBCDC_MAPPINGS_DIR=str(mappings_dir),
         DDBCDC_STREAM_NAME=stream,
         DDBCDC_APPLICATION_NAME=APPLICATION,
         DDBCDC_METRICS_PORT="0",
@@ -183,12 +184,12 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
         # The demo's own boto3 clients take the stack's credentials from the environment,
         # like any other client of it.
         os.environ.update(stack.env)
-        settings = stack.settings()
-        shipped = load_mappings(settings.mappings_dir)
+        shipped = load_mappings(shipped_mappings_dir())
         customers = next(m for m in shipped if m.source_table == "customers")
         # The demo keeps what the table's Time to Live expires (the archive act).
         mappings_dir = archiving_mapping(customers, options.log_dir / "mappings")
-        mappings = load_mappings(mappings_dir)
+        settings = stack.settings(mappings_dir=mappings_dir)
+        mappings = load_mappings(settings.mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
         engine = sa.create_engine(stack.database_url)
         try:
@@ -207,8 +208,11 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                 ),
             )
             say("starting the KCL worker")
-            log_file = options.log_dir / "worker.log"
-            worker = _start_worker(stack.env, setup.stream_name, log_file, mappings_dir)
+            worker = _start_worker(
+                {**stack.env, "DDBCDC_MAPPINGS_DIR": str(settings.mappings_dir)},
+                setup.stream_name,
+                options.log_dir / "worker.log",
+            )
             try:
                 if not _wait_for_leases(dynamodb, options.shards, timeout=options.timeout):
                     say("the worker took no leases in time; see " + str(options.log_dir))

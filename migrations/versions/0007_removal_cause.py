@@ -6,8 +6,8 @@ expired the item) or ``unknown`` for a REMOVE, NULL for an INSERT or MODIFY. Row
 before this revision keep NULL: their cause was not recorded. Change logs created later get
 the column from :mod:`ddbcdc.schema.tables`.
 
-Revision ID: 0006_removal_cause
-Revises: 0005
+Revision ID: 0007_removal_cause
+Revises: 0006_freshness
 Create Date: 2026-12-20
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_removal_cause"
-down_revision: str | None = "0005"
+revision: str = "0007_removal_cause"
+down_revision: str | None = "0006_freshness"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
