@@ -6,8 +6,8 @@ expired the item) or ``unknown`` for a REMOVE, NULL for an INSERT or MODIFY. Row
 before this revision keep NULL: their cause was not recorded. Change logs created later get
 the column from :mod:`ddbcdc.schema.tables`.
 
-Revision ID: 0007_removal_cause
-Revises: 0006_freshness
+Revision ID: 0008_removal_cause
+Revises: 0007_mapping_fence
 Create Date: 2026-12-20
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_removal_cause"
-down_revision: str | None = "0006_freshness"
+revision: str = "0008_removal_cause"
+down_revision: str | None = "0007_mapping_fence"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
