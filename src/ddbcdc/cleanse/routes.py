@@ -28,6 +28,7 @@ from ddbcdc.cleanse import (
     CleanChange,
     Cleanser,
     build_model,
+    cause_of,
     missing_image,
     validate,
     version_of,
@@ -320,7 +321,7 @@ class RoutedCleanser:
             route = self._named_route(record, route_keys)
             return CleanChange(
                 self.mapping, record.event_id, "REMOVE", source_key, None, version, us, seq,
-                route, route_keys,
+                cause_of(record), route=route, route_keys=route_keys,
             )  # fmt: skip
         image = record.new_image
         if image is None:
@@ -330,7 +331,7 @@ class RoutedCleanser:
                 row = rows.row(record, image, key)
                 return CleanChange(
                     self.mapping, record.event_id, record.event_name, source_key, row, version,
-                    us, seq, rows.target, route_keys,
+                    us, seq, route=rows.target, route_keys=route_keys,
                 )  # fmt: skip
         raise CleanseError(
             f"{self.mapping.target_table}: {NO_ROUTE}",

@@ -91,6 +91,18 @@ def register(subparsers: Any) -> None:
         "and order lines in one table (PK, SK), with delete-then-reinsert and entity changes "
         "(a cart becoming an order); the table of ddbcdc setup --model single-table",
     )
+    parser.add_argument(
+        "--ttl-attribute",
+        metavar="NAME",
+        help="also write this attribute on inserts and modifies: the write's time plus "
+        "--ttl-seconds, in epoch seconds (for a table with Time to Live on NAME)",
+    )
+    parser.add_argument(
+        "--ttl-seconds",
+        type=float,
+        metavar="N",
+        help="how long after its last write an item expires (with --ttl-attribute)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
 
@@ -126,6 +138,8 @@ def _options(args: argparse.Namespace, settings: Settings) -> LoadOptions:
         modify_with_update=args.update_items,
         new_attribute=args.new_attribute,
         model=args.model,
+        ttl_attribute=args.ttl_attribute,
+        ttl_seconds=args.ttl_seconds,
         **extra,
     )
 

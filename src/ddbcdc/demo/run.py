@@ -2,12 +2,15 @@
 
 Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge), migrate, set up
 the stream and the table (the shipped ``customers`` mapping, installed with the package, so the
-demo runs from any folder), start the KCL worker, load changes (the second half with an
-attribute the mapping does not name, ``city``: it is kept in the ``attributes`` column), wait
-until PostgreSQL equals a Scan of the DynamoDB table, report, stop the worker. Then the mapping
+demo runs from any folder, keeping what the table's Time to Live on ``expires_at`` expires),
+start the KCL worker, load changes (the second half with an attribute the mapping does not
+name, ``city``: it is kept in the ``attributes`` column), wait until PostgreSQL equals a Scan of
+the DynamoDB table, report. Then items expire (:mod:`ddbcdc.demo.archive`) and PostgreSQL must
+keep them while still equal to the Scan; stop the worker. Then the mapping
 evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
 kept attributes and PostgreSQL must equal the Scan again. Before that, with the same worker,
-the single-table act (:mod:`ddbcdc.demo.single_table`): a second table, ``shop``, holds
+the archive act (40 items expire under the table's Time to Live and PostgreSQL keeps them)
+and the single-table act (:mod:`ddbcdc.demo.single_table`): a second table, ``shop``, holds
 customers, orders and order lines, copied into a PostgreSQL table per entity by a routed
 mapping. Clean up. Exit status 0 only when every comparison matches.
 """
@@ -33,9 +36,10 @@ from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.aws.resources import KEY_SCHEMAS
 from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.db import check_reachable, create_engine
+from ddbcdc.demo.archive import TTL_ATTRIBUTE, archive, archiving_mapping
 from ddbcdc.demo.evolve import NEW_ATTRIBUTE, evolve, print_samples
 from ddbcdc.demo.single_table import single_table_act
-from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
+from ddbcdc.load.plan import Item, LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
@@ -201,7 +205,12 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
             setup = set_up(
                 dynamodb,
                 aws.client("kinesis", settings),
-                ProvisionOptions(table=mapping.source_table, shards=options.shards, local=True),
+                ProvisionOptions(
+                    table=mapping.source_table,
+                    shards=options.shards,
+                    local=True,
+                    ttl_attribute=TTL_ATTRIBUTE,
+                ),
             )
             if shop is not None:  # its changes come through the same stream
                 shop_key = KEY_SCHEMAS["single-table"]
@@ -221,7 +230,20 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                     say("the worker took no leases in time; see " + str(options.log_dir))
                     return 1
                 say(f"the worker holds leases on all {options.shards} shards")
-                status = _load_and_check(options, settings, engine, mapping, worker, say, out)
+                status, state = _load_and_check(
+                    options, settings, engine, mapping, worker, say, out
+                )
+                if not status:
+                    status = archive(
+                        dynamodb,
+                        engine,
+                        mapping,
+                        state,
+                        seed=options.seed,
+                        timeout=options.timeout,
+                        say=say,
+                        out=out,
+                    )
                 if not status and shop is not None:
                     status = single_table_act(
                         settings,
@@ -246,17 +268,17 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
 
 
 def _mappings_folder(options: DemoOptions) -> Path:
-    """The worker's mappings: the shipped ``customers`` one, and the single-table ``shop``
-    one unless that act is off."""
-    folder = options.log_dir / "worker-mappings"
+    """The worker's mappings: the shipped ``customers`` one keeping what the table's Time to
+    Live expires (the archive act), and the single-table ``shop`` one unless that act is
+    off."""
+    folder = options.log_dir / "mappings"
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.json"):
         old.unlink()
-    sources = [shipped_mappings_dir()]
+    shipped = load_mappings(shipped_mappings_dir())
+    archiving_mapping(next(m for m in shipped if m.source_table == "customers"), folder)
     if options.single_table_changes > 0:
-        sources.append(single_table_mappings_dir())
-    for source in sources:
-        for path in source.glob("*.json"):
+        for path in single_table_mappings_dir().glob("*.json"):
             (folder / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     return folder
 
@@ -269,7 +291,8 @@ def _load_and_check(
     worker: subprocess.Popen[bytes],
     say: Callable[[str], None],
     out: TextIO,
-) -> int:
+) -> tuple[int, dict[int, Item]]:
+    """Load, wait, compare: (0 when PostgreSQL matches DynamoDB, the table loaded)."""
     first = LoadOptions(
         table=mapping.source_table,
         count=options.changes // 2,
@@ -298,11 +321,11 @@ def _load_and_check(
     )
     letters, shards = _bookkeeping(engine)
     _report(out, summary, comparison, caught_up, letters, shards)
-    expected = len(expected_state(operations))
-    if comparison.matches and comparison.source_items == expected:
+    state = expected_state(operations)
+    if comparison.matches and comparison.source_items == len(state):
         print("\nSample rows, side by side:", file=out)
         print_samples(dynamodb, engine, mapping, out)
         print("\nPostgreSQL matches DynamoDB.", file=out)
-        return 0
+        return 0, state
     print(f"\nMISMATCH: {comparison} (worker log: {options.log_dir / 'worker.log'})", file=out)
-    return 1
+    return 1, state

@@ -25,7 +25,10 @@ bad mapping stops the process before it reads a record.
 attribute of a live row that no column maps, ``"item_column"`` one holding the whole item
 (either or both), in the lossless encoding of :mod:`ddbcdc.decode.itemjson`. ``inferred`` is left
 to the reader (``ddbcdc mapping infer`` writes what it saw there); it is not part of the
-mapping (:func:`mapping_document`).
+mapping (:func:`mapping_document`). ``deletes`` and ``ttl_deletes`` are
+:mod:`ddbcdc.schema.deletes`; a document holds them only when they are not the defaults, so
+the digest of a mapping written before they existed is unchanged. A routed mapping deletes
+hard (its documents have neither).
 
 A mapping with ``routes`` copies one table into several (single-table designs): see
 :mod:`ddbcdc.schema.routes`.
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.schema.deletes import parse_policy
 from ddbcdc.schema.model import (
     CHANGE_LOG_PREFIX,
     COLUMN_TYPES,
@@ -88,6 +92,7 @@ __all__ = [
 
 _TABLE_FIELDS = frozenset(
     {"source_table", "target_table", "key", "change_log", "columns", "extra", "inferred"}
+    | {"deletes", "ttl_deletes"}
 )
 
 
@@ -130,6 +135,7 @@ def parse_mapping(raw: Any, *, name: str, where: str | None = None) -> TableMapp
         raise fail(where, "key", f"key column(s) {missing or list(key)} missing or repeated")
     change_log = parse_flag(where, "change_log", raw.get("change_log", False))
     extra_column, item_column = parse_extra(where, raw.get("extra"), names)
+    policy = parse_policy(raw, lambda field, message: fail(where, field, message))
     return TableMapping(
         name=name,
         source_table=source_table,
@@ -139,12 +145,14 @@ def parse_mapping(raw: Any, *, name: str, where: str | None = None) -> TableMapp
         change_log=change_log,
         extra_column=extra_column,
         item_column=item_column,
+        policy=policy,
     )
 
 
 def mapping_document(mapping: TableMapping) -> dict[str, Any]:
     """The mapping as a normalized JSON object: every field spelled out, nothing about where
-    it was read from (``inferred`` and the file name are not part of it)."""
+    it was read from (``inferred`` and the file name are not part of it); ``deletes`` and
+    ``ttl_deletes`` only when they are not the defaults."""
     if mapping.routes:
         return routed_document(mapping)
     return {
@@ -154,6 +162,7 @@ def mapping_document(mapping: TableMapping) -> dict[str, Any]:
         "change_log": mapping.change_log,
         "extra": {"column": mapping.extra_column, "item_column": mapping.item_column},
         "columns": [column_document(c) for c in mapping.columns],
+        **mapping.policy.document(),
     }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.schema.deletes import DEFAULT_POLICY, DeletePolicy
 
 __all__ = [
     "COLUMN_TYPES",
@@ -142,6 +143,7 @@ class TableMapping:
     extra_column: str | None = None
     item_column: str | None = None
     routes: tuple[Route, ...] = ()
+    policy: DeletePolicy = DEFAULT_POLICY
 
     @property
     def stored_columns(self) -> tuple[str, ...]:
@@ -356,6 +358,11 @@ def table_differences(
         for field in compared
         if old.get(field) != new.get(field)
     ]
+    policies = DeletePolicy.from_document(old), DeletePolicy.from_document(new)
+    for field in ("deletes", "ttl_deletes"):
+        was, now = (getattr(p, field) for p in policies)
+        if was != now:
+            found.append(f"{field} {was!r} -> {now!r}")
     before = {c["name"]: c for c in old.get("columns", ())}
     after = {c["name"]: c for c in new.get("columns", ())}
     found += [f"column {n!r} removed" for n in before if n not in after]
