@@ -74,8 +74,10 @@ def test_remove_with_keys_only_deletes_from_the_route_an_attribute_chose(engine:
     assert all(not rows for rows in tables.values())
     assert versions == {ORDER: None} and logged == 2
     with engine.connect() as conn:  # the REMOVE is logged by the route it deleted from
-        ops = conn.execute(sa.text("SELECT _ddbcdc_op FROM ddbcdc_changes__shop_orders")).all()
-    assert sorted(op for (op,) in ops) == ["INSERT", "REMOVE"]
+        ops = conn.execute(
+            sa.text("SELECT _ddbcdc_op, _ddbcdc_removed_by FROM ddbcdc_changes__shop_orders")
+        ).all()
+    assert sorted(ops) == [("INSERT", None), ("REMOVE", "user")]  # with its cause
 
 
 def test_an_entity_change_moves_the_row_in_one_transaction(engine: sa.Engine) -> None:

@@ -189,6 +189,12 @@ def _route(index: int) -> Callable[[dict[str, Any]], Any]:
         ),
         (lambda d: d["routes"][0].update(match={}), "shop_customers", "match", "must name"),
         (lambda d: d["routes"][0].update(filter=1), "shop_customers", "<route>", "unknown field"),
+        (
+            lambda d: d["routes"][0].update(deletes="soft"),
+            "shop_customers",
+            "<route>",
+            "unknown field",
+        ),
     ],
 )
 def test_refused_naming_file_route_and_field(
@@ -222,6 +228,9 @@ def test_refused_naming_file_route_and_field(
         ),
         (lambda d: d["key"][0].update(type="bigint"), "match.PK", "matches S values"),
         (lambda d: d.update(routes=[]), "routes", "non-empty"),
+        # a routed mapping deletes hard: its rows of deleted items are not kept
+        (lambda d: d.update(deletes="soft"), "<root>", "unknown field(s) ['deletes']"),
+        (lambda d: d.update(ttl_deletes="keep"), "<root>", "unknown field(s) ['ttl_deletes']"),
     ],
 )
 def test_refused_naming_file_and_field(

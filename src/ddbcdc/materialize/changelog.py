@@ -133,6 +133,7 @@ class ChangeLog:
                 *key,
                 c.approximate_creation_us,
                 c.sequence,
+                c.cause,
                 None if c.row is None else self._document(c.row),
             )
             for c, key in changes
