@@ -124,6 +124,9 @@ class Pipeline:
             :mod:`ddbcdc.materialize.prune`).
         prune_every: prune at most this often, after a batch that carries a shard position.
         timestamp_unit: passed to :func:`ddbcdc.decode.record.decode_record`.
+        source_table: the table of records that do not name theirs (a DynamoDB stream's
+            records, as its adapter delivers them, carry no table name); by default the
+            only mapping's, when there is one.
     """
 
     def __init__(
@@ -134,6 +137,7 @@ class Pipeline:
         tombstone_horizon: timedelta = timedelta(days=8),
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
+        source_table: str | None = None,
     ) -> None:
         if not mappings:
             raise ConfigurationError("a pipeline needs at least one table mapping")
@@ -147,6 +151,13 @@ class Pipeline:
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
+        if source_table is not None:
+            self._only = self._cleansers.get(source_table)
+            if self._only is None:
+                known = ", ".join(sorted(self._cleansers))
+                raise ConfigurationError(
+                    f"no table mapping for the stream's table {source_table!r} (mapped: {known})"
+                )
         self.materializer = Materializer(self.mappings)
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
@@ -168,6 +179,7 @@ class Pipeline:
             mappings=mappings,
             tombstone_horizon=settings.tombstone_horizon,
             timestamp_unit=settings.timestamp_unit,
+            source_table=settings.source_table if settings.source == "dynamodb-streams" else None,
         )
         if check_mappings:
             try:

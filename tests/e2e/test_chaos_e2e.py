@@ -23,7 +23,6 @@ import signal
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,22 +33,19 @@ from cluster import (
     MAPPINGS_DIR,
     SteadyLoad,
     Worker,
+    assert_exact,
     leader,
     leases,
     provision,
-    query,
     shard_sequences,
     wait_for,
     worker_env,
 )
 
-from ddbcdc.aws import clients as aws
-from ddbcdc.load.plan import Operation
 from ddbcdc.local.postgres import TemporaryPostgres
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
 from ddbcdc.schema.mapping import load_mappings
-from ddbcdc.verify.compare import Comparison, compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -264,26 +260,6 @@ def notable(worker: Worker, lines: int = 80) -> str:
     return "\n".join([line[:300] for line in text if any(k in line for k in keep)][-lines:])
 
 
-def changes_by_key(database: str) -> dict[int, list[str]]:
-    rows = query(
-        database,
-        "SELECT userid, _ddbcdc_op FROM ddbcdc_changes__customers "
-        "ORDER BY userid, _ddbcdc_version_us, _ddbcdc_sequence, _ddbcdc_event_id",
-    )
-    found: dict[int, list[str]] = defaultdict(list)
-    for row in rows:
-        found[int(row.userid)].append(row._ddbcdc_op)
-    return dict(found)
-
-
-def written_by_key(operations: list[Operation]) -> dict[int, list[str]]:
-    names = {"insert": "INSERT", "modify": "MODIFY", "remove": "REMOVE"}
-    written: dict[int, list[str]] = defaultdict(list)
-    for op in operations:
-        written[op.key].append(names[op.kind])
-    return dict(written)
-
-
 def test_faults_under_load_lose_nothing(
     chaos_stack: LocalStack, own_postgres: TemporaryPostgres, tmp_path: Path
 ) -> None:
@@ -350,43 +326,3 @@ def test_faults_under_load_lose_nothing(
     # starts it again.
     for wid in chaos.processor_killed_in:
         assert (wid, 1) in supervisor.exits, supervisor.exits
-
-
-def assert_exact(
-    stack: LocalStack, database: str, workers: dict[str, Worker], operations: list[Operation]
-) -> None:
-    dynamodb = aws.client("dynamodb", stack.settings())
-    engine = sa.create_engine(database)
-    (mapping,) = load_mappings(MAPPINGS_DIR)
-    last: list[Comparison] = []
-
-    def same() -> bool:
-        last[:] = [compare(dynamodb, engine, mapping)]
-        return last[0].matches
-
-    try:
-        waited = wait_for("PostgreSQL to equal the DynamoDB table", same, 240, every=2)
-    finally:
-        engine.dispose()
-    print(f"converged {waited:.0f}s after the load: {last[0]}")
-    assert last[0].source_items > 50
-    written = written_by_key(operations)
-    logged: dict[int, list[str]] = {}
-
-    def complete() -> bool:
-        logged.clear()
-        logged.update(changes_by_key(database))
-        return logged == written
-
-    try:
-        wait_for("the change log to hold every change", complete, 60, every=2)
-    except BaseException:
-        wrong = sorted(k for k in written.keys() | logged.keys() if written.get(k) != logged.get(k))
-        print(f"change log differs for {len(wrong)} keys, e.g.:")
-        for key in wrong[:5]:
-            print(f"  key {key}: written {written.get(key)}, logged {logged.get(key)}")
-        raise
-    total = query(database, "SELECT count(*) FROM ddbcdc_changes__customers")[0][0]
-    assert total == len(operations)
-    print(f"change log: {total} changes, every one the loader wrote, in its order")
-    assert query(database, "SELECT count(*) FROM ddbcdc_dead_letters")[0][0] == 0

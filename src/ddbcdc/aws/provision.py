@@ -7,6 +7,10 @@ Against AWS the table's Kinesis streaming destination is enabled (with microseco
 ApproximateCreationDateTime). Against the local stack, which cannot do that, the table gets a
 DynamoDB Stream (NEW_AND_OLD_IMAGES) and the tag :data:`LOCAL_DESTINATION_TAG` naming the Kinesis
 stream's ARN; the local bridge forwards the changes of every table so tagged.
+
+With ``source="dynamodb-streams"`` there is no Kinesis stream: the table's own DynamoDB stream
+is enabled (NEW_AND_OLD_IMAGES). A stream of another view type is replaced on the local stack
+only; against AWS that would cut off its other readers, so it is refused.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class ProvisionOptions:
         shards: shard count when the stream is created.
         local: wire the local bridge (stream + tag) instead of the managed destination.
         timeout: seconds to wait for any resource to become ACTIVE or go away.
+        source: ``kinesis``, or ``dynamodb-streams`` (the table's own stream, no Kinesis).
     """
 
     table: str = "customers"
@@ -76,6 +81,7 @@ class ProvisionOptions:
     shards: int = 2
     local: bool = False
     timeout: float = 300.0
+    source: Literal["kinesis", "dynamodb-streams"] = "kinesis"
 
     def __post_init__(self) -> None:
         if self.shards < 1:
@@ -90,7 +96,7 @@ class SetupResult:
     stream_arn: str
     table_name: str
     table_arn: str
-    mode: Literal["local", "managed"]
+    mode: Literal["local", "managed", "dynamodb-streams"]
     steps: tuple[Step, ...]
 
 
@@ -312,6 +318,12 @@ class _Provisioner:
         if spec.get("StreamEnabled") and spec.get("StreamViewType") == "NEW_AND_OLD_IMAGES":
             self.report("dynamodb-stream", name, "existed", "NEW_AND_OLD_IMAGES")
             return table
+        if spec.get("StreamEnabled") and not self.options.local:
+            raise ConfigurationError(
+                f"table {name} streams {spec.get('StreamViewType')}; ddbcdc needs "
+                "NEW_AND_OLD_IMAGES, and changing it replaces the stream (its other readers "
+                "lose their place): change it yourself if that is acceptable"
+            )
         if spec.get("StreamEnabled"):  # the view type can only change by re-enabling
             self.dynamodb.update_table(TableName=name, StreamSpecification={"StreamEnabled": False})
             self.wait_table()
@@ -348,6 +360,8 @@ class _Provisioner:
     # -- teardown ---------------------------------------------------------------------------
 
     def unwire(self, table: dict[str, Any]) -> None:
+        if self.options.source == "dynamodb-streams":
+            return  # the table's stream goes with the table
         if self.options.local:
             arn = table["TableArn"]
             if LOCAL_DESTINATION_TAG in self.tags(arn):
@@ -422,6 +436,16 @@ def set_up(
         RetryableError: a resource did not become ACTIVE within ``options.timeout``.
     """
     provisioner = _Provisioner(dynamodb, kinesis, options, on_step, sleep)
+    if options.source == "dynamodb-streams":
+        table = provisioner.ensure_dynamodb_stream(provisioner.ensure_table())
+        return SetupResult(
+            stream_name="",
+            stream_arn=str(table["LatestStreamArn"]),
+            table_name=options.table,
+            table_arn=str(table["TableArn"]),
+            mode="dynamodb-streams",
+            steps=tuple(provisioner.steps),
+        )
     stream_arn = provisioner.ensure_stream()
     table = provisioner.ensure_table()
     if options.local:
@@ -454,5 +478,6 @@ def tear_down(
     """
     provisioner = _Provisioner(dynamodb, kinesis, options, on_step, sleep)
     provisioner.remove_table()
-    provisioner.remove_stream()
+    if options.source == "kinesis":
+        provisioner.remove_stream()
     return tuple(provisioner.steps)

@@ -20,9 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.streams import open_stream
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.position import WorkerWatch
-from ddbcdc.backfill.preconditions import stream_kwargs
 from ddbcdc.commands.snapshot import add_rate_options
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.progressbar import ProgressBar
@@ -73,11 +73,9 @@ def _options(args: argparse.Namespace) -> VerifyOptions:
 
 
 def _watch(settings: Settings, engine: sa.Engine) -> WorkerWatch:
-    stream = stream_kwargs(settings)
     return WorkerWatch(
         engine=engine,
-        kinesis=aws.client("kinesis", settings) if stream else None,
-        stream=stream,
+        stream=open_stream(settings),
         application=settings.application_name,
         margin_us=margin_us(settings),
         timestamp_unit=settings.timestamp_unit,

@@ -12,8 +12,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.streams import dynamodb_stream_arn
 from ddbcdc.settings import Settings
-from ddbcdc.worker import daemon
+from ddbcdc.worker import daemon, streams
 from ddbcdc.worker.leadership import release_stale_leader_lock
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
@@ -28,12 +29,18 @@ def register(subparsers: Any) -> None:
         "worker",
         help="consume the Kinesis stream into PostgreSQL (KCL worker)",
         description=(
-            "Start the KCL MultiLangDaemon with one ddbcdc shard processor per leased shard. "
+            "Start the KCL MultiLangDaemon with one ddbcdc shard processor per leased shard "
+            "(DDBCDC_SOURCE=dynamodb-streams: the table's DynamoDB stream, through the "
+            "DynamoDB Streams Kinesis Adapter). "
             "Each batch is applied to PostgreSQL in one transaction, then checkpointed. "
             "SIGTERM/SIGINT stop it gracefully (every shard checkpoints first)."
         ),
     )
-    parser.add_argument("--stream", help="Kinesis stream name or ARN (default: from settings)")
+    parser.add_argument(
+        "--stream",
+        help="Kinesis stream name or ARN, or with DDBCDC_SOURCE=dynamodb-streams the DynamoDB "
+        "stream's ARN (default: from settings; a DynamoDB stream: the source table's)",
+    )
     parser.add_argument(
         "--application-name",
         help="KCL application name: the lease table's name and the progress key",
@@ -65,6 +72,12 @@ def register(subparsers: Any) -> None:
         help="KCL worker id, unique per running worker; give a restarted worker the same id "
         "to take its leases back at once (default: host name and a random suffix)",
     )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="DynamoDB Streams: download the adapter jar and compile the launcher into the "
+        "cache (DDBCDC_CACHE_DIR), then exit (for images built where a compiler is)",
+    )
     parser.add_argument("--java", help="java executable (default: $JAVA_HOME/bin/java or PATH)")
     parser.set_defaults(func=run)
 
@@ -84,12 +97,24 @@ def _check_mappings(settings: Settings) -> None:
         engine.dispose()
 
 
+def _prepare(settings: Settings, java_option: str | None) -> int:
+    java = daemon.check_java(java_option)
+    jars, launcher = streams.prepare(settings, java, daemon.find_jars(), daemon.workers_dir())
+    print(f"adapter_jar={jars[-1]}\nlauncher={launcher}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Render the properties, check Java and the jars, run the daemon until it stops."""
     settings = Settings()
+    if args.prepare:
+        return _prepare(settings, args.java)
+    stream = args.stream
+    if settings.source == "dynamodb-streams" and not stream:
+        stream = dynamodb_stream_arn(settings, aws.client("dynamodb", settings, max_attempts=3))
     options = daemon.WorkerOptions.from_settings(
         settings,
-        stream=args.stream,
+        stream=stream,
         application_name=args.application_name,
         initial_position=args.initial_position,
         initial_timestamp=args.initial_timestamp,
@@ -103,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
     _check_mappings(settings)
     java = daemon.check_java(args.java)
     jars = daemon.find_jars()
+    launcher = None
+    if options.source == "dynamodb-streams":
+        jars, launcher = streams.prepare(settings, java, jars, daemon.workers_dir())
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     _release_leadership(settings, options)
     with WorkDir() as workdir:
@@ -115,9 +143,10 @@ def run(args: argparse.Namespace) -> int:
             os.environ,
             multiproc_dir=multiproc_dir,
             application_name=options.application_name,
+            options=options,
         )
         process = daemon.DaemonProcess(
-            daemon.daemon_command(java, jars, properties_file),
+            daemon.daemon_command(java, jars, properties_file, launcher=launcher),
             env,
             grace_s=options.shutdown_grace_ms / 1000 + 15,
             pass_fds=(workdir.lock_fd,),
