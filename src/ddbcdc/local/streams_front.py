@@ -123,23 +123,37 @@ class StreamsFront:
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._clients: list[JsonApiClient] = []
+
+    def _client(self) -> JsonApiClient:
+        client = JsonApiClient("dynamodbstreams", self.moto_endpoint, region=self.region)
+        with self._lock:
+            self._clients.append(client)
+        return client
 
     def _moto(self) -> JsonApiClient:
         client: JsonApiClient | None = getattr(self._local, "moto", None)
         if client is None:
-            client = JsonApiClient("dynamodbstreams", self.moto_endpoint, region=self.region)
-            self._local.moto = client
+            client = self._local.moto = self._client()
         return client
+
+    def close(self) -> None:
+        """Close every connection to moto."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
     def stream(self, arn: str) -> _Stream:
         """The stream ``arn`` (known to moto), starting its lineage on first use."""
         with self._lock:
             found = self._streams.get(arn)
-            if found is None:
-                moto = JsonApiClient("dynamodbstreams", self.moto_endpoint, region=self.region)
-                moto.call("DescribeStream", {"StreamArn": arn})  # raises if moto has none
-                found = self._streams[arn] = _Stream(arn, moto, self.shards)
-            return found
+        if found is None:
+            self._moto().call("DescribeStream", {"StreamArn": arn})  # raises if moto has none
+            moto = self._client()
+            with self._lock:
+                found = self._streams.setdefault(arn, _Stream(arn, moto, self.shards))
+        return found
 
     def rollover(self, arn: str | None = None, *, split: bool = False) -> list[str]:
         """Close every open shard of ``arn`` (every stream when None) at the records so far
@@ -353,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.rollover_every:
             front.rollover()
     server.shutdown()
+    server.server_close()
+    front.close()
     return 0
 
 
