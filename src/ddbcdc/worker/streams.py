@@ -229,7 +229,7 @@ def compile_launcher(java: str, jars: list[Path], workers: Path, settings: Setti
         log.info("compiling the DynamoDB Streams launcher into %s", target)
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         if done.returncode != 0:
-            raise ConfigurationError(_compile_failure(java, done.stderr))
+            raise ConfigurationError(_compile_failure(java, done.stdout + done.stderr))
         try:
             building.rename(target)
         except OSError:  # another worker compiled it meanwhile: theirs is as good
@@ -240,15 +240,15 @@ def compile_launcher(java: str, jars: list[Path], workers: Path, settings: Setti
     return target
 
 
-def _compile_failure(java: str, stderr: str) -> str:
-    if "jdk.compiler" in stderr and ("not found" in stderr or "FindException" in stderr):
+def _compile_failure(java: str, output: str) -> str:
+    if "jdk.compiler" in output and ("not found" in output or "FindException" in output):
         return (
             f"{java} has no jdk.compiler module, needed once to compile the DynamoDB Streams "
             "launcher: use a Java that has it (Debian: openjdk-17-jre-headless, or any JDK), "
             "or run `ddbcdc worker --prepare` where one is and point DDBCDC_CACHE_DIR at a "
             "copy of that cache"
         )
-    last = " | ".join(line for line in stderr.strip().splitlines()[-5:])
+    last = " | ".join(line for line in output.strip().splitlines()[-5:])
     return f"compiling the DynamoDB Streams launcher failed: {last}"
 
 
