@@ -67,3 +67,30 @@ def test_key_hash_is_stable_and_order_free() -> None:
     assert a == 0xF0CE236F3E85FFED  # the same in every process and run
     with pytest.raises(ValueError, match="before it began"):
         Lineage(ARN, 1, created_ms=0).roll(-1, created_ms=0)
+
+
+def test_the_worker_s_watch_reports_each_pair_once_and_keeps_its_count_on_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from ddbcdc.worker.lineage import LineageWatch
+
+    answers: list[object] = [
+        [ShardInfo("p", (), "100", "500"), ShardInfo("c", ("p",), "400", None)],
+        RuntimeError("unreachable"),
+        [ShardInfo("p", (), "100", "500"), ShardInfo("c", ("p",), "400", "900")],
+        [ShardInfo("p", (), "100", "500"), ShardInfo("c", ("p",), "501", None)],
+    ]
+
+    def shards() -> list[ShardInfo]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    watch = LineageWatch(shards)
+    assert [watch.check() for _ in range(4)] == [1, 1, 1, 0]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "shard c starts at sequence 400" in errors[0].getMessage()
+    (metric,) = watch.collect()
+    assert metric.name == "ddbcdc_worker_lineage_disorder"
+    assert metric.samples[0].value == 0.0

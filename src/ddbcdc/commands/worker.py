@@ -12,10 +12,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ddbcdc.aws import clients as aws
-from ddbcdc.aws.streams import dynamodb_stream_arn
+from ddbcdc.aws.streams import DynamoDBStream, dynamodb_stream_arn
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon, streams
 from ddbcdc.worker.leadership import release_stale_leader_lock
+from ddbcdc.worker.lineage import LineageWatch
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
 from ddbcdc.worker.workdir import WorkDir
@@ -173,12 +174,13 @@ def _serve(
     def problems() -> list[str]:
         return monitor.problems() if process.alive() else ["KCL daemon not running"]
 
+    lineage = _lineage_watch(settings, options)
     server = MetricsServer(
         multiproc_dir=multiproc_dir,
         host=settings.metrics_host,
         port=port,
         problems=problems,
-        collectors=[monitor],
+        collectors=[monitor, *([lineage] if lineage else [])],
     )
     log.warning(
         "worker starting application=%s worker_id=%s stream=%s metrics=http://%s:%d/metrics",
@@ -192,12 +194,24 @@ def _serve(
         process.start()  # before any thread: it forks
         server.start()
         leases.start()
+        if lineage is not None:
+            lineage.start()
         status = process.wait()
     finally:
+        if lineage is not None:
+            lineage.stop()
         leases.stop()
         server.stop()
     log.warning("worker stopped application=%s status=%d", options.application_name, status)
     return status
+
+
+def _lineage_watch(settings: Settings, options: daemon.WorkerOptions) -> LineageWatch | None:
+    """For a DynamoDB stream: the check that its sequence numbers grow along each lineage."""
+    if options.source != "dynamodb-streams":
+        return None
+    stream = DynamoDBStream(aws.client("dynamodbstreams", settings, max_attempts=3), options.stream)
+    return LineageWatch(stream.shards)
 
 
 def _release_leadership(settings: Settings, options: daemon.WorkerOptions) -> None:
