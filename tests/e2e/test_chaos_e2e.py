@@ -13,6 +13,10 @@ keys. At seeded random moments:
 
 Then PostgreSQL must equal a Scan of the table exactly, and the change log must hold every
 change the loader made, once, in the order it made them.
+
+Both sources: Kinesis (kinesis-local fed by the bridge; what CI runs) and DynamoDB Streams
+(the local front, whose shards also roll over once during the faults, and whose timestamps
+are whole seconds). ``DDBCDC_CHAOS_SOURCES=kinesis,dynamodb-streams`` runs both.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ KEYS = 300
 # Failover time plus lease assignment, discovery and a processor start, and a slow machine.
 FAILOVER_BOUND_S = FAILOVER_MS / 1000 + 20
 EVENTS = ("kill_worker", "kill_worker", "failover", "kill_processor", "crash_postgres")
+SOURCES = os.environ.get("DDBCDC_CHAOS_SOURCES", "kinesis").split(",")
 
 
 @pytest.fixture
@@ -73,11 +78,11 @@ def own_postgres() -> Iterator[TemporaryPostgres]:
         yield pg
 
 
-@pytest.fixture
+@pytest.fixture(params=SOURCES)
 def chaos_stack(
-    own_postgres: TemporaryPostgres, monkeypatch: pytest.MonkeyPatch
+    own_postgres: TemporaryPostgres, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> Iterator[LocalStack]:
-    with LocalStack(database_url=own_postgres.url) as running:
+    with LocalStack(database_url=own_postgres.url, source=request.param) as running:
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
             monkeypatch.setenv(name, running.env[name])
         yield running
@@ -131,8 +136,15 @@ class Supervisor:
         self._thread.join(timeout=10)
 
 
+def open_shards(stack: LocalStack, application: str) -> set[str]:
+    """The shards with a lease that have not ended (the ones a crash must not stop)."""
+    return {s for s, row in leases(stack, application).items() if row.checkpoint != "SHARD_END"}
+
+
 def owned_by(stack: LocalStack, application: str, wid: str) -> set[str]:
-    return {s for s, row in leases(stack, application).items() if row.owner == wid}
+    """The shards ``wid`` holds that have not ended."""
+    rows = leases(stack, application).items()
+    return {s for s, row in rows if row.owner == wid and row.checkpoint != "SHARD_END"}
 
 
 def time_until_read_again(
@@ -242,15 +254,20 @@ class Chaos:
         )
 
     def crash_postgres(self) -> str:
+        shards = open_shards(self.stack, self.application)
         self.pg.crash()
         time.sleep(10)
         self.pg.restart()
         back = time.monotonic()
-        took = time_until_read_again(
-            self.database, self.application, {"shardId-000000000000", "shardId-000000000001"},
-            back, 120,
-        )  # fmt: skip
+        took = time_until_read_again(self.database, self.application, shards, back, 120)
         return f"down 10s; every shard applying again {took:.1f}s after the restart"
+
+    def rollover(self) -> str:
+        """DynamoDB Streams: the front closes every shard and opens their children."""
+        children = set(self.stack.rollover())
+        rolled = time.monotonic()
+        took = time_until_read_again(self.database, self.application, children, rolled, 180)
+        return f"shards rolled over; children {sorted(children)} applying after {took:.1f}s"
 
 
 def notable(worker: Worker, lines: int = 80) -> str:
@@ -271,7 +288,7 @@ def test_faults_under_load_lose_nothing(
     env = worker_env(
         stack,
         database,
-        STREAM,
+        STREAM if stack.source == "kinesis" else None,
         DDBCDC_APPLICATION_NAME=application,
         DDBCDC_FAILOVER_TIME_MS=str(FAILOVER_MS),
         DDBCDC_STALL_AFTER_S="30",
@@ -293,7 +310,8 @@ def test_faults_under_load_lose_nothing(
             180,
         )
         chaos.start()
-        for event in rng.sample(EVENTS, len(EVENTS)):
+        events = (*EVENTS, "rollover") if stack.source == "dynamodb-streams" else EVENTS
+        for event in rng.sample(events, len(events)):
             time.sleep(rng.uniform(3, 8))
             chaos.run(event)
         operations = load.finish()
