@@ -87,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     mapping = mapping_for(settings, args.table or settings.source_table)
     options = _options(args)
+    if args.repair and settings.source == "dynamodb-streams" and margin_us(settings) <= 1_000_000:
+        raise ConfigurationError(
+            "DDBCDC_CLOCK_SKEW_MARGIN must exceed 1s with DynamoDB Streams, whose timestamps are "
+            "whole seconds: a repair at G - m could otherwise beat a change made after G"
+        )
     engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
     pipeline = backfill_pipeline(settings, mapping, connections=1) if args.repair else None
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")

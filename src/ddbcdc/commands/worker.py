@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.streams import DynamoDBStream, dynamodb_stream_arn
+from ddbcdc.errors import RetryableError
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon, streams
 from ddbcdc.worker.leadership import release_stale_leader_lock
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         return _prepare(settings, args.java)
     stream = args.stream
     if settings.source == "dynamodb-streams" and not stream:
-        stream = dynamodb_stream_arn(settings, aws.client("dynamodb", settings, max_attempts=3))
+        stream = _table_stream(settings)
     options = daemon.WorkerOptions.from_settings(
         settings,
         stream=stream,
@@ -204,6 +205,16 @@ def _serve(
         server.stop()
     log.warning("worker stopped application=%s status=%d", options.application_name, status)
     return status
+
+
+def _table_stream(settings: Settings) -> str:
+    """The source table's DynamoDB stream (DescribeTable), one clear line if AWS fails."""
+    try:
+        return dynamodb_stream_arn(settings, aws.client("dynamodb", settings, max_attempts=3))
+    except (BotoCoreError, ClientError) as exc:
+        raise RetryableError(
+            f"cannot look up the DynamoDB stream of table {settings.source_table}: {exc}"
+        ) from exc
 
 
 def _lineage_watch(settings: Settings, options: daemon.WorkerOptions) -> LineageWatch | None:

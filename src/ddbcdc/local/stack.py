@@ -75,6 +75,9 @@ class StackInfo:
     def env(self) -> dict[str, str]:
         """The environment a client of this stack uses (what ``ddbcdc local env`` prints)."""
         source = {"DDBCDC_SOURCE": self.source} if self.source != "kinesis" else {}
+        kinesis = (
+            {"DDBCDC_KINESIS_ENDPOINT": self.kinesis_endpoint} if self.kinesis_endpoint else {}
+        )
         return {
             **source,
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
@@ -85,7 +88,7 @@ class StackInfo:
             "DDBCDC_DYNAMODBSTREAMS_ENDPOINT": self.dynamodbstreams_endpoint,
             "DDBCDC_CLOUDWATCH_ENDPOINT": self.cloudwatch_endpoint,
             "DDBCDC_S3_ENDPOINT": self.s3_endpoint,
-            "DDBCDC_KINESIS_ENDPOINT": self.kinesis_endpoint,
+            **kinesis,
             "DATABASE_URL": self.database_url,
         }
 
