@@ -174,7 +174,7 @@ public final class StreamsDaemon {
     static DynamoDbStreamsClient streamsClient(Region region, String endpoint) {
         DynamoDbStreamsClientBuilder builder = DynamoDbStreamsClient.builder()
                 .region(region)
-                .credentialsProvider(DefaultCredentialsProvider.create());
+                .credentialsProvider(DefaultCredentialsProvider.builder().build());
         if (endpoint != null && !endpoint.isEmpty()) {
             builder.endpointOverride(URI.create(endpoint));
         }
@@ -197,10 +197,15 @@ public final class StreamsDaemon {
         // The adapter zeroes the shard sync interval only after it has built the lease
         // management from it: set here, a fresh application's first sync is not a minute late.
         lease.shardSyncIntervalMillis(Math.min(lease.shardSyncIntervalMillis(), 1000L));
+        // What the adapter would force anyway (with a warning each start): DynamoDB Streams
+        // has no hash-range holes to audit, and a worker with leases skips the first sync.
+        lease.leasesRecoveryAuditorInconsistencyConfidenceThreshold(0);
+        CoordinatorConfig coordinator = part(resolved, "getCoordinatorConfig");
+        coordinator.skipShardSyncAtWorkerInitializationIfLeasesExist(true);
         Region region = Region.of(required(properties, "regionName"));
         return StreamsSchedulerFactory.createScheduler(
                 part(resolved, "getCheckpointConfig"),
-                part(resolved, "getCoordinatorConfig"),
+                coordinator,
                 lease,
                 part(resolved, "getLifecycleConfig"),
                 part(resolved, "getMetricsConfig"),
