@@ -17,7 +17,7 @@ from ddbcdc.local.postgres import TemporaryPostgres
 from ddbcdc.migrate.run import upgrade
 from ddbcdc.schema.mapping import TableMapping
 
-pytest_plugins = ["stack_fixtures"]
+pytest_plugins = ["stack_fixtures", "iam_fixtures"]
 
 # CI runs the same examples every time (a red build must be reproducible) and has no
 # deadline (a loaded machine is slow, not wrong); locally hypothesis explores freely.

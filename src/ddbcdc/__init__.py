@@ -9,6 +9,7 @@ from ddbcdc.errors import (
     DatabaseUnavailableError,
     DdbcdcError,
     DecodeError,
+    InputError,
     PoisonRecordError,
     RetryableError,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DdbcdcError",
     "DecodeError",
+    "InputError",
     "PoisonRecordError",
     "RetryableError",
     "__version__",

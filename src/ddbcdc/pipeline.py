@@ -49,7 +49,7 @@ from ddbcdc.materialize.deadletters import (
 from ddbcdc.materialize.progress import ShardPosition, end_shard, record_progress
 from ddbcdc.materialize.prune import Pruner, share_locks
 from ddbcdc.schema.mapping import TableMapping, load_mappings
-from ddbcdc.settings import Settings
+from ddbcdc.settings import DEFAULT_TOMBSTONE_HORIZON, Settings
 
 __all__ = ["BatchResult", "Pipeline", "PreparedBatch", "ShardPosition", "SourceRecord"]
 
@@ -134,7 +134,7 @@ class Pipeline:
         *,
         engine: sa.Engine,
         mappings: Sequence[TableMapping],
-        tombstone_horizon: timedelta = timedelta(days=8),
+        tombstone_horizon: timedelta = DEFAULT_TOMBSTONE_HORIZON,
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
         source_table: str | None = None,

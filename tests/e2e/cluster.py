@@ -26,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.load.plan import LoadOptions, Operation, expected_state, plan_operations
 from ddbcdc.load.writer import run_load
 from ddbcdc.local.postgres import free_port
@@ -182,7 +183,7 @@ def leases(stack: LocalStack, application: str) -> dict[str, LeaseRow]:
     client = aws.client("dynamodb", stack.settings())
     try:
         items = client.scan(TableName=application, ConsistentRead=True)["Items"]
-    except client.exceptions.ResourceNotFoundException:
+    except AwsNotFoundError:
         return {}
     rows = {}
     for item in items:
@@ -202,7 +203,7 @@ def leader(stack: LocalStack, application: str) -> str | None:
     client = aws.client("dynamodb", stack.settings())
     try:
         items = client.scan(TableName=f"{application}-CoordinatorState")["Items"]
-    except client.exceptions.ResourceNotFoundException:
+    except AwsNotFoundError:
         return None
     owners = [i["ownerName"]["S"] for i in items if i["key"]["S"] == "Leader" and "ownerName" in i]
     return owners[0] if owners else None

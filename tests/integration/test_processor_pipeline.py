@@ -30,11 +30,12 @@ import sqlalchemy as sa
 from amazon_kclpy import kcl
 from prometheus_client import CollectorRegistry
 
+from ddbcdc.backoff import Backoff
 from ddbcdc.decode.attributes import marshal
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.worker.metrics import ProcessorMetrics
-from ddbcdc.worker.processor import Backoff, ShardProcessor
+from ddbcdc.worker.processor import ShardProcessor
 from multilang_fake import Discard, FakeDaemon, initialize
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsError, AwsNotFoundError
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.local.streams_front import StreamsFront, serve
 
@@ -140,11 +140,11 @@ def test_iterators_at_and_after_a_sequence_number_and_errors(
         assert [r["eventID"] for r in got] == [r["eventID"] for r in expected]
     latest = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")
     assert streams.get_records(ShardIterator=latest["ShardIterator"])["Records"] == []
-    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+    with pytest.raises(AwsNotFoundError):
         streams.get_shard_iterator(
             StreamArn=arn,
             ShardId="shardId-00000000000000000000-deadbeef",
             ShardIteratorType="TRIM_HORIZON",
         )
-    with pytest.raises(ClientError, match="ValidationException"):
+    with pytest.raises(AwsError, match="ValidationException"):
         streams.get_records(ShardIterator="not-an-iterator-" * 2)

@@ -21,10 +21,11 @@ import pytest
 from amazon_kclpy import kcl
 from prometheus_client import CollectorRegistry
 
+from ddbcdc.backoff import Backoff
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
 from ddbcdc.worker.metrics import ProcessorMetrics
-from ddbcdc.worker.processor import Backoff, ShardProcessor, Stopped
+from ddbcdc.worker.processor import ShardProcessor, Stopped
 from multilang_fake import Discard, FakeDaemon, initialize, process
 
 SHARD = "shardId-000000000001"

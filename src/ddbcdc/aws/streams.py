@@ -16,8 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from botocore.exceptions import ClientError
-
+from ddbcdc.aws.errors import AwsError, AwsNotFoundError
 from ddbcdc.decode.record import TimestampUnit, decode_record
 from ddbcdc.errors import ConfigurationError, PoisonRecordError
 from ddbcdc.settings import Settings
@@ -101,10 +100,6 @@ class Stream(Protocol):
         shard's start when None): None when there is none, False when it could not be told
         within :data:`PROBE_CALLS` calls."""
         ...
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _shard(raw: dict[str, Any]) -> ShardInfo:
@@ -246,9 +241,11 @@ class DynamoDBStream:
             request["ShardIteratorType"] = "TRIM_HORIZON"
         try:
             iterator = self.client.get_shard_iterator(**request)["ShardIterator"]
-        except ClientError as exc:
-            if _code(exc) in ("ResourceNotFoundException", "TrimmedDataAccessException"):
-                return None  # the shard, or the records after `after`, aged out
+        except AwsNotFoundError:
+            return None  # the shard aged out
+        except AwsError as exc:
+            if exc.code == "TrimmedDataAccessException":
+                return None  # the records after `after` aged out
             raise
         for _ in range(PROBE_CALLS):
             response = self.client.get_records(ShardIterator=iterator, Limit=1)
@@ -281,13 +278,11 @@ def dynamodb_stream_arn(settings: Settings, dynamodb: Any) -> str:
     table = settings.source_table
     try:
         described = dynamodb.describe_table(TableName=table)["Table"]
-    except ClientError as exc:
-        if _code(exc) == "ResourceNotFoundException":
-            raise ConfigurationError(
-                f"table {table} (DDBCDC_SOURCE_TABLE) does not exist: its DynamoDB stream "
-                "cannot be read (run `ddbcdc setup`, or set DDBCDC_STREAM_ARN)"
-            ) from exc
-        raise
+    except AwsNotFoundError as exc:
+        raise ConfigurationError(
+            f"table {table} (DDBCDC_SOURCE_TABLE) does not exist: its DynamoDB stream "
+            "cannot be read (run `ddbcdc setup`, or set DDBCDC_STREAM_ARN)"
+        ) from exc
     spec = described.get("StreamSpecification") or {}
     arn = described.get("LatestStreamArn")
     if not (spec.get("StreamEnabled") and arn):

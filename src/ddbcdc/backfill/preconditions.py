@@ -32,10 +32,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from botocore.exceptions import BotoCoreError, ClientError
 
-from ddbcdc.aws.provision import LOCAL_DESTINATION_TAG, is_local
+from ddbcdc.aws.errors import AwsError, AwsNotFoundError
+from ddbcdc.aws.provision import is_local
 from ddbcdc.aws.streams import Stream
+from ddbcdc.aws.wiring import LOCAL_DESTINATION_TAG
 from ddbcdc.backfill.records import format_us, now_us
 from ddbcdc.schema.tables import shard_progress
 from ddbcdc.settings import Settings
@@ -57,17 +58,13 @@ class Finding:
     message: str
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def retention_hours(stream: Stream | None) -> float | None:
     """How long the stream keeps a record, None when it cannot be told."""
     if stream is None:
         return None
     try:
         return stream.retention_hours()
-    except (ClientError, BotoCoreError):
+    except AwsError:
         return None
 
 
@@ -169,10 +166,8 @@ def _leases(dynamodb: Any, application: str) -> dict[str, str | None] | None:
             for item in page.get("Items", []):
                 leases[item["leaseKey"]["S"]] = item.get("checkpoint", {}).get("S")
         return leases
-    except ClientError as exc:
-        if _code(exc) == "ResourceNotFoundException":
-            return None
-        raise
+    except AwsNotFoundError:
+        return None
 
 
 def _checkpoint(leases: dict[str, str | None], shard: str) -> str | None:

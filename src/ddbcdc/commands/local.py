@@ -133,7 +133,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"ddbcdc local: the stack did not come up; {log_path}:\n{tail}", file=sys.stderr)
         stop_pid(supervisor.pid, grace=20)
         (state_dir / _PID_FILE).unlink(missing_ok=True)
-        return 1
+        return 2
     print(f"ddbcdc local: up (logs in {state_dir}/*.log)", file=sys.stderr)
     _print_env(info)
     print('# use it with: eval "$(ddbcdc local env)"', file=sys.stderr)

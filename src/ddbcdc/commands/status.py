@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from ddbcdc.db import describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.settings import Settings
 
@@ -73,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 ) from exc
         raise
     except OperationalError as exc:
-        raise DatabaseUnavailableError(
-            f"PostgreSQL unreachable: {type(exc.orig).__name__}"
-        ) from exc
+        raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
     finally:
         engine.dispose()
     now = datetime.now(UTC)

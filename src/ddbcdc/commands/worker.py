@@ -9,11 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.streams import DynamoDBStream, dynamodb_stream_arn
-from ddbcdc.errors import RetryableError
+from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon, streams
 from ddbcdc.worker.leadership import release_stale_leader_lock
@@ -128,13 +127,14 @@ def run(args: argparse.Namespace) -> int:
         print(properties, end="")
         return 0
     _check_mappings(settings)
+    _check_stream(settings, options)
+    _release_leadership(settings, options)
     java = daemon.check_java(args.java)
     jars = daemon.find_jars()
     launcher = None
     if options.source == "dynamodb-streams":
         jars, launcher = streams.prepare(settings, java, jars, daemon.workers_dir())
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
-    _release_leadership(settings, options)
     with WorkDir() as workdir:
         properties_file = workdir.path / "kcl.properties"
         properties_file.write_text(properties)
@@ -176,13 +176,19 @@ def _serve(
         return monitor.problems() if process.alive() else ["KCL daemon not running"]
 
     lineage = _lineage_watch(settings, options)
-    server = MetricsServer(
-        multiproc_dir=multiproc_dir,
-        host=settings.metrics_host,
-        port=port,
-        problems=problems,
-        collectors=[monitor, *([lineage] if lineage else [])],
-    )
+    try:
+        server = MetricsServer(
+            multiproc_dir=multiproc_dir,
+            host=settings.metrics_host,
+            port=port,
+            problems=problems,
+            collectors=[monitor, *([lineage] if lineage else [])],
+        )
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve /metrics on {settings.metrics_host}:{port}: {exc.strerror} "
+            "(DDBCDC_METRICS_PORT, --metrics-port)"
+        ) from exc
     log.warning(
         "worker starting application=%s worker_id=%s stream=%s metrics=http://%s:%d/metrics",
         options.application_name,
@@ -208,13 +214,20 @@ def _serve(
 
 
 def _table_stream(settings: Settings) -> str:
-    """The source table's DynamoDB stream (DescribeTable), one clear line if AWS fails."""
-    try:
-        return dynamodb_stream_arn(settings, aws.client("dynamodb", settings, max_attempts=3))
-    except (BotoCoreError, ClientError) as exc:
-        raise RetryableError(
-            f"cannot look up the DynamoDB stream of table {settings.source_table}: {exc}"
-        ) from exc
+    """The source table's DynamoDB stream (DescribeTable)."""
+    return dynamodb_stream_arn(settings, aws.client("dynamodb", settings, max_attempts=3))
+
+
+def _check_stream(settings: Settings, options: daemon.WorkerOptions) -> None:
+    """Refuse to start when the stream cannot be read (missing, denied, unreachable): the
+    KCL daemon would retry that forever."""
+    if options.source == "dynamodb-streams":
+        streams = aws.client("dynamodbstreams", settings, max_attempts=3)
+        streams.describe_stream(StreamArn=options.stream, Limit=1)
+        return
+    kinesis = aws.client("kinesis", settings, max_attempts=3)
+    name = "StreamARN" if options.stream.startswith("arn:") else "StreamName"
+    kinesis.list_shards(**{name: options.stream}, MaxResults=1)
 
 
 def _lineage_watch(settings: Settings, options: daemon.WorkerOptions) -> LineageWatch | None:
@@ -226,14 +239,14 @@ def _lineage_watch(settings: Settings, options: daemon.WorkerOptions) -> Lineage
 
 
 def _release_leadership(settings: Settings, options: daemon.WorkerOptions) -> None:
-    """Give back the leader lock an earlier run under this worker id left (see leadership)."""
+    """Give back the leader lock an earlier run under this worker id left (see leadership).
+
+    A start-up check too: a DynamoDB the worker cannot reach or may not read ends the start,
+    as the KCL daemon could not run against it either.
+    """
     assert options.worker_id is not None
     client = aws.client("dynamodb", settings, max_attempts=3)
-    try:
-        release_stale_leader_lock(client, options.application_name, options.worker_id)
-    except (BotoCoreError, ClientError) as exc:
-        # Not fatal: the lock then expires by itself, in two minutes.
-        log.warning("could not check the KCL leader lock: %s", type(exc).__name__)
+    release_stale_leader_lock(client, options.application_name, options.worker_id)
 
 
 def _lease_scan(settings: Settings, table: str) -> Callable[[], Iterator[dict[str, Any]]]:
@@ -244,7 +257,7 @@ def _lease_scan(settings: Settings, table: str) -> Callable[[], Iterator[dict[st
         try:
             for page in client.get_paginator("scan").paginate(TableName=table):
                 yield from page["Items"]
-        except client.exceptions.ResourceNotFoundException:
+        except AwsNotFoundError:
             return  # the daemon has not created it yet
 
     return scan

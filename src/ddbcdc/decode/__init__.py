@@ -9,6 +9,7 @@ logs a payload.
   images, user identity, the TTL-delete flag);
 - :mod:`ddbcdc.decode.attributes`: AttributeValues <-> Python values (``marshal``,
   ``unmarshal``: N exact, B bytes, sets as sets);
+- :mod:`ddbcdc.decode.numbers`: DynamoDB numbers, exactly, within DynamoDB's limits;
 - :mod:`ddbcdc.decode.timestamps`: ApproximateCreationDateTime in s, ms or us -> epoch
   microseconds;
 - :mod:`ddbcdc.decode.itemjson`: the lossless JSON encoding of kept attributes (``jsonb``);

@@ -26,8 +26,10 @@ from typing import Any, Literal, TextIO
 import sqlalchemy as sa
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.children import signal_when_parent_dies
+from ddbcdc.db import check_reachable
 from ddbcdc.demo.evolve import NEW_ATTRIBUTE, evolve, print_samples
 from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
@@ -125,7 +127,7 @@ def _wait_for_leases(dynamodb: Any, shards: int, *, timeout: float) -> bool:
     while time.monotonic() < deadline:
         try:
             items = dynamodb.scan(TableName=APPLICATION, ConsistentRead=True).get("Items", [])
-        except dynamodb.exceptions.ResourceNotFoundException:
+        except AwsNotFoundError:
             items = []
         if sum(1 for item in items if "leaseOwner" in item) >= shards:
             return True
@@ -172,6 +174,8 @@ def _report(
 def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
     """Run the demo end to end; 0 when PostgreSQL matches DynamoDB, 1 otherwise."""
     say = _Reporter(out).step
+    if options.database_url:
+        check_reachable(options.database_url)  # before the stack starts
     options.log_dir.mkdir(parents=True, exist_ok=True)
     streams = options.source == "dynamodb-streams"
     parts = "the DynamoDB Streams front" if streams else "kinesis-local, bridge"

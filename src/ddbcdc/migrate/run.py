@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -33,10 +32,10 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 
 import ddbcdc
-from ddbcdc.db import describe
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.db import describe, run_transaction
+from ddbcdc.errors import ConfigurationError
 from ddbcdc.migrate.fill import BackfillReport, run_backfill, schedule_backfill
-from ddbcdc.migrate.plan import Step, TablePlan, plan_tables
+from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
 from ddbcdc.migrate.versions import record_mapping_version, recorded
 from ddbcdc.schema.mapping import TableMapping
 
@@ -49,8 +48,6 @@ __all__ = [
     "migrations_dir",
     "upgrade",
 ]
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -70,7 +67,7 @@ class MigrationResult:
 
     revision_before: str | None = None
     revision_after: str | None = None
-    plans: list[TablePlan] = field(default_factory=list)
+    plans: list[MigrationPlan] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
     versions_before: dict[str, int | None] = field(default_factory=dict)
     backfills: list[BackfillReport] = field(default_factory=list)
@@ -99,19 +96,15 @@ def alembic_config(connection: sa.Connection) -> Config:
     return config
 
 
-def _in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
-    try:
-        with engine.begin() as conn:
-            return work(conn)
-    except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot migrate: {describe(exc)}") from exc
-
-
 class _DryRunError(Exception):
-    """Rolls a dry run's transaction back."""
+    """Rolls a dry run's transaction back, carrying what it found."""
+
+    def __init__(self, result: MigrationResult) -> None:
+        super().__init__("dry run")
+        self.result = result
 
 
-def _refusal(plans: Sequence[TablePlan]) -> ConfigurationError:
+def _refusal(plans: Sequence[MigrationPlan]) -> ConfigurationError:
     lines = []
     for plan in plans:
         for step in plan.destructive:
@@ -123,7 +116,7 @@ def _refusal(plans: Sequence[TablePlan]) -> ConfigurationError:
     )
 
 
-def _apply(conn: sa.Connection, plan: TablePlan, result: MigrationResult) -> None:
+def _apply(conn: sa.Connection, plan: MigrationPlan, result: MigrationResult) -> None:
     for step in plan.immediate:
         for sql in step.sql:
             try:
@@ -193,19 +186,20 @@ def migrate(
     Raises:
         ConfigurationError: a destructive change not allowed (with the exact DDL), or a
             difference no migration can make; nothing is changed then.
-        DatabaseUnavailableError: PostgreSQL cannot be reached.
+        DatabaseUnavailableError: PostgreSQL cannot be reached, or failed otherwise.
     """
-    result = MigrationResult(dry_run=dry_run)
 
-    def work(conn: sa.Connection) -> None:
+    def work(conn: sa.Connection) -> MigrationResult:
+        result = MigrationResult(dry_run=dry_run)  # afresh when a collision runs it again
         _schema(conn, mappings, revision, allow_destructive, result)
         if dry_run:
-            raise _DryRunError
+            raise _DryRunError(result)
+        return result
 
     try:
-        _in_transaction(engine, work)
-    except _DryRunError:
-        return result
+        result = run_transaction(engine, work)
+    except _DryRunError as dry:
+        return dry.result
     if revision != "head":
         return result
     for plan in result.plans:
@@ -226,7 +220,7 @@ def upgrade(
 
 def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
     """Run the revisions down to ``revision``."""
-    _in_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
+    run_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
 
 
 def _version(before: int | None, after: int | None) -> str:
@@ -237,7 +231,7 @@ def _version(before: int | None, after: int | None) -> str:
     return f"mapping version {before if before is not None else 'none'} -> {after}"
 
 
-def _plan_lines(plan: TablePlan, result: MigrationResult) -> list[str]:
+def _plan_lines(plan: MigrationPlan, result: MigrationResult) -> list[str]:
     target = plan.mapping.target_table
     where = plan.mapping.path or plan.mapping.name
     versions = _version(result.versions_before.get(target), result.versions.get(target))

@@ -19,13 +19,14 @@ from types import FrameType
 
 from amazon_kclpy import kcl
 
+from ddbcdc.backoff import Backoff
 from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.runtime import tune_gc
 from ddbcdc.worker import protocol
 from ddbcdc.worker.liveness import ProgressTouch
 from ddbcdc.worker.metrics import mark_process_dead
-from ddbcdc.worker.processor import Backoff, ShardProcessor
+from ddbcdc.worker.processor import ShardProcessor
 
 __all__ = ["configure_logging", "main"]
 

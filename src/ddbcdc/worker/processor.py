@@ -28,21 +28,20 @@ The process around it (stdout for the protocol only, logging, signals) is
 from __future__ import annotations
 
 import logging
-import random
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclv3
 
+from ddbcdc.backoff import Backoff
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
 from ddbcdc.worker.metrics import ProcessorMetrics
 
-__all__ = ["Backoff", "BatchApplier", "ShardProcessor", "Stopped"]
+__all__ = ["BatchApplier", "ShardProcessor", "Stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +71,6 @@ class Stopped(SystemExit):
     A SystemExit, because kclpy's dispatcher swallows ordinary exceptions and reports the
     action as done, which would let the KCL move past an unapplied batch.
     """
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with "equal jitter" (half fixed, half random).
-
-    Args:
-        initial: delay before the first retry, seconds.
-        maximum: cap on the delay, seconds.
-        multiplier: growth per attempt.
-    """
-
-    initial: float = 0.2
-    maximum: float = 30.0
-    multiplier: float = 2.0
-
-    def delay(self, attempt: int, *, rng: Callable[[], float] = random.random) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        base = min(self.maximum, self.initial * self.multiplier ** min(attempt, 64))
-        return base / 2 + rng() * base / 2
 
 
 class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
