@@ -18,7 +18,7 @@ $(INSTALLED): pyproject.toml $(SPEEDUPS)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,local]'
 	$(PY) -c "import amazon_kclpy, pathlib, sys; jars = list((pathlib.Path(amazon_kclpy.__file__).parent / 'jars').glob('*.jar')); sys.exit(0 if jars else 'amazon-kclpy installed without its jars: reinstall it with Maven Central reachable')"
-	@$(PY) -c "import sys, ddbcdc.decode.attributes as a; sys.exit(not a.ACCELERATED)" || echo "warning: ddbcdc's C speedups did not build (no C compiler or Python headers?): decoding runs in pure Python, and the tests will fail on it" >&2
+	@DDBCDC_SPEEDUPS=1 $(PY) -c "import ddbcdc.decode" 2>/dev/null || echo "warning: ddbcdc's C speedups did not build (no C compiler or Python headers?): decoding runs in pure Python, and the tests will fail on it" >&2
 	@$(BIN)/ddbcdc worker --prepare >/dev/null || echo "warning: the DynamoDB Streams adapter jar or launcher is not ready (see above); DDBCDC_SOURCE=dynamodb-streams will try again on first use" >&2
 	touch $@
 

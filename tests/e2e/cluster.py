@@ -220,11 +220,13 @@ def query(database_url: str, sql: str, **params: Any) -> list[Any]:
 
 
 def shard_sequences(database_url: str, application: str) -> dict[str, int]:
-    """The last applied sequence number of every shard, from ``ddbcdc_shard_progress``."""
+    """The last applied sequence number of every shard that has applied a record, from
+    ``ddbcdc_shard_progress`` (shards listed but not started have none)."""
     try:
         rows = query(
             database_url,
-            "SELECT shard_id, sequence_number FROM ddbcdc_shard_progress WHERE application = :a",
+            "SELECT shard_id, sequence_number FROM ddbcdc_shard_progress "
+            "WHERE application = :a AND sequence_number IS NOT NULL",
             a=application,
         )
     except sa.exc.OperationalError:

@@ -303,7 +303,8 @@ def check_backfill(
     with engine.connect() as conn:
         applied = conn.execute(
             sa.select(sa.func.count()).where(
-                shard_progress.c.application == settings.application_name
+                shard_progress.c.application == settings.application_name,
+                shard_progress.c.sequence_number.is_not(None),
             )
         ).scalar()
     findings.append(

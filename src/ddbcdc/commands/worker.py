@@ -19,6 +19,7 @@ from ddbcdc.worker.leadership import release_stale_leader_lock
 from ddbcdc.worker.lineage import LineageWatch
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
+from ddbcdc.worker.shards import ShardLister, ShardRegistry, kinesis_open_shards, lease_shards
 from ddbcdc.worker.workdir import WorkDir
 
 log = logging.getLogger(__name__)
@@ -163,9 +164,17 @@ def _serve(
     multiproc_dir: Path,
     port: int,
 ) -> int:
-    """Run the daemon with the lease watcher and the metrics server beside it."""
+    """Run the daemon with the lease watcher, the shard registry and the metrics server."""
+    import sqlalchemy as sa
+
     assert options.worker_id is not None
     leases = LeaseWatcher(_lease_scan(settings, options.application_name), options.worker_id)
+    engine = sa.create_engine(
+        settings.require_database_url(), pool_size=1, pool_pre_ping=True, hide_parameters=True
+    )
+    registry = ShardRegistry(
+        engine, options.application_name, [_open_shards(settings, options), lease_shards(leases)]
+    )
     monitor = StallMonitor(
         leases,
         lambda: processor_calls(multiproc_dir),
@@ -201,14 +210,17 @@ def _serve(
         process.start()  # before any thread: it forks
         server.start()
         leases.start()
+        registry.start()
         if lineage is not None:
             lineage.start()
         status = process.wait()
     finally:
         if lineage is not None:
             lineage.stop()
+        registry.stop()
         leases.stop()
         server.stop()
+        engine.dispose()
     log.warning("worker stopped application=%s status=%d", options.application_name, status)
     return status
 
@@ -230,12 +242,23 @@ def _check_stream(settings: Settings, options: daemon.WorkerOptions) -> None:
     kinesis.list_shards(**{name: options.stream}, MaxResults=1)
 
 
+def _dynamodb_stream(settings: Settings, options: daemon.WorkerOptions) -> DynamoDBStream:
+    return DynamoDBStream(aws.client("dynamodbstreams", settings, max_attempts=3), options.stream)
+
+
+def _open_shards(settings: Settings, options: daemon.WorkerOptions) -> ShardLister:
+    """The stream's open shards: ListShards on Kinesis, DescribeStream on a DynamoDB stream."""
+    if options.source != "dynamodb-streams":
+        return kinesis_open_shards(aws.client("kinesis", settings, max_attempts=3), options.stream)
+    stream = _dynamodb_stream(settings, options)
+    return lambda: {shard.shard_id for shard in stream.shards() if shard.open}
+
+
 def _lineage_watch(settings: Settings, options: daemon.WorkerOptions) -> LineageWatch | None:
     """For a DynamoDB stream: the check that its sequence numbers grow along each lineage."""
     if options.source != "dynamodb-streams":
         return None
-    stream = DynamoDBStream(aws.client("dynamodbstreams", settings, max_attempts=3), options.stream)
-    return LineageWatch(stream.shards)
+    return LineageWatch(_dynamodb_stream(settings, options).shards)
 
 
 def _release_leadership(settings: Settings, options: daemon.WorkerOptions) -> None:
@@ -255,7 +278,8 @@ def _lease_scan(settings: Settings, table: str) -> Callable[[], Iterator[dict[st
 
     def scan() -> Iterator[dict[str, Any]]:
         try:
-            for page in client.get_paginator("scan").paginate(TableName=table):
+            pages = client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+            for page in pages:
                 yield from page["Items"]
         except AwsNotFoundError:
             return  # the daemon has not created it yet
