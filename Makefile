@@ -1,6 +1,7 @@
 # ddbcdc: two commands on a fresh machine
 #   make demo   the whole pipeline on the local stack (make demo-streams: DynamoDB Streams)
 #   make test   lint, type-check and every test
+# and for CI: make package-check (the sdist and the wheel, installed and run outside the checkout)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
-.PHONY: install demo demo-streams test lint typecheck unit bench clean
+.PHONY: install demo demo-streams test lint typecheck unit bench package-check clean
 
 SPEEDUPS := setup.py $(wildcard src/ddbcdc/decode/_speedups*.[ch])
 
@@ -37,8 +38,8 @@ demo-streams: install
 	$(BIN)/ddbcdc demo --source dynamodb-streams
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check src tests workers benchmarks migrations
-	$(BIN)/ruff format --check src tests workers benchmarks migrations
+	$(BIN)/ruff check src tests workers benchmarks migrations schemas .ci setup.py
+	$(BIN)/ruff format --check src tests workers benchmarks migrations schemas .ci setup.py
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
@@ -52,5 +53,8 @@ unit: $(INSTALLED)
 bench: install
 	$(PY) benchmarks/decode_bench.py
 
+package-check: install
+	$(PY) .ci/package_check.py
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build src/ddbcdc/decode/*.so
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info src/ddbcdc/decode/*.so

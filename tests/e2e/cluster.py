@@ -33,6 +33,7 @@ from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.verify.compare import Comparison, compare
+from ddbcdc.worker.daemon import PROCESSOR_MODULE
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"
@@ -114,10 +115,9 @@ class Worker:
             time.sleep(0.1)
 
     def processor_pids(self) -> list[int]:
-        """PIDs of this worker's shard processors (``record_processor.py`` in its group)."""
-        return [
-            pid for pid in group_members(self.proc.pid) if b"record_processor.py" in _cmdline(pid)
-        ]
+        """PIDs of this worker's shard processors (:data:`PROCESSOR_MODULE` in its group)."""
+        module = PROCESSOR_MODULE.encode()
+        return [pid for pid in group_members(self.proc.pid) if module in _cmdline(pid)]
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()

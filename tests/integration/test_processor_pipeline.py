@@ -4,8 +4,8 @@
   progress) in one transaction, then the batch is checkpointed at its last record;
 - PostgreSQL down (a TCP proxy that refuses connections): the same batch is retried until
   PostgreSQL is back, and nothing is checkpointed before that;
-- as the daemon runs it: ``workers/record_processor.py`` in a subprocess writes nothing but
-  protocol lines on stdout.
+- as the daemon runs it (:func:`ddbcdc.worker.daemon.processor_command`, the installed
+  entry point) in a subprocess: nothing but protocol lines on stdout.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ from ddbcdc.backoff import Backoff
 from ddbcdc.decode.attributes import marshal
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.worker.daemon import processor_command
 from ddbcdc.worker.metrics import ProcessorMetrics
 from ddbcdc.worker.processor import ShardProcessor
 from multilang_fake import Discard, FakeDaemon, initialize
@@ -269,7 +269,7 @@ def test_entry_point_writes_only_protocol_to_stdout(db: str) -> None:
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "workers" / "record_processor.py")],
+        processor_command().split(" "),
         input="".join(json.dumps(m) + "\n" for m in lines),
         capture_output=True,
         text=True,
@@ -293,17 +293,21 @@ def test_entry_point_writes_only_protocol_to_stdout(db: str) -> None:
 
 
 def test_entry_point_refuses_to_start_with_a_clear_error(tmp_path: Path) -> None:
+    # Run from a folder holding a module that shadows a dependency: the daemon's command keeps
+    # the working directory off sys.path, so it is never imported.
+    (tmp_path / "amazon_kclpy.py").write_text("import sys; print('shadowed'); sys.exit(9)\n")
     env = {
         **os.environ,
         "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
         "DDBCDC_MAPPINGS_DIR": str(tmp_path / "missing"),
     }
     result = subprocess.run(
-        [sys.executable, str(ROOT / "workers" / "record_processor.py")],
+        processor_command().split(" "),
         input=json.dumps(initialize(SHARD)) + "\n",
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,
         timeout=60,
         check=False,
     )

@@ -89,7 +89,7 @@ def main(out: Path) -> int:
         properties = out.with_suffix(".properties")
         properties.write_text(daemon.render_properties(options, executable=processor))
         java = daemon.check_java()
-        jars, launcher = streams.prepare(settings, java, daemon.find_jars(), daemon.workers_dir())
+        jars, launcher = streams.prepare(settings, java, daemon.find_jars())
         command = daemon.daemon_command(java, jars, properties, launcher=launcher)
         env = dict(os.environ, CAPTURE_FILE=str(out))
         with out.with_suffix(".log").open("wb") as log:

@@ -126,7 +126,5 @@ def test_a_java_without_its_compiler_gets_a_clear_error(tmp_path: Path) -> None:
     limited.write_text(f'#!/bin/sh\nexec {java} --limit-modules java.base,java.logging "$@"\n')
     limited.chmod(0o755)
     with pytest.raises(ConfigurationError, match=r"has no jdk\.compiler module"):
-        streams.compile_launcher(
-            str(limited), [], daemon.workers_dir(), settings(cache_dir=tmp_path / "cache")
-        )
+        streams.compile_launcher(str(limited), [], settings(cache_dir=tmp_path / "cache"))
     assert not list((tmp_path / "cache" / "launcher").glob("*/StreamsDaemon.class"))

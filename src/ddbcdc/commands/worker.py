@@ -101,7 +101,7 @@ def _check_mappings(settings: Settings) -> None:
 
 def _prepare(settings: Settings, java_option: str | None) -> int:
     java = daemon.check_java(java_option)
-    jars, launcher = streams.prepare(settings, java, daemon.find_jars(), daemon.workers_dir())
+    jars, launcher = streams.prepare(settings, java, daemon.find_jars())
     print(f"adapter_jar={jars[-1]}\nlauncher={launcher}")
     return 0
 
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     jars = daemon.find_jars()
     launcher = None
     if options.source == "dynamodb-streams":
-        jars, launcher = streams.prepare(settings, java, jars, daemon.workers_dir())
+        jars, launcher = streams.prepare(settings, java, jars)
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     with WorkDir() as workdir:
         properties_file = workdir.path / "kcl.properties"

@@ -2,7 +2,8 @@
 
 Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge; or with source
 ``dynamodb-streams`` moto, PostgreSQL and the DynamoDB Streams front), migrate, set up the
-stream and the table, start the KCL worker, load changes (the second half with an
+stream and the table (the shipped ``customers`` mapping, installed with the package, so the
+demo runs from any folder), start the KCL worker, load changes (the second half with an
 attribute the mapping does not name, ``city``: it is kept in the ``attributes`` column), wait
 until PostgreSQL equals a Scan of the DynamoDB table, report, stop the worker. Then the mapping
 evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
@@ -35,6 +36,7 @@ from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
+from ddbcdc.resources import shipped_mappings_dir
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.schema.tables import dead_letters, shard_progress
 from ddbcdc.settings import Settings
@@ -189,7 +191,7 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
         # The demo's own boto3 clients take the stack's credentials from the environment,
         # like any other client of it.
         os.environ.update(stack.env)
-        settings = stack.settings()
+        settings = stack.settings(mappings_dir=shipped_mappings_dir())
         mappings = load_mappings(settings.mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
         engine = sa.create_engine(stack.database_url)
@@ -210,7 +212,11 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                 ),
             )
             say("starting the KCL worker")
-            worker = _start_worker(stack.env, setup.stream_name, options.log_dir / "worker.log")
+            worker = _start_worker(
+                {**stack.env, "DDBCDC_MAPPINGS_DIR": str(settings.mappings_dir)},
+                setup.stream_name,
+                options.log_dir / "worker.log",
+            )
             try:
                 if not _wait_for_leases(dynamodb, options.shards, timeout=options.timeout):
                     say("the worker took no leases in time; see " + str(options.log_dir))

@@ -1,10 +1,11 @@
 """What ``ddbcdc worker`` runs to read a DynamoDB stream: the adapter's jar and our launcher.
 
-With ``DDBCDC_SOURCE=dynamodb-streams`` the KCL reads the table's DynamoDB stream through
-the DynamoDB Streams Kinesis Adapter (``com.amazonaws:dynamodb-streams-kinesis-adapter``
-2.0.1, Apache-2.0), whose scheduler handles shard lineage; ``workers/StreamsDaemon.java``
-builds that scheduler around the same multilang record processors (one ddbcdc shard
-processor per shard) from the same properties file as the MultiLangDaemon's.
+With ``DDBCDC_SOURCE=dynamodb-streams`` the KCL reads the table's DynamoDB stream through the
+DynamoDB Streams Kinesis Adapter (``com.amazonaws:dynamodb-streams-kinesis-adapter`` 2.0.1,
+Apache-2.0), whose scheduler handles shard lineage; ``workers/StreamsDaemon.java`` (installed
+with the package: :func:`launcher_source`) builds that scheduler around the same multilang
+record processors (one ddbcdc shard processor per shard) from the same properties file as the
+MultiLangDaemon's.
 
 - **The adapter jar** is downloaded from Maven Central on first use (``make install`` and
   ``ddbcdc worker --prepare`` do it ahead of time), checked against its SHA-256 and kept in
@@ -38,6 +39,7 @@ from typing import IO
 from ddbcdc.aws.retrieval import RetrievalMode
 from ddbcdc.aws.streams import DYNAMODB_STREAM_ARN
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.resources import workers_file
 from ddbcdc.settings import Settings
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "cache_dir",
     "check_source_options",
     "compile_launcher",
+    "launcher_source",
     "prepare",
 ]
 
@@ -190,20 +193,23 @@ def adapter_jar(settings: Settings, *, opener: Callable[[str], IO[bytes]] = _ope
     return _download(ADAPTER, cached.parent, opener)
 
 
-def _source(workers: Path) -> Path:
-    source = workers / LAUNCHER_SOURCE
-    if not source.is_file():
-        raise ConfigurationError(f"the DynamoDB Streams launcher {source} is missing")
-    return source
+def launcher_source() -> Path:
+    """``StreamsDaemon.java``, installed with the package (``workers/``)."""
+    return workers_file(LAUNCHER_SOURCE)
 
 
-def compile_launcher(java: str, jars: list[Path], workers: Path, settings: Settings) -> Path:
+def compile_launcher(
+    java: str, jars: list[Path], settings: Settings, *, source: Path | None = None
+) -> Path:
     """The folder holding the compiled launcher, compiling it on first use.
+
+    Args:
+        source: the launcher's source; :func:`launcher_source` by default.
 
     Raises:
         ConfigurationError: this Java has no compiler module, or the compilation failed.
     """
-    source = _source(workers)
+    source = source or launcher_source()
     key = hashlib.sha256(source.read_bytes())
     for jar in jars:
         key.update(jar.name.encode())
@@ -252,9 +258,7 @@ def _compile_failure(java: str, output: str) -> str:
     return f"compiling the DynamoDB Streams launcher failed: {last}"
 
 
-def prepare(
-    settings: Settings, java: str, kcl_jars: list[Path], workers: Path
-) -> tuple[list[Path], Path]:
+def prepare(settings: Settings, java: str, kcl_jars: list[Path]) -> tuple[list[Path], Path]:
     """Everything the launcher runs with: (classpath jars, folder of the compiled class)."""
     jars = [*kcl_jars, adapter_jar(settings)]
-    return jars, compile_launcher(java, jars, workers, settings)
+    return jars, compile_launcher(java, jars, settings)
