@@ -153,9 +153,7 @@ def logged_by_key(engine: sa.Engine) -> dict[int, list[str]]:
 
 def apply(engine: sa.Engine, events: list[tuple[str, SourceRecord]], cuts: list[int]) -> None:
     stream = Pipeline(engine=engine, mappings=[MAPPING], source_table="customers")
-    backfill = Pipeline(
-        engine=engine, mappings=[replace(MAPPING, change_log=False)], timestamp_unit="us"
-    )
+    backfill = Pipeline(engine=engine, mappings=[MAPPING], timestamp_unit="us", change_log=False)
     try:
         for start, end in itertools.pairwise([0, *cuts, len(events)]):
             batch = events[start:end]

@@ -24,6 +24,7 @@ from ddbcdc.aws.streams import open_stream
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.position import WorkerWatch
 from ddbcdc.commands.snapshot import add_rate_options
+from ddbcdc.db import create_engine
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.settings import Settings
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             "DDBCDC_CLOCK_SKEW_MARGIN must exceed 1s with DynamoDB Streams, whose timestamps are "
             "whole seconds: a repair at G - m could otherwise beat a change made after G"
         )
-    engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
+    engine = create_engine(settings.require_database_url())
     pipeline = backfill_pipeline(settings, mapping, connections=1) if args.repair else None
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     try:
