@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsError, AwsNotFoundError
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.local.streams_front import StreamsFront, serve
+from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.schema.tables import shard_progress
+from ddbcdc.worker.shards import ShardRegistry, dynamodb_open_shards
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +154,37 @@ def test_iterators_at_and_after_a_sequence_number_and_errors(
         )
     with pytest.raises(AwsError, match="ValidationException"):
         streams.get_records(ShardIterator="not-an-iterator-" * 2)
+
+
+def test_the_worker_s_shard_registry_lists_a_dynamodb_stream_s_open_shards(
+    local_stack: LocalStack,
+    table: tuple[str, str],
+    front: tuple[StreamsFront, Any],
+    fresh_database: Callable[..., AbstractContextManager[str]],
+) -> None:
+    """``ddbcdc worker``'s registry on a DynamoDB stream: DescribeStream page by page (the
+    front answers 100 shards a page), only the open shards, a rollover's children on the next
+    round and its closed parents gone (not started, they are nobody's to wait for)."""
+    name, arn = table
+    served, streams = front
+    write(local_stack, name, range(1, 5), "a")
+    for _ in range(60):  # 122 shards: the open ones are on the second page
+        newest = served.rollover(arn)
+    mappings = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
+    with fresh_database("t_front_shards", mappings=mappings) as url:
+        engine = sa.create_engine(url)
+        try:
+            registry = ShardRegistry(engine, "app", [dynamodb_open_shards(streams, arn)])
+            assert registry.refresh()
+            assert _registered(engine) == set(newest)
+            children = served.rollover(arn, split=True)
+            assert registry.refresh()
+            assert _registered(engine) == set(children) and len(children) == 4
+        finally:
+            engine.dispose()
+
+
+def _registered(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(shard_progress.c.shard_id)).scalars()
+        return set(rows)

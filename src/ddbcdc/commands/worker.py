@@ -19,7 +19,13 @@ from ddbcdc.worker.leadership import release_stale_leader_lock
 from ddbcdc.worker.lineage import LineageWatch
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
-from ddbcdc.worker.shards import ShardLister, ShardRegistry, kinesis_open_shards, lease_shards
+from ddbcdc.worker.shards import (
+    ShardLister,
+    ShardRegistry,
+    dynamodb_open_shards,
+    kinesis_open_shards,
+    lease_shards,
+)
 from ddbcdc.worker.workdir import WorkDir
 
 log = logging.getLogger(__name__)
@@ -239,23 +245,20 @@ def _check_stream(settings: Settings, options: daemon.WorkerOptions) -> None:
     kinesis.list_shards(**{name: options.stream}, MaxResults=1)
 
 
-def _dynamodb_stream(settings: Settings, options: daemon.WorkerOptions) -> DynamoDBStream:
-    return DynamoDBStream(aws.client("dynamodbstreams", settings, max_attempts=3), options.stream)
-
-
 def _open_shards(settings: Settings, options: daemon.WorkerOptions) -> ShardLister:
     """The stream's open shards: ListShards on Kinesis, DescribeStream on a DynamoDB stream."""
     if options.source != "dynamodb-streams":
         return kinesis_open_shards(aws.client("kinesis", settings, max_attempts=3), options.stream)
-    stream = _dynamodb_stream(settings, options)
-    return lambda: {shard.shard_id for shard in stream.shards() if shard.open}
+    client = aws.client("dynamodbstreams", settings, max_attempts=3)
+    return dynamodb_open_shards(client, options.stream)
 
 
 def _lineage_watch(settings: Settings, options: daemon.WorkerOptions) -> LineageWatch | None:
     """For a DynamoDB stream: the check that its sequence numbers grow along each lineage."""
     if options.source != "dynamodb-streams":
         return None
-    return LineageWatch(_dynamodb_stream(settings, options).shards)
+    client = aws.client("dynamodbstreams", settings, max_attempts=3)
+    return LineageWatch(DynamoDBStream(client, options.stream).shards)
 
 
 def _release_leadership(settings: Settings, options: daemon.WorkerOptions) -> None:
