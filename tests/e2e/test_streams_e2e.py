@@ -2,13 +2,20 @@
 local front: 2 shards, rollover on demand) -> StreamsDaemon (the DynamoDB Streams Kinesis
 Adapter's KCL scheduler) + ddbcdc shard processors -> PostgreSQL.
 
-No Kinesis and no bridge: the workers read the table's own stream, found from the table.
+No Kinesis and no bridge: ``ddbcdc setup`` enables the table's own stream and the workers
+read it, found from the table. While the load runs, ``ddbcdc snapshot`` (its preconditions on
+the DynamoDB stream and the workers' leases) and ``ddbcdc verify`` (which asks the DynamoDB
+stream whether the workers have passed a time) run beside them; ``ddbcdc status`` and
+``/metrics`` report on the stream's shards.
 ApproximateCreationDateTime comes in whole seconds, as DynamoDB Streams sends it, so many
 changes of one key share a second and only sequence numbers order them.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +24,7 @@ from typing import Any
 
 import pytest
 from cluster import (
+    ROOT,
     SteadyLoad,
     Worker,
     assert_exact,
@@ -58,13 +66,27 @@ def _env(stack: LocalStack, database: str, application: str, tmp_path: Path) -> 
     )
 
 
+def ddbcdc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``ddbcdc ARGS`` as an operator runs it, in the workers' environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "ddbcdc.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_two_workers_a_kill_and_a_restart_lose_nothing(
     streams_stack: LocalStack, database: str, tmp_path: Path
 ) -> None:
     stack = streams_stack
-    provision(stack, "unused")
     application = f"ddbs-{uuid.uuid4().hex[:6]}"
     env = _env(stack, database, application, tmp_path)
+    set_up = ddbcdc(env, "setup")
+    assert set_up.returncode == 0, set_up.stderr
+    assert "NEW_AND_OLD_IMAGES" in set_up.stdout + set_up.stderr
     workers = {w: Worker(env, tmp_path / f"{w}.log", "--worker-id", w) for w in "ab"}
     load = SteadyLoad(stack, rate=40, keys=200, seed=7)
     try:
@@ -92,8 +114,26 @@ def test_two_workers_a_kill_and_a_restart_lose_nothing(
             120,
             *workers.values(),
         )
+        # A backfill and a verify while the load goes on, both on the DynamoDB stream.
+        snapshot = ddbcdc(env, "snapshot", "--no-progress", "--segments", "2")
+        assert snapshot.returncode == 0, snapshot.stderr
+        assert "refused" not in snapshot.stderr
+        checked = ddbcdc(env, "verify", "--json", "--no-progress", "--settle-timeout", "120")
+        assert checked.returncode == 0, (checked.stdout, checked.stderr)
+        report = json.loads(checked.stdout)
+        assert report["drift"] is False and report["unconfirmed"] == 0
+        assert load.is_alive(), "the load ended before verify: make it longer"
         operations = load.finish()
         assert_exact(stack, database, workers, operations)
+        status = ddbcdc(env, "status", "--json", "--application-name", application)
+        assert status.returncode == 0, status.stdout + status.stderr
+        shown = json.loads(status.stdout)
+        assert {s["shard_id"] for s in shown["shards"]} == set(leases(stack, application))
+        assert [t["open_shards"] for t in shown["stream_times"]] == [2]
+        assert shown["backfills"][0]["status"] == "done"
+        metrics = workers["b"].get("/metrics")[1]
+        assert "ddbcdc_worker_lineage_disorder 0.0" in metrics
+        assert "ddbcdc_worker_shard_stalled" in metrics
         # Whole seconds, as DynamoDB Streams stamps them: the log's versions prove it.
         fractions = query(
             database,
