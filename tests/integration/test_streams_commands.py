@@ -65,8 +65,10 @@ def test_setup_enables_the_table_s_stream_and_the_worker_finds_it(
     assert main(["setup"]) == 0  # the table exists: its stream is enabled, nothing of Kinesis
     arn, view = stream_of(table)
     assert arn is not None and view == "NEW_AND_OLD_IMAGES"
-    assert main(["setup"]) == 0  # again: kept as it is
+    assert main(["setup", "--ttl-attribute", "expires_at"]) == 0  # again: kept, and TTL on
     assert stream_of(table) == (arn, view)
+    ttl = table.client().describe_time_to_live(TableName=table.name)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
 
     props = properties(capsys)
     assert props["dynamoDBStreamsArn"] == arn

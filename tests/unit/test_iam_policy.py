@@ -221,6 +221,7 @@ def test_a_dynamodb_streams_worker_reads_every_stream_of_its_table_and_nothing_o
     setup = by_sid(statements(target(stream="", source="dynamodb-streams"), "setup"))
     assert list(setup) == ["SetupTableAndStream"]
     assert "dynamodb:UpdateTable" in setup["SetupTableAndStream"]["Action"]
+    assert "dynamodb:UpdateTimeToLive" in setup["SetupTableAndStream"]["Action"]  # --ttl-attribute
 
 
 def test_the_command_scopes_a_dynamodb_stream_from_its_arn_or_the_table() -> None:

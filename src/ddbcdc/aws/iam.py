@@ -13,10 +13,11 @@ Roles:
   on (``DDBCDC_KCL_METRICS_LEVEL``; PutMetricData has no resource-level permissions, hence
   ``*``).
 - ``setup`` (``ddbcdc setup`` and ``teardown``): creates and deletes the stream and the table,
-  and enables the table's Kinesis streaming destination (which needs the caller to be
-  allowed to describe and write the stream, and once per account to create DynamoDB's
-  service-linked replication role); with DynamoDB Streams, creates and deletes the table and
-  enables its stream (UpdateTable), nothing of Kinesis.
+  enables the table's Time to Live (``--ttl-attribute``) and its Kinesis streaming
+  destination (which needs the caller to be allowed to describe and write the stream, and
+  once per account to create DynamoDB's service-linked replication role); with DynamoDB
+  Streams, creates and deletes the table and enables its stream (UpdateTable), nothing of
+  Kinesis.
 - ``snapshot`` (reading the source table for a backfill): DescribeTable, Scan and GetItem;
   with an export bucket, also ExportTableToPointInTime/DescribeExport and S3 to write the
   export and read it back.
@@ -197,6 +198,8 @@ def _setup(target: PolicyTarget) -> list[dict[str, Any]]:
             "dynamodb:DeleteTable",
             "dynamodb:DescribeTable",
             "dynamodb:UpdateTable",
+            "dynamodb:DescribeTimeToLive",
+            "dynamodb:UpdateTimeToLive",
         ]
         return [_statement("SetupTableAndStream", actions, [table])]
     stream_actions = [
@@ -214,6 +217,8 @@ def _setup(target: PolicyTarget) -> list[dict[str, Any]]:
         "dynamodb:DisableKinesisStreamingDestination",
         "dynamodb:EnableKinesisStreamingDestination",
         "dynamodb:UpdateKinesisStreamingDestination",
+        "dynamodb:DescribeTimeToLive",
+        "dynamodb:UpdateTimeToLive",
     ]
     return [
         _statement("SetupStream", stream_actions, [target.stream_arn]),

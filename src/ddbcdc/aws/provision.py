@@ -82,6 +82,7 @@ def set_up(
     wiring = Wiring(resources)
     if options.source == "dynamodb-streams":
         table = wiring.ensure_dynamodb_stream(resources.ensure_table())
+        resources.ensure_ttl()
         return SetupResult(
             stream_name="",
             stream_arn=str(table["LatestStreamArn"]),
@@ -92,6 +93,7 @@ def set_up(
         )
     stream_arn = resources.ensure_stream()
     table = resources.ensure_table()
+    resources.ensure_ttl()
     if options.local:
         table = wiring.ensure_dynamodb_stream(table)
         wiring.ensure_tag(table["TableArn"], stream_arn)

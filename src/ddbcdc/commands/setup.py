@@ -45,6 +45,7 @@ def options_from(args: argparse.Namespace, settings: Settings) -> ProvisionOptio
         local=bool(args.local) or is_local(settings),
         timeout=args.timeout,
         source=settings.source,
+        ttl_attribute=getattr(args, "ttl_attribute", None),
     )
 
 
@@ -70,6 +71,11 @@ def register(subparsers: Any) -> None:
     add_target_arguments(parser)
     parser.add_argument(
         "--shards", type=int, default=2, help="shard count of a new stream (default: 2)"
+    )
+    parser.add_argument(
+        "--ttl-attribute",
+        metavar="NAME",
+        help="enable the table's Time to Live on this attribute (a number, epoch seconds)",
     )
     parser.set_defaults(func=run)
 
