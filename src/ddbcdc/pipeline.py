@@ -165,6 +165,9 @@ class Pipeline:
         sweep: of routed mappings, every batch also deletes the rows of its keys from the
             tables their versions rows do not name (verify's repairs: drift may have put a
             row where no change did); else only when a change moved or removed a row.
+        source_table: the table of records that do not name theirs (a DynamoDB stream's
+            records, as its adapter delivers them, carry no table name); by default the
+            only mapping's, when there is one.
         change_log: False writes no change log whatever the mappings (or their routes) say
             (backfill rows are not changes); the batches are still fenced by the mappings as
             they are.
@@ -179,6 +182,7 @@ class Pipeline:
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
         sweep: bool = False,
+        source_table: str | None = None,
         change_log: bool = True,
     ) -> None:
         if not mappings:
@@ -193,6 +197,13 @@ class Pipeline:
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: cleanser_for(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
+        if source_table is not None:
+            self._only = self._cleansers.get(source_table)
+            if self._only is None:
+                known = ", ".join(sorted(self._cleansers))
+                raise ConfigurationError(
+                    f"no table mapping for the stream's table {source_table!r} (mapped: {known})"
+                )
         self.fence = Fence(self.mappings)
         written = [m if change_log else without_change_log(m) for m in self.mappings]
         self.materializer = Materializer(written, sweep=sweep)
@@ -214,6 +225,7 @@ class Pipeline:
             mappings=mappings,
             tombstone_horizon=settings.tombstone_horizon,
             timestamp_unit=settings.timestamp_unit,
+            source_table=settings.source_table if settings.source == "dynamodb-streams" else None,
         )
         if check_mappings:
             try:
