@@ -31,10 +31,12 @@ import sqlalchemy as sa
 from ddbcdc.errors import DatabaseUnavailableError
 
 __all__ = [
+    "POISON_CLASSES",
     "RefusedError",
     "Verdict",
     "classify",
     "describe",
+    "describe_state",
     "driver_error",
     "is_database_error",
     "run_transaction",
@@ -51,7 +53,9 @@ CONFLICT_ATTEMPTS = 8
 Verdict = Literal["conflict", "poison", "unavailable"]
 
 _CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
-_POISON_CLASSES = frozenset({"21", "22", "23", "54", "P0"})
+#: SQLSTATE classes of "PostgreSQL refused a value": cardinality, data, constraint, program
+#: limit, raised by a trigger.
+POISON_CLASSES = frozenset({"21", "22", "23", "54", "P0"})
 #: Raised while the driver encodes a parameter or COPY value (a lone surrogate, an int too
 #: big for the wire format): the value's fault.
 _ENCODE_ERRORS = (UnicodeEncodeError, OverflowError)
@@ -100,7 +104,7 @@ def classify(exc: BaseException) -> Verdict:
         return "unavailable"
     if state in _CONFLICT_STATES:
         return "conflict"
-    if state[:2] in _POISON_CLASSES:
+    if state[:2] in POISON_CLASSES:
         return "poison"
     return "unavailable"
 
@@ -132,12 +136,33 @@ def describe(exc: BaseException) -> str:
             lines = str(inner).strip().splitlines()
             return f"{type(inner).__name__}: {lines[0] if lines else 'connection failed'}"
         return f"{type(inner).__name__} while sending values to PostgreSQL"
-    parts = [f"SQLSTATE {state} {type(inner).__name__}"]
+    return _described(state, type(inner).__name__, _diag_fields(inner))
+
+
+def describe_state(
+    state: str,
+    table: str | None = None,
+    column: str | None = None,
+    constraint: str | None = None,
+    datatype: str | None = None,
+) -> str:
+    """:func:`describe` of an error known by its SQLSTATE and the schema objects it names
+    (as PostgreSQL reports them inside a function)."""
+    try:
+        name = psycopg.errors.lookup(state).__name__
+    except KeyError:
+        name = "DatabaseError"
+    labels = ("table", "column", "constraint", "type")
+    found = zip(labels, (table, column, constraint, datatype), strict=True)
+    return _described(state, name, [f"{label} {value}" for label, value in found if value])
+
+
+def _described(state: str, name: str, fields: list[str]) -> str:
+    parts = [f"SQLSTATE {state} {name}"]
     reason = _REASONS.get(state)
     if reason:
         parts.append(reason)
-    parts += _diag_fields(inner)
-    return "; ".join(parts)
+    return "; ".join(parts + fields)
 
 
 class RefusedError(Exception):
