@@ -148,6 +148,7 @@ class Pipeline:
         self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
         self.materializer = Materializer(self.mappings)
+        self._refusing = False  # the last batch isolated had changes PostgreSQL refused
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
     @classmethod
@@ -280,7 +281,8 @@ class Pipeline:
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
         share_locks(conn, {c.mapping.target_table for c in prepared.changes})
         if isolate:
-            counts = self.materializer.apply_isolated(conn, prepared.changes)
+            counts = self.materializer.apply_isolated(conn, prepared.changes, plan=prepared.plan)
+            self._refusing = bool(counts.failed)
         else:
             counts = self.materializer.apply(conn, prepared.changes, plan=prepared.plan)
         letters = []
@@ -304,10 +306,13 @@ class Pipeline:
         prepared: PreparedBatch,
         work: Callable[[sa.Connection, PreparedBatch, bool], BatchResult],
     ) -> BatchResult:
-        try:
-            return run_transaction(self.engine, lambda conn: work(conn, prepared, False))
-        except RefusedError as exc:
-            log.warning("PostgreSQL refused a value of the batch (%s); isolating it", exc)
+        # After a batch PostgreSQL refused changes of, the next is isolated at once: refusals
+        # come in runs (a bad deploy, a new constraint), and the fast path would fail first.
+        if not self._refusing:
+            try:
+                return run_transaction(self.engine, lambda conn: work(conn, prepared, False))
+            except RefusedError as exc:
+                log.warning("PostgreSQL refused a value of the batch (%s); isolating it", exc)
         try:
             return run_transaction(self.engine, lambda conn: work(conn, prepared, True))
         except RefusedError as exc:

@@ -180,7 +180,13 @@ class Materializer:
             total.add(counts)
         return total
 
-    def apply_isolated(self, conn: sa.Connection, changes: Sequence[CleanChange]) -> ApplyCounts:
+    def apply_isolated(
+        self,
+        conn: sa.Connection,
+        changes: Sequence[CleanChange],
+        *,
+        plan: Sequence[TablePlan] | None = None,
+    ) -> ApplyCounts:
         """Like :meth:`apply`, but the changes PostgreSQL refuses are found and returned
         (:mod:`ddbcdc.materialize.isolation`).
 
@@ -189,8 +195,14 @@ class Materializer:
                 fault (connection lost, ...).
         """
         total = ApplyCounts()
+        made = {table.writer.mapping.name: table for table in plan or ()}
         for writer, group in self._groups(changes):
-            settled = self._isolation(writer).apply(conn, group)
+            table = made.get(writer.mapping.name)
+            documents = None
+            if table is not None and table.log_rows:
+                pairs = zip(table.logged, table.log_rows, strict=True)
+                documents = {c.event_id: r[-1] for c, r in pairs}
+            settled = self._isolation(writer).apply(conn, group, documents=documents)
             counts = ApplyCounts(settled.upserted, settled.deleted, failed=settled.failed)
             counts.stale = len(group) - counts.upserted - counts.deleted - len(counts.failed)
             total.add(counts)

@@ -3,7 +3,9 @@
 -- statements, each attempt in a subtransaction, and return what PostgreSQL refused.
 --
 -- The candidates are numbered: key index k (in PostgreSQL's order of the keys) and rank r
--- (0 = the key's newest change). The prepared statements take (lo, hi, r):
+-- (0 = the key's newest change). The prepared statements:
+--   ranks_stmt   the number of candidates of each key, in key order (an array);
+-- and, taking (lo, hi, r):
 --   apply_stmt   claim and upsert keys lo..hi at rank r, log their changes (every rank when
 --                r = 0); returns (deleted, upserted, the k refused below the prune floor);
 --   delete_stmt  delete the live rows of those keys' REMOVEs;
@@ -89,21 +91,23 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION pg_temp.ddbcdc_isolate(
-    apply_stmt text, delete_stmt text, log_stmt text, ranks integer[], settle_only boolean,
-    poison text[], spacing double precision
+    apply_stmt text, delete_stmt text, log_stmt text, ranks_stmt text, settle_only boolean,
+    poison text[], spacing double precision, longest integer
 ) RETURNS TABLE (
     key_index integer, rank integer, state text, table_name text, column_name text,
     constraint_name text, datatype text, deleted bigint, upserted bigint
 ) LANGUAGE plpgsql AS $$
--- Every key (ranks[k + 1] candidates each), newest changes in ranges of keys, in key order:
+-- Every key, newest changes in ranges of keys, in key order:
 -- a range that applies is kept; a refused one is rolled back and its first half tried (a
 -- binary search from where the last range ended) down to the key at fault, which is then
 -- settled in place (ddbcdc_isolate_key). Keys are locked in key order, as in the fast path.
--- Range lengths follow how far apart refused keys have been: about sqrt(spacing * gap).
+-- Range lengths follow how far apart refused keys have been (gap, in keys): about
+-- sqrt(spacing * gap), at most longest.
 -- With settle_only, every key's newest change was refused below the floor already and is
 -- not among the candidates: settle each key from rank 0, its next older change.
 DECLARE
-    n integer := cardinality(ranks);
+    ranks integer[];
+    n integer;
     pos integer := 0;
     hi integer;
     size integer;
@@ -113,6 +117,8 @@ DECLARE
     refused integer[];
     failed boolean;
 BEGIN
+    EXECUTE format('EXECUTE %I', ranks_stmt) INTO ranks;
+    n := coalesce(cardinality(ranks), 0);
     IF settle_only THEN
         FOR k IN 0 .. n - 1 LOOP
             RETURN QUERY SELECT * FROM pg_temp.ddbcdc_isolate_key(
@@ -120,7 +126,7 @@ BEGIN
         END LOOP;
         RETURN;
     END IF;
-    size := greatest(1, round(sqrt(spacing * n))::integer);
+    size := least(longest, greatest(1, round(sqrt(spacing * n))::integer));
     WHILE pos < n LOOP
         hi := least(n, pos + size) - 1;
         failed := false;
@@ -159,7 +165,8 @@ BEGIN
                 bad_end := NULL;
             END IF;
             IF bad_end IS NULL THEN
-                size := least(size * 2, greatest(1, round(sqrt(spacing * (pos + 1) / (found + 1)))::integer) * 2);
+                size := least(size * 2, longest, greatest(1, round(sqrt(
+                    spacing * CASE WHEN found = 0 THEN n ELSE pos / found END))::integer));
             ELSE
                 size := greatest(1, (bad_end - pos) / 2);
             END IF;
@@ -177,7 +184,7 @@ BEGIN
             found := found + 1;
             pos := pos + 1;
             bad_end := NULL;
-            size := greatest(1, round(sqrt(spacing * pos / found))::integer);
+            size := least(longest, greatest(1, round(sqrt(spacing * pos / found))::integer));
         END IF;
     END LOOP;
 END

@@ -32,7 +32,7 @@ retried as before.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -65,12 +65,17 @@ _K, _R, _SEQ, _DOC = "_ddbcdc_k", "_ddbcdc_r", "_ddbcdc_seq", "_ddbcdc_doc"
 #: How long ranges are: about sqrt(SPACING * keys per refused key). The cost of an attempt
 #: over the cost of a key in it; a longer range wastes more when refused.
 SPACING = 4.0
+#: The longest range tried at once: a generic plan joins a range's rows with the keys it
+#: won by nested loops, quadratic in the range.
+LONGEST = 64
 _SIGNATURE = (
-    "pg_temp.ddbcdc_isolate(text, text, text, integer[], boolean, text[], double precision)"
+    "pg_temp.ddbcdc_isolate(text, text, text, text, boolean, text[], double precision, integer)"
 )
 #: The prepared statements' placeholders: first and last key index, rank.
 _LO, _HI, _RANK = (sa.literal_column(f"${n}", sa.Integer) for n in (1, 2, 3))
 _DOLLAR = pg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+#: Key types whose values Python sorts as PostgreSQL does (text depends on the collation).
+_ORDERED_ALIKE = frozenset({"bigint", "integer", "smallint", "numeric", "bytea"})
 
 
 @dataclass
@@ -94,8 +99,8 @@ class _Prepared:
     def of(cls, kind: str, statement: sa.ClauseElement, arguments: int) -> _Prepared:
         body = str(statement.compile(dialect=_DOLLAR, compile_kwargs={"literal_binds": True}))
         name = f"ddbcdc_{kind}_{hashlib.blake2b(body.encode(), digest_size=6).hexdigest()}"
-        types = sql.SQL(", ".join(["integer"] * arguments))
-        text = sql.SQL("PREPARE {} ({}) AS ").format(sql.Identifier(name), types) + sql.SQL(body)
+        types = sql.SQL(f" ({', '.join(['integer'] * arguments)})" if arguments else "")
+        text = sql.SQL("PREPARE {}{} AS ").format(sql.Identifier(name), types) + sql.SQL(body)
         return cls(name, text)
 
 
@@ -122,11 +127,10 @@ class Isolation:
             [*loaded, sa.Column(_K, sa.Integer), sa.Column(_R, sa.Integer)],
         )
         sa.Index(f"{self.table.name}_kr", self.table.c[_K], self.table.c[_R])
-        shape = sa.Table(
-            self.table.name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in loaded]
-        )
-        self._types = binary_types(shape)
-        self._copy_sql = copy_statement(shape, binary=self._types is not None)
+        self._types = binary_types(self.table)
+        self._copy_sql = copy_statement(self.table, binary=self._types is not None)
+        # Python orders these keys as PostgreSQL does: the candidates are numbered here.
+        self._ordered_here = all(c.type in _ORDERED_ALIKE for c in mapping.key_columns)
         self._number = self._numbering()
         self._prepared = self._statements()
 
@@ -152,25 +156,32 @@ class Isolation:
         )
 
     def _statements(self) -> dict[str, _Prepared]:
-        """The fast path's statements over candidates (lo..hi, rank), and logging one."""
+        """The fast path's statements over candidates (lo..hi, rank): without the change log
+        (it is written once at the end) and, for when the log refuses a change, with it."""
         writer, c = self.writer, self.table.c
         source = sa.select(self.table).where(c[_K].between(_LO, _HI), c[_R] == _RANK)
         s = source.subquery("s")
-        ctes: list[sa.CTE] = []
-        prepared: dict[str, _Prepared] = {}
+        per_key = sa.select(c[_K], sa.func.count().label("n")).group_by(c[_K]).subquery()
+        ranks = sa.select(sa.func.array_agg(pg.aggregate_order_by(per_key.c.n, per_key.c[_K])))
+        prepared = {
+            "ranks": _Prepared.of("isoranks", ranks, 0),
+            "apply": _Prepared.of("isoapply", writer.arbiter(s, refused_by=_K), 3),
+            "delete": _Prepared.of("isodelete", writer.delete(s), 3),
+        }
         if writer.log is not None:
             refused = sa.select(s.c[_K]).where(writer.refused_where(s))
-            ranks = sa.or_(c[_R] == _RANK, _RANK == 0)
-            where = [c[_K].between(_LO, _HI), ranks, c[_K].not_in(refused)]
-            ctes.append(self._log(where).cte("logged"))
-            one = [c[_K] == _LO, c[_R] == _HI]
-            prepared["log"] = _Prepared.of("isolog", self._log(one), 2)
-        arbiter = writer.arbiter(s, refused_by=_K, ctes=ctes)
-        prepared["apply"] = _Prepared.of("isoapply", arbiter, 3)
-        prepared["delete"] = _Prepared.of("isodelete", writer.delete(s), 3)
+            rank = sa.or_(c[_R] == _RANK, _RANK == 0)
+            where = [c[_K].between(_LO, _HI), rank, c[_K].not_in(refused)]
+            logged = self._log(where).on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"])
+            arbiter = writer.arbiter(s, refused_by=_K, ctes=[logged.cte("logged")])
+            prepared["apply_logged"] = _Prepared.of("isoapplylog", arbiter, 3)
+            one = self._log([c[_K] == _LO, c[_R] == _HI])
+            prepared["log"] = _Prepared.of(
+                "isolog", one.on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"]), 2
+            )
         return prepared
 
-    def _log(self, where: Sequence[sa.ColumnElement[bool]]) -> Any:
+    def _log(self, where: Sequence[sa.ColumnElement[bool]]) -> pg.Insert:
         """``INSERT`` into the change log of the candidates ``where`` says."""
         log = self.writer.log
         assert log is not None
@@ -178,17 +189,47 @@ class Isolation:
         names = ["_ddbcdc_event_id", "_ddbcdc_op", *self.writer.mapping.key]
         names += ["_ddbcdc_version_us", "_ddbcdc_sequence"]
         rows = sa.select(*[c[n] for n in names], sa.cast(c[_DOC], pg.JSONB())).where(*where)
-        return (
-            pg.insert(log.table)
-            .from_select([*names, "_ddbcdc_row"], rows)
-            .on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"])
+        return pg.insert(log.table).from_select([*names, "_ddbcdc_row"], rows)
+
+    def _log_rest(self, conn: sa.Connection, failed: list[tuple[int, int]]) -> None:
+        """Log every candidate but the ``failed`` (key index, rank): the changes applied and
+        those superseded by them. Straight in, or past those the log holds already."""
+        c = self.table.c
+        pairs = (
+            sa.func.unnest(
+                sa.cast(
+                    sa.literal([k for k, _ in failed], pg.ARRAY(sa.Integer)), pg.ARRAY(sa.Integer)
+                ),
+                sa.cast(
+                    sa.literal([r for _, r in failed], pg.ARRAY(sa.Integer)), pg.ARRAY(sa.Integer)
+                ),
+            )
+            .table_valued("k", "r")
+            .render_derived()
         )
+        unfailed = ~sa.exists().where(pairs.c.k == c[_K], pairs.c.r == c[_R])
+        insert = self._log([unfailed])
+        try:
+            with conn.begin_nested():
+                conn.execute(insert)
+            return
+        except sa.exc.IntegrityError as exc:
+            if not isinstance(exc.orig, psycopg.errors.UniqueViolation):
+                raise
+        conn.execute(insert.on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"]))
 
     # -- per batch ---------------------------------------------------------------------------
 
-    def apply(self, conn: sa.Connection, changes: Sequence[CleanChange]) -> Settled:
-        """Apply ``changes`` (one mapping's, any order, duplicates allowed); see the module doc."""
-        return self._run(conn, _by_key(changes), settle_only=False)
+    def apply(
+        self,
+        conn: sa.Connection,
+        changes: Sequence[CleanChange],
+        *,
+        documents: Mapping[str, str | None] | None = None,
+    ) -> Settled:
+        """Apply ``changes`` (one mapping's, any order, duplicates allowed); see the module doc.
+        ``documents``: the change log's row documents by event id, when made beforehand."""
+        return self._run(conn, _by_key(changes), settle_only=False, documents=documents)
 
     def settle(
         self, conn: sa.Connection, changes: Sequence[CleanChange], refused: Sequence[str]
@@ -198,7 +239,8 @@ class Isolation:
         ids = set(refused)
         keys = [g for g in _by_key(changes) if g[0].event_id in ids]
         settled = Settled(failed=[(g[0], REFUSED_BELOW_FLOOR) for g in keys])
-        rest = [g for g in keys if len(g) > 1]
+        # the newest (refused already) stays out: rank 0 is the next older change
+        rest = [g[1:] for g in keys if len(g) > 1]
         if rest:
             more = self._run(conn, rest, settle_only=True)
             settled.upserted, settled.deleted = more.upserted, more.deleted
@@ -206,26 +248,18 @@ class Isolation:
         return settled
 
     def _run(
-        self, conn: sa.Connection, groups: list[list[CleanChange]], *, settle_only: bool
+        self,
+        conn: sa.Connection,
+        groups: list[list[CleanChange]],
+        *,
+        settle_only: bool,
+        documents: Mapping[str, str | None] | None = None,
     ) -> Settled:
         settled = Settled()
-        ensure_temp(conn, self.table)
-        conn.execute(sa.delete(self.table))
-        # settling: the newest (refused already) stays out, rank 0 is the next older change
-        changes = [c for g in groups for c in (g[1:] if settle_only else g)]
-        for index, exc in self._load(conn, changes).items():
-            settled.failed.append((changes[index], describe(exc)))
-        at: dict[tuple[int, int], CleanChange] = {}
-        ranks: list[int] = []
-        for seq, k, r in conn.execute(self._number):
-            at[(k, r)] = changes[seq]
-            if k >= len(ranks):
-                ranks.extend([0] * (k + 1 - len(ranks)))
-            ranks[k] = max(ranks[k], r + 1)
-        if not ranks:
+        at = self._load(conn, groups, settled, documents)
+        if not at:
             return settled
-        self._ensure_server_side(conn)
-        for row in conn.execute(self._call(ranks, settle_only)):
+        for row in self._attempts(conn, settle_only):
             settled.upserted += row.upserted or 0
             settled.deleted += row.deleted or 0
             if row.key_index is None:
@@ -238,49 +272,93 @@ class Isolation:
                 settled.failed.append((change, describe_state(row.state, *fields)))
         return settled
 
-    def _load(self, conn: sa.Connection, changes: list[CleanChange]) -> dict[int, BaseException]:
-        """COPY the candidates; those that cannot be COPYed, by index."""
-        rows = self.writer.stage.rows(changes)
-        if self.writer.log is not None:
-            docs = [r[-1] for r in self.writer.log.rows(changes)]
-            rows = [(*row, doc, i) for i, (row, doc) in enumerate(zip(rows, docs, strict=True))]
-        else:
-            rows = [(*row, i) for i, row in enumerate(rows)]
+    def _load(
+        self,
+        conn: sa.Connection,
+        groups: list[list[CleanChange]],
+        settled: Settled,
+        documents: Mapping[str, str | None] | None,
+    ) -> dict[tuple[int, int], CleanChange]:
+        """COPY every candidate, numbered: the candidate at each (key index, rank). Those
+        that cannot be COPYed fail alone."""
+        ensure_temp(conn, self.table)
+        conn.execute(sa.delete(self.table))
+        here = self._ordered_here
+        if here:
+            groups = sorted(groups, key=lambda g: g[0].key)
+        changes = [c for g in groups for c in g]
+        numbers = [(k, r) for k, g in enumerate(groups) for r in range(len(g))]
+        log = self.writer.log
+        docs: list[Any] = []
+        if log is not None:
+            known = documents or {}
+            missing = [c for c in changes if c.event_id not in known]
+            made = {c.event_id: r[-1] for c, r in zip(missing, log.rows(missing), strict=True)}
+            docs = [known.get(c.event_id, made.get(c.event_id)) for c in changes]
+        rows = [
+            (*row, *docs[i : i + 1], i, *(numbers[i] if here else (None, None)))
+            for i, row in enumerate(self.writer.stage.rows(changes))
+        ]
 
         def write(part: list[Any]) -> None:
             copy_rows(conn, self._copy_sql, part, self._types)
 
-        return _copy_halves(conn, write, rows, 0)
+        refused = _copy_halves(conn, write, rows, 0)
+        for index, exc in refused.items():
+            settled.failed.append((changes[index], describe(exc)))
+        if here and not refused:
+            return dict(zip(numbers, changes, strict=True))
+        return {(k, r): changes[seq] for seq, k, r in conn.execute(self._number)}
 
-    def _ensure_server_side(self, conn: sa.Connection) -> None:
-        """The functions and the prepared statements on this connection (a rolled-back
-        transaction takes functions it created along; prepared statements stay)."""
-        names = [p.name for p in self._prepared.values()]
+    def _attempts(self, conn: sa.Connection, settle_only: bool) -> list[sa.Row[Any]]:
+        """Every candidate tried (the function's rows), and the change log written."""
+        if self.writer.log is None:
+            return self._call(conn, settle_only, logged=False)
+        try:
+            with conn.begin_nested():
+                rows = self._call(conn, settle_only, logged=False)
+                failed = [(r.key_index, r.rank) for r in rows if r.key_index is not None]
+                self._log_rest(conn, failed)
+            return rows
+        except Exception as exc:
+            if classify(exc) != "poison":
+                raise
+        # The log refuses a change: log in each attempt instead, so that it fails there.
+        return self._call(conn, settle_only, logged=True)
+
+    def _ensure_server_side(self, conn: sa.Connection, statements: list[_Prepared]) -> None:
+        """The functions and ``statements`` on this connection (a rolled-back transaction
+        takes functions it created along; prepared statements stay)."""
         name = sa.column("name", sa.Text)
         prepared: sa.Select[Any] = (
             sa.select(sa.func.array_agg(name))
             .select_from(sa.table("pg_prepared_statements"))
-            .where(name.in_(names))
+            .where(name.in_([p.name for p in statements]))
         )
         function = sa.func.to_regprocedure(_SIGNATURE).is_not(None)
         have, made = conn.execute(sa.select(prepared.scalar_subquery(), function)).one()
         driver = _driver(conn)
         if not made:
             driver.execute(_function_text())
-        for statement in self._prepared.values():
+        for statement in statements:
             if statement.name not in (have or ()):
                 driver.execute(statement.text)
 
-    def _call(self, ranks: list[int], settle_only: bool) -> sa.Select[Any]:
-        log = self._prepared.get("log")
+    def _call(self, conn: sa.Connection, settle_only: bool, *, logged: bool) -> list[sa.Row[Any]]:
+        """Call the function with the statements that log (``logged``) or do not."""
+        kinds = ["apply_logged", "delete", "log"] if logged else ["apply", "delete", None]
+        statements = {k: self._prepared[k] for k in [*kinds, "ranks"] if k is not None}
+        self._ensure_server_side(conn, list(statements.values()))
+        names = [statements[k].name if k is not None else None for k in kinds]
         call = sa.func.pg_temp.ddbcdc_isolate(
-            self._prepared["apply"].name,
-            self._prepared["delete"].name,
-            sa.cast(log.name if log is not None else None, sa.Text),
-            sa.cast(sa.literal(ranks, pg.ARRAY(sa.Integer)), pg.ARRAY(sa.Integer)),
+            names[0],
+            names[1],
+            sa.cast(names[2], sa.Text),
+            statements["ranks"].name,
             settle_only,
             sa.cast(sa.literal(sorted(POISON_CLASSES), pg.ARRAY(sa.Text)), pg.ARRAY(sa.Text)),
             SPACING,
+            LONGEST,
         ).table_valued(
             "key_index",
             "rank",
@@ -292,7 +370,7 @@ class Isolation:
             "deleted",
             "upserted",
         )
-        return sa.select(call)
+        return list(conn.execute(sa.select(call)))
 
 
 def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
@@ -303,12 +381,18 @@ def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
 
 def _by_key(changes: Sequence[CleanChange]) -> list[list[CleanChange]]:
     """Each key's distinct changes (by event id), newest first."""
-    groups: dict[tuple[Any, ...], dict[str, CleanChange]] = {}
+    groups: dict[tuple[Any, ...], list[CleanChange]] = {}
     for change in changes:
-        groups.setdefault(change.key, {})[change.event_id] = change
-    return [
-        sorted(found.values(), key=lambda c: c.version, reverse=True) for found in groups.values()
-    ]
+        found = groups.get(change.key)
+        if found is None:
+            groups[change.key] = [change]
+        else:
+            found.append(change)
+    for key, found in groups.items():
+        if len(found) > 1:
+            distinct = {c.event_id: c for c in found}.values()
+            groups[key] = sorted(distinct, key=lambda c: c.version, reverse=True)
+    return list(groups.values())
 
 
 def _copy_halves(
