@@ -1,10 +1,17 @@
 """What a PostgreSQL error means for a batch, by SQLSTATE, how to name it without values, and
 running a transaction by it (:func:`run_transaction`).
 
-Three verdicts (:func:`classify`):
+Four verdicts (:func:`classify`):
 
-- ``conflict``: two transactions collided (serialization failure, deadlock, lock timeout).
-  Nothing is wrong with the data or the server: run the same batch again at once.
+- ``conflict``: two transactions collided (serialization failure, deadlock). Nothing is wrong
+  with the data or the server: run the same batch again at once.
+- ``timeout``: one of PostgreSQL's timeouts ended a statement, named (:data:`TIMEOUTS`):
+  ``lock_timeout`` (55P03, a lock not granted in time: another transaction holds it) or
+  ``statement_timeout`` (57014, a statement ran longer than allowed, or was canceled). A
+  lock timeout runs the batch again at once, like a conflict, and is then raised named; a
+  statement timeout is raised at once (the same statement would take as long again). Both
+  raise :class:`~ddbcdc.errors.DatabaseTimeoutError`: retry with backoff, never checkpoint
+  past the batch, and say which timeout it is.
 - ``poison``: PostgreSQL refused a value (SQLSTATE classes 21 cardinality, 22 data, 23
   constraint, 54 program limit, P0 raised by a trigger) or the driver could not encode one.
   Some record of the batch is the cause: find it, dead-letter it, apply the rest.
@@ -28,10 +35,11 @@ from typing import Any, Literal, TypeVar
 import psycopg
 import sqlalchemy as sa
 
-from ddbcdc.errors import DatabaseUnavailableError
+from ddbcdc.errors import DatabaseTimeoutError, DatabaseUnavailableError
 
 __all__ = [
     "POISON_CLASSES",
+    "TIMEOUTS",
     "RefusedError",
     "Verdict",
     "classify",
@@ -50,9 +58,11 @@ T = TypeVar("T")
 #: "unavailable" (the worker then backs off and tries again).
 CONFLICT_ATTEMPTS = 8
 
-Verdict = Literal["conflict", "poison", "unavailable"]
+Verdict = Literal["conflict", "timeout", "poison", "unavailable"]
 
-_CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
+_CONFLICT_STATES = frozenset({"40001", "40P01"})
+#: PostgreSQL's timeouts by SQLSTATE, by the name of the setting that ends the statement.
+TIMEOUTS = {"55P03": "lock_timeout", "57014": "statement_timeout"}
 #: SQLSTATE classes of "PostgreSQL refused a value": cardinality, data, constraint, program
 #: limit, raised by a trigger.
 POISON_CLASSES = frozenset({"21", "22", "23", "54", "P0"})
@@ -70,6 +80,8 @@ _REASONS = {
     "23505": "a unique constraint is violated",
     "23514": "a check constraint is violated",
     "54000": "a value exceeds a PostgreSQL limit (an indexed key over ~2,700 bytes?)",
+    "55P03": "a lock was not granted within lock_timeout",
+    "57014": "a statement ran longer than statement_timeout, or was canceled",
 }
 
 
@@ -104,6 +116,8 @@ def classify(exc: BaseException) -> Verdict:
         return "unavailable"
     if state in _CONFLICT_STATES:
         return "conflict"
+    if state in TIMEOUTS:
+        return "timeout"
     if state[:2] in POISON_CLASSES:
         return "poison"
     return "unavailable"
@@ -170,7 +184,11 @@ class RefusedError(Exception):
 
 
 class _ConflictError(Exception):
-    """The transaction collided with another one."""
+    """The transaction collided with another one (or waited too long for its lock)."""
+
+    def __init__(self, message: str, *, timeout: str | None = None) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 def _once(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
@@ -183,6 +201,13 @@ def _once(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
         verdict = classify(exc)
         if verdict == "conflict":
             raise _ConflictError(describe(exc)) from exc
+        if verdict == "timeout":
+            timeout = TIMEOUTS[sqlstate(exc) or ""]
+            if timeout == "lock_timeout":
+                raise _ConflictError(describe(exc), timeout=timeout) from exc
+            raise DatabaseTimeoutError(
+                f"PostgreSQL {timeout}: {describe(exc)}", timeout=timeout
+            ) from exc
         if verdict == "poison":
             raise RefusedError(describe(exc)) from exc
         raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
@@ -193,14 +218,24 @@ def run_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
 
     Raises:
         RefusedError: PostgreSQL refused a value (nothing committed).
+        DatabaseTimeoutError: a statement timeout, or lock timeouts that persist.
         DatabaseUnavailableError: any other database error, or conflicts that persist.
     """
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
             return _once(engine, work)
         except _ConflictError as exc:
-            log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
+            last = exc
+            if exc.timeout is not None:
+                log.warning("%s, attempt %d: %s", exc.timeout, attempt, exc)
+            else:
+                log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
             time.sleep(random.uniform(0, 0.05 * 2**attempt))
+    if last.timeout is not None:
+        raise DatabaseTimeoutError(
+            f"PostgreSQL {last.timeout} in each of {CONFLICT_ATTEMPTS} attempts: {last}",
+            timeout=last.timeout,
+        )
     raise DatabaseUnavailableError(
         f"transaction still collides with others after {CONFLICT_ATTEMPTS} attempts"
     )

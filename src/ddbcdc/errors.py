@@ -8,6 +8,7 @@ Every error ddbcdc raises on purpose derives from :class:`DdbcdcError`::
     │   └── CleanseError         decoded, but does not fit the table mapping
     ├── RetryableError           transient: back off, retry, never checkpoint past it
     │   └── DatabaseUnavailableError
+    │       └── DatabaseTimeoutError  a statement or lock timeout of PostgreSQL ended it
     ├── ConfigurationError       bad settings or table mapping: refuse to start
     └── InputError               a file of change records is not what its form says
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "CleanseError",
     "ConfigurationError",
+    "DatabaseTimeoutError",
     "DatabaseUnavailableError",
     "DdbcdcError",
     "DecodeError",
@@ -109,6 +111,20 @@ class RetryableError(DdbcdcError):
 
 class DatabaseUnavailableError(RetryableError):
     """PostgreSQL could not be reached or the transaction could not commit."""
+
+
+class DatabaseTimeoutError(DatabaseUnavailableError):
+    """PostgreSQL ended the transaction on one of its timeouts.
+
+    Attributes:
+        timeout: ``statement_timeout`` (SQLSTATE 57014: a statement ran longer than the
+            role's or session's ``statement_timeout``, or was canceled) or ``lock_timeout``
+            (55P03: a lock was not granted within ``lock_timeout``).
+    """
+
+    def __init__(self, message: str, *, timeout: str) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 class ConfigurationError(DdbcdcError):

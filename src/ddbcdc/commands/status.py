@@ -3,9 +3,12 @@
 A shard processor refreshes its progress row with every batch, and at most every few seconds
 on empty batches too, so a row older than the stall threshold means nothing has called that
 shard's processor since: the shard is shown as stalled, its last MillisBehindLatest as unknown.
-A shard that has ended (resharding) is shown as ended. Each shard's stream time (the newest
-change time it has applied) is shown too: the oldest of them bounds tombstone pruning, whose
-floor per table and holds (snapshots, imports) close the report.
+A shard that has ended (resharding) is shown as ended. A shard whose processor is retrying a
+batch it cannot apply is shown as failing, with the reason (``statement_timeout``,
+``lock_timeout``, ``database``, ``unexpected``), since when and how many attempts
+(``ddbcdc_shard_failures``, written by the processor after each failed attempt). Each shard's
+stream time (the newest change time it has applied) is shown too: the oldest of them bounds
+tombstone pruning, whose floor per table and holds (snapshots, imports) close the report.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ def register(subparsers: Any) -> None:
             "Read ddbcdc_shard_progress: the last applied sequence number of every shard, "
             "records and batches applied, MillisBehindLatest and the age of the last call; "
             "tombstone pruning; and the newest backfills (snapshots, export imports) with "
-            "their progress. Exit status: 0, 1 when there is no progress yet, 3 when a shard "
-            "is stalled."
+            "their progress. A shard whose batch keeps failing is shown with the reason "
+            "(statement_timeout, lock_timeout, database, unexpected) and since when. Exit "
+            "status: 0, 1 when there is no progress yet, 3 when a shard is stalled or failing."
         ),
     )
     parser.add_argument("--application-name", help="only this KCL application")
@@ -49,24 +53,33 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled."""
+    """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled or
+    failing."""
     from ddbcdc.backfill.state import recent_runs
-    from ddbcdc.schema.tables import shard_progress
+    from ddbcdc.schema.tables import shard_failures, shard_progress
 
     settings = Settings()
     engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
     query = sa.select(shard_progress).order_by(
         shard_progress.c.application, shard_progress.c.shard_id
     )
+    failures = sa.select(shard_failures)
     if args.application_name:
         query = query.where(shard_progress.c.application == args.application_name)
+        failures = failures.where(shard_failures.c.application == args.application_name)
     try:
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
+            failed = {(r.application, r.shard_id): dict(r._mapping) for r in conn.execute(failures)}
             pruning = _pruning(conn)
             runs = [_backfill(run) for run in recent_runs(conn)]
     except ProgrammingError as exc:
-        for name in ("ddbcdc_shard_progress", "ddbcdc_snapshots", "ddbcdc_prune_state"):
+        for name in (
+            "ddbcdc_shard_progress",
+            "ddbcdc_shard_failures",
+            "ddbcdc_snapshots",
+            "ddbcdc_prune_state",
+        ):
             if name in str(exc.orig):
                 raise ConfigurationError(
                     f"table {name} does not exist: run `ddbcdc migrate` first"
@@ -80,17 +93,18 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
     now = datetime.now(UTC)
     stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
-    shards = [_shard(row, now, stall_after) for row in rows]
+    shards = [_shard(row, now, stall_after, failed) for row in _with_failures(rows, failed)]
     if args.json:
         document = {"now": now.isoformat(), "shards": shards, **pruning, "backfills": runs}
         print(json.dumps(document, indent=2))
     else:
         _print_table(shards)
+        _print_failures(shards)
         _print_pruning(pruning)
         _print_backfills(runs)
     if not shards:
         return 1
-    return 3 if any(s["stalled"] for s in shards) else 0
+    return 3 if any(s["state"] in ("stalled", "failing") for s in shards) else 0
 
 
 def _iso_us(us: int | None) -> str | None:
@@ -173,11 +187,58 @@ def _print_backfills(runs: list[dict[str, Any]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
-def _shard(row: dict[str, Any], now: datetime, stall_after: float) -> dict[str, Any]:
-    updated: datetime = row["updated_at"]
-    age = (now - updated).total_seconds()
+def _with_failures(
+    rows: list[dict[str, Any]], failed: dict[tuple[str, str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The progress rows, and a row for each shard that failed before it had progress."""
+    known = {(r["application"], r["shard_id"]) for r in rows}
+    first = [
+        {
+            "application": app,
+            "shard_id": shard,
+            "sequence_number": None,
+            "records_total": 0,
+            "batches_total": 0,
+            "millis_behind_latest": None,
+            "updated_at": None,
+        }
+        for (app, shard) in sorted(failed)
+        if (app, shard) not in known
+    ]
+    return sorted([*rows, *first], key=lambda r: (r["application"], r["shard_id"]))
+
+
+def _failure(row: dict[str, Any], found: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The shard's failure while it is current: newer than its last batch or touch."""
+    updated: datetime | None = row["updated_at"]
+    if found is None or (updated is not None and found["failed_at"] < updated):
+        return None
+    return {
+        "reason": found["reason"],
+        "error": found["error"],
+        "since": found["since"].isoformat(),
+        "failed_at": found["failed_at"].isoformat(),
+        "attempts": found["attempts"],
+        "sequence_number": found["sequence_number"],
+        "at": found["failed_at"],
+    }
+
+
+def _shard(
+    row: dict[str, Any],
+    now: datetime,
+    stall_after: float,
+    failed: dict[tuple[str, str], dict[str, Any]],
+) -> dict[str, Any]:
+    updated: datetime | None = row["updated_at"]
+    failure = _failure(row, failed.get((row["application"], row["shard_id"])))
+    last = updated if updated is not None else now
+    age = (now - last).total_seconds()
     ended = row.get("ended_at")
-    stalled = ended is None and age > stall_after
+    # Failing: its processor is retrying a batch (a failed attempt within the threshold).
+    failing = failure is not None and (now - failure.pop("at")).total_seconds() <= stall_after
+    stalled = ended is None and not failing and age > stall_after
+    state = "ended" if ended else "failing" if failing else "stalled" if stalled else "ok"
     return {
         "application": row["application"],
         "shard_id": row["shard_id"],
@@ -185,13 +246,27 @@ def _shard(row: dict[str, Any], now: datetime, stall_after: float) -> dict[str, 
         "records_total": row["records_total"],
         "batches_total": row["batches_total"],
         "millis_behind_latest": row["millis_behind_latest"],
-        "updated_at": updated.isoformat(),
+        "updated_at": None if updated is None else updated.isoformat(),
         "seconds_since_update": round(age, 3),
         "stream_time": _iso_us(row.get("max_version_us")),
         "ended_at": None if ended is None else ended.isoformat(),
-        "state": "ended" if ended is not None else "stalled" if stalled else "ok",
+        "state": state,
         "stalled": stalled,
+        "failure": failure,
     }
+
+
+def _print_failures(shards: list[dict[str, Any]]) -> None:
+    for s in shards:
+        failure = s["failure"]
+        if failure is not None:
+            print(
+                f"{s['application']} {s['shard_id']} {s['state']}, failing since "
+                f"{failure['since']}: "
+                f"{failure['reason']}, {failure['attempts']} attempts, batch ending at "
+                f"{failure['sequence_number']}, last at {failure['failed_at']}: "
+                f"{failure['error']}"
+            )
 
 
 def _print_table(shards: list[dict[str, Any]]) -> None:
@@ -213,7 +288,7 @@ def _print_table(shards: list[dict[str, Any]]) -> None:
             if s["stalled"] or s["millis_behind_latest"] is None
             else str(s["millis_behind_latest"]),
             f"{s['seconds_since_update']:.1f}",
-            s["sequence_number"],
+            s["sequence_number"] or "-",
         )
         for s in shards
     ]

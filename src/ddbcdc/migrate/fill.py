@@ -3,7 +3,12 @@
 A backfill belongs to a target table (``ddbcdc_backfills``): the columns to fill, the kept
 column they come from (the whole item when the mapping keeps it, else the unmapped
 attributes) and the last key done. Each batch is one transaction: the next rows in key
-order, locked (``FOR UPDATE``: a writer of the same key waits, then writes over the result);
+order, locked (``FOR UPDATE``: a writer of the same key waits, then writes over the result)
+after the keys' versions rows, in key order too. Every writer holds a key's versions row
+before it touches the live row, so taking them first makes a batch of writes that holds some
+of them finish before the backfill locks any live row: without it, a batch that upserts one
+live row and then deletes another could wait for the backfill while the backfill waits for
+it (a deadlock);
 each new column's attribute goes through the column's own coercer, rules and default, as
 cleansing a change would; a value that does not fit becomes a dead letter (stage
 ``backfill``) and its attribute stays kept; a filled attribute leaves the unmapped ones. The
@@ -251,10 +256,39 @@ class Filler:
         """The key of a selected row."""
         return tuple(row[c.name] for c in self.key)
 
-    def after(self, key: Key) -> sa.ColumnElement[bool]:
-        """Rows after ``key`` in key order."""
+    def after(self, key: Key, table: sa.Table | None = None) -> sa.ColumnElement[bool]:
+        """Rows (of the live table, or ``table``) after ``key`` in key order."""
+        return self._compare(key, table, after=True)
+
+    def up_to(self, key: Key, table: sa.Table | None = None) -> sa.ColumnElement[bool]:
+        """Rows (of the live table, or ``table``) up to ``key`` in key order."""
+        return self._compare(key, table, after=False)
+
+    def _compare(self, key: Key, table: sa.Table | None, *, after: bool) -> sa.ColumnElement[bool]:
+        columns = [table.c[c.name] for c in self.key] if table is not None else self.key
         bound = [sa.literal(v, c.type) for v, c in zip(key, self.key, strict=True)]
-        return sa.tuple_(*self.key) > sa.tuple_(*bound)
+        mine, theirs = sa.tuple_(*columns), sa.tuple_(*bound)
+        return mine > theirs if after else mine <= theirs
+
+    def lock(self, conn: sa.Connection, after: Key | None, batch_size: int) -> list[sa.Row[Any]]:
+        """The next rows after ``after`` (at most ``batch_size`` of them, and those written
+        since in their range), locked: their keys' versions rows first, then the rows."""
+        live, versions = self.tables.live, self.tables.versions
+        keys = sa.select(*self.key).order_by(*self.key).limit(batch_size)
+        if after is not None:
+            keys = keys.where(self.after(after))
+        found = conn.execute(keys).all()
+        if not found:
+            return []
+        last = tuple(found[-1])
+        ver_key = [versions.c[c.name] for c in self.key]
+        held = sa.select(*ver_key).where(self.up_to(last, versions)).order_by(*ver_key)
+        rows = self.select().where(self.up_to(last)).order_by(*self.key)
+        if after is not None:
+            held = held.where(self.after(after, versions))
+            rows = rows.where(self.after(after))
+        conn.execute(held.with_for_update()).all()
+        return list(conn.execute(rows.with_for_update(of=live)).all())
 
     def encode_key(self, key: Key) -> str:
         """``key`` as kept-attributes JSON (the job row's ``after_key``)."""
@@ -295,11 +329,8 @@ def _batch(engine: sa.Engine, filler: Filler, batch_size: int) -> tuple[Backfill
     with engine.begin() as conn:
         job = _job(conn, target)
         assert job is not None
-        query = filler.select()
-        if job.after_key is not None:
-            query = query.where(filler.after(filler.decode_key(job.after_key)))
-        query = query.order_by(*filler.key).limit(batch_size).with_for_update()
-        rows = conn.execute(query).all()
+        after = filler.decode_key(job.after_key) if job.after_key is not None else None
+        rows = filler.lock(conn, after, batch_size)
         report = filler.fill(conn, rows)
         values: dict[str, Any] = {
             "rows_done": backfills.c.rows_done + report.rows,

@@ -7,6 +7,10 @@ Bookkeeping tables (always present, created by migrations ``0001`` and ``0003``)
 - ``ddbcdc_shard_progress``: per (application, shard) progress, written with each batch: the
   furthest sequence number applied (never moves back) and the newest change time applied
   (the shard's position in stream time, which bounds tombstone pruning).
+- ``ddbcdc_shard_failures`` (``0006``): per (application, shard), the last time a batch of
+  the shard could not be applied (why: ``statement_timeout``, ``lock_timeout``, ``database``,
+  ``unexpected``), since when it has been failing and how often, written in a transaction of
+  its own; current while newer than the shard's progress row.
 - ``ddbcdc_prune_state``: per target table, the floor below which tombstones may be gone.
 - ``ddbcdc_prune_holds``: sources that may still bring old changes (snapshots, imports):
   tombstones at or above a hold's version are kept.
@@ -58,6 +62,7 @@ __all__ = [
     "metadata_for",
     "prune_holds",
     "prune_state",
+    "shard_failures",
     "shard_progress",
     "snapshot_segments",
     "snapshots",
@@ -115,6 +120,19 @@ shard_progress = sa.Table(
     _now_column("updated_at"),
     sa.Column("max_version_us", sa.BigInteger),
     sa.Column("ended_at", sa.DateTime(timezone=True)),
+)
+
+shard_failures = sa.Table(
+    "ddbcdc_shard_failures",
+    bookkeeping_metadata,
+    sa.Column("application", sa.Text, primary_key=True),
+    sa.Column("shard_id", sa.Text, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("sequence_number", sa.Text),  # the last record of the batch retried
+    sa.Column("attempts", sa.BigInteger, nullable=False),
+    _now_column("since"),
+    _now_column("failed_at"),
 )
 
 prune_state = sa.Table(

@@ -23,6 +23,7 @@ from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.runtime import tune_gc
 from ddbcdc.worker import protocol
+from ddbcdc.worker.failures import FailureNote
 from ddbcdc.worker.liveness import ProgressTouch
 from ddbcdc.worker.metrics import mark_process_dead
 from ddbcdc.worker.processor import Backoff, ShardProcessor
@@ -106,6 +107,7 @@ def main() -> int:
         application=settings.application_name,
         should_stop=stop,
         touch=ProgressTouch(pipeline.engine, settings.application_name),
+        failures=FailureNote(pipeline.engine),
     )
     try:
         process = kcl.KCLProcess(

@@ -10,6 +10,10 @@ Failure rules:
 * PostgreSQL unavailable (or any other error from the pipeline): retry the *same* batch
   forever, with capped exponential backoff and jitter. Returning from ``process_records``
   without applying would let the KCL move on and a later checkpoint would skip the batch.
+  Each failed attempt is named, in ``ddbcdc_worker_apply_retries_total{reason}``, in the log
+  line and, through ``failures`` (:class:`ddbcdc.worker.failures.FailureNote`), in
+  ``ddbcdc status``: ``statement_timeout`` and ``lock_timeout`` (PostgreSQL's timeouts ended
+  the batch's transaction), ``database`` (anything else of PostgreSQL's), ``unexpected``.
 * Poison records: the pipeline dead-letters them in the batch's transaction; go on.
 * Checkpoint throttled (or DynamoDB trouble): retry a few times, then give up until the next
   batch; re-applying records is harmless because the materializer is idempotent.
@@ -38,7 +42,7 @@ from typing import Any, Protocol
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclv3
 
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.errors import ConfigurationError, DatabaseTimeoutError, DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
 from ddbcdc.worker.metrics import ProcessorMetrics
 
@@ -113,6 +117,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         clock: monotonic seconds (tests pass a fake one).
         touch: called with (shard, MillisBehindLatest) on every empty batch, to keep the
             shard's progress row fresh (see :class:`ddbcdc.worker.liveness.ProgressTouch`).
+        failures: called with (position, reason, error) after each failed attempt at a
+            batch (see :class:`ddbcdc.worker.failures.FailureNote`).
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         mapping_check_every: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         touch: Callable[[str, int | None], object] | None = None,
+        failures: Callable[[ShardPosition, str, str], object] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.application = application
@@ -142,6 +149,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self._mapping_check_every = mapping_check_every
         self._next_mapping_check = clock() + mapping_check_every
         self._touch = touch
+        self._failures = failures
         self.shard_id = "unknown"
         self.last_applied: str | None = None
         self.last_checkpointed: str | None = None
@@ -279,6 +287,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             started = time.monotonic()
             try:
                 result = self.pipeline.process(records, position=position)
+            except DatabaseTimeoutError as exc:
+                reason, detail = exc.timeout, str(exc)
             except DatabaseUnavailableError as exc:
                 reason, detail = "database", str(exc)
             except Exception as exc:  # the worker boundary: never skip a batch
@@ -295,6 +305,9 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
                     )
                 return result
             self.metrics.apply_retries.labels(self.shard_id, reason).inc()
+            self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
+            if self._failures is not None:
+                self._failures(position, reason, detail)
             delay = self.apply_backoff.delay(attempt)
             attempt += 1
             log.warning(
