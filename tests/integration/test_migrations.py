@@ -48,6 +48,7 @@ EXPECTED = {
     "alembic_version",
     "ddbcdc_dead_letters",
     "ddbcdc_shard_progress",
+    "ddbcdc_shard_failures",
     "ddbcdc_prune_state",
     "ddbcdc_prune_holds",
     "ddbcdc_mapping_versions",
