@@ -91,24 +91,24 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION pg_temp.ddbcdc_isolate(
-    apply_stmt text, delete_stmt text, log_stmt text, ranks_stmt text, settle_only boolean,
-    poison text[], spacing double precision, longest integer
+    apply_stmt text, delete_stmt text, log_stmt text, ranks_stmt text, first integer,
+    last integer, settle_only boolean, poison text[], gap double precision,
+    spacing double precision, longest integer
 ) RETURNS TABLE (
     key_index integer, rank integer, state text, table_name text, column_name text,
     constraint_name text, datatype text, deleted bigint, upserted bigint
 ) LANGUAGE plpgsql AS $$
--- Every key, newest changes in ranges of keys, in key order:
--- a range that applies is kept; a refused one is rolled back and its first half tried (a
--- binary search from where the last range ended) down to the key at fault, which is then
--- settled in place (ddbcdc_isolate_key). Keys are locked in key order, as in the fast path.
--- Range lengths follow how far apart refused keys have been (gap, in keys): about
--- sqrt(spacing * gap), at most longest.
+-- Keys first .. last - 1, newest changes in ranges of keys, in key order: a range that
+-- applies is kept; a refused one is rolled back and its first half tried (a binary search
+-- from where the last range ended) down to the key at fault, which is then settled in place
+-- (ddbcdc_isolate_key). Keys are locked in key order, as in the fast path. Range lengths
+-- follow how far apart refused keys are (gap, in keys: the caller's estimate until one is
+-- found here): about sqrt(spacing * gap), at most longest.
 -- With settle_only, every key's newest change was refused below the floor already and is
 -- not among the candidates: settle each key from rank 0, its next older change.
 DECLARE
     ranks integer[];
-    n integer;
-    pos integer := 0;
+    pos integer := first;
     hi integer;
     size integer;
     bad_end integer;
@@ -117,18 +117,17 @@ DECLARE
     refused integer[];
     failed boolean;
 BEGIN
-    EXECUTE format('EXECUTE %I', ranks_stmt) INTO ranks;
-    n := coalesce(cardinality(ranks), 0);
+    EXECUTE format('EXECUTE %I(%s, %s)', ranks_stmt, first, last - 1) INTO ranks;
     IF settle_only THEN
-        FOR k IN 0 .. n - 1 LOOP
+        FOR k IN first .. last - 1 LOOP
             RETURN QUERY SELECT * FROM pg_temp.ddbcdc_isolate_key(
-                apply_stmt, delete_stmt, log_stmt, k, 0, ranks[k + 1] - 1, poison);
+                apply_stmt, delete_stmt, log_stmt, k, 0, ranks[k - first + 1] - 1, poison);
         END LOOP;
         RETURN;
     END IF;
-    size := least(longest, greatest(1, round(sqrt(spacing * n))::integer));
-    WHILE pos < n LOOP
-        hi := least(n, pos + size) - 1;
+    size := least(longest, greatest(1, round(sqrt(spacing * gap))::integer));
+    WHILE pos < last LOOP
+        hi := least(last, pos + size) - 1;
         failed := false;
         BEGIN
             EXECUTE format('EXECUTE %I(%s, %s, 0)', apply_stmt, pos, hi)
@@ -158,15 +157,16 @@ BEGIN
                 upserted := 0;
                 RETURN NEXT;
                 RETURN QUERY SELECT * FROM pg_temp.ddbcdc_isolate_key(
-                    apply_stmt, delete_stmt, log_stmt, k, 1, ranks[k + 1] - 1, poison);
+                    apply_stmt, delete_stmt, log_stmt, k, 1, ranks[k - first + 1] - 1, poison);
             END LOOP;
             pos := hi + 1;
             IF bad_end IS NOT NULL AND pos >= bad_end THEN
                 bad_end := NULL;
             END IF;
             IF bad_end IS NULL THEN
-                size := least(size * 2, longest, greatest(1, round(sqrt(
-                    spacing * CASE WHEN found = 0 THEN n ELSE pos / found END))::integer));
+                size := least(size * 2, longest, greatest(1, round(sqrt(spacing * CASE
+                    WHEN found = 0 THEN gap ELSE (pos - first)::double precision / found
+                    END))::integer));
             ELSE
                 size := greatest(1, (bad_end - pos) / 2);
             END IF;
@@ -180,11 +180,12 @@ BEGIN
             upserted := 0;
             RETURN NEXT;
             RETURN QUERY SELECT * FROM pg_temp.ddbcdc_isolate_key(
-                apply_stmt, delete_stmt, log_stmt, pos, 1, ranks[pos + 1] - 1, poison);
+                apply_stmt, delete_stmt, log_stmt, pos, 1, ranks[pos - first + 1] - 1, poison);
             found := found + 1;
             pos := pos + 1;
             bad_end := NULL;
-            size := least(longest, greatest(1, round(sqrt(spacing * pos / found))::integer));
+            size := least(longest, greatest(1, round(sqrt(
+                spacing * (pos - first)::double precision / found))::integer));
         END IF;
     END LOOP;
 END

@@ -68,8 +68,22 @@ SPACING = 4.0
 #: The longest range tried at once: a generic plan joins a range's rows with the keys it
 #: won by nested loops, quadratic in the range.
 LONGEST = 64
+#: Keys per call of the function.
+CALL_KEYS = 1000
 _SIGNATURE = (
-    "pg_temp.ddbcdc_isolate(text, text, text, text, boolean, text[], double precision, integer)"
+    "pg_temp.ddbcdc_isolate(text, text, text, text, integer, integer, boolean, text[], "
+    "double precision, double precision, integer)"
+)
+_RESULT = (
+    "key_index",
+    "rank",
+    "state",
+    "table_name",
+    "column_name",
+    "constraint_name",
+    "datatype",
+    "deleted",
+    "upserted",
 )
 #: The prepared statements' placeholders: first and last key index, rank.
 _LO, _HI, _RANK = (sa.literal_column(f"${n}", sa.Integer) for n in (1, 2, 3))
@@ -161,10 +175,15 @@ class Isolation:
         writer, c = self.writer, self.table.c
         source = sa.select(self.table).where(c[_K].between(_LO, _HI), c[_R] == _RANK)
         s = source.subquery("s")
-        per_key = sa.select(c[_K], sa.func.count().label("n")).group_by(c[_K]).subquery()
+        per_key = (
+            sa.select(c[_K], sa.func.count().label("n"))
+            .where(c[_K].between(_LO, _HI))
+            .group_by(c[_K])
+            .subquery()
+        )
         ranks = sa.select(sa.func.array_agg(pg.aggregate_order_by(per_key.c.n, per_key.c[_K])))
         prepared = {
-            "ranks": _Prepared.of("isoranks", ranks, 0),
+            "ranks": _Prepared.of("isoranks", ranks, 2),
             "apply": _Prepared.of("isoapply", writer.arbiter(s, refused_by=_K), 3),
             "delete": _Prepared.of("isodelete", writer.delete(s), 3),
         }
@@ -259,7 +278,8 @@ class Isolation:
         at = self._load(conn, groups, settled, documents)
         if not at:
             return settled
-        for row in self._attempts(conn, settle_only):
+        keys = 1 + max(k for k, _ in at)
+        for row in self._attempts(conn, keys, settle_only):
             settled.upserted += row.upserted or 0
             settled.deleted += row.deleted or 0
             if row.key_index is None:
@@ -310,13 +330,13 @@ class Isolation:
             return dict(zip(numbers, changes, strict=True))
         return {(k, r): changes[seq] for seq, k, r in conn.execute(self._number)}
 
-    def _attempts(self, conn: sa.Connection, settle_only: bool) -> list[sa.Row[Any]]:
+    def _attempts(self, conn: sa.Connection, keys: int, settle_only: bool) -> list[sa.Row[Any]]:
         """Every candidate tried (the function's rows), and the change log written."""
         if self.writer.log is None:
-            return self._call(conn, settle_only, logged=False)
+            return self._calls(conn, keys, settle_only, logged=False)
         try:
             with conn.begin_nested():
-                rows = self._call(conn, settle_only, logged=False)
+                rows = self._calls(conn, keys, settle_only, logged=False)
                 failed = [(r.key_index, r.rank) for r in rows if r.key_index is not None]
                 self._log_rest(conn, failed)
             return rows
@@ -324,7 +344,7 @@ class Isolation:
             if classify(exc) != "poison":
                 raise
         # The log refuses a change: log in each attempt instead, so that it fails there.
-        return self._call(conn, settle_only, logged=True)
+        return self._calls(conn, keys, settle_only, logged=True)
 
     def _ensure_server_side(self, conn: sa.Connection, statements: list[_Prepared]) -> None:
         """The functions and ``statements`` on this connection (a rolled-back transaction
@@ -344,33 +364,37 @@ class Isolation:
             if statement.name not in (have or ()):
                 driver.execute(statement.text)
 
-    def _call(self, conn: sa.Connection, settle_only: bool, *, logged: bool) -> list[sa.Row[Any]]:
-        """Call the function with the statements that log (``logged``) or do not."""
+    def _calls(
+        self, conn: sa.Connection, keys: int, settle_only: bool, *, logged: bool
+    ) -> list[sa.Row[Any]]:
+        """Call the function over every key, :data:`CALL_KEYS` at a time (each call is one
+        statement: ``statement_timeout`` bounds it), with the statements that log
+        (``logged``) or do not."""
         kinds = ["apply_logged", "delete", "log"] if logged else ["apply", "delete", None]
         statements = {k: self._prepared[k] for k in [*kinds, "ranks"] if k is not None}
         self._ensure_server_side(conn, list(statements.values()))
         names = [statements[k].name if k is not None else None for k in kinds]
-        call = sa.func.pg_temp.ddbcdc_isolate(
-            names[0],
-            names[1],
-            sa.cast(names[2], sa.Text),
-            statements["ranks"].name,
-            settle_only,
-            sa.cast(sa.literal(sorted(POISON_CLASSES), pg.ARRAY(sa.Text)), pg.ARRAY(sa.Text)),
-            SPACING,
-            LONGEST,
-        ).table_valued(
-            "key_index",
-            "rank",
-            "state",
-            "table_name",
-            "column_name",
-            "constraint_name",
-            "datatype",
-            "deleted",
-            "upserted",
-        )
-        return list(conn.execute(sa.select(call)))
+        rows: list[sa.Row[Any]] = []
+        refused = 0
+        for first in range(0, keys, CALL_KEYS):
+            last = min(keys, first + CALL_KEYS)
+            call = sa.func.pg_temp.ddbcdc_isolate(
+                names[0],
+                names[1],
+                sa.cast(names[2], sa.Text),
+                statements["ranks"].name,
+                first,
+                last,
+                settle_only,
+                sa.cast(sa.literal(sorted(POISON_CLASSES), pg.ARRAY(sa.Text)), pg.ARRAY(sa.Text)),
+                first / refused if refused else float(keys),  # keys per refused key so far
+                SPACING,
+                LONGEST,
+            ).table_valued(*_RESULT)
+            found = list(conn.execute(sa.select(call)))
+            refused += sum(1 for r in found if r.key_index is not None and r.rank == 0)
+            rows += found
+        return rows
 
 
 def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
