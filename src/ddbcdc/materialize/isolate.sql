@@ -17,6 +17,10 @@
 -- 'floor', and the schema objects PostgreSQL named), and rows with a NULL key_index that
 -- carry counts to add up (deleted, upserted). Names only, never values.
 
+-- The key index whose live row apply_stmt was writing last: setval is not rolled back with
+-- a subtransaction, so after a refused range it points at the key most likely at fault.
+CREATE TEMP SEQUENCE IF NOT EXISTS ddbcdc_isolate_at MINVALUE -1;
+
 CREATE OR REPLACE FUNCTION pg_temp.ddbcdc_isolate_key(
     apply_stmt text, delete_stmt text, log_stmt text, k integer, first_rank integer,
     last_rank integer, poison text[]
@@ -99,9 +103,11 @@ CREATE OR REPLACE FUNCTION pg_temp.ddbcdc_isolate(
     constraint_name text, datatype text, deleted bigint, upserted bigint
 ) LANGUAGE plpgsql AS $$
 -- Keys first .. last - 1, newest changes in ranges of keys, in key order: a range that
--- applies is kept; a refused one is rolled back and its first half tried (a binary search
--- from where the last range ended) down to the key at fault, which is then settled in place
--- (ddbcdc_isolate_key). Keys are locked in key order, as in the fast path. Range lengths
+-- applies is kept; a refused one is rolled back and the key it was writing when refused
+-- (ddbcdc_isolate_at) is suspected: the keys before it are tried, then it alone. A refused
+-- range without a suspect (the claim, the delete, a check at the end of the statement
+-- refused it) is searched by halves from where the last range ended. The key at fault is
+-- then settled in place (ddbcdc_isolate_key). Keys are locked in key order, as in the fast path. Range lengths
 -- follow how far apart refused keys are (gap, in keys: the caller's estimate until one is
 -- found here): about sqrt(spacing * gap), at most longest.
 -- With settle_only, every key's newest change was refused below the floor already and is
@@ -116,6 +122,7 @@ DECLARE
     k integer;
     refused integer[];
     failed boolean;
+    suspect integer;
 BEGIN
     EXECUTE format('EXECUTE %I(%s, %s)', ranks_stmt, first, last - 1) INTO ranks;
     IF settle_only THEN
@@ -129,6 +136,7 @@ BEGIN
     WHILE pos < last LOOP
         hi := least(last, pos + size) - 1;
         failed := false;
+        PERFORM setval('pg_temp.ddbcdc_isolate_at', -1);
         BEGIN
             EXECUTE format('EXECUTE %I(%s, %s, 0)', apply_stmt, pos, hi)
                 INTO deleted, upserted, refused;
@@ -171,8 +179,14 @@ BEGIN
                 size := greatest(1, (bad_end - pos) / 2);
             END IF;
         ELSIF hi > pos THEN
-            bad_end := hi + 1;
-            size := greatest(1, (hi - pos + 1) / 2);
+            SELECT last_value INTO suspect FROM pg_temp.ddbcdc_isolate_at;
+            IF suspect BETWEEN pos AND hi THEN
+                bad_end := suspect + 1;
+                size := greatest(1, suspect - pos);
+            ELSE
+                bad_end := hi + 1;
+                size := greatest(1, (hi - pos + 1) / 2);
+            END IF;
         ELSE
             key_index := pos;
             rank := 0;

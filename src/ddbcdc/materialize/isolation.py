@@ -62,6 +62,9 @@ REFUSED_BELOW_FLOOR = (
 )
 
 _K, _R, _SEQ, _DOC = "_ddbcdc_k", "_ddbcdc_r", "_ddbcdc_seq", "_ddbcdc_doc"
+#: A temporary sequence (made with the function): the key index being written, which setval
+#: keeps when a subtransaction rolls back.
+_MARKER = "pg_temp.ddbcdc_isolate_at"
 #: How long ranges are: about sqrt(SPACING * keys per refused key). The cost of an attempt
 #: over the cost of a key in it; a longer range wastes more when refused.
 SPACING = 4.0
@@ -175,6 +178,9 @@ class Isolation:
         writer, c = self.writer, self.table.c
         source = sa.select(self.table).where(c[_K].between(_LO, _HI), c[_R] == _RANK)
         s = source.subquery("s")
+        # The key index of each live row written, right before it is: where a refused
+        # range failed, most likely (a hint; the next attempts check it).
+        mark = sa.func.setval(sa.literal(_MARKER), s.c[_K]).is_not(None)
         per_key = (
             sa.select(c[_K], sa.func.count().label("n"))
             .where(c[_K].between(_LO, _HI))
@@ -184,7 +190,7 @@ class Isolation:
         ranks = sa.select(sa.func.array_agg(pg.aggregate_order_by(per_key.c.n, per_key.c[_K])))
         prepared = {
             "ranks": _Prepared.of("isoranks", ranks, 2),
-            "apply": _Prepared.of("isoapply", writer.arbiter(s, refused_by=_K), 3),
+            "apply": _Prepared.of("isoapply", writer.arbiter(s, refused_by=_K, mark=mark), 3),
             "delete": _Prepared.of("isodelete", writer.delete(s), 3),
         }
         if writer.log is not None:
@@ -192,7 +198,7 @@ class Isolation:
             rank = sa.or_(c[_R] == _RANK, _RANK == 0)
             where = [c[_K].between(_LO, _HI), rank, c[_K].not_in(refused)]
             logged = self._log(where).on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"])
-            arbiter = writer.arbiter(s, refused_by=_K, ctes=[logged.cte("logged")])
+            arbiter = writer.arbiter(s, refused_by=_K, ctes=[logged.cte("logged")], mark=mark)
             prepared["apply_logged"] = _Prepared.of("isoapplylog", arbiter, 3)
             one = self._log([c[_K] == _LO, c[_R] == _HI])
             prepared["log"] = _Prepared.of(

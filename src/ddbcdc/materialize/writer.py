@@ -134,15 +134,19 @@ class TableWriter:
             .cte("won")
         )
 
-    def _upsert_live(self, source: sa.FromClause, won: sa.CTE) -> sa.CTE:
+    def _upsert_live(
+        self, source: sa.FromClause, won: sa.CTE, mark: sa.ColumnElement[bool] | None
+    ) -> sa.CTE:
         """The live rows of the keys an INSERT or MODIFY won (their versions rows are locked
-        by this transaction: no other writer of these keys can be in between)."""
+        by this transaction: no other writer of these keys can be in between). ``mark``:
+        evaluated with each row joined, right before it is written."""
         s, live = source, self.tables.live
         key = self._key
         names = [*self._columns, *VERSION_COLUMNS]
+        on = _key_match(s, won, key)
         rows = (
             sa.select(*[self._staged(s, n) for n in names])
-            .select_from(s.join(won, _key_match(s, won, key)))
+            .select_from(s.join(won, on if mark is None else sa.and_(on, mark)))
             .where(~won.c._ddbcdc_deleted)
         )
         put = pg.insert(live).from_select(names, rows)
@@ -173,13 +177,15 @@ class TableWriter:
         *,
         refused_by: str = "_ddbcdc_event_id",
         ctes: Sequence[sa.CTE] = (),
+        mark: sa.ColumnElement[bool] | None = None,
     ) -> sa.Select[Any]:
         """Step 1 over ``source`` (the stage, or rows shaped like it): claim, upsert the
         winners' live rows; (deleted, upserted, the ``refused_by`` column of the rows refused
-        below the floor). ``ctes``: more statements to run with it."""
+        below the floor). ``ctes``: more statements to run with it; ``mark``: evaluated with
+        each live row right before it is written."""
         s = source
         won = self._claim(s)
-        upserted = self._upsert_live(s, won)
+        upserted = self._upsert_live(s, won, mark)
         refused = sa.select(sa.func.array_agg(s.c[refused_by])).where(self.refused_where(s))
         count = sa.func.count()
         deleted = sa.select(count).select_from(won).where(won.c._ddbcdc_deleted)
