@@ -12,15 +12,20 @@ each mapped table's part of it goes through :class:`Isolation`:
    cannot encode) is found by halves of the COPY and fails alone.
 2. **Ranges of keys, inside PostgreSQL.** ``pg_temp.ddbcdc_isolate`` (``isolate.sql``, a
    temporary function) runs the fast path's own statements, prepared over a range of key
-   indexes at one rank, each attempt in a subtransaction, all in one call: no round trip
-   per attempt. The newest changes go in ranges in key order; a range that applies is kept;
-   a refused one is rolled back and its first half tried, down to the key at fault (a binary
-   search from where the last range ended). That key is settled in place before the next
-   range: its older changes are tried newest first until one applies, the ones older still
-   are then logged (superseded by it). So a batch locks keys in key order, as the fast path
-   does. Range lengths follow how far apart refused keys have been, so the statements run
-   are about the keys over the range length plus a logarithm of it per refused key.
-3. **The prune floor**: a change the claim does not take because of the floor (see
+   indexes at one rank, each attempt in a subtransaction, :data:`CALL_KEYS` keys a call: no
+   round trip per attempt. The newest changes go in ranges in key order; a range that
+   applies is kept; a refused one is rolled back, and the key whose live row it was writing
+   when refused (noted in a temporary sequence, which a rollback leaves as it is) is
+   suspected: the keys before it are applied, then it is tried alone. A range refused
+   elsewhere (the claim, the delete, a check at the end of the statement) is searched by
+   halves. The key at fault is settled in place before the next range: its older changes
+   are tried newest first until one applies. So a batch locks keys in key order, as the
+   fast path does. Range lengths follow how far apart refused keys have been, so the
+   statements run are about the keys over the range length plus a few per refused key.
+3. **The change log** is written once, after the attempts: every candidate but the failed
+   ones (the changes applied and those they supersede). When the log itself refuses one,
+   the attempts run again, rolled back, with the log written in each of them.
+4. **The prune floor**: a change the claim does not take because of the floor (see
    :mod:`ddbcdc.materialize.writer`) is settled the same way, in the same call. The fast
    path uses :meth:`Isolation.settle` for the keys it refused so.
 
