@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.decode.record import ChangeRecord
-from ddbcdc.materialize import Materializer, TableWriter, isolation
+from ddbcdc.materialize import Materializer, TableWriter, attempts
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 
 SHIPPED = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
@@ -222,14 +222,14 @@ def _many(mapping: TableMapping, keys: int, refused: Callable[[int], bool]) -> l
     ],
     ids=["none", "all", "first", "last", "every_other", "sparse", "a_run", "scattered"],
 )
-@pytest.mark.parametrize("call_keys", [isolation.CALL_KEYS, 37])
+@pytest.mark.parametrize("call_keys", [attempts.CALL_KEYS, 37])
 def test_isolating_many_keys(
     engine: sa.Engine,
     pattern: Callable[[int], bool],
     call_keys: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(isolation, "CALL_KEYS", call_keys)  # keys per call of the function
+    monkeypatch.setattr(attempts, "CALL_KEYS", call_keys)  # keys per call of the function
     changes = _many(CUSTOMERS, 500, pattern)
     random.Random(7).shuffle(changes)
     _isolated_equals_oracle(engine, CUSTOMERS, [], changes)

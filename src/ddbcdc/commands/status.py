@@ -55,24 +55,42 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled or
     failing."""
+    settings = Settings()
+    rows, failed, pruning, runs = _read(settings, args.application_name)
+    now = datetime.now(UTC)
+    stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
+    shards = [_shard(row, now, stall_after, failed) for row in _with_failures(rows, failed)]
+    if args.json:
+        document = {"now": now.isoformat(), "shards": shards, **pruning, "backfills": runs}
+        print(json.dumps(document, indent=2))
+    else:
+        _print_table(shards)
+        _print_failures(shards)
+        _print_pruning(pruning)
+        _print_backfills(runs)
+    if not shards:
+        return 1
+    return 3 if any(s["state"] in ("stalled", "failing") for s in shards) else 0
+
+
+def _read(settings: Settings, application: str | None) -> tuple[Any, ...]:
+    """Progress rows, failures by shard, pruning and backfills, from PostgreSQL."""
     from ddbcdc.backfill.state import recent_runs
     from ddbcdc.schema.tables import shard_failures, shard_progress
 
-    settings = Settings()
     engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
     query = sa.select(shard_progress).order_by(
         shard_progress.c.application, shard_progress.c.shard_id
     )
     failures = sa.select(shard_failures)
-    if args.application_name:
-        query = query.where(shard_progress.c.application == args.application_name)
-        failures = failures.where(shard_failures.c.application == args.application_name)
+    if application:
+        query = query.where(shard_progress.c.application == application)
+        failures = failures.where(shard_failures.c.application == application)
     try:
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
             failed = {(r.application, r.shard_id): dict(r._mapping) for r in conn.execute(failures)}
-            pruning = _pruning(conn)
-            runs = [_backfill(run) for run in recent_runs(conn)]
+            return rows, failed, _pruning(conn), [_backfill(run) for run in recent_runs(conn)]
     except ProgrammingError as exc:
         for name in (
             "ddbcdc_shard_progress",
@@ -91,20 +109,6 @@ def run(args: argparse.Namespace) -> int:
         ) from exc
     finally:
         engine.dispose()
-    now = datetime.now(UTC)
-    stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
-    shards = [_shard(row, now, stall_after, failed) for row in _with_failures(rows, failed)]
-    if args.json:
-        document = {"now": now.isoformat(), "shards": shards, **pruning, "backfills": runs}
-        print(json.dumps(document, indent=2))
-    else:
-        _print_table(shards)
-        _print_failures(shards)
-        _print_pruning(pruning)
-        _print_backfills(runs)
-    if not shards:
-        return 1
-    return 3 if any(s["state"] in ("stalled", "failing") for s in shards) else 0
 
 
 def _iso_us(us: int | None) -> str | None:

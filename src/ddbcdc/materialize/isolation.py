@@ -10,10 +10,10 @@ each mapped table's part of it goes through :class:`Isolation`:
    transaction, never in a savepoint that rolls back, so a refused attempt leaves nothing
    behind for later statements to scan. A row that cannot even be COPYed (a value the driver
    cannot encode) is found by halves of the COPY and fails alone.
-2. **Ranges of keys, inside PostgreSQL.** ``pg_temp.ddbcdc_isolate`` (``isolate.sql``, a
-   temporary function) runs the fast path's own statements, prepared over a range of key
-   indexes at one rank, each attempt in a subtransaction, :data:`CALL_KEYS` keys a call: no
-   round trip per attempt. The newest changes go in ranges in key order; a range that
+2. **Ranges of keys, inside PostgreSQL** (:mod:`ddbcdc.materialize.attempts`): a temporary
+   function runs the fast path's own statements, prepared over a range of key indexes at
+   one rank, each attempt in a subtransaction, many attempts a call: no round trip per
+   attempt. The newest changes go in ranges in key order; a range that
    applies is kept; a refused one is rolled back, and the key whose live row it was writing
    when refused (noted in a temporary sequence, which a rollback leaves as it is) is
    suspected: the keys before it are applied, then it is tried alone. A range refused
@@ -36,19 +36,18 @@ retried as before.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
-from ddbcdc.db import POISON_CLASSES, classify, describe, describe_state
+from ddbcdc.db import classify, describe, describe_state
+from ddbcdc.materialize import attempts
+from ddbcdc.materialize.attempts import HI, LO, RANK, Prepared
 from ddbcdc.materialize.staging import (
     binary_types,
     copy_rows,
@@ -67,35 +66,6 @@ REFUSED_BELOW_FLOOR = (
 )
 
 _K, _R, _SEQ, _DOC = "_ddbcdc_k", "_ddbcdc_r", "_ddbcdc_seq", "_ddbcdc_doc"
-#: A temporary sequence (made with the function): the key index being written, which setval
-#: keeps when a subtransaction rolls back.
-_MARKER = "pg_temp.ddbcdc_isolate_at"
-#: How long ranges are: about sqrt(SPACING * keys per refused key). The cost of an attempt
-#: over the cost of a key in it; a longer range wastes more when refused.
-SPACING = 4.0
-#: The longest range tried at once: a generic plan joins a range's rows with the keys it
-#: won by nested loops, quadratic in the range.
-LONGEST = 64
-#: Keys per call of the function.
-CALL_KEYS = 1000
-_SIGNATURE = (
-    "pg_temp.ddbcdc_isolate(text, text, text, text, integer, integer, boolean, text[], "
-    "double precision, double precision, integer)"
-)
-_RESULT = (
-    "key_index",
-    "rank",
-    "state",
-    "table_name",
-    "column_name",
-    "constraint_name",
-    "datatype",
-    "deleted",
-    "upserted",
-)
-#: The prepared statements' placeholders: first and last key index, rank.
-_LO, _HI, _RANK = (sa.literal_column(f"${n}", sa.Integer) for n in (1, 2, 3))
-_DOLLAR = pg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 #: Key types whose values Python sorts as PostgreSQL does (text depends on the collation).
 _ORDERED_ALIKE = frozenset({"bigint", "integer", "smallint", "numeric", "bytea"})
 
@@ -108,26 +78,6 @@ class Settled:
     upserted: int = 0
     deleted: int = 0
     failed: list[tuple[CleanChange, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A statement prepared (``PREPARE``) on each connection that isolates."""
-
-    name: str
-    text: sql.Composed
-
-    @classmethod
-    def of(cls, kind: str, statement: sa.ClauseElement, arguments: int) -> _Prepared:
-        body = str(statement.compile(dialect=_DOLLAR, compile_kwargs={"literal_binds": True}))
-        name = f"ddbcdc_{kind}_{hashlib.blake2b(body.encode(), digest_size=6).hexdigest()}"
-        types = sql.SQL(f" ({', '.join(['integer'] * arguments)})" if arguments else "")
-        text = sql.SQL("PREPARE {}{} AS ").format(sql.Identifier(name), types) + sql.SQL(body)
-        return cls(name, text)
-
-
-def _function_text() -> str:
-    return resources.files("ddbcdc.materialize").joinpath("isolate.sql").read_text()
 
 
 class Isolation:
@@ -177,36 +127,36 @@ class Isolation:
             .returning(c[_SEQ], c[_K], c[_R])
         )
 
-    def _statements(self) -> dict[str, _Prepared]:
+    def _statements(self) -> dict[str, Prepared]:
         """The fast path's statements over candidates (lo..hi, rank): without the change log
         (it is written once at the end) and, for when the log refuses a change, with it."""
         writer, c = self.writer, self.table.c
-        source = sa.select(self.table).where(c[_K].between(_LO, _HI), c[_R] == _RANK)
+        source = sa.select(self.table).where(c[_K].between(LO, HI), c[_R] == RANK)
         s = source.subquery("s")
         # The key index of each live row written, right before it is: where a refused
         # range failed, most likely (a hint; the next attempts check it).
-        mark = sa.func.setval(sa.literal(_MARKER), s.c[_K]).is_not(None)
+        mark = sa.func.setval(sa.literal(attempts.MARKER), s.c[_K]).is_not(None)
         per_key = (
             sa.select(c[_K], sa.func.count().label("n"))
-            .where(c[_K].between(_LO, _HI))
+            .where(c[_K].between(LO, HI))
             .group_by(c[_K])
             .subquery()
         )
         ranks = sa.select(sa.func.array_agg(pg.aggregate_order_by(per_key.c.n, per_key.c[_K])))
         prepared = {
-            "ranks": _Prepared.of("isoranks", ranks, 2),
-            "apply": _Prepared.of("isoapply", writer.arbiter(s, refused_by=_K, mark=mark), 3),
-            "delete": _Prepared.of("isodelete", writer.delete(s), 3),
+            "ranks": Prepared.of("isoranks", ranks, 2),
+            "apply": Prepared.of("isoapply", writer.arbiter(s, refused_by=_K, mark=mark), 3),
+            "delete": Prepared.of("isodelete", writer.delete(s), 3),
         }
         if writer.log is not None:
             refused = sa.select(s.c[_K]).where(writer.refused_where(s))
-            rank = sa.or_(c[_R] == _RANK, _RANK == 0)
-            where = [c[_K].between(_LO, _HI), rank, c[_K].not_in(refused)]
+            rank = sa.or_(c[_R] == RANK, RANK == 0)
+            where = [c[_K].between(LO, HI), rank, c[_K].not_in(refused)]
             logged = self._log(where).on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"])
             arbiter = writer.arbiter(s, refused_by=_K, ctes=[logged.cte("logged")], mark=mark)
-            prepared["apply_logged"] = _Prepared.of("isoapplylog", arbiter, 3)
-            one = self._log([c[_K] == _LO, c[_R] == _HI])
-            prepared["log"] = _Prepared.of(
+            prepared["apply_logged"] = Prepared.of("isoapplylog", arbiter, 3)
+            one = self._log([c[_K] == LO, c[_R] == HI])
+            prepared["log"] = Prepared.of(
                 "isolog", one.on_conflict_do_nothing(index_elements=["_ddbcdc_event_id"]), 2
             )
         return prepared
@@ -341,6 +291,16 @@ class Isolation:
             return dict(zip(numbers, changes, strict=True))
         return {(k, r): changes[seq] for seq, k, r in conn.execute(self._number)}
 
+    def _calls(
+        self, conn: sa.Connection, keys: int, settle_only: bool, *, logged: bool
+    ) -> list[sa.Row[Any]]:
+        """Every key tried, with the statements that log (``logged``) or do not."""
+        kinds = ["apply_logged", "delete", "log"] if logged else ["apply", "delete", None]
+        statements = [self._prepared[k] if k is not None else None for k in kinds]
+        return attempts.run(
+            conn, statements, self._prepared["ranks"], keys, settle_only=settle_only
+        )
+
     def _attempts(self, conn: sa.Connection, keys: int, settle_only: bool) -> list[sa.Row[Any]]:
         """Every candidate tried (the function's rows), and the change log written."""
         if self.writer.log is None:
@@ -356,62 +316,6 @@ class Isolation:
                 raise
         # The log refuses a change: log in each attempt instead, so that it fails there.
         return self._calls(conn, keys, settle_only, logged=True)
-
-    def _ensure_server_side(self, conn: sa.Connection, statements: list[_Prepared]) -> None:
-        """The functions and ``statements`` on this connection (a rolled-back transaction
-        takes functions it created along; prepared statements stay)."""
-        name = sa.column("name", sa.Text)
-        prepared: sa.Select[Any] = (
-            sa.select(sa.func.array_agg(name))
-            .select_from(sa.table("pg_prepared_statements"))
-            .where(name.in_([p.name for p in statements]))
-        )
-        function = sa.func.to_regprocedure(_SIGNATURE).is_not(None)
-        have, made = conn.execute(sa.select(prepared.scalar_subquery(), function)).one()
-        driver = _driver(conn)
-        if not made:
-            driver.execute(_function_text())
-        for statement in statements:
-            if statement.name not in (have or ()):
-                driver.execute(statement.text)
-
-    def _calls(
-        self, conn: sa.Connection, keys: int, settle_only: bool, *, logged: bool
-    ) -> list[sa.Row[Any]]:
-        """Call the function over every key, :data:`CALL_KEYS` at a time (each call is one
-        statement: ``statement_timeout`` bounds it), with the statements that log
-        (``logged``) or do not."""
-        kinds = ["apply_logged", "delete", "log"] if logged else ["apply", "delete", None]
-        statements = {k: self._prepared[k] for k in [*kinds, "ranks"] if k is not None}
-        self._ensure_server_side(conn, list(statements.values()))
-        names = [statements[k].name if k is not None else None for k in kinds]
-        rows: list[sa.Row[Any]] = []
-        refused = 0
-        for first in range(0, keys, CALL_KEYS):
-            last = min(keys, first + CALL_KEYS)
-            call = sa.func.pg_temp.ddbcdc_isolate(
-                names[0],
-                names[1],
-                sa.cast(names[2], sa.Text),
-                statements["ranks"].name,
-                first,
-                last,
-                settle_only,
-                sa.cast(sa.literal(sorted(POISON_CLASSES), pg.ARRAY(sa.Text)), pg.ARRAY(sa.Text)),
-                first / refused if refused else float(keys),  # keys per refused key so far
-                SPACING,
-                LONGEST,
-            ).table_valued(*_RESULT)
-            found = list(conn.execute(sa.select(call)))
-            refused += sum(1 for r in found if r.key_index is not None and r.rank == 0)
-            rows += found
-        return rows
-
-
-def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
-    driver = conn.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
-    return driver
 
 
 def _by_key(changes: Sequence[CleanChange]) -> list[list[CleanChange]]:

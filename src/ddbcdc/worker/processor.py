@@ -10,10 +10,8 @@ Failure rules:
 * PostgreSQL unavailable (or any other error from the pipeline): retry the *same* batch
   forever, with capped exponential backoff and jitter. Returning from ``process_records``
   without applying would let the KCL move on and a later checkpoint would skip the batch.
-  Each failed attempt is named, in ``ddbcdc_worker_apply_retries_total{reason}``, in the log
-  line and, through ``failures`` (:class:`ddbcdc.worker.failures.FailureNote`), in
-  ``ddbcdc status``: ``statement_timeout`` and ``lock_timeout`` (PostgreSQL's timeouts ended
-  the batch's transaction), ``database`` (anything else of PostgreSQL's), ``unexpected``.
+  Each failed attempt is named (``statement_timeout``, ``lock_timeout``, ``database``,
+  ``unexpected``) in the retry metric, the log line and ``ddbcdc status`` (``failures``).
 * Poison records: the pipeline dead-letters them in the batch's transaction; go on.
 * Checkpoint throttled (or DynamoDB trouble): retry a few times, then give up until the next
   batch; re-applying records is harmless because the materializer is idempotent.
@@ -304,25 +302,30 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
                         attempt + 1,
                     )
                 return result
-            self.metrics.apply_retries.labels(self.shard_id, reason).inc()
-            self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
-            if self._failures is not None:
-                self._failures(position, reason, detail)
-            delay = self.apply_backoff.delay(attempt)
+            self._failed(records, position, attempt, reason, detail)
             attempt += 1
-            log.warning(
-                "batch not applied, will retry shard=%s first=%s last=%s records=%d "
-                "attempt=%d delay_s=%.2f reason=%s error=%s",
-                self.shard_id,
-                records[0].sequence_number,
-                position.sequence_number,
-                len(records),
-                attempt,
-                delay,
-                reason,
-                detail,
-            )
-            self._wait(delay)
+
+    def _failed(
+        self,
+        records: Sequence[SourceRecord],
+        at: ShardPosition,
+        attempt: int,
+        why: str,
+        detail: str,
+    ) -> None:
+        """Attempt ``attempt`` at the batch failed: say so everywhere, then wait to retry."""
+        self.metrics.apply_retries.labels(self.shard_id, why).inc()
+        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
+        if self._failures is not None:
+            self._failures(at, why, detail)
+        delay = self.apply_backoff.delay(attempt)
+        log.warning(
+            "batch not applied, will retry shard=%s first=%s last=%s records=%d "
+            "attempt=%d delay_s=%.2f reason=%s error=%s",
+            *(self.shard_id, records[0].sequence_number, at.sequence_number, len(records)),
+            *(attempt + 1, delay, why, detail),
+        )
+        self._wait(delay)
 
     def _count(self, result: BatchResult, received: int) -> None:
         self.metrics.records.labels(self.shard_id).inc(received)
