@@ -1,6 +1,7 @@
 # ddbcdc: two commands on a fresh machine
 #   make demo   the whole pipeline on the local stack
 #   make test   lint, type-check and every test
+# and for CI: make package-check (the sdist and the wheel, installed and run outside the checkout)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench package-check clean
 
 SPEEDUPS := setup.py $(wildcard src/ddbcdc/decode/_speedups*.[ch])
 
@@ -18,7 +19,7 @@ $(INSTALLED): pyproject.toml $(SPEEDUPS)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,local]'
 	$(PY) -c "import amazon_kclpy, pathlib, sys; jars = list((pathlib.Path(amazon_kclpy.__file__).parent / 'jars').glob('*.jar')); sys.exit(0 if jars else 'amazon-kclpy installed without its jars: reinstall it with Maven Central reachable')"
-	@$(PY) -c "import sys, ddbcdc.decode.attributes as a; sys.exit(not a.ACCELERATED)" || echo "warning: ddbcdc's C speedups did not build (no C compiler or Python headers?): decoding runs in pure Python, and the tests will fail on it" >&2
+	@DDBCDC_SPEEDUPS=1 $(PY) -c "import ddbcdc.decode" 2>/dev/null || echo "warning: ddbcdc's C speedups did not build (no C compiler or Python headers?): decoding runs in pure Python, and the tests will fail on it" >&2
 	touch $@
 
 $(NODE_INSTALLED): package.json package-lock.json
@@ -32,8 +33,8 @@ demo: install
 	$(BIN)/ddbcdc demo
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check src tests workers benchmarks migrations
-	$(BIN)/ruff format --check src tests workers benchmarks migrations
+	$(BIN)/ruff check src tests workers benchmarks migrations schemas .ci setup.py
+	$(BIN)/ruff format --check src tests workers benchmarks migrations schemas .ci setup.py
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
@@ -47,5 +48,8 @@ unit: $(INSTALLED)
 bench: install
 	$(PY) benchmarks/decode_bench.py
 
+package-check: install
+	$(PY) .ci/package_check.py
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build src/ddbcdc/decode/*.so
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info src/ddbcdc/decode/*.so

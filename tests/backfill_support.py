@@ -88,10 +88,12 @@ def backfill_table(
     tmp_path: Path,
     *,
     columns: list[dict[str, Any]] | None = None,
+    extra: dict[str, str] | None = None,
     monkeypatch: pytest.MonkeyPatch | None = None,
 ) -> Iterator[BackfillTable]:
-    """Create the table (key ``userid`` N), a mapping for it and a migrated database; with
-    ``monkeypatch``, its environment (the stack's included) is set in this process too."""
+    """Create the table (key ``userid`` N), a mapping for it (``extra``: its kept columns) and
+    a migrated database; with ``monkeypatch``, its environment (the stack's included) is set
+    in this process too."""
     name = f"bf_{uuid.uuid4().hex[:10]}"
     folder = tmp_path / "mappings"
     folder.mkdir(exist_ok=True)
@@ -102,6 +104,8 @@ def backfill_table(
         "change_log": True,
         "columns": columns or RICH_COLUMNS,
     }
+    if extra is not None:
+        mapping_doc["extra"] = extra
     (folder / f"{name}.json").write_text(json.dumps(mapping_doc))
     (mapping,) = load_mappings(folder)
     if monkeypatch is not None:

@@ -10,6 +10,7 @@ from ddbcdc.errors import (
     DatabaseUnavailableError,
     DdbcdcError,
     DecodeError,
+    InputError,
     PoisonRecordError,
     RetryableError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DdbcdcError",
     "DecodeError",
+    "InputError",
     "PoisonRecordError",
     "RetryableError",
     "__version__",

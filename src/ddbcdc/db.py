@@ -22,12 +22,14 @@ Four verdicts (:func:`classify`):
 :func:`describe` names an error by its SQLSTATE, condition and the schema objects PostgreSQL
 reports (table, column, constraint), never by its message: messages and details quote
 values ("invalid input syntax for type bigint: ...", "Key (id)=(...)") and so item contents.
+Only the classes that speak of the server, never of a statement's values (connection,
+authorization, a missing database or relation, resources, shutdown), add their message.
+:func:`fault` is the one line a command ends with when PostgreSQL fails it.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -35,17 +37,20 @@ from typing import Any, Literal, TypeVar
 import psycopg
 import sqlalchemy as sa
 
-from ddbcdc.errors import DatabaseTimeoutError, DatabaseUnavailableError
+from ddbcdc.backoff import Backoff
+from ddbcdc.errors import DatabaseTimeoutError, DatabaseUnavailableError, DdbcdcError
 
 __all__ = [
     "POISON_CLASSES",
     "TIMEOUTS",
     "RefusedError",
     "Verdict",
+    "check_reachable",
     "classify",
     "describe",
     "describe_state",
     "driver_error",
+    "fault",
     "is_database_error",
     "run_transaction",
     "sqlstate",
@@ -57,12 +62,18 @@ T = TypeVar("T")
 #: Attempts at a transaction that keeps colliding with others before it counts as
 #: "unavailable" (the worker then backs off and tries again).
 CONFLICT_ATTEMPTS = 8
+#: The waits between them: short, a collision is nobody's fault.
+CONFLICT_BACKOFF = Backoff(initial=0.05, maximum=6.4)
 
 Verdict = Literal["conflict", "timeout", "poison", "unavailable"]
 
 _CONFLICT_STATES = frozenset({"40001", "40P01"})
 #: PostgreSQL's timeouts by SQLSTATE, by the name of the setting that ends the statement.
 TIMEOUTS = {"55P03": "lock_timeout", "57014": "statement_timeout"}
+#: SQLSTATE classes whose messages name the server, roles, databases and objects, never the
+#: values of a statement: connection, authorization, catalog, syntax or access rule,
+#: resources, operator intervention, system.
+_PLAIN_CLASSES = frozenset({"08", "28", "3D", "42", "53", "57", "58"})
 #: SQLSTATE classes of "PostgreSQL refused a value": cardinality, data, constraint, program
 #: limit, raised by a trigger.
 POISON_CLASSES = frozenset({"21", "22", "23", "54", "P0"})
@@ -145,12 +156,18 @@ def describe(exc: BaseException) -> str:
     inner = driver_error(exc)
     state = sqlstate(inner)
     if state is None:
-        if isinstance(inner, psycopg.OperationalError):
-            # Connection failures say where and why (host, refused, timeout): no item data.
+        plain = isinstance(inner, sa.exc.SQLAlchemyError) and not isinstance(
+            inner, sa.exc.StatementError
+        )
+        if isinstance(inner, psycopg.OperationalError) or plain:
+            # Connection failures say where and why (host, refused, timeout), and SQLAlchemy's
+            # own errors (a bad URL, a pool timeout) carry no statement: no item data.
             lines = str(inner).strip().splitlines()
             return f"{type(inner).__name__}: {lines[0] if lines else 'connection failed'}"
         return f"{type(inner).__name__} while sending values to PostgreSQL"
-    return _described(state, type(inner).__name__, _diag_fields(inner))
+    primary = getattr(getattr(inner, "diag", None), "message_primary", None)
+    fields = _diag_fields(inner)
+    return _described(state, type(inner).__name__, fields, str(primary) if primary else None)
 
 
 def describe_state(
@@ -171,16 +188,44 @@ def describe_state(
     return _described(state, name, [f"{label} {value}" for label, value in found if value])
 
 
-def _described(state: str, name: str, fields: list[str]) -> str:
+def _described(state: str, name: str, fields: list[str], primary: str | None = None) -> str:
     parts = [f"SQLSTATE {state} {name}"]
     reason = _REASONS.get(state)
     if reason:
         parts.append(reason)
+    if primary and state[:2] in _PLAIN_CLASSES:
+        parts.append(primary)
     return "; ".join(parts + fields)
 
 
-class RefusedError(Exception):
-    """PostgreSQL refused a value the transaction sent (the ``poison`` verdict)."""
+def fault(exc: BaseException) -> str | None:
+    """The one line naming ``exc`` when it came from PostgreSQL or SQLAlchemy (``PostgreSQL:
+    ...``, see :func:`describe`), else None."""
+    if not isinstance(driver_error(exc), (sa.exc.SQLAlchemyError, psycopg.Error)):
+        return None
+    return f"PostgreSQL: {describe(exc)}"
+
+
+def check_reachable(url: str) -> None:
+    """Connect to the PostgreSQL at ``url`` once: a command that would first spend time or
+    money elsewhere (an export, the demo's stack) refuses at once when it cannot.
+
+    Raises:
+        DatabaseUnavailableError: it cannot be connected to (named by :func:`describe`).
+    """
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as exc:
+        raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
+    finally:
+        engine.dispose()
+
+
+class RefusedError(DdbcdcError):
+    """PostgreSQL refused a value the transaction sent (the ``poison`` verdict): some record
+    of the batch is the cause (the pipeline finds it and dead-letters it)."""
 
 
 class _ConflictError(Exception):
@@ -230,7 +275,7 @@ def run_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
                 log.warning("%s, attempt %d: %s", exc.timeout, attempt, exc)
             else:
                 log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
-            time.sleep(random.uniform(0, 0.05 * 2**attempt))
+            time.sleep(CONFLICT_BACKOFF.delay(attempt))
     if last.timeout is not None:
         raise DatabaseTimeoutError(
             f"PostgreSQL {last.timeout} in each of {CONFLICT_ATTEMPTS} attempts: {last}",

@@ -6,14 +6,27 @@ Every error ddbcdc raises on purpose derives from :class:`DdbcdcError`::
     ├── PoisonRecordError        this record can never be applied: dead-letter it, go on
     │   ├── DecodeError          malformed change record (JSON, envelope, attribute value)
     │   └── CleanseError         decoded, but does not fit the table mapping
+    ├── RefusedError             PostgreSQL refused a value of a transaction: find the
+    │                            record and dead-letter it (db)
     ├── RetryableError           transient: back off, retry, never checkpoint past it
     │   └── DatabaseUnavailableError
     │       └── DatabaseTimeoutError  a statement or lock timeout of PostgreSQL ended it
     ├── ConfigurationError       bad settings or table mapping: refuse to start
-    └── InputError               a file of change records is not what its form says
+    │   ├── ExportError          an export that cannot be imported as it is (backfill.export)
+    │   └── BelowFloorError      a backfill at or below the prune floor (backfill.state)
+    ├── InputError               a file of change records is not what its form says
+    ├── AwsApiError              an AWS JSON API answered an error, or nothing: the local
+    │                            stack's own client (local.awsjson)
+    └── AwsError                 a request of a ddbcdc AWS client failed, named by service,
+        │                        operation, resource and endpoint (aws.errors)
+        ├── AwsUnreachableError  no connection to the endpoint
+        ├── AwsAccessDeniedError no usable credentials, or the policy does not allow it
+        └── AwsNotFoundError     the table, stream, bucket or object does not exist
 
-Errors carry the context needed to find the offending input (shard id, sequence number,
-table, attribute path) and are raised ``from`` their cause.
+The classes defined outside this module are named with their module. Errors carry the
+context needed to find the offending input (shard id, sequence number, table, attribute
+path) and are raised ``from`` their cause; a command ends any of them in one line on stderr
+(exit status 2). A test holds this drawing equal to the classes.
 """
 
 from __future__ import annotations

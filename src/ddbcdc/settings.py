@@ -16,7 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ddbcdc.decode.timestamps import parse_timestamp
 
-__all__ = ["Settings"]
+__all__ = ["DEFAULT_TOMBSTONE_HORIZON", "Settings"]
+
+#: How far behind the stream's position (in stream time) a change may still arrive: tombstones
+#: older than that are pruned (``DDBCDC_TOMBSTONE_HORIZON``).
+DEFAULT_TOMBSTONE_HORIZON = timedelta(days=8)
 
 
 def _env(*names: str) -> AliasChoices:
@@ -86,7 +90,7 @@ class Settings(BaseSettings):
         default=Path("schemas/tables"), validation_alias=_env("DDBCDC_MAPPINGS_DIR")
     )
     tombstone_horizon: timedelta = Field(
-        default=timedelta(days=8), validation_alias=_env("DDBCDC_TOMBSTONE_HORIZON")
+        default=DEFAULT_TOMBSTONE_HORIZON, validation_alias=_env("DDBCDC_TOMBSTONE_HORIZON")
     )
     timestamp_unit: Literal["auto", "s", "ms", "us"] = Field(
         default="auto", validation_alias=_env("DDBCDC_TIMESTAMP_UNIT")

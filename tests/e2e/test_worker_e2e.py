@@ -31,6 +31,7 @@ import pytest
 import sqlalchemy as sa
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.load.plan import LoadOptions, plan_operations
 from ddbcdc.load.writer import run_load
@@ -160,7 +161,7 @@ def leases(stack: LocalStack, application: str) -> dict[str, dict[str, str | Non
     client = aws.client("dynamodb", stack.settings())
     try:
         items = client.scan(TableName=application, ConsistentRead=True)["Items"]
-    except client.exceptions.ResourceNotFoundException:
+    except AwsNotFoundError:
         return {}
     return {
         item["leaseKey"]["S"]: {
@@ -175,7 +176,7 @@ def leader(stack: LocalStack, application: str) -> str | None:
     client = aws.client("dynamodb", stack.settings())
     try:
         items = client.scan(TableName=f"{application}-CoordinatorState")["Items"]
-    except client.exceptions.ResourceNotFoundException:
+    except AwsNotFoundError:
         return None
     owners = [i["ownerName"]["S"] for i in items if i["key"]["S"] == "Leader" and "ownerName" in i]
     return owners[0] if owners else None

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ddbcdc.local.bridge import DESTINATION_TAG
+from ddbcdc.aws.wiring import LOCAL_DESTINATION_TAG as DESTINATION_TAG
 from ddbcdc.local.bridge_format import partition_key
 from ddbcdc.local.stack import LocalStack
 

@@ -1,6 +1,7 @@
 """``ddbcdc verify [--repair]`` against moto and a real PostgreSQL, on a copy no stream feeds:
-drift put in by hand (an edited row, a deleted row, an extra row) is found, reported and
-repaired through the versioned path; limits hold (--max-suspects)."""
+drift put in by hand (an edited row, a deleted row, an extra row, any stored column, the
+kept ones included) is found, reported and repaired through the versioned path, and the
+in-memory comparison gives the same answer; limits hold (--max-suspects)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from backfill_support import BackfillTable, backfill_table, rich_item
 from ddbcdc.cli import main
 from ddbcdc.local.stack import LocalStack
+from ddbcdc.verify.compare import compare
 
 
 @pytest.fixture
@@ -113,3 +116,87 @@ def test_a_worker_that_does_not_pass_the_re_read_leaves_suspects_unconfirmed(
     assert code == 1 and report["drift"] is True
     assert report["unconfirmed"] == 1 and report["different"] == 0 and report["repaired"] == 0
     assert table.query(f'SELECT first_name FROM "{table.name}" WHERE userid = 9') == [("stale",)]
+
+
+KEPT = {"column": "attributes", "item_column": "item"}
+#: One planted difference per stored column but the key: an UPDATE of the row ``userid``.
+#: Each is one a looser comparison misses: a digit past float precision, ``true`` for ``1``
+#: (equal in Python), a microsecond, an attribute of the kept columns.
+PLANTED = {
+    "first_name": (1, "first_name = 'hand edit'"),
+    "phone": (2, "phone = '0'"),
+    "score": (3, "score = score + 0.000000001"),
+    "active": (4, "active = NOT active"),
+    "avatar": (5, "avatar = '\\x00'::bytea"),
+    "profile": (6, "profile = jsonb_set(profile, '{n}', '1.00000000000000000001')"),
+    "joined": (7, "joined = joined + interval '1 microsecond'"),
+    "attributes": (8, "attributes = jsonb_set(attributes, '{level}', 'true')"),
+    "item": (9, "item = jsonb_set(item, '{city}', '\"Bergen\"')"),
+}
+
+
+def kept_item(userid: int) -> dict[str, object]:
+    """A rich item with attributes no column maps (kept in ``attributes`` and ``item``)."""
+    return {**rich_item(userid), "level": {"N": "1"}, "city": {"S": "Oslo"}}
+
+
+@pytest.fixture
+def kept_table(
+    local_stack: LocalStack,
+    fresh_database: Callable[..., AbstractContextManager[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[BackfillTable]:
+    with backfill_table(
+        local_stack, fresh_database, tmp_path, extra=KEPT, monkeypatch=monkeypatch
+    ) as made:
+        monkeypatch.delenv("DDBCDC_STREAM_NAME", raising=False)  # no stream: a static copy
+        made.put([kept_item(n) for n in range(1, 21)])
+        assert main(["snapshot", "--force", "--no-progress"]) == 0
+        yield made
+
+
+def stored(table: BackfillTable) -> list[tuple[object, ...]]:
+    """Every stored column of every live row (jsonb as PostgreSQL prints it), by key."""
+    columns = ", ".join(f'"{c}"' for c in table.mapping.stored_columns)
+    return table.query(f'SELECT {columns} FROM "{table.name}" ORDER BY userid')
+
+
+def test_drift_in_every_stored_column_kept_ones_included_is_found_and_repaired(
+    kept_table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = kept_table
+    assert set(table.mapping.stored_columns) == {"userid", *PLANTED}
+    before = stored(table)
+    t = f'"{table.name}"'
+    for userid, change in PLANTED.values():
+        table.execute(f"UPDATE {t} SET {change} WHERE userid = {userid}")
+    # The same values spelled otherwise are no drift: 1.00 is the number 1, maps in any order.
+    table.execute(f"""UPDATE {t} SET attributes = '{{"level": 1.00, "city": "Oslo"}}'
+                      WHERE userid = 10""")
+
+    code, report = verify(capsys, "--show-values", "--samples", "20")
+    assert code == 1 and report["drift"] is True
+    assert (report["missing"], report["extra"], report["different"]) == (0, 0, len(PLANTED))
+    keys = {s["key"]["userid"] for s in report["samples"]}  # type: ignore[union-attr, index]
+    assert keys == {userid for userid, _ in PLANTED.values()}
+    by_key = {s["key"]["userid"]: s for s in report["samples"]}  # type: ignore[union-attr, index]
+    assert by_key[8]["postgresql"]["attributes"]["level"] is True
+    assert by_key[8]["dynamodb"]["attributes"]["level"] == 1
+
+    # The in-memory comparison gives the same answer.
+    comparison = compare(table.client(), engine_of(table), table.mapping)
+    assert set(comparison.different) == {(userid,) for userid, _ in PLANTED.values()}
+    assert not comparison.missing and not comparison.extra
+
+    code, repaired = verify(capsys, "--repair")
+    assert code == 1 and repaired["repaired"] == len(PLANTED) and repaired["superseded"] == 0
+    code, after = verify(capsys)
+    assert code == 0 and after["drift"] is False and after["suspects"] == 0
+    after_rows = stored(table)
+    assert [r for r in after_rows if r[0] != 10] == [r for r in before if r[0] != 10]
+    assert compare(table.client(), engine_of(table), table.mapping).matches
+
+
+def engine_of(table: BackfillTable) -> sa.Engine:
+    return sa.create_engine(table.database_url, poolclass=sa.pool.NullPool)

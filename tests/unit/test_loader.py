@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from ddbcdc.aws.errors import AwsError, aws_error
+from ddbcdc.aws.throttle import TokenBucket
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.load.plan import (
     LoadOptions,
@@ -18,7 +20,7 @@ from ddbcdc.load.plan import (
     parse_mix,
     plan_operations,
 )
-from ddbcdc.load.writer import TokenBucket, backoff_delay, run_load
+from ddbcdc.load.writer import RETRY_BACKOFF, run_load
 
 
 @pytest.mark.parametrize(
@@ -212,16 +214,26 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
     rng = random.Random(0)
     for attempt in range(12):
         bound = min(5.0, 0.05 * 2**attempt)
-        delays = [backoff_delay(attempt, rng) for _ in range(200)]
+        delays = [RETRY_BACKOFF.delay(attempt, rng=rng.random) for _ in range(200)]
         assert all(0.0 <= d <= bound for d in delays)
         assert max(delays) > bound * 0.8  # jitter spreads over the whole range
-    assert max(backoff_delay(30, rng) for _ in range(100)) <= 5.0
+    assert max(RETRY_BACKOFF.delay(30, rng=rng.random) for _ in range(100)) <= 5.0
 
 
-def _error(code: str, status: int) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "BatchWriteItem",
+def _error(code: str, status: int) -> AwsError:
+    """What a client of ddbcdc.aws.client raises for this error of BatchWriteItem."""
+    return aws_error(
+        ClientError(
+            {
+                "Error": {"Code": code, "Message": "x"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "BatchWriteItem",
+        ),
+        service="DynamoDB",
+        operation="BatchWriteItem",
+        params={"RequestItems": {"customers": []}},
+        endpoint="http://dynamodb",
     )
 
 

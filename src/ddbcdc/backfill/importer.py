@@ -35,9 +35,13 @@ from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
 
-__all__ = ["ImportResult", "export_run", "import_export", "line_record"]
+__all__ = ["DEFAULT_BATCH_SIZE", "ImportResult", "export_run", "import_export", "line_record"]
 
 log = logging.getLogger(__name__)
+
+#: Export lines applied per transaction (``--batch-size`` of ``snapshot --from-export`` and
+#: ``export``).
+DEFAULT_BATCH_SIZE = 10_000
 
 _ITEM = b'{"Item":'
 _ITEM_KEY = b'"Item"'
@@ -214,7 +218,7 @@ def import_export(
     location: ExportLocation,
     *,
     pipeline: Pipeline,
-    batch_size: int = 10_000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     parallel: int = 1,
     progress: ProgressBar | None = None,
 ) -> ImportResult:

@@ -5,37 +5,22 @@ Every page records the wall-clock time just before its request was first sent
 arrived, so a row read in the page is at least as new as any write before that time. The
 cap (:class:`ReadLimiter`) is shared by every segment of a run: in read capacity units
 (each page's ``ConsumedCapacity``) or in items per second. Throttling and transient errors
-are retried with capped, jittered exponential backoff, re-sending the same page.
+are retried (:func:`ddbcdc.aws.throttle.call_with_backoff`), re-sending the same page; a
+page still failing stops the run (it can be resumed).
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from ddbcdc.aws.throttle import TokenBucket, call_with_backoff
 from ddbcdc.backfill.records import now_us
-from ddbcdc.errors import RetryableError
-from ddbcdc.load.writer import (
-    THROTTLE_CODES,
-    TRANSIENT_CODES,
-    TRANSIENT_EXCEPTIONS,
-    TokenBucket,
-    backoff_delay,
-)
 
-__all__ = ["Page", "ReadLimiter", "call_with_backoff", "scan_pages"]
-
-log = logging.getLogger(__name__)
-
-#: Attempts at one request before the run stops (it can be resumed).
-MAX_ATTEMPTS = 12
+__all__ = ["Page", "ReadLimiter", "scan_pages"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,44 +71,6 @@ class ReadLimiter:
             wait = self._bucket.reserve(consumed if self.by_rcu else float(items))
         if wait > 0:
             self._sleep(wait)
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def call_with_backoff(
-    call: Callable[..., Any],
-    what: str,
-    stop: threading.Event | None = None,
-    *,
-    rng: random.Random | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    **request: Any,
-) -> Any:
-    """``call(**request)``, retried on throttling and transient errors.
-
-    Raises:
-        RetryableError: still failing after :data:`MAX_ATTEMPTS` attempts (or ``stop`` set).
-        botocore.exceptions.ClientError: any other error of the service.
-    """
-    rng = rng or random.Random()
-    for attempt in range(MAX_ATTEMPTS):
-        if stop is not None and stop.is_set():
-            raise RetryableError(f"{what}: stopped")
-        try:
-            return call(**request)
-        except ClientError as exc:
-            code = _code(exc)
-            if code not in THROTTLE_CODES and code not in TRANSIENT_CODES:
-                raise
-            reason = code
-        except TRANSIENT_EXCEPTIONS as exc:
-            reason = type(exc).__name__
-        delay = backoff_delay(attempt, rng, base=0.1, cap=20.0)
-        log.info("%s: %s, retrying in %.2fs (attempt %d)", what, reason, delay, attempt + 1)
-        sleep(delay)
-    raise RetryableError(f"{what}: still failing after {MAX_ATTEMPTS} attempts ({reason})")
 
 
 def scan_pages(

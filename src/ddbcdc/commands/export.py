@@ -17,8 +17,10 @@ from typing import Any
 from ddbcdc.aws import clients as aws
 from ddbcdc.backfill.exporter import ExportRequest, request_export, wait_for_export
 from ddbcdc.backfill.feed import mapping_for
+from ddbcdc.backfill.importer import DEFAULT_BATCH_SIZE
 from ddbcdc.backfill.records import format_us
 from ddbcdc.commands.snapshot import import_location, time_arg
+from ddbcdc.db import check_reachable
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
 
@@ -46,7 +48,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--force", action="store_true", help="go ahead despite failed checks")
     parser.add_argument("--restart", action="store_true", help="abandon an unfinished backfill")
     parser.add_argument(
-        "--batch-size", type=int, default=10_000, help="export lines per transaction (10000)"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"export lines per transaction ({DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument("--parallel", type=int, help="data files imported at once (1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -73,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
         incremental_from_us=incremental_from,
         incremental_to_us=time_arg("--incremental-to", args.incremental_to),
     )
+    # Before an export that costs money: PostgreSQL answers, the bucket exists and can be read.
+    check_reachable(settings.require_database_url())
     dynamodb = aws.client("dynamodb", settings)
     s3 = aws.client("s3", settings)
+    s3.list_objects_v2(Bucket=request.bucket, Prefix=f"{request.prefix.strip('/')}/", MaxKeys=1)
     export = request_export(dynamodb, request)
     print(f"export {export.arn} requested, waiting", file=sys.stderr)
     folder, export_us = wait_for_export(dynamodb, s3, export, timeout=args.timeout, poll=args.poll)

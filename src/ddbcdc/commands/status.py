@@ -1,14 +1,17 @@
-"""``ddbcdc status``: per-shard progress and lag, and tombstone pruning, from PostgreSQL.
+"""``ddbcdc status``: per-shard progress and lag, freshness, stream time and pruning.
 
-A shard processor refreshes its progress row with every batch, and at most every few seconds
-on empty batches too, so a row older than the stall threshold means nothing has called that
-shard's processor since: the shard is shown as stalled, its last MillisBehindLatest as unknown.
-A shard that has ended (resharding) is shown as ended. A shard whose processor is retrying a
-batch it cannot apply is shown as failing, with the reason (``statement_timeout``,
-``lock_timeout``, ``database``, ``unexpected``), since when and how many attempts
-(``ddbcdc_shard_failures``, written by the processor after each failed attempt). Each shard's
-stream time (the newest change time it has applied) is shown too: the oldest of them bounds
-tombstone pruning, whose floor per table and holds (snapshots, imports) close the report.
+Everything comes from PostgreSQL. A shard processor refreshes its progress row with every
+batch, and at most every few seconds on empty batches too, so a row older than the stall
+threshold means nothing has called that shard's processor since: the shard is shown as
+stalled, its last MillisBehindLatest as unknown. A shard that has ended (resharding) is shown
+as ended, one the worker listed but whose processor has applied nothing as not started, one
+whose processor is retrying a batch it cannot apply as failing, with the reason
+(``statement_timeout``, ``lock_timeout``, ``database``, ``unexpected``), since when and how
+many attempts (``ddbcdc_shard_failures``, written after each failed attempt). Each
+shard's stream time (the newest change time it has applied) is shown, and per application
+the stream time (the oldest over its open shards, see :mod:`ddbcdc.materialize.streamtime`);
+per table, the newest change committed and when (freshness); tombstone pruning (floor per
+table, holds) and backfills close the report.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from ddbcdc.db import describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.settings import Settings
 
@@ -33,12 +37,14 @@ def register(subparsers: Any) -> None:
         "status",
         help="per-shard progress and lag of the worker, and backfills, from PostgreSQL",
         description=(
-            "Read ddbcdc_shard_progress: the last applied sequence number of every shard, "
-            "records and batches applied, MillisBehindLatest and the age of the last call; "
-            "tombstone pruning; and the newest backfills (snapshots, export imports) with "
-            "their progress. A shard whose batch keeps failing is shown with the reason "
-            "(statement_timeout, lock_timeout, database, unexpected) and since when. Exit "
-            "status: 0, 1 when there is no progress yet, 3 when a shard is stalled or failing."
+            "Read ddbcdc_shard_progress: the state, last applied sequence number and stream "
+            "time of every shard, records and batches applied, MillisBehindLatest and the age "
+            "of the last call; the stream time of each application; per table, the newest "
+            "change committed and when; tombstone pruning; and the newest backfills "
+            "(snapshots, export imports) with their progress. A shard whose batch keeps "
+            "failing is shown with the reason (statement_timeout, lock_timeout, database, "
+            "unexpected) and since when. Exit status: 0, 1 when there is no progress yet, 3 "
+            "when a shard is stalled or failing."
         ),
     )
     parser.add_argument("--application-name", help="only this KCL application")
@@ -55,46 +61,32 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled or
     failing."""
-    settings = Settings()
-    rows, failed, pruning, runs = _read(settings, args.application_name)
-    now = datetime.now(UTC)
-    stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
-    shards = [_shard(row, now, stall_after, failed) for row in _with_failures(rows, failed)]
-    if args.json:
-        document = {"now": now.isoformat(), "shards": shards, **pruning, "backfills": runs}
-        print(json.dumps(document, indent=2))
-    else:
-        _print_table(shards)
-        _print_failures(shards)
-        _print_pruning(pruning)
-        _print_backfills(runs)
-    if not shards:
-        return 1
-    return 3 if any(s["state"] in ("stalled", "failing") for s in shards) else 0
-
-
-def _read(settings: Settings, application: str | None) -> tuple[Any, ...]:
-    """Progress rows, failures by shard, pruning and backfills, from PostgreSQL."""
     from ddbcdc.backfill.state import recent_runs
     from ddbcdc.schema.tables import shard_failures, shard_progress
 
+    settings = Settings()
     engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
     query = sa.select(shard_progress).order_by(
         shard_progress.c.application, shard_progress.c.shard_id
     )
     failures = sa.select(shard_failures)
-    if application:
-        query = query.where(shard_progress.c.application == application)
-        failures = failures.where(shard_failures.c.application == application)
+    if args.application_name:
+        query = query.where(shard_progress.c.application == args.application_name)
+        failures = failures.where(shard_failures.c.application == args.application_name)
     try:
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
             failed = {(r.application, r.shard_id): dict(r._mapping) for r in conn.execute(failures)}
-            return rows, failed, _pruning(conn), [_backfill(run) for run in recent_runs(conn)]
+            streams = _stream_times(conn, args.application_name)
+            tables = _freshness(conn, args.application_name)
+            pruning = _pruning(conn)
+            runs = [_backfill(run) for run in recent_runs(conn)]
     except ProgrammingError as exc:
         for name in (
             "ddbcdc_shard_progress",
             "ddbcdc_shard_failures",
+            "ddbcdc_stream_time",
+            "ddbcdc_table_progress",
             "ddbcdc_snapshots",
             "ddbcdc_prune_state",
         ):
@@ -104,15 +96,98 @@ def _read(settings: Settings, application: str | None) -> tuple[Any, ...]:
                 ) from exc
         raise
     except OperationalError as exc:
-        raise DatabaseUnavailableError(
-            f"PostgreSQL unreachable: {type(exc.orig).__name__}"
-        ) from exc
+        raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
     finally:
         engine.dispose()
+    now = datetime.now(UTC)
+    stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
+    shards = [_shard(row, now, stall_after, failed) for row in _with_failures(rows, failed)]
+    for table in tables:
+        table["newest_change_age_s"] = round(now.timestamp() - table.pop("_newest_s"), 3)
+    if args.json:
+        document = {
+            "now": now.isoformat(),
+            "shards": shards,
+            "stream_times": streams,
+            "tables": tables,
+            **pruning,
+            "backfills": runs,
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        _print_table(shards)
+        _print_failures(shards)
+        _print_streams(streams)
+        _print_freshness(tables)
+        _print_pruning(pruning)
+        _print_backfills(runs)
+    if not shards:
+        return 1
+    return 3 if any(s["state"] in ("stalled", "failing") for s in shards) else 0
 
 
 def _iso_us(us: int | None) -> str | None:
     return None if us is None else (_EPOCH + timedelta(microseconds=us)).isoformat()
+
+
+def _stream_times(conn: sa.Connection, application: str | None) -> list[dict[str, Any]]:
+    from ddbcdc.materialize.streamtime import stream_times
+
+    return [
+        {
+            "application": t.application,
+            "stream_time": _iso_us(t.stream_time_us),
+            "current": t.current,
+            "why_not_current": t.why_unknown(),
+            "open_shards": t.open_shards,
+            "not_started": list(t.not_started),
+            "shards_listed_at": None if t.listed_at is None else t.listed_at.isoformat(),
+        }
+        for t in stream_times(conn, store=False)
+        if application is None or t.application == application
+    ]
+
+
+def _print_streams(streams: list[dict[str, Any]]) -> None:
+    for s in streams:
+        line = f"stream time of {s['application']}: {s['stream_time'] or 'unknown'}"
+        if s["why_not_current"]:
+            line += f" (not advancing: {s['why_not_current']})"
+        print(line)
+
+
+def _freshness(conn: sa.Connection, application: str | None) -> list[dict[str, Any]]:
+    """Per target table: the newest change committed (over every shard) and when."""
+    from sqlalchemy.dialects.postgresql import distinct_on
+
+    from ddbcdc.schema.tables import table_progress as t
+
+    query = (
+        sa.select(t.c.target_table, t.c.newest_change_us, t.c.committed_at)
+        .ext(distinct_on(t.c.target_table))
+        .order_by(t.c.target_table, t.c.newest_change_us.desc())
+    )
+    if application:
+        query = query.where(t.c.application == application)
+    return [
+        {
+            "target_table": r.target_table,
+            "newest_change": _iso_us(r.newest_change_us),
+            "committed_at": r.committed_at.isoformat(),
+            "write_to_commit_s": round(r.committed_at.timestamp() - r.newest_change_us / 1e6, 3),
+            "_newest_s": r.newest_change_us / 1e6,
+        }
+        for r in conn.execute(query)
+    ]
+
+
+def _print_freshness(tables: list[dict[str, Any]]) -> None:
+    for t in tables:
+        print(
+            f"newest change of {t['target_table']}: {t['newest_change']}, committed "
+            f"{t['committed_at']} ({t['write_to_commit_s']:.3f}s after it was made; "
+            f"{t['newest_change_age_s']:.1f}s ago)"
+        )
 
 
 def _pruning(conn: sa.Connection) -> dict[str, Any]:
@@ -191,10 +266,20 @@ def _print_backfills(runs: list[dict[str, Any]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
+def _state(row: dict[str, Any], age: float, stall_after: float, failing: bool) -> str:
+    if row.get("ended_at") is not None:
+        return "ended"
+    if failing:
+        return "failing"  # its processor is retrying a batch it cannot apply
+    if row["sequence_number"] is None and row.get("max_version_us") is None:
+        return "not_started"  # listed, no processor has applied or caught up on it yet
+    return "stalled" if age > stall_after else "ok"
+
+
 def _with_failures(
     rows: list[dict[str, Any]], failed: dict[tuple[str, str], dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The progress rows, and a row for each shard that failed before it had progress."""
+    """The progress rows, and a row for each shard that failed before it had one."""
     known = {(r["application"], r["shard_id"]) for r in rows}
     first = [
         {
@@ -224,7 +309,6 @@ def _failure(row: dict[str, Any], found: dict[str, Any] | None) -> dict[str, Any
         "failed_at": found["failed_at"].isoformat(),
         "attempts": found["attempts"],
         "sequence_number": found["sequence_number"],
-        "at": found["failed_at"],
     }
 
 
@@ -234,15 +318,15 @@ def _shard(
     stall_after: float,
     failed: dict[tuple[str, str], dict[str, Any]],
 ) -> dict[str, Any]:
+    found = failed.get((row["application"], row["shard_id"]))
+    failure = _failure(row, found)
     updated: datetime | None = row["updated_at"]
-    failure = _failure(row, failed.get((row["application"], row["shard_id"])))
-    last = updated if updated is not None else now
-    age = (now - last).total_seconds()
+    age = (now - (updated or now)).total_seconds()
+    # Failing: its processor is retrying (a failed attempt within the stall threshold).
+    failing = failure is not None and found is not None
+    failing = failing and (now - found["failed_at"]).total_seconds() <= stall_after
     ended = row.get("ended_at")
-    # Failing: its processor is retrying a batch (a failed attempt within the threshold).
-    failing = failure is not None and (now - failure.pop("at")).total_seconds() <= stall_after
-    stalled = ended is None and not failing and age > stall_after
-    state = "ended" if ended else "failing" if failing else "stalled" if stalled else "ok"
+    state = _state(row, age, stall_after, failing)
     return {
         "application": row["application"],
         "shard_id": row["shard_id"],
@@ -255,7 +339,7 @@ def _shard(
         "stream_time": _iso_us(row.get("max_version_us")),
         "ended_at": None if ended is None else ended.isoformat(),
         "state": state,
-        "stalled": stalled,
+        "stalled": state == "stalled",
         "failure": failure,
     }
 
@@ -266,10 +350,9 @@ def _print_failures(shards: list[dict[str, Any]]) -> None:
         if failure is not None:
             print(
                 f"{s['application']} {s['shard_id']} {s['state']}, failing since "
-                f"{failure['since']}: "
-                f"{failure['reason']}, {failure['attempts']} attempts, batch ending at "
-                f"{failure['sequence_number']}, last at {failure['failed_at']}: "
-                f"{failure['error']}"
+                f"{failure['since']}: {failure['reason']}, {failure['attempts']} attempts, "
+                f"batch ending at {failure['sequence_number']}, last at "
+                f"{failure['failed_at']}: {failure['error']}"
             )
 
 
@@ -278,7 +361,8 @@ def _print_table(shards: list[dict[str, Any]]) -> None:
         print("no shard progress yet (has the worker applied a batch?)")
         return
     header = (
-        "APPLICATION", "SHARD", "STATE", "RECORDS", "BATCHES", "BEHIND_MS", "AGE_S", "SEQUENCE",
+        "APPLICATION", "SHARD", "STATE", "RECORDS", "BATCHES", "BEHIND_MS", "AGE_S",
+        "STREAM_TIME", "SEQUENCE",
     )  # fmt: skip
     lines = [header] + [
         (
@@ -292,6 +376,7 @@ def _print_table(shards: list[dict[str, Any]]) -> None:
             if s["stalled"] or s["millis_behind_latest"] is None
             else str(s["millis_behind_latest"]),
             f"{s['seconds_since_update']:.1f}",
+            s["stream_time"] or "-",
             s["sequence_number"] or "-",
         )
         for s in shards

@@ -27,8 +27,9 @@ from ddbcdc.commands.snapshot import add_rate_options
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.settings import Settings
+from ddbcdc.verify.drift import VerifyOptions
 from ddbcdc.verify.recheck import Repairer
-from ddbcdc.verify.run import VerifyOptions, verify_table
+from ddbcdc.verify.run import verify_table
 
 __all__ = ["register"]
 

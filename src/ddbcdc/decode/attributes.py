@@ -16,11 +16,9 @@ Value rules (both directions):
 ``M``       ``dict[str, ...]``
 ==========  ==================================================================
 
-Numbers follow DynamoDB's rules: optional sign, digits with an optional fraction and an
-optional exponent, at most 38 significant digits (leading and trailing zeros do not count,
-as DynamoDB trims them), and a magnitude from ``1E-130`` to
-``9.9999999999999999999999999999999999999E+125`` (zero is allowed). Leading zeros and a
-``+`` sign are accepted, as DynamoDB accepts them on writes.
+Numbers follow DynamoDB's rules (:mod:`ddbcdc.decode.numbers`): optional sign, digits with
+an optional fraction and an optional exponent, at most 38 significant digits, a magnitude
+from ``1E-130`` to ``9.9999999999999999999999999999999999999E+125`` (zero is allowed).
 
 Sets must be non-empty and free of duplicates (DynamoDB rejects both), containers may
 nest 32 levels deep. Anything else raises :class:`~ddbcdc.errors.DecodeError` naming the
@@ -33,33 +31,24 @@ and ``marshal(unmarshal(a)) == a`` for every attribute map in canonical form (nu
 
 from __future__ import annotations
 
-import re
 from binascii import Error as BinasciiError
 from binascii import a2b_base64, b2a_base64
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from ddbcdc.decode.accelerator import SPEEDUPS
+from ddbcdc.decode.numbers import MAX_DIGITS as _MAX_DIGITS
+from ddbcdc.decode.numbers import ValueRuleError as _BadValueError
+from ddbcdc.decode.numbers import kind_name as _kind
+from ddbcdc.decode.numbers import number_text as _number_text
+from ddbcdc.decode.numbers import parse_number as _number
 from ddbcdc.errors import DecodeError
 
-__all__ = ["MAX_DEPTH", "marshal", "marshal_value", "unmarshal", "unmarshal_value"]
+__all__ = ["ACCELERATED", "MAX_DEPTH", "marshal", "marshal_value", "unmarshal", "unmarshal_value"]
 
 #: Deepest nesting of L/M containers DynamoDB stores.
 MAX_DEPTH = 32
-
-_MAX_DIGITS = 38
-_MIN_ADJUSTED = -130
-_MAX_ADJUSTED = 125
-_NUMBER = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?", re.ASCII)
-
-
-class _BadValueError(Exception):
-    """Internal: carries a message and the path parts collected while unwinding."""
-
-    def __init__(self, message: str, *parts: str | int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.parts: list[str | int] = list(parts)
 
 
 def _join(prefix: str, parts: list[str | int]) -> str:
@@ -72,36 +61,7 @@ def _join(prefix: str, parts: list[str | int]) -> str:
     return path
 
 
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 # ---------------------------------------------------------------------------- unmarshal
-
-
-def _number(text: Any) -> int | Decimal:
-    """Parse a DynamoDB number string exactly (the slow, general path)."""
-    if type(text) is not str:
-        raise _BadValueError(f"number must be a string, got {_kind(text)}")
-    match = _NUMBER.fullmatch(text)
-    if match is None:
-        raise _BadValueError("not a DynamoDB number literal")
-    sign, whole, fraction, exponent = match.groups()
-    if not whole and not fraction:
-        raise _BadValueError("not a DynamoDB number literal")
-    if len((whole + (fraction or "")).strip("0")) > _MAX_DIGITS:
-        raise _BadValueError("number has more than 38 significant digits")
-    if fraction is None and exponent is None:
-        whole = whole.lstrip("0")
-        if len(whole) > _MAX_ADJUSTED + 1:
-            raise _BadValueError("number is out of DynamoDB's range")
-        return int(sign + whole) if whole else 0
-    if exponent is not None and len(exponent.lstrip("+-").lstrip("0")) > 6:
-        raise _BadValueError("number is out of DynamoDB's range")
-    value = Decimal(text)
-    if not _MIN_ADJUSTED <= value.adjusted() <= _MAX_ADJUSTED:
-        raise _BadValueError("number is out of DynamoDB's range")
-    return value
 
 
 def _n(value: Any, depth: int) -> int | Decimal:
@@ -297,17 +257,14 @@ def unmarshal(attribute_map: Mapping[str, Any], *, path: str = "") -> dict[str, 
         raise DecodeError("attribute values nested too deeply", path=path or None) from None
 
 
-_fast_unmarshal: Callable[[dict[str, Any]], dict[str, Any] | None] | None
-try:
-    from ddbcdc.decode import _speedups
-except ImportError:  # pragma: no cover - installed without a C compiler
-    _fast_unmarshal = None
-else:
-    # The C loop takes plain dicts and lists; it returns None for anything else, every
-    # error included, and unmarshal's Python path decides.
-    _fast_unmarshal = _speedups.unmarshal
+# The C loop takes plain dicts and lists; it returns None for anything else, every error
+# included, and unmarshal's Python path decides.
+_fast_unmarshal: Callable[[dict[str, Any]], dict[str, Any] | None] | None = (
+    None if SPEEDUPS is None else SPEEDUPS.unmarshal
+)
 
-#: True when the C speedups are in use (built at install time when a compiler exists).
+#: True when the C speedups are in use: built at install time when a compiler exists, and
+#: not switched off (``DDBCDC_SPEEDUPS=0``, :mod:`ddbcdc.decode.accelerator`).
 ACCELERATED = _fast_unmarshal is not None
 
 
@@ -326,25 +283,6 @@ def unmarshal_value(value: Mapping[str, Any], *, path: str = "") -> Any:
 
 
 # ------------------------------------------------------------------------------ marshal
-
-
-def _number_text(value: int | Decimal) -> str:
-    if isinstance(value, int):
-        if value.bit_length() > 420:  # > 10**126: also keeps str() far from its digit cap
-            raise _BadValueError("integer is out of DynamoDB's range")
-        text = str(value)
-        digits = text.lstrip("-")
-        if len(digits.rstrip("0")) > _MAX_DIGITS or len(digits) > _MAX_ADJUSTED + 1:
-            raise _BadValueError("integer does not fit DynamoDB's 38 digits or range")
-        return text
-    if not value.is_finite():
-        raise _BadValueError("number is not finite")
-    digits = "".join(map(str, value.as_tuple().digits)).strip("0")
-    if len(digits) > _MAX_DIGITS:
-        raise _BadValueError("number has more than 38 significant digits")
-    if not _MIN_ADJUSTED <= value.adjusted() <= _MAX_ADJUSTED:
-        raise _BadValueError("number is out of DynamoDB's range")
-    return str(value)
 
 
 def _marshal_set(value: set[Any] | frozenset[Any]) -> dict[str, Any]:

@@ -31,11 +31,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from ddbcdc.aws.resources import KEY_ATTRIBUTE
 from ddbcdc.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_MIX",
-    "KEY_ATTRIBUTE",
     "OPS",
     "Item",
     "LoadOptions",
@@ -50,7 +50,6 @@ __all__ = [
 
 OpKind = Literal["insert", "modify", "remove"]
 OPS: tuple[OpKind, ...] = get_args(OpKind)
-KEY_ATTRIBUTE = "userid"
 MUTABLE_ATTRIBUTES = ("first_name", "last_name", "phone")
 DEFAULT_MIX: Mapping[OpKind, int] = {"insert": 60, "modify": 30, "remove": 10}
 MAX_BATCH = 25  # BatchWriteItem's limit

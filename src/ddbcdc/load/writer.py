@@ -1,15 +1,19 @@
 """Executing planned load operations against DynamoDB: pacing, batching, retries, counts.
 
-* Pacing: a token bucket (:class:`TokenBucket`) reserves one token per write, so a steady
-  ``rate`` holds over the run however long each call takes.
+* Pacing: a token bucket (:class:`ddbcdc.aws.throttle.TokenBucket`) reserves one token per
+  write, so a steady ``rate`` holds over the run however long each call takes.
 * Batching: consecutive operations are grouped per writer lane into BatchWriteItem calls of at
   most ``batch_size`` distinct keys; an operation on a key already in the open batch closes it
   first (DynamoDB rejects two requests for one key in a batch).
 * Order: a key always goes to the same lane (``key % workers``) and a lane writes its batches
   one after the other, so the writes to any one key happen in plan order.
-* Retries: throttling and transient errors are retried with exponential backoff and full
-  jitter, UnprocessedItems are resent; all of it is counted in the :class:`LoadSummary`.
-  The client should not retry by itself (build it with ``max_attempts=1``) so counts are real.
+* Retries: throttling and transient errors (:attr:`ddbcdc.aws.errors.AwsError.retryable`)
+  are retried with :data:`RETRY_BACKOFF`, UnprocessedItems are resent; all of it is counted
+  in the :class:`LoadSummary`. The client should not retry by itself (build it with
+  ``max_attempts=1``) so counts are real.
+* Failures: a write DynamoDB refuses (a validation error) is counted and the run goes on;
+  a fault of the environment (the table missing, access denied, the endpoint unreachable
+  once retries are spent) ends the run with its :class:`~ddbcdc.aws.errors.AwsError`.
 """
 
 from __future__ import annotations
@@ -24,82 +28,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
+
+from ddbcdc.aws.errors import (
+    AwsAccessDeniedError,
+    AwsError,
+    AwsNotFoundError,
+    AwsUnreachableError,
 )
+from ddbcdc.aws.resources import KEY_ATTRIBUTE
+from ddbcdc.aws.throttle import TokenBucket
+from ddbcdc.backoff import Backoff
+from ddbcdc.decode.attributes import unmarshal
+from ddbcdc.load.plan import OPS, LoadOptions, Operation, plan_operations
 
-from ddbcdc.errors import ConfigurationError
-from ddbcdc.load.plan import KEY_ATTRIBUTE, OPS, LoadOptions, Operation, plan_operations
-from ddbcdc.verify import compare as verify
-
-__all__ = [
-    "THROTTLE_CODES",
-    "LoadSummary",
-    "TokenBucket",
-    "backoff_delay",
-    "run_load",
-    "scan_items",
-]
+__all__ = ["RETRY_BACKOFF", "LoadSummary", "run_load", "scan_items"]
 
 logger = logging.getLogger(__name__)
 
-THROTTLE_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-)
-TRANSIENT_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
-TRANSIENT_EXCEPTIONS = (
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+#: Faults that no later write can escape: they end the run.
+_ENVIRONMENT_FAULTS = (AwsAccessDeniedError, AwsNotFoundError, AwsUnreachableError)
 MAX_ATTEMPTS = 10
+#: Waits between attempts at a write.
+RETRY_BACKOFF = Backoff(initial=0.05, maximum=5.0)
 LINGER_SECONDS = 0.02  # a paced run sends what it holds when it would wait longer than this
 
 _serializer = TypeSerializer()
-
-
-class TokenBucket:
-    """Steady pacing: :meth:`reserve` debits tokens now and says how long to wait for them.
-
-    Tokens refill at ``rate`` per second up to ``burst``; a debt is allowed, so callers that
-    sleep for the returned time keep the long-run rate exact even when sleeps overshoot.
-    A rate of 0 never waits.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        burst: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate * 0.05)
-        self._clock = clock
-        self._tokens = self.capacity
-        self._last = clock()
-
-    def reserve(self, tokens: float = 1.0) -> float:
-        """Take ``tokens``; return the seconds to wait before using them (0.0 if none)."""
-        if self.rate <= 0:
-            return 0.0
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        self._tokens -= tokens
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-
-
-def backoff_delay(
-    attempt: int, rng: random.Random, *, base: float = 0.05, cap: float = 5.0
-) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0.0, min(cap, base * 2.0**attempt))
 
 
 @dataclass
@@ -197,31 +150,24 @@ class _Writer:
                     self.summary.retries += 1
                 if attempt + 1 >= MAX_ATTEMPTS:
                     raise _WriteFailedError("UnprocessedItems")
-                self.sleep(backoff_delay(attempt, rng))
+                self.sleep(RETRY_BACKOFF.delay(attempt, rng=rng.random))
                 attempt += 1
 
     def _call(self, rng: random.Random, method: Callable[..., Any], **kwargs: Any) -> Any:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return method(**kwargs)
-            except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-                if code == "ResourceNotFoundException":
-                    raise ConfigurationError(
-                        f"table {self.options.table!r} not found (run `ddbcdc setup` first?)"
-                    ) from exc
-                throttled = code in THROTTLE_CODES
-                if not (throttled or code in TRANSIENT_CODES or status >= 500):
-                    raise _WriteFailedError(code) from exc
-            except TRANSIENT_EXCEPTIONS as exc:
-                code, throttled = type(exc).__name__, False
-            if attempt + 1 >= MAX_ATTEMPTS:
-                raise _WriteFailedError(code)
+            except AwsError as exc:
+                last = attempt + 1 >= MAX_ATTEMPTS
+                if isinstance(exc, _ENVIRONMENT_FAULTS) and (last or not exc.retryable):
+                    raise
+                if last or not exc.retryable:
+                    raise _WriteFailedError(exc.code) from exc
+                throttled = exc.throttled
             with self.lock:
                 self.summary.retries += 1
                 self.summary.throttles += int(throttled)
-            self.sleep(backoff_delay(attempt, rng))
+            self.sleep(RETRY_BACKOFF.delay(attempt, rng=rng.random))
         raise AssertionError("unreachable")
 
 
@@ -344,7 +290,7 @@ def run_load(
         sleep: how to wait (injectable for tests).
 
     Raises:
-        ConfigurationError: the table does not exist.
+        AwsError: the table does not exist, access is denied, the endpoint is unreachable.
     """
     ops = operations if operations is not None else plan_operations(options)
     planned = len(ops) if isinstance(ops, list | tuple) else options.count
@@ -388,11 +334,11 @@ def scan_items(client: Any, table: str) -> dict[int, dict[str, Any]]:
     """Every item of ``table`` by its ``userid``, unmarshalled exactly (numbers as int or Decimal).
 
     Raises:
-        ConfigurationError: the table does not exist.
+        AwsNotFoundError: the table does not exist.
     """
-    try:
-        return {int(item[KEY_ATTRIBUTE]): item for item in verify.scan_items(client, table)}
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise ConfigurationError(f"table {table!r} not found") from exc
-        raise
+    items: dict[int, dict[str, Any]] = {}
+    for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        for raw in page.get("Items", ()):
+            item = unmarshal(raw, path=f"Scan({table})")
+            items[int(item[KEY_ATTRIBUTE])] = item
+    return items

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -54,12 +55,21 @@ class TemporaryPostgres:
         port: TCP port on 127.0.0.1 (a free one when 0).
         durable: keep fsync on (benchmarks); tests turn it off for speed.
         dbname: the database created for ddbcdc.
+        settings: more server settings (name -> value), e.g. ``track_commit_timestamp``.
     """
 
-    def __init__(self, *, port: int = 0, durable: bool = False, dbname: str = "ddbcdc") -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        durable: bool = False,
+        dbname: str = "ddbcdc",
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.durable = durable
         self.dbname = dbname
+        self.settings = dict(settings or {})
         self.bindir = find_pg_bindir()
         self._tmp: Path | None = None
         self._user: str | None = None
@@ -83,57 +93,45 @@ class TemporaryPostgres:
     def start(self) -> TemporaryPostgres:
         """Create and start the cluster; returns self."""
         self._tmp = Path(tempfile.mkdtemp(prefix="ddbcdc-pg-"))
-        data = self._tmp / "data"
         if os.geteuid() == 0:
-            self._user = "postgres"
-            try:
-                entry = pwd.getpwnam(self._user)
-            except KeyError as exc:
-                raise ConfigurationError(
-                    f"running as root needs a 'postgres' user: {_INSTALL_HINT}"
-                ) from exc
-            os.chown(self._tmp, entry.pw_uid, entry.pw_gid)
+            self._run_as_postgres(self._tmp)
         self._run(
             "initdb",
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--no-locale",
-            "--no-sync",
+            *("-D", str(self._tmp / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"),
+            *("--no-locale", "--no-sync"),
         )
-        options = [
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            f"port={self.port}",
-            "-c",
-            f"unix_socket_directories={self._tmp}",
-            "-c",
-            "max_connections=100",
-            "-c",
-            "shared_buffers=256MB",
-        ]
-        if not self.durable:
-            options += [
-                "-c",
-                "fsync=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "synchronous_commit=off",
-            ]
-        self._options = options
+        self._options = self._server_options(self._tmp)
         self._start_server()
         self._run(
             "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.dbname
         )
         log.info("temporary PostgreSQL on 127.0.0.1:%d (%s)", self.port, self._tmp)
         return self
+
+    def _run_as_postgres(self, folder: Path) -> None:
+        """As root: run the cluster as the ``postgres`` user (``initdb`` refuses root)."""
+        self._user = "postgres"
+        try:
+            entry = pwd.getpwnam(self._user)
+        except KeyError as exc:
+            raise ConfigurationError(
+                f"running as root needs a 'postgres' user: {_INSTALL_HINT}"
+            ) from exc
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+
+    def _server_options(self, folder: Path) -> list[str]:
+        """The server's settings: loopback only, and fast rather than durable unless asked."""
+        settings = [
+            "listen_addresses=127.0.0.1",
+            f"port={self.port}",
+            f"unix_socket_directories={folder}",
+            "max_connections=100",
+            "shared_buffers=256MB",
+        ]
+        if not self.durable:
+            settings += ["fsync=off", "full_page_writes=off", "synchronous_commit=off"]
+        settings += [f"{name}={value}" for name, value in sorted(self.settings.items())]
+        return [part for setting in settings for part in ("-c", setting)]
 
     def _start_server(self) -> None:
         assert self._tmp is not None

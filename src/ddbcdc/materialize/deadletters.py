@@ -100,38 +100,6 @@ class DeadLetter:
     error_column: str | None = None
     error_reason: str | None = None
 
-    @classmethod
-    def from_error(
-        cls,
-        stage: Stage,
-        exc: Exception,
-        *,
-        payload: bytes,
-        source_table: str | None = None,
-        target_table: str | None = None,
-        shard_id: str | None = None,
-        sequence_number: str | None = None,
-        partition_key: str | None = None,
-        version_us: int | None = None,
-    ) -> DeadLetter:
-        """Build a dead letter from the error that made the record poison."""
-        poison = exc if isinstance(exc, PoisonRecordError) else None
-        cleanse = exc if isinstance(exc, CleanseError) else None
-        return cls(
-            stage=stage,
-            error=poison.message if poison else f"{type(exc).__name__}: {exc}",
-            error_path=poison.path if poison else None,
-            payload=payload,
-            source_table=source_table,
-            target_table=target_table,
-            shard_id=shard_id,
-            sequence_number=sequence_number,
-            partition_key=partition_key,
-            version_us=version_us,
-            error_column=cleanse.column if cleanse else None,
-            error_reason=poison_reason(exc),
-        )
-
     @property
     def reason(self) -> str:
         """What the dead letter is counted under: the reason, else the error."""

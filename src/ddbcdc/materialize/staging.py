@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.schema.tables import MappedTables
 
-__all__ = ["Stage", "StageRow", "copy_rows", "ensure_temp", "temp_table"]
+__all__ = ["StageRow", "StageTable", "copy_rows", "ensure_temp", "temp_table"]
 
 _INFO_KEY = "ddbcdc_stages"
 
@@ -125,7 +125,7 @@ def copy_rows(
             copy.write_row(row)
 
 
-class Stage:
+class StageTable:
     """The stage table of one mapping and how a batch gets into it."""
 
     def __init__(self, tables: MappedTables) -> None:

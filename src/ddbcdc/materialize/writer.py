@@ -40,7 +40,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.materialize.changelog import ChangeLog, LogRow
-from ddbcdc.materialize.staging import Stage, StageRow
+from ddbcdc.materialize.staging import StageRow, StageTable
 from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables, prune_state
 
 __all__ = ["Outcome", "TableWriter"]
@@ -83,7 +83,7 @@ class TableWriter:
     def __init__(self, tables: MappedTables) -> None:
         self.tables = tables
         self.mapping = tables.mapping
-        self.stage = Stage(tables)
+        self.stage = StageTable(tables)
         self._key = list(self.mapping.key)
         self._columns = list(self.mapping.stored_columns)
         floor = (
@@ -225,7 +225,7 @@ class TableWriter:
         ``newest`` must hold at most one change per key. No change of a key whose newest
         change was refused is logged (the caller settles those keys). ``rows`` and
         ``log_rows``: the stage rows of ``newest`` and the log rows of ``logged``, when made
-        beforehand. The stage is left filled (:meth:`Stage.clear` empties it).
+        beforehand. The stage is left filled (:meth:`StageTable.clear` empties it).
         """
         outcome = Outcome()
         if newest:

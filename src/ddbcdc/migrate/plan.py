@@ -31,7 +31,7 @@ from ddbcdc.errors import ConfigurationError
 from ddbcdc.schema.mapping import RESERVED_PREFIX, TableMapping
 from ddbcdc.schema.tables import MappedTables, mapped_tables
 
-__all__ = ["Step", "TablePlan", "plan_tables"]
+__all__ = ["MigrationPlan", "Step", "plan_tables"]
 
 _DIALECT = pg.dialect()  # type: ignore[no-untyped-call]
 
@@ -57,7 +57,7 @@ class Step:
 
 
 @dataclass
-class TablePlan:
+class MigrationPlan:
     """What ``ddbcdc migrate`` does for one mapping.
 
     Attributes:
@@ -125,12 +125,12 @@ class _Planner:
         self.inspector = sa.inspect(conn)
         self.tables = tables
         self.mapping = tables.mapping
-        self.plan = TablePlan(tables.mapping)
+        self.plan = MigrationPlan(tables.mapping)
         self.existing = set(self.inspector.get_table_names())
         self.added: set[str] = set()
         self.retyped: set[str] = set()
 
-    def run(self) -> TablePlan:
+    def run(self) -> MigrationPlan:
         for table in self.tables.all:
             if table.name not in self.existing:
                 self.plan.steps.append(Step("create table", table.name, "", _create(table)))
@@ -256,7 +256,7 @@ class _Planner:
             self.plan.steps.append(Step("drop not null", table, column.name, sql))
 
 
-def plan_tables(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[TablePlan]:
+def plan_tables(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[MigrationPlan]:
     """The plan of every mapping against what ``conn`` has now (reads only).
 
     Raises:

@@ -3,7 +3,8 @@
 In one transaction:
 
 1. the Alembic revisions under ``migrations/`` (bookkeeping tables and the shipped
-   ``customers`` mapping), run programmatically: no ``alembic.ini`` is needed;
+   ``customers`` mapping; installed with the package, :func:`ddbcdc.resources.migrations_dir`),
+   run programmatically: no ``alembic.ini`` is needed;
 2. every mapping is compared with its tables (:mod:`ddbcdc.migrate.plan`): missing tables
    are created from the same Core metadata (a new mapping file needs no Python code and no
    revision), new columns added, and destructive changes (a column dropped or retyped, the
@@ -24,20 +25,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeVar
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 
-import ddbcdc
-from ddbcdc.db import describe
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.db import describe, run_transaction
+from ddbcdc.errors import ConfigurationError
 from ddbcdc.migrate.fill import BackfillReport, run_backfill, schedule_backfill
-from ddbcdc.migrate.plan import Step, TablePlan, plan_tables
+from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
 from ddbcdc.migrate.versions import record_mapping_version, recorded
+from ddbcdc.resources import migrations_dir
 from ddbcdc.schema.mapping import TableMapping
 
 __all__ = [
@@ -46,11 +45,8 @@ __all__ = [
     "downgrade",
     "format_plan",
     "migrate",
-    "migrations_dir",
     "upgrade",
 ]
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -70,7 +66,7 @@ class MigrationResult:
 
     revision_before: str | None = None
     revision_after: str | None = None
-    plans: list[TablePlan] = field(default_factory=list)
+    plans: list[MigrationPlan] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
     versions_before: dict[str, int | None] = field(default_factory=dict)
     backfills: list[BackfillReport] = field(default_factory=list)
@@ -83,14 +79,6 @@ class MigrationResult:
         return [s.table for p in self.plans for s in p.steps if s.action == "create table"]
 
 
-def migrations_dir() -> Path:
-    """The ``migrations/`` directory next to the package's source tree."""
-    path = Path(ddbcdc.__file__).resolve().parents[2] / "migrations"
-    if not (path / "env.py").is_file():
-        raise ConfigurationError(f"migrations directory not found at {path}")
-    return path
-
-
 def alembic_config(connection: sa.Connection) -> Config:
     """An Alembic config that runs ``migrations/`` on ``connection``."""
     config = Config()
@@ -99,19 +87,15 @@ def alembic_config(connection: sa.Connection) -> Config:
     return config
 
 
-def _in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
-    try:
-        with engine.begin() as conn:
-            return work(conn)
-    except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot migrate: {describe(exc)}") from exc
-
-
 class _DryRunError(Exception):
-    """Rolls a dry run's transaction back."""
+    """Rolls a dry run's transaction back, carrying what it found."""
+
+    def __init__(self, result: MigrationResult) -> None:
+        super().__init__("dry run")
+        self.result = result
 
 
-def _refusal(plans: Sequence[TablePlan]) -> ConfigurationError:
+def _refusal(plans: Sequence[MigrationPlan]) -> ConfigurationError:
     lines = []
     for plan in plans:
         for step in plan.destructive:
@@ -123,7 +107,7 @@ def _refusal(plans: Sequence[TablePlan]) -> ConfigurationError:
     )
 
 
-def _apply(conn: sa.Connection, plan: TablePlan, result: MigrationResult) -> None:
+def _apply(conn: sa.Connection, plan: MigrationPlan, result: MigrationResult) -> None:
     for step in plan.immediate:
         for sql in step.sql:
             try:
@@ -193,19 +177,20 @@ def migrate(
     Raises:
         ConfigurationError: a destructive change not allowed (with the exact DDL), or a
             difference no migration can make; nothing is changed then.
-        DatabaseUnavailableError: PostgreSQL cannot be reached.
+        DatabaseUnavailableError: PostgreSQL cannot be reached, or failed otherwise.
     """
-    result = MigrationResult(dry_run=dry_run)
 
-    def work(conn: sa.Connection) -> None:
+    def work(conn: sa.Connection) -> MigrationResult:
+        result = MigrationResult(dry_run=dry_run)  # afresh when a collision runs it again
         _schema(conn, mappings, revision, allow_destructive, result)
         if dry_run:
-            raise _DryRunError
+            raise _DryRunError(result)
+        return result
 
     try:
-        _in_transaction(engine, work)
-    except _DryRunError:
-        return result
+        result = run_transaction(engine, work)
+    except _DryRunError as dry:
+        return dry.result
     if revision != "head":
         return result
     for plan in result.plans:
@@ -226,7 +211,7 @@ def upgrade(
 
 def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
     """Run the revisions down to ``revision``."""
-    _in_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
+    run_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
 
 
 def _version(before: int | None, after: int | None) -> str:
@@ -237,7 +222,7 @@ def _version(before: int | None, after: int | None) -> str:
     return f"mapping version {before if before is not None else 'none'} -> {after}"
 
 
-def _plan_lines(plan: TablePlan, result: MigrationResult) -> list[str]:
+def _plan_lines(plan: MigrationPlan, result: MigrationResult) -> list[str]:
     target = plan.mapping.target_table
     where = plan.mapping.path or plan.mapping.name
     versions = _version(result.versions_before.get(target), result.versions.get(target))

@@ -1,36 +1,27 @@
-"""Compare a DynamoDB table with its materialized copy in PostgreSQL.
+"""A DynamoDB table against its PostgreSQL copy in one pass, both sides in memory.
 
-The source side is a Scan of the DynamoDB table, each item cleansed through the same table
-mapping the worker uses, so the two sides are compared as PostgreSQL rows (every stored
-column: mapped and kept; ``jsonb`` values by what they hold, not how they are spelled). Used
-by the demo, the end-to-end tests and anyone who wants to check a running pipeline; it holds
-both sides in memory. ``ddbcdc verify`` (:mod:`ddbcdc.verify.run`) is the streaming,
-bounded-memory comparison that tells drift from changes in flight.
+The same comparison as ``ddbcdc verify`` (:class:`ddbcdc.verify.rows.Rows`: every stored
+column, mapped and kept, ``jsonb`` values by what they hold), without its re-check: a
+consistent Scan against the live rows as they are now. For the demo, the tests and anyone
+who waits for a pipeline to catch up (call it until :attr:`Comparison.matches`). ``ddbcdc
+verify`` (:mod:`ddbcdc.verify.run`) is the bounded-memory one that tells drift from changes in
+flight.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
 
-from ddbcdc.cleanse import Cleanser
-from ddbcdc.decode.attributes import unmarshal
-from ddbcdc.decode.itemjson import comparable
-from ddbcdc.decode.record import ChangeRecord
+from ddbcdc.backfill.scan import ReadLimiter, scan_pages
+from ddbcdc.decode.attributes import marshal
 from ddbcdc.schema.mapping import TableMapping
-from ddbcdc.schema.tables import mapped_tables
+from ddbcdc.verify.rows import Key, Row, Rows, describe
 
-__all__ = ["Comparison", "compare", "expected_rows", "live_rows", "scan_items"]
-
-Key = tuple[Any, ...]
-Row = dict[str, Any]
+__all__ = ["Comparison", "compare", "expected_rows", "live_rows"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +34,8 @@ class Comparison:
         missing: keys in DynamoDB but not in PostgreSQL.
         extra: keys in PostgreSQL but not in DynamoDB.
         different: keys on both sides whose rows differ.
+        unmappable: items the mapping cannot hold (the worker dead-letters those; not a
+            difference, as for ``ddbcdc verify``).
     """
 
     source_table: str
@@ -52,6 +45,7 @@ class Comparison:
     missing: tuple[Key, ...] = field(default=())
     extra: tuple[Key, ...] = field(default=())
     different: tuple[Key, ...] = field(default=())
+    unmappable: int = 0
 
     @property
     def matches(self) -> bool:
@@ -66,87 +60,57 @@ class Comparison:
         )
 
 
-def scan_items(dynamodb: Any, table: str) -> Iterator[dict[str, Any]]:
-    """Every item of ``table`` (a consistent, paginated Scan), unmarshalled."""
-    paginator = dynamodb.get_paginator("scan")
-    for page in paginator.paginate(TableName=table, ConsistentRead=True):
-        for item in page.get("Items", ()):
-            yield unmarshal(item, path=f"Scan({table})")
+def _expected(rows: Rows, items: Iterable[Mapping[str, Any]]) -> tuple[dict[Key, Row], set[Key]]:
+    """The rows of marshalled ``items`` as compared, and the keys of those with no row."""
+    expected: dict[Key, Row] = {}
+    unmappable: set[Key] = set()
+    for item in items:
+        key, row = rows.row(item)
+        if row is not None:
+            assert key is not None
+            expected[key] = rows.comparable(row)
+        elif key is not None:
+            unmappable.add(key)
+    return expected, unmappable
 
 
-def expected_rows(items: Iterator[Mapping[str, Any]], mapping: TableMapping) -> dict[Key, Row]:
-    """The rows the worker should hold for ``items``: each cleansed like an INSERT.
-
-    Raises:
-        CleanseError: an item the mapping cannot hold (the worker dead-letters those).
-    """
-    cleanser = Cleanser(mapping)
-    now = datetime.now(UTC)
-    rows: dict[Key, Row] = {}
-    for index, item in enumerate(items):
-        record = ChangeRecord(
-            event_id=f"scan-{index}",
-            event_name="INSERT",
-            table_name=mapping.source_table,
-            aws_region=None,
-            keys={name: item[name] for name in mapping.key if name in item},
-            new_image=dict(item),
-            old_image=None,
-            approximate_creation=now,
-            approximate_creation_us=0,
-            size_bytes=None,
-            is_ttl_delete=False,
-        )
-        change = cleanser.cleanse(record)
-        assert change.row is not None  # an INSERT always has a row
-        rows[change.key] = _comparable_row(change.row, _jsonb_names(mapping))
-    return rows
-
-
-def _jsonb_names(mapping: TableMapping) -> set[str]:
-    live = mapped_tables([mapping])[mapping.target_table].live
-    return {n for n in mapping.stored_columns if isinstance(live.c[n].type, pg.JSONB)}
-
-
-def _comparable_row(row: Mapping[str, Any], jsonb: set[str]) -> Row:
-    """``row`` with its jsonb values (JSON text) as what they hold."""
-    out = dict(row)
-    for name in jsonb:
-        text = out.get(name)
-        if text is not None:
-            out[name] = comparable(json.loads(text, parse_float=Decimal))
-    return out
+def expected_rows(items: Iterable[Mapping[str, Any]], mapping: TableMapping) -> dict[Key, Row]:
+    """The rows the worker holds for ``items`` (Python values, as ``unmarshal`` gives them),
+    as compared; items the mapping cannot hold have none."""
+    rows = Rows(mapping)
+    return _expected(rows, (marshal(item) for item in items))[0]
 
 
 def live_rows(conn: sa.Connection, mapping: TableMapping) -> dict[Key, Row]:
-    """The stored columns of every row in the live PostgreSQL table, by key (jsonb values as
-    what they hold, :func:`ddbcdc.decode.itemjson.comparable`)."""
-    live = mapped_tables([mapping])[mapping.target_table].live
-    names = list(mapping.stored_columns)
-    jsonb = _jsonb_names(mapping)
-    query = sa.select(
-        *(sa.cast(live.c[n], sa.Text).label(n) if n in jsonb else live.c[n] for n in names)
-    )
-    rows: dict[Key, Row] = {}
-    for result in conn.execute(query).mappings():
-        row = _comparable_row({name: result[name] for name in names}, jsonb)
-        rows[tuple(row[k] for k in mapping.key)] = row
-    return rows
+    """Every live row of ``mapping``'s table, as compared."""
+    rows = Rows(mapping)
+    return {key: rows.comparable(row) for key, row in rows.live_rows(conn)}
 
 
 def compare(dynamodb: Any, engine: sa.Engine, mapping: TableMapping) -> Comparison:
     """Scan the source table and compare it with the live PostgreSQL table."""
-    expected = expected_rows(scan_items(dynamodb, mapping.source_table), mapping)
+    rows, _ = describe(dynamodb, mapping)
+    pages = scan_pages(
+        dynamodb,
+        mapping.source_table,
+        segment=0,
+        total_segments=1,
+        start_key=None,
+        limiter=ReadLimiter(),
+    )
+    items = [item for page in pages for item in page.items]
+    expected, unmappable = _expected(rows, items)
     with engine.connect() as conn:
-        actual = live_rows(conn, mapping)
+        actual = {key: rows.comparable(row) for key, row in rows.live_rows(conn)}
     return Comparison(
         source_table=mapping.source_table,
         target_table=mapping.target_table,
-        source_items=len(expected),
+        source_items=len(items),
         target_rows=len(actual),
         missing=tuple(sorted(expected.keys() - actual.keys())),
-        extra=tuple(sorted(actual.keys() - expected.keys())),
+        extra=tuple(sorted(actual.keys() - expected.keys() - unmappable)),
         different=tuple(
             sorted(k for k in expected.keys() & actual.keys() if expected[k] != actual[k])
         ),
+        unmappable=len(items) - len(expected),
     )

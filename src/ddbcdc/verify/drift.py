@@ -1,44 +1,43 @@
-"""What ``ddbcdc verify`` compares and reports: rows, keys, suspects and the report.
+"""What ``ddbcdc verify`` is asked and what it reports: its options, the report and its
+samples, and the temporary tables of a run.
 
-Both sides are compared as PostgreSQL rows: a DynamoDB item is cleansed through the table's
-mapping (as the worker would write it), a PostgreSQL row is read back, jsonb values parsed on
-both sides. Suspects (keys whose two sides differed when compared) live in a temporary table
-of the verifying connection, so memory stays bounded however many there are.
+Suspects (keys whose two sides differed when compared, :mod:`ddbcdc.verify.rows`) and the
+keys seen live in temporary tables of the verifying connection, so memory stays bounded
+however many there are.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from ddbcdc.backfill.records import RecordMaker
-from ddbcdc.cleanse import Cleanser
-from ddbcdc.decode.record import decode_record
 from ddbcdc.decode.render import to_jsonable
-from ddbcdc.errors import ConfigurationError, PoisonRecordError
 from ddbcdc.materialize import staging
-from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.schema.tables import MappedTables
+from ddbcdc.verify.rows import Row
 
-__all__ = [
-    "KINDS",
-    "Rows",
-    "Sample",
-    "VerifyReport",
-    "copy_rows",
-    "dynamodb_key",
-    "temp_table",
-]
+__all__ = ["KINDS", "Sample", "VerifyOptions", "VerifyReport", "copy_rows", "temp_table"]
 
-Key = tuple[Any, ...]
-Row = dict[str, Any]
 KINDS = ("missing", "extra", "different")
-#: Keys per SELECT (a page of small items can hold more keys than one statement may bind).
-_PER_QUERY = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOptions:
+    """How to verify (see ``ddbcdc verify --help``)."""
+
+    segments: int = 4
+    parallel: int | None = None
+    max_rcu: float | None = None
+    max_items_per_second: float | None = None
+    page_size: int | None = None
+    samples: int = 5
+    settle_timeout: float = 120.0
+    max_suspects: int = 100_000
+    rounds: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,104 +142,6 @@ class VerifyReport:
                 extra += f"postgresql={json.dumps(detail['postgresql'])}"
             lines.append(f"  {sample.kind}: {json.dumps(detail['key'])}{extra}")
         return "\n".join(lines)
-
-
-class Rows:
-    """Item -> row and key conversions of one mapping and table."""
-
-    def __init__(
-        self, mapping: TableMapping, tables: MappedTables, attributes: Mapping[str, str]
-    ) -> None:
-        self.mapping = mapping
-        self.tables = tables
-        self.names = [c.name for c in mapping.columns]
-        self.key = list(mapping.key)
-        self.sources = [c.source for c in mapping.key_columns]
-        if set(self.sources) != set(attributes):
-            raise ConfigurationError(
-                f"mapping {mapping.name}: key {self.sources} is not the key of DynamoDB table "
-                f"{mapping.source_table} ({sorted(attributes)}): verify needs them equal"
-            )
-        self.types = dict(attributes)  # attribute -> S | N | B
-        self.maker = RecordMaker(mapping, self.sources)
-        self.cleanser = Cleanser(mapping)
-        self._json = [c.name for c in mapping.columns if c.type == "jsonb"]
-
-    def _cleanse(self, data: bytes) -> Any:
-        record = decode_record(data, timestamp_unit="us")
-        return self.cleanser.cleanse(record)
-
-    def row(self, item: Mapping[str, Any]) -> tuple[Key | None, Row | None]:
-        """(key, row) of a marshalled item; row None when the mapping cannot hold it (key
-        None too when even its key does not fit)."""
-        try:
-            change = self._cleanse(self.maker.put(item, version_us=0, event_id="verify").data)
-            return change.key, self.normal(change.row)
-        except PoisonRecordError:
-            pass
-        try:
-            keys = self.maker.keys_of(item)
-            return self._cleanse(self.maker.remove(keys, version_us=0, event_id="v").data).key, None
-        except PoisonRecordError:
-            return None, None
-
-    def normal(self, row: Mapping[str, Any] | None) -> Row | None:
-        """A cleansed row as compared: its jsonb text parsed as the driver parses jsonb."""
-        if row is None:
-            return None
-        out = {name: row[name] for name in self.names}
-        for name in self._json:
-            if out[name] is not None:
-                out[name] = json.loads(out[name])
-        return out
-
-    def key_dict(self, key: Key) -> dict[str, Any]:
-        """A key as column -> value."""
-        return dict(zip(self.key, key, strict=True))
-
-    def _match(self, table: sa.Table, keys: Sequence[Key]) -> sa.ColumnElement[bool]:
-        if len(self.key) == 1:
-            return table.c[self.key[0]].in_([k[0] for k in keys])
-        return sa.tuple_(*[table.c[k] for k in self.key]).in_(list(keys))
-
-    def fetch(self, conn: sa.Connection, keys: Sequence[Key]) -> dict[Key, tuple[Row, int]]:
-        """The live rows of ``keys`` with their versions (µs)."""
-        live = self.tables.live
-        cols = [live.c[n] for n in self.names]
-        out: dict[Key, tuple[Row, int]] = {}
-        for start in range(0, len(keys), _PER_QUERY):
-            match = self._match(live, keys[start : start + _PER_QUERY])
-            for result in conn.execute(sa.select(*cols, live.c._ddbcdc_version_us).where(match)):
-                row = dict(zip(self.names, result[:-1], strict=True))
-                out[tuple(row[k] for k in self.key)] = (row, int(result[-1]))
-        return out
-
-    def versions(self, conn: sa.Connection, keys: Sequence[Key]) -> dict[Key, int]:
-        """The version (µs) of the newest change applied to each of ``keys``, live or not."""
-        ver = self.tables.versions
-        cols = [ver.c[k] for k in self.key]
-        out: dict[Key, int] = {}
-        for start in range(0, len(keys), _PER_QUERY):
-            match = self._match(ver, keys[start : start + _PER_QUERY])
-            for r in conn.execute(sa.select(*cols, ver.c._ddbcdc_version_us).where(match)):
-                out[tuple(r[:-1])] = int(r[-1])
-        return out
-
-    def dynamodb_key(self, key: Key) -> dict[str, Any]:
-        """A PostgreSQL key -> the DynamoDB key (boto3 form) of the same item."""
-        return dynamodb_key(dict(zip(self.sources, key, strict=True)), self.types)
-
-
-def dynamodb_key(values: Mapping[str, Any], types: Mapping[str, str]) -> dict[str, Any]:
-    """Key attribute values -> the marshalled key, typed by the table's attribute types."""
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        kind = types[name]
-        if kind == "B":
-            out[name] = {"B": bytes(value)}
-        else:
-            out[name] = {kind: str(value)}
-    return out
 
 
 def temp_table(

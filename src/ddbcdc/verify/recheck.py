@@ -21,26 +21,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from ddbcdc.aws.throttle import call_with_backoff
 from ddbcdc.backfill.feed import Batch, feed
 from ddbcdc.backfill.position import WorkerWatch
 from ddbcdc.backfill.records import json_default, key_digest, now_us
-from ddbcdc.backfill.scan import ReadLimiter, call_with_backoff
+from ddbcdc.backfill.scan import ReadLimiter
 from ddbcdc.pipeline import Pipeline, SourceRecord
-from ddbcdc.verify.drift import Rows, Sample, VerifyReport, copy_rows
-
-if TYPE_CHECKING:
-    from ddbcdc.verify.run import VerifyOptions
+from ddbcdc.verify.drift import Sample, VerifyOptions, VerifyReport, copy_rows
+from ddbcdc.verify.rows import Key, Rows
 
 __all__ = ["Rechecker", "Repairer"]
 
 log = logging.getLogger(__name__)
 
-Key = tuple[Any, ...]
 _CHUNK = 100  # BatchGetItem's limit
 _NONE = -(2**63)
 
@@ -178,7 +176,7 @@ class Rechecker:
                     self.report.unmappable += 1
                     continue
                 have = actual.get(key)
-                if (have[0] if have else None) == image:
+                if self.rows.same(have[0] if have else None, image):
                     self.report.changed += 1
                     continue
                 text = None if item is None else orjson.dumps(item, default=json_default).decode()
@@ -206,7 +204,7 @@ class Rechecker:
                 item = orjson.loads(row.image) if row.image is not None else None
                 image = self.rows.row(item)[1] if item is not None else None
                 have = actual.get(key)
-                if (have[0] if have else None) == image:
+                if self.rows.same(have[0] if have else None, image):
                     self.report.changed += 1
                 elif versions.get(key, _NONE) >= row.read_us - self.margin:
                     retry.append((*key, row.kind, round_ + 1, "new", None, None, None))

@@ -21,7 +21,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,30 +30,15 @@ from ddbcdc.backfill.records import key_to_json
 from ddbcdc.backfill.scan import Page, ReadLimiter, scan_pages
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
-from ddbcdc.schema.tables import mapped_tables
-from ddbcdc.verify.drift import Rows, VerifyReport, copy_rows, temp_table
+from ddbcdc.verify.drift import VerifyOptions, VerifyReport, copy_rows, temp_table
 from ddbcdc.verify.recheck import Rechecker, Repairer
+from ddbcdc.verify.rows import Rows, describe
 
-__all__ = ["VerifyOptions", "verify_table"]
+__all__ = ["verify_table"]
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyOptions:
-    """How to verify (see ``ddbcdc verify --help``)."""
-
-    segments: int = 4
-    parallel: int | None = None
-    max_rcu: float | None = None
-    max_items_per_second: float | None = None
-    page_size: int | None = None
-    samples: int = 5
-    settle_timeout: float = 120.0
-    max_suspects: int = 100_000
-    rounds: int = 3
 
 
 def _seen_table(rows: Rows) -> sa.Table:
@@ -133,7 +117,7 @@ class _Scanner:
         suspects = []
         for key, row in expected.items():
             have = actual.get(key)
-            if have is None or have[0] != row:
+            if have is None or not self.rows.same(have[0], row):
                 kind = "missing" if have is None else "different"
                 suspects.append((*key, kind, 0, "new", None, None, None))
         copy_rows(self.conn, self.seen, seen)
@@ -241,15 +225,6 @@ def _scan(
             thread.join(timeout=30)
 
 
-def _rows(client: Any, mapping: TableMapping) -> tuple[Rows, int | None]:
-    """The conversions for the table (from DescribeTable) and its approximate item count."""
-    described = client.describe_table(TableName=mapping.source_table)["Table"]
-    types = {a["AttributeName"]: a["AttributeType"] for a in described["AttributeDefinitions"]}
-    key_names = {k["AttributeName"] for k in described["KeySchema"]}
-    tables = mapped_tables([mapping])[mapping.name]
-    return Rows(mapping, tables, {n: types[n] for n in key_names}), described.get("ItemCount")
-
-
 def verify_table(
     mapping: TableMapping,
     *,
@@ -262,7 +237,7 @@ def verify_table(
 ) -> VerifyReport:
     """Verify (and with ``repairer``, repair) ``mapping``'s table (see the module doc)."""
     started = time.monotonic()
-    rows, expected = _rows(client, mapping)
+    rows, expected = describe(client, mapping)
     if progress is not None:
         progress.total = expected or None
     report = VerifyReport(mapping.source_table, mapping.target_table)

@@ -30,21 +30,21 @@ The process around it (stdout for the protocol only, logging, signals) is
 from __future__ import annotations
 
 import logging
-import random
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclv3
 
+from ddbcdc.backoff import Backoff
 from ddbcdc.errors import ConfigurationError, DatabaseTimeoutError, DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
+from ddbcdc.worker.activity import CallActivity, observe_commit
 from ddbcdc.worker.metrics import ProcessorMetrics
 
-__all__ = ["Backoff", "BatchApplier", "ShardProcessor", "Stopped"]
+__all__ = ["BatchApplier", "ShardProcessor", "Stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +76,6 @@ class Stopped(SystemExit):
     """
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with "equal jitter" (half fixed, half random).
-
-    Args:
-        initial: delay before the first retry, seconds.
-        maximum: cap on the delay, seconds.
-        multiplier: growth per attempt.
-    """
-
-    initial: float = 0.2
-    maximum: float = 30.0
-    multiplier: float = 2.0
-
-    def delay(self, attempt: int, *, rng: Callable[[], float] = random.random) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        base = min(self.maximum, self.initial * self.multiplier ** min(attempt, 64))
-        return base / 2 + rng() * base / 2
-
-
 class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
     """Applies one shard's batches to PostgreSQL, then checkpoints.
 
@@ -115,6 +95,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         clock: monotonic seconds (tests pass a fake one).
         touch: called with (shard, MillisBehindLatest) on every empty batch, to keep the
             shard's progress row fresh (see :class:`ddbcdc.worker.liveness.ProgressTouch`).
+        heartbeat_s: seconds between activity marks inside a long call (0: none).
         failures: called with (position, reason, error) after each failed attempt at a
             batch (see :class:`ddbcdc.worker.failures.FailureNote`).
     """
@@ -133,11 +114,13 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         mapping_check_every: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         touch: Callable[[str, int | None], object] | None = None,
+        heartbeat_s: float = 1.0,
         failures: Callable[[ShardPosition, str, str], object] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.application = application
         self.metrics = metrics or ProcessorMetrics.create()
+        self.activity = CallActivity(self.metrics, heartbeat_s=heartbeat_s)
         self.apply_backoff = apply_backoff or Backoff()
         self.checkpoint_backoff = checkpoint_backoff or Backoff(initial=0.2, maximum=5.0)
         self.checkpoint_attempts = max(1, checkpoint_attempts)
@@ -148,17 +131,25 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self._next_mapping_check = clock() + mapping_check_every
         self._touch = touch
         self._failures = failures
-        self.shard_id = "unknown"
         self.last_applied: str | None = None
         self.last_checkpointed: str | None = None
         self.lease_lost_flag = False
+
+    @property
+    def shard_id(self) -> str:
+        """The shard this processor reads ("unknown" before ``initialize``)."""
+        return self.activity.shard_id
+
+    @shard_id.setter
+    def shard_id(self, value: str) -> None:
+        self.activity.shard_id = value
 
     # --- KCL lifecycle -------------------------------------------------------------------
 
     def initialize(self, initialize_input: Any) -> None:
         """Remember the shard; nothing to open (the pipeline connects lazily)."""
         self.shard_id = str(initialize_input.shard_id)
-        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
+        self.activity.mark()
         log.info(
             "shard processor started shard=%s from_sequence=%s",
             self.shard_id,
@@ -167,12 +158,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
 
     def process_records(self, process_records_input: Any) -> None:
         """Apply the batch (retrying until PostgreSQL commits it), then checkpoint."""
-        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
-        self.metrics.in_call.labels(self.shard_id).set(1)
-        try:
+        with self.activity.call():
             self._process_records(process_records_input)
-        finally:
-            self.metrics.in_call.labels(self.shard_id).set(0)
 
     def _process_records(self, process_records_input: Any) -> None:
         millis = process_records_input.millis_behind_latest
@@ -193,6 +180,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         )
         self._check_mapping()
         result = self._apply(records, position)
+        observe_commit(self.metrics, result)
         self.last_applied = last
         self._count(result, len(records))
         log.debug(
@@ -212,6 +200,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
 
     def lease_lost(self, lease_lost_input: Any) -> None:
         """Another worker owns the shard now: stop without checkpointing."""
+        self.activity.mark()
         self.lease_lost_flag = True
         log.info("lease lost shard=%s last_applied=%s", self.shard_id, self.last_applied)
 
@@ -221,6 +210,10 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         Marked first, retried like a batch: an ended shard brings no more changes, so its
         position must stop holding tombstone pruning back (a missed mark holds it forever).
         """
+        with self.activity.call():
+            self._end_shard(shard_ended_input)
+
+    def _end_shard(self, shard_ended_input: Any) -> None:
         log.info("shard ended shard=%s last_applied=%s", self.shard_id, self.last_applied)
         attempt = 0
         while True:
@@ -242,6 +235,10 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
 
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:
         """Graceful stop: the current batch is done (processing is synchronous); checkpoint it."""
+        with self.activity.call():
+            self._checkpoint_last(shutdown_requested_input)
+
+    def _checkpoint_last(self, shutdown_requested_input: Any) -> None:
         log.info(
             "shutdown requested shard=%s last_applied=%s last_checkpointed=%s",
             self.shard_id,
@@ -252,7 +249,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             self._checkpoint(shutdown_requested_input.checkpointer, self.last_applied)
 
     def _sleep_active(self, seconds: float) -> None:
-        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
+        self.activity.mark()
         time.sleep(seconds)
 
     # --- applying ------------------------------------------------------------------------
@@ -263,6 +260,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             shard_id=self.shard_id,
             sequence_number=record.sequence_number,
             partition_key=record.partition_key,
+            arrival_ms=record.timestamp_millis,
         )
 
     def _check_mapping(self) -> None:
@@ -315,7 +313,6 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
     ) -> None:
         """Attempt ``attempt`` at the batch failed: say so everywhere, then wait to retry."""
         self.metrics.apply_retries.labels(self.shard_id, why).inc()
-        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
         if self._failures is not None:
             self._failures(at, why, detail)
         delay = self.apply_backoff.delay(attempt)

@@ -6,8 +6,8 @@
   processor writes it in a transaction of its own after a failed attempt; ``ddbcdc status``
   shows it while it is newer than the shard's progress row.
 
-Revision ID: 0006_shard_failures
-Revises: 0005
+Revision ID: 0007_shard_failures
+Revises: 0006_freshness
 Create Date: 2026-12-04
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_shard_failures"
-down_revision: str | None = "0005"
+revision: str = "0007_shard_failures"
+down_revision: str | None = "0006_freshness"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
