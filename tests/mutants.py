@@ -73,6 +73,8 @@ PROCESSOR = ("tests/unit/test_processor.py",)
 STREAM_TIME = ("tests/integration/test_stream_time.py",)
 LIVENESS = ("tests/unit/test_liveness.py",)
 NOTHING_LOST = ("tests/integration/test_nothing_lost.py",)
+ISOLATION = ("tests/integration/test_materialize_batch.py", "-k", "many_keys")
+TIMEOUTS = ("tests/unit/test_pipeline_prepare.py", "-k", "classified")
 SNAPSHOT = ("tests/integration/test_snapshot.py", "-k", "request_time")
 VERIFY = ("tests/integration/test_verify_columns.py",)
 
@@ -529,14 +531,26 @@ MUTANTS = [
         NOTHING_LOST,
         "db",
         (
-            "materialize/__init__.py",
-            (
-                "                counts.failed.append((change, describe(exc)))\n"
-                "                continue\n"
-                "            if outcome.refused:"
-            ),
-            "                continue\n            if outcome.refused:",
+            "materialize/isolation.py",
+            "                settled.failed.append((change, describe_state(row.state, *fields)))",
+            "                pass",
         ),
+    ),
+    mutant(
+        "poison: the isolating function forgets the key it refused",
+        ISOLATION,
+        "db",
+        (
+            "materialize/isolate.sql",
+            "            upserted := 0;\n            RETURN NEXT;\n            RETURN QUERY",
+            "            upserted := 0;\n            RETURN QUERY",
+        ),
+    ),
+    mutant(
+        "timeouts: a statement timeout taken for an outage",
+        TIMEOUTS,
+        "unit",
+        ("db.py", '    if state in TIMEOUTS:\n        return "timeout"\n', ""),
     ),
     # snapshot versions: the page's request time minus the margin
     mutant(

@@ -5,7 +5,7 @@ expires while another transaction holds the table: the shard processor retries t
 batch with backoff and never checkpoints past it, and says which timeout it is in its retry
 metric, its log line and ``ddbcdc status`` (failing, since when, how many attempts), until
 the batch applies. Through the processor in memory (metrics, activity) and as the KCL daemon
-runs it (``workers/record_processor.py``).
+runs it (``processor_command()``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,12 +28,14 @@ from amazon_kclpy import kcl
 from prometheus_client import CollectorRegistry
 
 from change_records import record
+from ddbcdc.backoff import Backoff
 from ddbcdc.cli import main
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.worker.daemon import processor_command
 from ddbcdc.worker.failures import FailureNote
 from ddbcdc.worker.metrics import ProcessorMetrics
-from ddbcdc.worker.processor import Backoff, ShardProcessor
+from ddbcdc.worker.processor import ShardProcessor
 from multilang_fake import Discard, FakeDaemon, initialize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,7 +203,7 @@ def test_a_lock_timeout_is_named_in_the_log_and_status_of_the_real_processor(
     ):
         conn.execute(sa.text("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE"))
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "workers" / "record_processor.py")],
+            processor_command().split(" "),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,

@@ -323,8 +323,8 @@ def _shard(
     updated: datetime | None = row["updated_at"]
     age = (now - (updated or now)).total_seconds()
     # Failing: its processor is retrying (a failed attempt within the stall threshold).
-    failing = failure is not None and found is not None
-    failing = failing and (now - found["failed_at"]).total_seconds() <= stall_after
+    recent = found is not None and (now - found["failed_at"]).total_seconds() <= stall_after
+    failing = failure is not None and recent
     ended = row.get("ended_at")
     state = _state(row, age, stall_after, failing)
     return {
