@@ -11,6 +11,7 @@ from ddbcdc.errors import (
     DdbcdcError,
     DecodeError,
     InputError,
+    MappingChangedError,
     PoisonRecordError,
     RetryableError,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "DdbcdcError",
     "DecodeError",
     "InputError",
+    "MappingChangedError",
     "PoisonRecordError",
     "RetryableError",
     "__version__",

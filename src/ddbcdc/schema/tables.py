@@ -12,7 +12,7 @@ Bookkeeping tables (always present, created by migrations ``0001`` and ``0003``)
   change time committed and when (a table's freshness).
 - ``ddbcdc_stream_time`` (``0006``): per application, the stream time established so far
   (it never moves back) and when the worker last listed the stream's shards.
-- ``ddbcdc_shard_failures`` (``0007``): per (application, shard), the last time a batch of
+- ``ddbcdc_shard_failures`` (``0008``): per (application, shard), the last time a batch of
   the shard could not be applied (why: ``statement_timeout``, ``lock_timeout``, ``database``,
   ``unexpected``), since when it has been failing and how often, written in a transaction of
   its own; current while newer than the shard's progress row.

@@ -6,8 +6,8 @@
   processor writes it in a transaction of its own after a failed attempt; ``ddbcdc status``
   shows it while it is newer than the shard's progress row.
 
-Revision ID: 0007_shard_failures
-Revises: 0006_freshness
+Revision ID: 0008_shard_failures
+Revises: 0007_mapping_fence
 Create Date: 2026-12-04
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_shard_failures"
-down_revision: str | None = "0006_freshness"
+revision: str = "0008_shard_failures"
+down_revision: str | None = "0007_mapping_fence"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
