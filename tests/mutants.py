@@ -732,7 +732,7 @@ def restore_leftovers() -> None:
     """Put back files a killed run left mutated (their copies are in .mutants/)."""
     if not BACKUP.exists():
         return
-    for copy in BACKUP.rglob("*.py"):
+    for copy in (p for p in BACKUP.rglob("*") if p.is_file()):  # .py and .sql
         target = ROOT / copy.relative_to(BACKUP)
         shutil.copy2(copy, target)
         print(f"restored {target.relative_to(ROOT)} from an interrupted run", file=sys.stderr)
