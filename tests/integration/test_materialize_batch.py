@@ -20,14 +20,25 @@ from hypothesis import strategies as st
 from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.materialize import Materializer, TableWriter, attempts
+from ddbcdc.schema.deletes import DeletePolicy
 from ddbcdc.schema.mapping import TableMapping, load_mappings
+from ddbcdc.schema.tables import DELETED_AT
 
 SHIPPED = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 CUSTOMERS = SHIPPED[0]
 UNLOGGED = replace(
     CUSTOMERS, name="unlogged", source_table="unlogged", target_table="unlogged", change_log=False
 )
-MAPPINGS = (CUSTOMERS, UNLOGGED)
+# A user's delete keeps the row marked, a TTL expiry keeps it as it was.
+KEEPING = replace(
+    CUSTOMERS,
+    name="keeping",
+    source_table="keeping",
+    target_table="keeping",
+    policy=DeletePolicy(deletes="soft", ttl_deletes="keep"),
+)
+MAPPINGS = (CUSTOMERS, UNLOGGED, KEEPING)
+IDS = ["change_log", "no_change_log", "deletes_kept"]
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +52,20 @@ def engine(fresh_database: Callable[..., AbstractContextManager[str]]) -> Iterat
 
 def _change(mapping: TableMapping, spec: tuple[str, int, int, int | None, int]) -> CleanChange:
     event, userid, us, seq, eid = spec
-    image = {"userid": userid, "first_name": f"n{us}", "phone": us} if event != "REMOVE" else None
+    image = {"userid": userid, "first_name": f"n{us}", "phone": us}
+    removed = event == "REMOVE"
     record = ChangeRecord(
         event_id=f"e{eid}-{event}-{userid}-{us}-{seq}",  # one id, one change
         event_name=event,
         table_name=mapping.source_table,
         aws_region="us-east-1",
         keys={"userid": userid},
-        new_image=image,
-        old_image=None,
+        new_image=None if removed else image,
+        old_image=image if removed and eid % 2 else None,  # a REMOVE's last image, or none
         approximate_creation=datetime.fromtimestamp(us, UTC),
         approximate_creation_us=us,
         size_bytes=1,
-        is_ttl_delete=False,
+        is_ttl_delete=removed and eid % 3 == 0,
         shard_id="s",
         sequence_number=None if seq is None else str(seq),
     )
@@ -72,12 +84,12 @@ _spec = st.tuples(
 def _state(conn: sa.Connection, writer: TableWriter) -> list[Any]:
     state = []
     for table in writer.tables.all:
-        columns = [c for c in table.columns if not c.name.endswith("_at")]
+        columns = [c for c in table.columns if c.name == DELETED_AT or not c.name.endswith("_at")]
         state.append(sorted(conn.execute(sa.select(*columns)).all(), key=repr))
     return state
 
 
-@pytest.mark.parametrize("mapping", MAPPINGS, ids=["change_log", "no_change_log"])
+@pytest.mark.parametrize("mapping", MAPPINGS, ids=IDS)
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -176,7 +188,7 @@ def _isolated_equals_oracle(
         conn.rollback()
 
 
-@pytest.mark.parametrize("mapping", MAPPINGS, ids=["change_log", "no_change_log"])
+@pytest.mark.parametrize("mapping", MAPPINGS, ids=IDS)
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

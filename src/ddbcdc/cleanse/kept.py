@@ -75,8 +75,14 @@ class Keeper:
             return {}
         return {name: value for name, value in image.items() if name in unmapped}
 
-    def add(self, row: dict[str, Any], image: Mapping[str, Any], record: ChangeRecord) -> None:
-        """Put the kept columns into ``row``.
+    def add(
+        self,
+        row: dict[str, Any],
+        image: Mapping[str, Any],
+        record: ChangeRecord,
+        name: str = "NewImage",
+    ) -> None:
+        """Put the kept columns of ``image`` (the record's image called ``name``) into ``row``.
 
         Raises:
             CleanseError: an attribute no ``jsonb`` value can hold (with its path).
@@ -96,7 +102,7 @@ class Keeper:
         except KeptValueError as exc:
             raise CleanseError(
                 f"{self.target}.{column}: {exc.message}",
-                path=f"dynamodb.NewImage.{exc.path}",
+                path=f"dynamodb.{name}.{exc.path}",
                 shard_id=record.shard_id,
                 sequence_number=record.sequence_number,
                 column=column,

@@ -56,6 +56,7 @@ from ddbcdc.materialize.staging import (
     temp_table,
 )
 from ddbcdc.materialize.writer import TableWriter
+from ddbcdc.schema.tables import REMOVED_BY
 
 __all__ = ["REFUSED_BELOW_FLOOR", "Isolation", "Settled"]
 
@@ -91,8 +92,8 @@ class Isolation:
         self.writer = writer
         mapping = writer.mapping
         loaded = [sa.Column(c.name, c.type) for c in writer.stage.table.columns]
-        if writer.log is not None:
-            loaded.append(sa.Column(_DOC, sa.Text))
+        if writer.log is not None:  # a change's log row: its document and a REMOVE's cause
+            loaded += [sa.Column(_DOC, sa.Text), sa.Column(REMOVED_BY, sa.Text)]
         loaded.append(sa.Column(_SEQ, sa.Integer))
         self.table = temp_table(
             f"ddbcdc_iso__{mapping.target_table}",
@@ -167,7 +168,7 @@ class Isolation:
         assert log is not None
         c = self.table.c
         names = ["_ddbcdc_event_id", "_ddbcdc_op", *self.writer.mapping.key]
-        names += ["_ddbcdc_version_us", "_ddbcdc_sequence"]
+        names += ["_ddbcdc_version_us", "_ddbcdc_sequence", REMOVED_BY]
         rows = sa.select(*[c[n] for n in names], sa.cast(c[_DOC], pg.JSONB())).where(*where)
         return pg.insert(log.table).from_select([*names, "_ddbcdc_row"], rows)
 
@@ -275,9 +276,9 @@ class Isolation:
             known = documents or {}
             missing = [c for c in changes if c.event_id not in known]
             made = {c.event_id: r[-1] for c, r in zip(missing, log.rows(missing), strict=True)}
-            docs = [known.get(c.event_id, made.get(c.event_id)) for c in changes]
+            docs = [(known.get(c.event_id, made.get(c.event_id)), c.cause) for c in changes]
         rows = [
-            (*row, *docs[i : i + 1], i, *(numbers[i] if here else (None, None)))
+            (*row, *(docs[i] if docs else ()), i, *(numbers[i] if here else (None, None)))
             for i, row in enumerate(self.writer.stage.rows(changes))
         ]
 

@@ -6,8 +6,8 @@
   processor writes it in a transaction of its own after a failed attempt; ``ddbcdc status``
   shows it while it is newer than the shard's progress row.
 
-Revision ID: 0008_shard_failures
-Revises: 0007_mapping_fence
+Revision ID: 0009_shard_failures
+Revises: 0008_removal_cause
 Create Date: 2026-12-04
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_shard_failures"
-down_revision: str | None = "0007_mapping_fence"
+revision: str = "0009_shard_failures"
+down_revision: str | None = "0008_removal_cause"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
