@@ -195,6 +195,7 @@ class Pipeline:
         self.fence = Fence(self.mappings)
         written = [m if change_log else replace(m, change_log=False) for m in self.mappings]
         self.materializer = Materializer(written)
+        self._refusing = False  # the last batch isolated had changes PostgreSQL refused
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
     @classmethod
@@ -324,7 +325,8 @@ class Pipeline:
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
         self.fence.enter(conn, {c.mapping.target_table for c in prepared.changes})
         if isolate:
-            counts = self.materializer.apply_isolated(conn, prepared.changes)
+            counts = self.materializer.apply_isolated(conn, prepared.changes, plan=prepared.plan)
+            self._refusing = bool(counts.failed)
         else:
             counts = self.materializer.apply(conn, prepared.changes, plan=prepared.plan)
         letters = []
@@ -348,10 +350,13 @@ class Pipeline:
         prepared: PreparedBatch,
         work: Callable[[sa.Connection, PreparedBatch, bool], BatchResult],
     ) -> BatchResult:
-        try:
-            return run_transaction(self.engine, lambda conn: work(conn, prepared, False))
-        except RefusedError as exc:
-            log.warning("PostgreSQL refused a value of the batch (%s); isolating it", exc)
+        # After a batch PostgreSQL refused changes of, the next is isolated at once: refusals
+        # come in runs (a bad deploy, a new constraint), and the fast path would fail first.
+        if not self._refusing:
+            try:
+                return run_transaction(self.engine, lambda conn: work(conn, prepared, False))
+            except RefusedError as exc:
+                log.warning("PostgreSQL refused a value of the batch (%s); isolating it", exc)
         try:
             return run_transaction(self.engine, lambda conn: work(conn, prepared, True))
         except RefusedError as exc:
