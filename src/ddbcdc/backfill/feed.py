@@ -9,14 +9,16 @@ the cost of an import; the live and versions tables are written exactly as for a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
+from ddbcdc.cleanse import CleanChange
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
+from ddbcdc.runtime import short_switch_interval
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.settings import Settings
 
@@ -25,10 +27,15 @@ __all__ = ["Batch", "backfill_pipeline", "feed", "mapping_for", "margin_us"]
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Records to apply in one transaction, and what else to commit with them."""
+    """Records to apply in one transaction, and what else to commit with them.
 
-    records: list[SourceRecord]
+    ``cleansed``: per record, its change when made straight from its item
+    (:mod:`ddbcdc.backfill.direct`), else None (see :meth:`Pipeline.prepare`).
+    """
+
+    records: Sequence[SourceRecord]
     also: Callable[[sa.Connection], None] | None = None
+    cleansed: Sequence[CleanChange | None] | None = None
 
 
 def mapping_for(settings: Settings, source_table: str) -> TableMapping:
@@ -85,9 +92,14 @@ def feed(
 
     def prepare() -> tuple[Batch, PreparedBatch] | None:
         batch = next(batches, None)
-        return None if batch is None else (batch, pipeline.prepare(batch.records))
+        if batch is None:
+            return None
+        return batch, pipeline.prepare(batch.records, cleansed=batch.cleansed)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-backfill") as pool:
+    with (
+        short_switch_interval(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-backfill") as pool,
+    ):
         pending = pool.submit(prepare)
         while True:
             ready = pending.result()

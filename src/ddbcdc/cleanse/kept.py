@@ -75,8 +75,10 @@ class Keeper:
             return {}
         return {name: value for name, value in image.items() if name in unmapped}
 
-    def add(self, row: dict[str, Any], image: Mapping[str, Any], record: ChangeRecord) -> None:
-        """Put the kept columns into ``row``.
+    def add(
+        self, row: dict[str, Any], image: Mapping[str, Any], record: ChangeRecord | None
+    ) -> None:
+        """Put the kept columns into ``row`` (``record``: the change, named in errors).
 
         Raises:
             CleanseError: an attribute no ``jsonb`` value can hold (with its path).
@@ -97,8 +99,8 @@ class Keeper:
             raise CleanseError(
                 f"{self.target}.{column}: {exc.message}",
                 path=f"dynamodb.NewImage.{exc.path}",
-                shard_id=record.shard_id,
-                sequence_number=record.sequence_number,
+                shard_id=None if record is None else record.shard_id,
+                sequence_number=None if record is None else record.sequence_number,
                 column=column,
                 reason=exc.message,
             ) from exc

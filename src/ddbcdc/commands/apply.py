@@ -40,7 +40,6 @@ __all__ = ["ApplyOutcome", "apply_input", "apply_lines", "register"]
 
 #: Dead letters and skipped records reported one by one, then only counted.
 REPORT_AT_MOST = 100
-_SWITCH_INTERVAL_S = 0.0005
 
 
 def register(subparsers: Any) -> None:
@@ -125,6 +124,7 @@ def apply_input(
     where.
     """
     from ddbcdc.pipeline import BatchResult
+    from ddbcdc.runtime import short_switch_interval
 
     outcome = ApplyOutcome(BatchResult())
     batches = _batches(reader, batch_size, outcome, out)
@@ -139,19 +139,14 @@ def apply_input(
         _report_poison(prepared, batch[1], outcome, out)
         return prepared
 
-    # The database thread wakes up after each statement and waits for the GIL, which the
-    # preparing thread holds until the interpreter's switch interval (5 ms) asks it to let
-    # go: a shorter interval hands the database its next statement sooner.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool:
+    with (
+        short_switch_interval(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool,
+    ):
+        pending = pool.submit(next_batch)
+        while (prepared := pending.result()) is not None:
             pending = pool.submit(next_batch)
-            while (prepared := pending.result()) is not None:
-                pending = pool.submit(next_batch)
-                outcome.result.add(pipeline.apply(prepared))
-    finally:
-        sys.setswitchinterval(interval)
+            outcome.result.add(pipeline.apply(prepared))
     outcome.form = reader.form
     outcome.stopped = reader.stopped
     if outcome.reported > REPORT_AT_MOST:
