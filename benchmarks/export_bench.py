@@ -69,8 +69,11 @@ def _digest(db: str) -> tuple[Any, ...]:
     return row
 
 
-def _timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run ``command``; (seconds, peak RSS in KiB)."""
+def _timed(command: list[str], env: dict[str, str]) -> tuple[float, int, float]:
+    """Run ``command``; (seconds, peak RSS in KiB, CPU seconds: user + system).
+
+    The CPU seconds are the command's own (not PostgreSQL's): on a machine shared with other
+    work they hold better than the wall-clock seconds, which the others' load stretches."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
@@ -78,12 +81,12 @@ def _timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{command[:4]} exited {process.returncode}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def _run(
     name: str, folder: Path, db: str, batch_size: int, baseline: Path | None = None
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
     env = {
         **os.environ,
         "DATABASE_URL": db,
@@ -173,6 +176,7 @@ def main() -> None:
             if args.baseline is not None:
                 names += ["baseline", *(["baseline-2"] if args.parallel else [])]
             seconds: dict[str, list[float]] = {name: [] for name in names}
+            cpus: dict[str, list[float]] = {name: [] for name in names}
             rss: list[int] = []
             base_rss: list[int] = []
             digests = set()
@@ -180,11 +184,12 @@ def main() -> None:
                 for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                     db = _database(admin, url)
                     try:
-                        elapsed, peak = _run(name, folder, db, args.batch_size, args.baseline)
+                        elapsed, peak, cpu = _run(name, folder, db, args.batch_size, args.baseline)
                         digests.add(_digest(db))
                     finally:
                         _drop(admin, db)
                     seconds[name].append(elapsed)
+                    cpus[name].append(cpu)
                     if name.startswith("ddbcdc"):
                         rss.append(peak)
                     elif name != "floor":
@@ -193,6 +198,7 @@ def main() -> None:
                     rate = items / elapsed
                     print(
                         f"{items:>9} round {round_}: {name:<10} {elapsed:6.2f}s {rate:9,.0f}/s"
+                        + f"  cpu {cpu:6.2f}s"
                         + memory
                         + f"  load {os.getloadavg()[0]:.1f}"
                     )
@@ -201,6 +207,7 @@ def main() -> None:
             for name, values in seconds.items():
                 entry[f"{name}_best_per_s"] = round(items / min(values))
                 entry[f"{name}_median_per_s"] = round(items / statistics.median(values))
+                entry[f"{name}_median_cpu_s"] = round(statistics.median(cpus[name]), 2)
             entry["ddbcdc_peak_rss_mib"] = round(max(rss) / 1024)
             if base_rss:
                 entry["baseline_peak_rss_mib"] = round(max(base_rss) / 1024)

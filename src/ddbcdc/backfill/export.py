@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+#: Compressed bytes inflated at a time: their text (~10x as much) and its lines are what a
+#: data file holds in memory at once.
+_GZIP_CHUNK = 1 << 16
 
 
 class ExportError(ConfigurationError):
@@ -349,7 +352,7 @@ def _inflated(raw: IO[bytes]) -> Iterator[bytes]:
         ExportError: not a complete gzip file (checked files are: see :meth:`checked`).
     """
     inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
-    for chunk in iter(lambda: raw.read(_CHUNK), b""):
+    for chunk in iter(lambda: raw.read(_GZIP_CHUNK), b""):
         while chunk:
             try:
                 text = inflate.decompress(chunk)
