@@ -10,9 +10,9 @@ Roles:
   ``cloudwatch:PutMetricData`` when the KCL's own metrics are on (``DDBCDC_KCL_METRICS_LEVEL``;
   PutMetricData has no resource-level permissions, hence ``*``).
 - ``setup`` (``ddbcdc setup`` and ``teardown``): creates and deletes the stream and the table,
-  and enables the table's Kinesis streaming destination (which needs the caller to be
-  allowed to describe and write the stream, and once per account to create DynamoDB's
-  service-linked replication role).
+  enables the table's Time to Live (``--ttl-attribute``) and its Kinesis streaming
+  destination (which needs the caller to be allowed to describe and write the stream, and
+  once per account to create DynamoDB's service-linked replication role).
 - ``snapshot`` (reading the source table for a backfill): DescribeTable, Scan and GetItem;
   with an export bucket, also ExportTableToPointInTime/DescribeExport and S3 to write the
   export and read it back.
@@ -182,6 +182,8 @@ def _setup(target: PolicyTarget) -> list[dict[str, Any]]:
         "dynamodb:DisableKinesisStreamingDestination",
         "dynamodb:EnableKinesisStreamingDestination",
         "dynamodb:UpdateKinesisStreamingDestination",
+        "dynamodb:DescribeTimeToLive",
+        "dynamodb:UpdateTimeToLive",
     ]
     return [
         _statement("SetupStream", stream_actions, [target.stream_arn]),

@@ -78,6 +78,7 @@ def set_up(
     wiring = Wiring(resources)
     stream_arn = resources.ensure_stream()
     table = resources.ensure_table()
+    resources.ensure_ttl()
     if options.local:
         table = wiring.ensure_dynamodb_stream(table)
         wiring.ensure_tag(table["TableArn"], stream_arn)

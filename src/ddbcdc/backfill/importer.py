@@ -154,7 +154,13 @@ def line_record(
         written = _number(doc["Metadata"]["WriteTimestampMicros"])
         image = doc.get("NewImage")
         if image is None:
-            return maker.remove(doc["Keys"], version_us=written, event_id=event_id, where=where)
+            return maker.remove(
+                doc["Keys"],
+                version_us=written,
+                event_id=event_id,
+                where=where,
+                old_image=doc.get("OldImage"),
+            )
         return maker.put(image, version_us=written, event_id=event_id, where=where)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return SourceRecord(line, partition_key=where)

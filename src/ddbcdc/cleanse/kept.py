@@ -76,9 +76,14 @@ class Keeper:
         return {name: value for name, value in image.items() if name in unmapped}
 
     def add(
-        self, row: dict[str, Any], image: Mapping[str, Any], record: ChangeRecord | None
+        self,
+        row: dict[str, Any],
+        image: Mapping[str, Any],
+        record: ChangeRecord | None,
+        name: str = "NewImage",
     ) -> None:
-        """Put the kept columns into ``row`` (``record``: the change, named in errors).
+        """Put the kept columns of ``image`` (the record's image called ``name``) into ``row``
+        (``record``: the change, named in errors; None for a change made without one).
 
         Raises:
             CleanseError: an attribute no ``jsonb`` value can hold (with its path).
@@ -98,7 +103,7 @@ class Keeper:
         except KeptValueError as exc:
             raise CleanseError(
                 f"{self.target}.{column}: {exc.message}",
-                path=f"dynamodb.NewImage.{exc.path}",
+                path=f"dynamodb.{name}.{exc.path}",
                 shard_id=None if record is None else record.shard_id,
                 sequence_number=None if record is None else record.sequence_number,
                 column=column,

@@ -73,9 +73,10 @@ def _coerce(
 def compile_row(
     columns: tuple[ColumnMapping, ...], key: tuple[str, ...], image: str
 ) -> RowFunction:
-    """The row function of ``columns`` read from ``image`` (``NewImage``: absent attributes
-    fall back to the record's Keys for key columns, then to defaults; ``Keys``: neither)."""
-    in_image = image == "NewImage"
+    """The row function of ``columns`` read from ``image`` (``NewImage``, ``OldImage``: absent
+    attributes fall back to the record's Keys for key columns, then to defaults; ``Keys``:
+    neither)."""
+    in_image = image != "Keys"
     names: dict[str, Any] = {}
     body = ["get = image.get"]
     fields = []

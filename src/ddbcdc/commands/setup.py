@@ -44,6 +44,7 @@ def options_from(args: argparse.Namespace, settings: Settings) -> ProvisionOptio
         shards=getattr(args, "shards", 2),
         local=bool(args.local) or is_local(settings),
         timeout=args.timeout,
+        ttl_attribute=getattr(args, "ttl_attribute", None),
     )
 
 
@@ -67,6 +68,11 @@ def register(subparsers: Any) -> None:
     add_target_arguments(parser)
     parser.add_argument(
         "--shards", type=int, default=2, help="shard count of a new stream (default: 2)"
+    )
+    parser.add_argument(
+        "--ttl-attribute",
+        metavar="NAME",
+        help="enable the table's Time to Live on this attribute (a number, epoch seconds)",
     )
     parser.set_defaults(func=run)
 

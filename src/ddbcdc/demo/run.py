@@ -2,12 +2,14 @@
 
 Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge), migrate, set up
 the stream and the table (the shipped ``customers`` mapping, installed with the package, so the
-demo runs from any folder), start the KCL worker, load changes (the second half with an
-attribute the mapping does not name, ``city``: it is kept in the ``attributes`` column), wait
-until PostgreSQL equals a Scan of the DynamoDB table, report, stop the worker. Then the mapping
+demo runs from any folder, keeping what the table's Time to Live on ``expires_at`` expires),
+start the KCL worker, load changes (the second half with an attribute the mapping does not
+name, ``city``: it is kept in the ``attributes`` column), wait until PostgreSQL equals a Scan of
+the DynamoDB table, report. Then items expire (:mod:`ddbcdc.demo.archive`) and PostgreSQL must
+keep them while still equal to the Scan; stop the worker. Then the mapping
 evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
 kept attributes and PostgreSQL must equal the Scan again. Clean up. Exit status 0 only when
-both comparisons match.
+every comparison matches.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.db import check_reachable, create_engine
+from ddbcdc.demo.archive import TTL_ATTRIBUTE, archive, archiving_mapping
 from ddbcdc.demo.evolve import NEW_ATTRIBUTE, evolve, print_samples
-from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
+from ddbcdc.load.plan import Item, LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
@@ -181,7 +184,11 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
         # The demo's own boto3 clients take the stack's credentials from the environment,
         # like any other client of it.
         os.environ.update(stack.env)
-        settings = stack.settings(mappings_dir=shipped_mappings_dir())
+        shipped = load_mappings(shipped_mappings_dir())
+        customers = next(m for m in shipped if m.source_table == "customers")
+        # The demo keeps what the table's Time to Live expires (the archive act).
+        mappings_dir = archiving_mapping(customers, options.log_dir / "mappings")
+        settings = stack.settings(mappings_dir=mappings_dir)
         mappings = load_mappings(settings.mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
         engine = create_engine(stack.database_url)
@@ -193,7 +200,12 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
             setup = set_up(
                 dynamodb,
                 aws.client("kinesis", settings),
-                ProvisionOptions(table=mapping.source_table, shards=options.shards, local=True),
+                ProvisionOptions(
+                    table=mapping.source_table,
+                    shards=options.shards,
+                    local=True,
+                    ttl_attribute=TTL_ATTRIBUTE,
+                ),
             )
             say("starting the KCL worker")
             worker = _start_worker(
@@ -206,7 +218,20 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                     say("the worker took no leases in time; see " + str(options.log_dir))
                     return 1
                 say(f"the worker holds leases on all {options.shards} shards")
-                status = _load_and_check(options, settings, engine, mapping, worker, say, out)
+                status, state = _load_and_check(
+                    options, settings, engine, mapping, worker, say, out
+                )
+                if not status:
+                    status = archive(
+                        dynamodb,
+                        engine,
+                        mapping,
+                        state,
+                        seed=options.seed,
+                        timeout=options.timeout,
+                        say=say,
+                        out=out,
+                    )
             finally:
                 _stop_worker(worker)
                 say("worker stopped")
@@ -225,7 +250,8 @@ def _load_and_check(
     worker: subprocess.Popen[bytes],
     say: Callable[[str], None],
     out: TextIO,
-) -> int:
+) -> tuple[int, dict[int, Item]]:
+    """Load, wait, compare: (0 when PostgreSQL matches DynamoDB, the table loaded)."""
     first = LoadOptions(
         table=mapping.source_table,
         count=options.changes // 2,
@@ -254,11 +280,11 @@ def _load_and_check(
     )
     letters, shards = _bookkeeping(engine)
     _report(out, summary, comparison, caught_up, letters, shards)
-    expected = len(expected_state(operations))
-    if comparison.matches and comparison.source_items == expected:
+    state = expected_state(operations)
+    if comparison.matches and comparison.source_items == len(state):
         print("\nSample rows, side by side:", file=out)
         print_samples(dynamodb, engine, mapping, out)
         print("\nPostgreSQL matches DynamoDB.", file=out)
-        return 0
+        return 0, state
     print(f"\nMISMATCH: {comparison} (worker log: {options.log_dir / 'worker.log'})", file=out)
-    return 1
+    return 1, state

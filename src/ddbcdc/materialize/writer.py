@@ -13,7 +13,14 @@ Per batch, after the COPY into the stage (:mod:`ddbcdc.materialize.staging`):
    whose change won (``RETURNING``) get their live row upserted in the same statement.
 2. **delete**: live rows of keys whose versions row is now a tombstone. A statement of its
    own: it runs on a snapshot taken after step 1 holds the keys' locks, so it sees a live row
-   that a writer committed while step 1 waited for it.
+   that a writer committed while step 1 waited for it. A mapping that keeps some deleted rows
+   (:mod:`ddbcdc.schema.deletes`) does, per REMOVE that its key's versions row holds (the one
+   that won, or a copy of it), what its mode says: ``hard`` deletes the row; ``soft`` and
+   ``keep`` upsert the item's last image when the REMOVE carries it, ``soft`` with
+   ``_ddbcdc_deleted_at`` set to the change's time; ``soft`` without an image marks the row
+   as it is; ``keep`` without one leaves it. Still one statement (the parts in CTEs, on
+   distinct keys), so the step is what it is for hard deletes; step 1's upsert of a winning
+   INSERT or MODIFY clears the mark.
 3. **log** (with ``change_log``): every distinct change, COPYed straight into the log, or, when
    the log holds some of them already, ``ON CONFLICT (event id) DO NOTHING``
    (:mod:`ddbcdc.materialize.changelog`).
@@ -41,11 +48,13 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.materialize.changelog import ChangeLog, LogRow
 from ddbcdc.materialize.staging import StageRow, StageTable
-from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables, prune_state
+from ddbcdc.schema.tables import DELETED_AT, VERSION_COLUMNS, MappedTables, prune_state
 
 __all__ = ["Outcome", "TableWriter"]
 
 _LOWEST = -(2**63)
+_EPOCH = sa.func.to_timestamp(0)
+_ONE_US = sa.cast(sa.literal("1 microsecond"), sa.Interval())
 
 
 @dataclass
@@ -93,7 +102,7 @@ class TableWriter:
         )
         self._floor = sa.func.coalesce(floor, _LOWEST)
         self._arbiter = self._build_arbiter()
-        self._delete = self._build_delete()
+        self._delete = self._build_delete() if self.mapping.policy.hard else self._build_removal()
         self.log = ChangeLog(tables) if tables.changes is not None else None
 
     def _staged(self, name: str) -> sa.ColumnElement[Any]:
@@ -146,12 +155,14 @@ class TableWriter:
             .where(~won.c._ddbcdc_deleted)
         )
         put = pg.insert(live).from_select(names, rows)
+        cleared = {DELETED_AT: sa.null()} if self.mapping.policy.marks else {}
         return (
             put.on_conflict_do_update(
                 index_elements=key,
                 set_={
                     **{n: put.excluded[n] for n in names if n not in key},
                     "_ddbcdc_updated_at": sa.func.now(),
+                    **cleared,
                 },
             )
             .returning(sa.literal(1))
@@ -184,6 +195,58 @@ class TableWriter:
             _key_match(live, s, self._key),
             s.c._ddbcdc_op == "REMOVE",
         )
+
+    def _applied(self) -> list[sa.ColumnElement[bool]]:
+        """Stage rows that are REMOVEs their key's versions row holds."""
+        s, ver = self.stage.table, self.tables.versions
+        return [
+            _key_match(ver, s, self._key),
+            ver.c._ddbcdc_deleted,
+            ver.c._ddbcdc_version_us == s.c._ddbcdc_version_us,
+            ver.c._ddbcdc_event_id == s.c._ddbcdc_event_id,
+            s.c._ddbcdc_op == "REMOVE",
+        ]
+
+    def _build_removal(self) -> sa.Insert:
+        """Step 2 of a mapping that keeps some deleted rows (see the module doc)."""
+        s, live, modes = self.stage.table, self.tables.live, self.mapping.policy.modes
+        key, applied = self._key, self._applied()
+        deleted_at = _EPOCH + s.c._ddbcdc_version_us * _ONE_US
+        names = [*self._columns, *VERSION_COLUMNS]
+        values = [self._staged(n) for n in names]
+        if "soft" in modes:
+            names.append(DELETED_AT)
+            values.append(sa.case((s.c._ddbcdc_mode == "soft", deleted_at)))
+        images = sa.select(*values).where(*applied, s.c._ddbcdc_image)
+        put = pg.insert(live).from_select(names, images)
+        statement = put.on_conflict_do_update(
+            index_elements=key,
+            set_={
+                **{n: put.excluded[n] for n in names if n not in key},
+                "_ddbcdc_updated_at": sa.func.now(),
+            },
+        )
+        parts = []
+        if "hard" in modes:
+            hard = sa.delete(live).where(
+                _key_match(live, s, key), *applied, s.c._ddbcdc_mode == "hard"
+            )
+            parts.append(hard.returning(sa.literal(1)).cte("hard"))
+        if "soft" in modes:
+            mark = (
+                sa.update(live)
+                .where(_key_match(live, s, key), *applied, s.c._ddbcdc_mode == "soft")
+                .where(~s.c._ddbcdc_image)
+                .values(
+                    {
+                        **{n: s.c[n] for n in VERSION_COLUMNS},
+                        "_ddbcdc_updated_at": sa.func.now(),
+                        DELETED_AT: deleted_at,
+                    }
+                )
+            )
+            parts.append(mark.returning(sa.literal(1)).cte("marked"))
+        return statement.add_cte(*parts) if parts else statement
 
     @property
     def logged(self) -> bool:
