@@ -155,6 +155,9 @@ class Pipeline:
             :mod:`ddbcdc.materialize.prune`).
         prune_every: prune at most this often, after a batch that carries a shard position.
         timestamp_unit: passed to :func:`ddbcdc.decode.record.decode_record`.
+        source_table: the table of records that do not name theirs (a DynamoDB stream's
+            records, as its adapter delivers them, carry no table name); by default the
+            only mapping's, when there is one.
         change_log: False writes no change log whatever the mappings say (backfill rows
             are not changes); the batches are still fenced by the mappings as they are.
     """
@@ -167,6 +170,7 @@ class Pipeline:
         tombstone_horizon: timedelta = DEFAULT_TOMBSTONE_HORIZON,
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
+        source_table: str | None = None,
         change_log: bool = True,
     ) -> None:
         if not mappings:
@@ -181,6 +185,13 @@ class Pipeline:
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
+        if source_table is not None:
+            self._only = self._cleansers.get(source_table)
+            if self._only is None:
+                known = ", ".join(sorted(self._cleansers))
+                raise ConfigurationError(
+                    f"no table mapping for the stream's table {source_table!r} (mapped: {known})"
+                )
         self.fence = Fence(self.mappings)
         written = [m if change_log else replace(m, change_log=False) for m in self.mappings]
         self.materializer = Materializer(written)
@@ -202,6 +213,7 @@ class Pipeline:
             mappings=mappings,
             tombstone_horizon=settings.tombstone_horizon,
             timestamp_unit=settings.timestamp_unit,
+            source_table=settings.source_table if settings.source == "dynamodb-streams" else None,
         )
         if check_mappings:
             try:

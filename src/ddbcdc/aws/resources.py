@@ -60,6 +60,7 @@ class ProvisionOptions:
         shards: shard count when the stream is created.
         local: wire the local bridge (stream + tag) instead of the managed destination.
         timeout: seconds to wait for any resource to become ACTIVE or go away.
+        source: ``kinesis``, or ``dynamodb-streams`` (the table's own stream, no Kinesis).
         ttl_attribute: enable the table's Time to Live on this attribute (None: leave it).
     """
 
@@ -68,6 +69,7 @@ class ProvisionOptions:
     shards: int = 2
     local: bool = False
     timeout: float = 300.0
+    source: Literal["kinesis", "dynamodb-streams"] = "kinesis"
     ttl_attribute: str | None = None
 
     def __post_init__(self) -> None:

@@ -1,12 +1,14 @@
 """The demo: the whole pipeline on the local stack, from DynamoDB writes to PostgreSQL rows.
 
-Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge), migrate, set up
-the stream and the table (the shipped ``customers`` mapping, installed with the package, so the
+Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge; or with source
+``dynamodb-streams`` moto, PostgreSQL and the DynamoDB Streams front), migrate, set up the
+stream and the table (the shipped ``customers`` mapping, installed with the package, so the
 demo runs from any folder, keeping what the table's Time to Live on ``expires_at`` expires),
 start the KCL worker, load changes (the second half with an attribute the mapping does not
 name, ``city``: it is kept in the ``attributes`` column), wait until PostgreSQL equals a Scan of
-the DynamoDB table, report. Then items expire (:mod:`ddbcdc.demo.archive`) and PostgreSQL must
-keep them while still equal to the Scan; stop the worker. Then the mapping
+the DynamoDB table, report. Then items expire (:mod:`ddbcdc.demo.archive`; on Kinesis only:
+the local stack's Time to Live sweeper runs beside its bridge) and PostgreSQL must keep them
+while still equal to the Scan; stop the worker. Then the mapping
 evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
 kept attributes and PostgreSQL must equal the Scan again. Clean up. Exit status 0 only when
 every comparison matches.
@@ -23,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import sqlalchemy as sa
 
@@ -63,6 +65,7 @@ class DemoOptions:
     timeout: float = 120.0
     database_url: str | None = None
     log_dir: Path = Path(".local/demo")
+    source: Literal["kinesis", "dynamodb-streams"] = "kinesis"
 
 
 class _Reporter:
@@ -79,8 +82,9 @@ def _start_worker(
     settings_env: dict[str, str], stream: str, log_file: Path
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings_env}
+    if stream:  # a DynamoDB Streams worker reads the table's own stream
+        env["DDBCDC_STREAM_NAME"] = stream
     env.update(
-        DDBCDC_STREAM_NAME=stream,
         DDBCDC_APPLICATION_NAME=APPLICATION,
         DDBCDC_METRICS_PORT="0",
         DDBCDC_IDLE_TIME_BETWEEN_READS_MS="200",
@@ -179,8 +183,15 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
     if options.database_url:
         check_reachable(options.database_url)  # before the stack starts
     options.log_dir.mkdir(parents=True, exist_ok=True)
-    say("starting the local stack (moto, kinesis-local, PostgreSQL, bridge)")
-    with LocalStack(database_url=options.database_url, log_dir=options.log_dir) as stack:
+    streams = options.source == "dynamodb-streams"
+    parts = "the DynamoDB Streams front" if streams else "kinesis-local, bridge"
+    say(f"starting the local stack (moto, PostgreSQL, {parts})")
+    with LocalStack(
+        database_url=options.database_url,
+        log_dir=options.log_dir,
+        source=options.source,
+        shards=options.shards,
+    ) as stack:
         # The demo's own boto3 clients take the stack's credentials from the environment,
         # like any other client of it.
         os.environ.update(stack.env)
@@ -195,7 +206,8 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
         try:
             say("migrating PostgreSQL")
             upgrade(engine, mappings)
-            say(f"setting up stream and table ({options.shards} shards)")
+            kind = "the table's DynamoDB stream" if streams else "the Kinesis stream"
+            say(f"setting up the table and {kind} ({options.shards} shards)")
             dynamodb = aws.client("dynamodb", settings)
             setup = set_up(
                 dynamodb,
@@ -204,6 +216,7 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                     table=mapping.source_table,
                     shards=options.shards,
                     local=True,
+                    source=options.source,
                     ttl_attribute=TTL_ATTRIBUTE,
                 ),
             )
@@ -221,7 +234,7 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                 status, state = _load_and_check(
                     options, settings, engine, mapping, worker, say, out
                 )
-                if not status:
+                if not status and not streams:  # no Time to Live sweeper beside the front
                     status = archive(
                         dynamodb,
                         engine,
