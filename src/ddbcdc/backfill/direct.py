@@ -26,7 +26,7 @@ from typing import Any, overload
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.decode.attributes import unmarshal
 from ddbcdc.decode.envelope import timestamp_us
-from ddbcdc.errors import DecodeError
+from ddbcdc.errors import DecodeError, PoisonRecordError
 from ddbcdc.pipeline import Pipeline, SourceRecord
 from ddbcdc.schema.mapping import TableMapping
 
@@ -76,7 +76,7 @@ class DirectInserts:
             if not keys:
                 return None
             return self._cleanser.insert(image, keys, event_id=event_id, version_us=version_us)
-        except Exception:  # whatever it is, the reference way decides
+        except PoisonRecordError:  # the reference way decides, and names what is wrong
             return None
 
 
