@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -107,6 +108,7 @@ class Contender:
         self.mappings = mappings
         self.change_log = change_log
         self.seconds: list[float] = []
+        self.cpu: list[float] = []  # the command's CPU seconds (not PostgreSQL's)
 
     def _env(self, db: str) -> dict[str, str]:
         env = {**os.environ, "DATABASE_URL": db, "DDBCDC_MAPPINGS_DIR": str(self.mappings)}
@@ -125,9 +127,12 @@ class Contender:
         env = self._env(db)
         self.prepare(env, cwd)
         command = self.command(data, batch_size)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if done.returncode not in (0, 1):
             raise SystemExit(f"{self.name} failed: {done.stderr[-2000:]}")
         self.seconds.append(elapsed)
@@ -202,7 +207,10 @@ def main() -> None:
                 finally:
                     _drop(admin, db)
                 rate = args.changes / seconds
-                print(f"round {round_}: {contender.name:<9} {seconds:6.2f}s {rate:9,.0f}/s")
+                print(
+                    f"round {round_}: {contender.name:<9} {seconds:6.2f}s {rate:9,.0f}/s"
+                    f"  cpu {contender.cpu[-1]:5.2f}s  load {os.getloadavg()[0]:.1f}"
+                )
     finally:
         admin.dispose()
         if server is not None:
@@ -223,11 +231,13 @@ def main() -> None:
     for c in contenders:
         report[f"{c.name}_best_per_s"] = round(best[c.name])
         report[f"{c.name}_median_per_s"] = round(median[c.name])
+        report[f"{c.name}_median_cpu_s"] = round(statistics.median(c.cpu), 2)
     report["ddbcdc_vs_floor_median"] = round(median["ddbcdc"] / median["floor"], 2)
     if args.baseline is not None:
         report["ddbcdc_vs_baseline_median"] = round(median["ddbcdc"] / median["baseline"], 2)
     if args.soft:
         report["soft_vs_ddbcdc_median"] = round(median["soft"] / median["ddbcdc"], 2)
+    report["load_average"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 
 

@@ -48,6 +48,7 @@ EXPECTED = {
     "alembic_version",
     "ddbcdc_dead_letters",
     "ddbcdc_shard_progress",
+    "ddbcdc_shard_failures",
     "ddbcdc_prune_state",
     "ddbcdc_prune_holds",
     "ddbcdc_mapping_versions",
@@ -168,7 +169,7 @@ def test_0008_gives_every_change_log_the_removal_cause_after_the_fence(db: str) 
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE ddbcdc_changes__orders (event_id text PRIMARY KEY)"))
         conn.execute(sa.text("INSERT INTO ddbcdc_changes__orders VALUES ('logged-before')"))
-    migration.upgrade(engine, SHIPPED)
+    migration.upgrade(engine, SHIPPED, revision="0008_removal_cause")
     for log in ("ddbcdc_changes__customers", "ddbcdc_changes__orders"):
         assert "_ddbcdc_removed_by" in _columns(engine, log)
     with engine.connect() as conn:

@@ -359,6 +359,28 @@ class Cleanser:
             last,
         )
 
+    def insert(
+        self, image: dict[str, Any], keys: dict[str, Any], *, event_id: str, version_us: int
+    ) -> CleanChange | None:
+        """What :meth:`cleanse` gives an INSERT of ``image`` (unmarshalled) with ``keys``,
+        ``event_id`` and ``version_us`` and no sequence number, when its row fits the
+        compiled row function; None otherwise (cleansing the record itself then says why).
+
+        A backfill row made straight from its item takes this, without a record.
+        """
+        row = self._row_fn(image, keys)
+        if row is None:
+            return None
+        if self._keeper is not None:
+            try:
+                self._keeper.add(row, image, None)
+            except CleanseError:
+                return None
+        version = (version_us, -1, event_id)
+        return CleanChange(
+            self.mapping, event_id, "INSERT", self._key_of(row), row, version, version_us, None
+        )
+
 
 def cleanse_record(record: ChangeRecord, mapping: TableMapping) -> CleanChange:
     """Cleanse one record against ``mapping`` (builds the row model each call: use

@@ -81,10 +81,11 @@ class Keeper:
         self,
         row: dict[str, Any],
         image: Mapping[str, Any],
-        record: ChangeRecord,
+        record: ChangeRecord | None,
         name: str = "NewImage",
     ) -> None:
-        """Put the kept columns of ``image`` (the record's image called ``name``) into ``row``.
+        """Put the kept columns of ``image`` (the record's image called ``name``) into ``row``
+        (``record``: the change, named in errors; None for a change made without one).
 
         Raises:
             CleanseError: an attribute no ``jsonb`` value can hold (with its path).
@@ -105,8 +106,8 @@ class Keeper:
             raise CleanseError(
                 f"{self.target}.{column}: {exc.message}",
                 path=f"dynamodb.{name}.{exc.path}",
-                shard_id=record.shard_id,
-                sequence_number=record.sequence_number,
+                shard_id=None if record is None else record.shard_id,
+                sequence_number=None if record is None else record.sequence_number,
                 column=column,
                 reason=exc.message,
             ) from exc

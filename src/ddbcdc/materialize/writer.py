@@ -215,39 +215,60 @@ class TableWriter:
         self.target = LiveWriter(tables)
         self._key = list(self.mapping.key)
         self._floor = floor_of(self.mapping.target_table)
-        self._arbiter = self._build_arbiter()
-        self._delete = self._build_delete() if self.mapping.policy.hard else self._build_removal()
+        self._arbiter = self.arbiter(self.stage.table)
+        self._delete = self.delete(self.stage.table)
         self.log = ChangeLog(tables) if tables.changes is not None else None
 
-    def _upsert_live(self, won: sa.CTE) -> sa.CTE:
+    def _upsert_live(
+        self, source: sa.FromClause, won: sa.CTE, mark: sa.ColumnElement[bool] | None
+    ) -> sa.CTE:
         """The live rows of the keys an INSERT or MODIFY won (their versions rows are locked
-        by this transaction: no other writer of these keys can be in between)."""
-        s, target = self.stage.table, self.target
+        by this transaction: no other writer of these keys can be in between). ``mark``:
+        evaluated with each row joined, right before it is written."""
+        s, target = source, self.target
+        on = key_match(s, won, self._key)
         rows = (
             sa.select(*[target.staged(s.c[n], n) for n in target.names])
-            .select_from(s.join(won, key_match(s, won, self._key)))
+            .select_from(s.join(won, on if mark is None else sa.and_(on, mark)))
             .where(~won.c._ddbcdc_deleted)
         )
         return target.upsert(rows, "upserted")
 
-    def _build_arbiter(self) -> sa.Select[Any]:
-        """Step 1: claim, upsert the winners' live rows; (deleted, upserted, refused ids)."""
-        s, ver = self.stage.table, self.tables.versions
-        won = claim(s, ver, self._key, self._floor)
-        upserted = self._upsert_live(won)
-        refused = sa.select(sa.func.array_agg(s.c._ddbcdc_event_id)).where(
-            refused_where(ver, s, self._key, self._floor)
-        )
+    def refused_where(self, source: sa.FromClause) -> sa.ColumnElement[bool]:
+        """The rows of ``source`` not applied because of the prune floor (see the module doc)."""
+        return refused_where(self.tables.versions, source, self._key, self._floor)
+
+    def arbiter(
+        self,
+        source: sa.FromClause,
+        *,
+        refused_by: str = "_ddbcdc_event_id",
+        ctes: Sequence[sa.CTE] = (),
+        mark: sa.ColumnElement[bool] | None = None,
+    ) -> sa.Select[Any]:
+        """Step 1 over ``source`` (the stage, or rows shaped like it): claim, upsert the
+        winners' live rows; (deleted, upserted, the ``refused_by`` column of the rows refused
+        below the floor). ``ctes``: more statements to run with it; ``mark``: evaluated with
+        each live row right before it is written."""
+        s = source
+        won = claim(s, self.tables.versions, self._key, self._floor)
+        upserted = self._upsert_live(s, won, mark)
+        refused = sa.select(sa.func.array_agg(s.c[refused_by])).where(self.refused_where(s))
         count = sa.func.count()
         deleted = sa.select(count).select_from(won).where(won.c._ddbcdc_deleted)
-        return sa.select(
+        statement = sa.select(
             deleted.scalar_subquery().label("deleted"),
             sa.select(count).select_from(upserted).scalar_subquery().label("upserted"),
             refused.scalar_subquery().label("refused"),
         )
+        return statement.add_cte(*ctes) if ctes else statement
 
-    def _build_delete(self) -> sa.Delete:
-        s, ver, live = self.stage.table, self.tables.versions, self.tables.live
+    def delete(self, source: sa.FromClause) -> sa.Delete | sa.Insert:
+        """Step 2 over ``source``: live rows of its REMOVEs whose key is now a tombstone,
+        deleted, or, for a mapping that keeps some deleted rows, kept as its modes say."""
+        if not self.mapping.policy.hard:
+            return self._removal(source)
+        s, ver, live = source, self.tables.versions, self.tables.live
         return self.target.delete(
             key_match(live, ver, self._key),
             ver.c._ddbcdc_deleted,
@@ -255,9 +276,9 @@ class TableWriter:
             s.c._ddbcdc_op == "REMOVE",
         )
 
-    def _applied(self) -> list[sa.ColumnElement[bool]]:
-        """Stage rows that are REMOVEs their key's versions row holds."""
-        s, ver = self.stage.table, self.tables.versions
+    def _applied(self, source: sa.FromClause) -> list[sa.ColumnElement[bool]]:
+        """Rows of ``source`` that are REMOVEs their key's versions row holds."""
+        s, ver = source, self.tables.versions
         return [
             key_match(ver, s, self._key),
             ver.c._ddbcdc_deleted,
@@ -266,10 +287,10 @@ class TableWriter:
             s.c._ddbcdc_op == "REMOVE",
         ]
 
-    def _build_removal(self) -> sa.Insert:
+    def _removal(self, source: sa.FromClause) -> sa.Insert:
         """Step 2 of a mapping that keeps some deleted rows (see the module doc)."""
-        s, live, modes = self.stage.table, self.tables.live, self.mapping.policy.modes
-        key, applied = self._key, self._applied()
+        s, live, modes = source, self.tables.live, self.mapping.policy.modes
+        key, applied = self._key, self._applied(s)
         deleted_at = _EPOCH + s.c._ddbcdc_version_us * _ONE_US
         names = list(self.target.names)
         values = [self.target.staged(s.c[n], n) for n in names]

@@ -12,6 +12,10 @@ Bookkeeping tables (always present, created by migrations ``0001`` and ``0003``)
   change time committed and when (a table's freshness).
 - ``ddbcdc_stream_time`` (``0006``): per application, the stream time established so far
   (it never moves back) and when the worker last listed the stream's shards.
+- ``ddbcdc_shard_failures`` (``0009``): per (application, shard), the last time a batch of
+  the shard could not be applied (why: ``statement_timeout``, ``lock_timeout``, ``database``,
+  ``unexpected``), since when it has been failing and how often, written in a transaction of
+  its own; current while newer than the shard's progress row.
 - ``ddbcdc_prune_state``: per target table, the floor below which tombstones may be gone.
 - ``ddbcdc_prune_holds``: sources that may still bring old changes (snapshots, imports):
   tombstones at or above a hold's version are kept.
@@ -72,6 +76,7 @@ __all__ = [
     "metadata_for",
     "prune_holds",
     "prune_state",
+    "shard_failures",
     "shard_progress",
     "snapshot_segments",
     "snapshots",
@@ -154,6 +159,19 @@ stream_time = sa.Table(
     sa.Column("stream_time_us", sa.BigInteger),
     sa.Column("listed_at", sa.DateTime(timezone=True)),
     _now_column("updated_at"),
+)
+
+shard_failures = sa.Table(
+    "ddbcdc_shard_failures",
+    bookkeeping_metadata,
+    sa.Column("application", sa.Text, primary_key=True),
+    sa.Column("shard_id", sa.Text, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("sequence_number", sa.Text),  # the last record of the batch retried
+    sa.Column("attempts", sa.BigInteger, nullable=False),
+    _now_column("since"),
+    _now_column("failed_at"),
 )
 
 prune_state = sa.Table(
