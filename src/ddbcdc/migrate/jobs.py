@@ -140,8 +140,10 @@ def run_backfill(
     batch_size: int = 1000,
     max_batches: int | None = None,
     on_batch: Callable[[BackfillReport], None] | None = None,
+    routed: TableMapping | None = None,
 ) -> BackfillReport | None:
     """Run the table's pending backfill to its end (or ``max_batches`` batches of it).
+    ``routed``: the routed mapping, when ``mapping`` is one of its routes.
 
     Returns:
         What this run did, None when no backfill was pending.
@@ -158,7 +160,8 @@ def run_backfill(
         run_batch(engine, target, lambda conn: _finish(conn, target))
         return BackfillReport(mapping.target_table, [], finished=True)
     known = {c.name for c in mapping.columns}
-    filler = Filler(mapping, [c for c in job.columns if c in known], job.source_column)
+    columns = [c for c in job.columns if c in known]
+    filler = Filler(mapping, columns, job.source_column, routed=routed)
     total = BackfillReport(mapping.target_table, [c.name for c in filler.columns])
     batches = 0
     while max_batches is None or batches < max_batches:

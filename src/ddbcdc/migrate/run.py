@@ -211,9 +211,18 @@ def migrate(
         return dry.result
     if revision != "head":
         return result
+    routed = {r.target_table: m for m in mappings for r in m.routes}  # a route's mapping
     for plan in result.plans:
-        fill = run_route_fill if plan.mapping.routes else run_backfill
-        report = fill(engine, plan.mapping, batch_size=batch_size, on_batch=on_batch)
+        if plan.mapping.routes:
+            report = run_route_fill(engine, plan.mapping, batch_size=batch_size, on_batch=on_batch)
+        else:
+            report = run_backfill(
+                engine,
+                plan.mapping,
+                batch_size=batch_size,
+                on_batch=on_batch,
+                routed=routed.get(plan.mapping.target_table),
+            )
         if report is not None:
             result.backfills.append(report)
         if report is None or report.finished:
