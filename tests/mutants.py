@@ -603,8 +603,8 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        version = read_version_us(page.request_us, job.margin)",
-            "        version = read_version_us(now_us(), job.margin)",
+            "        version, items = read_version_us(page.request_us, job.margin), page.items",
+            "        version, items = read_version_us(now_us(), job.margin), page.items",
         ),
     ),
     mutant(
@@ -629,8 +629,8 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        version = read_version_us(page.request_us, job.margin)",
-            "        version = page.request_us",
+            "        version, items = read_version_us(page.request_us, job.margin), page.items",
+            "        version, items = page.request_us, page.items",
         ),
     ),
     mutant(
@@ -639,8 +639,8 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        version = read_version_us(page.request_us, job.margin)",
-            "        version = run.min_version_us",
+            "        version, items = read_version_us(page.request_us, job.margin), page.items",
+            "        version, items = run.min_version_us, page.items",
         ),
     ),
     mutant(

@@ -25,12 +25,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, TypeVar
 
 import sqlalchemy as sa
 
+from ddbcdc.batches import BatchResult, PreparedBatch, SourceRecord
 from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.cleanse.routes import NO_ROUTE, RoutedCleanser, cleanser_for
 from ddbcdc.db import RefusedError, create_engine, describe, run_transaction
@@ -40,10 +40,9 @@ from ddbcdc.errors import (
     DatabaseUnavailableError,
     PoisonRecordError,
 )
-from ddbcdc.materialize import ApplyCounts, Materializer, TablePlan
+from ddbcdc.materialize import ApplyCounts, Materializer
 from ddbcdc.materialize.deadletters import (
     DeadLetter,
-    ReasonKey,
     StoredDeadLetter,
     dead_letter,
     mark_replayed,
@@ -63,92 +62,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SourceRecord(NamedTuple):
-    """One raw Kinesis record: its exact data bytes, where it came from, when it arrived in
-    the stream (ApproximateArrivalTimestamp, epoch milliseconds) when known."""
-
-    data: bytes
-    shard_id: str | None = None
-    sequence_number: str | None = None
-    partition_key: str | None = None
-    arrival_ms: int | None = None
-
-
-@dataclass
-class BatchResult:
-    """What a batch did. ``received == upserted + deleted + stale + dead_lettered``.
-
-    ``reasons`` counts the dead letters per (table, column, reason); ``"-"`` where a dead
-    letter has no table or column. ``unmatched`` counts, per routed mapping (by its name),
-    the changes of items no route but the catch-all takes (or, with no catch-all, that were
-    dead-lettered for it). ``batch`` is the prepared batch that was committed (its change
-    times tell how fresh the copy is, see :meth:`PreparedBatch.change_times`), and
-    ``committed_at`` when the commit returned (epoch seconds).
-    """
-
-    received: int = 0
-    upserted: int = 0
-    deleted: int = 0
-    stale: int = 0
-    dead_lettered: int = 0
-    reasons: dict[ReasonKey, int] = field(default_factory=dict)
-    batch: PreparedBatch | None = field(default=None, repr=False, compare=False)
-    committed_at: float | None = field(default=None, compare=False)
-    unmatched: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: BatchResult) -> None:
-        """Add another batch's counts to these."""
-        self.received += other.received
-        self.upserted += other.upserted
-        self.deleted += other.deleted
-        self.stale += other.stale
-        self.dead_lettered += other.dead_lettered
-        for key, count in other.reasons.items():
-            self.reasons[key] = self.reasons.get(key, 0) + count
-        for name, count in other.unmatched.items():
-            self.unmatched[name] = self.unmatched.get(name, 0) + count
-
-
 def _first(pair: tuple[int, DeadLetter]) -> int:
     return pair[0]
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedBatch:
-    """A batch decoded and cleansed, ready for :meth:`Pipeline.apply`."""
-
-    records: Sequence[SourceRecord]
-    changes: list[CleanChange]
-    sources: dict[int, int]  # id(change) -> index of its SourceRecord
-    poison: list[tuple[int, DeadLetter]]  # (index of the SourceRecord, dead letter)
-    plan: list[TablePlan]  # the changes, collapsed and staged per table
-    unmatched: dict[str, int] = field(default_factory=dict)  # per routed mapping
-
-    def newest_us(self) -> int | None:
-        """The newest change time among the batch's records that decoded."""
-        times = [c.approximate_creation_us for c in self.changes]
-        times += [x.version_us for _, x in self.poison if x.version_us is not None]
-        return max(times) if times else None
-
-    def newest_by_table(self) -> dict[str, int]:
-        """Per target table, the newest change time of the batch's changes to it."""
-        return {
-            table.writer.mapping.target_table: max(c.approximate_creation_us for c in table.group)
-            for table in self.plan
-            if table.group
-        }
-
-    def change_times(self) -> dict[str, tuple[list[int], list[int | None]]]:
-        """Per target table: its changes' change times (epoch microseconds) and their
-        records' arrivals in the stream (epoch milliseconds, None when unknown)."""
-        records, sources = self.records, self.sources
-        return {
-            table.writer.mapping.target_table: (
-                [c.approximate_creation_us for c in table.group],
-                [records[sources[id(c)]].arrival_ms for c in table.group],
-            )
-            for table in self.plan
-        }
 
 
 class Pipeline:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import date
 
+import orjson
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -199,3 +200,48 @@ def test_an_older_move_waits_behind_a_newer_one_in_flight(engine: sa.Engine) -> 
     tables, versions, _ = state(engine)
     assert tables["shop_orders"] == {ORDER_ROW: "o"} and tables["shop_unmatched"] == {}
     assert versions == {ORDER: "shop_orders"}
+
+
+def test_refused_changes_of_a_routed_batch_are_isolated_and_moves_stay_whole(
+    engine: sa.Engine,
+) -> None:
+    """A value a route's table refuses (a CHECK constraint) is one dead letter per refused
+    change; the batch's other changes apply, a key's older valid change included; an item
+    whose move into that table is refused stays whole where it was."""
+    clear(engine)
+    pipeline = Pipeline(engine=engine, mappings=[SHOP])
+    moved, kept = ORDER, ("CUSTOMER#1", "ORDER#2024-05-01#11")
+    older = ("CUSTOMER#3", "ORDER#2024-05-03#12")
+    process(
+        pipeline,
+        record("INSERT", moved, US, eid="a", item=image(moved, "cart", "c")),
+        record("INSERT", kept, US, eid="b", item=image(kept, "order", "ok")),
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("ALTER TABLE shop_orders ADD CONSTRAINT no_bad CHECK (status <> 'bad')")
+        )
+    try:
+        result = pipeline.process(
+            [
+                SourceRecord(r)
+                for r in (
+                    record("MODIFY", moved, US + 1, eid="c", item=image(moved, "order", "bad")),
+                    record("MODIFY", kept, US + 1, eid="d", item=image(kept, "order", "ok2")),
+                    record("INSERT", older, US + 1, eid="e", item=image(older, "cart", "x1")),
+                    record("MODIFY", older, US + 2, eid="f", item=image(older, "order", "bad")),
+                )
+            ]
+        )
+        tables, versions, _ = state(engine)
+        with engine.connect() as conn:
+            payloads = conn.execute(sa.text("SELECT payload FROM ddbcdc_dead_letters")).scalars()
+            letters = sorted(orjson.loads(p)["eventID"] for p in payloads)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE shop_orders DROP CONSTRAINT no_bad"))
+    assert result.dead_lettered == 2
+    assert letters == ["c", "f"]  # one per refused change
+    assert tables["shop_unmatched"] == {moved: "c", older: "x1"}
+    assert tables["shop_orders"] == {(1, date(2024, 5, 1), 11): "ok2"}
+    assert versions[moved] == "shop_unmatched" and versions[older] == "shop_unmatched"

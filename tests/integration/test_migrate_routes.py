@@ -12,11 +12,13 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.materialize.deadletters import list_dead_letters
+from ddbcdc.migrate.fill import Filler
 from ddbcdc.migrate.replay import replay_backfill
 from ddbcdc.migrate.run import format_plan, migrate
 from ddbcdc.pipeline import Pipeline, SourceRecord
@@ -207,3 +209,39 @@ def test_a_column_added_to_a_route_is_filled_and_its_dead_letters_replay(
         )
     assert replay_backfill(engine, [bigger], [letter]) == 0
     assert rows(engine, "SELECT tier FROM shop_customers WHERE customer_id = 2") == [(7,)]
+
+
+def test_a_route_column_fill_locks_the_dynamodb_keys_versions_rows_first(
+    engine: sa.Engine,
+) -> None:
+    """A route's column fill takes its rows' versions rows (one per DynamoDB key, in the
+    routed mapping's versions table) before the rows, as every writer does: held by another
+    session, the fill waits for it."""
+    shop = mapping(document())
+    migrate(engine, [shop])
+    records = [
+        record("INSERT", (f"CUSTOMER#{n}", "PROFILE"), US + n, eid=f"c{n}",
+               item=image((f"CUSTOMER#{n}", "PROFILE"), "thing", f"c{n}") | {"tier": n})
+        for n in (1, 2)
+    ]  # fmt: skip
+    pipeline = Pipeline(engine=engine, mappings=[shop])
+    assert pipeline.process([SourceRecord(r) for r in records]).dead_lettered == 0
+    pipeline.close()
+    grown = document()
+    grown["routes"][0]["columns"].append({"name": "tier", "type": "integer"})
+    bigger = mapping(grown)
+    migrate(engine, [bigger])  # adds tier and fills it; the fill's batch again, locked:
+    route = bigger.routes[0].mapping
+    filler = Filler(route, ["tier"], "attributes", routed=bigger)
+    with engine.connect() as third, engine.connect() as conn:
+        third.execute(
+            sa.text("SELECT 1 FROM ddbcdc_versions__shop WHERE pk = 'CUSTOMER#2' FOR UPDATE")
+        )
+        conn.execute(sa.text("SET lock_timeout = '200ms'"))
+        with pytest.raises(sa.exc.OperationalError) as raised:
+            filler.lock(conn, None, 100)
+        assert isinstance(raised.value.orig, psycopg.errors.LockNotAvailable)
+        conn.rollback()
+        third.rollback()
+        rows = filler.lock(conn, None, 100)
+    assert [r.customer_id for r in rows] == [1, 2]
