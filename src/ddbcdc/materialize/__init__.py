@@ -11,7 +11,8 @@ Every change of a batch ends in exactly one of three ways: **applied** (it won i
 **failed** (returned to the caller, who dead-letters it). :meth:`Materializer.apply` is the
 fast path; when PostgreSQL refuses a value in it, :meth:`Materializer.apply_isolated` finds
 the changes at fault (:mod:`ddbcdc.materialize.isolation`: ranges of keys in subtransactions,
-inside PostgreSQL), and for a key whose newest change fails it tries the next older one: a
+inside PostgreSQL; a routed mapping's by halves in savepoints,
+:mod:`ddbcdc.materialize.bisection`), and for a key whose newest change fails it tries the next older one: a
 refused newest change never takes a valid older one down with it.
 
 Applying the same changes in any order, any number of times, in any batch split, by any
