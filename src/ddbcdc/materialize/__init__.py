@@ -12,8 +12,8 @@ Every change of a batch ends in exactly one of three ways: **applied** (it won i
 fast path; when PostgreSQL refuses a value in it, :meth:`Materializer.apply_isolated` finds
 the changes at fault (:mod:`ddbcdc.materialize.isolation`: ranges of keys in subtransactions,
 inside PostgreSQL; a routed mapping's by halves in savepoints,
-:mod:`ddbcdc.materialize.bisection`), and for a key whose newest change fails it tries the next older one: a
-refused newest change never takes a valid older one down with it.
+:mod:`ddbcdc.materialize.bisection`), and for a key whose newest change fails it tries the
+next older one: a refused newest change never takes a valid older one down with it.
 
 Applying the same changes in any order, any number of times, in any batch split, by any
 number of concurrent transactions, converges to the state of the newest change per key.
