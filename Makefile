@@ -1,6 +1,8 @@
 # ddbcdc: two commands on a fresh machine
 #   make demo   the whole pipeline on the local stack
 #   make test   lint, type-check and every test
+# and one for the edit loop:
+#   make check  lint, type-check and the unit tests (property tests on fewer examples)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +10,11 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test check lint typecheck unit bench clean
+
+# pytest-xdist workers; they share one PostgreSQL cluster, and the end-to-end tests run on one
+# of them at a time (xdist group "e2e"). TEST_WORKERS=0 runs every test in one process.
+TEST_WORKERS ?= 2
 
 SPEEDUPS := setup.py $(wildcard src/ddbcdc/decode/_speedups*.[ch])
 
@@ -39,7 +45,10 @@ typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 test: install lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+
+check: lint typecheck
+	DDBCDC_QUICK_TESTS=1 $(BIN)/pytest tests/unit -q
 
 unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit

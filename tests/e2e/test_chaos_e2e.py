@@ -17,6 +17,7 @@ change the loader made, once, in the order it made them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -31,16 +32,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cluster import (
-    MAPPINGS_DIR,
+    Customers,
     SteadyLoad,
     Worker,
+    customers_table,
     leader,
     leases,
-    provision,
     query,
     shard_sequences,
     wait_for,
-    worker_env,
 )
 
 from ddbcdc.aws import clients as aws
@@ -48,12 +48,10 @@ from ddbcdc.load.plan import Operation
 from ddbcdc.local.postgres import TemporaryPostgres
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
-from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.verify.compare import Comparison, compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STREAM = "ddbcdc-chaos"
 SEED = int(os.environ.get("DDBCDC_CHAOS_SEED", "20261201"))
 FAILOVER_MS = 3000
 LOAD_RATE = 40  # writes/s: what moto's stream and the bridge keep up with on a busy machine
@@ -64,7 +62,18 @@ EVENTS = ("kill_worker", "kill_worker", "failover", "kill_processor", "crash_pos
 
 
 @pytest.fixture
-def own_postgres() -> Iterator[TemporaryPostgres]:
+def chaos_table(
+    local_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Customers]:
+    """A fresh ``customers`` table and stream on the session's stack."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.setenv(name, local_stack.env[name])
+    with customers_table(local_stack, tmp_path / "mappings") as made:
+        yield made
+
+
+@pytest.fixture
+def own_postgres(chaos_table: Customers) -> Iterator[TemporaryPostgres]:
     """A PostgreSQL for this test alone: it is crashed on purpose.
 
     Durable (fsync and synchronous commit on), as a production server is: the other tests'
@@ -72,19 +81,9 @@ def own_postgres() -> Iterator[TemporaryPostgres]:
     """
     with TemporaryPostgres(durable=True) as pg:
         engine = sa.create_engine(pg.url)
-        upgrade(engine, load_mappings(MAPPINGS_DIR))
+        upgrade(engine, (chaos_table.mapping,))
         engine.dispose()
         yield pg
-
-
-@pytest.fixture
-def chaos_stack(
-    own_postgres: TemporaryPostgres, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LocalStack]:
-    with LocalStack(database_url=own_postgres.url) as running:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
-            monkeypatch.setenv(name, running.env[name])
-        yield running
 
 
 @dataclass
@@ -285,17 +284,14 @@ def written_by_key(operations: list[Operation]) -> dict[int, list[str]]:
 
 
 def test_faults_under_load_lose_nothing(
-    chaos_stack: LocalStack, own_postgres: TemporaryPostgres, tmp_path: Path
+    chaos_table: Customers, own_postgres: TemporaryPostgres, tmp_path: Path
 ) -> None:
-    stack, database = chaos_stack, own_postgres.url
+    source = dataclasses.replace(chaos_table, database=own_postgres.url)
+    stack, database = source.stack, source.database
     rng = random.Random(SEED)
     print(f"\nchaos seed {SEED}")
-    provision(stack, STREAM)
     application = f"chaos-{uuid.uuid4().hex[:6]}"
-    env = worker_env(
-        stack,
-        database,
-        STREAM,
+    env = source.worker_env(
         DDBCDC_APPLICATION_NAME=application,
         DDBCDC_FAILOVER_TIME_MS=str(FAILOVER_MS),
         DDBCDC_STALL_AFTER_S="30",
@@ -304,7 +300,9 @@ def test_faults_under_load_lose_nothing(
     (tmp_path / "tmp").mkdir()
     workers = {wid: Worker(env, tmp_path / f"{wid}.log", "--worker-id", wid) for wid in "ab"}
     supervisor = Supervisor(workers)
-    load = SteadyLoad(stack, rate=LOAD_RATE, keys=KEYS, seed=rng.randrange(1 << 30))
+    load = SteadyLoad(
+        stack, rate=LOAD_RATE, keys=KEYS, seed=rng.randrange(1 << 30), table=source.table
+    )
     chaos = Chaos(stack, own_postgres, database, application, supervisor, rng)
     try:
         load.start()
@@ -321,7 +319,7 @@ def test_faults_under_load_lose_nothing(
             time.sleep(rng.uniform(3, 8))
             chaos.run(event)
         operations = load.finish()
-        assert_exact(stack, database, workers, operations)
+        assert_exact(source, workers, operations)
         wait_for(
             "both workers to answer /healthz ok",
             lambda: all(w.get("/healthz") == (200, "ok\n") for w in workers.values()),
@@ -353,15 +351,15 @@ def test_faults_under_load_lose_nothing(
 
 
 def assert_exact(
-    stack: LocalStack, database: str, workers: dict[str, Worker], operations: list[Operation]
+    source: Customers, workers: dict[str, Worker], operations: list[Operation]
 ) -> None:
-    dynamodb = aws.client("dynamodb", stack.settings())
+    database = source.database
+    dynamodb = aws.client("dynamodb", source.stack.settings())
     engine = sa.create_engine(database)
-    (mapping,) = load_mappings(MAPPINGS_DIR)
     last: list[Comparison] = []
 
     def same() -> bool:
-        last[:] = [compare(dynamodb, engine, mapping)]
+        last[:] = [compare(dynamodb, engine, source.mapping)]
         return last[0].matches
 
     try:
