@@ -3,6 +3,7 @@
 #   make test   lint, type-check and every test
 # and one for the edit loop:
 #   make check  lint, type-check and the unit tests (property tests on fewer examples)
+# and for CI: make package-check (the sdist and the wheel, installed and run outside the checkout)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
-.PHONY: install demo test check lint typecheck unit bench clean
+.PHONY: install demo test check lint typecheck unit bench package-check clean
 
 # pytest-xdist workers; they share one PostgreSQL cluster, and the end-to-end tests run on one
 # of them at a time (xdist group "e2e"). TEST_WORKERS=0 runs every test in one process.
@@ -24,7 +25,7 @@ $(INSTALLED): pyproject.toml $(SPEEDUPS)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,local]'
 	$(PY) -c "import amazon_kclpy, pathlib, sys; jars = list((pathlib.Path(amazon_kclpy.__file__).parent / 'jars').glob('*.jar')); sys.exit(0 if jars else 'amazon-kclpy installed without its jars: reinstall it with Maven Central reachable')"
-	@$(PY) -c "import sys, ddbcdc.decode.attributes as a; sys.exit(not a.ACCELERATED)" || echo "warning: ddbcdc's C speedups did not build (no C compiler or Python headers?): decoding runs in pure Python, and the tests will fail on it" >&2
+	@DDBCDC_SPEEDUPS=1 $(PY) -c "import ddbcdc.decode" 2>/dev/null || echo "warning: ddbcdc's C speedups did not build (no C compiler or Python headers?): decoding runs in pure Python, and the tests will fail on it" >&2
 	touch $@
 
 $(NODE_INSTALLED): package.json package-lock.json
@@ -38,8 +39,8 @@ demo: install
 	$(BIN)/ddbcdc demo
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check src tests workers benchmarks migrations
-	$(BIN)/ruff format --check src tests workers benchmarks migrations
+	$(BIN)/ruff check src tests workers benchmarks migrations schemas .ci setup.py
+	$(BIN)/ruff format --check src tests workers benchmarks migrations schemas .ci setup.py
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
@@ -56,5 +57,8 @@ unit: $(INSTALLED)
 bench: install
 	$(PY) benchmarks/decode_bench.py
 
+package-check: install
+	$(PY) .ci/package_check.py
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build src/ddbcdc/decode/*.so
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info src/ddbcdc/decode/*.so

@@ -201,7 +201,7 @@ def main() -> None:
     print(f"# decode benchmark: {args.count} records/file, {args.repeat} rounds, cpu {cpu}")
     print(f"python {sys.version.split()[0]}, orjson {orjson.__version__}")
     if not attributes.ACCELERATED:
-        print("(ddbcdc's C speedups are not built: both ddbcdc rows are pure Python)")
+        print("(C speedups not built, or DDBCDC_SPEEDUPS=0: both ddbcdc rows are pure Python)")
     for kind in KINDS:
         lines = files[kind].read_bytes().split()
         report(kind, bench(lines, args.repeat))

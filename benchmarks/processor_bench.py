@@ -13,7 +13,8 @@ protocol the way the daemon drives it in polling mode:
   request, and waits for its status before the next poll, as the KCL does per shard.
 
 Reported per run: records/s per shard achieved, batch turnaround (send -> status), and the
-delay from arrival to PostgreSQL (``_ddbcdc_updated_at``, ``now()`` of the batch transaction).
+delay from arrival to the commit in PostgreSQL (the commit timestamp of the row's transaction,
+``track_commit_timestamp`` on).
 
 ``--backlog N`` runs at full speed instead: each shard has N records waiting (a catch-up),
 built before the clock starts, and the driver sends the next ``--max-records`` batch as soon
@@ -190,7 +191,8 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=0, help="full speed: N records per shard")
     parser.add_argument("--src", type=Path, help="run the processors from this checkout's src")
     args = parser.parse_args()
-    with TemporaryPostgres(durable=True) as pg:
+    settings = {"track_commit_timestamp": "on"}
+    with TemporaryPostgres(durable=True, settings=settings) as pg:
         if args.src is None:
             engine = sa.create_engine(pg.url)
             upgrade(engine, load_mappings(MAPPINGS_DIR))
@@ -224,7 +226,8 @@ def main() -> int:
         elapsed = time.monotonic() - started
         found = rows(
             pg.url,
-            "SELECT (extract(epoch FROM _ddbcdc_updated_at) * 1e6)::bigint - _ddbcdc_version_us "
+            "SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1e6)::bigint "
+            "- _ddbcdc_version_us "
             "FROM customers",
         )
     if args.backlog:

@@ -1,8 +1,9 @@
 """Alembic environment for ddbcdc.
 
 ``target_metadata`` is built from the package's Core tables (:mod:`ddbcdc.schema.tables`): the
-bookkeeping tables plus the tables of the shipped mappings in ``schemas/tables``. Revisions
-are written and reviewed by hand; autogenerate only helps draft them.
+bookkeeping tables plus the tables of the shipped mappings in ``schemas/tables`` (installed
+with the package: :func:`ddbcdc.resources.shipped_mappings_dir`). Revisions are written and
+reviewed by hand; autogenerate only helps draft them.
 
 The connection comes from ``config.attributes["connection"]`` (how ``ddbcdc migrate`` and the
 tests call it), else from the ``sqlalchemy.url`` option, else from DATABASE_URL.
@@ -10,18 +11,16 @@ tests call it), else from the ``sqlalchemy.url`` option, else from DATABASE_URL.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import context
 
+from ddbcdc.resources import shipped_mappings_dir
 from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.schema.tables import metadata_for
 from ddbcdc.settings import Settings
 
 config = context.config
-_SHIPPED = Path(__file__).resolve().parent.parent / "schemas" / "tables"
-target_metadata = metadata_for(load_mappings(_SHIPPED))
+target_metadata = metadata_for(load_mappings(shipped_mappings_dir()))
 
 
 def _url() -> str:

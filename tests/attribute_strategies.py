@@ -19,9 +19,9 @@ from ddbcdc.decode import attributes
 from ddbcdc.decode import record as decode
 
 NOT_BUILT = (
-    "the C extension ddbcdc.decode._speedups was not built or does not import: installing ddbcdc "
-    "needs a C compiler and the Python headers (e.g. gcc and python3-dev), then "
-    "`pip install -e .` again"
+    "the C extension ddbcdc.decode._speedups was not built or does not import, or "
+    "DDBCDC_SPEEDUPS=0 switched it off: installing ddbcdc needs a C compiler and the Python "
+    "headers (e.g. gcc and python3-dev), then `pip install -e .` again"
 )
 
 # ------------------------------------------------------------------- exact comparison

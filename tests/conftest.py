@@ -26,7 +26,7 @@ from ddbcdc.migrate.run import upgrade
 from ddbcdc.schema.mapping import TableMapping
 from property_budget import QUICK, examples
 
-pytest_plugins = ["stack_fixtures"]
+pytest_plugins = ["stack_fixtures", "iam_fixtures"]
 
 #: The URL of the run's PostgreSQL cluster, for the xdist workers (set by the main process).
 SHARED_POSTGRES = "DDBCDC_TEST_POSTGRES_URL"
@@ -101,18 +101,28 @@ def fresh_database(postgres_url: str) -> Callable[..., AbstractContextManager[st
     ``with fresh_database("t_name", mappings=...) as url:`` creates a database called
     ``t_name_<8 hex digits>``, migrated to head for ``mappings`` when they are given (empty
     otherwise), yields its URL (password included) and drops it on exit, connections and all.
+    With ``icu_locale`` (``"en-US"``) its default collation is that ICU locale's instead of
+    the cluster's (C), as in many production databases.
     """
     return functools.partial(_fresh_database, postgres_url)
 
 
 @contextlib.contextmanager
 def _fresh_database(
-    postgres_url: str, prefix: str, *, mappings: tuple[TableMapping, ...] | None = None
+    postgres_url: str,
+    prefix: str,
+    *,
+    mappings: tuple[TableMapping, ...] | None = None,
+    icu_locale: str | None = None,
 ) -> Iterator[str]:
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    locale = ""
+    if icu_locale is not None:
+        assert icu_locale.replace("-", "").isalnum()
+        locale = f" LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}' TEMPLATE template0"
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"{locale}'))
     url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
     try:
         if mappings is not None:

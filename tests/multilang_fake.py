@@ -3,6 +3,11 @@
 It plays the daemon's ends of the processor's stdin and stdout, as amazon_kclpy's own tests
 do: it feeds actions one at a time (the next only once the processor has asked for input after
 reporting the previous one done) and answers checkpoint requests, with errors on demand.
+
+Its :attr:`FakeDaemon.journal` is the order of events on both sides: every checkpoint request
+the processor sends, and whatever the test's stand-in for the pipeline notes there
+(:meth:`FakeDaemon.note`: a batch committed or failed), so a test can assert that a
+checkpoint never comes before the commit of the records it covers.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class FakeDaemon:
         self.replies: deque[str] = deque()
         self.checkpoint_errors = deque(checkpoint_errors)
         self.received: list[dict[str, Any]] = []
+        self.journal: list[tuple[str, str | None]] = []
+
+    def note(self, event: str, detail: str | None = None) -> None:
+        """Record an event of the processor's other side (``("commit", last sequence)``)."""
+        self.journal.append((event, detail))
 
     # stdin of the processor
     def readline(self) -> str:
@@ -70,6 +80,7 @@ class FakeDaemon:
             message = json.loads(line)  # anything but JSON on stdout breaks the protocol
             self.received.append(message)
             if message["action"] == "checkpoint":
+                self.note("checkpoint", message["sequenceNumber"])
                 error = self.checkpoint_errors.popleft() if self.checkpoint_errors else None
                 reply = {
                     "action": "checkpoint",

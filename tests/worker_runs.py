@@ -98,11 +98,12 @@ def query(database_url: str, sql: str) -> list[Any]:
 
 
 def progress(database_url: str, application: str) -> dict[str, str]:
-    """The last applied sequence number of each shard of ``application``."""
+    """The last applied sequence number of each shard of ``application`` that applied a
+    record (a shard the worker listed but did not start has none)."""
     rows = query(
         database_url,
         "SELECT shard_id, sequence_number FROM ddbcdc_shard_progress "
-        f"WHERE application = '{application}'",
+        f"WHERE application = '{application}' AND sequence_number IS NOT NULL",
     )
     return {r.shard_id: r.sequence_number for r in rows}
 

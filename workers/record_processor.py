@@ -1,7 +1,8 @@
-"""Shard processor entry point: the KCL MultiLangDaemon runs this once per shard it holds.
+"""The shard processor as a script of a checkout (benchmarks run a checkout's own this way).
 
-Nothing here but the hand-off: stdout carries the multilang protocol, so this file must not
-print or import anything that does.
+The daemon runs the installed entry point, ``python -P -m ddbcdc.worker.entry``; this file is
+the same hand-off. stdout carries the multilang protocol, so it must not print or import
+anything that does.
 """
 
 import sys

@@ -3,6 +3,13 @@
 Only the chosen subcommand's module is imported. ``ddbcdc --help`` (and an unknown or missing
 command) imports none: it lists the commands from :data:`COMMANDS`, whose one-line summaries
 a test holds equal to the ones the modules register.
+
+A command that fails ends in one line on stderr, ``ddbcdc COMMAND: what failed, where``, and
+exit status 2: ddbcdc's own errors (:class:`~ddbcdc.errors.DdbcdcError`, AWS's as
+:class:`~ddbcdc.aws.errors.AwsError`) say it themselves; a file-system, botocore, SQLAlchemy
+or psycopg error no layer below named is named here, by its type (:func:`environment_fault`).
+Anything else is a bug and keeps its traceback. ``--log-level DEBUG`` prints the traceback
+of every failure too.
 """
 
 from __future__ import annotations
@@ -10,13 +17,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from ddbcdc import __version__
 from ddbcdc.errors import DdbcdcError
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "environment_fault", "main"]
+
+log = logging.getLogger(__name__)
 
 # Order here is the order in --help; each command's one-line summary.
 COMMANDS: dict[str, str] = {
@@ -85,18 +95,86 @@ def configure_logging(level: str) -> None:
     )
 
 
+def _writes_fail(fd: int) -> bool:
+    """Whether writing ``fd`` fails (a full disk refuses even an empty write)."""
+    try:
+        sys.stdout.flush()
+        os.write(fd, b"")
+    except OSError:
+        return True
+    return False
+
+
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether ``exc``, which ended a command, is standard output that cannot be written (it
+    names no file, and stdout refuses writes); if so, stdout is pointed at /dev/null, so that
+    the interpreter's last flush does not fail again."""
+    if exc.filename is not None:
+        return False
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file: a test's capture
+        return False
+    if not isinstance(exc, BrokenPipeError) and not _writes_fail(fd):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return True
+
+
+def environment_fault(exc: Exception) -> str | None:
+    """One line naming an AWS, PostgreSQL or file-system error no layer below has named.
+
+    None for anything else: a bug, whose traceback is what its reader needs. The modules
+    that know AWS and PostgreSQL are imported only here, when such an error happened.
+    """
+    if isinstance(exc, OSError):
+        if _stdout_failed(exc):
+            return f"cannot write to standard output: {exc.strerror or type(exc).__name__}"
+        return f"{type(exc).__name__}: {exc}"
+    package = type(exc).__module__.partition(".")[0]
+    if package in ("sqlalchemy", "psycopg"):
+        from ddbcdc.db import fault
+
+        return fault(exc)
+    if package == "botocore":
+        from ddbcdc.aws.errors import fault as aws_fault
+
+        return aws_fault(exc)
+    return None
+
+
+def _failed(command: str, line: str, exc: BaseException) -> int:
+    """End ``command`` with ``line`` on stderr (the traceback too at ``--log-level DEBUG``)."""
+    log.debug("ddbcdc %s failed", command, exc_info=exc)
+    print(f"ddbcdc {command}: {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ddbcdc`` console script."""
+    """Entry point of the ``ddbcdc`` console script.
+
+    Exit status: the command's own (0 done; 1 done, with something to look at; 3 for
+    ``status``: a stalled shard), 2 when it refused or failed, with one line on stderr
+    naming what and where, 130 when interrupted.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     configure_logging(args.log_level)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # a failure to write the output is the command's failure
+        return status
     except DdbcdcError as exc:
-        print(f"ddbcdc {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return _failed(args.command, str(exc), exc)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        line = environment_fault(exc)
+        if line is None:
+            raise
+        return _failed(args.command, line, exc)
 
 
 if __name__ == "__main__":

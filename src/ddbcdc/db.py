@@ -15,6 +15,9 @@ Three verdicts (:func:`classify`):
 :func:`describe` names an error by its SQLSTATE, condition and the schema objects PostgreSQL
 reports (table, column, constraint), never by its message: messages and details quote
 values ("invalid input syntax for type bigint: ...", "Key (id)=(...)") and so item contents.
+Only the classes that speak of the server, never of a statement's values (connection,
+authorization, a missing database or relation, resources, shutdown), add their message.
+:func:`fault` is the one line a command ends with when PostgreSQL fails it.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 __all__ = [
     "RefusedError",
     "Verdict",
+    "check_reachable",
     "classify",
     "describe",
     "driver_error",
+    "fault",
     "is_database_error",
     "run_transaction",
     "sqlstate",
@@ -53,6 +58,10 @@ CONFLICT_BACKOFF = Backoff(initial=0.05, maximum=6.4)
 Verdict = Literal["conflict", "poison", "unavailable"]
 
 _CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
+#: SQLSTATE classes whose messages name the server, roles, databases and objects, never the
+#: values of a statement: connection, authorization, catalog, syntax or access rule,
+#: resources, operator intervention, system.
+_PLAIN_CLASSES = frozenset({"08", "28", "3D", "42", "53", "57", "58"})
 _POISON_CLASSES = frozenset({"21", "22", "23", "54", "P0"})
 #: Raised while the driver encodes a parameter or COPY value (a lone surrogate, an int too
 #: big for the wire format): the value's fault.
@@ -129,8 +138,12 @@ def describe(exc: BaseException) -> str:
     inner = driver_error(exc)
     state = sqlstate(inner)
     if state is None:
-        if isinstance(inner, psycopg.OperationalError):
-            # Connection failures say where and why (host, refused, timeout): no item data.
+        plain = isinstance(inner, sa.exc.SQLAlchemyError) and not isinstance(
+            inner, sa.exc.StatementError
+        )
+        if isinstance(inner, psycopg.OperationalError) or plain:
+            # Connection failures say where and why (host, refused, timeout), and SQLAlchemy's
+            # own errors (a bad URL, a pool timeout) carry no statement: no item data.
             lines = str(inner).strip().splitlines()
             return f"{type(inner).__name__}: {lines[0] if lines else 'connection failed'}"
         return f"{type(inner).__name__} while sending values to PostgreSQL"
@@ -138,8 +151,36 @@ def describe(exc: BaseException) -> str:
     reason = _REASONS.get(state)
     if reason:
         parts.append(reason)
+    primary = getattr(getattr(inner, "diag", None), "message_primary", None)
+    if primary and state[:2] in _PLAIN_CLASSES:
+        parts.append(str(primary))
     parts += _diag_fields(inner)
     return "; ".join(parts)
+
+
+def fault(exc: BaseException) -> str | None:
+    """The one line naming ``exc`` when it came from PostgreSQL or SQLAlchemy (``PostgreSQL:
+    ...``, see :func:`describe`), else None."""
+    if not isinstance(driver_error(exc), (sa.exc.SQLAlchemyError, psycopg.Error)):
+        return None
+    return f"PostgreSQL: {describe(exc)}"
+
+
+def check_reachable(url: str) -> None:
+    """Connect to the PostgreSQL at ``url`` once: a command that would first spend time or
+    money elsewhere (an export, the demo's stack) refuses at once when it cannot.
+
+    Raises:
+        DatabaseUnavailableError: it cannot be connected to (named by :func:`describe`).
+    """
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as exc:
+        raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
+    finally:
+        engine.dispose()
 
 
 class RefusedError(DdbcdcError):

@@ -14,8 +14,13 @@ Every error ddbcdc raises on purpose derives from :class:`DdbcdcError`::
     │   ├── ExportError          an export that cannot be imported as it is (backfill.export)
     │   └── BelowFloorError      a backfill at or below the prune floor (backfill.state)
     ├── InputError               a file of change records is not what its form says
-    └── AwsApiError              an AWS JSON API answered an error, or nothing: the local
-                                 stack's own client (local.awsjson)
+    ├── AwsApiError              an AWS JSON API answered an error, or nothing: the local
+    │                            stack's own client (local.awsjson)
+    └── AwsError                 a request of a ddbcdc AWS client failed, named by service,
+        │                        operation, resource and endpoint (aws.errors)
+        ├── AwsUnreachableError  no connection to the endpoint
+        ├── AwsAccessDeniedError no usable credentials, or the policy does not allow it
+        └── AwsNotFoundError     the table, stream, bucket or object does not exist
 
 The classes defined outside this module are named with their module. Errors carry the
 context needed to find the offending input (shard id, sequence number, table, attribute

@@ -58,12 +58,14 @@ T = TypeVar("T")
 
 
 class SourceRecord(NamedTuple):
-    """One raw Kinesis record: its exact data bytes and where it came from."""
+    """One raw Kinesis record: its exact data bytes, where it came from, when it arrived in
+    the stream (ApproximateArrivalTimestamp, epoch milliseconds) when known."""
 
     data: bytes
     shard_id: str | None = None
     sequence_number: str | None = None
     partition_key: str | None = None
+    arrival_ms: int | None = None
 
 
 @dataclass
@@ -71,7 +73,9 @@ class BatchResult:
     """What a batch did. ``received == upserted + deleted + stale + dead_lettered``.
 
     ``reasons`` counts the dead letters per (table, column, reason); ``"-"`` where a dead
-    letter has no table or column.
+    letter has no table or column. ``batch`` is the prepared batch that was committed (its
+    change times tell how fresh the copy is, see :meth:`PreparedBatch.change_times`), and
+    ``committed_at`` when the commit returned (epoch seconds).
     """
 
     received: int = 0
@@ -80,6 +84,8 @@ class BatchResult:
     stale: int = 0
     dead_lettered: int = 0
     reasons: dict[ReasonKey, int] = field(default_factory=dict)
+    batch: PreparedBatch | None = field(default=None, repr=False, compare=False)
+    committed_at: float | None = field(default=None, compare=False)
 
     def add(self, other: BatchResult) -> None:
         """Add another batch's counts to these."""
@@ -111,6 +117,26 @@ class PreparedBatch:
         times = [c.approximate_creation_us for c in self.changes]
         times += [x.version_us for _, x in self.poison if x.version_us is not None]
         return max(times) if times else None
+
+    def newest_by_table(self) -> dict[str, int]:
+        """Per target table, the newest change time of the batch's changes to it."""
+        return {
+            table.writer.mapping.target_table: max(c.approximate_creation_us for c in table.group)
+            for table in self.plan
+            if table.group
+        }
+
+    def change_times(self) -> dict[str, tuple[list[int], list[int | None]]]:
+        """Per target table: its changes' change times (epoch microseconds) and their
+        records' arrivals in the stream (epoch milliseconds, None when unknown)."""
+        records, sources = self.records, self.sources
+        return {
+            table.writer.mapping.target_table: (
+                [c.approximate_creation_us for c in table.group],
+                [records[sources[id(c)]].arrival_ms for c in table.group],
+            )
+            for table in self.plan
+        }
 
 
 class Pipeline:
@@ -344,13 +370,14 @@ class Pipeline:
         """
         received = len(batch.records)
         newest_us = batch.newest_us()
+        tables = batch.newest_by_table() if position is not None else None
 
         def work(conn: sa.Connection, prepared: PreparedBatch, isolate: bool) -> BatchResult:
             counts, failed = self._materialize(conn, prepared, isolate)
             letters = [letter for _, letter in sorted(prepared.poison + failed, key=_first)]
             write_dead_letters(conn, letters)
             if position is not None:
-                record_progress(conn, position, received, newest_us)
+                record_progress(conn, position, received, newest_us, tables)
             if also is not None:
                 also(conn)
             return BatchResult(
@@ -360,9 +387,11 @@ class Pipeline:
                 counts.stale,
                 len(letters),
                 reason_counts(letters),
+                prepared,
             )
 
         result = self._run(batch, work)
+        result.committed_at = time.time()
         if position is not None and time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + self._prune_every
             self.prune_tombstones()

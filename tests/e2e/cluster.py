@@ -28,12 +28,14 @@ import pytest
 import sqlalchemy as sa
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up, tear_down
 from ddbcdc.load.plan import LoadOptions, Operation, expected_state, plan_operations
 from ddbcdc.load.writer import run_load
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.schema.mapping import TableMapping, load_mappings
+from ddbcdc.worker.daemon import PROCESSOR_MODULE
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"
@@ -115,10 +117,9 @@ class Worker:
             time.sleep(0.1)
 
     def processor_pids(self) -> list[int]:
-        """PIDs of this worker's shard processors (``record_processor.py`` in its group)."""
-        return [
-            pid for pid in group_members(self.proc.pid) if b"record_processor.py" in _cmdline(pid)
-        ]
+        """PIDs of this worker's shard processors (:data:`PROCESSOR_MODULE` in its group)."""
+        module = PROCESSOR_MODULE.encode()
+        return [pid for pid in group_members(self.proc.pid) if module in _cmdline(pid)]
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
@@ -178,7 +179,7 @@ def leases(stack: LocalStack, application: str) -> dict[str, LeaseRow]:
     client = aws.client("dynamodb", stack.settings())
     try:
         items = client.scan(TableName=application, ConsistentRead=True)["Items"]
-    except client.exceptions.ResourceNotFoundException:
+    except AwsNotFoundError:
         return {}
     rows = {}
     for item in items:
@@ -198,7 +199,7 @@ def leader(stack: LocalStack, application: str) -> str | None:
     client = aws.client("dynamodb", stack.settings())
     try:
         items = client.scan(TableName=f"{application}-CoordinatorState")["Items"]
-    except client.exceptions.ResourceNotFoundException:
+    except AwsNotFoundError:
         return None
     owners = [i["ownerName"]["S"] for i in items if i["key"]["S"] == "Leader" and "ownerName" in i]
     return owners[0] if owners else None
@@ -215,11 +216,13 @@ def query(database_url: str, sql: str, **params: Any) -> list[Any]:
 
 
 def shard_sequences(database_url: str, application: str) -> dict[str, int]:
-    """The last applied sequence number of every shard, from ``ddbcdc_shard_progress``."""
+    """The last applied sequence number of every shard that has applied a record, from
+    ``ddbcdc_shard_progress`` (shards listed but not started have none)."""
     try:
         rows = query(
             database_url,
-            "SELECT shard_id, sequence_number FROM ddbcdc_shard_progress WHERE application = :a",
+            "SELECT shard_id, sequence_number FROM ddbcdc_shard_progress "
+            "WHERE application = :a AND sequence_number IS NOT NULL",
             a=application,
         )
     except sa.exc.OperationalError:

@@ -1,11 +1,12 @@
 """The worker's DynamoDB and CloudWatch calls under exactly ``ddbcdc iam-policy --for worker``.
 
-A moto server of this module's own enforces IAM (``tests/iam_moto.py``: resources and action
-names as AWS evaluates them, every decision logged). An IAM user gets the generated policy
-and nothing else; the real ``ddbcdc worker`` (KCL daemon and shard processors) runs with that
-user's keys, its lease, worker-metrics and coordinator-state tables and the KCL's CloudWatch
-metrics on that moto, Kinesis on the session's kinesis-local (which checks no IAM at all).
-A second worker under the policy less one action it needs shows the check bites.
+A moto server of this module's own enforces IAM (``iam_moto``, ``tests/iam_moto.py``:
+resources and action names as AWS evaluates them, every decision logged). An IAM user gets
+the generated policy and nothing else; the real ``ddbcdc worker`` (KCL daemon and shard
+processors) runs with that user's keys, its lease, worker-metrics and coordinator-state
+tables and the KCL's CloudWatch metrics on that moto, Kinesis on the session's kinesis-local
+(which checks no IAM at all). A second worker under the policy less one action it needs
+refuses to start, naming the call AWS denied.
 """
 
 from __future__ import annotations
@@ -14,25 +15,19 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 
 from ddbcdc.aws import clients as aws
-from ddbcdc.local.moto import wait_for_moto
-from ddbcdc.local.postgres import free_port
-from ddbcdc.local.processes import ManagedProcess
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.schema.mapping import load_mappings
+from iam_fixtures import ACCOUNT, IamMoto, enforce, user_with_policy
 from worker_runs import (
     MAPPINGS_DIR,
-    ROOT,
     WorkerRun,
     applied_userids,
     create_stream,
@@ -42,47 +37,7 @@ from worker_runs import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-ACCOUNT = "123456789012"  # moto's account
 TIMEOUT_S = 180.0
-
-
-class IamMoto:
-    """The enforcing moto: its URL, its log, and clients with given keys."""
-
-    def __init__(self, process: ManagedProcess, url: str) -> None:
-        self.process, self.url = process, url
-
-    def client(self, service: str, keys: dict[str, str]) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id=keys["AccessKeyId"],
-            aws_secret_access_key=keys["SecretAccessKey"],
-        )
-
-    def decisions(self, key: str) -> list[tuple[str, str, str]]:
-        """(allowed|denied, action, resource) of every enforced request made with ``key``."""
-        found = []
-        for line in self.process.log_path.read_text(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) == 5 and parts[0] == "ddbcdc-iam" and parts[2] == key:
-                found.append((parts[1], parts[3], parts[4]))
-        return found
-
-
-@pytest.fixture(scope="module")
-def iam_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamMoto]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("iam-moto") / "moto.log"
-    argv = [sys.executable, str(ROOT / "tests" / "iam_moto.py"), "-H", "127.0.0.1"]
-    process = ManagedProcess("iam-moto", [*argv, "-p", str(port)], log_path=log_path).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_moto(process, url)
-        yield IamMoto(process, url)
-    finally:
-        process.stop()
 
 
 def generated_policy(env: dict[str, str], *drop: str) -> str:
@@ -99,31 +54,6 @@ def generated_policy(env: dict[str, str], *drop: str) -> str:
     for statement in policy["Statement"]:
         statement["Action"] = [a for a in statement["Action"] if a not in drop]
     return json.dumps(policy)
-
-
-def user_with_policy(moto: IamMoto, policy: str) -> dict[str, str]:
-    """A new IAM user with ``policy`` as its only permissions, and its access key.
-
-    Runs while moto still lets requests through unauthenticated; :func:`enforce` ends that.
-    """
-    iam = moto.client("iam", {"AccessKeyId": "setup", "SecretAccessKey": "setup"})
-    name = f"ddbcdc-worker-{uuid.uuid4().hex[:6]}"
-    iam.create_user(UserName=name)
-    iam.put_user_policy(UserName=name, PolicyName="ddbcdc-worker", PolicyDocument=policy)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
-
-
-def enforce(moto: IamMoto, unauthenticated: float) -> None:
-    """From now on moto checks every request (after ``unauthenticated`` more, or inf)."""
-    request = urllib.request.Request(
-        f"{moto.url}/moto-api/reset-auth",
-        data=str(unauthenticated).encode(),
-        headers={"Content-Type": "text/plain"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
 
 
 @pytest.fixture
@@ -233,20 +163,16 @@ def test_a_policy_missing_an_action_the_worker_needs_stops_it(
         put_changes(aws.client("kinesis", local_stack.settings()), stream, range(1, 21))
         worker = run_as(env, keys, tmp_path / "worker.log")
         try:
-            # the KCL cannot read its coordinator state, so it never starts a shard
-            worker.wait_for(
-                "moto to deny the KCL's GetItem and the KCL to fail on it",
-                lambda: (
-                    ("denied", "dynamodb:GetItem", coordinator)
-                    in iam_moto.decisions(keys["AccessKeyId"])
-                    and "Status Code: 403" in worker.log()
-                ),
-                TIMEOUT_S,
-            )
-            assert "shard processor started" not in worker.log()
-            assert progress(database, application) == {}
-            assert applied_userids(database) == set()
+            # the worker reads the KCL's coordinator state as it starts: denied, it refuses
+            code = worker.proc.wait(timeout=TIMEOUT_S)
         finally:
             worker.stop()
     finally:
         enforce(iam_moto, float("inf"))
+    assert code == 2, worker.tail()
+    assert ("denied", "dynamodb:GetItem", coordinator) in iam_moto.decisions(keys["AccessKeyId"])
+    last = worker.log().splitlines()[-1]
+    assert last.startswith(f"ddbcdc worker: DynamoDB GetItem on table {application}-Coordinator")
+    assert "denied" in last and "Traceback" not in worker.log()
+    assert progress(database, application) == {}
+    assert applied_userids(database) == set()

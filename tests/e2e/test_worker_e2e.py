@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from cluster import Customers
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.load.plan import LoadOptions, plan_operations
 from ddbcdc.load.writer import run_load
 from ddbcdc.local.postgres import free_port
@@ -118,7 +119,7 @@ def leases(stack: LocalStack, application: str) -> dict[str, dict[str, str | Non
     client = aws.client("dynamodb", stack.settings())
     try:
         items = client.scan(TableName=application, ConsistentRead=True)["Items"]
-    except client.exceptions.ResourceNotFoundException:
+    except AwsNotFoundError:
         return {}
     return {
         item["leaseKey"]["S"]: {
@@ -133,7 +134,7 @@ def leader(stack: LocalStack, application: str) -> str | None:
     client = aws.client("dynamodb", stack.settings())
     try:
         items = client.scan(TableName=f"{application}-CoordinatorState")["Items"]
-    except client.exceptions.ResourceNotFoundException:
+    except AwsNotFoundError:
         return None
     owners = [i["ownerName"]["S"] for i in items if i["key"]["S"] == "Leader" and "ownerName" in i]
     return owners[0] if owners else None

@@ -6,6 +6,8 @@ import argparse
 import base64
 import io
 import json
+import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from ddbcdc.decode.attributes import marshal
 from ddbcdc.schema.mapping import load_mappings
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SHIPPED = load_mappings(SHIPPED_DIR)
 US = 1_700_000_000_000_000
 
@@ -130,3 +133,59 @@ def test_apply_stdin_with_a_poison_line(
 def test_missing_file_is_a_clear_error(env: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["/nonexistent/changes.jsonl"]) == 2
     assert "cannot read /nonexistent/changes.jsonl" in capsys.readouterr().err
+
+
+def _applied(
+    fresh_database: Callable[..., AbstractContextManager[str]], path: Path, speedups: str
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """``ddbcdc apply`` of ``path`` into a fresh database under ``DDBCDC_SPEEDUPS``: its
+    summary (without timings) and every row it left (without the times they were written)."""
+    with fresh_database("t_apply_paths", mappings=SHIPPED) as url:
+        env = {**os.environ, "DATABASE_URL": url, "DDBCDC_MAPPINGS_DIR": str(SHIPPED_DIR)}
+        env["DDBCDC_SPEEDUPS"] = speedups
+        ddbcdc = str(Path(sys.executable).parent / "ddbcdc")
+        done = subprocess.run(
+            [ddbcdc, "apply", str(path), "--json", "--batch-size", "7"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode in (0, 1), done.stderr
+        summary = json.loads(done.stdout)
+        engine = sa.create_engine(url)
+        tables = {}
+        with engine.connect() as conn:
+            for table in (
+                "customers",
+                "ddbcdc_versions__customers",
+                "ddbcdc_changes__customers",
+                "ddbcdc_dead_letters",
+            ):
+                query = sa.text(
+                    f"SELECT to_jsonb(t) - ARRAY['id', 'received_at', '_ddbcdc_updated_at', "
+                    f"'_ddbcdc_changed_at', '_ddbcdc_received_at'] FROM {table} t"
+                )
+                tables[table] = sorted(
+                    json.dumps(r, sort_keys=True) for (r,) in conn.execute(query)
+                )
+        engine.dispose()
+    return {k: v for k, v in summary.items() if "second" not in k}, tables
+
+
+def test_both_decode_paths_leave_the_same_rows_and_dead_letters(
+    fresh_database: Callable[..., AbstractContextManager[str]], tmp_path: Path
+) -> None:
+    """The sample stream and every fixture record (valid and broken, every format), applied
+    in pure Python (DDBCDC_SPEEDUPS=0) and through the C speedups (1): the same rows, change
+    log, tombstones and dead letters (their errors included)."""
+    lines = FIXTURES.joinpath("sample-records.jsonl").read_bytes().splitlines()
+    for fixture in sorted(FIXTURES.joinpath("records").glob("*/*.json")):
+        lines.append(orjson.dumps(orjson.loads(fixture.read_bytes())))
+    path = tmp_path / "changes.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    python = _applied(fresh_database, path, "0")
+    assert python[0]["received"] == len(lines) and python[0]["dead_lettered"] >= 10
+    assert len(python[1]["customers"]) >= 3
+    assert _applied(fresh_database, path, "1") == python

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from ddbcdc.aws import clients as aws
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.worker.leadership import release_stale_leader_lock
 
@@ -32,9 +34,11 @@ def coordinator_table(client: Any, application: str, owner: str) -> str:
 
 
 def test_only_a_lock_naming_this_worker_id_is_released(
-    local_stack: LocalStack, emulator_client: Callable[[str, str], Any]
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = emulator_client("dynamodb", local_stack.dynamodb_endpoint)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, local_stack.env[name])
+    client = aws.client("dynamodb", local_stack.settings())
     application = f"lead-{uuid.uuid4().hex[:6]}"
     assert not release_stale_leader_lock(client, application, "a")  # no table yet
     table = coordinator_table(client, application, owner="a")

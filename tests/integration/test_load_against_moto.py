@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ddbcdc.aws import clients as aws
-from ddbcdc.errors import ConfigurationError
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import run_load, scan_items
 from ddbcdc.settings import Settings
@@ -125,7 +125,7 @@ def test_rate_is_steady(dynamodb: Any) -> None:
 
 
 def test_a_missing_table_is_a_clear_error(dynamodb: Any) -> None:
-    with pytest.raises(ConfigurationError, match="not found"):
+    with pytest.raises(AwsNotFoundError, match="BatchWriteItem on table no-such-table"):
         run_load(dynamodb, LoadOptions(table="no-such-table", count=10, seed=1))
 
 

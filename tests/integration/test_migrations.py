@@ -54,6 +54,8 @@ EXPECTED = {
     "ddbcdc_backfills",
     "ddbcdc_snapshots",
     "ddbcdc_snapshot_segments",
+    "ddbcdc_table_progress",
+    "ddbcdc_stream_time",
     "customers",
     "ddbcdc_versions__customers",
     "ddbcdc_changes__customers",

@@ -4,8 +4,8 @@
   progress) in one transaction, then the batch is checkpointed at its last record;
 - PostgreSQL down (a TCP proxy that refuses connections): the same batch is retried until
   PostgreSQL is back, and nothing is checkpointed before that;
-- as the daemon runs it: ``workers/record_processor.py`` in a subprocess writes nothing but
-  protocol lines on stdout.
+- as the daemon runs it (:func:`ddbcdc.worker.daemon.processor_command`, the installed
+  entry point) in a subprocess: nothing but protocol lines on stdout.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -34,6 +34,7 @@ from ddbcdc.backoff import Backoff
 from ddbcdc.decode.attributes import marshal
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.worker.daemon import processor_command
 from ddbcdc.worker.metrics import ProcessorMetrics
 from ddbcdc.worker.processor import ShardProcessor
 from multilang_fake import Discard, FakeDaemon, initialize
@@ -74,7 +75,9 @@ def change(userid: int, first_name: str, event: str = "INSERT") -> bytes:
     )
 
 
-def batch(items: list[tuple[int, bytes]], behind: int = 0) -> dict[str, Any]:
+def batch(
+    items: list[tuple[int, bytes]], behind: int = 0, arrival_ms: int = 1_700_000_000_000
+) -> dict[str, Any]:
     return {
         "action": "processRecords",
         "millisBehindLatest": behind,
@@ -85,7 +88,7 @@ def batch(items: list[tuple[int, bytes]], behind: int = 0) -> dict[str, Any]:
                 "partitionKey": f"pk{seq}",
                 "sequenceNumber": str(seq),
                 "subSequenceNumber": None,
-                "approximateArrivalTimestamp": 1_700_000_000_000,
+                "approximateArrivalTimestamp": arrival_ms,
             }
             for seq, data in items
         ],
@@ -141,6 +144,39 @@ def test_batch_with_a_poison_record_commits_then_checkpoints(db: str) -> None:
     labels = {"shard": SHARD}
     assert registry.get_sample_value("ddbcdc_worker_dead_letters_total", labels) == 1
     assert registry.get_sample_value("ddbcdc_worker_records_total", labels) == 4
+
+
+def test_freshness_is_observed_per_change_after_the_commit(db: str) -> None:
+    """Write-to-commit and arrival-to-commit of every change that decoded, per table."""
+    pipeline = Pipeline(engine=sa.create_engine(db), mappings=MAPPINGS)
+    registry = CollectorRegistry()
+    processor = ShardProcessor(
+        pipeline, application="app", metrics=ProcessorMetrics.create(registry)
+    )
+    arrived_ms = int(time.time() * 1000) - 400  # 0.4 s before this batch is applied
+    records = [(101, change(1, "Ada")), (102, b"\xff not json"), (103, change(2, "Bob"))]
+    run_processor(processor, FakeDaemon([initialize(SHARD), batch(records, arrival_ms=arrived_ms)]))
+    pipeline.close()
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"table": "customers", **labels})
+
+    # two changes decoded (the poison record is not part of the copy)
+    assert value("ddbcdc_worker_arrival_to_commit_seconds_count") == 2
+    assert value("ddbcdc_worker_arrival_to_commit_seconds_bucket", le="0.25") == 0
+    assert value("ddbcdc_worker_arrival_to_commit_seconds_bucket", le="5.0") == 2
+    total = value("ddbcdc_worker_arrival_to_commit_seconds_sum")
+    assert total is not None and 0.8 <= total < 10
+    # the changes were made in 2023: write-to-commit is years, past the last bucket
+    assert value("ddbcdc_worker_write_to_commit_seconds_count") == 2
+    assert value("ddbcdc_worker_write_to_commit_seconds_bucket", le="86400.0") == 0
+    assert value("ddbcdc_worker_newest_change_timestamp_seconds") == (US + 2) / 1e6
+    [(newest, lag)] = scalar_rows(
+        db,
+        "SELECT newest_change_us, extract(epoch FROM committed_at) - newest_change_us / 1e6 "
+        "FROM ddbcdc_table_progress WHERE application = 'app' AND target_table = 'customers'",
+    )
+    assert newest == US + 2 and lag > 0
 
 
 class FlakyProxy:
@@ -233,7 +269,7 @@ def test_entry_point_writes_only_protocol_to_stdout(db: str) -> None:
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "workers" / "record_processor.py")],
+        processor_command().split(" "),
         input="".join(json.dumps(m) + "\n" for m in lines),
         capture_output=True,
         text=True,
@@ -257,17 +293,21 @@ def test_entry_point_writes_only_protocol_to_stdout(db: str) -> None:
 
 
 def test_entry_point_refuses_to_start_with_a_clear_error(tmp_path: Path) -> None:
+    # Run from a folder holding a module that shadows a dependency: the daemon's command keeps
+    # the working directory off sys.path, so it is never imported.
+    (tmp_path / "amazon_kclpy.py").write_text("import sys; print('shadowed'); sys.exit(9)\n")
     env = {
         **os.environ,
         "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
         "DDBCDC_MAPPINGS_DIR": str(tmp_path / "missing"),
     }
     result = subprocess.run(
-        [sys.executable, str(ROOT / "workers" / "record_processor.py")],
+        processor_command().split(" "),
         input=json.dumps(initialize(SHARD)) + "\n",
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,
         timeout=60,
         check=False,
     )

@@ -191,7 +191,7 @@ def test_setup_twice_then_teardown(
     assert second.stdout == first.stdout
 
     refused = _cli(["teardown", *target], provision_endpoints, tmp_path)
-    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert refused.returncode == 2 and "--yes" in refused.stderr
     assert _exists(lambda: dynamodb.describe_table(TableName=table))
 
     gone = _cli(["teardown", *target, "--yes"], provision_endpoints, tmp_path)

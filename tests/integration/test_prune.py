@@ -23,10 +23,11 @@ from hypothesis import strategies as st
 
 from change_records import generate_history, record
 from ddbcdc.materialize import REFUSED_BELOW_FLOOR
+from ddbcdc.materialize.progress import register_shards
 from ddbcdc.materialize.prune import hold, release
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
 from ddbcdc.schema.mapping import load_mappings
-from ddbcdc.schema.tables import mapped_tables, shard_progress
+from ddbcdc.schema.tables import mapped_tables, shard_progress, stream_time
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"
@@ -57,10 +58,16 @@ def pipeline(db: str) -> Iterator[Pipeline]:
 
 
 def advance(p: Pipeline, shard: str, us: int) -> None:
-    """Shard ``shard`` applies a batch whose newest change is at ``us``."""
+    """Shard ``shard`` applies a batch whose newest change is at ``us``; the worker has
+    listed it (with the shards listed before)."""
     change = record("MODIFY", {"userid": SENTINEL}, us, eid=f"pos-{next(_seq)}")
     position = ShardPosition("app", shard, str(next(_seq)))
     p.process([SourceRecord(change, shard_id=shard)], position=position)
+    with p.engine.begin() as conn:
+        known = conn.execute(
+            sa.select(shard_progress.c.shard_id).where(shard_progress.c.application == "app")
+        ).scalars()
+        register_shards(conn, "app", {*known, shard})
 
 
 def remove(p: Pipeline, userid: int, us: int) -> None:
@@ -120,6 +127,14 @@ def test_pruning_follows_the_slowest_shard_and_ignores_ended_ones(pipeline: Pipe
     assert floor == T - 5 * DAY  # the newest version pruned
 
 
+def test_tombstones_within_the_horizon_of_stream_time_are_kept(pipeline: Pipeline) -> None:
+    remove(pipeline, 1, T - DAY - 1)
+    remove(pipeline, 2, T - DAY)  # the horizon is one day: a change this old may still come
+    remove(pipeline, 3, T - 1)
+    advance(pipeline, "s1", T)
+    assert pipeline.prune_tombstones() == 1 and tombstones(pipeline) == {2, 3}
+
+
 def test_a_late_shard_batch_does_not_move_its_position_back(pipeline: Pipeline) -> None:
     change = record("MODIFY", {"userid": SENTINEL}, T, eid="late-a")
     pipeline.process([SourceRecord(change)], position=ShardPosition("app", "s1", "400", 0))
@@ -152,6 +167,68 @@ def test_holds_and_pending_dead_letters_keep_tombstones(pipeline: Pipeline) -> N
     with pipeline.engine.begin() as conn:
         conn.execute(sa.text("UPDATE ddbcdc_dead_letters SET discarded_at = now()"))
     assert pipeline.prune_tombstones() == 1 and tombstones(pipeline) == set()
+
+
+H = T - 20 * DAY  # a hold's version in the holds tests
+
+
+def floor(p: Pipeline) -> int | None:
+    with p.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT floor_us FROM ddbcdc_prune_state")).scalar()
+
+
+@pytest.mark.parametrize(
+    ("holds", "kept"),
+    [
+        ([("snapshot:t", H, "customers")], {2, 3}),
+        ([("import:all", H, None)], {2, 3}),
+        ([("snapshot:other", H, "orders")], set()),
+        ([("a", H + DAY, "customers"), ("b", H, None)], {2, 3}),
+        ([("a", H, "customers"), ("b", H + DAY, None)], {2, 3}),
+        ([("a", H, "customers"), ("a", H + 2 * DAY, "customers")], {2, 3}),
+    ],
+    ids=["this table", "every table", "another table", "lowest", "lowest too", "never raised"],
+)
+def test_a_hold_keeps_every_tombstone_at_or_above_its_version(
+    pipeline: Pipeline, holds: list[tuple[str, int, str | None]], kept: set[int]
+) -> None:
+    """Stream time is far past them all: only the holds of this table (or of every table)
+    decide, the lowest one, and holding again never raises a hold."""
+    remove(pipeline, 1, H - 1)
+    remove(pipeline, 2, H)
+    remove(pipeline, 3, H + 1)
+    advance(pipeline, "s1", T)
+    with pipeline.engine.begin() as conn:
+        for holder, version, target in holds:
+            hold(conn, holder, version, target)
+    assert pipeline.prune_tombstones() == 3 - len(kept)
+    assert tombstones(pipeline) == kept
+    assert floor(pipeline) == (H - 1 if kept else H + 1)  # the newest version pruned
+    with pipeline.engine.begin() as conn:
+        for holder, _, _ in holds:
+            release(conn, holder)
+    assert pipeline.prune_tombstones() == len(kept) and tombstones(pipeline) == set()
+    assert floor(pipeline) == H + 1
+
+
+def test_the_floor_never_moves_down(pipeline: Pipeline) -> None:
+    insert(pipeline, 9, H - 5, "old")  # a live row: its versions row is no tombstone
+    remove(pipeline, 2, H)
+    advance(pipeline, "s1", T)
+    assert pipeline.prune_tombstones() == 1 and floor(pipeline) == H
+    remove(pipeline, 9, H - 3)  # newer than its row, older than the floor: a tombstone
+    assert tombstones(pipeline) == {9}
+    assert pipeline.prune_tombstones() == 1 and floor(pipeline) == H
+
+
+def test_at_the_floor_a_change_of_a_key_without_a_version_is_refused(pipeline: Pipeline) -> None:
+    remove(pipeline, 2, H)
+    advance(pipeline, "s1", T)
+    assert pipeline.prune_tombstones() == 1 and floor(pipeline) == H
+    assert insert(pipeline, 5, H, "at the floor") == 1  # a pruned delete may be as new
+    assert insert(pipeline, 6, H + 1, "above") == 0
+    remove(pipeline, 7, H)  # nothing to delete, and no tombstone claiming the floor's version
+    assert live(pipeline) == {6: "above"} and tombstones(pipeline) == set()
 
 
 def test_after_pruning_old_writes_are_refused_never_resurrected(pipeline: Pipeline) -> None:
@@ -198,7 +275,7 @@ def test_any_age_and_order_converges_with_pruning_between_batches(
     prunes between them (stream time far ahead): no deleted item is alive, and every item
     is exact unless one of its changes was refused and kept as a dead letter."""
     with pipeline.engine.begin() as conn:
-        for table in (*TABLES.all, shard_progress):
+        for table in (*TABLES.all, shard_progress, stream_time):
             conn.execute(sa.delete(table))
         conn.execute(sa.text("DELETE FROM ddbcdc_dead_letters"))
         conn.execute(sa.text("DELETE FROM ddbcdc_prune_state"))

@@ -1,7 +1,7 @@
 """Records PostgreSQL refuses, keys that would merge, text it cannot hold: each is a dead
 letter naming what and where (never a value), the rest of its batch is applied, and the
 shard goes on. Through the public entry points: ``ddbcdc migrate``, ``ddbcdc apply`` and
-the shard processor as the KCL daemon runs it (``workers/record_processor.py``).
+the shard processor as the KCL daemon runs it (``processor_command()``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from change_records import record
+from ddbcdc.worker.daemon import processor_command
 
 ROOT = Path(__file__).resolve().parents[2]
 DDBCDC = str(Path(sys.executable).parent / "ddbcdc")
@@ -129,7 +130,7 @@ def processor(env: dict[str, str], batch: list[tuple[int, bytes]]) -> tuple[list
         {"action": "shutdownRequested"},
     ]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "workers" / "record_processor.py")],
+        processor_command().split(" "),
         input="".join(json.dumps(a) + "\n" for a in actions),
         env={**env, "DDBCDC_APPLICATION_NAME": "refused"},
         capture_output=True,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -92,6 +93,50 @@ def test_a_snapshot_copies_every_item_with_the_page_time_as_version(
     assert [(r["kind"], r["status"], r["items"], r["segments_done"]) for r in runs] == [
         ("scan", "done", 300, 3)
     ]
+
+
+def test_every_row_is_versioned_at_its_page_s_request_time_minus_the_margin(
+    table: BackfillTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock moves on while each page is read (the response arrives 0.3 s later): each
+    row's version is its page's request time minus the clock-skew margin; not the time the
+    page came back, nor the run's start, nor the request time alone. The run's prune hold is
+    below every row's version."""
+    table.put([rich_item(n) for n in range(1, 31)])
+    wire(table)
+    monkeypatch.setenv("DDBCDC_CLOCK_SKEW_MARGIN", "PT7S")
+    # Per page: (the time before its request, the time it was sent, its keys); a page is
+    # requested after the one before it came back.
+    pages: list[tuple[int, int, set[int]]] = []
+    returned = [time.time_ns() // 1000]
+    held: list[int] = []  # the run's prune hold, read while it runs
+
+    def sent(**_: object) -> None:
+        pages.append((returned[-1], time.time_ns() // 1000, set()))
+        if not held:
+            held.extend(v for (v,) in table.query("SELECT min_version_us FROM ddbcdc_prune_holds"))
+
+    def read(parsed: dict[str, Any], **_: object) -> None:
+        pages[-1][2].update(int(item["userid"]["N"]) for item in parsed.get("Items", ()))
+        time.sleep(0.3)
+        returned.append(time.time_ns() // 1000)
+
+    def client(service: str, settings: Any, **options: Any) -> Any:
+        made = make_client(service, settings, **options)
+        if service == "dynamodb":
+            made.meta.events.register("before-call.dynamodb.Scan", sent)
+            made.meta.events.register("after-call.dynamodb.Scan", read)
+        return made
+
+    make_client = aws.client
+    monkeypatch.setattr(aws, "client", client)
+    assert main(["snapshot", "--segments", "1", "--page-size", "10", "--no-progress"]) == 0
+    versions = dict(table.query(f'SELECT userid, _ddbcdc_version_us FROM "{table.name}"'))
+    assert len(pages) >= 3 and sorted(versions) == list(range(1, 31))
+    for earliest, latest, keys in pages:
+        for userid in keys:
+            assert earliest <= versions[userid] + 7_000_000 <= latest, (userid, pages)
+    assert len(held) == 1 and held[0] <= min(versions.values())  # it keeps what a row may meet
 
 
 def test_a_killed_snapshot_resumes_after_its_last_committed_page(table: BackfillTable) -> None:

@@ -54,12 +54,15 @@ def test_progress_per_shard_as_table_and_json(
     assert main(["status", "--application-name", "app"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == [
-        "APPLICATION", "SHARD", "STATE", "RECORDS", "BATCHES", "BEHIND_MS", "AGE_S", "SEQUENCE",
+        "APPLICATION", "SHARD", "STATE", "RECORDS", "BATCHES", "BEHIND_MS", "AGE_S",
+        "STREAM_TIME", "SEQUENCE",
     ]  # fmt: skip
     assert out[1].split()[:6] == ["app", "shardId-000000000000", "ok", "0", "2", "20"]
-    assert out[1].split()[-1] == "105"
+    assert out[1].split()[-2:] == ["-", "105"]  # no change applied: no stream time
     assert out[2].split()[5] == "-"
-    assert len(out) == 3
+    assert out[3:] == [
+        "stream time of app: unknown (not advancing: the shards of app were never listed)"
+    ]
 
     assert main(["status", "--json"]) == 0
     shards = json.loads(capsys.readouterr().out)["shards"]
@@ -97,7 +100,7 @@ def test_a_shard_not_called_for_longer_than_the_threshold_is_stalled(
 
     assert main(["status", "--stall-after", "60"]) == 3
     out = capsys.readouterr().out.splitlines()
-    fresh, stalled = (line.split() for line in out[1:])
+    fresh, stalled = (line.split() for line in out[1:3])
     assert fresh[2] == "ok" and fresh[5] == "0"
     assert stalled[2] == "stalled"
     assert stalled[5] == "-"  # not the stale 0 ms

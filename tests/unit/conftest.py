@@ -1,7 +1,12 @@
-"""The decode and attribute tests run twice: through the C speedups and in pure Python."""
+"""The decode and attribute tests run twice: through the C speedups and in pure Python.
+
+Under ``DDBCDC_SPEEDUPS=0`` the C path is switched off for the whole session, so they run in
+pure Python only (the header says so).
+"""
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 import pytest
@@ -14,9 +19,17 @@ from ddbcdc.decode import record as decode
 BOTH_PATHS = frozenset({"test_attributes.py", "test_decode.py", "test_decode_command.py"})
 
 
+#: The decode paths this session can run (DDBCDC_SPEEDUPS=0: the pure-Python one alone).
+PATHS = ["python"] if os.environ.get("DDBCDC_SPEEDUPS", "").strip() == "0" else ["c", "python"]
+
+
+def pytest_report_header() -> str:
+    return f"decode paths: {', '.join(PATHS)} (DDBCDC_SPEEDUPS={os.environ.get('DDBCDC_SPEEDUPS')})"
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.path.name in BOTH_PATHS:
-        metafunc.parametrize("decode_path", ["c", "python"], indirect=True)
+        metafunc.parametrize("decode_path", PATHS, indirect=True)
 
 
 @pytest.fixture(autouse=True)

@@ -164,6 +164,8 @@ def test_rich_types_are_exact() -> None:
         ("flag", 1, "expected bool"),
         ("blob", "AQ==", "expected bytes"),
         ("at", "yesterday", "ISO-8601"),
+        # 38 digits: finer than microseconds in the 29th (28 digits would round it away)
+        ("at", Decimal("1700000000.1234560000000000000000001"), "finer than microseconds"),
         ("email", "   ", "null or empty"),
     ],
 )

@@ -7,10 +7,11 @@ import importlib
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from ddbcdc.cli import COMMANDS, build_parser, main
+from ddbcdc.cli import COMMANDS, build_parser, environment_fault, main
 
 
 def test_every_command_is_registered_for_help() -> None:
@@ -78,3 +79,49 @@ def test_an_unknown_command_is_an_error_listing_them_all(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert all(f"'{name}'" in err for name in COMMANDS)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ddbcdc.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_file_system_fault_is_one_line_and_debug_adds_its_traceback(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    state = f"{a_file}/state"
+    plain = _cli("local", "--state-dir", state, "env")
+    assert plain.returncode == 2
+    assert plain.stderr.splitlines() == [
+        f"ddbcdc local: NotADirectoryError: [Errno 20] Not a directory: '{state}/stack.json'"
+    ]
+    debug = _cli("--log-level", "DEBUG", "local", "--state-dir", state, "env")
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+    assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ddbcdc.commands.decode as decode
+
+    def broken(args: argparse.Namespace) -> int:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(decode, "run", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["decode", "-"])
+
+
+def test_the_boundary_names_only_environment_errors() -> None:
+    assert environment_fault(FileNotFoundError(2, "No such file or directory", "/x")) == (
+        "FileNotFoundError: [Errno 2] No such file or directory: '/x'"
+    )
+    assert environment_fault(ValueError("a bug")) is None
+    import sqlalchemy as sa
+
+    line = environment_fault(sa.exc.ArgumentError("Could not parse SQLAlchemy URL"))
+    assert line == "PostgreSQL: ArgumentError: Could not parse SQLAlchemy URL"

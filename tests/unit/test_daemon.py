@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.resources import workers_file
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon
 
@@ -143,10 +144,15 @@ def test_command_line_and_processor_command() -> None:
     assert "-Daws.cborEnabled=false" in command
     assert command[command.index("-cp") + 1].count(os.pathsep) > 10
     assert command[-5:-2] == [daemon.DAEMON_CLASS, "--properties-file", "/t/kcl.properties"]
-    assert command[-1].endswith("workers/logback.xml")
-    executable, script = daemon.processor_command().split(" ")
-    assert executable == sys.executable
-    assert script.endswith("workers/record_processor.py")
+    assert command[-1] == str(workers_file("logback.xml"))
+    # The installed entry point, run by this Python without the working directory on sys.path
+    # (the daemon splits the command on spaces).
+    assert daemon.processor_command().split(" ") == [
+        sys.executable,
+        "-P",
+        "-m",
+        "ddbcdc.worker.entry",
+    ]
 
 
 def test_environment_passes_the_secret_only_there(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from ddbcdc.aws.errors import AwsError, aws_error
 from ddbcdc.aws.throttle import TokenBucket
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.load.plan import (
@@ -219,10 +220,20 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
     assert max(RETRY_BACKOFF.delay(30, rng=rng.random) for _ in range(100)) <= 5.0
 
 
-def _error(code: str, status: int) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "BatchWriteItem",
+def _error(code: str, status: int) -> AwsError:
+    """What a client of ddbcdc.aws.client raises for this error of BatchWriteItem."""
+    return aws_error(
+        ClientError(
+            {
+                "Error": {"Code": code, "Message": "x"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "BatchWriteItem",
+        ),
+        service="DynamoDB",
+        operation="BatchWriteItem",
+        params={"RequestItems": {"customers": []}},
+        endpoint="http://dynamodb",
     )
 
 

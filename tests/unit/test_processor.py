@@ -42,13 +42,19 @@ class ScriptedPipeline:
         self.end_failures: deque[Exception] = deque()
         self.mapping_checks = 0
         self.mapping_failures: deque[Exception] = deque()
+        self.daemon: FakeDaemon | None = None  # where commits are noted, in order
 
     def process(
         self, records: Sequence[SourceRecord], *, position: ShardPosition | None = None
     ) -> BatchResult:
         self.calls.append((list(records), position))
+        last = records[-1].sequence_number if records else None
         if self.failures:
+            if self.daemon is not None:
+                self.daemon.note("failed", last)
             raise self.failures.popleft()
+        if self.daemon is not None:
+            self.daemon.note("commit", last)
         reasons = {("customers", "phone", "S where numeric expected"): self.dead_lettered}
         return BatchResult(
             received=len(records),
@@ -59,7 +65,10 @@ class ScriptedPipeline:
 
     def end_shard(self, application: str, shard_id: str) -> None:
         self.ended.append(shard_id)
-        if self.end_failures:
+        failed = bool(self.end_failures)
+        if self.daemon is not None:
+            self.daemon.note("end failed" if failed else "ended", shard_id)
+        if failed:
             raise self.end_failures.popleft()
 
     def check_mappings(self) -> None:
@@ -81,6 +90,7 @@ class Harness:
         self.touched: list[tuple[str, int | None]] = []
         self.daemon = FakeDaemon(actions, checkpoint_errors)
         self.pipeline = pipeline or ScriptedPipeline()
+        self.pipeline.daemon = self.daemon
         self.registry = CollectorRegistry()
         self.sleeps: list[float] = []
         self.stop_after_sleeps = stop_after_sleeps
@@ -160,13 +170,36 @@ def test_database_unavailable_retries_the_same_batch_and_checkpoints_only_after_
 
     batches = [[r.sequence_number for r in records] for records, _ in h.pipeline.calls]
     assert batches == [["7", "8"]] * 4 + [["9"]]
-    assert daemon.checkpoints == ["8", "9"]
+    assert daemon.journal == [
+        *[("failed", "8")] * 3,
+        ("commit", "8"),
+        ("checkpoint", "8"),
+        ("commit", "9"),
+        ("checkpoint", "9"),
+    ]
     # capped exponential backoff, equal jitter: attempt n waits within [b/2, b], b = 1, 2, 4
     waited = _waits(h.sleeps, count=3)
     for got, base in zip(waited, [1.0, 2.0, 4.0], strict=True):
         assert base / 2 <= got <= base
     assert h.metric("ddbcdc_worker_apply_retries_total", reason="database") == 3
     assert h.metric("ddbcdc_worker_batches_total") == 2
+
+
+def test_no_checkpoint_passes_a_record_postgresql_has_not_committed() -> None:
+    down = DatabaseUnavailableError("connection refused")
+    h = Harness(
+        [initialize(), process(1, 2), process(3), process(4, 5), {"action": "shutdownRequested"}],
+        pipeline=ScriptedPipeline(failures=[down, down]),
+        checkpoint_errors=["InvalidStateException"],  # the first one fails: again at shutdown
+    )
+    daemon = h.run()
+    committed = 0
+    for event, sequence in daemon.journal:
+        if event == "commit":
+            committed = int(sequence or 0)
+        elif event == "checkpoint":
+            assert sequence is not None and int(sequence) <= committed, daemon.journal
+    assert daemon.checkpoints == ["2", "3", "5"]
 
 
 def test_unexpected_errors_are_retried_and_logged_without_their_message(
@@ -260,7 +293,14 @@ def test_shard_ended_checkpoints_at_shard_end() -> None:
     daemon = h.run()
     assert daemon.checkpoints == ["5", None, None]
     assert daemon.statuses == ["initialize", "processRecords", "shardEnded"]
-    assert h.pipeline.ended == [SHARD, SHARD]  # marked ended (retried), then checkpointed
+    assert daemon.journal == [
+        ("commit", "5"),
+        ("checkpoint", "5"),
+        ("end failed", SHARD),
+        ("ended", SHARD),  # marked ended (retried), then checkpointed
+        ("checkpoint", None),
+        ("checkpoint", None),
+    ]
 
 
 def test_empty_batches_update_lag_without_touching_postgres() -> None:

@@ -39,6 +39,7 @@ def test_process_records_match_kclpy_s_records() -> None:
         assert mine.sequence_number == real.sequence_number
         assert mine.sub_sequence_number == real.sub_sequence_number
         assert mine.partition_key == real.partition_key
+        assert mine.timestamp_millis == real.timestamp_millis  # the arrival in the stream
 
 
 @pytest.mark.parametrize(

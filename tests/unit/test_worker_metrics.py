@@ -12,10 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.worker.liveness import ProcessorCalls
-from ddbcdc.worker.metrics import MetricsServer, processor_calls, prune_dead_processes
+from ddbcdc.worker.metrics import (
+    MetricsServer,
+    ProcessorMetrics,
+    observe_many,
+    processor_calls,
+    prune_dead_processes,
+)
 
 PROCESSOR = textwrap.dedent(
     """
@@ -148,3 +155,30 @@ def test_calls_of_killed_processors_are_dropped_and_live_ones_merged(tmp_path: P
         for process in (alive, other):
             process.kill()
             process.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "values", [[], [0.0], [0.05, 0.0500001, 1.0, 1.2, 7.0, 86_400.0, 10**9, -3.0], [0.3] * 1000]
+)
+def test_observing_a_batch_at_once_equals_observing_each_value(values: list[float]) -> None:
+    one, each = CollectorRegistry(), CollectorRegistry()
+    many = ProcessorMetrics.create(one).arrival_to_commit.labels("customers")
+    single = ProcessorMetrics.create(each).arrival_to_commit.labels("customers")
+    observe_many(many, values)
+    for value in values:
+        single.observe(max(value, 0.0))
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for m in registry.collect()
+            if m.name == "ddbcdc_worker_arrival_to_commit_seconds"
+            for s in m.samples
+            if not s.name.endswith("_created")
+        }
+
+    got, want = samples(one), samples(each)
+    total = ("ddbcdc_worker_arrival_to_commit_seconds_sum", "")
+    assert got.pop(total) == pytest.approx(want.pop(total), rel=1e-12)  # summed exactly
+    assert got == want
+    assert got[("ddbcdc_worker_arrival_to_commit_seconds_count", "")] == len(values)

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
-
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.errors import ConfigurationError, RetryableError
 
 __all__ = [
@@ -74,10 +73,6 @@ class ProvisionOptions:
             raise ConfigurationError(f"shards must be >= 1, got {self.shards}")
 
 
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def wait_for(
     what: str, check: Callable[[], bool], timeout: float, sleep: Callable[[float], None]
 ) -> None:
@@ -122,10 +117,8 @@ class Resources:
             summary: dict[str, Any] = self.kinesis.describe_stream_summary(
                 StreamName=self.options.stream
             )["StreamDescriptionSummary"]
-        except ClientError as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        except AwsNotFoundError:
+            return None
         return summary
 
     def ensure_stream(self) -> str:
@@ -170,10 +163,8 @@ class Resources:
             table: dict[str, Any] = self.dynamodb.describe_table(TableName=self.options.table)[
                 "Table"
             ]
-        except ClientError as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        except AwsNotFoundError:
+            return None
         return table
 
     def wait_table(self, *, gone: bool = False) -> dict[str, Any]:

@@ -1,12 +1,11 @@
 """Calling AWS at a bounded rate, and again when it says "not now".
 
-- :data:`THROTTLE_CODES`, :data:`TRANSIENT_CODES`, :data:`TRANSIENT_EXCEPTIONS`: the errors
-  that mean "try the same request again" (throttling, a server's transient failure, a lost
-  connection); any other error is the caller's to handle;
+- :func:`call_with_backoff`: one request, retried with :class:`ddbcdc.backoff.Backoff` while
+  its :class:`~ddbcdc.aws.errors.AwsError` is retryable (throttling, a server's transient
+  failure, a connection refused or lost; :mod:`ddbcdc.aws.errors` knows the codes); any
+  other error is the caller's to handle;
 - :class:`TokenBucket`: steady pacing (the load generator's writes, the read-rate cap of
-  snapshot and verify);
-- :func:`call_with_backoff`: one request, retried on those errors with
-  :class:`ddbcdc.backoff.Backoff`.
+  snapshot and verify).
 
 Clients built for these loops should not retry by themselves (``max_attempts=1`` or few), so
 that what is counted and waited for here is real.
@@ -21,37 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
-
+from ddbcdc.aws.errors import AwsError
 from ddbcdc.backoff import Backoff
 from ddbcdc.errors import RetryableError
 
-__all__ = [
-    "THROTTLE_CODES",
-    "TRANSIENT_CODES",
-    "TRANSIENT_EXCEPTIONS",
-    "TokenBucket",
-    "call_with_backoff",
-]
+__all__ = ["TokenBucket", "call_with_backoff"]
 
 log = logging.getLogger(__name__)
 
-THROTTLE_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-)
-TRANSIENT_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
-TRANSIENT_EXCEPTIONS = (
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
 #: Attempts at one request of :func:`call_with_backoff` before it gives up.
 MAX_ATTEMPTS = 12
 #: Its waits between them.
@@ -90,10 +66,6 @@ class TokenBucket:
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def call_with_backoff(
     call: Callable[..., Any],
     what: str,
@@ -106,8 +78,9 @@ def call_with_backoff(
     """``call(**request)``, retried on throttling and transient errors.
 
     Raises:
-        RetryableError: still failing after :data:`MAX_ATTEMPTS` attempts (or ``stop`` set).
-        botocore.exceptions.ClientError: any other error of the service.
+        RetryableError: stopped (``stop`` set).
+        AwsError: any other error of the service, or a retryable one still failing after
+            :data:`MAX_ATTEMPTS` attempts (it names the request).
     """
     rng = rng or random.Random()
     for attempt in range(MAX_ATTEMPTS):
@@ -115,14 +88,11 @@ def call_with_backoff(
             raise RetryableError(f"{what}: stopped")
         try:
             return call(**request)
-        except ClientError as exc:
-            code = _code(exc)
-            if code not in THROTTLE_CODES and code not in TRANSIENT_CODES:
+        except AwsError as exc:
+            if not exc.retryable or attempt + 1 == MAX_ATTEMPTS:
                 raise
-            reason = code
-        except TRANSIENT_EXCEPTIONS as exc:
-            reason = type(exc).__name__
+            reason = exc.code
         delay = CALL_BACKOFF.delay(attempt, rng=rng.random)
         log.info("%s: %s, retrying in %.2fs (attempt %d)", what, reason, delay, attempt + 1)
         sleep(delay)
-    raise RetryableError(f"{what}: still failing after {MAX_ATTEMPTS} attempts ({reason})")
+    raise AssertionError("unreachable")

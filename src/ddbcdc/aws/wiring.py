@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from ddbcdc.aws.resources import Resources, error_code, wait_for
+from ddbcdc.aws.errors import AwsError
+from ddbcdc.aws.resources import Resources, wait_for
 from ddbcdc.errors import ConfigurationError
 
 __all__ = ["LOCAL_DESTINATION_TAG", "Wiring"]
@@ -91,8 +90,8 @@ class Wiring:
                 StreamArn=stream_arn,
                 EnableKinesisStreamingConfiguration=_MICROSECOND,
             )
-        except ClientError as exc:
-            if error_code(exc) != "ValidationException" or "Precision" not in str(exc):
+        except AwsError as exc:
+            if exc.code != "ValidationException" or "Precision" not in exc.aws_message:
                 raise
             # Older endpoints know no precision setting: millisecond timestamps then.
             self.dynamodb.enable_kinesis_streaming_destination(

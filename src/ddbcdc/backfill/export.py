@@ -30,6 +30,7 @@ from typing import IO, Any
 
 import orjson
 
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.backfill.records import parse_time_us
 from ddbcdc.errors import ConfigurationError
 
@@ -232,6 +233,8 @@ class LocalExport(ExportLocation):
 
     def data_files(self) -> list[str]:
         folder = self.path / "data"
+        if not folder.is_dir():
+            return []
         return sorted(f"data/{p.name}" for p in folder.iterdir() if p.is_file())
 
     def _open(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]:
@@ -254,8 +257,10 @@ class S3Export(ExportLocation):
     def read_text(self, name: str) -> str | None:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")["Body"]
-        except self.client.exceptions.NoSuchKey:
-            return None
+        except AwsNotFoundError as exc:
+            if exc.code == "NoSuchKey":
+                return None
+            raise
         return str(body.read().decode("utf-8"))
 
     def data_files(self) -> list[str]:
@@ -295,7 +300,8 @@ def read_manifest(location: ExportLocation, *, export_time_us: int | None = None
     (used only then: a manifest's exportTime is the export's own).
 
     Raises:
-        ExportError: no manifest and no export time, an unknown format, or no data.
+        ExportError: no manifest and no export time, an unknown format, or no manifest and
+            no data files (nothing to import: a folder above the export's, or an empty one).
     """
     summary = location.read_text("manifest-summary.json")
     if summary is None:
@@ -306,6 +312,12 @@ def read_manifest(location: ExportLocation, *, export_time_us: int | None = None
                 "time it was taken at with --export-time to import its data files unchecked"
             )
         files = tuple(DataFile(key) for key in location.data_files())
+        if not files:
+            raise ExportError(
+                f"{location.describe()}: no manifest-summary.json and no data files under "
+                "data/: nothing to import (give the export's own folder, "
+                ".../AWSDynamoDB/<export id>/)"
+            )
         return Manifest(
             location.folder, "FULL_EXPORT", "DYNAMODB_JSON", export_time_us, None, None, None,
             files, None, has_manifests=False,

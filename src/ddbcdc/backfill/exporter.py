@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from ddbcdc.aws.errors import AwsError
 from ddbcdc.backfill.records import now_us
 from ddbcdc.errors import ConfigurationError, RetryableError
 
@@ -58,10 +57,6 @@ class RequestedExport:
     requested_us: int
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _datetime(micros: int) -> datetime:
     return datetime.fromtimestamp(micros / 1_000_000, UTC)
 
@@ -93,8 +88,8 @@ def request_export(dynamodb: Any, request: ExportRequest) -> RequestedExport:
     requested = now_us()
     try:
         response = dynamodb.export_table_to_point_in_time(**params)
-    except ClientError as exc:
-        if _code(exc) == "PointInTimeRecoveryUnavailableException":
+    except AwsError as exc:
+        if exc.code == "PointInTimeRecoveryUnavailableException":
             raise ConfigurationError(
                 f"point-in-time recovery is not enabled on table {request.table}: an export "
                 "needs it (aws dynamodb update-continuous-backups --table-name "
@@ -130,7 +125,9 @@ def wait_for_export(
             break
         if status == "FAILED":
             reason = described.get("FailureMessage") or described.get("FailureCode")
-            raise ConfigurationError(f"export {export.arn} failed: {reason}")
+            raise ConfigurationError(
+                f"export {export.arn} into s3://{export.bucket}/{export.prefix} failed: {reason}"
+            )
         if time.monotonic() > deadline:
             raise RetryableError(
                 f"export {export.arn} still {status} after {timeout:.0f}s; import it when done "

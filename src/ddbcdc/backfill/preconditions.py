@@ -29,8 +29,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from botocore.exceptions import BotoCoreError, ClientError
 
+from ddbcdc.aws.errors import AwsError, AwsNotFoundError
 from ddbcdc.aws.provision import is_local
 from ddbcdc.aws.wiring import LOCAL_DESTINATION_TAG
 from ddbcdc.backfill.records import format_us, now_us
@@ -54,10 +54,6 @@ class Finding:
     message: str
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def stream_kwargs(settings: Settings) -> dict[str, str] | None:
     """The configured stream as Kinesis request keywords, None when none is."""
     if settings.stream_arn:
@@ -74,7 +70,7 @@ def retention_hours(settings: Settings, kinesis: Any) -> float | None:
         return None
     try:
         summary = kinesis.describe_stream_summary(**stream)["StreamDescriptionSummary"]
-    except (ClientError, BotoCoreError):
+    except AwsError:
         return None
     return float(summary.get("RetentionPeriodHours") or 24)
 
@@ -151,10 +147,8 @@ def _leases(dynamodb: Any, application: str) -> dict[str, str | None] | None:
             for item in page.get("Items", []):
                 leases[item["leaseKey"]["S"]] = item.get("checkpoint", {}).get("S")
         return leases
-    except ClientError as exc:
-        if _code(exc) == "ResourceNotFoundException":
-            return None
-        raise
+    except AwsNotFoundError:
+        return None
 
 
 def _open_shards(kinesis: Any, stream: dict[str, str]) -> list[str]:
@@ -296,7 +290,8 @@ def check_backfill(
     with engine.connect() as conn:
         applied = conn.execute(
             sa.select(sa.func.count()).where(
-                shard_progress.c.application == settings.application_name
+                shard_progress.c.application == settings.application_name,
+                shard_progress.c.sequence_number.is_not(None),
             )
         ).scalar()
     findings.append(

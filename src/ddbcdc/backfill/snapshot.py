@@ -215,7 +215,8 @@ def _watch(
     counter: _Counter,
     progress: ProgressBar | None,
     on_tick: Callable[[int, float], None] | None,
-) -> None:
+) -> BaseException | None:
+    """Wait for the segments; the first error, which stops the others (it is the cause)."""
     started = time.monotonic()
     pending = set(futures)
     while pending:
@@ -224,8 +225,10 @@ def _watch(
             progress.update(counter.items)
         if on_tick is not None:
             on_tick(counter.items, time.monotonic() - started)
-        if any(f.done() and f.exception() is not None for f in futures):
-            return
+        failed = [f.exception() for f in futures if f.done() and f.exception() is not None]
+        if failed:
+            return failed[0]
+    return None
 
 
 def run_snapshot(
@@ -243,8 +246,8 @@ def run_snapshot(
     Marks the run done and releases its hold when every segment is done.
 
     Raises:
-        RetryableError: a segment could not go on (throttled out, ...); the run stays
-            resumable. ``KeyboardInterrupt`` stops every segment after its current page.
+        DdbcdcError: the first error that stopped a segment (AWS, PostgreSQL); the run
+            stays resumable. ``KeyboardInterrupt`` stops every segment after its current page.
     """
     segments = state.load_segments(pipeline.engine, run.id)
     todo = [s for s in segments if not s.done]
@@ -267,15 +270,13 @@ def run_snapshot(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ddbcdc-scan") as pool:
         futures = [pool.submit(_segment_task, job, segment) for segment in todo]
         try:
-            _watch(futures, job.counter, progress, on_tick)
+            cause = _watch(futures, job.counter, progress, on_tick)
         finally:
             job.stop.set()
     result = SnapshotResult(run.id, job.counter.counts, job.counter.pages)
     result.seconds = time.monotonic() - started
-    for future in futures:
-        error = future.exception()
-        if error is not None:
-            raise error
+    if cause is not None:
+        raise cause
     state.finish(pipeline.engine, run.id)
     result.done = True
     log.info("snapshot %s done as of %s", run.id, format_us(run.min_version_us))

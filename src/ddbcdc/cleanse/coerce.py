@@ -8,8 +8,8 @@ Two families:
   fits an integer column);
 - **key coercers** (:func:`key_coercer`) for key columns, exact: two distinct DynamoDB key
   values never become one PostgreSQL value, so distinct items never share a row. An integer
-  key takes an N, or an S only in canonical form (``"7"``, not ``"07"``, ``" 7"`` or
-  ``"+7"``); a numeric key takes only N (``"7.0"`` and ``"7"`` are distinct S values but equal
+  key takes an N, or an S only in canonical form (``"7"``, not ``"07"``, ``" 7"``, ``"+7"``
+  or ``"-0"``); a numeric key takes only N (``"7.0"`` and ``"7"`` are distinct S values but equal
   numerics); a text key takes S as it is and N in a canonical notation (numerically equal N
   values, which are one DynamoDB key, give one text); bytea takes B.
 
@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from ddbcdc.schema.mapping import ColumnMapping
@@ -33,7 +33,9 @@ __all__ = ["INT_BITS", "PY_TYPES", "RULES", "coercer", "key_coercer"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NON_DIGITS = re.compile(r"[^0-9]+")
-_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")  # not "-0": it is "0"'s row
+#: Wide enough for any N (38 significant digits): normalizing in it never rounds.
+_EXACT = Context(prec=40)
 #: Value bits of the integer column types (one more bit is the sign).
 INT_BITS = {"bigint": 63, "integer": 31, "smallint": 15}
 
@@ -166,7 +168,7 @@ def _to_timestamp(value: Any) -> Any:
             raise _fail("not an ISO-8601 timestamp") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if isinstance(value, int | Decimal) and not isinstance(value, bool):
-        micros = Decimal(value) * 1_000_000
+        micros = _EXACT.multiply(Decimal(value), 1_000_000)  # exact: 38 digits at most
         if not micros.is_finite() or micros != micros.to_integral_value():
             raise _fail("epoch seconds finer than microseconds")
         try:
@@ -251,7 +253,8 @@ def _key_text(value: Any) -> Any:
         return str(value)
     if isinstance(value, Decimal) and value.is_finite():
         # Numerically equal N values are one DynamoDB key: one canonical text for them.
-        return "0" if not value else format(value.normalize(), "f")
+        # (Normalized in a context of its own: the default one rounds to 28 digits.)
+        return "0" if not value else format(value.normalize(_EXACT), "f")
     raise _fail(f"expected a string, got {type(value).__name__}")
 
 

@@ -141,19 +141,18 @@ def run(args: argparse.Namespace) -> int:
 
     out = sys.stdout.buffer
     try:
-        if args.file == "-":
-            failed = _decode(sys.stdin.buffer, out, args)
-        else:
-            with open(args.file, "rb") as source:
-                failed = _decode(source, out, args)
+        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
-        print(f"ddbcdc decode: {exc}", file=sys.stderr)
+        print(f"ddbcdc decode: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
+    try:
+        failed = _decode(source, out, args)
     except InputError as exc:
         print(f"ddbcdc decode: stopped: {exc}", file=sys.stderr)
         return 1
     finally:
-        out.flush()
+        if source is not sys.stdin.buffer:
+            source.close()
     if failed:
         print(f"ddbcdc decode: {failed} record(s) failed", file=sys.stderr)
     return 1 if failed else 0

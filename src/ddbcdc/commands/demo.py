@@ -49,7 +49,7 @@ def _check_prerequisites() -> None:
         hint
         for tool, hint in (
             ("java", "Java 17+ (Debian: apt-get install openjdk-17-jre-headless)"),
-            ("node", "Node.js 18+ (Debian: apt-get install nodejs npm), then make install"),
+            ("node", "Node.js 18+ and npm (Debian: apt-get install nodejs npm)"),
         )
         if shutil.which(tool) is None
     ]
@@ -60,8 +60,10 @@ def _check_prerequisites() -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print what to do next."""
     from ddbcdc.demo.run import DemoOptions, run_demo
+    from ddbcdc.local.kinesis_package import find_kinesis_local
 
     _check_prerequisites()
+    find_kinesis_local()  # found, or installed now (with a message) rather than mid-start-up
     status = run_demo(
         DemoOptions(
             changes=args.changes,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import sys
 from typing import Any
 
 import sqlalchemy as sa
@@ -133,7 +134,9 @@ def run_list(args: argparse.Namespace) -> int:
                 limit=args.limit,
             )
     except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(f"cannot read dead letters: {describe(exc)}") from exc
+        raise DatabaseUnavailableError(
+            f"cannot read dead letters from PostgreSQL: {describe(exc)}"
+        ) from exc
     finally:
         engine.dispose()
     if args.json:
@@ -201,7 +204,9 @@ def run_replay(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )
     except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(f"cannot read dead letters: {describe(exc)}") from exc
+        raise DatabaseUnavailableError(
+            f"cannot read dead letters from PostgreSQL: {describe(exc)}"
+        ) from exc
     finally:
         pipeline.close()
     replayed = result.received - result.dead_lettered
@@ -212,10 +217,21 @@ def run_replay(args: argparse.Namespace) -> int:
     return 1 if result.dead_lettered else 0
 
 
+def _confirmed(question: str) -> bool:
+    try:
+        answer = input(question)
+    except EOFError:  # no terminal and nothing on stdin: no
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def run_discard(args: argparse.Namespace) -> int:
     """Run ``ddbcdc dlq discard``: exit 0, 1 when nothing matched."""
     if not (args.ids or args.stage or args.table or args.shard):
-        print("ddbcdc dlq discard: name the dead letters (--id, --stage, --table or --shard)")
+        print(
+            "ddbcdc dlq discard: name the dead letters (--id, --stage, --table or --shard)",
+            file=sys.stderr,
+        )
         return 2
     engine = _engine(Settings())
     try:
@@ -224,14 +240,15 @@ def run_discard(args: argparse.Namespace) -> int:
                 conn, stage=args.stage, source_table=args.table, shard_id=args.shard, limit=None
             )
             ids = [x.id for x in letters if not args.ids or x.id in set(args.ids)]
-            if ids and not args.yes:
-                answer = input(f"discard {len(ids)} pending dead letter(s)? [y/N] ")
-                if answer.strip().lower() not in ("y", "yes"):
-                    print("nothing discarded")
-                    return 1
+            question = f"discard {len(ids)} pending dead letter(s)? [y/N] "
+            if ids and not args.yes and not _confirmed(question):
+                print("nothing discarded")
+                return 1
             count = discard_dead_letters(conn, ids)
     except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(f"cannot discard dead letters: {describe(exc)}") from exc
+        raise DatabaseUnavailableError(
+            f"cannot discard dead letters in PostgreSQL: {describe(exc)}"
+        ) from exc
     finally:
         engine.dispose()
     print(f"discarded {count} dead letter(s)")

@@ -20,6 +20,7 @@ from ddbcdc.backfill.feed import mapping_for
 from ddbcdc.backfill.importer import DEFAULT_BATCH_SIZE
 from ddbcdc.backfill.records import format_us
 from ddbcdc.commands.snapshot import import_location, time_arg
+from ddbcdc.db import check_reachable
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
 
@@ -77,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
         incremental_from_us=incremental_from,
         incremental_to_us=time_arg("--incremental-to", args.incremental_to),
     )
+    # Before an export that costs money: PostgreSQL answers, the bucket exists and can be read.
+    check_reachable(settings.require_database_url())
     dynamodb = aws.client("dynamodb", settings)
     s3 = aws.client("s3", settings)
+    s3.list_objects_v2(Bucket=request.bucket, Prefix=f"{request.prefix.strip('/')}/", MaxKeys=1)
     export = request_export(dynamodb, request)
     print(f"export {export.arn} requested, waiting", file=sys.stderr)
     folder, export_us = wait_for_export(dynamodb, s3, export, timeout=args.timeout, poll=args.poll)

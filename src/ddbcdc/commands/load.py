@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ddbcdc.aws import clients as aws
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.load.plan import (
@@ -121,24 +119,22 @@ def _options(args: argparse.Namespace, settings: Settings) -> LoadOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Plan and write; 0 when every write succeeded, 1 otherwise."""
+    """Plan and write; 0 when every write succeeded, 1 when some failed."""
     settings = Settings()
     options = _options(args, settings)
     client = aws.client("dynamodb", settings, max_attempts=1)
     show = sys.stderr.isatty() if args.progress is None else args.progress
+    # Outside the writers' retries: a missing table or a wrong endpoint ends the run at once.
+    client.describe_table(TableName=options.table)
+    existing = scan_items(client, options.table) if args.scan_first else None
+    operations = plan_operations(options, existing=existing)
+    bar = ProgressBar(options.count, label="load") if show else None
     try:
-        existing = scan_items(client, options.table) if args.scan_first else None
-        operations = plan_operations(options, existing=existing)
-        bar = ProgressBar(options.count, label="load") if show else None
-        try:
-            summary = run_load(
-                client, options, operations=operations, on_progress=bar.update if bar else None
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-    except (BotoCoreError, ClientError) as exc:
-        print(f"ddbcdc load: {exc}", file=sys.stderr)
-        return 1
+        summary = run_load(
+            client, options, operations=operations, on_progress=bar.update if bar else None
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     print(json.dumps(summary.to_dict()) if args.json else format_summary(summary))
     return 0 if summary.errors == 0 else 1

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ddbcdc.local.kinesis_package import find_kinesis_local
 from ddbcdc.local.processes import pid_alive, stop_pid
 from ddbcdc.local.stack import StackInfo
 from ddbcdc.local.supervisor import STATE_FILE
@@ -93,6 +94,7 @@ def _up(args: argparse.Namespace) -> int:
         print("ddbcdc local: the stack is already up", file=sys.stderr)
         _print_env(info)
         return 0
+    find_kinesis_local()  # found, or installed now in the foreground (with a message)
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     command = [sys.executable, "-m", "ddbcdc.local.supervisor", "--state-dir", str(state_dir)]
@@ -116,7 +118,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"ddbcdc local: the stack did not come up; {log_path}:\n{tail}", file=sys.stderr)
         stop_pid(supervisor.pid, grace=20)
         (state_dir / _PID_FILE).unlink(missing_ok=True)
-        return 1
+        return 2
     print(f"ddbcdc local: up (logs in {state_dir}/*.log)", file=sys.stderr)
     _print_env(info)
     print('# use it with: eval "$(ddbcdc local env)"', file=sys.stderr)

@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ddbcdc.aws import clients as aws
 from ddbcdc.schema.infer import infer_mapping, sample_items
 from ddbcdc.settings import Settings
@@ -72,12 +70,8 @@ def run_infer(args: argparse.Namespace) -> int:
     settings = Settings()
     table = args.table or settings.source_table
     dynamodb = aws.client("dynamodb", settings)
-    try:
-        description = dynamodb.describe_table(TableName=table)["Table"]
-        items = sample_items(dynamodb, table, sample=max(1, args.sample), segments=args.segments)
-    except (BotoCoreError, ClientError) as exc:
-        print(f"ddbcdc mapping infer: {exc}", file=sys.stderr)
-        return 1
+    description = dynamodb.describe_table(TableName=table)["Table"]
+    items = sample_items(dynamodb, table, sample=max(1, args.sample), segments=args.segments)
     document = infer_mapping(
         description,
         items,

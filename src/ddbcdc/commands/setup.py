@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.provision import DEFAULT_STREAM_NAME, ProvisionOptions, Step, is_local, set_up
 from ddbcdc.settings import Settings
@@ -77,16 +75,12 @@ def run(args: argparse.Namespace) -> int:
     """Set everything up; print names and ARNs (key=value lines, or JSON)."""
     settings = Settings()
     options = options_from(args, settings)
-    try:
-        result = set_up(
-            aws.client("dynamodb", settings),
-            aws.client("kinesis", settings),
-            options,
-            on_step=print_step,
-        )
-    except (BotoCoreError, ClientError) as exc:
-        print(f"ddbcdc setup: {exc}", file=sys.stderr)
-        return 1
+    result = set_up(
+        aws.client("dynamodb", settings),
+        aws.client("kinesis", settings),
+        options,
+        on_step=print_step,
+    )
     fields = {
         "stream_name": result.stream_name,
         "stream_arn": result.stream_arn,

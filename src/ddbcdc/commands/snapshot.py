@@ -20,9 +20,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsError
 from ddbcdc.backfill import state
 from ddbcdc.backfill.export import open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
@@ -35,7 +34,7 @@ from ddbcdc.backfill.snapshot import (
     retention_watch,
     run_snapshot,
 )
-from ddbcdc.errors import ConfigurationError
+from ddbcdc.errors import ConfigurationError, DdbcdcError, RetryableError
 from ddbcdc.pipeline import BatchResult
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
@@ -129,7 +128,7 @@ def _checks(
             start_us=start_us,
             **extra,
         )
-    except (BotoCoreError, ClientError) as exc:
+    except AwsError as exc:  # a finding: --force goes ahead (an import needs no AWS)
         findings = [Finding("fail", "aws", f"the checks could not run: {exc}")]
     if not report(findings, force=args.force, out=sys.stderr):
         raise ConfigurationError("preconditions not met (see above; --force to go ahead)")
@@ -241,15 +240,18 @@ def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -
         hours = retention_hours(settings, aws.client("kinesis", settings, max_attempts=2))
         started = time.monotonic()
         with _bar(args, run.expected_items, "snapshot") as progress:
-            result = run_snapshot(
-                settings,
-                run,
-                client=dynamodb,
-                pipeline=pipeline,
-                options=options,
-                progress=progress,
-                on_tick=retention_watch(hours, run.expected_items),
-            )
+            try:
+                result = run_snapshot(
+                    settings,
+                    run,
+                    client=dynamodb,
+                    pipeline=pipeline,
+                    options=options,
+                    progress=progress,
+                    on_tick=retention_watch(hours, run.expected_items),
+                )
+            except DdbcdcError as exc:
+                raise RetryableError(f"{exc} (continue: ddbcdc snapshot --resume)") from exc
     finally:
         pipeline.close()
     print(summary_line(run.id, result.counts, time.monotonic() - started, args.json))

@@ -1,11 +1,14 @@
-"""``ddbcdc status``: per-shard progress and lag, and tombstone pruning, from PostgreSQL.
+"""``ddbcdc status``: per-shard progress and lag, freshness, stream time and pruning.
 
-A shard processor refreshes its progress row with every batch, and at most every few seconds
-on empty batches too, so a row older than the stall threshold means nothing has called that
-shard's processor since: the shard is shown as stalled, its last MillisBehindLatest as unknown.
-A shard that has ended (resharding) is shown as ended. Each shard's stream time (the newest
-change time it has applied) is shown too: the oldest of them bounds tombstone pruning, whose
-floor per table and holds (snapshots, imports) close the report.
+Everything comes from PostgreSQL. A shard processor refreshes its progress row with every
+batch, and at most every few seconds on empty batches too, so a row older than the stall
+threshold means nothing has called that shard's processor since: the shard is shown as
+stalled, its last MillisBehindLatest as unknown. A shard that has ended (resharding) is shown
+as ended, one the worker listed but whose processor has applied nothing as not started. Each
+shard's stream time (the newest change time it has applied) is shown, and per application
+the stream time (the oldest over its open shards, see :mod:`ddbcdc.materialize.streamtime`);
+per table, the newest change committed and when (freshness); tombstone pruning (floor per
+table, holds) and backfills close the report.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from ddbcdc.db import describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.settings import Settings
 
@@ -30,11 +34,12 @@ def register(subparsers: Any) -> None:
         "status",
         help="per-shard progress and lag of the worker, and backfills, from PostgreSQL",
         description=(
-            "Read ddbcdc_shard_progress: the last applied sequence number of every shard, "
-            "records and batches applied, MillisBehindLatest and the age of the last call; "
-            "tombstone pruning; and the newest backfills (snapshots, export imports) with "
-            "their progress. Exit status: 0, 1 when there is no progress yet, 3 when a shard "
-            "is stalled."
+            "Read ddbcdc_shard_progress: the state, last applied sequence number and stream "
+            "time of every shard, records and batches applied, MillisBehindLatest and the age "
+            "of the last call; the stream time of each application; per table, the newest "
+            "change committed and when; tombstone pruning; and the newest backfills "
+            "(snapshots, export imports) with their progress. Exit status: 0, 1 when there is "
+            "no progress yet, 3 when a shard is stalled."
         ),
     )
     parser.add_argument("--application-name", help="only this KCL application")
@@ -63,29 +68,46 @@ def run(args: argparse.Namespace) -> int:
     try:
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
+            streams = _stream_times(conn, args.application_name)
+            tables = _freshness(conn, args.application_name)
             pruning = _pruning(conn)
             runs = [_backfill(run) for run in recent_runs(conn)]
     except ProgrammingError as exc:
-        for name in ("ddbcdc_shard_progress", "ddbcdc_snapshots", "ddbcdc_prune_state"):
+        for name in (
+            "ddbcdc_shard_progress",
+            "ddbcdc_stream_time",
+            "ddbcdc_table_progress",
+            "ddbcdc_snapshots",
+            "ddbcdc_prune_state",
+        ):
             if name in str(exc.orig):
                 raise ConfigurationError(
                     f"table {name} does not exist: run `ddbcdc migrate` first"
                 ) from exc
         raise
     except OperationalError as exc:
-        raise DatabaseUnavailableError(
-            f"PostgreSQL unreachable: {type(exc.orig).__name__}"
-        ) from exc
+        raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
     finally:
         engine.dispose()
     now = datetime.now(UTC)
     stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
     shards = [_shard(row, now, stall_after) for row in rows]
+    for table in tables:
+        table["newest_change_age_s"] = round(now.timestamp() - table.pop("_newest_s"), 3)
     if args.json:
-        document = {"now": now.isoformat(), "shards": shards, **pruning, "backfills": runs}
+        document = {
+            "now": now.isoformat(),
+            "shards": shards,
+            "stream_times": streams,
+            "tables": tables,
+            **pruning,
+            "backfills": runs,
+        }
         print(json.dumps(document, indent=2))
     else:
         _print_table(shards)
+        _print_streams(streams)
+        _print_freshness(tables)
         _print_pruning(pruning)
         _print_backfills(runs)
     if not shards:
@@ -95,6 +117,66 @@ def run(args: argparse.Namespace) -> int:
 
 def _iso_us(us: int | None) -> str | None:
     return None if us is None else (_EPOCH + timedelta(microseconds=us)).isoformat()
+
+
+def _stream_times(conn: sa.Connection, application: str | None) -> list[dict[str, Any]]:
+    from ddbcdc.materialize.streamtime import stream_times
+
+    return [
+        {
+            "application": t.application,
+            "stream_time": _iso_us(t.stream_time_us),
+            "current": t.current,
+            "why_not_current": t.why_unknown(),
+            "open_shards": t.open_shards,
+            "not_started": list(t.not_started),
+            "shards_listed_at": None if t.listed_at is None else t.listed_at.isoformat(),
+        }
+        for t in stream_times(conn, store=False)
+        if application is None or t.application == application
+    ]
+
+
+def _print_streams(streams: list[dict[str, Any]]) -> None:
+    for s in streams:
+        line = f"stream time of {s['application']}: {s['stream_time'] or 'unknown'}"
+        if s["why_not_current"]:
+            line += f" (not advancing: {s['why_not_current']})"
+        print(line)
+
+
+def _freshness(conn: sa.Connection, application: str | None) -> list[dict[str, Any]]:
+    """Per target table: the newest change committed (over every shard) and when."""
+    from sqlalchemy.dialects.postgresql import distinct_on
+
+    from ddbcdc.schema.tables import table_progress as t
+
+    query = (
+        sa.select(t.c.target_table, t.c.newest_change_us, t.c.committed_at)
+        .ext(distinct_on(t.c.target_table))
+        .order_by(t.c.target_table, t.c.newest_change_us.desc())
+    )
+    if application:
+        query = query.where(t.c.application == application)
+    return [
+        {
+            "target_table": r.target_table,
+            "newest_change": _iso_us(r.newest_change_us),
+            "committed_at": r.committed_at.isoformat(),
+            "write_to_commit_s": round(r.committed_at.timestamp() - r.newest_change_us / 1e6, 3),
+            "_newest_s": r.newest_change_us / 1e6,
+        }
+        for r in conn.execute(query)
+    ]
+
+
+def _print_freshness(tables: list[dict[str, Any]]) -> None:
+    for t in tables:
+        print(
+            f"newest change of {t['target_table']}: {t['newest_change']}, committed "
+            f"{t['committed_at']} ({t['write_to_commit_s']:.3f}s after it was made; "
+            f"{t['newest_change_age_s']:.1f}s ago)"
+        )
 
 
 def _pruning(conn: sa.Connection) -> dict[str, Any]:
@@ -173,11 +255,19 @@ def _print_backfills(runs: list[dict[str, Any]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
+def _state(row: dict[str, Any], age: float, stall_after: float) -> str:
+    if row.get("ended_at") is not None:
+        return "ended"
+    if row["sequence_number"] is None and row.get("max_version_us") is None:
+        return "not_started"  # listed, no processor has applied or caught up on it yet
+    return "stalled" if age > stall_after else "ok"
+
+
 def _shard(row: dict[str, Any], now: datetime, stall_after: float) -> dict[str, Any]:
     updated: datetime = row["updated_at"]
     age = (now - updated).total_seconds()
     ended = row.get("ended_at")
-    stalled = ended is None and age > stall_after
+    state = _state(row, age, stall_after)
     return {
         "application": row["application"],
         "shard_id": row["shard_id"],
@@ -189,8 +279,8 @@ def _shard(row: dict[str, Any], now: datetime, stall_after: float) -> dict[str, 
         "seconds_since_update": round(age, 3),
         "stream_time": _iso_us(row.get("max_version_us")),
         "ended_at": None if ended is None else ended.isoformat(),
-        "state": "ended" if ended is not None else "stalled" if stalled else "ok",
-        "stalled": stalled,
+        "state": state,
+        "stalled": state == "stalled",
     }
 
 
@@ -199,7 +289,8 @@ def _print_table(shards: list[dict[str, Any]]) -> None:
         print("no shard progress yet (has the worker applied a batch?)")
         return
     header = (
-        "APPLICATION", "SHARD", "STATE", "RECORDS", "BATCHES", "BEHIND_MS", "AGE_S", "SEQUENCE",
+        "APPLICATION", "SHARD", "STATE", "RECORDS", "BATCHES", "BEHIND_MS", "AGE_S",
+        "STREAM_TIME", "SEQUENCE",
     )  # fmt: skip
     lines = [header] + [
         (
@@ -213,7 +304,8 @@ def _print_table(shards: list[dict[str, Any]]) -> None:
             if s["stalled"] or s["millis_behind_latest"] is None
             else str(s["millis_behind_latest"]),
             f"{s['seconds_since_update']:.1f}",
-            s["sequence_number"],
+            s["stream_time"] or "-",
+            s["sequence_number"] or "-",
         )
         for s in shards
     ]

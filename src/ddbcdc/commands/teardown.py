@@ -7,11 +7,10 @@ import json
 import sys
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.provision import ProvisionOptions, tear_down
 from ddbcdc.commands.setup import add_target_arguments, options_from, print_step
+from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
 
 __all__ = ["register", "run"]
@@ -46,31 +45,25 @@ def _confirmed(options: ProvisionOptions, where: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Tear down after confirmation; 0 when done, 1 when refused or aborted."""
+    """Tear down after confirmation; 0 when done, 1 when not confirmed, 2 when refused."""
     settings = Settings()
     options = options_from(args, settings)
     where = settings.dynamodb_endpoint or f"AWS {settings.aws_region}"
     if not args.yes:
         if not sys.stdin.isatty():
-            print(
-                "ddbcdc teardown: refusing to delete without confirmation: stdin is not a "
-                "terminal; pass --yes to delete without asking",
-                file=sys.stderr,
+            raise ConfigurationError(
+                "refusing to delete without confirmation: stdin is not a terminal; pass "
+                "--yes to delete without asking"
             )
-            return 1
         if not _confirmed(options, where):
             print("ddbcdc teardown: nothing deleted", file=sys.stderr)
             return 1
-    try:
-        steps = tear_down(
-            aws.client("dynamodb", settings),
-            aws.client("kinesis", settings),
-            options,
-            on_step=print_step,
-        )
-    except (BotoCoreError, ClientError) as exc:
-        print(f"ddbcdc teardown: {exc}", file=sys.stderr)
-        return 1
+    steps = tear_down(
+        aws.client("dynamodb", settings),
+        aws.client("kinesis", settings),
+        options,
+        on_step=print_step,
+    )
     if args.json:
         print(
             json.dumps(

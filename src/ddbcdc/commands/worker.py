@@ -9,14 +9,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsNotFoundError
+from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon
 from ddbcdc.worker.leadership import release_stale_leader_lock
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
+from ddbcdc.worker.shards import ShardRegistry, kinesis_open_shards, lease_shards
 from ddbcdc.worker.workdir import WorkDir
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,11 @@ def run(args: argparse.Namespace) -> int:
         print(properties, end="")
         return 0
     _check_mappings(settings)
+    _check_stream(settings, options)
+    _release_leadership(settings, options)
     java = daemon.check_java(args.java)
     jars = daemon.find_jars()
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
-    _release_leadership(settings, options)
     with WorkDir() as workdir:
         properties_file = workdir.path / "kcl.properties"
         properties_file.write_text(properties)
@@ -132,9 +134,20 @@ def _serve(
     multiproc_dir: Path,
     port: int,
 ) -> int:
-    """Run the daemon with the lease watcher and the metrics server beside it."""
+    """Run the daemon with the lease watcher, the shard registry and the metrics server."""
+    import sqlalchemy as sa
+
     assert options.worker_id is not None
     leases = LeaseWatcher(_lease_scan(settings, options.application_name), options.worker_id)
+    engine = sa.create_engine(
+        settings.require_database_url(), pool_size=1, pool_pre_ping=True, hide_parameters=True
+    )
+    kinesis = aws.client("kinesis", settings, max_attempts=3)
+    registry = ShardRegistry(
+        engine,
+        options.application_name,
+        [kinesis_open_shards(kinesis, options.stream), lease_shards(leases)],
+    )
     monitor = StallMonitor(
         leases,
         lambda: processor_calls(multiproc_dir),
@@ -144,13 +157,19 @@ def _serve(
     def problems() -> list[str]:
         return monitor.problems() if process.alive() else ["KCL daemon not running"]
 
-    server = MetricsServer(
-        multiproc_dir=multiproc_dir,
-        host=settings.metrics_host,
-        port=port,
-        problems=problems,
-        collectors=[monitor],
-    )
+    try:
+        server = MetricsServer(
+            multiproc_dir=multiproc_dir,
+            host=settings.metrics_host,
+            port=port,
+            problems=problems,
+            collectors=[monitor],
+        )
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve /metrics on {settings.metrics_host}:{port}: {exc.strerror} "
+            "(DDBCDC_METRICS_PORT, --metrics-port)"
+        ) from exc
     log.warning(
         "worker starting application=%s worker_id=%s stream=%s metrics=http://%s:%d/metrics",
         options.application_name,
@@ -163,23 +182,34 @@ def _serve(
         process.start()  # before any thread: it forks
         server.start()
         leases.start()
+        registry.start()
         status = process.wait()
     finally:
+        registry.stop()
         leases.stop()
         server.stop()
+        engine.dispose()
     log.warning("worker stopped application=%s status=%d", options.application_name, status)
     return status
 
 
+def _check_stream(settings: Settings, options: daemon.WorkerOptions) -> None:
+    """Refuse to start when the stream cannot be read (missing, denied, unreachable): the
+    KCL daemon would retry that forever."""
+    kinesis = aws.client("kinesis", settings, max_attempts=3)
+    name = "StreamARN" if options.stream.startswith("arn:") else "StreamName"
+    kinesis.list_shards(**{name: options.stream}, MaxResults=1)
+
+
 def _release_leadership(settings: Settings, options: daemon.WorkerOptions) -> None:
-    """Give back the leader lock an earlier run under this worker id left (see leadership)."""
+    """Give back the leader lock an earlier run under this worker id left (see leadership).
+
+    A start-up check too: a DynamoDB the worker cannot reach or may not read ends the start,
+    as the KCL daemon could not run against it either.
+    """
     assert options.worker_id is not None
     client = aws.client("dynamodb", settings, max_attempts=3)
-    try:
-        release_stale_leader_lock(client, options.application_name, options.worker_id)
-    except (BotoCoreError, ClientError) as exc:
-        # Not fatal: the lock then expires by itself, in two minutes.
-        log.warning("could not check the KCL leader lock: %s", type(exc).__name__)
+    release_stale_leader_lock(client, options.application_name, options.worker_id)
 
 
 def _lease_scan(settings: Settings, table: str) -> Callable[[], Iterator[dict[str, Any]]]:
@@ -188,9 +218,10 @@ def _lease_scan(settings: Settings, table: str) -> Callable[[], Iterator[dict[st
 
     def scan() -> Iterator[dict[str, Any]]:
         try:
-            for page in client.get_paginator("scan").paginate(TableName=table):
+            pages = client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+            for page in pages:
                 yield from page["Items"]
-        except client.exceptions.ResourceNotFoundException:
+        except AwsNotFoundError:
             return  # the daemon has not created it yet
 
     return scan

@@ -1,7 +1,8 @@
 """Decode: raw change records -> :class:`ChangeRecord`, every value exact. Pure: no I/O.
 
-The first stage of the pipeline. Nothing here reads the environment, touches a database or
-logs a payload.
+The first stage of the pipeline. Nothing here touches a database or logs a payload, and
+nothing reads the environment but :mod:`ddbcdc.decode.accelerator` (``DDBCDC_SPEEDUPS``, once
+at import: which decode path runs).
 
 - :mod:`ddbcdc.decode.record`: the :class:`ChangeRecord` model, :func:`decode_record` (one
   Kinesis or DynamoDB Streams record) and :func:`decode_lambda_event`;
@@ -15,7 +16,8 @@ logs a payload.
 - :mod:`ddbcdc.decode.itemjson`: the lossless JSON encoding of kept attributes (``jsonb``);
 - :mod:`ddbcdc.decode.render`: decoded values as lossless JSON, for ``ddbcdc decode``;
 - ``ddbcdc.decode._speedups``: the hot path in C, optional; the Python code above is the
-  reference for every rule and message.
+  reference for every rule and message;
+- :mod:`ddbcdc.decode.accelerator`: whether the C path is in use (``DDBCDC_SPEEDUPS``).
 """
 
 from ddbcdc.decode.record import (

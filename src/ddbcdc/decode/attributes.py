@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from ddbcdc.decode.accelerator import SPEEDUPS
 from ddbcdc.decode.numbers import MAX_DIGITS as _MAX_DIGITS
 from ddbcdc.decode.numbers import ValueRuleError as _BadValueError
 from ddbcdc.decode.numbers import kind_name as _kind
@@ -256,17 +257,14 @@ def unmarshal(attribute_map: Mapping[str, Any], *, path: str = "") -> dict[str, 
         raise DecodeError("attribute values nested too deeply", path=path or None) from None
 
 
-_fast_unmarshal: Callable[[dict[str, Any]], dict[str, Any] | None] | None
-try:
-    from ddbcdc.decode import _speedups
-except ImportError:  # pragma: no cover - installed without a C compiler
-    _fast_unmarshal = None
-else:
-    # The C loop takes plain dicts and lists; it returns None for anything else, every
-    # error included, and unmarshal's Python path decides.
-    _fast_unmarshal = _speedups.unmarshal
+# The C loop takes plain dicts and lists; it returns None for anything else, every error
+# included, and unmarshal's Python path decides.
+_fast_unmarshal: Callable[[dict[str, Any]], dict[str, Any] | None] | None = (
+    None if SPEEDUPS is None else SPEEDUPS.unmarshal
+)
 
-#: True when the C speedups are in use (built at install time when a compiler exists).
+#: True when the C speedups are in use: built at install time when a compiler exists, and
+#: not switched off (``DDBCDC_SPEEDUPS=0``, :mod:`ddbcdc.decode.accelerator`).
 ACCELERATED = _fast_unmarshal is not None
 
 

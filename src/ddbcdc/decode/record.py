@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from ddbcdc.decode.accelerator import SPEEDUPS
 from ddbcdc.decode.attributes import ACCELERATED, unmarshal
 from ddbcdc.decode.envelope import (
     EPOCH,
@@ -190,13 +191,11 @@ _fast_build: Callable[[dict[str, Any], int, str | None, str | None], dict[str, A
 _fast_build = None
 _fast_decode: Callable[[bytes | str, int, str | None, str | None], Any] | None = None
 _FACTORS = {"auto": 0, **US_PER_UNIT}
-if ACCELERATED:
-    from ddbcdc.decode import _speedups
-
-    _fast_build = _speedups.build
+if ACCELERATED and SPEEDUPS is not None:
+    _fast_build = SPEEDUPS.build
     if _PLAIN_MODEL:  # the C code fills the same slots as _construct
-        _speedups.configure(ChangeRecord, _FIELDS_SET, *(BaseModel.__dict__[n] for n in _SLOTS))
-        _fast_decode = _speedups.decode
+        SPEEDUPS.configure(ChangeRecord, _FIELDS_SET, *(BaseModel.__dict__[n] for n in _SLOTS))
+        _fast_decode = SPEEDUPS.decode
 
 
 def decode_record(

@@ -1,7 +1,8 @@
 """The demo: the whole pipeline on the local stack, from DynamoDB writes to PostgreSQL rows.
 
 Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge), migrate, set up
-the stream and the table, start the KCL worker, load changes (the second half with an
+the stream and the table (the shipped ``customers`` mapping, installed with the package, so the
+demo runs from any folder), start the KCL worker, load changes (the second half with an
 attribute the mapping does not name, ``city``: it is kept in the ``attributes`` column), wait
 until PostgreSQL equals a Scan of the DynamoDB table, report, stop the worker. Then the mapping
 evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
@@ -25,13 +26,16 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.children import signal_when_parent_dies
+from ddbcdc.db import check_reachable
 from ddbcdc.demo.evolve import NEW_ATTRIBUTE, evolve, print_samples
 from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
+from ddbcdc.resources import shipped_mappings_dir
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.schema.tables import dead_letters, shard_progress
 from ddbcdc.settings import Settings
@@ -122,7 +126,7 @@ def _wait_for_leases(dynamodb: Any, shards: int, *, timeout: float) -> bool:
     while time.monotonic() < deadline:
         try:
             items = dynamodb.scan(TableName=APPLICATION, ConsistentRead=True).get("Items", [])
-        except dynamodb.exceptions.ResourceNotFoundException:
+        except AwsNotFoundError:
             items = []
         if sum(1 for item in items if "leaseOwner" in item) >= shards:
             return True
@@ -169,13 +173,15 @@ def _report(
 def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
     """Run the demo end to end; 0 when PostgreSQL matches DynamoDB, 1 otherwise."""
     say = _Reporter(out).step
+    if options.database_url:
+        check_reachable(options.database_url)  # before the stack starts
     options.log_dir.mkdir(parents=True, exist_ok=True)
     say("starting the local stack (moto, kinesis-local, PostgreSQL, bridge)")
     with LocalStack(database_url=options.database_url, log_dir=options.log_dir) as stack:
         # The demo's own boto3 clients take the stack's credentials from the environment,
         # like any other client of it.
         os.environ.update(stack.env)
-        settings = stack.settings()
+        settings = stack.settings(mappings_dir=shipped_mappings_dir())
         mappings = load_mappings(settings.mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
         engine = sa.create_engine(stack.database_url)
@@ -190,7 +196,11 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                 ProvisionOptions(table=mapping.source_table, shards=options.shards, local=True),
             )
             say("starting the KCL worker")
-            worker = _start_worker(stack.env, setup.stream_name, options.log_dir / "worker.log")
+            worker = _start_worker(
+                {**stack.env, "DDBCDC_MAPPINGS_DIR": str(settings.mappings_dir)},
+                setup.stream_name,
+                options.log_dir / "worker.log",
+            )
             try:
                 if not _wait_for_leases(dynamodb, options.shards, timeout=options.timeout):
                     say("the worker took no leases in time; see " + str(options.log_dir))

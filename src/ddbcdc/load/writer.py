@@ -7,10 +7,13 @@
   first (DynamoDB rejects two requests for one key in a batch).
 * Order: a key always goes to the same lane (``key % workers``) and a lane writes its batches
   one after the other, so the writes to any one key happen in plan order.
-* Retries: throttling and transient errors (:mod:`ddbcdc.aws.throttle`) are retried with
-  :data:`RETRY_BACKOFF`, UnprocessedItems are resent; all of it is counted in the
-  :class:`LoadSummary`. The client should not retry by itself (build it with
+* Retries: throttling and transient errors (:attr:`ddbcdc.aws.errors.AwsError.retryable`)
+  are retried with :data:`RETRY_BACKOFF`, UnprocessedItems are resent; all of it is counted
+  in the :class:`LoadSummary`. The client should not retry by itself (build it with
   ``max_attempts=1``) so counts are real.
+* Failures: a write DynamoDB refuses (a validation error) is counted and the run goes on;
+  a fault of the environment (the table missing, access denied, the endpoint unreachable
+  once retries are spent) ends the run with its :class:`~ddbcdc.aws.errors.AwsError`.
 """
 
 from __future__ import annotations
@@ -25,19 +28,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
-from botocore.exceptions import ClientError
 
+from ddbcdc.aws.errors import (
+    AwsAccessDeniedError,
+    AwsError,
+    AwsNotFoundError,
+    AwsUnreachableError,
+)
 from ddbcdc.aws.resources import KEY_ATTRIBUTE
-from ddbcdc.aws.throttle import THROTTLE_CODES, TRANSIENT_CODES, TRANSIENT_EXCEPTIONS, TokenBucket
+from ddbcdc.aws.throttle import TokenBucket
 from ddbcdc.backoff import Backoff
 from ddbcdc.decode.attributes import unmarshal
-from ddbcdc.errors import ConfigurationError
 from ddbcdc.load.plan import OPS, LoadOptions, Operation, plan_operations
 
 __all__ = ["RETRY_BACKOFF", "LoadSummary", "run_load", "scan_items"]
 
 logger = logging.getLogger(__name__)
 
+#: Faults that no later write can escape: they end the run.
+_ENVIRONMENT_FAULTS = (AwsAccessDeniedError, AwsNotFoundError, AwsUnreachableError)
 MAX_ATTEMPTS = 10
 #: Waits between attempts at a write.
 RETRY_BACKOFF = Backoff(initial=0.05, maximum=5.0)
@@ -148,20 +157,13 @@ class _Writer:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return method(**kwargs)
-            except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-                if code == "ResourceNotFoundException":
-                    raise ConfigurationError(
-                        f"table {self.options.table!r} not found (run `ddbcdc setup` first?)"
-                    ) from exc
-                throttled = code in THROTTLE_CODES
-                if not (throttled or code in TRANSIENT_CODES or status >= 500):
-                    raise _WriteFailedError(code) from exc
-            except TRANSIENT_EXCEPTIONS as exc:
-                code, throttled = type(exc).__name__, False
-            if attempt + 1 >= MAX_ATTEMPTS:
-                raise _WriteFailedError(code)
+            except AwsError as exc:
+                last = attempt + 1 >= MAX_ATTEMPTS
+                if isinstance(exc, _ENVIRONMENT_FAULTS) and (last or not exc.retryable):
+                    raise
+                if last or not exc.retryable:
+                    raise _WriteFailedError(exc.code) from exc
+                throttled = exc.throttled
             with self.lock:
                 self.summary.retries += 1
                 self.summary.throttles += int(throttled)
@@ -288,7 +290,7 @@ def run_load(
         sleep: how to wait (injectable for tests).
 
     Raises:
-        ConfigurationError: the table does not exist.
+        AwsError: the table does not exist, access is denied, the endpoint is unreachable.
     """
     ops = operations if operations is not None else plan_operations(options)
     planned = len(ops) if isinstance(ops, list | tuple) else options.count
@@ -332,16 +334,11 @@ def scan_items(client: Any, table: str) -> dict[int, dict[str, Any]]:
     """Every item of ``table`` by its ``userid``, unmarshalled exactly (numbers as int or Decimal).
 
     Raises:
-        ConfigurationError: the table does not exist.
+        AwsNotFoundError: the table does not exist.
     """
     items: dict[int, dict[str, Any]] = {}
-    try:
-        for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
-            for raw in page.get("Items", ()):
-                item = unmarshal(raw, path=f"Scan({table})")
-                items[int(item[KEY_ATTRIBUTE])] = item
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise ConfigurationError(f"table {table!r} not found") from exc
-        raise
+    for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        for raw in page.get("Items", ()):
+            item = unmarshal(raw, path=f"Scan({table})")
+            items[int(item[KEY_ATTRIBUTE])] = item
     return items

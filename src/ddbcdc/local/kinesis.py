@@ -13,24 +13,11 @@ from pathlib import Path
 
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.local.awsjson import JsonApiClient
+from ddbcdc.local.kinesis_package import find_kinesis_local
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.processes import ManagedProcess
 
-__all__ = ["find_kinesis_local", "kinesis_local_env", "launch_kinesis", "wait_for_kinesis"]
-
-_PACKAGE = Path("node_modules") / "kinesis-local"
-_INSTALL_HINT = "run `npm ci` (or `make install`) at the ddbcdc repository root"
-
-
-def find_kinesis_local(start: Path | None = None) -> Path:
-    """The kinesis-local package folder, searched upwards from ``start``, cwd and this file."""
-    roots = [start or Path.cwd(), Path.cwd(), Path(__file__).resolve()]
-    for root in roots:
-        for folder in (root, *root.parents):
-            candidate = folder / _PACKAGE
-            if (candidate / "main.js").is_file():
-                return candidate
-    raise ConfigurationError(f"node_modules/kinesis-local is missing: {_INSTALL_HINT}")
+__all__ = ["kinesis_local_env", "launch_kinesis", "wait_for_kinesis"]
 
 
 def kinesis_local_env(package: Path, *, plain_port: int, tls_port: int) -> dict[str, str]:
@@ -78,7 +65,7 @@ def launch_kinesis(*, log_path: Path) -> tuple[ManagedProcess, str, str]:
         raise ConfigurationError(
             "Node.js is required for kinesis-local (Debian: apt-get install nodejs)"
         )
-    package = find_kinesis_local()
+    package = find_kinesis_local()  # installs it on first use (kinesis_package)
     plain_port, tls_port = free_port(), free_port()
     while tls_port == plain_port:
         tls_port = free_port()

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -54,12 +55,21 @@ class TemporaryPostgres:
         port: TCP port on 127.0.0.1 (a free one when 0).
         durable: keep fsync on (benchmarks); tests turn it off for speed.
         dbname: the database created for ddbcdc.
+        settings: more server settings (name -> value), e.g. ``track_commit_timestamp``.
     """
 
-    def __init__(self, *, port: int = 0, durable: bool = False, dbname: str = "ddbcdc") -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        durable: bool = False,
+        dbname: str = "ddbcdc",
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.durable = durable
         self.dbname = dbname
+        self.settings = dict(settings or {})
         self.bindir = find_pg_bindir()
         self._tmp: Path | None = None
         self._user: str | None = None
@@ -120,6 +130,7 @@ class TemporaryPostgres:
         ]
         if not self.durable:
             settings += ["fsync=off", "full_page_writes=off", "synchronous_commit=off"]
+        settings += [f"{name}={value}" for name, value in sorted(self.settings.items())]
         return [part for setting in settings for part in ("-c", setting)]
 
     def _start_server(self) -> None:

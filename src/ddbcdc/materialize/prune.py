@@ -3,12 +3,13 @@
 A tombstone (a deleted row of ``ddbcdc_versions__<target>``) is needed as long as some source
 may still bring an older change of its key. Pruning never looks at the wall clock:
 
-- **stream time**: each shard's progress row records the newest change time it has applied
-  (``max_version_us``), or the present once it is caught up and idle (an empty batch with
-  MillisBehindLatest 0); the stream is at the *oldest* of them over the shards that have not
-  ended. A change still to come from a shard is assumed no older than that shard's position
+- **stream time** (:mod:`ddbcdc.materialize.streamtime`): each shard's progress row records
+  the newest change time it has applied (``max_version_us``), or the present once it is caught
+  up and idle; the stream is at the *oldest* of them over the shards that have not ended, and
+  every shard the worker listed counts, so a shard that has not started yet stops pruning
+  until it has. A change still to come from a shard is assumed no older than the stream time
   minus the **horizon** (``DDBCDC_TOMBSTONE_HORIZON``, 8 days by default, far beyond how late
-  DynamoDB delivers a change). Without any shard progress nothing is pruned.
+  DynamoDB delivers a change). Without a stream time nothing is pruned.
 - **holds** (``ddbcdc_prune_holds``): a snapshot or an import that may still write rows at a
   version keeps every tombstone at or above it.
 - **pending dead letters**: one whose version is known keeps the tombstones at or above it,
@@ -39,13 +40,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.db import sqlstate
-from ddbcdc.schema.tables import (
-    MappedTables,
-    dead_letters,
-    prune_holds,
-    prune_state,
-    shard_progress,
-)
+from ddbcdc.materialize.streamtime import stream_times
+from ddbcdc.schema.tables import MappedTables, dead_letters, prune_holds, prune_state
 
 __all__ = [
     "Cutoff",
@@ -119,19 +115,15 @@ class Cutoff:
 
 
 def _stream_time(conn: sa.Connection) -> tuple[int | None, str]:
-    active = shard_progress.c.ended_at.is_(None)
-    shards, known, oldest = conn.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.count(shard_progress.c.max_version_us),
-            sa.func.min(shard_progress.c.max_version_us),
-        ).where(active)
-    ).one()
-    if not shards:
+    """The oldest stream time over the applications that have open shards, and why."""
+    times = [t for t in stream_times(conn, store=True) if t.open_shards]
+    if not times:
         return None, "no shard progress yet"
-    if known < shards:
-        return None, "a shard has no stream time yet"
-    return int(oldest), "stream"
+    for time_ in times:
+        reason = time_.why_unknown()
+        if reason is not None:
+            return None, reason
+    return min(int(t.stream_time_us) for t in times if t.stream_time_us is not None), "stream"
 
 
 def cutoff(conn: sa.Connection, target: str, horizon: timedelta) -> Cutoff:

@@ -3,7 +3,8 @@
 In one transaction:
 
 1. the Alembic revisions under ``migrations/`` (bookkeeping tables and the shipped
-   ``customers`` mapping), run programmatically: no ``alembic.ini`` is needed;
+   ``customers`` mapping; installed with the package, :func:`ddbcdc.resources.migrations_dir`),
+   run programmatically: no ``alembic.ini`` is needed;
 2. every mapping is compared with its tables (:mod:`ddbcdc.migrate.plan`): missing tables
    are created from the same Core metadata (a new mapping file needs no Python code and no
    revision), new columns added, and destructive changes (a column dropped or retyped, the
@@ -24,19 +25,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 
-import ddbcdc
 from ddbcdc.db import describe, run_transaction
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.migrate.fill import BackfillReport, run_backfill, schedule_backfill
 from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
 from ddbcdc.migrate.versions import record_mapping_version, recorded
+from ddbcdc.resources import migrations_dir
 from ddbcdc.schema.mapping import TableMapping
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "downgrade",
     "format_plan",
     "migrate",
-    "migrations_dir",
     "upgrade",
 ]
 
@@ -78,14 +77,6 @@ class MigrationResult:
     def created(self) -> list[str]:
         """The tables created."""
         return [s.table for p in self.plans for s in p.steps if s.action == "create table"]
-
-
-def migrations_dir() -> Path:
-    """The ``migrations/`` directory next to the package's source tree."""
-    path = Path(ddbcdc.__file__).resolve().parents[2] / "migrations"
-    if not (path / "env.py").is_file():
-        raise ConfigurationError(f"migrations directory not found at {path}")
-    return path
 
 
 def alembic_config(connection: sa.Connection) -> Config:

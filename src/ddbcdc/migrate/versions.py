@@ -132,5 +132,5 @@ def check_engine(engine: sa.Engine, mappings: Sequence[TableMapping]) -> None:
             check_mapping_versions(conn, mappings)
     except sa.exc.DBAPIError as exc:
         raise DatabaseUnavailableError(
-            f"cannot read the mapping versions: {describe(exc)}"
+            f"cannot read the mapping versions from PostgreSQL: {describe(exc)}"
         ) from exc

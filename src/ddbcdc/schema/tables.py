@@ -6,7 +6,12 @@ Bookkeeping tables (always present, created by migrations ``0001`` and ``0003``)
   when the record decoded, its version (a pending dead letter holds tombstone pruning there).
 - ``ddbcdc_shard_progress``: per (application, shard) progress, written with each batch: the
   furthest sequence number applied (never moves back) and the newest change time applied
-  (the shard's position in stream time, which bounds tombstone pruning).
+  (the shard's position in stream time, which bounds tombstone pruning). A shard the worker
+  listed whose processor has applied nothing yet has a row without either ("not started").
+- ``ddbcdc_table_progress`` (``0006``): per (application, shard, target table), the newest
+  change time committed and when (a table's freshness).
+- ``ddbcdc_stream_time`` (``0006``): per application, the stream time established so far
+  (it never moves back) and when the worker last listed the stream's shards.
 - ``ddbcdc_prune_state``: per target table, the floor below which tombstones may be gone.
 - ``ddbcdc_prune_holds``: sources that may still bring old changes (snapshots, imports):
   tombstones at or above a hold's version are kept.
@@ -61,6 +66,8 @@ __all__ = [
     "shard_progress",
     "snapshot_segments",
     "snapshots",
+    "stream_time",
+    "table_progress",
 ]
 
 #: Version columns shared by live, versions and change log tables.
@@ -108,13 +115,32 @@ shard_progress = sa.Table(
     bookkeeping_metadata,
     sa.Column("application", sa.Text, primary_key=True),
     sa.Column("shard_id", sa.Text, primary_key=True),
-    sa.Column("sequence_number", sa.Text, nullable=False),
+    sa.Column("sequence_number", sa.Text),  # NULL: nothing applied yet
     sa.Column("records_total", sa.BigInteger, nullable=False),
     sa.Column("batches_total", sa.BigInteger, nullable=False),
     sa.Column("millis_behind_latest", sa.BigInteger),
     _now_column("updated_at"),
     sa.Column("max_version_us", sa.BigInteger),
     sa.Column("ended_at", sa.DateTime(timezone=True)),
+)
+
+table_progress = sa.Table(
+    "ddbcdc_table_progress",
+    bookkeeping_metadata,
+    sa.Column("application", sa.Text, primary_key=True),
+    sa.Column("shard_id", sa.Text, primary_key=True),
+    sa.Column("target_table", sa.Text, primary_key=True),
+    sa.Column("newest_change_us", sa.BigInteger, nullable=False),
+    _now_column("committed_at"),
+)
+
+stream_time = sa.Table(
+    "ddbcdc_stream_time",
+    bookkeeping_metadata,
+    sa.Column("application", sa.Text, primary_key=True),
+    sa.Column("stream_time_us", sa.BigInteger),
+    sa.Column("listed_at", sa.DateTime(timezone=True)),
+    _now_column("updated_at"),
 )
 
 prune_state = sa.Table(

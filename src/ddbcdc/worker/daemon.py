@@ -6,8 +6,9 @@ Java 17+ and amazon-kclpy's jars are present, then runs::
     java -cp <kclpy jars> software.amazon.kinesis.multilang.MultiLangDaemon \\
         --properties-file <rendered> --log-configuration workers/logback.xml
 
-as a child, forwarding SIGTERM/SIGINT to it as SIGTERM. The daemon's shutdown hook asks every
-shard processor to checkpoint (KCL graceful shutdown) and waits ``shutdownGraceMillis``.
+as a child (both files are installed with the package: :func:`ddbcdc.resources.workers_file`),
+forwarding SIGTERM/SIGINT to it as SIGTERM. The daemon's shutdown hook asks every shard
+processor to checkpoint (KCL graceful shutdown) and waits ``shutdownGraceMillis``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from string import Template
 from types import FrameType
@@ -32,11 +34,13 @@ from types import FrameType
 from ddbcdc.aws.retrieval import StartPosition, check_consumer, retrieval_mode, start_position
 from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.resources import workers_file
 from ddbcdc.settings import Settings
 from ddbcdc.worker.metrics import MULTIPROC_ENV
 
 __all__ = [
     "DAEMON_CLASS",
+    "PROCESSOR_MODULE",
     "DaemonProcess",
     "WorkerOptions",
     "check_java",
@@ -46,12 +50,13 @@ __all__ = [
     "new_worker_id",
     "processor_command",
     "render_properties",
-    "workers_dir",
 ]
 
 log = logging.getLogger(__name__)
 
 DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
+#: What the daemon runs once per shard it holds (``python -P -m ddbcdc.worker.entry``).
+PROCESSOR_MODULE = "ddbcdc.worker.entry"
 MIN_JAVA = 17
 _JAVA_HINT = "install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless)"
 
@@ -130,24 +135,16 @@ def new_worker_id() -> str:
     return f"{host}-{uuid.uuid4().hex[:8]}"
 
 
-def workers_dir() -> Path:
-    """The repository's ``workers/`` folder (entry point, template, logback config)."""
-    found = Path(__file__).resolve().parents[3] / "workers"
-    if not (found / "record_processor.py").is_file():
-        raise ConfigurationError(
-            f"workers/ folder not found at {found}: run from a ddbcdc checkout"
-        )
-    return found
-
-
 def find_jars() -> list[Path]:
     """The KCL jars amazon-kclpy downloaded at install time, with a clear error if absent."""
     try:
-        import amazon_kclpy
-    except ImportError as exc:
-        raise ConfigurationError("amazon-kclpy is not installed: pip install -e .") from exc
-    jar_dir = Path(amazon_kclpy.__file__).resolve().parent / "jars"
-    jars = sorted(jar_dir.glob("*.jar"))
+        jar_dir = resources.files("amazon_kclpy") / "jars"
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            "amazon-kclpy (a dependency of ddbcdc) is not installed: reinstall ddbcdc"
+        ) from exc
+    found = jar_dir.iterdir() if jar_dir.is_dir() else iter(())
+    jars = sorted(Path(str(j)) for j in found if j.name.endswith(".jar"))
     if not any(j.name.startswith("amazon-kinesis-client-multilang") for j in jars):
         raise ConfigurationError(
             f"amazon-kclpy has no KCL jars in {jar_dir}: reinstall it with Maven Central "
@@ -192,7 +189,7 @@ def render_properties(options: WorkerOptions, *, executable: str) -> str:
         options: stream, application, positions, endpoints, timings.
         executable: the command the daemon runs per shard (split on spaces by the daemon).
     """
-    template = Template((workers_dir() / "kcl.properties.template").read_text())
+    template = Template(workers_file("kcl.properties.template").read_text())
     if options.stream.startswith("arn:"):
         stream_line = f"streamArn = {_property_value('streamArn', options.stream)}"
     else:
@@ -272,14 +269,18 @@ def _endpoint(url: str) -> str:
 
 
 def processor_command() -> str:
-    """The ``executableName``: this Python running ``workers/record_processor.py``."""
-    command = f"{sys.executable} {workers_dir() / 'record_processor.py'}"
-    if len(command.split()) != 2:
+    """The ``executableName``: this Python running :data:`PROCESSOR_MODULE`.
+
+    An installed entry point, so a worker host needs only the package. ``-P`` keeps the
+    working directory off ``sys.path``: nothing in the folder the worker runs from can
+    shadow a module of the shard processor.
+    """
+    if " " in sys.executable:
         raise ConfigurationError(
-            f"the daemon splits executableName on spaces; move the checkout or venv to a path "
-            f"without spaces ({command!r})"
+            "the KCL daemon splits executableName on spaces: install ddbcdc into a Python "
+            f"or virtualenv whose path has none ({sys.executable!r})"
         )
-    return command
+    return f"{sys.executable} -P -m {PROCESSOR_MODULE}"
 
 
 def daemon_command(java: str, jars: list[Path], properties_file: Path) -> list[str]:
@@ -294,7 +295,7 @@ def daemon_command(java: str, jars: list[Path], properties_file: Path) -> list[s
         "--properties-file",
         str(properties_file),
         "--log-configuration",
-        str(workers_dir() / "logback.xml"),
+        str(workers_file("logback.xml")),
     ]
 
 

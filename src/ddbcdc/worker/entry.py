@@ -1,4 +1,5 @@
-"""The shard processor's process: what the KCL MultiLangDaemon starts once per shard it holds.
+"""The shard processor's process: what the KCL MultiLangDaemon starts once per shard it holds
+(``python -P -m ddbcdc.worker.entry``, see :func:`ddbcdc.worker.daemon.processor_command`).
 
 :func:`main` sets the process up for the multilang protocol (stdout is the protocol's alone:
 ``sys.stdout`` is pointed at stderr once the protocol has the real one; logs go to stderr),
@@ -118,3 +119,10 @@ def main() -> int:
         mark_process_dead(os.getpid())
     log.info("shard processor exiting shard=%s", processor.shard_id)
     return 0
+
+
+if __name__ == "__main__":  # how the daemon runs it: python -P -m ddbcdc.worker.entry
+    # Run this module under its own name, so its logger is ddbcdc.worker.entry, not __main__.
+    from ddbcdc.worker import entry
+
+    sys.exit(entry.main())

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ddbcdc.aws.errors import AwsError, AwsNotFoundError
+
 __all__ = ["LEADER_KEY", "release_stale_leader_lock"]
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ def release_stale_leader_lock(client: Any, application: str, worker_id: str) -> 
     """Delete the leader lock if it names ``worker_id``; whether it was deleted.
 
     Args:
-        client: a boto3 DynamoDB client.
+        client: a DynamoDB client of :func:`ddbcdc.aws.client`.
         application: the KCL application name.
         worker_id: the id this worker is about to start under.
     """
@@ -36,7 +38,7 @@ def release_stale_leader_lock(client: Any, application: str, worker_id: str) -> 
     key = {"key": {"S": LEADER_KEY}}
     try:
         item = client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
-    except client.exceptions.ResourceNotFoundException:
+    except AwsNotFoundError:
         return False
     if not item or item.get("ownerName", {}).get("S") != worker_id:
         return False
@@ -48,7 +50,9 @@ def release_stale_leader_lock(client: Any, application: str, worker_id: str) -> 
             ConditionExpression="ownerName = :me AND recordVersionNumber = :version",
             ExpressionAttributeValues={":me": {"S": worker_id}, ":version": {"S": version}},
         )
-    except client.exceptions.ConditionalCheckFailedException:
+    except AwsError as exc:
+        if exc.code != "ConditionalCheckFailedException":
+            raise
         return False  # renewed meanwhile: a live run holds it after all
     log.warning(
         "released the KCL leader lock left by an earlier run application=%s worker_id=%s",

@@ -5,14 +5,20 @@ batches included (``callProcessRecordsEvenForEmptyRecordList``), so a processor 
 been called for a while means nothing reads that shard, whatever its last MillisBehindLatest
 said. Three views of it:
 
-* the shard processors record their last activity (a call, or a wait between retries of a
-  batch) and whether they are inside a call, in two gauges
-  (:class:`~ddbcdc.worker.metrics.ProcessorMetrics`);
+* the shard processors record their last activity and whether they are inside a call, in two
+  gauges (:class:`~ddbcdc.worker.metrics.ProcessorMetrics`). Activity is a call, a wait
+  between retries, and, while a call runs, a heartbeat every second (a call may take minutes:
+  isolating poison, retrying PostgreSQL); a processor frozen or killed stops beating. The
+  last activity outlives the process: a processor that ended (shard end, lease lost, handed
+  over) leaves the time it ended, not nothing;
 * ``ddbcdc worker`` reads the KCL lease table for the leases it holds (:class:`LeaseWatcher`)
-  and joins both in :class:`StallMonitor`: ``/healthz`` fails and
-  ``ddbcdc_worker_shard_stalled`` turns 1 for a held shard without activity for longer than
-  the threshold (a batch retried while PostgreSQL is down is activity; a processor hung in a
-  call, or never started, is not);
+  and joins both in :class:`StallMonitor`. Per held shard: **waiting** while a parent shard
+  is still being read (the KCL starts no processor for it yet), **busy** inside a call,
+  **stalled** when nothing was active for longer than the threshold since the lease was
+  first seen held and ready, **ok** otherwise. ``/healthz`` fails and
+  ``ddbcdc_worker_shard_stalled`` turns 1 for a stalled shard only. A shard whose processor
+  ended is no longer held at the next read of the lease table (a few seconds), and its last
+  activity is recent until then;
 * each processor touches its ``ddbcdc_shard_progress`` row on empty batches
   (:class:`ProgressTouch`), so ``ddbcdc status`` tells a stalled shard from an idle one.
 """
@@ -24,13 +30,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "HeldLease",
+    "Lease",
     "LeaseWatcher",
     "ProcessorCalls",
     "ProgressTouch",
@@ -47,9 +55,10 @@ class ProgressTouch:
     """Keeps a shard's progress row fresh between non-empty batches.
 
     Called on every empty batch; at most once per ``every_s`` it sets the row's ``updated_at``
-    (and MillisBehindLatest, when known) in its own small statement; when the shard is caught
-    up (MillisBehindLatest 0) its stream time moves to the present. A failure is logged and
-    never raised: the touch is a liveness signal, not part of applying records.
+    (and MillisBehindLatest, when known) in its own small statement
+    (:func:`ddbcdc.materialize.progress.touch`: caught up, the shard's stream time moves to
+    the present). A failure is logged and never raised: the touch is a liveness signal, not
+    part of applying records.
 
     Args:
         engine: the pipeline's engine.
@@ -66,47 +75,31 @@ class ProgressTouch:
         every_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from ddbcdc.schema.tables import shard_progress
-
         self.engine = engine
         self.application = application
         self.every_s = every_s
         self._clock = clock
-        self._table = shard_progress
         self._last: float | None = None
         self._failing = False
 
     def __call__(self, shard_id: str, millis_behind_latest: int | None) -> bool:
         """Touch the row if the last touch is old enough; whether a row was touched."""
+        from ddbcdc.materialize.progress import touch
+
         now = self._clock()
         if self._last is not None and now - self._last < self.every_s:
             return False
         self._last = now
-        table = self._table
-        values: dict[str, Any] = {"updated_at": sa.func.now()}
-        if millis_behind_latest is not None:
-            values["millis_behind_latest"] = millis_behind_latest
-        if millis_behind_latest == 0:
-            # Caught up and idle: the shard has delivered every change made before now, so
-            # its stream time is the present (tombstone pruning must not wait on an idle
-            # shard; a change DynamoDB delivers late is what the horizon is for).
-            present = sa.cast(sa.func.extract("epoch", sa.func.now()) * 1_000_000, sa.BigInteger)
-            values["max_version_us"] = sa.func.greatest(table.c.max_version_us, present)
-        stmt = (
-            sa.update(table)
-            .where(table.c.application == self.application, table.c.shard_id == shard_id)
-            .values(values)
-        )
         try:
             with self.engine.begin() as conn:
-                touched = conn.execute(stmt).rowcount > 0
+                touch(conn, self.application, shard_id, millis_behind_latest)
         except sa.exc.SQLAlchemyError as exc:
             if not self._failing:
                 log.warning("progress touch failed shard=%s error=%s", shard_id, type(exc).__name__)
             self._failing = True
             return False
         self._failing = False
-        return touched
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,33 +111,79 @@ class ProcessorCalls:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """One row of the KCL lease table, as far as liveness and the shard list need it."""
+
+    shard_id: str
+    owner: str | None
+    checkpoint: str | None
+    parents: tuple[str, ...]
+
+    @property
+    def ended(self) -> bool:
+        """The shard was read to its end (checkpointed at SHARD_END)."""
+        return self.checkpoint == SHARD_END
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Lease:
+        """A lease from a lease-table item (DynamoDB JSON)."""
+        return cls(
+            shard_id=item["leaseKey"]["S"],
+            owner=item.get("leaseOwner", {}).get("S"),
+            checkpoint=item.get("checkpoint", {}).get("S"),
+            parents=tuple(sorted(item.get("parentShardId", {}).get("SS", ()))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLease:
+    """A lease this worker holds.
+
+    Attributes:
+        since: wall-clock time it was first seen held with no parent left to read (the time
+            it was first seen held, while ``waiting``).
+        waiting: a parent shard of it is still being read, so the KCL starts no processor.
+    """
+
+    since: float
+    waiting: bool
+
+
+State = Literal["ok", "busy", "waiting", "stalled"]
+
+
+@dataclass(frozen=True, slots=True)
 class ShardHealth:
     """One held shard as the stall monitor sees it.
 
     Attributes:
         shard_id: the shard.
-        age_s: seconds since its processor's last activity (since the lease was first seen
-            held, while no live processor has reported).
-        in_call: a call is running right now (a batch being applied or retried).
-        stalled: held, and no activity for longer than the threshold.
+        age_s: seconds since its processor's last activity, or since the lease was first
+            seen held and ready if that is later.
+        state: ``ok``, ``busy`` (inside a call), ``waiting`` (on a parent shard) or
+            ``stalled`` (held, ready, and no activity for longer than the threshold).
     """
 
     shard_id: str
     age_s: float
-    in_call: bool
-    stalled: bool
+    state: State
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the shard is stalled."""
+        return self.state == "stalled"
 
     def describe(self) -> str:
         """One ``key=value`` line for ``/healthz``."""
-        state = "stalled" if self.stalled else "busy" if self.in_call else "ok"
-        return f"shard={self.shard_id} state={state} last_activity_age_s={self.age_s:.1f}"
+        return f"shard={self.shard_id} state={self.state} last_activity_age_s={self.age_s:.1f}"
 
 
 class LeaseWatcher:
-    """The leases one worker holds, read from the KCL lease table every ``every_s``.
+    """The KCL lease table, read every ``every_s``: every lease, and those this worker holds.
 
     A lease is held when its ``leaseOwner`` is this worker and the shard has not ended. The
-    view is kept as of the last successful read, with the time each lease was first seen held.
+    view is kept as of the last successful read, with the time each held lease was first
+    seen held and ready.
 
     Args:
         scan: returns the lease table's items (DynamoDB JSON), e.g. a paginated Scan.
@@ -166,7 +205,8 @@ class LeaseWatcher:
         self.every_s = every_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._held: dict[str, float] = {}
+        self._leases: dict[str, Lease] = {}
+        self._held: dict[str, HeldLease] = {}
         self._read_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ddbcdc-leases", daemon=True)
@@ -174,25 +214,33 @@ class LeaseWatcher:
     def refresh(self) -> None:
         """Read the lease table once; on failure keep the previous view."""
         try:
-            items = list(self.scan())
+            leases = {lease.shard_id: lease for lease in map(Lease.from_item, self.scan())}
         except Exception as exc:  # the lease table may be briefly unreachable
             log.warning("lease table not readable: %s", type(exc).__name__)
             return
         now = self._clock()
-        held = {
-            item["leaseKey"]["S"]
-            for item in items
-            if item.get("leaseOwner", {}).get("S") == self.worker_id
-            and item.get("checkpoint", {}).get("S") != SHARD_END
-        }
+        held = {}
         with self._lock:
-            self._held = {shard: self._held.get(shard, now) for shard in held}
-            self._read_at = now
+            for shard, lease in leases.items():
+                if lease.owner != self.worker_id or lease.ended:
+                    continue
+                # The KCL's own rule: a parent blocks its child until it has ended (a
+                # parent without a lease is gone, so done).
+                waiting = any(p in leases and not leases[p].ended for p in lease.parents)
+                before = self._held.get(shard)
+                keep = before is not None and not before.waiting
+                held[shard] = HeldLease(before.since if keep and before else now, waiting)
+            self._leases, self._held, self._read_at = leases, held, now
 
-    def held(self) -> tuple[dict[str, float], float | None]:
-        """(shard -> first seen held, wall-clock time of the last successful read)."""
+    def held(self) -> tuple[dict[str, HeldLease], float | None]:
+        """(shard -> its held lease, wall-clock time of the last successful read)."""
         with self._lock:
             return dict(self._held), self._read_at
+
+    def leases(self) -> dict[str, Lease] | None:
+        """Every lease as of the last successful read (None: never read)."""
+        with self._lock:
+            return None if self._read_at is None else dict(self._leases)
 
     def start(self) -> None:
         """Read now, then every ``every_s`` in a daemon thread."""
@@ -215,8 +263,9 @@ class StallMonitor(Collector):
 
     Args:
         leases: the worker's :class:`LeaseWatcher`.
-        calls: reads the processors' gauges: shard -> :class:`ProcessorCalls`.
-        stall_after_s: a held shard with no call for longer than this is stalled.
+        calls: reads the processors' gauges: shard -> :class:`ProcessorCalls` (processors
+            that ended included: their last activity stays).
+        stall_after_s: a held, ready shard with no activity for longer than this is stalled.
         clock: wall-clock seconds (the processors' gauges are wall-clock timestamps).
     """
 
@@ -238,16 +287,27 @@ class StallMonitor(Collector):
         held, _ = self.leases.held()
         calls = self.calls()
         now = self._clock()
-        result = []
-        for shard, since in sorted(held.items()):
-            seen = calls.get(shard)
-            # No processor (live ones only: a finished or killed one's gauges are dropped)
-            # since the lease was first seen held counts from then.
-            last = seen.last_activity if seen else since
-            in_call = seen.in_call if seen else False
-            age = max(0.0, now - last)
-            result.append(ShardHealth(shard, age, in_call, age > self.stall_after_s))
-        return result
+        return [
+            self._health(shard, lease, calls.get(shard), now)
+            for shard, lease in sorted(held.items())
+        ]
+
+    def _health(
+        self, shard: str, lease: HeldLease, seen: ProcessorCalls | None, now: float
+    ) -> ShardHealth:
+        # Activity before the lease was (last) taken says nothing about this tenure.
+        last = max(lease.since, seen.last_activity) if seen else lease.since
+        age = max(0.0, now - last)
+        state: State
+        if lease.waiting:
+            state = "waiting"
+        elif age > self.stall_after_s:
+            state = "stalled"
+        elif seen is not None and seen.in_call:
+            state = "busy"
+        else:
+            state = "ok"
+        return ShardHealth(shard, age, state)
 
     def problems(self) -> list[str]:
         """Why this worker is unhealthy (empty when it is not)."""
@@ -258,7 +318,7 @@ class StallMonitor(Collector):
         return found
 
     def collect(self) -> Iterator[Metric]:
-        """Per held shard: activity age and stalled (0/1); the number of leases held."""
+        """Per held shard: activity age, stalled (0/1) and busy (0/1); leases held."""
         age = GaugeMetricFamily(
             "ddbcdc_worker_shard_last_activity_age_seconds",
             "Seconds since the processor of a shard this worker holds was last active.",
@@ -269,12 +329,24 @@ class StallMonitor(Collector):
             "1 when the processor of a shard this worker holds has not been active for too long.",
             labels=["shard"],
         )
+        busy = GaugeMetricFamily(
+            "ddbcdc_worker_shard_busy",
+            "1 while the processor of a shard this worker holds is inside a call.",
+            labels=["shard"],
+        )
+        waiting = GaugeMetricFamily(
+            "ddbcdc_worker_shard_waiting",
+            "1 while a shard this worker holds waits for its parent shard to be read.",
+            labels=["shard"],
+        )
         shards = self.shards()
         for shard in shards:
             age.add_metric([shard.shard_id], shard.age_s)
             stalled.add_metric([shard.shard_id], 1.0 if shard.stalled else 0.0)
+            busy.add_metric([shard.shard_id], 1.0 if shard.state == "busy" else 0.0)
+            waiting.add_metric([shard.shard_id], 1.0 if shard.state == "waiting" else 0.0)
         held = GaugeMetricFamily(
             "ddbcdc_worker_leases_held", "Leases this worker holds (KCL lease table)."
         )
         held.add_metric([], float(len(shards)))
-        yield from (age, stalled, held)
+        yield from (age, stalled, busy, waiting, held)

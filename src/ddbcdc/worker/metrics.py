@@ -7,12 +7,23 @@ inherits the environment) writes its values there, and ``ddbcdc worker`` serves 
 on ``/metrics`` next to a ``/healthz`` probe.
 
 A processor killed outright never marks itself dead, so the server drops the live gauges of
-processes that no longer exist before each read (:func:`prune_dead_processes`).
+processes that no longer exist before each read (:func:`prune_dead_processes`). The last
+activity of a shard's processor is not a live gauge: it outlives the process, so a shard
+whose processor has just ended is not mistaken for one that never had one.
+
+Freshness is measured per change, after its batch has committed: commit time minus the
+change's ApproximateCreationDateTime (when DynamoDB made it: write-to-commit) and minus its
+record's ApproximateArrivalTimestamp (when it arrived in the stream: arrival-to-commit), so a
+slow source shows apart from a slow consumer. A batch is observed in one pass
+(:func:`observe_many`): thousands of ``observe`` calls per batch would cost more than the
+batch's own bookkeeping.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import os
 import re
 import threading
@@ -36,10 +47,12 @@ from ddbcdc.errors import ConfigurationError
 from ddbcdc.worker.liveness import ProcessorCalls
 
 __all__ = [
+    "FRESHNESS_BUCKETS",
     "MULTIPROC_ENV",
     "MetricsServer",
     "ProcessorMetrics",
     "mark_process_dead",
+    "observe_many",
     "processor_calls",
     "prune_dead_processes",
 ]
@@ -50,6 +63,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Batches of up to 10,000 records against a local PostgreSQL: milliseconds to seconds.
 _APPLY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Freshness: sub-second when caught up, up to days while a worker catches up.
+FRESHNESS_BUCKETS = (
+    0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+    3600.0, 21600.0, 86400.0,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +85,9 @@ class ProcessorMetrics:
     checkpoint_failures: Counter
     last_activity: Gauge
     in_call: Gauge
+    write_to_commit: Histogram
+    arrival_to_commit: Histogram
+    newest_change: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ProcessorMetrics:
@@ -134,10 +155,10 @@ class ProcessorMetrics:
             ),
             last_activity=Gauge(
                 "ddbcdc_worker_last_activity_timestamp_seconds",
-                "When the shard's processor was last called (empty batches included) or "
-                "last waited to retry a batch.",
+                "When the shard's processor was last active: called (empty batches "
+                "included), waiting to retry, or working inside a call (a heartbeat).",
                 shard,
-                multiprocess_mode="livemax",
+                multiprocess_mode="max",  # outlives the process (see the module doc)
                 registry=reg,
             ),
             in_call=Gauge(
@@ -147,7 +168,46 @@ class ProcessorMetrics:
                 multiprocess_mode="livemax",
                 registry=reg,
             ),
+            write_to_commit=Histogram(
+                "ddbcdc_worker_write_to_commit_seconds",
+                "Per change: its batch's commit time minus its ApproximateCreationDateTime "
+                "(the write in DynamoDB), by target table.",
+                ("table",),
+                buckets=FRESHNESS_BUCKETS,
+                registry=reg,
+            ),
+            arrival_to_commit=Histogram(
+                "ddbcdc_worker_arrival_to_commit_seconds",
+                "Per change: its batch's commit time minus its record's "
+                "ApproximateArrivalTimestamp (the arrival in the stream), by target table.",
+                ("table",),
+                buckets=FRESHNESS_BUCKETS,
+                registry=reg,
+            ),
+            newest_change=Gauge(
+                "ddbcdc_worker_newest_change_timestamp_seconds",
+                "ApproximateCreationDateTime of the newest change committed, by target table.",
+                ("table",),
+                multiprocess_mode="max",
+                registry=reg,
+            ),
         )
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for every value, in one pass (``histogram``: a child, with
+    its labels). Negative values (clocks apart) count as 0."""
+    if not values:
+        return
+    ordered = sorted(values)
+    bounds: list[float] = histogram._upper_bounds
+    below = 0
+    for bucket, bound in zip(histogram._buckets, bounds, strict=True):
+        upto = bisect.bisect_right(ordered, bound)  # observe(): the first bound >= value
+        if upto > below:
+            bucket.inc(upto - below)
+        below = upto
+    histogram._sum.inc(math.fsum(ordered[bisect.bisect_left(ordered, 0.0) :]))
 
 
 def mark_process_dead(pid: int) -> None:

@@ -39,6 +39,7 @@ from amazon_kclpy.v3 import processor as kclv3
 from ddbcdc.backoff import Backoff
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
+from ddbcdc.worker.activity import CallActivity, observe_commit
 from ddbcdc.worker.metrics import ProcessorMetrics
 
 __all__ = ["BatchApplier", "ShardProcessor", "Stopped"]
@@ -92,6 +93,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         clock: monotonic seconds (tests pass a fake one).
         touch: called with (shard, MillisBehindLatest) on every empty batch, to keep the
             shard's progress row fresh (see :class:`ddbcdc.worker.liveness.ProgressTouch`).
+        heartbeat_s: seconds between activity marks inside a long call (0: none).
     """
 
     def __init__(
@@ -108,10 +110,12 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         mapping_check_every: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         touch: Callable[[str, int | None], object] | None = None,
+        heartbeat_s: float = 1.0,
     ) -> None:
         self.pipeline = pipeline
         self.application = application
         self.metrics = metrics or ProcessorMetrics.create()
+        self.activity = CallActivity(self.metrics, heartbeat_s=heartbeat_s)
         self.apply_backoff = apply_backoff or Backoff()
         self.checkpoint_backoff = checkpoint_backoff or Backoff(initial=0.2, maximum=5.0)
         self.checkpoint_attempts = max(1, checkpoint_attempts)
@@ -121,17 +125,25 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self._mapping_check_every = mapping_check_every
         self._next_mapping_check = clock() + mapping_check_every
         self._touch = touch
-        self.shard_id = "unknown"
         self.last_applied: str | None = None
         self.last_checkpointed: str | None = None
         self.lease_lost_flag = False
+
+    @property
+    def shard_id(self) -> str:
+        """The shard this processor reads ("unknown" before ``initialize``)."""
+        return self.activity.shard_id
+
+    @shard_id.setter
+    def shard_id(self, value: str) -> None:
+        self.activity.shard_id = value
 
     # --- KCL lifecycle -------------------------------------------------------------------
 
     def initialize(self, initialize_input: Any) -> None:
         """Remember the shard; nothing to open (the pipeline connects lazily)."""
         self.shard_id = str(initialize_input.shard_id)
-        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
+        self.activity.mark()
         log.info(
             "shard processor started shard=%s from_sequence=%s",
             self.shard_id,
@@ -140,12 +152,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
 
     def process_records(self, process_records_input: Any) -> None:
         """Apply the batch (retrying until PostgreSQL commits it), then checkpoint."""
-        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
-        self.metrics.in_call.labels(self.shard_id).set(1)
-        try:
+        with self.activity.call():
             self._process_records(process_records_input)
-        finally:
-            self.metrics.in_call.labels(self.shard_id).set(0)
 
     def _process_records(self, process_records_input: Any) -> None:
         millis = process_records_input.millis_behind_latest
@@ -166,6 +174,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         )
         self._check_mapping()
         result = self._apply(records, position)
+        observe_commit(self.metrics, result)
         self.last_applied = last
         self._count(result, len(records))
         log.debug(
@@ -185,6 +194,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
 
     def lease_lost(self, lease_lost_input: Any) -> None:
         """Another worker owns the shard now: stop without checkpointing."""
+        self.activity.mark()
         self.lease_lost_flag = True
         log.info("lease lost shard=%s last_applied=%s", self.shard_id, self.last_applied)
 
@@ -194,6 +204,10 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         Marked first, retried like a batch: an ended shard brings no more changes, so its
         position must stop holding tombstone pruning back (a missed mark holds it forever).
         """
+        with self.activity.call():
+            self._end_shard(shard_ended_input)
+
+    def _end_shard(self, shard_ended_input: Any) -> None:
         log.info("shard ended shard=%s last_applied=%s", self.shard_id, self.last_applied)
         attempt = 0
         while True:
@@ -215,6 +229,10 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
 
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:
         """Graceful stop: the current batch is done (processing is synchronous); checkpoint it."""
+        with self.activity.call():
+            self._checkpoint_last(shutdown_requested_input)
+
+    def _checkpoint_last(self, shutdown_requested_input: Any) -> None:
         log.info(
             "shutdown requested shard=%s last_applied=%s last_checkpointed=%s",
             self.shard_id,
@@ -225,7 +243,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             self._checkpoint(shutdown_requested_input.checkpointer, self.last_applied)
 
     def _sleep_active(self, seconds: float) -> None:
-        self.metrics.last_activity.labels(self.shard_id).set_to_current_time()
+        self.activity.mark()
         time.sleep(seconds)
 
     # --- applying ------------------------------------------------------------------------
@@ -236,6 +254,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             shard_id=self.shard_id,
             sequence_number=record.sequence_number,
             partition_key=record.partition_key,
+            arrival_ms=record.timestamp_millis,
         )
 
     def _check_mapping(self) -> None:

@@ -30,14 +30,17 @@ class RawRecord(NamedTuple):
     sequence_number: str
     sub_sequence_number: int | None
     partition_key: str
+    timestamp_millis: int | None  # ApproximateArrivalTimestamp, as kclpy names it
 
 
 def _record(raw: dict[str, Any]) -> RawRecord:
+    arrival = raw.get("approximateArrivalTimestamp")
     return RawRecord(
         a2b_base64(raw["data"]),
         raw["sequenceNumber"],
         raw.get("subSequenceNumber"),
         raw["partitionKey"],
+        None if arrival is None else int(arrival),
     )
 
 
