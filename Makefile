@@ -46,7 +46,7 @@ typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 test: install lint typecheck
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 check: lint typecheck
 	DDBCDC_QUICK_TESTS=1 $(BIN)/pytest tests/unit -q

@@ -5,8 +5,7 @@ and a fresh database for it; what most end-to-end tests need, without starting a
 test. ``stack`` and ``database``: a private local stack and a fresh database, for a test that
 needs a stack nobody else touches.
 
-Every test here runs in the xdist group ``e2e`` (one worker, one test at a time): they run the
-real KCL daemon on a timetable, and two of them at once on two CPUs starve each other.
+Every test here runs in the xdist group ``e2e`` (see tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -23,13 +22,6 @@ from ddbcdc.local.stack import LocalStack
 from ddbcdc.schema.mapping import load_mappings
 
 CLIENT_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if item.path.is_relative_to(here) and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 @pytest.fixture
