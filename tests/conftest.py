@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -65,23 +66,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         cluster.stop()
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The xdist groups (``--dist loadgroup``; a test's own ``xdist_group`` mark wins).
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``--dist loadgroup`` (pyproject.toml's default): the groups of ``scheduling``."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from scheduling import TierScheduling
 
-    ``e2e``: every end-to-end test, one at a time on one worker: they run the real KCL daemon
-    on a timetable, and two at once on two CPUs starve each other. An integration module is a
-    group of its own, so its module-scoped fixtures (a stack, a migrated database) start once.
-    Unit tests go one by one to whichever worker is free.
-    """
-    tests = Path(config.rootpath, "tests")
-    for item in items:
-        if item.get_closest_marker("xdist_group") or not item.path.is_relative_to(tests):
-            continue
-        tier = item.path.relative_to(tests).parts[0]
-        if tier == "e2e":
-            item.add_marker(pytest.mark.xdist_group("e2e"))
-        elif tier == "integration":
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    return TierScheduling(config, log)
 
 
 def _unit_tests_only(config: pytest.Config) -> bool:
