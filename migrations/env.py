@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
+from ddbcdc.db import create_engine
 from ddbcdc.resources import shipped_mappings_dir
 from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.schema.tables import metadata_for
@@ -46,7 +47,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = sa.create_engine(_url(), poolclass=sa.pool.NullPool)
+    engine = create_engine(_url(), pooled=False)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()

@@ -73,6 +73,8 @@ PROCESSOR = ("tests/unit/test_processor.py",)
 STREAM_TIME = ("tests/integration/test_stream_time.py",)
 LIVENESS = ("tests/unit/test_liveness.py",)
 NOTHING_LOST = ("tests/integration/test_nothing_lost.py",)
+FENCE = ("tests/integration/test_mapping_fence.py",)
+EXPORTS = ("tests/integration/test_export_import.py", "-k", "every_good or replayed")
 SNAPSHOT = ("tests/integration/test_snapshot.py", "-k", "request_time")
 VERIFY = ("tests/integration/test_verify_columns.py",)
 
@@ -83,8 +85,7 @@ _VERSION = """    return sa.tuple_(
         sa.func.coalesce(cols._ddbcdc_sequence, -1),
         cols._ddbcdc_event_id.collate("C"),
     )"""
-_APPLY = """        self._check_mapping()
-        result = self._apply(records, position)
+_APPLY = """        result = self._apply(records, position)
 """
 _CHECKPOINT = """        self._checkpoint(process_records_input.checkpointer, last)
 
@@ -429,7 +430,6 @@ MUTANTS = [
             "worker/processor.py",
             _APPLY,
             (
-                "        self._check_mapping()\n"
                 "        self._checkpoint(process_records_input.checkpointer, last)\n"
                 "        result = self._apply(records, position)\n"
             ),
@@ -538,6 +538,50 @@ MUTANTS = [
             "                continue\n            if outcome.refused:",
         ),
     ),
+    # two mappings never write one table
+    mutant(
+        "fence: a batch commits under another mapping",
+        FENCE,
+        "db",
+        ("migrate/versions.py", "        if found != self.digests:\n", "        if False:\n"),
+    ),
+    mutant(
+        "fence: migrate does not wait for the batches in flight",
+        FENCE,
+        "db",
+        (
+            "migrate/versions.py",
+            "        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))",
+            "        pass",
+        ),
+    ),
+    mutant(
+        "fence: a shard processor goes on after a migration",
+        PROCESSOR,
+        "unit",
+        (
+            "worker/processor.py",
+            "                raise Stopped(2) from exc\n",
+            "                continue\n",
+        ),
+    ),
+    # backfill rows: every good export file applied, none logged
+    mutant(
+        "export: a bad data file stops the import",
+        EXPORTS,
+        "db",
+        ("backfill/importer.py", "                    continue\n", "                    raise\n"),
+    ),
+    mutant(
+        "export: a replayed row written to the change log",
+        EXPORTS,
+        "db",
+        (
+            "commands/dlq.py",
+            "            total.add(unlogged.replay(rows))",
+            "            total.add(pipeline.replay(rows))",
+        ),
+    ),
     # snapshot versions: the page's request time minus the margin
     mutant(
         "snapshot: rows versioned at the time the page came back",
@@ -545,8 +589,8 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        version = page.request_us - job.margin",
-            "        version = now_us() - job.margin",
+            "        version = read_version_us(page.request_us, job.margin)",
+            "        version = read_version_us(now_us(), job.margin)",
         ),
     ),
     mutant(
@@ -571,7 +615,7 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        version = page.request_us - job.margin",
+            "        version = read_version_us(page.request_us, job.margin)",
             "        version = page.request_us",
         ),
     ),
@@ -581,7 +625,7 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        version = page.request_us - job.margin",
+            "        version = read_version_us(page.request_us, job.margin)",
             "        version = run.min_version_us",
         ),
     ),
@@ -591,7 +635,7 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        min_version_us=now_us() - margin_us(settings),",
+            "        min_version_us=read_version_us(now_us(), margin_us(settings)),",
             "        min_version_us=now_us(),",
         ),
     ),

@@ -10,6 +10,7 @@ from ddbcdc.errors import (
     DdbcdcError,
     DecodeError,
     InputError,
+    MappingChangedError,
     PoisonRecordError,
     RetryableError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "DdbcdcError",
     "DecodeError",
     "InputError",
+    "MappingChangedError",
     "PoisonRecordError",
     "RetryableError",
     "__version__",

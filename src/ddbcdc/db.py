@@ -1,5 +1,6 @@
-"""What a PostgreSQL error means for a batch, by SQLSTATE, how to name it without values, and
-running a transaction by it (:func:`run_transaction`).
+"""What a PostgreSQL error means for a batch, by SQLSTATE, how to name it without values,
+running a transaction by it (:func:`run_transaction`), and the one way an engine is made
+(:func:`create_engine`).
 
 Three verdicts (:func:`classify`):
 
@@ -38,6 +39,7 @@ __all__ = [
     "Verdict",
     "check_reachable",
     "classify",
+    "create_engine",
     "describe",
     "driver_error",
     "fault",
@@ -78,6 +80,38 @@ _REASONS = {
     "23514": "a check constraint is violated",
     "54000": "a value exceeds a PostgreSQL limit (an indexed key over ~2,700 bytes?)",
 }
+
+
+def create_engine(
+    url: str | sa.URL,
+    *,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+    pre_ping: bool = False,
+    pooled: bool = True,
+) -> sa.Engine:
+    """An engine on ``url`` that never renders statement parameters into its errors.
+
+    Every engine ddbcdc creates comes from here (a test holds the source to it): parameters
+    are item values, and an error's text ends up in logs, dead letters and tracebacks.
+
+    Args:
+        url: a ``postgresql+psycopg://`` URL.
+        pool_size: connections kept open (SQLAlchemy's default when None).
+        max_overflow: connections opened beyond ``pool_size`` at peaks.
+        pre_ping: test a pooled connection before handing it out (long-lived processes).
+        pooled: False for a command that connects once or twice (no pool at all).
+    """
+    options: dict[str, Any] = {"hide_parameters": True}
+    if not pooled:
+        options["poolclass"] = sa.pool.NullPool
+    if pool_size is not None:
+        options["pool_size"] = pool_size
+    if max_overflow is not None:
+        options["max_overflow"] = max_overflow
+    if pre_ping:
+        options["pool_pre_ping"] = True
+    return sa.create_engine(url, **options)
 
 
 def driver_error(exc: BaseException) -> BaseException:
@@ -173,7 +207,7 @@ def check_reachable(url: str) -> None:
     Raises:
         DatabaseUnavailableError: it cannot be connected to (named by :func:`describe`).
     """
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
+    engine = create_engine(url, pooled=False)
     try:
         with engine.connect():
             pass
@@ -214,12 +248,14 @@ def run_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
         RefusedError: PostgreSQL refused a value (nothing committed).
         DatabaseUnavailableError: any other database error, or conflicts that persist.
     """
+    last = ""
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
             return _once(engine, work)
         except _ConflictError as exc:
+            last = str(exc)
             log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
             time.sleep(CONFLICT_BACKOFF.delay(attempt))
     raise DatabaseUnavailableError(
-        f"transaction still collides with others after {CONFLICT_ATTEMPTS} attempts"
+        f"transaction still collides with others after {CONFLICT_ATTEMPTS} attempts ({last})"
     )

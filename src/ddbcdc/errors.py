@@ -11,6 +11,7 @@ Every error ddbcdc raises on purpose derives from :class:`DdbcdcError`::
     ├── RetryableError           transient: back off, retry, never checkpoint past it
     │   └── DatabaseUnavailableError
     ├── ConfigurationError       bad settings or table mapping: refuse to start
+    │   ├── MappingChangedError  a table was migrated to another mapping: stop writing
     │   ├── ExportError          an export that cannot be imported as it is (backfill.export)
     │   └── BelowFloorError      a backfill at or below the prune floor (backfill.state)
     ├── InputError               a file of change records is not what its form says
@@ -37,6 +38,7 @@ __all__ = [
     "DdbcdcError",
     "DecodeError",
     "InputError",
+    "MappingChangedError",
     "PoisonRecordError",
     "RetryableError",
 ]
@@ -126,6 +128,12 @@ class DatabaseUnavailableError(RetryableError):
 
 class ConfigurationError(DdbcdcError):
     """Settings or a table mapping are invalid; raised at start-up."""
+
+
+class MappingChangedError(ConfigurationError):
+    """A table was migrated to another mapping than the writer's: nothing of the batch was
+    written, and the writer must stop (restarted, it starts with the mapping file of the
+    table's new version, or refuses to start)."""
 
 
 class InputError(DdbcdcError):

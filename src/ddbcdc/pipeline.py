@@ -13,6 +13,10 @@ the batch run again in isolation, so the changes at fault are dead-lettered and 
 one applied; anything else raises :class:`~ddbcdc.errors.DatabaseUnavailableError` with
 nothing committed (the worker retries the batch, never checkpointing past it). No record can
 stall a batch: every record ends applied, superseded by an applied change, or dead-lettered.
+
+A batch commits only under the mappings its tables were migrated to: it checks them in its
+transaction (:class:`~ddbcdc.migrate.versions.Fence`) and raises
+:class:`~ddbcdc.errors.MappingChangedError`, nothing committed, once a table has another.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
 from ddbcdc.cleanse import CleanChange, Cleanser
-from ddbcdc.db import RefusedError, describe, run_transaction
+from ddbcdc.db import RefusedError, create_engine, describe, run_transaction
 from ddbcdc.errors import (
     CleanseError,
     ConfigurationError,
@@ -47,7 +51,8 @@ from ddbcdc.materialize.deadletters import (
     write_dead_letters,
 )
 from ddbcdc.materialize.progress import ShardPosition, end_shard, record_progress
-from ddbcdc.materialize.prune import Pruner, share_locks
+from ddbcdc.materialize.prune import Pruner
+from ddbcdc.migrate.versions import Fence, check_engine
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.settings import DEFAULT_TOMBSTONE_HORIZON, Settings
 
@@ -150,6 +155,8 @@ class Pipeline:
             :mod:`ddbcdc.materialize.prune`).
         prune_every: prune at most this often, after a batch that carries a shard position.
         timestamp_unit: passed to :func:`ddbcdc.decode.record.decode_record`.
+        change_log: False writes no change log whatever the mappings say (backfill rows
+            are not changes); the batches are still fenced by the mappings as they are.
     """
 
     def __init__(
@@ -160,6 +167,7 @@ class Pipeline:
         tombstone_horizon: timedelta = DEFAULT_TOMBSTONE_HORIZON,
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
+        change_log: bool = True,
     ) -> None:
         if not mappings:
             raise ConfigurationError("a pipeline needs at least one table mapping")
@@ -173,7 +181,9 @@ class Pipeline:
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
-        self.materializer = Materializer(self.mappings)
+        self.fence = Fence(self.mappings)
+        written = [m if change_log else replace(m, change_log=False) for m in self.mappings]
+        self.materializer = Materializer(written)
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
     @classmethod
@@ -186,9 +196,7 @@ class Pipeline:
                 (:meth:`check_mappings`) before returning.
         """
         mappings = load_mappings(settings.mappings_dir)
-        engine = sa.create_engine(
-            settings.require_database_url(), pool_pre_ping=True, hide_parameters=True
-        )
+        engine = create_engine(settings.require_database_url(), pre_ping=True)
         pipeline = cls(
             engine=engine,
             mappings=mappings,
@@ -211,8 +219,6 @@ class Pipeline:
             ConfigurationError: what differs, per mapping.
             DatabaseUnavailableError: PostgreSQL cannot be asked.
         """
-        from ddbcdc.migrate.versions import check_engine
-
         check_engine(self.engine, self.mappings)
 
     def close(self) -> None:
@@ -304,7 +310,7 @@ class Pipeline:
     def _materialize(
         self, conn: sa.Connection, prepared: PreparedBatch, isolate: bool
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
-        share_locks(conn, {c.mapping.target_table for c in prepared.changes})
+        self.fence.enter(conn, {c.mapping.target_table for c in prepared.changes})
         if isolate:
             counts = self.materializer.apply_isolated(conn, prepared.changes)
         else:

@@ -16,11 +16,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ddbcdc.decode.timestamps import parse_timestamp
 
-__all__ = ["DEFAULT_TOMBSTONE_HORIZON", "Settings"]
+__all__ = ["DEFAULT_TOMBSTONE_HORIZON", "Settings", "read_version_us"]
 
 #: How far behind the stream's position (in stream time) a change may still arrive: tombstones
 #: older than that are pruned (``DDBCDC_TOMBSTONE_HORIZON``).
 DEFAULT_TOMBSTONE_HORIZON = timedelta(days=8)
+
+
+def read_version_us(read_us: int, margin_us: int) -> int:
+    """The version of a row read from DynamoDB as of ``read_us`` (a snapshot page's request
+    time, a full export's exportTime, a repair's re-read): that time minus the clock-skew
+    margin (``DDBCDC_CLOCK_SKEW_MARGIN``, in microseconds). The clock the read is timed by
+    and the one that stamps the stream's changes are different clocks: a change stamped up
+    to the margin before ``read_us`` may have been made after the read, and must win over
+    its row (docs/backfill-and-verify.md). Every such row gets its version here."""
+    return read_us - margin_us
 
 
 def _env(*names: str) -> AliasChoices:

@@ -21,6 +21,7 @@ from ddbcdc.schema.mapping import load_mappings
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 EXPORT_US = 1_714_521_600_000_000  # 2024-05-01T00:00:00Z
+MARGIN_US = 5_000_000  # the default DDBCDC_CLOCK_SKEW_MARGIN
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def test_full_export_then_incremental_export_then_a_late_stale_change(
     summary = json.loads(capsys.readouterr().out)
     assert summary["form"] == "gzip-compressed JSON Lines of DynamoDB export items"
     assert summary["upserted"] == 3
-    assert customers(db) == [(i, f"n{i}", EXPORT_US) for i in (1, 2, 3)]
+    assert customers(db) == [(i, f"n{i}", EXPORT_US - MARGIN_US) for i in (1, 2, 3)]
 
     def line(userid: int, us: int, new: str | None, old: str | None) -> bytes:
         keys = marshal({"userid": userid})
@@ -104,7 +105,7 @@ def test_full_export_then_incremental_export_then_a_late_stale_change(
             [
                 line(1, EXPORT_US + 10, "changed", "n1"),  # MODIFY
                 line(2, EXPORT_US + 20, None, "n2"),  # REMOVE
-                line(3, EXPORT_US - 5, "older", "n3"),  # before the export: stale
+                line(3, EXPORT_US - 2 * MARGIN_US, "older", "n3"),  # before the export: stale
                 line(4, EXPORT_US + 30, "new", None),  # INSERT
             ]
         )
@@ -114,7 +115,7 @@ def test_full_export_then_incremental_export_then_a_late_stale_change(
     assert (summary["upserted"], summary["deleted"], summary["stale"]) == (2, 1, 1)
     assert customers(db) == [
         (1, "changed", EXPORT_US + 10),
-        (3, "n3", EXPORT_US),
+        (3, "n3", EXPORT_US - MARGIN_US),
         (4, "new", EXPORT_US + 30),
     ]
     # the same full export again is older than what the incremental export left
@@ -124,6 +125,29 @@ def test_full_export_then_incremental_export_then_a_late_stale_change(
     # event id, hence the same version): nothing to write
     assert (again["stale"], again["upserted"]) == (3, 0)
     assert customers(db)[0] == (1, "changed", EXPORT_US + 10)
+
+
+def test_export_items_are_versioned_as_the_importer_versions_them(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The export's clock and the stream's are different clocks: a change stamped a second
+    before the export time may have been made after the export, and must win over it."""
+    after = tmp_path / "after.jsonl"
+    after.write_bytes(orjson.dumps(change("MODIFY", 7, EXPORT_US - 1_000_000, "after")))
+    assert run(str(after)) == 0
+    capsys.readouterr()
+    export = tmp_path / "export.json"
+    items = [marshal({"userid": i, "first_name": "exported"}) for i in (7, 8)]
+    export.write_bytes(b"\n".join(orjson.dumps({"Item": i}) for i in items))
+    assert run(str(export), "--export-time", "2024-05-01T00:00:00Z", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["stale"] == 1
+    assert customers(db) == [
+        (7, "after", EXPORT_US - 1_000_000),
+        (8, "exported", EXPORT_US - MARGIN_US),  # what snapshot --from-export gives it
+    ]
+    monkeypatch.setenv("DDBCDC_CLOCK_SKEW_MARGIN", "PT60S")  # the same setting as the importer's
+    assert run(str(export), "--export-time", str(EXPORT_US // 1_000_000 + 120), "--json") == 0
+    assert customers(db)[1] == (8, "exported", EXPORT_US + 60_000_000)
 
 
 def test_a_lambda_event_with_a_poison_record_names_its_position(

@@ -120,9 +120,7 @@ def test_pages_and_changes_in_any_interleaving_converge(
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=4)))
     clear(engine)
     stream = Pipeline(engine=engine, mappings=[MAPPING])
-    backfill = Pipeline(
-        engine=engine, mappings=[replace(MAPPING, change_log=False)], timestamp_unit="us"
-    )
+    backfill = Pipeline(engine=engine, mappings=[MAPPING], timestamp_unit="us", change_log=False)
     for start, end in itertools.pairwise([0, *cuts, len(order)]):
         batch = order[start:end]
         for source, pipeline in (("stream", stream), ("scan", backfill)):

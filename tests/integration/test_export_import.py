@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -150,6 +151,88 @@ def test_a_corrupt_data_file_is_refused_and_nothing_of_it_is_applied(
     assert sorted(customers(db)) == [1, 2, 3, 4, 5]
     assert query(db, "SELECT sum(items) FROM ddbcdc_snapshot_segments") == [(5,)]
     assert query(db, "SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]
+
+
+def test_every_good_file_is_imported_and_every_bad_one_named(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two bad files among four: the good ones (before and after them) are imported, both
+    bad ones named in one run; the run stays unfinished, holding pruning, and the run after
+    the files are fetched again imports only them."""
+    folder = write_export(
+        tmp_path / "export",
+        {f"f{n}.json.gz": full_lines([customer(n * 10 + k) for k in (1, 2)]) for n in range(4)},
+        export_id="01764000000123-bad00001",
+        export_time_us=EXPORT_US,
+    )
+    data = folder / "data"
+    good = {name: (data / name).read_bytes() for name in ("f1.json.gz", "f2.json.gz")}
+    damaged = bytearray(good["f1.json.gz"])
+    damaged[len(damaged) // 2] ^= 0xFF
+    (data / "f1.json.gz").write_bytes(bytes(damaged))
+    (data / "f2.json.gz").write_bytes(good["f2.json.gz"][:-9])  # truncated
+    argv = ["snapshot", "--from-export", str(folder), "--force", "--no-progress"]
+    assert main(argv) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith(("not", "ddbcdc"))]
+    assert [line.split(": ", 2)[1].rsplit("/", 1)[-1] for line in err[:2]] == [
+        "f1.json.gz",
+        "f2.json.gz",
+    ]
+    assert "MD5 checksum" in err[0] and "MD5 checksum" in err[1]
+    assert err[0].startswith("not imported: ") and "nothing of the file was applied" in err[1]
+    assert "2 data file(s) of export:01764000000123-bad00001 not imported" in err[2]
+    assert sorted(customers(db)) == [1, 2, 31, 32]  # the files before and after the bad ones
+    assert query(db, "SELECT status FROM ddbcdc_snapshots") == [("running",)]
+    assert query(db, "SELECT count(*) FROM ddbcdc_prune_holds") == [(1,)]
+
+    for name, content in good.items():  # the files fetched again
+        (data / name).write_bytes(content)
+    assert main(argv) == 0
+    assert "4 items, upserted 4" in capsys.readouterr().out  # only the two files
+    assert sorted(customers(db)) == [1, 2, 11, 12, 21, 22, 31, 32]
+    assert query(db, "SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]
+
+
+def test_a_replayed_export_row_is_not_written_to_the_change_log(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Backfill rows are never logged: not when imported, not when replayed from the dead
+    letters either; a change replayed beside them is logged as ever."""
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE customers ADD CONSTRAINT no_bob CHECK (first_name <> 'Bob')"
+        )
+    folder = write_export(
+        tmp_path / "export",
+        {"only.json.gz": full_lines([customer(1, "Ada"), customer(2, "Bob")])},
+        export_id="01764000000123-dlq00001",
+        export_time_us=EXPORT_US,
+    )
+    assert main(["snapshot", "--from-export", str(folder), "--force", "--no-progress"]) == 1
+    live = tmp_path / "live.jsonl"  # a change from the stream
+    change = {
+        "eventID": "0f3a",
+        "eventName": "INSERT",
+        "tableName": "customers",
+        "dynamodb": {
+            "ApproximateCreationDateTime": EXPORT_US,
+            "Keys": {"userid": {"N": "3"}},
+            "NewImage": customer(3, "Bob"),
+        },
+    }
+    live.write_bytes(orjson.dumps(change))
+    assert main(["apply", str(live)]) == 1
+    assert sorted(customers(db)) == [1]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE customers DROP CONSTRAINT no_bob")
+    engine.dispose()
+    capsys.readouterr()
+    assert main(["dlq", "replay"]) == 0
+    assert "replayed 2 of 2 (upserted 2" in capsys.readouterr().out
+    assert customers(db)[2] == ("Bob", "5551234567", EXPORT_US - MARGIN_US)
+    assert customers(db)[3] == ("Bob", "5551234567", EXPORT_US)
+    assert query(db, "SELECT _ddbcdc_event_id FROM ddbcdc_changes__customers") == [("0f3a",)]
 
 
 def test_item_counts_are_checked(

@@ -217,6 +217,45 @@ def test_preconditions_refuse_an_unwired_table_and_a_lease_at_latest(
         client.delete_table(TableName=leases)
 
 
+def test_a_lease_at_at_timestamp_must_read_from_before_the_hold_version(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KCL keeps only the word AT_TIMESTAMP in a lease and reads from the worker's configured
+    time: a time after the backfill's hold version would skip the changes in between."""
+    table.put([rich_item(1)])
+    wire(table)
+    kinesis = table.client("kinesis")
+    shard = kinesis.list_shards(StreamName=f"{table.name}-stream")["Shards"][0]["ShardId"]
+    leases = f"{table.name}-app"
+    client = table.client()
+    client.create_table(
+        TableName=leases,
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        client.put_item(
+            TableName=leases, Item={"leaseKey": {"S": shard}, "checkpoint": {"S": "AT_TIMESTAMP"}}
+        )
+        later = time.time() + 3600
+        monkeypatch.setenv("DDBCDC_INITIAL_POSITION", "AT_TIMESTAMP")
+        monkeypatch.setenv("DDBCDC_INITIAL_POSITION_TIMESTAMP", str(later))
+        assert main(["snapshot", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"refused (worker): shard {shard}'s lease of application {leases} is at" in err
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(later))
+        assert f"AT_TIMESTAMP, which reads from {at}" in err  # both times named
+        assert "and the backfill's rows are as of 20" in err
+        assert table.query("SELECT count(*) FROM ddbcdc_snapshots") == [(0,)]
+
+        monkeypatch.setenv("DDBCDC_INITIAL_POSITION_TIMESTAMP", str(time.time() - 3600))
+        assert main(["snapshot", "--no-progress"]) == 0
+        assert matches(table)
+    finally:
+        client.delete_table(TableName=leases)
+
+
 def test_a_consistent_scan_is_what_each_page_asks_for(table: BackfillTable) -> None:
     """The snapshot reads with ConsistentRead (moto answers it; AWS would bill it double)."""
     table.put([rich_item(n) for n in range(1, 4)])

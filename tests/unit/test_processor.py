@@ -22,7 +22,7 @@ from amazon_kclpy import kcl
 from prometheus_client import CollectorRegistry
 
 from ddbcdc.backoff import Backoff
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.errors import DatabaseUnavailableError, MappingChangedError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
 from ddbcdc.worker.metrics import ProcessorMetrics
 from ddbcdc.worker.processor import ShardProcessor, Stopped
@@ -32,16 +32,15 @@ SHARD = "shardId-000000000001"
 
 
 class ScriptedPipeline:
-    """Records every call; raises the scripted failures first, then succeeds."""
+    """Records every call; raises the scripted failures first (None: that call succeeds),
+    then succeeds."""
 
-    def __init__(self, failures: Iterable[Exception] = (), dead_lettered: int = 0) -> None:
+    def __init__(self, failures: Iterable[Exception | None] = (), dead_lettered: int = 0) -> None:
         self.failures = deque(failures)
         self.dead_lettered = dead_lettered
         self.calls: list[tuple[list[SourceRecord], ShardPosition | None]] = []
         self.ended: list[str] = []
         self.end_failures: deque[Exception] = deque()
-        self.mapping_checks = 0
-        self.mapping_failures: deque[Exception] = deque()
         self.daemon: FakeDaemon | None = None  # where commits are noted, in order
 
     def process(
@@ -49,10 +48,11 @@ class ScriptedPipeline:
     ) -> BatchResult:
         self.calls.append((list(records), position))
         last = records[-1].sequence_number if records else None
-        if self.failures:
+        failure = self.failures.popleft() if self.failures else None
+        if failure is not None:
             if self.daemon is not None:
                 self.daemon.note("failed", last)
-            raise self.failures.popleft()
+            raise failure
         if self.daemon is not None:
             self.daemon.note("commit", last)
         reasons = {("customers", "phone", "S where numeric expected"): self.dead_lettered}
@@ -71,11 +71,6 @@ class ScriptedPipeline:
         if failed:
             raise self.end_failures.popleft()
 
-    def check_mappings(self) -> None:
-        self.mapping_checks += 1
-        if self.mapping_failures:
-            raise self.mapping_failures.popleft()
-
 
 class Harness:
     def __init__(
@@ -85,7 +80,6 @@ class Harness:
         pipeline: ScriptedPipeline | None = None,
         checkpoint_errors: Iterable[str] = (),
         stop_after_sleeps: int | None = None,
-        mapping_check_every: float = 3600.0,
     ) -> None:
         self.touched: list[tuple[str, int | None]] = []
         self.daemon = FakeDaemon(actions, checkpoint_errors)
@@ -103,7 +97,6 @@ class Harness:
             checkpoint_attempts=4,
             sleep=self.sleeps.append,
             should_stop=self._should_stop,
-            mapping_check_every=mapping_check_every,
             touch=lambda shard, behind: self.touched.append((shard, behind)),
         )
 
@@ -373,28 +366,17 @@ def _waits(slices: list[float], *, count: int) -> list[float]:
     return waits
 
 
-def test_the_mapping_is_checked_again_before_batches() -> None:
-    h = Harness([initialize(), process(1), process(2)], mapping_check_every=0.0)
-    assert h.run().checkpoints == ["1", "2"]
-    assert h.pipeline.mapping_checks == 2
-    quiet = Harness([initialize(), process(1), process(2)])  # not due within the hour
-    quiet.run()
-    assert quiet.pipeline.mapping_checks == 0
-
-
-def test_a_mapping_migrated_away_stops_the_processor_before_it_applies() -> None:
-    pipeline = ScriptedPipeline()
-    pipeline.mapping_failures.append(DatabaseUnavailableError("down"))  # no verdict: go on
-    pipeline.mapping_failures.append(ConfigurationError("column 'city' added"))
-    h = Harness(
-        [initialize(), process(1), process(2), process(3)],
-        pipeline=pipeline,
-        mapping_check_every=0.0,
-    )
+def test_a_batch_fenced_by_a_migration_stops_the_processor_without_a_checkpoint() -> None:
+    """The batch's transaction found another mapping (and committed nothing): no retry, no
+    checkpoint; the processor exits and the shard's next owner applies the batch."""
+    fenced = MappingChangedError("column 'city' added")
+    pipeline = ScriptedPipeline(failures=[DatabaseUnavailableError("down"), None, fenced])
+    h = Harness([initialize(), process(1), process(2), process(3)], pipeline=pipeline)
     with pytest.raises(Stopped) as stopped:
         h.run()
     assert stopped.value.code == 2
-    assert [records[0].sequence_number for records, _ in pipeline.calls] == ["1"]
+    sequences = [records[0].sequence_number for records, _ in pipeline.calls]
+    assert sequences == ["1", "1", "2"]  # batch 1 retried after the outage, batch 2 once
     assert h.daemon.checkpoints == ["1"]  # batch 2 neither applied nor checkpointed
 
 

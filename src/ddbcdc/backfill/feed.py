@@ -1,26 +1,29 @@
 """Synthesized records -> the pipeline, batch by batch, with bookkeeping in each transaction.
 
 Backfill rows go through :class:`~ddbcdc.pipeline.Pipeline` like stream changes, with one
-difference: the pipeline is built on copies of the mappings **without the change log**.
-A snapshot or export row is not a change (nothing happened to the item at that version), and
-logging millions of them would bury the real changes in ``ddbcdc_changes__<table>`` and double
-the cost of an import; the live and versions tables are written exactly as for a change.
+difference: the pipeline writes **no change log** (``change_log=False``; its batches are
+still fenced by the mapping as its file says). A snapshot or export row is not a change
+(nothing happened to the item at that version), and logging millions of them would bury the
+real changes in ``ddbcdc_changes__<table>`` and double the cost of an import; the live and
+versions tables are written exactly as for a change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 
+from ddbcdc.db import create_engine
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.settings import Settings
 
-__all__ = ["Batch", "backfill_pipeline", "feed", "mapping_for", "margin_us"]
+__all__ = ["Batch", "backfill_pipeline", "feed", "mapping_for", "margin_us", "rows_pipeline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,23 +53,33 @@ def mapping_for(settings: Settings, source_table: str) -> TableMapping:
 
 def margin_us(settings: Settings) -> int:
     """The clock-skew margin in microseconds."""
-    return int(settings.clock_skew_margin.total_seconds() * 1_000_000)
+    return settings.clock_skew_margin // timedelta(microseconds=1)
 
 
 def backfill_pipeline(settings: Settings, mapping: TableMapping, *, connections: int) -> Pipeline:
-    """A pipeline for backfill rows of ``mapping``: no change log, microsecond versions."""
-    engine = sa.create_engine(
+    """A pipeline for backfill rows of ``mapping`` on an engine of its own
+    (:func:`rows_pipeline`)."""
+    engine = create_engine(
         settings.require_database_url(),
-        pool_pre_ping=True,
-        hide_parameters=True,
+        pre_ping=True,
         pool_size=max(1, connections),
         max_overflow=2,
     )
+    return rows_pipeline(engine, [mapping], tombstone_horizon=settings.tombstone_horizon)
+
+
+def rows_pipeline(
+    engine: sa.Engine, mappings: Sequence[TableMapping], *, tombstone_horizon: timedelta
+) -> Pipeline:
+    """The pipeline every backfill row goes through, first or replayed from the dead
+    letters: no change log, versions in microseconds (as :mod:`ddbcdc.backfill.records`
+    writes them)."""
     return Pipeline(
         engine=engine,
-        mappings=[replace(mapping, change_log=False)],
-        tombstone_horizon=settings.tombstone_horizon,
+        mappings=mappings,
+        tombstone_horizon=tombstone_horizon,
         timestamp_unit="us",
+        change_log=False,
     )
 
 

@@ -11,6 +11,14 @@ its lowest version; an export at or below the table's prune floor is refused up 
 (:class:`~ddbcdc.backfill.state.BelowFloorError`). Each data file is checked (MD5, line
 count) before any of it is applied, then applied in batches, each batch committing the
 file's line position with it; a killed import continues at the first uncommitted line.
+
+A data file that does not match its manifest is skipped, whole, and the import goes on with
+the others: the files are independent (every row carries its own version, so their order
+does not matter), and an operator of a 10,000-file export wants every good file applied and
+every bad one named in one pass, not one bad file per run. The run then stays unfinished,
+holding pruning, until a later run has imported the files named (fetched again); that run
+imports only them. Anything else (PostgreSQL, S3, a mapping changed) stops the import at
+once: it would fail every file the same way.
 """
 
 from __future__ import annotations
@@ -27,13 +35,14 @@ from typing import Any
 import orjson
 
 from ddbcdc.backfill import state
-from ddbcdc.backfill.export import DataFile, ExportLocation, Manifest, gzip_lines
+from ddbcdc.backfill.export import DataFile, ExportError, ExportLocation, Manifest, gzip_lines
 from ddbcdc.backfill.feed import Batch, feed
 from ddbcdc.backfill.records import RecordMaker, format_us
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
+from ddbcdc.settings import read_version_us
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ImportResult", "export_run", "import_export", "line_record"]
 
@@ -49,11 +58,18 @@ _ITEM_KEY = b'"Item"'
 
 @dataclass
 class ImportResult:
-    """What an import (or its resumed part) did."""
+    """What an import (or its resumed part) did.
+
+    Attributes:
+        files: data files imported by this run.
+        bad: why each data file that does not match its manifest was skipped (nothing of
+            it applied), in file order; the run is not done while there are any.
+    """
 
     run_id: str
     counts: BatchResult = field(default_factory=BatchResult)
     files: int = 0
+    bad: list[str] = field(default_factory=list)
     done: bool = False
 
 
@@ -74,7 +90,8 @@ def export_run(
         lowest = manifest.from_us
         kind = "incremental_export"
     else:
-        lowest = None if manifest.export_time_us is None else manifest.export_time_us - margin_us
+        exported = manifest.export_time_us
+        lowest = None if exported is None else read_version_us(exported, margin_us)
         kind = "export"
     if lowest is None:
         raise ConfigurationError(f"{location.describe()}: the manifest has no export time")
@@ -225,9 +242,13 @@ def import_export(
     """Import every unfinished data file of ``run`` (``parallel`` files at once); mark the
     run done when all are.
 
+    A data file that does not match its manifest is skipped (nothing of it applied) and
+    named in :attr:`ImportResult.bad`; every other file is imported, and the run stays
+    unfinished (resumable, holding pruning) until a later run has imported the skipped ones.
+
     Raises:
-        ExportError: a data file does not match its manifest (nothing of it is applied;
-            the files before it stay applied and the run resumable).
+        DatabaseUnavailableError, MappingChangedError, ...: anything but a bad data file
+            stops the import at once (the batches committed stay, the run resumable).
     """
     segments = state.load_segments(pipeline.engine, run.id)
     job = _Import(
@@ -241,15 +262,24 @@ def import_export(
     )
     todo = [s for s in segments if not s.done]
     result = ImportResult(run.id)
+    bad: dict[int, str] = {}
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="ddbcdc-file") as pool:
-        futures = [pool.submit(_import_file, job, segment) for segment in todo]
+        futures = {pool.submit(_import_file, job, segment): segment for segment in todo}
         try:
             for future in as_completed(futures):
-                result.counts.add(future.result())
+                try:
+                    result.counts.add(future.result())
+                except ExportError as exc:  # this file's fault: the others go on
+                    log.info("export %s: %s skipped: %s", run.id, futures[future].name, exc)
+                    bad[futures[future].segment] = str(exc)
+                    continue
                 result.files += 1
         except BaseException:
             pool.shutdown(cancel_futures=True)  # files not started stay for the next run
             raise
+    result.bad = [bad[n] for n in sorted(bad)]
+    if result.bad:
+        return result
     state.finish(pipeline.engine, run.id)
     result.done = True
     log.info("export %s done (rows as of %s)", run.id, format_us(run.min_version_us))

@@ -7,10 +7,13 @@ reach PostgreSQL through the stream. So, before it starts:
   ACTIVE for the configured stream (on the local stack: its DynamoDB Stream and the bridge's
   tag);
 - **the worker reads from before the start**: every open shard's KCL lease has a checkpoint
-  (a sequence number, TRIM_HORIZON, AT_TIMESTAMP, SHARD_END; not LATEST, which a restart
-  before the first record would re-resolve to a later point), and a shard without a lease
-  will start at the configured initial position, which must be TRIM_HORIZON (or an
-  AT_TIMESTAMP before the start);
+  (a sequence number, TRIM_HORIZON, SHARD_END; not LATEST, which a restart before the first
+  record would re-resolve to a later point), and a shard without a lease will start at the
+  configured initial position, which must be TRIM_HORIZON. AT_TIMESTAMP, in a lease (KCL
+  keeps only the word there and reads from the worker's configured time) or for a shard
+  without one, is accepted only with a configured time at or before the backfill's hold
+  version: the rows are as of that version, so a change made between the two would reach
+  PostgreSQL from neither;
 - **the stream keeps changes long enough**: its retention (RetentionPeriodHours) against the
   expected duration, or the age of an export: a warning with the numbers;
 - **the clocks agree**: this machine's clock against DynamoDB's (the HTTP Date header) within
@@ -42,7 +45,7 @@ __all__ = ["Finding", "check_backfill", "report", "retention_hours", "stream_kwa
 log = logging.getLogger(__name__)
 
 Level = Literal["ok", "warn", "fail"]
-_GOOD_CHECKPOINTS = {"TRIM_HORIZON", "AT_TIMESTAMP", "SHARD_END"}
+_GOOD_CHECKPOINTS = {"TRIM_HORIZON", "SHARD_END"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +175,46 @@ def _checkpoint(leases: dict[str, str | None], shard: str) -> str | None:
     return next((c for k, c in leases.items() if k == shard or k.endswith(":" + shard)), None)
 
 
-def _lease_finding(application: str, shard: str, checkpoint: str) -> Finding | None:
+def _configured_start(settings: Settings) -> tuple[str, int | None] | Finding:
+    """The worker's configured start position and its time (AT_TIMESTAMP), or why not."""
+    from ddbcdc.aws.retrieval import start_position
+    from ddbcdc.errors import ConfigurationError
+
+    try:
+        start = start_position(settings)
+    except ConfigurationError as exc:
+        return Finding("fail", "worker", f"the worker's start position: {exc}")
+    return start.kind, start.timestamp_us
+
+
+def _at_timestamp_finding(settings: Settings, shards: str, hold_us: int) -> Finding | None:
+    """None when AT_TIMESTAMP reads from at or before ``hold_us``, else why not."""
+    start = _configured_start(settings)
+    if isinstance(start, Finding):
+        return start
+    kind, at_us = start
+    # AT_TIMESTAMP reads records by their Kinesis arrival time, at or after the change.
+    if kind == "AT_TIMESTAMP" and at_us is not None and at_us <= hold_us:
+        return None
+    if kind != "AT_TIMESTAMP" or at_us is None:
+        reads = f"no time (DDBCDC_INITIAL_POSITION is {kind})"
+    else:
+        reads = f"{format_us(at_us)} (DDBCDC_INITIAL_POSITION_TIMESTAMP)"
+    return Finding(
+        "fail",
+        "worker",
+        f"{shards} AT_TIMESTAMP, which reads from {reads}, and the backfill's rows are as of "
+        f"{format_us(hold_us)}: changes made in between would reach PostgreSQL from neither "
+        "(set DDBCDC_INITIAL_POSITION_TIMESTAMP at or before that time and restart the "
+        "worker, or start the backfill after it)",
+    )
+
+
+def _lease_finding(settings: Settings, shard: str, checkpoint: str, hold_us: int) -> Finding | None:
+    application = settings.application_name
+    if checkpoint == "AT_TIMESTAMP":
+        where = f"shard {shard}'s lease of application {application} is at"
+        return _at_timestamp_finding(settings, where, hold_us)
     if checkpoint == "LATEST":
         return Finding(
             "fail",
@@ -186,21 +228,19 @@ def _lease_finding(application: str, shard: str, checkpoint: str) -> Finding | N
     return None
 
 
-def _unleased_finding(settings: Settings, unleased: list[str], start_us: int) -> Finding:
-    from ddbcdc.aws.retrieval import start_position
-    from ddbcdc.errors import ConfigurationError
-
+def _unleased_finding(settings: Settings, unleased: list[str], hold_us: int) -> Finding:
     application = settings.application_name
-    try:
-        start = start_position(settings)
-    except ConfigurationError as exc:
-        return Finding("fail", "worker", f"the worker's start position: {exc}")
-    position = start.kind
-    at_us = start.timestamp_us
-    # AT_TIMESTAMP reads records by their Kinesis arrival time, at or after the change.
-    if position == "TRIM_HORIZON" or (
-        position == "AT_TIMESTAMP" and at_us is not None and at_us <= start_us
-    ):
+    start = _configured_start(settings)
+    if isinstance(start, Finding):
+        return start
+    position = start[0]
+    if position == "AT_TIMESTAMP":
+        shards = ", ".join(unleased)
+        which = f"shards {shards} have no lease of {application} yet; the worker starts them at"
+        refused = _at_timestamp_finding(settings, which, hold_us)
+        if refused is not None:
+            return refused
+    if position in ("TRIM_HORIZON", "AT_TIMESTAMP"):
         return Finding(
             "ok",
             "worker",
@@ -217,7 +257,7 @@ def _unleased_finding(settings: Settings, unleased: list[str], start_us: int) ->
 
 
 def _worker(
-    settings: Settings, dynamodb: Any, kinesis: Any, stream: dict[str, str], start_us: int
+    settings: Settings, dynamodb: Any, kinesis: Any, stream: dict[str, str], hold_us: int
 ) -> list[Finding]:
     application = settings.application_name
     leases = _leases(dynamodb, application) or {}
@@ -228,11 +268,11 @@ def _worker(
         if checkpoint is None:
             unleased.append(shard)
             continue
-        finding = _lease_finding(application, shard, checkpoint)
+        finding = _lease_finding(settings, shard, checkpoint, hold_us)
         if finding is not None:
             findings.append(finding)
     if unleased:
-        findings.append(_unleased_finding(settings, unleased, start_us))
+        findings.append(_unleased_finding(settings, unleased, hold_us))
     elif not findings:
         findings.append(
             Finding("ok", "worker", f"every open shard is checkpointed by {application}")
@@ -264,11 +304,12 @@ def check_backfill(
     kinesis: Any,
     engine: sa.Engine,
     table: str,
-    start_us: int,
+    hold_us: int,
     expected_seconds: float | None = None,
     export_time_us: int | None = None,
 ) -> list[Finding]:
-    """Every precondition of a backfill of ``table`` whose rows are as of ``start_us``."""
+    """Every precondition of a backfill of ``table`` whose hold version (the lowest version
+    its rows get) is ``hold_us``."""
     described = dynamodb.describe_table(TableName=table)
     margin_us = int(settings.clock_skew_margin.total_seconds() * 1_000_000)
     findings = [_clock(described, margin_us)]
@@ -286,7 +327,7 @@ def check_backfill(
     summary = kinesis.describe_stream_summary(**stream)["StreamDescriptionSummary"]
     findings.append(_destination(settings, dynamodb, described["Table"], summary["StreamARN"]))
     findings.append(_retention(summary, expected_seconds, export_time_us))
-    findings += _worker(settings, dynamodb, kinesis, stream, start_us)
+    findings += _worker(settings, dynamodb, kinesis, stream, hold_us)
     with engine.connect() as conn:
         applied = conn.execute(
             sa.select(sa.func.count()).where(
@@ -297,7 +338,7 @@ def check_backfill(
     findings.append(
         Finding("ok", "progress", f"{applied} shard(s) with applied batches in PostgreSQL")
     )
-    log.info("backfill of %s as of %s: %s", table, format_us(start_us), findings)
+    log.info("backfill of %s as of %s: %s", table, format_us(hold_us), findings)
     return findings
 
 

@@ -27,8 +27,10 @@ from ddbcdc.pipeline import SourceRecord
 from ddbcdc.schema.mapping import TableMapping
 
 __all__ = [
+    "BACKFILL_EVENT_PREFIXES",
     "RecordMaker",
     "format_us",
+    "is_backfill_row",
     "json_default",
     "key_digest",
     "key_from_json",
@@ -37,6 +39,10 @@ __all__ = [
     "parse_time_us",
 ]
 
+#: How the event id of a backfill row begins: ``snapshot:<run>:<key digest>`` (a scan page),
+#: ``export:<export id>:<file>:<line>`` (an export import), ``verify:<run>:<key digest>`` (a
+#: repair). A stream's event ids never do (Kinesis for DynamoDB writes hex digits).
+BACKFILL_EVENT_PREFIXES = ("snapshot:", "export:", "verify:")
 _ONE_US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -65,6 +71,16 @@ def parse_time_us(text: str) -> int:
             moment = moment.replace(tzinfo=UTC)
         return (moment - _EPOCH) // _ONE_US
     return round(seconds * 1_000_000)
+
+
+def is_backfill_row(payload: bytes) -> bool:
+    """Whether a record (a dead letter's payload) is a backfill row, not a change: it is
+    never written to the change log, replayed or not."""
+    try:
+        event_id = orjson.loads(payload).get("eventID")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(event_id, str) and event_id.startswith(BACKFILL_EVENT_PREFIXES)
 
 
 def json_default(value: Any) -> str:

@@ -35,7 +35,7 @@ from ddbcdc.errors import ConfigurationError
 from ddbcdc.pipeline import BatchResult, Pipeline
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
-from ddbcdc.settings import Settings
+from ddbcdc.settings import Settings, read_version_us
 
 __all__ = [
     "SnapshotOptions",
@@ -105,7 +105,7 @@ def new_scan_run(
         target_table=mapping.target_table,
         source=description.get("TableArn", mapping.source_table),
         segments=options.segments,
-        min_version_us=now_us() - margin_us(settings),
+        min_version_us=read_version_us(now_us(), margin_us(settings)),
         expected_items=description.get("ItemCount"),
         detail={
             "key": key_attributes(description),
@@ -162,7 +162,7 @@ def _segment_task(job: _Job, segment: state.Segment) -> None:
         stop=job.stop,
     )
     for page in pages:
-        version = page.request_us - job.margin
+        version = read_version_us(page.request_us, job.margin)
         records = [
             maker.put(
                 item,

@@ -17,7 +17,9 @@ Large files are read incrementally. Records are applied in batches (--batch-size
 the same pipeline the worker runs: each batch in one transaction, poison records
 dead-lettered (and reported with their position); records that are not change records at
 all are reported and skipped. Prints a summary; exits 1 when any record was dead-lettered or
-skipped.
+skipped. Once a table was migrated to another mapping than the one ``apply`` started with,
+nothing more is applied: it exits 2 naming the difference and the first record not applied
+(the records before it are applied).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ddbcdc.errors import InputError
+    from ddbcdc.errors import InputError, MappingChangedError
     from ddbcdc.inputs import ExportOptions, InputReader
     from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
 
@@ -70,6 +72,8 @@ class ApplyOutcome:
     skipped: int = 0
     form: str = ""
     stopped: InputError | None = None  # the input could not be read past this
+    fenced: MappingChangedError | None = None  # a table's mapping changed: nothing more applied
+    not_applied_from: str = ""  # with ``fenced``: the first record not applied
     reported: int = field(default=0, repr=False)
 
     def report(self, line: str, out: Callable[[str], None]) -> None:
@@ -91,6 +95,10 @@ def _batches(
             yield records, positions
 
 
+def _position(where: int | str) -> str:
+    return f"line {where}" if isinstance(where, int) else where
+
+
 def _report_poison(
     prepared: PreparedBatch,
     positions: list[int | str],
@@ -98,8 +106,7 @@ def _report_poison(
     out: Callable[[str], None],
 ) -> None:
     for index, letter in prepared.poison:
-        where = positions[index]
-        position = f"line {where}" if isinstance(where, int) else where
+        position = _position(positions[index])
         where_in = f" at {letter.error_path}" if letter.error_path else ""
         outcome.report(
             f"dead-lettered ({letter.stage}): {outcome.form}, {position}: {letter.error}{where_in}",
@@ -122,22 +129,23 @@ def apply_input(
     dead-lettered and reported through ``out`` with the form and their position, as are
     records that are no change records at all (those are skipped). When the input cannot
     be read further (broken JSON), what was read before is applied and ``stopped`` says
-    where.
+    where. When a table was migrated to another mapping (:class:`MappingChangedError`),
+    nothing more is applied: ``fenced`` says why and ``not_applied_from`` where.
     """
+    from ddbcdc.errors import MappingChangedError
     from ddbcdc.pipeline import BatchResult
 
     outcome = ApplyOutcome(BatchResult())
     batches = _batches(reader, batch_size, outcome, out)
 
-    def next_batch() -> PreparedBatch | None:
-        # Read, prepare and report in the one preparing thread: the database thread applies.
+    def next_batch() -> tuple[PreparedBatch, list[int | str]] | None:
+        # Read and prepare in the one preparing thread: the database thread applies.
         batch = next(batches, None)
         if batch is None:
             return None
         prepared = pipeline.prepare(batch[0])
         outcome.form = reader.form
-        _report_poison(prepared, batch[1], outcome, out)
-        return prepared
+        return prepared, batch[1]
 
     # The database thread wakes up after each statement and waits for the GIL, which the
     # preparing thread holds until the interpreter's switch interval (5 ms) asks it to let
@@ -147,9 +155,16 @@ def apply_input(
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool:
             pending = pool.submit(next_batch)
-            while (prepared := pending.result()) is not None:
+            while (ready := pending.result()) is not None:
                 pending = pool.submit(next_batch)
-                outcome.result.add(pipeline.apply(prepared))
+                prepared, positions = ready
+                try:
+                    outcome.result.add(pipeline.apply(prepared))
+                except MappingChangedError as exc:
+                    outcome.fenced = exc
+                    outcome.not_applied_from = _position(positions[0])
+                    break
+                _report_poison(prepared, positions, outcome, out)
     finally:
         sys.setswitchinterval(interval)
     outcome.form = reader.form
@@ -174,10 +189,14 @@ def apply_lines(
 
     Raises:
         InputError: the input could not be read to its end (what came before is applied).
+        MappingChangedError: a table was migrated to another mapping (what came before is
+            applied).
     """
     from ddbcdc.inputs import InputReader
 
     outcome = apply_input(pipeline, InputReader(stream, options=options), batch_size=batch_size)
+    if outcome.fenced is not None:
+        raise outcome.fenced
     if outcome.stopped is not None:
         raise outcome.stopped
     return outcome.result
@@ -251,6 +270,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         pipeline.close()
     print(_summary(outcome, time.perf_counter() - started, args.json))
+    if outcome.fenced is not None:
+        print(
+            f"ddbcdc apply: stopped: {outcome.fenced}; not applied: {outcome.form}, the records "
+            f"from {outcome.not_applied_from} on (the records before it are applied)",
+            file=sys.stderr,
+        )
+        return 2
     if outcome.stopped is not None:
         print(
             f"ddbcdc apply: stopped: {outcome.stopped} (the records before it are applied)",

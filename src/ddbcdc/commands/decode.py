@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
@@ -30,8 +31,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--export-time",
         metavar="TIME",
-        help="a full DynamoDB export's time (its manifest-summary.json exportTime), the "
-        'version of every {"Item": ...} line: ISO-8601 or epoch seconds',
+        help="a full DynamoDB export's time (its manifest-summary.json exportTime), ISO-8601 "
+        'or epoch seconds: every {"Item": ...} line gets it minus DDBCDC_CLOCK_SKEW_MARGIN as '
+        "its version, as ddbcdc snapshot --from-export gives export rows",
     )
     parser.add_argument(
         "--key",
@@ -64,7 +66,8 @@ def register(subparsers: Any) -> None:
 def export_options(
     args: argparse.Namespace, *, table: str | None, keys: tuple[str, ...] | None
 ) -> ExportOptions:
-    """ExportOptions from ``--export-time`` and ``--key``, else ``table`` and ``keys``.
+    """ExportOptions from ``--export-time`` and ``--key``, else ``table`` and ``keys``; the
+    clock-skew margin from the settings.
 
     Raises:
         ConfigurationError: an export time that is not a time.
@@ -73,15 +76,20 @@ def export_options(
     from ddbcdc.errors import ConfigurationError
     from ddbcdc.inputs import ExportOptions
 
-    micros = None
+    micros, margin = None, 0
     if args.export_time:
+        from ddbcdc.settings import Settings
+
         try:
             micros = epoch_us(parse_timestamp(args.export_time))
         except ValueError as exc:
             raise ConfigurationError(f"--export-time: {exc}") from exc
+        margin = Settings().clock_skew_margin // timedelta(microseconds=1)
     if args.key:
         keys = tuple(name.strip() for name in args.key.split(",") if name.strip())
-    return ExportOptions(table=args.table or table, export_time_us=micros, key_attributes=keys)
+    return ExportOptions(
+        table=args.table or table, export_time_us=micros, key_attributes=keys, margin_us=margin
+    )
 
 
 def _mapped_keys(args: argparse.Namespace) -> tuple[str | None, tuple[str, ...] | None]:

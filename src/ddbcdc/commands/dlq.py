@@ -6,9 +6,10 @@ column and reason instead (``customers.phone: 312 records, S where numeric expec
 is how type drift in a source table shows. ``replay`` runs pending dead letters through the
 pipeline again, typically after a mapping fix: those that now apply are marked replayed,
 those that still fail stay pending with their new error (exit code 1 when some still fail);
-a backfill's dead letter fills its column for its key again. ``discard`` marks pending dead
-letters as given up on (they are kept): a pending dead letter keeps the tombstones its replay
-may need, so discarding lets pruning go on.
+a backfill's dead letter fills its column for its key again, and a snapshot's, an export's
+or a repair's row is applied without the change log, as the first time. ``discard`` marks
+pending dead letters as given up on (they are kept): a pending dead letter keeps the
+tombstones its replay may need, so discarding lets pruning go on.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ddbcdc.db import describe
+from ddbcdc.db import create_engine, describe
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.materialize.deadletters import (
     DeadLetterCount,
@@ -93,7 +94,7 @@ def _as_row(letter: StoredDeadLetter) -> str:
 
 
 def _engine(settings: Settings) -> sa.Engine:
-    return sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)
+    return create_engine(settings.require_database_url(), pooled=False)
 
 
 def format_summary(counts: list[DeadLetterCount]) -> str:
@@ -162,11 +163,19 @@ def replay_dead_letters(
 ) -> BatchResult:
     """Replay every pending dead letter matching the filters, a batch per transaction.
 
+    Rows of a snapshot, an export or a repair go through a pipeline without the change log,
+    as they did the first time (:func:`ddbcdc.backfill.feed.rows_pipeline`).
+
     Returns:
         The summed counts; ``dead_lettered`` are those still failing.
     """
+    from ddbcdc.backfill.feed import rows_pipeline
+    from ddbcdc.backfill.records import is_backfill_row
     from ddbcdc.migrate.replay import replay_backfill
 
+    unlogged = rows_pipeline(
+        pipeline.engine, pipeline.mappings, tombstone_horizon=pipeline.tombstone_horizon
+    )
     total = BatchResult()
     after_id = 0
     while True:
@@ -183,8 +192,12 @@ def replay_dead_letters(
             return total
         records = [x for x in letters if x.stage != "backfill"]
         filled = [x for x in letters if x.stage == "backfill"]
-        if records:
-            total.add(pipeline.replay(records))
+        rows = [x for x in records if is_backfill_row(x.payload)]
+        changes = [x for x in records if not is_backfill_row(x.payload)]
+        if changes:
+            total.add(pipeline.replay(changes))
+        if rows:
+            total.add(unlogged.replay(rows))
         if filled:
             failing = replay_backfill(pipeline.engine, pipeline.mappings, filled)
             total.add(BatchResult(received=len(filled), dead_lettered=failing))

@@ -7,9 +7,10 @@ log dropped, is refused with the exact DDL it would run unless ``--allow-destruc
 mapping each table is now at is recorded (writers with another mapping refuse to start).
 
 Then new columns are filled from the attributes the rows kept (``"extra"`` in the mapping),
-through the column's own rules; values that do not fit become dead letters (``ddbcdc dlq
-list --summary``). The fill goes in batches, each committed with its progress: run the
-command again to resume one that was interrupted.
+through the column's own rules; values that do not fit, and rows PostgreSQL refuses to update
+(a trigger, a constraint), become dead letters (``ddbcdc dlq list --summary``). The fill goes
+in batches, each committed with its progress: run the command again to resume one that was
+interrupted, or that stopped on a lock it could not get (exit 2, the lock named).
 
 ``--dry-run`` prints the plan (every statement) and changes nothing. ``--revision X``
 upgrades to X instead of head (and skips the mappings); ``--downgrade X`` (``base`` for
@@ -24,6 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ddbcdc.db import create_engine, describe
+from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.migrate.fill import BackfillReport
 from ddbcdc.migrate.run import downgrade, format_plan, migrate
 from ddbcdc.schema.mapping import load_mappings
@@ -64,9 +67,14 @@ def _progress(report: BackfillReport) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``ddbcdc migrate``: 0 when done, 1 when something is left to settle."""
+    """Run ``ddbcdc migrate``: 0 when done, 1 when something is left to settle.
+
+    A PostgreSQL fault ends it with one line naming it (exit 2, through
+    :class:`~ddbcdc.errors.DatabaseUnavailableError`); a backfill it stopped resumes at the
+    next run.
+    """
     settings = Settings()
-    engine = sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)
+    engine = create_engine(settings.require_database_url(), pooled=False)
     try:
         if args.downgrade:
             downgrade(engine, revision=args.downgrade)
@@ -82,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             batch_size=max(1, args.batch_size),
             on_batch=_progress,
         )
+    except sa.exc.SQLAlchemyError as exc:  # a fault the steps did not name themselves
+        raise DatabaseUnavailableError(f"cannot migrate: {describe(exc)}") from exc
     finally:
         engine.dispose()
     print(format_plan(result))

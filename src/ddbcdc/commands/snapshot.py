@@ -23,11 +23,11 @@ from typing import Any
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsError
 from ddbcdc.backfill import state
-from ddbcdc.backfill.export import open_location, read_manifest
+from ddbcdc.backfill.export import ExportError, open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.importer import DEFAULT_BATCH_SIZE, export_run, import_export
 from ddbcdc.backfill.preconditions import Finding, check_backfill, report, retention_hours
-from ddbcdc.backfill.records import format_us, now_us, parse_time_us
+from ddbcdc.backfill.records import format_us, parse_time_us
 from ddbcdc.backfill.snapshot import (
     SnapshotOptions,
     new_scan_run,
@@ -115,7 +115,7 @@ def _checks(
     args: argparse.Namespace,
     engine: Any,
     table: str,
-    start_us: int,
+    hold_us: int,
     **extra: Any,
 ) -> None:
     try:
@@ -125,7 +125,7 @@ def _checks(
             kinesis=aws.client("kinesis", settings, max_attempts=1),
             engine=engine,
             table=table,
-            start_us=start_us,
+            hold_us=hold_us,
             **extra,
         )
     except AwsError as exc:  # a finding: --force goes ahead (an import needs no AWS)
@@ -175,6 +175,14 @@ def import_location(
     finally:
         pipeline.close()
     print(summary_line(run.id, result.counts, time.monotonic() - started, args.json))
+    if result.bad:
+        for reason in result.bad:
+            print(f"not imported: {reason}", file=sys.stderr)
+        raise ExportError(
+            f"{len(result.bad)} data file(s) of {run.id} not imported (named above), every "
+            "other file imported; the run holds tombstone pruning until the same command, "
+            "run again once they are fetched again, imports them"
+        )
     return 1 if result.counts.dead_lettered else 0
 
 
@@ -291,7 +299,8 @@ def _scan_run(
             )
         state.abandon(engine, running.id)
     expected = _expected_seconds(description, options)
-    _checks(settings, args, engine, mapping.source_table, now_us(), expected_seconds=expected)
+    hold_us = run.min_version_us
+    _checks(settings, args, engine, mapping.source_table, hold_us, expected_seconds=expected)
     state.start_run(engine, run, segments, what=_what(run))
     return run
 

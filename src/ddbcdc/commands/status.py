@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from ddbcdc.db import describe
+from ddbcdc.db import create_engine, describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.settings import Settings
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ddbcdc.schema.tables import shard_progress
 
     settings = Settings()
-    engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
+    engine = create_engine(settings.require_database_url())
     query = sa.select(shard_progress).order_by(
         shard_progress.c.application, shard_progress.c.shard_id
     )

@@ -24,6 +24,7 @@ from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.position import WorkerWatch
 from ddbcdc.backfill.preconditions import stream_kwargs
 from ddbcdc.commands.snapshot import add_rate_options
+from ddbcdc.db import create_engine
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.settings import Settings
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     mapping = mapping_for(settings, args.table or settings.source_table)
     options = _options(args)
-    engine = sa.create_engine(settings.require_database_url(), hide_parameters=True)
+    engine = create_engine(settings.require_database_url())
     pipeline = backfill_pipeline(settings, mapping, connections=1) if args.repair else None
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     try:

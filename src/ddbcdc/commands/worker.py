@@ -72,13 +72,12 @@ def register(subparsers: Any) -> None:
 
 def _check_mappings(settings: Settings) -> None:
     """Refuse to start with mappings other than those the tables were migrated to."""
-    import sqlalchemy as sa
-
+    from ddbcdc.db import create_engine
     from ddbcdc.migrate.versions import check_engine
     from ddbcdc.schema.mapping import load_mappings
 
     mappings = load_mappings(settings.mappings_dir)
-    engine = sa.create_engine(settings.require_database_url(), poolclass=sa.pool.NullPool)
+    engine = create_engine(settings.require_database_url(), pooled=False)
     try:
         check_engine(engine, mappings)
     finally:
@@ -135,13 +134,11 @@ def _serve(
     port: int,
 ) -> int:
     """Run the daemon with the lease watcher, the shard registry and the metrics server."""
-    import sqlalchemy as sa
+    from ddbcdc.db import create_engine
 
     assert options.worker_id is not None
     leases = LeaseWatcher(_lease_scan(settings, options.application_name), options.worker_id)
-    engine = sa.create_engine(
-        settings.require_database_url(), pool_size=1, pool_pre_ping=True, hide_parameters=True
-    )
+    engine = create_engine(settings.require_database_url(), pool_size=1, pre_ping=True)
     kinesis = aws.client("kinesis", settings, max_attempts=3)
     registry = ShardRegistry(
         engine,

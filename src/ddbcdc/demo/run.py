@@ -29,7 +29,7 @@ from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.children import signal_when_parent_dies
-from ddbcdc.db import check_reachable
+from ddbcdc.db import check_reachable, create_engine
 from ddbcdc.demo.evolve import NEW_ATTRIBUTE, evolve, print_samples
 from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
@@ -184,7 +184,7 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
         settings = stack.settings(mappings_dir=shipped_mappings_dir())
         mappings = load_mappings(settings.mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
-        engine = sa.create_engine(stack.database_url)
+        engine = create_engine(stack.database_url)
         try:
             say("migrating PostgreSQL")
             upgrade(engine, mappings)

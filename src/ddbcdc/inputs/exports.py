@@ -4,11 +4,14 @@ The version rule (a change's version is its ``ApproximateCreationDateTime`` in m
 then its sequence number, then its event id; see docs/correctness.md):
 
 - A **full export** line, ``{"Item": {...}}``, is the item as it was at the export time. It
-  becomes an INSERT whose version is that time (``--export-time``: the ``exportTime`` of the
-  export's ``manifest-summary.json``); a line carries no time of its own, so without one it
-  is refused. A live change from the stream made after the export time is newer, one made
-  before it older; at the same microsecond the live change wins (it has a sequence number,
-  an export line none).
+  becomes an INSERT whose version is that time minus the clock-skew margin
+  (:func:`ddbcdc.settings.read_version_us`; ``--export-time``: the ``exportTime`` of the export's
+  ``manifest-summary.json``); a line carries no time of its own, so without one it is
+  refused. The margin is there because the export's clock and the one that stamps the
+  stream's changes are different AWS clocks: a change made after the export, stamped up to
+  the margin earlier, must still win over the export's row. A change made more than the
+  margin before the export time is in the export; at the same microsecond the live change
+  wins (it has a sequence number, an export line none).
 - An **incremental export** line, ``{"Metadata": {"WriteTimestampMicros": ...}, "Keys": ...,
   "NewImage": ..., "OldImage": ...}``, is a change at ``WriteTimestampMicros``: no
   ``NewImage`` is a REMOVE, ``NewImage`` with ``OldImage`` a MODIFY, ``NewImage`` alone an
@@ -28,6 +31,8 @@ from typing import Any
 
 import orjson
 
+from ddbcdc.settings import read_version_us
+
 __all__ = ["ExportOptions", "export_item", "incremental_record"]
 
 
@@ -40,11 +45,14 @@ class ExportOptions:
             name no table); None leaves it out (a single mapping then takes them).
         export_time_us: a full export's time, epoch microseconds.
         key_attributes: the table's key attribute names, for full-export items.
+        margin_us: the clock-skew margin (``DDBCDC_CLOCK_SKEW_MARGIN``) in microseconds,
+            subtracted from ``export_time_us`` (:func:`ddbcdc.settings.read_version_us`).
     """
 
     table: str | None = None
     export_time_us: int | None = None
     key_attributes: tuple[str, ...] | None = None
+    margin_us: int = 0
 
 
 def _attribute_map(value: Any, path: str) -> dict[str, Any]:
@@ -77,7 +85,7 @@ def _record(
 
 
 def export_item(line: dict[str, Any], options: ExportOptions) -> bytes:
-    """A full export's ``{"Item": {...}}`` as an INSERT at the export time.
+    """A full export's ``{"Item": {...}}`` as an INSERT at the export time minus the margin.
 
     Raises:
         ValueError: no export time or key attributes known, or the item lacks a key.
@@ -97,7 +105,8 @@ def export_item(line: dict[str, Any], options: ExportOptions) -> bytes:
         raise ValueError(f"Item has no key attribute {', '.join(missing)}")
     keys = {name: item[name] for name in options.key_attributes}
     dynamodb = {"Keys": keys, "NewImage": item}
-    return _record(options, "INSERT", options.export_time_us, dynamodb, item)
+    version = read_version_us(options.export_time_us, options.margin_us)
+    return _record(options, "INSERT", version, dynamodb, item)
 
 
 def _micros(metadata: Any) -> int:

@@ -1,14 +1,12 @@
-"""Fill columns a migration added from the attributes the rows kept, in batches, resumably.
+"""Fill columns a migration added from the attributes the rows kept: one batch of rows.
 
-A backfill belongs to a target table (``ddbcdc_backfills``): the columns to fill, the kept
-column they come from (the whole item when the mapping keeps it, else the unmapped
-attributes) and the last key done. Each batch is one transaction: the next rows in key
-order, locked (``FOR UPDATE``: a writer of the same key waits, then writes over the result);
-each new column's attribute goes through the column's own coercer, rules and default, as
+A :class:`Filler` takes rows its job selected and locked (:mod:`ddbcdc.migrate.jobs`): each
+new column's attribute goes through the column's own coercer, rules and default, as
 cleansing a change would; a value that does not fit becomes a dead letter (stage
-``backfill``) and its attribute stays kept; a filled attribute leaves the unmapped ones. The
-job row moves on in the same transaction, so an interrupted backfill resumes where it
-stopped, and running a batch twice changes nothing.
+``backfill``) and its attribute stays kept; a filled attribute leaves the unmapped ones. A
+row PostgreSQL refuses to update (a trigger, a constraint) is a dead letter too (stage
+``backfill``, naming the SQLSTATE and constraint, never a value) and keeps what it had; the
+other rows of its batch are filled.
 
 From the unmapped attributes, a row that no longer holds the attribute keeps its column as
 it is (a writer with the new mapping set it); a row written before anything was kept
@@ -27,13 +25,14 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse.coerce import coercer
 from ddbcdc.cleanse.kept import refusal_reason
+from ddbcdc.db import classify, describe, is_database_error
 from ddbcdc.decode.attributes import marshal, unmarshal
 from ddbcdc.decode.itemjson import decode_attributes, encode_attributes
 from ddbcdc.materialize.deadletters import DeadLetter, write_dead_letters
 from ddbcdc.schema.mapping import ColumnMapping, TableMapping
-from ddbcdc.schema.tables import MappedTables, backfills, dead_letters, mapped_tables
+from ddbcdc.schema.tables import MappedTables, dead_letters, mapped_tables
 
-__all__ = ["BackfillReport", "Filler", "run_backfill", "schedule_backfill"]
+__all__ = ["BackfillReport", "Filler"]
 
 Key = tuple[Any, ...]
 
@@ -58,42 +57,6 @@ class BackfillReport:
     dead_lettered: int = 0
     finished: bool = False
     letters: list[DeadLetter] = field(default_factory=list, repr=False)
-
-
-def schedule_backfill(
-    conn: sa.Connection, mapping: TableMapping, columns: Sequence[str], source: str
-) -> None:
-    """Record a backfill of ``columns`` from ``source`` (in the migration's transaction).
-
-    An unfinished one of the same table takes the new columns too and starts over: a row
-    done already is not changed by a second pass.
-    """
-    stmt = pg.insert(backfills).values(
-        target_table=mapping.target_table,
-        columns=list(columns),
-        source_column=source,
-        rows_done=0,
-        dead_lettered=0,
-    )
-    job = backfills.c
-    merged = sa.case(
-        (job.finished_at.is_(None), sa.func.array_cat(job.columns, stmt.excluded.columns)),
-        else_=stmt.excluded.columns,
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[job.target_table],
-            set_={
-                "columns": merged,
-                "source_column": stmt.excluded.source_column,
-                "after_key": None,
-                "rows_done": 0,
-                "dead_lettered": 0,
-                "started_at": sa.func.now(),
-                "finished_at": None,
-            },
-        )
-    )
 
 
 class Filler:
@@ -152,11 +115,55 @@ class Filler:
             if update is not None:
                 updates.append(update)
         if updates:
-            conn.execute(self._update, updates)
-            report.filled = len(updates)
+            report.filled = self._write(conn, updates, report)
         if write_letters:
             write_dead_letters(conn, self._new_letters(conn, report.letters))
         return report
+
+    def _write(
+        self, conn: sa.Connection, updates: list[dict[str, Any]], report: BackfillReport
+    ) -> int:
+        """Run the updates: all at once, or, when PostgreSQL refuses one, row by row, each
+        refused row a dead letter. Returns how many rows were updated."""
+        try:
+            with conn.begin_nested():
+                conn.execute(self._update, updates)
+            return len(updates)
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+        filled = 0
+        for update in updates:
+            try:
+                with conn.begin_nested():
+                    conn.execute(self._update, [update])
+                filled += 1
+            except Exception as exc:
+                if not _refused(exc):
+                    raise
+                report.letters.append(self._refused_letter(update, exc))
+                report.dead_lettered += 1
+        return filled
+
+    def _refused_letter(self, update: dict[str, Any], exc: Exception) -> DeadLetter:
+        """The dead letter of a row whose update PostgreSQL refused."""
+        key = {name: update[f"k_{name}"] for name in self.mapping.key}
+        names = [c.name for c in self.columns]
+        diag = getattr(getattr(exc, "orig", exc), "diag", None)
+        column = getattr(diag, "column_name", None) or None
+        payload = {"backfill": self.mapping.target_table, "column": column or names[0]}
+        payload |= {"columns": names, "key": marshal(key)}
+        return DeadLetter(
+            stage="backfill",
+            error=f"{self.mapping.target_table} ({', '.join(names)}): PostgreSQL refused the "
+            f"row's update: {describe(exc)}",
+            error_path=self.source,
+            payload=orjson.dumps(payload),
+            source_table=self.mapping.source_table,
+            target_table=self.mapping.target_table,
+            error_column=column,
+            error_reason=f"refused by PostgreSQL (SQLSTATE {getattr(diag, 'sqlstate', '')})",
+        )
 
     def _new_letters(self, conn: sa.Connection, letters: list[DeadLetter]) -> list[DeadLetter]:
         """Those of ``letters`` not pending already (a second pass finds the same)."""
@@ -275,77 +282,6 @@ def _jsonb(column: sa.Column[Any]) -> bool:
     return isinstance(column.type, pg.JSONB)
 
 
-def _job(conn: sa.Connection, target: str) -> sa.Row[Any] | None:
-    query = sa.select(backfills).where(backfills.c.target_table == target).with_for_update()
-    return conn.execute(query).first()
-
-
-def _finish(engine: sa.Engine, target: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.update(backfills)
-            .where(backfills.c.target_table == target)
-            .values(finished_at=sa.func.now())
-        )
-
-
-def _batch(engine: sa.Engine, filler: Filler, batch_size: int) -> tuple[BackfillReport, bool]:
-    """One batch in one transaction, the job row moved on in it: (report, more to do)."""
-    target = filler.mapping.target_table
-    with engine.begin() as conn:
-        job = _job(conn, target)
-        assert job is not None
-        query = filler.select()
-        if job.after_key is not None:
-            query = query.where(filler.after(filler.decode_key(job.after_key)))
-        query = query.order_by(*filler.key).limit(batch_size).with_for_update()
-        rows = conn.execute(query).all()
-        report = filler.fill(conn, rows)
-        values: dict[str, Any] = {
-            "rows_done": backfills.c.rows_done + report.rows,
-            "dead_lettered": backfills.c.dead_lettered + report.dead_lettered,
-        }
-        if rows:
-            values["after_key"] = filler.encode_key(filler.key_of(rows[-1]._mapping))
-        else:
-            values["finished_at"] = sa.func.now()
-        conn.execute(sa.update(backfills).where(backfills.c.target_table == target).values(values))
-    return report, bool(rows)
-
-
-def run_backfill(
-    engine: sa.Engine,
-    mapping: TableMapping,
-    *,
-    batch_size: int = 1000,
-    max_batches: int | None = None,
-    on_batch: Callable[[BackfillReport], None] | None = None,
-) -> BackfillReport | None:
-    """Run the table's pending backfill to its end (or ``max_batches`` batches of it).
-
-    Returns:
-        What this run did, None when no backfill was pending.
-    """
-    with engine.connect() as conn:
-        job = _job(conn, mapping.target_table)
-    if job is None or job.finished_at is not None:
-        return None
-    if job.source_column not in mapping.stored_columns:  # dropped since: nothing to read
-        _finish(engine, mapping.target_table)
-        return BackfillReport(mapping.target_table, [], finished=True)
-    known = {c.name for c in mapping.columns}
-    filler = Filler(mapping, [c for c in job.columns if c in known], job.source_column)
-    total = BackfillReport(mapping.target_table, [c.name for c in filler.columns])
-    batches = 0
-    while max_batches is None or batches < max_batches:
-        report, more = _batch(engine, filler, batch_size)
-        batches += 1
-        total.rows += report.rows
-        total.filled += report.filled
-        total.dead_lettered += report.dead_lettered
-        if on_batch is not None:
-            on_batch(report)
-        if not more:
-            total.finished = True
-            break
-    return total
+def _refused(exc: BaseException) -> bool:
+    """PostgreSQL refused a row (a trigger, a constraint), not the transaction as a whole."""
+    return is_database_error(exc) and classify(exc) == "poison"

@@ -20,6 +20,7 @@ from ddbcdc.materialize.deadletters import (
     record_failures,
 )
 from ddbcdc.migrate.fill import Filler
+from ddbcdc.migrate.versions import Fence
 from ddbcdc.schema.mapping import TableMapping
 
 __all__ = ["replay_backfill"]
@@ -28,13 +29,15 @@ __all__ = ["replay_backfill"]
 def _replay_one(
     conn: sa.Connection, mapping: TableMapping, letter: StoredDeadLetter
 ) -> DeadLetter | None:
-    """Fill the column a backfill dead letter names, for its key, with today's mapping:
+    """Fill the columns a backfill dead letter names, for its key, with today's mapping:
     None when done (or nothing is left to do), else the new failure."""
-    column = orjson.loads(letter.payload).get("column")
+    doc = orjson.loads(letter.payload)
+    named = doc.get("columns") or [doc.get("column")]
     source = mapping.item_column or mapping.extra_column
-    if source is None or column not in {c.name for c in mapping.columns}:
+    columns = [c.name for c in mapping.columns if c.name in named]
+    if source is None or not columns:
         return None
-    filler = Filler(mapping, [column], source)
+    filler = Filler(mapping, columns, source)
     key = filler.letter_key(letter.payload)
     match = [c == sa.literal(v, c.type) for c, v in zip(filler.key, key, strict=True)]
     rows = conn.execute(filler.select().where(*match).with_for_update()).all()
@@ -47,11 +50,16 @@ def replay_backfill(
 ) -> int:
     """Replay backfill dead letters in one transaction: each fills its column for its key
     again; those that now fit are marked replayed, the others keep their row with the new
-    error. Returns how many still fail."""
+    error. Returns how many still fail.
+
+    Raises:
+        MappingChangedError: a table was migrated to another mapping (nothing replayed).
+    """
     by_target = {m.target_table: m for m in mappings}
     failing: list[tuple[int, DeadLetter]] = []
     done: list[int] = []
     with engine.begin() as conn:
+        Fence(mappings).enter(conn, by_target)
         for letter in letters:
             mapping = by_target.get(letter.target_table or "")
             if mapping is None:

@@ -2,6 +2,10 @@
 
 In one transaction:
 
+0. the write lock of every table whose mapping changes, taken exclusively
+   (:func:`ddbcdc.migrate.versions.fence_writers`): batches in flight commit first, later
+   ones wait and then find the new version and stop, so no writer with the old mapping
+   writes the table after it;
 1. the Alembic revisions under ``migrations/`` (bookkeeping tables and the shipped
    ``customers`` mapping; installed with the package, :func:`ddbcdc.resources.migrations_dir`),
    run programmatically: no ``alembic.ini`` is needed;
@@ -12,7 +16,7 @@ In one transaction:
 3. the mapping each table is now at is recorded (:mod:`ddbcdc.migrate.versions`).
 
 Then, in transactions of their own, columns added to a table with kept attributes are filled
-from them (:mod:`ddbcdc.migrate.fill`; an interrupted backfill resumes on the next
+from them (:mod:`ddbcdc.migrate.jobs`; an interrupted backfill resumes on the next
 run), and a required new column gets its NOT NULL.
 
 A dry run does all of the transaction and rolls it back, so the plan it returns is exact
@@ -32,10 +36,11 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 
 from ddbcdc.db import describe, run_transaction
-from ddbcdc.errors import ConfigurationError
-from ddbcdc.migrate.fill import BackfillReport, run_backfill, schedule_backfill
+from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.migrate.fill import BackfillReport
+from ddbcdc.migrate.jobs import run_backfill, schedule_backfill
 from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
-from ddbcdc.migrate.versions import record_mapping_version, recorded
+from ddbcdc.migrate.versions import fence_writers, record_mapping_version, recorded
 from ddbcdc.resources import migrations_dir
 from ddbcdc.schema.mapping import TableMapping
 
@@ -134,6 +139,7 @@ def _schema(
     allow_destructive: bool,
     result: MigrationResult,
 ) -> None:
+    fence_writers(conn, mappings)
     config = alembic_config(conn)
     result.revision_before = MigrationContext.configure(conn).get_current_revision()
     command.upgrade(config, revision)
@@ -153,7 +159,11 @@ def _finish(engine: sa.Engine, step: Step) -> str | None:
         with engine.begin() as conn:
             for sql in step.sql:
                 conn.exec_driver_sql(sql)
-    except sa.exc.IntegrityError:
+    except sa.exc.DBAPIError as exc:
+        if not isinstance(exc, sa.exc.IntegrityError):
+            raise DatabaseUnavailableError(
+                f"{step.action} {step.table} {step.detail} failed: {describe(exc)}"
+            ) from exc
         return (
             f"{step.table}.{step.detail} stays nullable: some rows have no value (see "
             "ddbcdc dlq list --summary); settle them or give the column a default, then run "
@@ -177,7 +187,8 @@ def migrate(
     Raises:
         ConfigurationError: a destructive change not allowed (with the exact DDL), or a
             difference no migration can make; nothing is changed then.
-        DatabaseUnavailableError: PostgreSQL cannot be reached, or failed otherwise.
+        DatabaseUnavailableError: PostgreSQL cannot be reached, or failed otherwise (a
+            backfill stopped this way resumes at the next run).
     """
 
     def work(conn: sa.Connection) -> MigrationResult:

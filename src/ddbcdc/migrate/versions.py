@@ -1,15 +1,27 @@
-"""Which mapping each table was migrated to, and the check every writer makes at start.
+"""Which mapping each table was migrated to, and the fence that keeps every writer to it.
 
 ``ddbcdc migrate`` records, per target table, the normalized mapping it brought the table to
 (:func:`ddbcdc.schema.mapping.mapping_document`), its SHA-256 digest and a counter that goes up with
-each different mapping. A writer (``ddbcdc worker``, its shard processors, ``ddbcdc apply``,
-``ddbcdc dlq replay``) whose mapping has another digest refuses to start and says what
-differs: two hosts with different mappings must never write one table.
+each different mapping. Two hosts with different mappings never write one table:
+
+- a writer (``ddbcdc worker``, its shard processors, ``ddbcdc apply``, ``ddbcdc dlq
+  replay``) whose mapping has another digest refuses to start and says what differs
+  (:func:`check_engine`);
+- every batch, in its own transaction, commits only if each of its mappings is still the
+  one recorded for its table (:class:`Fence`); else nothing of it is written and
+  :class:`~ddbcdc.errors.MappingChangedError` names the difference;
+- what makes that check exact is the tables' write lock (the advisory lock of
+  :mod:`ddbcdc.materialize.prune`): a batch's first statement takes it shared and then
+  reads the versions with a fresh snapshot (the ``ddbcdc_fence`` function of revision
+  ``0007``: one round trip); ``migrate`` takes it exclusively, at the start of its
+  transaction, for every table whose mapping it changes (:func:`fence_writers`). So a
+  batch in flight commits before the new version does, and a batch that starts later waits
+  for the migration to commit, then finds the new version and stops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.db import describe
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError, MappingChangedError
+from ddbcdc.materialize.prune import lock_key
 from ddbcdc.schema.mapping import (
     TableMapping,
     mapping_differences,
@@ -28,9 +41,11 @@ from ddbcdc.schema.mapping import (
 from ddbcdc.schema.tables import mapping_versions
 
 __all__ = [
+    "Fence",
     "MappingVersion",
     "check_engine",
     "check_mapping_versions",
+    "fence_writers",
     "record_mapping_version",
     "recorded",
 ]
@@ -134,3 +149,82 @@ def check_engine(engine: sa.Engine, mappings: Sequence[TableMapping]) -> None:
         raise DatabaseUnavailableError(
             f"cannot read the mapping versions from PostgreSQL: {describe(exc)}"
         ) from exc
+
+
+class Fence:
+    """What each batch passes first in its transaction: its tables' write locks, taken
+    shared, then the check that its mappings are still the ones their tables were migrated
+    to (see the module doc for why it is exact).
+
+    Args:
+        mappings: the writer's mappings, as their files say (a pipeline that leaves the
+            change log out still names the mapping it was started with).
+    """
+
+    def __init__(self, mappings: Sequence[TableMapping]) -> None:
+        self.mappings = tuple(mappings)
+        self.digests = {m.target_table: mapping_digest(m) for m in self.mappings}
+        keys = sa.bindparam("keys", type_=pg.ARRAY(sa.BigInteger))
+        targets = sa.literal(sorted(self.digests), pg.ARRAY(sa.Text))
+        fenced = sa.func.ddbcdc_fence(keys, targets).table_valued(
+            sa.column("target_table", sa.Text), sa.column("digest", sa.Text)
+        )
+        self._query = sa.select(fenced.c.target_table, fenced.c.digest)
+
+    def enter(self, conn: sa.Connection, written: Iterable[str]) -> None:
+        """Take the write locks of the tables ``written`` shared, then check every mapping
+        against what its table was migrated to, now: one statement, first in the batch's
+        transaction (the locks are held until it ends).
+
+        Raises:
+            MappingChangedError: what changed, per table; the caller's transaction must not
+                commit.
+        """
+        keys = sorted({lock_key(t) for t in written})
+        found = {target: digest for target, digest in conn.execute(self._query, {"keys": keys})}
+        if found != self.digests:
+            raise MappingChangedError(" | ".join(self._changes(conn)))
+
+    def _changes(self, conn: sa.Connection) -> list[str]:
+        changes = []
+        for mapping in self.mappings:
+            found = recorded(conn, mapping.target_table)
+            if found is not None and found.digest == self.digests[mapping.target_table]:
+                continue
+            where = mapping.path or mapping.name
+            if found is None:
+                changes.append(
+                    f"table {mapping.target_table!r} has no recorded mapping version any more "
+                    f"(this writer runs mapping {where}): nothing of the batch was written"
+                )
+                continue
+            differences = mapping_differences(mapping_document(mapping), found.mapping)
+            changes.append(
+                f"table {mapping.target_table!r} was migrated to mapping version "
+                f"{found.version} ({found.migrated_at:%Y-%m-%d %H:%M:%S %Z}) while this writer "
+                f"ran mapping {where}; from that mapping to the table's: "
+                f"{'; '.join(differences) or 'digest differs'}. Nothing of the batch was "
+                "written: restart the writer with the mapping the table has now"
+            )
+        return changes
+
+
+def fence_writers(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[str]:
+    """Take the write lock of every table whose mapping ``migrate`` is about to change,
+    exclusively, until ``conn``'s transaction ends (call it first in the migration's
+    transaction, before any DDL: writers take that lock before they touch anything).
+
+    Returns:
+        The tables locked (a mapping with no recorded version, or another digest).
+    """
+    known: dict[str, str] = {}
+    if sa.inspect(conn).has_table(mapping_versions.name):
+        table = mapping_versions.c
+        rows = conn.execute(sa.select(table.target_table, table.digest))
+        known = {target: digest for target, digest in rows}
+    targets = sorted(
+        m.target_table for m in mappings if known.get(m.target_table) != mapping_digest(m)
+    )
+    for key in sorted(lock_key(t) for t in targets):
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    return targets

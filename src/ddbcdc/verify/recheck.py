@@ -32,6 +32,7 @@ from ddbcdc.backfill.position import WorkerWatch
 from ddbcdc.backfill.records import json_default, key_digest, now_us
 from ddbcdc.backfill.scan import ReadLimiter
 from ddbcdc.pipeline import Pipeline, SourceRecord
+from ddbcdc.settings import read_version_us
 from ddbcdc.verify.drift import Sample, VerifyOptions, VerifyReport, copy_rows
 from ddbcdc.verify.rows import Key, Rows
 
@@ -206,7 +207,7 @@ class Rechecker:
                 have = actual.get(key)
                 if self.rows.same(have[0] if have else None, image):
                     self.report.changed += 1
-                elif versions.get(key, _NONE) >= row.read_us - self.margin:
+                elif versions.get(key, _NONE) >= read_version_us(row.read_us, self.margin):
                     retry.append((*key, row.kind, round_ + 1, "new", None, None, None))
                 else:
                     kind = "missing" if have is None else "extra" if image is None else "different"
@@ -225,7 +226,7 @@ class Rechecker:
             self.report.samples.append(Sample(kind, self.rows.key_dict(key), source, target))
 
     def _repair(self, key: Key, item: dict[str, Any] | None, read_us: int) -> SourceRecord:
-        version = read_us - self.margin
+        version = read_version_us(read_us, self.margin)
         keys = self.rows.dynamodb_key(key)
         marker = f"verify:{self.repairer.run_id if self.repairer else ''}:{key_digest(keys)}"
         if item is None:

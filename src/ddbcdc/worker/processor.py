@@ -16,10 +16,11 @@ Failure rules:
 * Checkpoint ``ShutdownException``: the lease is gone; stop checkpointing.
 * ``shard_ended``: checkpoint at SHARD_END. ``shutdown_requested``: checkpoint at the last
   applied sequence number. ``lease_lost``: stop without checkpointing.
-* The mapping: checked at start (:func:`ddbcdc.worker.entry.main`) and again every
-  ``mapping_check_every`` seconds before a batch; once ``ddbcdc migrate`` has recorded another
-  mapping for a table, the processor stops before applying anything more (two mappings must
-  never write one table).
+* The mapping: checked at start (:func:`ddbcdc.worker.entry.main`), then by every batch in
+  its transaction (:class:`~ddbcdc.migrate.versions.Fence`). Once ``ddbcdc migrate`` has
+  recorded another mapping for a table, the batch commits nothing and the processor exits
+  (code 2) without checkpointing it: restarted, it starts with the new mapping file or
+  refuses to (two mappings never write one table).
 
 The process around it (stdout for the protocol only, logging, signals) is
 :mod:`ddbcdc.worker.entry`.
@@ -37,7 +38,7 @@ from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclv3
 
 from ddbcdc.backoff import Backoff
-from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.errors import DatabaseUnavailableError, MappingChangedError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
 from ddbcdc.worker.activity import CallActivity, observe_commit
 from ddbcdc.worker.metrics import ProcessorMetrics
@@ -63,8 +64,6 @@ class BatchApplier(Protocol):
 
     def end_shard(self, application: str, shard_id: str) -> None: ...
 
-    def check_mappings(self) -> None: ...
-
 
 class Stopped(SystemExit):
     """Raised out of a retry loop when the process must stop (SIGTERM, daemon gone).
@@ -88,9 +87,6 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             :func:`time.sleep` after recording the processor's activity, so a batch retried
             for long is not taken for a stalled shard.
         should_stop: polled while waiting to retry; True makes the process exit.
-        mapping_check_every: seconds between checks that the mapping is still the one the
-            tables were migrated to.
-        clock: monotonic seconds (tests pass a fake one).
         touch: called with (shard, MillisBehindLatest) on every empty batch, to keep the
             shard's progress row fresh (see :class:`ddbcdc.worker.liveness.ProgressTouch`).
         heartbeat_s: seconds between activity marks inside a long call (0: none).
@@ -107,8 +103,6 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         checkpoint_attempts: int = 6,
         sleep: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
-        mapping_check_every: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
         touch: Callable[[str, int | None], object] | None = None,
         heartbeat_s: float = 1.0,
     ) -> None:
@@ -121,9 +115,6 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self.checkpoint_attempts = max(1, checkpoint_attempts)
         self._sleep = sleep if sleep is not None else self._sleep_active
         self._should_stop = should_stop
-        self._clock = clock
-        self._mapping_check_every = mapping_check_every
-        self._next_mapping_check = clock() + mapping_check_every
         self._touch = touch
         self.last_applied: str | None = None
         self.last_checkpointed: str | None = None
@@ -172,7 +163,6 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             sequence_number=last,
             millis_behind_latest=None if millis is None else int(millis),
         )
-        self._check_mapping()
         result = self._apply(records, position)
         observe_commit(self.metrics, result)
         self.last_applied = last
@@ -257,26 +247,23 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             arrival_ms=record.timestamp_millis,
         )
 
-    def _check_mapping(self) -> None:
-        """Stop (before applying) once the tables were migrated to another mapping."""
-        now = self._clock()
-        if now < self._next_mapping_check:
-            return
-        self._next_mapping_check = now + self._mapping_check_every
-        try:
-            self.pipeline.check_mappings()
-        except DatabaseUnavailableError:
-            return  # the batch's own retries wait for PostgreSQL
-        except ConfigurationError as exc:
-            log.error("mapping changed, shard processor stopping shard=%s: %s", self.shard_id, exc)
-            raise Stopped(2) from exc
-
     def _apply(self, records: Sequence[SourceRecord], position: ShardPosition) -> BatchResult:
         attempt = 0
         while True:
             started = time.monotonic()
             try:
                 result = self.pipeline.process(records, position=position)
+            except MappingChangedError as exc:
+                # Nothing of the batch committed, and it is not checkpointed: the processor
+                # that takes the shard over applies it with the table's mapping.
+                log.error(
+                    "mapping changed, shard processor stopping shard=%s first=%s last=%s: %s",
+                    self.shard_id,
+                    records[0].sequence_number,
+                    position.sequence_number,
+                    exc,
+                )
+                raise Stopped(2) from exc
             except DatabaseUnavailableError as exc:
                 reason, detail = "database", str(exc)
             except Exception as exc:  # the worker boundary: never skip a batch
