@@ -25,6 +25,10 @@ RUN mkdir -p /usr/share/man/man1 \
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     python -m venv /opt/ddbcdc \
  && /opt/ddbcdc/bin/pip install --no-cache-dir --no-index --find-links /wheels ddbcdc
+# DDBCDC_SOURCE=dynamodb-streams: the DynamoDB Streams adapter jar (from Maven Central,
+# SHA-256 checked) and the compiled launcher, ready in the image rather than fetched at start.
+ENV DDBCDC_CACHE_DIR=/opt/ddbcdc/cache
+RUN /opt/ddbcdc/bin/ddbcdc worker --prepare
 # The shipped example mapping; mount your mappings over it.
 COPY schemas/tables/ /etc/ddbcdc/tables/
 RUN useradd --system --create-home --home-dir /var/lib/ddbcdc ddbcdc

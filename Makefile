@@ -1,5 +1,5 @@
 # ddbcdc: two commands on a fresh machine
-#   make demo   the whole pipeline on the local stack
+#   make demo   the whole pipeline on the local stack (make demo-streams: DynamoDB Streams)
 #   make test   lint, type-check and every test
 # and one for the edit loop:
 #   make check  lint, type-check and the unit tests (property tests on fewer examples)
@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
-.PHONY: install demo test check lint typecheck unit bench package-check clean
+.PHONY: install demo demo-streams test check lint typecheck unit bench package-check clean
 
 # pytest-xdist workers; they share one PostgreSQL cluster, and the end-to-end tests run on one
 # of them at a time (xdist group "e2e"). TEST_WORKERS=0 runs every test in one process.
@@ -26,6 +26,7 @@ $(INSTALLED): pyproject.toml $(SPEEDUPS)
 	$(PY) -m pip install --quiet -e '.[dev,local]'
 	$(PY) -c "import amazon_kclpy, pathlib, sys; jars = list((pathlib.Path(amazon_kclpy.__file__).parent / 'jars').glob('*.jar')); sys.exit(0 if jars else 'amazon-kclpy installed without its jars: reinstall it with Maven Central reachable')"
 	@DDBCDC_SPEEDUPS=1 $(PY) -c "import ddbcdc.decode" 2>/dev/null || echo "warning: ddbcdc's C speedups did not build (no C compiler or Python headers?): decoding runs in pure Python, and the tests will fail on it" >&2
+	@$(BIN)/ddbcdc worker --prepare >/dev/null || echo "warning: the DynamoDB Streams adapter jar or launcher is not ready (see above); DDBCDC_SOURCE=dynamodb-streams will try again on first use" >&2
 	touch $@
 
 $(NODE_INSTALLED): package.json package-lock.json
@@ -37,6 +38,10 @@ install: $(INSTALLED) $(NODE_INSTALLED)
 
 demo: install
 	$(BIN)/ddbcdc demo
+
+# The same pipeline reading the table's own DynamoDB stream (no Kinesis, no bridge).
+demo-streams: install
+	$(BIN)/ddbcdc demo --source dynamodb-streams
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check src tests workers benchmarks migrations schemas .ci setup.py

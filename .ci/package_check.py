@@ -10,7 +10,8 @@
      at the end once more without a C compiler (pure Python, with a warning).
 3. From an empty temporary folder, with each install: ``ddbcdc --version``, ``ddbcdc migrate``
    (a mapping of the folder's own) against a throwaway PostgreSQL, ``ddbcdc worker
-   --print-properties`` and the shard processor it names, run as the daemon runs it; with the
+   --print-properties`` and the shard processor it names, run as the daemon runs it, ``ddbcdc
+   worker --prepare`` (the DynamoDB Streams launcher compiled from the package); with the
    wheel install: ``ddbcdc demo`` (kinesis-local installed by npm into an empty user cache).
 
 Run it with the checkout's virtualenv: it starts PostgreSQL with :mod:`ddbcdc.local.postgres`
@@ -39,6 +40,8 @@ from alembic.script import ScriptDirectory
 import ddbcdc
 from ddbcdc.local.postgres import TemporaryPostgres
 from ddbcdc.resources import migrations_dir
+from ddbcdc.settings import Settings
+from ddbcdc.worker.streams import adapter_jar
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = ddbcdc.__version__
@@ -57,6 +60,7 @@ SDIST_FILES = (
     "CHANGELOG.md",
     "migrations/env.py",
     "workers/logback.xml",
+    "workers/StreamsDaemon.java",
     "schemas/tables/customers.json",
     "src/ddbcdc/decode/_speedups.h",
 )
@@ -65,6 +69,7 @@ WHEEL_FILES = (
     "ddbcdc/_migrations/versions/0001_bookkeeping.py",
     "ddbcdc/_workers/logback.xml",
     "ddbcdc/_workers/kcl.properties.template",
+    "ddbcdc/_workers/StreamsDaemon.java",
     "ddbcdc/_schemas/tables/customers.json",
     "ddbcdc/_schemas/change-record.schema.json",
 )
@@ -192,6 +197,18 @@ def check_install(name: str, python: Path, tmp: Path, pg: TemporaryPostgres) -> 
     )
     replies = [json.loads(line).get("responseFor") for line in shard.stdout.splitlines() if line]
     expect(replies == ["initialize", "shutdownRequested"], f"{name}: processor said {shard.stdout}")
+    check_streams_launcher(name, ddbcdc_cli, work)
+
+
+def check_streams_launcher(name: str, ddbcdc_cli: Path, work: Path) -> None:
+    """The DynamoDB Streams launcher compiles from the installed package (the adapter jar is
+    the checkout's copy: no network here)."""
+    env = clean_env(
+        DDBCDC_ADAPTER_JAR=str(adapter_jar(Settings())), DDBCDC_CACHE_DIR=str(work / "cache")
+    )
+    shown = run([ddbcdc_cli, "worker", "--prepare"], cwd=work, env=env).stdout
+    launcher = Path(dict(line.split("=", 1) for line in shown.split())["launcher"])
+    expect((launcher / "StreamsDaemon.class").is_file(), f"{name}: no launcher in {launcher}")
 
 
 def new_database(pg: TemporaryPostgres, name: str) -> str:

@@ -18,7 +18,11 @@ Contenders:
   that checkout's own ``ddbcdc migrate``.
 
 ``--change-log off`` runs the customers mapping without its change log; ``--kept off``
-without its kept-attributes column (the columns the floor writes).
+without its kept-attributes column (the columns the floor writes). ``--soft`` adds the
+contender ``soft``: this checkout with the mapping's ``"deletes": "soft"`` (its live items,
+the rows not marked deleted, must equal the others' rows); ``--old-images``: REMOVEs carry the
+item's last image, as Kinesis Data Streams for DynamoDB sends them (the image a soft delete
+keeps).
 
     .venv/bin/python benchmarks/apply_bench.py [--changes 200000] [--keys 20000] \\
         [--rounds 3] [--change-log on|off] [--baseline ../old/src]
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,13 +53,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DDBCDC = [sys.executable, "-m", "ddbcdc.cli"]
 
 
-def _mappings(folder: Path, change_log: bool, checkout: Path = ROOT, *, kept: bool = True) -> Path:
-    """The checkout's shipped customers mapping, with the change log on or off, and without
-    its kept-attributes column when ``kept`` is false (the floor keeps none)."""
+def _mappings(
+    folder: Path, change_log: bool, checkout: Path = ROOT, *, kept: bool = True, soft: bool = False
+) -> Path:
+    """The checkout's shipped customers mapping, with the change log on or off, without its
+    kept-attributes column when ``kept`` is false (the floor keeps none), with soft deletes
+    when ``soft``."""
     doc = json.loads((checkout / "schemas" / "tables" / "customers.json").read_text())
     doc["change_log"] = change_log
     if not kept:
         doc.pop("extra", None)
+    if soft:
+        doc["deletes"] = "soft"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "customers.json").write_text(json.dumps(doc))
     return folder
@@ -74,10 +84,16 @@ def _drop(admin: sa.Engine, db: str) -> None:
 
 
 def _live(db: str) -> list[Any]:
+    """The live items (a soft-deleted row is none)."""
     engine = sa.create_engine(db)
     with engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("customers")}
+        where = "WHERE _ddbcdc_deleted_at IS NULL" if "_ddbcdc_deleted_at" in columns else ""
         rows = conn.execute(
-            sa.text("SELECT userid, trim(first_name), last_name, phone FROM customers ORDER BY 1")
+            sa.text(
+                f"SELECT userid, trim(first_name), last_name, phone FROM customers {where} "
+                "ORDER BY 1"
+            )
         ).all()
     engine.dispose()
     return [tuple(r) for r in rows]
@@ -92,6 +108,7 @@ class Contender:
         self.mappings = mappings
         self.change_log = change_log
         self.seconds: list[float] = []
+        self.cpu: list[float] = []  # the command's CPU seconds (not PostgreSQL's)
 
     def _env(self, db: str) -> dict[str, str]:
         env = {**os.environ, "DATABASE_URL": db, "DDBCDC_MAPPINGS_DIR": str(self.mappings)}
@@ -110,9 +127,12 @@ class Contender:
         env = self._env(db)
         self.prepare(env, cwd)
         command = self.command(data, batch_size)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if done.returncode not in (0, 1):
             raise SystemExit(f"{self.name} failed: {done.stderr[-2000:]}")
         self.seconds.append(elapsed)
@@ -145,6 +165,8 @@ def main() -> None:
         help="the shipped mapping's kept-attributes column (off: the floor's columns)",
     )
     parser.add_argument("--baseline", type=Path, help="another checkout's src/ to compare with")
+    parser.add_argument("--soft", action="store_true", help="add this checkout, soft deletes")
+    parser.add_argument("--old-images", action="store_true", help="REMOVEs carry their OldImage")
     args = parser.parse_args()
     # Every contender starts from bytecode, as an installed package does (pip compiles it):
     # without it each run would compile ddbcdc's modules first (~60 ms).
@@ -155,7 +177,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, sources)], check=True)
     work = Path(tempfile.mkdtemp(prefix="ddbcdc-apply-bench-"))
     data = work / "changes.jsonl"
-    data.write_bytes(generate(args.changes, args.keys))
+    data.write_bytes(generate(args.changes, args.keys, old_images=args.old_images))
     mappings = _mappings(work / "mappings", args.change_log == "on", kept=args.kept == "on")
     logged = args.change_log == "on"
     contenders = [
@@ -166,6 +188,9 @@ def main() -> None:
         src = args.baseline.resolve()
         theirs = _mappings(work / "baseline-mappings", logged, src.parent)
         contenders.append(Contender("baseline", src, theirs, logged))
+    if args.soft:
+        soft = _mappings(work / "soft-mappings", logged, kept=args.kept == "on", soft=True)
+        contenders.append(Contender("soft", None, soft, logged))
     url = os.environ.get("DATABASE_URL")
     server = None if url else TemporaryPostgres(durable=True).start()
     url = url or server.url  # type: ignore[union-attr]
@@ -182,7 +207,10 @@ def main() -> None:
                 finally:
                     _drop(admin, db)
                 rate = args.changes / seconds
-                print(f"round {round_}: {contender.name:<9} {seconds:6.2f}s {rate:9,.0f}/s")
+                print(
+                    f"round {round_}: {contender.name:<9} {seconds:6.2f}s {rate:9,.0f}/s"
+                    f"  cpu {contender.cpu[-1]:5.2f}s  load {os.getloadavg()[0]:.1f}"
+                )
     finally:
         admin.dispose()
         if server is not None:
@@ -203,9 +231,13 @@ def main() -> None:
     for c in contenders:
         report[f"{c.name}_best_per_s"] = round(best[c.name])
         report[f"{c.name}_median_per_s"] = round(median[c.name])
+        report[f"{c.name}_median_cpu_s"] = round(statistics.median(c.cpu), 2)
     report["ddbcdc_vs_floor_median"] = round(median["ddbcdc"] / median["floor"], 2)
     if args.baseline is not None:
         report["ddbcdc_vs_baseline_median"] = round(median["ddbcdc"] / median["baseline"], 2)
+    if args.soft:
+        report["soft_vs_ddbcdc_median"] = round(median["soft"] / median["ddbcdc"], 2)
+    report["load_average"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 
 

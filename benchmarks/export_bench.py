@@ -11,12 +11,15 @@ items), then, ROUNDS times, runs each contender on a fresh database of one durab
   line, COPY, one guarded upsert of versions and live rows per batch).
 
 Both must end with the same live rows. ``--parallel`` adds ``ddbcdc-2``: the same command with
-``--parallel 2`` (two data files at once). ``--breakdown`` runs the import once more in this
-process with the pipeline's two halves timed: ``prepare`` (decode, cleanse, plan: the second
-thread) and ``apply`` (the transaction: COPY and statements), to tell what bounds it.
+``--parallel 2`` (two data files at once). ``--baseline SRC`` adds ``baseline`` (and
+``baseline-2`` with ``--parallel``): the same command run from another checkout's ``src`` (its
+C speedups built in place), e.g. the code before a change. ``--breakdown`` runs the import
+once more in this process with the pipeline's two halves timed: ``prepare`` (decode, cleanse,
+plan: the second thread) and ``apply`` (the transaction: COPY and statements), to tell what
+bounds it.
 
     .venv/bin/python benchmarks/export_bench.py [--items 100000 1000000] [--rounds 3] \\
-        [--batch-size 10000] [--breakdown]
+        [--batch-size 10000] [--breakdown] [--parallel] [--baseline ../old/src]
 """
 
 from __future__ import annotations
@@ -66,8 +69,11 @@ def _digest(db: str) -> tuple[Any, ...]:
     return row
 
 
-def _timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run ``command``; (seconds, peak RSS in KiB)."""
+def _timed(command: list[str], env: dict[str, str]) -> tuple[float, int, float]:
+    """Run ``command``; (seconds, peak RSS in KiB, CPU seconds: user + system).
+
+    The CPU seconds are the command's own (not PostgreSQL's): on a machine shared with other
+    work they hold better than the wall-clock seconds, which the others' load stretches."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
@@ -75,10 +81,12 @@ def _timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{command[:4]} exited {process.returncode}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
-def _run(name: str, folder: Path, db: str, batch_size: int) -> tuple[float, int]:
+def _run(
+    name: str, folder: Path, db: str, batch_size: int, baseline: Path | None = None
+) -> tuple[float, int, float]:
     env = {
         **os.environ,
         "DATABASE_URL": db,
@@ -90,12 +98,14 @@ def _run(name: str, folder: Path, db: str, batch_size: int) -> tuple[float, int]
     if name == "floor":
         floor = str(Path(__file__).resolve().parent / "export_floor.py")
         return _timed([sys.executable, floor, str(folder), "--batch-size", str(batch_size)], env)
+    if name.startswith("baseline"):
+        env["PYTHONPATH"] = str(baseline)
     subprocess.run(
         [sys.executable, "-m", "ddbcdc.cli", "migrate"], env=env, check=True, capture_output=True
     )
     command = [sys.executable, "-m", "ddbcdc.cli", "snapshot", "--from-export", str(folder)]
     command += ["--force", "--no-progress", "--batch-size", str(batch_size)]
-    if name == "ddbcdc-2":
+    if name.endswith("-2"):
         command += ["--parallel", "2"]
     return _timed(command, {**env, "DDBCDC_LOG_LEVEL": "WARNING"})
 
@@ -146,6 +156,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--baseline", type=Path, help="another checkout's src/ to compare with")
     parser.add_argument(
         "--parallel", action="store_true", help="also ddbcdc-2: two data files at once"
     )
@@ -162,32 +173,45 @@ def main() -> None:
             if not (folder / "manifest-summary.json").exists():
                 write_export(folder, items, 250_000)
             names = ["ddbcdc", "floor", *(["ddbcdc-2"] if args.parallel else [])]
+            if args.baseline is not None:
+                names += ["baseline", *(["baseline-2"] if args.parallel else [])]
             seconds: dict[str, list[float]] = {name: [] for name in names}
+            cpus: dict[str, list[float]] = {name: [] for name in names}
             rss: list[int] = []
+            base_rss: list[int] = []
             digests = set()
             for round_ in range(args.rounds):
                 for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                     db = _database(admin, url)
                     try:
-                        elapsed, peak = _run(name, folder, db, args.batch_size)
+                        elapsed, peak, cpu = _run(name, folder, db, args.batch_size, args.baseline)
                         digests.add(_digest(db))
                     finally:
                         _drop(admin, db)
                     seconds[name].append(elapsed)
+                    cpus[name].append(cpu)
                     if name.startswith("ddbcdc"):
                         rss.append(peak)
+                    elif name != "floor":
+                        base_rss.append(peak)
                     memory = f"  peak RSS {peak / 1024:.0f} MiB" if name != "floor" else ""
                     rate = items / elapsed
                     print(
-                        f"{items:>9} round {round_}: {name:<6} {elapsed:6.2f}s {rate:9,.0f}/s"
+                        f"{items:>9} round {round_}: {name:<10} {elapsed:6.2f}s {rate:9,.0f}/s"
+                        + f"  cpu {cpu:6.2f}s"
                         + memory
+                        + f"  load {os.getloadavg()[0]:.1f}"
                     )
             assert len(digests) == 1, f"contenders disagree: {digests}"
             entry: dict[str, Any] = {"items": items, "batch_size": args.batch_size}
             for name, values in seconds.items():
                 entry[f"{name}_best_per_s"] = round(items / min(values))
                 entry[f"{name}_median_per_s"] = round(items / statistics.median(values))
+                entry[f"{name}_median_cpu_s"] = round(statistics.median(cpus[name]), 2)
             entry["ddbcdc_peak_rss_mib"] = round(max(rss) / 1024)
+            if base_rss:
+                entry["baseline_peak_rss_mib"] = round(max(base_rss) / 1024)
+            entry["load_average"] = os.getloadavg()
             if args.breakdown:
                 db = _database(admin, url)
                 try:

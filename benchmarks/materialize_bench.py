@@ -46,7 +46,14 @@ from ddbcdc.settings import Settings
 BASE_US = 1_700_000_000_000_000
 
 
-def _record(event: str, userid: int, us: int, serial: int, rng: random.Random) -> bytes:
+def _record(
+    event: str,
+    userid: int,
+    us: int,
+    serial: int,
+    rng: random.Random,
+    old: dict[str, Any] | None = None,
+) -> tuple[bytes, dict[str, Any] | None]:
     keys = {"userid": userid}
     image = None
     if event != "REMOVE":
@@ -64,7 +71,9 @@ def _record(event: str, userid: int, us: int, serial: int, rng: random.Random) -
     }
     if image is not None:
         dynamodb["NewImage"] = marshal(image)
-    return orjson.dumps(
+    if old is not None:
+        dynamodb["OldImage"] = marshal(old)
+    data = orjson.dumps(
         {
             "awsRegion": "us-east-1",
             "eventID": f"{serial:012d}-bench",
@@ -76,18 +85,23 @@ def _record(event: str, userid: int, us: int, serial: int, rng: random.Random) -
             "eventSource": "aws:dynamodb",
         }
     )
+    return data, image
 
 
-def generate(changes: int, keys: int, seed: int = 7) -> bytes:
-    """CHANGES JSON lines over KEYS keys, in version order."""
+def generate(changes: int, keys: int, seed: int = 7, *, old_images: bool = False) -> bytes:
+    """CHANGES JSON lines over KEYS keys, in version order; with ``old_images`` a REMOVE
+    carries the item's last image, as Kinesis Data Streams for DynamoDB sends it."""
     rng = random.Random(seed)
     live = [False] * keys
+    last: dict[int, dict[str, Any] | None] = {}
     lines = []
     for serial in range(changes):
         userid = rng.randrange(keys)
         event = "INSERT" if not live[userid] else "REMOVE" if rng.random() < 0.2 else "MODIFY"
         live[userid] = event != "REMOVE"
-        lines.append(_record(event, userid, BASE_US + serial * 10, serial, rng))
+        old = last.get(userid) if old_images and event == "REMOVE" else None
+        line, last[userid] = _record(event, userid, BASE_US + serial * 10, serial, rng, old)
+        lines.append(line)
     return b"\n".join(lines) + b"\n"
 
 

@@ -10,17 +10,21 @@ PostgreSQL (``TemporaryPostgres(durable=True)``: fsync on), in three phases:
    the time it was sent. With ``--path dynamodb`` the producer writes the items to DynamoDB
    (moto) instead and the local bridge forwards them (ApproximateCreationDateTime is then
    moto's stream timestamp, millisecond precision): the whole local path, whose own ceiling
-   is moto's, not the worker's.
+   is moto's, not the worker's. With ``--path dynamodb-streams`` the worker reads the
+   table's own DynamoDB stream through the DynamoDB Streams Kinesis Adapter (the local
+   stack's DynamoDB Streams front over moto, no Kinesis): timestamps are whole seconds, so
+   the delay includes up to a second of rounding down.
 2. **delay**: per row, ``_ddbcdc_updated_at`` (``now()`` of the batch's transaction, a few ms
    before its commit) minus ``_ddbcdc_version_us`` (the record's
    ApproximateCreationDateTime): p50/p90/p99/max over the run and over its last 10 s.
    Producer, worker and PostgreSQL share this machine's clock.
-3. **catch-up**: the worker is stopped, ``--backlog`` records per shard are put, the worker
-   restarts from its checkpoints and the drain rate per shard is measured from the first to
-   the last commit: the worker's ceiling, which the sustained rate must stay under.
+3. **catch-up**: the worker is stopped, ``--backlog`` records per shard are put (into
+   Kinesis; into DynamoDB with ``--path dynamodb-streams``), the worker restarts from its
+   checkpoints and the drain rate per shard is measured from the first to the last commit:
+   the worker's ceiling, which the sustained rate must stay under.
 
     .venv/bin/python benchmarks/worker_bench.py [--rate 1000] [--duration 30] [--shards 2]
-        [--backlog 5000] [--path kinesis|dynamodb] [--json out.json]
+        [--backlog 5000] [--path kinesis|dynamodb|dynamodb-streams] [--json out.json]
 """
 
 from __future__ import annotations
@@ -122,6 +126,8 @@ class DynamoDBProducer:
         self.client = aws.client("dynamodb", stack.settings())
         self.shards = shards
         self.next_id = 1
+        self.put_seconds: list[float] = []
+        self.acks: list[tuple[int, int, int]] = []  # no Kinesis acknowledgement here
 
     def put(self, count: int) -> None:
         """Write ``count`` x shards items (the bridge spreads them by partition key)."""
@@ -267,19 +273,25 @@ def bench(args: argparse.Namespace, stack: LocalStack, db: str, workdir: Path) -
     set_up(
         aws.client("dynamodb", settings),
         aws.client("kinesis", settings),
-        ProvisionOptions(stream=STREAM, shards=args.shards, local=True, timeout=60),
+        ProvisionOptions(
+            stream=STREAM, shards=args.shards, local=True, timeout=60, source=stack.source
+        ),
     )
+    streams = stack.source == "dynamodb-streams"
     env = stack.worker_env(
         os.environ,
         DATABASE_URL=db,
-        DDBCDC_STREAM_NAME=STREAM,
         DDBCDC_APPLICATION_NAME=APPLICATION,
         DDBCDC_MAPPINGS_DIR=str(MAPPINGS_DIR),
         DDBCDC_FAILOVER_TIME_MS="5000",
         DDBCDC_SHUTDOWN_GRACE_MS="10000",
+        **({} if streams else {"DDBCDC_STREAM_NAME": STREAM}),
     )
-    kinesis = KinesisProducer(stack)
-    producer = kinesis if args.path == "kinesis" else DynamoDBProducer(stack, args.shards)
+    if streams:
+        kinesis = producer = DynamoDBProducer(stack, args.shards)
+    else:
+        kinesis = KinesisProducer(stack)
+        producer = kinesis if args.path == "kinesis" else DynamoDBProducer(stack, args.shards)
     workers = [Worker(env, workdir / "worker.log")]
     try:
         producer.put(10)  # warm-up: every shard gets a processor before the clock starts
@@ -300,6 +312,8 @@ def bench(args: argparse.Namespace, stack: LocalStack, db: str, workdir: Path) -
             "delay": delays(db, start_us, kinesis.acks),
             "delay_last_10s": delays(db, end_us - 10_000_000, kinesis.acks),
         }
+        if streams:  # whole-second versions: rows of the run's first second count too
+            result["delay"] = delays(db, start_us // 1_000_000 * 1_000_000, [])
         if args.backlog:
             workers[-1].stop()
             first_id = kinesis.next_id = producer.next_id
@@ -319,12 +333,18 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--backlog", type=int, default=5000, help="records per shard; 0: skip")
-    parser.add_argument("--path", choices=["kinesis", "dynamodb"], default="kinesis")
+    parser.add_argument(
+        "--path", choices=["kinesis", "dynamodb", "dynamodb-streams"], default="kinesis"
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ddbcdc-worker-bench-") as tmp:
         workdir = Path(tmp)
-        with TemporaryPostgres(durable=True) as pg, LocalStack(database_url=pg.url) as stack:
+        source = "dynamodb-streams" if args.path == "dynamodb-streams" else "kinesis"
+        with (
+            TemporaryPostgres(durable=True) as pg,
+            LocalStack(database_url=pg.url, source=source, shards=args.shards) as stack,
+        ):
             engine = sa.create_engine(pg.url)
             upgrade(engine, load_mappings(MAPPINGS_DIR))
             engine.dispose()

@@ -90,10 +90,11 @@ def backfill_table(
     columns: list[dict[str, Any]] | None = None,
     extra: dict[str, str] | None = None,
     monkeypatch: pytest.MonkeyPatch | None = None,
+    modes: dict[str, str] | None = None,
 ) -> Iterator[BackfillTable]:
-    """Create the table (key ``userid`` N), a mapping for it (``extra``: its kept columns) and
-    a migrated database; with ``monkeypatch``, its environment (the stack's included) is set
-    in this process too."""
+    """Create the table (key ``userid`` N), a mapping for it (``extra``: its kept columns;
+    ``modes``: its ``deletes`` and ``ttl_deletes``) and a migrated database; with
+    ``monkeypatch``, its environment (the stack's included) is set in this process too."""
     name = f"bf_{uuid.uuid4().hex[:10]}"
     folder = tmp_path / "mappings"
     folder.mkdir(exist_ok=True)
@@ -106,6 +107,7 @@ def backfill_table(
     }
     if extra is not None:
         mapping_doc["extra"] = extra
+    mapping_doc.update(modes or {})
     (folder / f"{name}.json").write_text(json.dumps(mapping_doc))
     (mapping,) = load_mappings(folder)
     if monkeypatch is not None:

@@ -3,7 +3,9 @@
 A history is what DynamoDB could have written: per key an INSERT, MODIFYs, REMOVEs, each
 REMOVE followed (sometimes) by a re-INSERT, with change times that never go back and many
 changes in the same microsecond. Event ids sort in the order of the changes, so within a
-microsecond the version order is the order they happened in.
+microsecond the version order is the order they happened in. Asked to, a REMOVE carries the
+item's last image (OldImage, as Kinesis Data Streams for DynamoDB sends it) and some REMOVEs
+are DynamoDB's TTL expiring the item (userIdentity Service, dynamodb.amazonaws.com).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from typing import Any
 import orjson
 
 from ddbcdc.decode.attributes import marshal
+from ddbcdc.schema.deletes import DeletePolicy
 
-__all__ = ["History", "generate_history", "record"]
+__all__ = ["TTL_IDENTITY", "History", "generate_history", "record"]
+
+#: The userIdentity of a REMOVE by DynamoDB's TTL.
+TTL_IDENTITY = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
 
 
 def record(
@@ -29,11 +35,16 @@ def record(
     eid: str,
     table: str = "customers",
     sequence: str | None = None,
+    old_image: dict[str, Any] | None = None,
+    ttl: bool = False,
 ) -> bytes:
-    """One change record in the Kinesis Data Streams for DynamoDB format (JSON bytes)."""
+    """One change record in the Kinesis Data Streams for DynamoDB format (JSON bytes); a
+    REMOVE with ``old_image`` carries it, one with ``ttl`` is DynamoDB's TTL expiring it."""
     dynamodb: dict[str, Any] = {"ApproximateCreationDateTime": us, "Keys": marshal(key)}
     if event != "REMOVE":
         dynamodb["NewImage"] = marshal({**key, **(image or {})})
+    if old_image is not None:
+        dynamodb["OldImage"] = marshal({**key, **old_image})
     if sequence is not None:
         dynamodb["SequenceNumber"] = sequence
     return orjson.dumps(
@@ -42,7 +53,7 @@ def record(
             "eventID": eid,
             "eventName": event,
             "tableName": table,
-            "userIdentity": None,
+            "userIdentity": TTL_IDENTITY if ttl else None,
             "recordFormat": "application/json",
             "dynamodb": dynamodb,
             "eventSource": "aws:dynamodb",
@@ -58,11 +69,23 @@ class History:
         records: the change records, in order.
         final: userid -> first_name of every item alive at the end.
         deleted: userids whose last change is a REMOVE.
+        removed: per deleted userid, the first_name it had, the REMOVE's time and cause.
     """
 
     records: list[bytes] = field(default_factory=list)
     final: dict[int, str] = field(default_factory=dict)
     deleted: set[int] = field(default_factory=set)
+    removed: dict[int, tuple[str, int, str]] = field(default_factory=dict)
+
+    def rows(self, policy: DeletePolicy) -> dict[int, tuple[str, int | None]]:
+        """The live table a mapping of ``policy`` ends with: userid -> (first_name, the
+        time of the REMOVE that marks the row, or None)."""
+        out: dict[int, tuple[str, int | None]] = {k: (v, None) for k, v in self.final.items()}
+        for userid, (name, us, cause) in self.removed.items():
+            mode = policy.mode(cause)  # type: ignore[arg-type]
+            if mode != "hard":
+                out[userid] = (name, us if mode == "soft" else None)
+        return out
 
     def delivery(self, rng: random.Random, *, duplicates: float = 0.3) -> list[bytes]:
         """Every record at least once, some twice, in a random order."""
@@ -93,10 +116,14 @@ def generate_history(
     start_us: int,
     remove_share: float = 0.3,
     prefix: str = "h",
+    old_images: bool = False,
+    ttl_share: float = 0.0,
 ) -> History:
-    """A random valid history over ``keys`` (see the module doc)."""
+    """A random valid history over ``keys`` (see the module doc): with ``old_images`` a
+    REMOVE carries the item's last image; ``ttl_share`` of the REMOVEs are TTL expiries."""
     history = History()
     alive = dict.fromkeys(keys, False)
+    images: dict[int, dict[str, Any]] = {}
     us = start_us
     for serial in range(steps):
         us += rng.choice((0, 0, 1, 7, 1_000, 86_400_000_000))
@@ -106,20 +133,28 @@ def generate_history(
         else:
             event = "MODIFY" if alive[userid] else "INSERT"
         name = f"{prefix}{serial}"
+        image = {"first_name": name, "phone": serial}
+        ttl = event == "REMOVE" and ttl_share > 0 and rng.random() < ttl_share
+        old = images.get(userid) if event == "REMOVE" and old_images else None
         history.records.append(
             record(
                 event,
                 {"userid": userid},
                 us,
-                image={"first_name": name, "phone": serial},
+                image=image,
                 eid=f"{prefix}-{serial:08d}",
+                old_image=old,
+                ttl=ttl,
             )
         )
         alive[userid] = event != "REMOVE"
         if alive[userid]:
+            images[userid] = image
             history.final[userid] = name
             history.deleted.discard(userid)
+            history.removed.pop(userid, None)
         else:
-            history.final.pop(userid, None)
+            last = history.final.pop(userid)
             history.deleted.add(userid)
+            history.removed[userid] = (last, us, "ttl" if ttl else "user")
     return history

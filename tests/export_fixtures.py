@@ -51,15 +51,21 @@ def full_lines(items: Sequence[Mapping[str, Any]]) -> list[bytes]:
 
 
 def incremental_line(
-    written_us: int, keys: Mapping[str, Any], new: Mapping[str, Any] | None = None
+    written_us: int,
+    keys: Mapping[str, Any],
+    new: Mapping[str, Any] | None = None,
+    old: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """One line of an incremental export (no ``new``: the item was deleted)."""
+    """One line of an incremental export (no ``new``: the item was deleted; ``old``: the
+    item before, as NEW_AND_OLD_IMAGES exports have it)."""
     line: dict[str, Any] = {
         "Metadata": {"WriteTimestampMicros": {"N": str(written_us)}},
         "Keys": dict(keys),
     }
     if new is not None:
         line["NewImage"] = dict(new)
+    if old is not None:
+        line["OldImage"] = dict(old)
     return orjson.dumps(line, default=_b64)
 
 

@@ -8,7 +8,8 @@ moto.server`` does:
 - it checks every DynamoDB request against the resource ``*``, so a statement scoped to a
   table's ARN allows nothing; here the resource is the table the request names,
   ``arn:aws:dynamodb:REGION:ACCOUNT:table/NAME`` (``.../index/INDEX`` for a query of an
-  index), as AWS evaluates it;
+  index), as AWS evaluates it; a DynamoDB Streams request's is the stream it names
+  (``StreamArn``, or the stream of a ``ShardIterator``), ``.../table/NAME/stream/LABEL``;
 - it names CloudWatch actions after the signing name, ``monitoring:PutMetricData``; here
   they are ``cloudwatch:PutMetricData``, as in AWS (which has no resource-level permissions
   for it: ``*`` is right).
@@ -25,6 +26,7 @@ import sys
 from typing import Any
 
 from moto.dynamodb.responses import DynamoHandler
+from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.iam.access_control import IAMRequest
 from moto.server import main
 
@@ -41,6 +43,14 @@ def _table_resource(self: Any) -> str:
     return f"{arn}/index/{index}" if isinstance(index, str) and index else arn
 
 
+def _stream_resource(self: Any) -> str:
+    arn = self._get_param("StreamArn")
+    iterator = self._get_param("ShardIterator")
+    if not arn and isinstance(iterator, str):
+        arn = iterator.split("|", 1)[0]  # moto's iterators begin with their stream's ARN
+    return arn if isinstance(arn, str) and arn else "*"
+
+
 def _checked(self: Any, resource: str) -> None:
     service, _, name = self._action.partition(":")
     if service == "monitoring":
@@ -55,6 +65,7 @@ def _checked(self: Any, resource: str) -> None:
 
 
 DynamoHandler._determine_resource = _table_resource  # type: ignore[attr-defined]
+DynamoDBStreamsHandler._determine_resource = _stream_resource  # type: ignore[attr-defined]
 IAMRequest.check_action_permitted = _checked  # type: ignore[method-assign]
 
 if __name__ == "__main__":

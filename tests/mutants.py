@@ -73,6 +73,8 @@ PROCESSOR = ("tests/unit/test_processor.py",)
 STREAM_TIME = ("tests/integration/test_stream_time.py",)
 LIVENESS = ("tests/unit/test_liveness.py",)
 NOTHING_LOST = ("tests/integration/test_nothing_lost.py",)
+ISOLATION = ("tests/integration/test_materialize_batch.py", "-k", "many_keys")
+TIMEOUTS = ("tests/unit/test_pipeline_prepare.py", "-k", "classified")
 FENCE = ("tests/integration/test_mapping_fence.py",)
 EXPORTS = ("tests/integration/test_export_import.py", "-k", "every_good or replayed")
 SNAPSHOT = ("tests/integration/test_snapshot.py", "-k", "request_time")
@@ -529,14 +531,26 @@ MUTANTS = [
         NOTHING_LOST,
         "db",
         (
-            "materialize/__init__.py",
-            (
-                "                counts.failed.append((change, describe(exc)))\n"
-                "                continue\n"
-                "            if outcome.refused:"
-            ),
-            "                continue\n            if outcome.refused:",
+            "materialize/isolation.py",
+            "                settled.failed.append((change, describe_state(row.state, *fields)))",
+            "                pass",
         ),
+    ),
+    mutant(
+        "poison: the isolating function forgets the key it refused",
+        ISOLATION,
+        "db",
+        (
+            "materialize/isolate.sql",
+            "            upserted := 0;\n            RETURN NEXT;\n            RETURN QUERY",
+            "            upserted := 0;\n            RETURN QUERY",
+        ),
+    ),
+    mutant(
+        "timeouts: a statement timeout taken for an outage",
+        TIMEOUTS,
+        "unit",
+        ("db.py", '    if state in TIMEOUTS:\n        return "timeout"\n', ""),
     ),
     # two mappings never write one table
     mutant(
@@ -718,7 +732,7 @@ def restore_leftovers() -> None:
     """Put back files a killed run left mutated (their copies are in .mutants/)."""
     if not BACKUP.exists():
         return
-    for copy in BACKUP.rglob("*.py"):
+    for copy in (p for p in BACKUP.rglob("*") if p.is_file()):  # .py and .sql
         target = ROOT / copy.relative_to(BACKUP)
         shutil.copy2(copy, target)
         print(f"restored {target.relative_to(ROOT)} from an interrupted run", file=sys.stderr)

@@ -6,6 +6,7 @@ from ddbcdc.decode.record import ChangeRecord, decode_lambda_event, decode_recor
 from ddbcdc.errors import (
     CleanseError,
     ConfigurationError,
+    DatabaseTimeoutError,
     DatabaseUnavailableError,
     DdbcdcError,
     DecodeError,
@@ -21,6 +22,7 @@ __all__ = [
     "ChangeRecord",
     "CleanseError",
     "ConfigurationError",
+    "DatabaseTimeoutError",
     "DatabaseUnavailableError",
     "DdbcdcError",
     "DecodeError",

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 # Order here is the order in --help; each command's one-line summary.
 COMMANDS: dict[str, str] = {
     "demo": "run the whole pipeline on the local stack and check PostgreSQL against DynamoDB",
-    "local": "run the local AWS stack (moto, kinesis-local, PostgreSQL, bridge)",
+    "local": "run the local AWS stack (moto, PostgreSQL, kinesis-local and bridge, or the "
+    "DynamoDB Streams front)",
     "migrate": "create/upgrade the PostgreSQL schema (Alembic + mapped tables, backfills)",
     "mapping": "infer a table mapping from a sample of a DynamoDB table",
     "setup": "create the Kinesis stream, the source table and its streaming destination",

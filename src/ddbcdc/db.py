@@ -2,10 +2,17 @@
 running a transaction by it (:func:`run_transaction`), and the one way an engine is made
 (:func:`create_engine`).
 
-Three verdicts (:func:`classify`):
+Four verdicts (:func:`classify`):
 
-- ``conflict``: two transactions collided (serialization failure, deadlock, lock timeout).
-  Nothing is wrong with the data or the server: run the same batch again at once.
+- ``conflict``: two transactions collided (serialization failure, deadlock). Nothing is wrong
+  with the data or the server: run the same batch again at once.
+- ``timeout``: one of PostgreSQL's timeouts ended a statement, named (:data:`TIMEOUTS`):
+  ``lock_timeout`` (55P03, a lock not granted in time: another transaction holds it) or
+  ``statement_timeout`` (57014, a statement ran longer than allowed, or was canceled). A
+  lock timeout runs the batch again at once, like a conflict, and is then raised named; a
+  statement timeout is raised at once (the same statement would take as long again). Both
+  raise :class:`~ddbcdc.errors.DatabaseTimeoutError`: retry with backoff, never checkpoint
+  past the batch, and say which timeout it is.
 - ``poison``: PostgreSQL refused a value (SQLSTATE classes 21 cardinality, 22 data, 23
   constraint, 54 program limit, P0 raised by a trigger) or the driver could not encode one.
   Some record of the batch is the cause: find it, dead-letter it, apply the rest.
@@ -32,15 +39,18 @@ import psycopg
 import sqlalchemy as sa
 
 from ddbcdc.backoff import Backoff
-from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
+from ddbcdc.errors import DatabaseTimeoutError, DatabaseUnavailableError, DdbcdcError
 
 __all__ = [
+    "POISON_CLASSES",
+    "TIMEOUTS",
     "RefusedError",
     "Verdict",
     "check_reachable",
     "classify",
     "create_engine",
     "describe",
+    "describe_state",
     "driver_error",
     "fault",
     "is_database_error",
@@ -57,14 +67,18 @@ CONFLICT_ATTEMPTS = 8
 #: The waits between them: short, a collision is nobody's fault.
 CONFLICT_BACKOFF = Backoff(initial=0.05, maximum=6.4)
 
-Verdict = Literal["conflict", "poison", "unavailable"]
+Verdict = Literal["conflict", "timeout", "poison", "unavailable"]
 
-_CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
+_CONFLICT_STATES = frozenset({"40001", "40P01"})
+#: PostgreSQL's timeouts by SQLSTATE, by the name of the setting that ends the statement.
+TIMEOUTS = {"55P03": "lock_timeout", "57014": "statement_timeout"}
 #: SQLSTATE classes whose messages name the server, roles, databases and objects, never the
 #: values of a statement: connection, authorization, catalog, syntax or access rule,
 #: resources, operator intervention, system.
 _PLAIN_CLASSES = frozenset({"08", "28", "3D", "42", "53", "57", "58"})
-_POISON_CLASSES = frozenset({"21", "22", "23", "54", "P0"})
+#: SQLSTATE classes of "PostgreSQL refused a value": cardinality, data, constraint, program
+#: limit, raised by a trigger.
+POISON_CLASSES = frozenset({"21", "22", "23", "54", "P0"})
 #: Raised while the driver encodes a parameter or COPY value (a lone surrogate, an int too
 #: big for the wire format): the value's fault.
 _ENCODE_ERRORS = (UnicodeEncodeError, OverflowError)
@@ -79,6 +93,8 @@ _REASONS = {
     "23505": "a unique constraint is violated",
     "23514": "a check constraint is violated",
     "54000": "a value exceeds a PostgreSQL limit (an indexed key over ~2,700 bytes?)",
+    "55P03": "a lock was not granted within lock_timeout",
+    "57014": "a statement ran longer than statement_timeout, or was canceled",
 }
 
 
@@ -145,7 +161,9 @@ def classify(exc: BaseException) -> Verdict:
         return "unavailable"
     if state in _CONFLICT_STATES:
         return "conflict"
-    if state[:2] in _POISON_CLASSES:
+    if state in TIMEOUTS:
+        return "timeout"
+    if state[:2] in POISON_CLASSES:
         return "poison"
     return "unavailable"
 
@@ -181,15 +199,37 @@ def describe(exc: BaseException) -> str:
             lines = str(inner).strip().splitlines()
             return f"{type(inner).__name__}: {lines[0] if lines else 'connection failed'}"
         return f"{type(inner).__name__} while sending values to PostgreSQL"
-    parts = [f"SQLSTATE {state} {type(inner).__name__}"]
+    primary = getattr(getattr(inner, "diag", None), "message_primary", None)
+    fields = _diag_fields(inner)
+    return _described(state, type(inner).__name__, fields, str(primary) if primary else None)
+
+
+def describe_state(
+    state: str,
+    table: str | None = None,
+    column: str | None = None,
+    constraint: str | None = None,
+    datatype: str | None = None,
+) -> str:
+    """:func:`describe` of an error known by its SQLSTATE and the schema objects it names
+    (as PostgreSQL reports them inside a function)."""
+    try:
+        name = psycopg.errors.lookup(state).__name__
+    except KeyError:
+        name = "DatabaseError"
+    labels = ("table", "column", "constraint", "type")
+    found = zip(labels, (table, column, constraint, datatype), strict=True)
+    return _described(state, name, [f"{label} {value}" for label, value in found if value])
+
+
+def _described(state: str, name: str, fields: list[str], primary: str | None = None) -> str:
+    parts = [f"SQLSTATE {state} {name}"]
     reason = _REASONS.get(state)
     if reason:
         parts.append(reason)
-    primary = getattr(getattr(inner, "diag", None), "message_primary", None)
     if primary and state[:2] in _PLAIN_CLASSES:
-        parts.append(str(primary))
-    parts += _diag_fields(inner)
-    return "; ".join(parts)
+        parts.append(primary)
+    return "; ".join(parts + fields)
 
 
 def fault(exc: BaseException) -> str | None:
@@ -223,7 +263,11 @@ class RefusedError(DdbcdcError):
 
 
 class _ConflictError(Exception):
-    """The transaction collided with another one."""
+    """The transaction collided with another one (or waited too long for its lock)."""
+
+    def __init__(self, message: str, *, timeout: str | None = None) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 def _once(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
@@ -236,6 +280,13 @@ def _once(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
         verdict = classify(exc)
         if verdict == "conflict":
             raise _ConflictError(describe(exc)) from exc
+        if verdict == "timeout":
+            timeout = TIMEOUTS[sqlstate(exc) or ""]
+            if timeout == "lock_timeout":
+                raise _ConflictError(describe(exc), timeout=timeout) from exc
+            raise DatabaseTimeoutError(
+                f"PostgreSQL {timeout}: {describe(exc)}", timeout=timeout
+            ) from exc
         if verdict == "poison":
             raise RefusedError(describe(exc)) from exc
         raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
@@ -246,16 +297,25 @@ def run_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
 
     Raises:
         RefusedError: PostgreSQL refused a value (nothing committed).
+        DatabaseTimeoutError: a statement timeout, or lock timeouts that persist.
         DatabaseUnavailableError: any other database error, or conflicts that persist.
     """
-    last = ""
+    last = _ConflictError("no attempt ran")
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
             return _once(engine, work)
         except _ConflictError as exc:
-            last = str(exc)
-            log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
+            last = exc
+            if exc.timeout is not None:  # named by the caller when it persists
+                log.info("%s, attempt %d: %s", exc.timeout, attempt, exc)
+            else:
+                log.info("transaction collided with another one (%s); attempt %d", exc, attempt)
             time.sleep(CONFLICT_BACKOFF.delay(attempt))
+    if last.timeout is not None:
+        raise DatabaseTimeoutError(
+            f"PostgreSQL {last.timeout} in each of {CONFLICT_ATTEMPTS} attempts: {last}",
+            timeout=last.timeout,
+        )
     raise DatabaseUnavailableError(
         f"transaction still collides with others after {CONFLICT_ATTEMPTS} attempts ({last})"
     )

@@ -10,6 +10,7 @@ Every error ddbcdc raises on purpose derives from :class:`DdbcdcError`::
     │                            record and dead-letter it (db)
     ├── RetryableError           transient: back off, retry, never checkpoint past it
     │   └── DatabaseUnavailableError
+    │       └── DatabaseTimeoutError  a statement or lock timeout of PostgreSQL ended it
     ├── ConfigurationError       bad settings or table mapping: refuse to start
     │   ├── MappingChangedError  a table was migrated to another mapping: stop writing
     │   ├── ExportError          an export that cannot be imported as it is (backfill.export)
@@ -34,6 +35,7 @@ from __future__ import annotations
 __all__ = [
     "CleanseError",
     "ConfigurationError",
+    "DatabaseTimeoutError",
     "DatabaseUnavailableError",
     "DdbcdcError",
     "DecodeError",
@@ -124,6 +126,20 @@ class RetryableError(DdbcdcError):
 
 class DatabaseUnavailableError(RetryableError):
     """PostgreSQL could not be reached or the transaction could not commit."""
+
+
+class DatabaseTimeoutError(DatabaseUnavailableError):
+    """PostgreSQL ended the transaction on one of its timeouts.
+
+    Attributes:
+        timeout: ``statement_timeout`` (SQLSTATE 57014: a statement ran longer than the
+            role's or session's ``statement_timeout``, or was canceled) or ``lock_timeout``
+            (55P03: a lock was not granted within ``lock_timeout``).
+    """
+
+    def __init__(self, message: str, *, timeout: str) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 class ConfigurationError(DdbcdcError):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal, NamedTuple, TypeVar
@@ -155,6 +155,9 @@ class Pipeline:
             :mod:`ddbcdc.materialize.prune`).
         prune_every: prune at most this often, after a batch that carries a shard position.
         timestamp_unit: passed to :func:`ddbcdc.decode.record.decode_record`.
+        source_table: the table of records that do not name theirs (a DynamoDB stream's
+            records, as its adapter delivers them, carry no table name); by default the
+            only mapping's, when there is one.
         change_log: False writes no change log whatever the mappings say (backfill rows
             are not changes); the batches are still fenced by the mappings as they are.
     """
@@ -167,6 +170,7 @@ class Pipeline:
         tombstone_horizon: timedelta = DEFAULT_TOMBSTONE_HORIZON,
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
+        source_table: str | None = None,
         change_log: bool = True,
     ) -> None:
         if not mappings:
@@ -181,9 +185,17 @@ class Pipeline:
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
         self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
+        if source_table is not None:
+            self._only = self._cleansers.get(source_table)
+            if self._only is None:
+                known = ", ".join(sorted(self._cleansers))
+                raise ConfigurationError(
+                    f"no table mapping for the stream's table {source_table!r} (mapped: {known})"
+                )
         self.fence = Fence(self.mappings)
         written = [m if change_log else replace(m, change_log=False) for m in self.mappings]
         self.materializer = Materializer(written)
+        self._refusing = False  # the last batch isolated had changes PostgreSQL refused
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
     @classmethod
@@ -202,6 +214,7 @@ class Pipeline:
             mappings=mappings,
             tombstone_horizon=settings.tombstone_horizon,
             timestamp_unit=settings.timestamp_unit,
+            source_table=settings.source_table if settings.source == "dynamodb-streams" else None,
         )
         if check_mappings:
             try:
@@ -227,7 +240,17 @@ class Pipeline:
 
     # -- pure part -------------------------------------------------------------------------
 
-    def _cleanser(self, table_name: str | None) -> Cleanser:
+    @property
+    def timestamp_unit(self) -> Literal["auto", "s", "ms", "us"]:
+        """The unit records' ApproximateCreationDateTime is read in."""
+        return self._unit
+
+    def cleanser(self, table_name: str | None) -> Cleanser:
+        """The cleanser of records of source table ``table_name`` (None: the one mapping's).
+
+        Raises:
+            CleanseError: no mapping has that source table (naming those that are mapped).
+        """
         cleanser = self._cleansers.get(table_name) if table_name is not None else self._only
         if cleanser is None:
             known = ", ".join(sorted(self._cleansers))
@@ -237,18 +260,35 @@ class Pipeline:
             )
         return cleanser
 
-    def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
+    def prepare(
+        self,
+        records: Sequence[SourceRecord],
+        *,
+        cleansed: Sequence[CleanChange | None] | None = None,
+    ) -> PreparedBatch:
         """Decode and cleanse a batch: the pure half of :meth:`process`, no I/O.
 
         Any error with one record, expected or not, makes that record a dead letter; it
         never fails the batch. Safe to run in another thread than :meth:`apply`.
+
+        ``cleansed``: per record, the change decoding and cleansing it gives, when the
+        caller made that already (a backfill row made straight from its item), else None;
+        only the records without one are read and decoded here.
         """
         from ddbcdc.decode.record import decode_record  # the decoder is its own stage
 
         prepared = PreparedBatch(records, [], {}, [], [])
         unit, cleansers, only = self._unit, self._cleansers, self._only
         sources, changes = prepared.sources, prepared.changes
-        for index, source in enumerate(records):
+        todo: Iterable[int] = range(len(records))
+        if cleansed is not None:
+            todo = [i for i, change in enumerate(cleansed) if change is None]
+            for index, change in enumerate(cleansed):
+                if change is not None:
+                    sources[id(change)] = index
+                    changes.append(change)
+        for index in todo:
+            source = records[index]
             stage: Literal["decode", "cleanse"] = "decode"
             table_name: str | None = None
             target: str | None = None
@@ -264,7 +304,7 @@ class Pipeline:
                 version = record.approximate_creation_us
                 cleanser = cleansers.get(table_name) if table_name is not None else only
                 if cleanser is None:
-                    cleanser = self._cleanser(table_name)  # raises, naming what is mapped
+                    cleanser = self.cleanser(table_name)  # raises, naming what is mapped
                 target = cleanser.mapping.target_table
                 change = cleanser.cleanse(record)
             except PoisonRecordError as exc:
@@ -312,7 +352,8 @@ class Pipeline:
     ) -> tuple[ApplyCounts, list[tuple[int, DeadLetter]]]:
         self.fence.enter(conn, {c.mapping.target_table for c in prepared.changes})
         if isolate:
-            counts = self.materializer.apply_isolated(conn, prepared.changes)
+            counts = self.materializer.apply_isolated(conn, prepared.changes, plan=prepared.plan)
+            self._refusing = bool(counts.failed)
         else:
             counts = self.materializer.apply(conn, prepared.changes, plan=prepared.plan)
         letters = []
@@ -336,10 +377,13 @@ class Pipeline:
         prepared: PreparedBatch,
         work: Callable[[sa.Connection, PreparedBatch, bool], BatchResult],
     ) -> BatchResult:
-        try:
-            return run_transaction(self.engine, lambda conn: work(conn, prepared, False))
-        except RefusedError as exc:
-            log.warning("PostgreSQL refused a value of the batch (%s); isolating it", exc)
+        # After a batch PostgreSQL refused changes of, the next is isolated at once: refusals
+        # come in runs (a bad deploy, a new constraint), and the fast path would fail first.
+        if not self._refusing:
+            try:
+                return run_transaction(self.engine, lambda conn: work(conn, prepared, False))
+            except RefusedError as exc:
+                log.warning("PostgreSQL refused a value of the batch (%s); isolating it", exc)
         try:
             return run_transaction(self.engine, lambda conn: work(conn, prepared, True))
         except RefusedError as exc:

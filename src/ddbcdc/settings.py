@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env("DDBCDC_STREAM_ARN", "AWS_ARN")
     )
     source_table: str = Field(default="customers", validation_alias=_env("DDBCDC_SOURCE_TABLE"))
+    #: What the worker reads: the table's Kinesis data stream (``kinesis``) or the table's
+    #: DynamoDB stream (``dynamodb-streams``, found from the table unless DDBCDC_STREAM_ARN).
+    source: Literal["kinesis", "dynamodb-streams"] = Field(
+        default="kinesis", validation_alias=_env("DDBCDC_SOURCE")
+    )
     application_name: str = Field(
         default="ddbcdc", validation_alias=_env("DDBCDC_APPLICATION_NAME")
     )
@@ -115,6 +120,12 @@ class Settings(BaseSettings):
         ge=timedelta(0),
         validation_alias=_env("DDBCDC_CLOCK_SKEW_MARGIN"),
     )
+    #: Where downloaded jars and the compiled DynamoDB Streams launcher are kept (default:
+    #: $XDG_CACHE_HOME/ddbcdc, else ~/.cache/ddbcdc).
+    cache_dir: Path | None = Field(default=None, validation_alias=_env("DDBCDC_CACHE_DIR"))
+    #: A copy of the DynamoDB Streams Kinesis Adapter jar to use instead of downloading it
+    #: (checked against the same SHA-256).
+    adapter_jar: Path | None = Field(default=None, validation_alias=_env("DDBCDC_ADAPTER_JAR"))
     metrics_host: str = Field(default="127.0.0.1", validation_alias=_env("DDBCDC_METRICS_HOST"))
     metrics_port: int = Field(default=9108, ge=0, validation_alias=_env("DDBCDC_METRICS_PORT"))
     log_level: str = Field(default="INFO", validation_alias=_env("DDBCDC_LOG_LEVEL"))
@@ -130,6 +141,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value: Any) -> Any:
+        return value.strip().lower().replace("_", "-") if isinstance(value, str) else value
 
     @field_validator("initial_position_timestamp", mode="before")
     @classmethod

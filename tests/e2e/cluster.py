@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from ddbcdc.load.writer import run_load
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.schema.mapping import TableMapping, load_mappings
+from ddbcdc.verify.compare import Comparison, compare
 from ddbcdc.worker.daemon import PROCESSOR_MODULE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,11 +151,17 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def worker_env(stack: LocalStack, database_url: str, stream: str, **extra: str) -> dict[str, str]:
-    """A worker's environment on ``stack`` with short, test-sized timings."""
+def worker_env(
+    stack: LocalStack, database_url: str, stream: str | None, **extra: str
+) -> dict[str, str]:
+    """A worker's environment on ``stack`` with short, test-sized timings.
+
+    ``stream``: the Kinesis stream; None on a DynamoDB Streams stack (the worker reads the
+    ``customers`` table's own stream).
+    """
     settings = {
         "DATABASE_URL": database_url,
-        "DDBCDC_STREAM_NAME": stream,
+        **({"DDBCDC_STREAM_NAME": stream} if stream else {}),
         "DDBCDC_MAPPINGS_DIR": str(MAPPINGS_DIR),
         "DDBCDC_FAILOVER_TIME_MS": "3000",
         "DDBCDC_SHUTDOWN_GRACE_MS": "10000",
@@ -255,12 +263,20 @@ def wait_for(
 
 
 def provision(stack: LocalStack, stream: str, *, shards: int = 2) -> None:
-    """The ``customers`` table and a ``shards``-shard stream on ``stack``."""
+    """The ``customers`` table and a ``shards``-shard stream on ``stack`` (on a DynamoDB
+    Streams stack: the table's own stream; the front decides its shards)."""
     settings = stack.settings()
     set_up(
         aws.client("dynamodb", settings),
         aws.client("kinesis", settings),
-        ProvisionOptions(table="customers", stream=stream, shards=shards, local=True, timeout=60),
+        ProvisionOptions(
+            table="customers",
+            stream=stream,
+            shards=shards,
+            local=True,
+            timeout=60,
+            source=stack.source,
+        ),
     )
 
 
@@ -366,3 +382,68 @@ class SteadyLoad(threading.Thread):
         if self.errors:
             raise self.errors[0]
         return self.operations
+
+
+def changes_by_key(database: str) -> dict[int, list[str]]:
+    """The change log: each key's operations in version order."""
+    rows = query(
+        database,
+        "SELECT userid, _ddbcdc_op FROM ddbcdc_changes__customers "
+        "ORDER BY userid, _ddbcdc_version_us, _ddbcdc_sequence, _ddbcdc_event_id",
+    )
+    found: dict[int, list[str]] = defaultdict(list)
+    for row in rows:
+        found[int(row.userid)].append(row._ddbcdc_op)
+    return dict(found)
+
+
+def written_by_key(operations: list[Operation]) -> dict[int, list[str]]:
+    """What the loader wrote: each key's operations in the order it wrote them."""
+    names = {"insert": "INSERT", "modify": "MODIFY", "remove": "REMOVE"}
+    written: dict[int, list[str]] = defaultdict(list)
+    for op in operations:
+        written[op.key].append(names[op.kind])
+    return dict(written)
+
+
+def assert_exact(
+    stack: LocalStack, database: str, workers: dict[str, Worker], operations: list[Operation]
+) -> None:
+    """PostgreSQL equals a Scan, and the change log holds every change, once, in order."""
+    dynamodb = aws.client("dynamodb", stack.settings())
+    engine = sa.create_engine(database)
+    (mapping,) = load_mappings(MAPPINGS_DIR)
+    last: list[Comparison] = []
+
+    def same() -> bool:
+        last[:] = [compare(dynamodb, engine, mapping)]
+        return last[0].matches
+
+    try:
+        waited = wait_for(
+            "PostgreSQL to equal the DynamoDB table", same, 240, *workers.values(), every=2
+        )
+    finally:
+        engine.dispose()
+    print(f"converged {waited:.0f}s after the load: {last[0]}")
+    assert last[0].source_items > 50
+    written = written_by_key(operations)
+    logged: dict[int, list[str]] = {}
+
+    def complete() -> bool:
+        logged.clear()
+        logged.update(changes_by_key(database))
+        return logged == written
+
+    try:
+        wait_for("the change log to hold every change", complete, 60, every=2)
+    except BaseException:
+        wrong = sorted(k for k in written.keys() | logged.keys() if written.get(k) != logged.get(k))
+        print(f"change log differs for {len(wrong)} keys, e.g.:")
+        for key in wrong[:5]:
+            print(f"  key {key}: written {written.get(key)}, logged {logged.get(key)}")
+        raise
+    total = query(database, "SELECT count(*) FROM ddbcdc_changes__customers")[0][0]
+    assert total == len(operations)
+    print(f"change log: {total} changes, every one the loader wrote, in its order")
+    assert query(database, "SELECT count(*) FROM ddbcdc_dead_letters")[0][0] == 0

@@ -176,3 +176,53 @@ def test_a_policy_missing_an_action_the_worker_needs_stops_it(
     assert "denied" in last and "Traceback" not in worker.log()
     assert progress(database, application) == {}
     assert applied_userids(database) == set()
+
+
+def test_a_dynamodb_streams_worker_runs_under_exactly_its_generated_policy(
+    local_stack: LocalStack, iam_moto: IamMoto, database: str, tmp_path: Path
+) -> None:
+    """The same with ``DDBCDC_SOURCE=dynamodb-streams``: the worker reads the table's own
+    stream on the enforcing moto (one shard, as moto serves it) through the adapter."""
+    application = f"iam-{uuid.uuid4().hex[:6]}"
+    env = worker_env(local_stack, iam_moto, database, "", application)
+    del env["DDBCDC_STREAM_NAME"]
+    env["DDBCDC_SOURCE"] = "dynamodb-streams"
+    env["DDBCDC_CACHE_DIR"] = str(Path.home() / ".cache" / "ddbcdc")
+    keys = user_with_policy(iam_moto, generated_policy(env))
+    admin = iam_moto.client("dynamodb", {"AccessKeyId": "setup", "SecretAccessKey": "setup"})
+    admin.create_table(
+        TableName="customers",
+        KeySchema=[{"AttributeName": "userid", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "userid", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    stream = admin.describe_table(TableName="customers")["Table"]["LatestStreamArn"]
+    for userid in range(1, 41):
+        admin.put_item(
+            TableName="customers",
+            Item={"userid": {"N": str(userid)}, "first_name": {"S": f"n{userid}"}},
+        )
+    enforce(iam_moto, 0)
+    try:
+        worker = run_as(env, keys, tmp_path / "worker.log")
+        try:
+            worker.wait_for(
+                "every item in PostgreSQL",
+                lambda: applied_userids(database) == set(range(1, 41)),
+                TIMEOUT_S + 60,
+            )
+        finally:
+            code = worker.stop()
+    finally:
+        enforce(iam_moto, float("inf"))
+        admin.delete_table(TableName="customers")
+    assert code == 0, worker.tail()
+    decisions = iam_moto.decisions(keys["AccessKeyId"])
+    assert [d for d in decisions if d[0] == "denied"] == []
+    used = {(action, resource) for _, action, resource in decisions}
+    for action in ("dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"):
+        assert (action, stream) in used
+    table = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/customers"
+    assert ("dynamodb:DescribeTable", table) in used
+    assert not any(action.startswith("kinesis:") for action, _ in used)

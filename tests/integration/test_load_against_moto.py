@@ -175,3 +175,29 @@ def test_cli_rejects_a_bad_mix(loader_moto_url: str, tmp_path: Path) -> None:
     done = _cli(["load", "--mix", "insert=60,delete=40"], loader_moto_url, tmp_path)
     assert done.returncode == 2
     assert "unknown operation 'delete'" in done.stderr
+
+
+@pytest.mark.parametrize("update_items", [False, True], ids=["put", "update"])
+def test_every_write_sets_the_ttl_attribute_to_its_time_plus_the_seconds(
+    dynamodb: Any, update_items: bool
+) -> None:
+    table = _new_table(dynamodb)
+    options = LoadOptions(
+        table=table,
+        count=120,
+        keys=30,
+        seed=3,
+        modify_with_update=update_items,
+        ttl_attribute="expires_at",
+        ttl_seconds=3600,
+    )
+    ops = list(plan_operations(options))
+    before = int(time.time())
+    assert run_load(dynamodb, options, operations=ops).errors == 0
+    after = int(time.time())
+    items = scan_items(dynamodb, table)
+    expected = expected_state(ops)
+    assert items.keys() == expected.keys()
+    for key, item in items.items():
+        assert before + 3600 <= item.pop("expires_at") <= after + 3600
+        assert item == expected[key]

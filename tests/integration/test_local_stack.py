@@ -200,3 +200,25 @@ def test_context_manager_stops_every_process() -> None:
         log_dir = Path(stack.info.log_dir)
     assert not any(pid_alive(pid) for pid in pids.values())
     assert not log_dir.exists()
+
+
+@pytest.mark.slow
+def test_cli_up_with_dynamodb_streams_runs_the_front_instead_of_kinesis(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    env = {**os.environ, "DATABASE_URL": postgres_url}
+    up = _ddbcdc(tmp_path, "up", "--source", "dynamodb-streams", "--shards", "3", env=env)
+    assert up.returncode == 0, up.stderr
+    try:
+        info = StackInfo.from_json((tmp_path / ".local" / "stack.json").read_bytes())
+        assert set(info.pids) == {"supervisor", "moto", "front"}
+        exports = _ddbcdc(tmp_path, "env", env=env).stdout
+        assert "export DDBCDC_SOURCE=dynamodb-streams" in exports
+        assert f"export DDBCDC_DYNAMODBSTREAMS_ENDPOINT={info.streams_endpoint}" in exports
+        assert "DDBCDC_KINESIS_ENDPOINT" not in exports
+        assert info.streams_endpoint != info.moto_endpoint
+        assert info.settings().source == "dynamodb-streams"
+    finally:
+        down = _ddbcdc(tmp_path, "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert not any(pid_alive(pid) for pid in info.pids.values())

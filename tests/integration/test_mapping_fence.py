@@ -147,6 +147,61 @@ def test_apply_started_before_migrate_is_fenced_and_loses_nothing(db: str, tmp_p
     assert city_and_kept(db, 1) == ("New", None)
 
 
+def test_apply_started_with_hard_deletes_is_fenced_when_migrate_makes_them_soft(
+    db: str, tmp_path: Path
+) -> None:
+    """A change of the delete modes is a change of the mapping: a writer still deleting rows
+    hard stops before its REMOVE deletes a row the table now keeps, and names the change."""
+    old = env_for(db, mappings_dir(tmp_path / "old", city=False))
+    soft = {**shipped(), "deletes": "soft"}
+    (tmp_path / "soft").mkdir()
+    (tmp_path / "soft" / "customers.json").write_text(json.dumps(soft))
+    new = env_for(db, tmp_path / "soft")
+    assert ddbcdc("migrate", env=old).returncode == 0
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "ddbcdc.cli", "apply", "-", "--batch-size", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=old,
+        cwd=ROOT,
+    )
+    assert writer.stdin is not None
+    remove = orjson.dumps(
+        {
+            "eventID": "remove-1",
+            "eventName": "REMOVE",
+            "tableName": "customers",
+            "eventSource": "aws:dynamodb",
+            "dynamodb": {
+                "ApproximateCreationDateTime": US + 1,
+                "Keys": marshal({"userid": 1}),
+                "OldImage": marshal({"userid": 1, "first_name": "Ada"}),
+            },
+        }
+    )
+    try:
+        writer.stdin.write(change("INSERT", 1, US, first_name="Ada") + b"\n")
+        writer.stdin.flush()
+        wait_for(lambda: row(db, 1) is not None, "the INSERT")
+        migrated = ddbcdc("migrate", env=new)
+        assert migrated.returncode == 0, migrated.stderr
+        _, err = writer.communicate(remove + b"\n", timeout=60)
+    finally:
+        writer.kill()
+        writer.wait()
+    message = err.decode()
+    assert writer.returncode == 2, message
+    assert "deletes 'hard' -> 'soft'" in message and "Traceback" not in message
+    still = row(db, 1)
+    assert still is not None and dict(still)["_ddbcdc_deleted_at"] is None  # not deleted
+
+    again = ddbcdc("apply", "-", env=new, data=remove + b"\n")
+    assert again.returncode == 0, again.stderr
+    kept = dict(row(db, 1) or ())
+    assert kept["first_name"] == "Ada" and kept["_ddbcdc_deleted_at"] is not None
+
+
 class Processor:
     """``workers/record_processor.py`` as the KCL daemon runs it, driven line by line."""
 

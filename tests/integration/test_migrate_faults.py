@@ -158,8 +158,9 @@ def test_a_lock_timeout_is_retried_then_reported_and_the_rerun_goes_on(
     lines = [line for line in stopped.stderr.splitlines() if not line.startswith("  backfill")]
     assert stopped.returncode == 2, stopped.stderr
     assert lines == [
-        "ddbcdc migrate: backfill of customers stopped: transaction still collides with "
-        "others after 8 attempts (SQLSTATE 55P03 LockNotAvailable)"
+        "ddbcdc migrate: backfill of customers stopped: PostgreSQL lock_timeout in each of "
+        "8 attempts: SQLSTATE 55P03 LockNotAvailable; a lock was not granted within "
+        "lock_timeout"
     ]
     assert pending(engine) == []  # a lock timeout is no dead letter
     assert cities(engine) == {n: f"c{n}" if n <= 3 else None for n in range(1, 8)}

@@ -48,6 +48,7 @@ EXPECTED = {
     "alembic_version",
     "ddbcdc_dead_letters",
     "ddbcdc_shard_progress",
+    "ddbcdc_shard_failures",
     "ddbcdc_prune_state",
     "ddbcdc_prune_holds",
     "ddbcdc_mapping_versions",
@@ -143,4 +144,45 @@ def test_0003_turns_tombstones_and_live_rows_into_versions(db: str) -> None:
             sa.text("SELECT userid FROM ddbcdc_tombstones__customers ORDER BY userid")
         ).scalars()
         assert list(back) == [2, 4]
+    engine.dispose()
+
+
+def _columns(engine: sa.Engine, table: str) -> set[str]:
+    with engine.connect() as conn:
+        return {c["name"] for c in sa.inspect(conn).get_columns(table)}
+
+
+def _has_fence(engine: sa.Engine) -> bool:
+    query = sa.text("SELECT count(*) FROM pg_proc WHERE proname = 'ddbcdc_fence'")
+    with engine.connect() as conn:
+        return bool(conn.execute(query).scalar())
+
+
+def test_0008_gives_every_change_log_the_removal_cause_after_the_fence(db: str) -> None:
+    """Revision 0008 follows the fence revision: every change log (the shipped one and one
+    ``ddbcdc migrate`` made) gains ``_ddbcdc_removed_by``, rows logged before it NULL; going
+    down to the fence revision drops only the column, and below it the fence goes."""
+    engine = sa.create_engine(db)
+    migration.upgrade(engine, SHIPPED, revision="0007_mapping_fence")
+    assert _has_fence(engine)
+    assert "_ddbcdc_removed_by" not in _columns(engine, "ddbcdc_changes__customers")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE ddbcdc_changes__orders (event_id text PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO ddbcdc_changes__orders VALUES ('logged-before')"))
+    migration.upgrade(engine, SHIPPED, revision="0008_removal_cause")
+    for log in ("ddbcdc_changes__customers", "ddbcdc_changes__orders"):
+        assert "_ddbcdc_removed_by" in _columns(engine, log)
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT _ddbcdc_removed_by FROM ddbcdc_changes__orders"))
+        assert before.all() == [(None,)]
+        context = MigrationContext.configure(conn)
+        assert context.get_current_revision() == "0008_removal_cause"
+    migration.downgrade(engine, revision="0007_mapping_fence")
+    for log in ("ddbcdc_changes__customers", "ddbcdc_changes__orders"):
+        assert "_ddbcdc_removed_by" not in _columns(engine, log)
+    assert _has_fence(engine)
+    migration.downgrade(engine, revision="0006_freshness")
+    assert not _has_fence(engine)
+    migration.upgrade(engine, SHIPPED)
+    assert "_ddbcdc_removed_by" in _columns(engine, "ddbcdc_changes__customers")
     engine.dispose()

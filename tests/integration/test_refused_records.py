@@ -270,3 +270,35 @@ def test_a_number_with_thousands_of_leading_zeros_applies(
     code, summary, _ = apply(env, [json.dumps(doc).encode()], tmp_path)
     assert (code, summary["upserted"]) == (0, 1)
     assert sql(env, "SELECT phone FROM customers") == [("12345678901234567890",)]
+
+
+@pytest.mark.parametrize("percent", [2, 20])
+def test_isolating_a_batch_takes_a_few_statements_whatever_is_refused(
+    env: dict[str, str], percent: int
+) -> None:
+    """A batch of 2,000 changes with 2% or 20% of them refused by a constraint: a few
+    statements, not some per refused key (each on a stage that grows with every attempt)."""
+    from ddbcdc.pipeline import Pipeline, SourceRecord
+    from ddbcdc.schema.mapping import load_mappings
+
+    engine = sa.create_engine(env["DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE customers ADD CONSTRAINT no_bad CHECK (phone <> '0')"))
+    pipeline = Pipeline(engine=engine, mappings=load_mappings(Path(env["DDBCDC_MAPPINGS_DIR"])))
+    every = 100 // percent
+    records = [
+        SourceRecord(
+            record("INSERT", {"userid": k}, US + k, image={"phone": k % every}, eid=f"i{k}"),
+            SHARD,
+            str(k),
+        )
+        for k in range(1, 2001)
+    ]
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    result = pipeline.process(records)
+    pipeline.close()
+    assert (result.upserted, result.dead_lettered) == (2000 - 2000 // every, 2000 // every)
+    assert sum(s.startswith("SAVEPOINT") for s in statements) <= 4
+    assert len(statements) <= 40, len(statements)
+    assert sql(env, "SELECT count(*) FROM customers") == [(2000 - 2000 // every,)]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 from pathlib import Path
 
 import orjson
 import pytest
 
-from ddbcdc.backfill.export import ExportError, parse_manifest
+from ddbcdc.backfill.export import ExportError, gzip_lines, parse_manifest
 from ddbcdc.backfill.importer import line_record
 from ddbcdc.backfill.records import (
     RecordMaker,
@@ -127,6 +130,19 @@ def test_export_lines_become_records_and_bad_lines_pass_through_as_they_are() ->
     for bad in (b"not json", b'{"Items": {}}', b'{"Metadata": {}}'):
         source = line_record(bad, maker=MAKER, version_us=None, event_id="e", where="f:9")
         assert source.data == bad and source.partition_key == "f:9"
+
+
+def test_gzip_lines_stream_every_member_across_chunks_and_refuse_a_truncated_file() -> None:
+    pad = [hashlib.md5(str(n).encode()).hexdigest().encode() for n in range(30_000)]
+    lines = [b'{"Item":{"userid":{"N":"%d"},"pad":{"S":"%s"}}}' % (n, p) for n, p in enumerate(pad)]
+    text = b"\n".join(lines[:20_000]) + b"\n\n  \n"
+    packed = gzip.compress(text) + gzip.compress(b"\n".join(lines[20_000:]))  # two members
+    assert len(packed) > 3 * (1 << 16)  # lines cross the chunks inflated at a time
+    assert list(gzip_lines(io.BytesIO(packed))) == lines
+    with pytest.raises(ExportError, match="not a complete gzip file"):
+        list(gzip_lines(io.BytesIO(packed[: len(packed) // 2])))
+    with pytest.raises(ExportError, match="not a complete gzip file"):
+        list(gzip_lines(io.BytesIO(b"plain text, not gzip")))
 
 
 def test_the_read_cap_sleeps_off_what_pages_cost() -> None:

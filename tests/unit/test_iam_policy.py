@@ -196,3 +196,41 @@ def test_the_command_prints_a_policy_document(
         "SnapshotRead",
     }
     assert "account 123456789012" in err and "no --export-bucket" in err
+
+
+DDB_STREAM_ARN = f"arn:aws:dynamodb:eu-west-1:{ACCOUNT}:table/orders/stream/2025-11-24T16:00:00.000"
+
+
+def test_a_dynamodb_streams_worker_reads_every_stream_of_its_table_and_nothing_of_kinesis() -> None:
+    found = by_sid(statements(target(stream="", source="dynamodb-streams"), "worker"))
+    assert found["DynamoDBStreamRead"]["Action"] == [
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+    ]
+    assert resources(found["DynamoDBStreamRead"]) == [
+        f"arn:aws:dynamodb:eu-west-1:{ACCOUNT}:table/orders/stream/*"
+    ]
+    assert found["DynamoDBStreamOfTable"]["Action"] == ["dynamodb:DescribeTable"]
+    assert resources(found["DynamoDBStreamOfTable"]) == [
+        f"arn:aws:dynamodb:eu-west-1:{ACCOUNT}:table/orders"
+    ]
+    assert "KclLeaseTable" in found
+    actions = [a for s in found.values() for a in s["Action"]]
+    assert not [a for a in actions if a.startswith("kinesis:")]
+    setup = by_sid(statements(target(stream="", source="dynamodb-streams"), "setup"))
+    assert list(setup) == ["SetupTableAndStream"]
+    assert "dynamodb:UpdateTable" in setup["SetupTableAndStream"]["Action"]
+    assert "dynamodb:UpdateTimeToLive" in setup["SetupTableAndStream"]["Action"]  # --ttl-attribute
+
+
+def test_the_command_scopes_a_dynamodb_stream_from_its_arn_or_the_table() -> None:
+    from_arn = Settings(source="dynamodb-streams", stream_arn=DDB_STREAM_ARN)
+    found = iam_policy.target_from(args(), from_arn)
+    assert (found.region, found.account, found.table) == ("eu-west-1", ACCOUNT, "orders")
+    assert found.source == "dynamodb-streams" and found.retrieval_mode == "POLLING"
+    by_table = Settings(source="dynamodb-streams", source_table="items", aws_region="ap-south-1")
+    found = iam_policy.target_from(args("--account", ACCOUNT), by_table)
+    assert found.table_streams_arn == f"arn:aws:dynamodb:ap-south-1:{ACCOUNT}:table/items/stream/*"
+    with pytest.raises(ConfigurationError, match="pass --account"):
+        iam_policy.target_from(args(), by_table)

@@ -67,6 +67,11 @@ def test_parse_mix_rejects_with_a_clear_message(text: str, message: str) -> None
         {"batch_size": 26},
         {"batch_size": 0},
         {"mix": {"insert": 0}},
+        {"ttl_attribute": "expires_at"},
+        {"ttl_seconds": 60},
+        {"ttl_attribute": "userid", "ttl_seconds": 60},
+        {"ttl_attribute": "phone", "ttl_seconds": 60},
+        {"ttl_attribute": "expires_at", "ttl_seconds": -1},
     ],
 )
 def test_load_options_are_validated(kwargs: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ddbcdc.worker.lineage import LineageWatch
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
 
@@ -105,8 +106,13 @@ def exported(tmp_path: Path) -> Iterator[dict[str, str]]:
     lease = {"leaseKey": {"S": SHARD}, "leaseOwner": {"S": "w"}, "checkpoint": {"S": "100"}}
     watcher = LeaseWatcher(lambda: [lease], "w")
     monitor = StallMonitor(watcher, lambda: processor_calls(tmp_path), stall_after_s=60)
+    lineage = LineageWatch(list)  # a DynamoDB Streams worker's
     server = MetricsServer(
-        multiproc_dir=tmp_path, host="127.0.0.1", port=0, problems=list, collectors=[monitor]
+        multiproc_dir=tmp_path,
+        host="127.0.0.1",
+        port=0,
+        problems=list,
+        collectors=[monitor, lineage],
     )
     try:
         assert processor.stdout is not None
@@ -188,6 +194,7 @@ def test_the_alert_rules_cover_what_an_operator_must_hear_about() -> None:
         "DdbcdcFreshnessP99High": "ddbcdc_worker_arrival_to_commit_seconds_bucket",
         "DdbcdcDeadLettersRising": "ddbcdc_worker_dead_letter_reasons_total",
         "DdbcdcDatabaseUnavailable": 'ddbcdc_worker_apply_retries_total{reason="database"}',
+        "DdbcdcShardLineageDisorder": "ddbcdc_worker_lineage_disorder",
     }
     for name, metric in wanted.items():
         assert metric in rules[name]["expr"], name

@@ -65,7 +65,8 @@ def _error(state: str) -> psycopg.Error:
     [
         ("40001", "conflict"),
         ("40P01", "conflict"),
-        ("55P03", "conflict"),
+        ("55P03", "timeout"),
+        ("57014", "timeout"),
         ("21000", "poison"),
         ("22021", "poison"),
         ("22P05", "poison"),

@@ -5,14 +5,19 @@ Roles:
 - ``worker`` (``ddbcdc worker``, on every host): reads the Kinesis stream (POLLING:
   ListShards, GetShardIterator, GetRecords; FANOUT: ListShards and SubscribeToShard through
   the registered consumer, which the KCL registers and describes unless a consumer ARN is
-  given), and owns the KCL 3.x metadata tables ``<app>`` (leases, with its
-  ``leaseOwner`` index), ``<app>-WorkerMetricStats`` and ``<app>-CoordinatorState``. Plus
-  ``cloudwatch:PutMetricData`` when the KCL's own metrics are on (``DDBCDC_KCL_METRICS_LEVEL``;
-  PutMetricData has no resource-level permissions, hence ``*``).
+  given), or with DynamoDB Streams the table's stream (DescribeStream, GetShardIterator,
+  GetRecords on ``table/NAME/stream/*``: a re-enabled stream gets a new label; DescribeTable
+  on the table, which names its latest stream), and owns the KCL 3.x metadata tables ``<app>``
+  (leases, with its ``leaseOwner`` index), ``<app>-WorkerMetricStats`` and
+  ``<app>-CoordinatorState``. Plus ``cloudwatch:PutMetricData`` when the KCL's own metrics are
+  on (``DDBCDC_KCL_METRICS_LEVEL``; PutMetricData has no resource-level permissions, hence
+  ``*``).
 - ``setup`` (``ddbcdc setup`` and ``teardown``): creates and deletes the stream and the table,
-  and enables the table's Kinesis streaming destination (which needs the caller to be
-  allowed to describe and write the stream, and once per account to create DynamoDB's
-  service-linked replication role).
+  enables the table's Time to Live (``--ttl-attribute``) and its Kinesis streaming
+  destination (which needs the caller to be allowed to describe and write the stream, and
+  once per account to create DynamoDB's service-linked replication role); with DynamoDB
+  Streams, creates and deletes the table and enables its stream (UpdateTable), nothing of
+  Kinesis.
 - ``snapshot`` (reading the source table for a backfill): DescribeTable, Scan and GetItem;
   with an export bucket, also ExportTableToPointInTime/DescribeExport and S3 to write the
   export and read it back.
@@ -54,6 +59,8 @@ class PolicyTarget:
         kcl_metrics: whether the KCL publishes its metrics to CloudWatch.
         export_bucket: the S3 bucket of table exports (snapshot role), if any.
         export_prefix: the key prefix of the exports in that bucket.
+        source: ``kinesis``, or ``dynamodb-streams`` (the table's own stream; ``stream``
+            is then unused).
     """
 
     region: str
@@ -67,11 +74,13 @@ class PolicyTarget:
     kcl_metrics: bool = False
     export_bucket: str | None = None
     export_prefix: str = ""
+    source: Literal["kinesis", "dynamodb-streams"] = "kinesis"
 
     def __post_init__(self) -> None:
         if not _ACCOUNT.match(self.account):
             raise ConfigurationError(f"account {self.account!r} must be a 12-digit AWS account id")
-        for name in ("region", "stream", "table", "application"):
+        named = ("region", "table", "application")
+        for name in (*named, "stream") if self.source == "kinesis" else named:
             value = getattr(self, name)
             if not value or any(c in value for c in '*?:" '):
                 raise ConfigurationError(f"{name} {value!r} cannot be part of an ARN")
@@ -98,6 +107,11 @@ class PolicyTarget:
     def table_arn(self, name: str) -> str:
         """A DynamoDB table's ARN."""
         return self.arn("dynamodb", f"table/{name}")
+
+    @property
+    def table_streams_arn(self) -> str:
+        """Every DynamoDB stream of the source table, whatever its label."""
+        return f"{self.table_arn(self.table)}/stream/*"
 
 
 def _statement(sid: str, actions: Sequence[str], resources: Sequence[str]) -> dict[str, Any]:
@@ -143,11 +157,22 @@ _KCL_TABLE_ACTIONS = (
 )
 
 
+def _worker_dynamodb_stream(target: PolicyTarget) -> list[dict[str, Any]]:
+    read = ["dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"]
+    return [
+        _statement("DynamoDBStreamRead", read, [target.table_streams_arn]),
+        _statement(
+            "DynamoDBStreamOfTable", ["dynamodb:DescribeTable"], [target.table_arn(target.table)]
+        ),
+    ]
+
+
 def _worker(target: PolicyTarget) -> list[dict[str, Any]]:
     app = target.application
     lease = target.table_arn(app)
+    source = _worker_kinesis if target.source == "kinesis" else _worker_dynamodb_stream
     found = [
-        *_worker_kinesis(target),
+        *source(target),
         # UpdateTable adds the leaseOwner index to a lease table created without it.
         _statement("KclLeaseTable", [*_KCL_TABLE_ACTIONS, "dynamodb:UpdateTable"], [lease]),
         _statement("KclLeaseOwnerIndex", ["dynamodb:Query"], [f"{lease}/index/*"]),
@@ -167,6 +192,16 @@ def _worker(target: PolicyTarget) -> list[dict[str, Any]]:
 
 def _setup(target: PolicyTarget) -> list[dict[str, Any]]:
     table = target.table_arn(target.table)
+    if target.source == "dynamodb-streams":
+        actions = [
+            "dynamodb:CreateTable",
+            "dynamodb:DeleteTable",
+            "dynamodb:DescribeTable",
+            "dynamodb:UpdateTable",
+            "dynamodb:DescribeTimeToLive",
+            "dynamodb:UpdateTimeToLive",
+        ]
+        return [_statement("SetupTableAndStream", actions, [table])]
     stream_actions = [
         "kinesis:CreateStream",
         "kinesis:DeleteStream",
@@ -182,6 +217,8 @@ def _setup(target: PolicyTarget) -> list[dict[str, Any]]:
         "dynamodb:DisableKinesisStreamingDestination",
         "dynamodb:EnableKinesisStreamingDestination",
         "dynamodb:UpdateKinesisStreamingDestination",
+        "dynamodb:DescribeTimeToLive",
+        "dynamodb:UpdateTimeToLive",
     ]
     return [
         _statement("SetupStream", stream_actions, [target.stream_arn]),

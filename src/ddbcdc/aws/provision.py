@@ -6,6 +6,10 @@ what is missing, and reports each step as a :class:`~ddbcdc.aws.resources.Step` 
 it was. The stream and the table are :mod:`ddbcdc.aws.resources`; how the table's changes
 reach the stream (the managed destination against AWS, a tagged DynamoDB Stream for the local
 bridge) is :mod:`ddbcdc.aws.wiring`.
+
+With ``source="dynamodb-streams"`` there is no Kinesis stream: the table's own DynamoDB stream
+is enabled (NEW_AND_OLD_IMAGES). A stream of another view type is replaced on the local stack
+only; against AWS that would cut off its other readers, so it is refused.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class SetupResult:
     stream_arn: str
     table_name: str
     table_arn: str
-    mode: Literal["local", "managed"]
+    mode: Literal["local", "managed", "dynamodb-streams"]
     steps: tuple[Step, ...]
 
 
@@ -76,8 +80,20 @@ def set_up(
     """
     resources = Resources(dynamodb, kinesis, options, on_step, sleep)
     wiring = Wiring(resources)
+    if options.source == "dynamodb-streams":
+        table = wiring.ensure_dynamodb_stream(resources.ensure_table())
+        resources.ensure_ttl()
+        return SetupResult(
+            stream_name="",
+            stream_arn=str(table["LatestStreamArn"]),
+            table_name=options.table,
+            table_arn=str(table["TableArn"]),
+            mode="dynamodb-streams",
+            steps=tuple(resources.steps),
+        )
     stream_arn = resources.ensure_stream()
     table = resources.ensure_table()
+    resources.ensure_ttl()
     if options.local:
         table = wiring.ensure_dynamodb_stream(table)
         wiring.ensure_tag(table["TableArn"], stream_arn)
@@ -108,5 +124,6 @@ def tear_down(
     """
     resources = Resources(dynamodb, kinesis, options, on_step, sleep)
     resources.remove_table(Wiring(resources).unwire)
-    resources.remove_stream()
+    if options.source == "kinesis":
+        resources.remove_stream()
     return tuple(resources.steps)

@@ -40,7 +40,7 @@ Action = Literal["created", "existed", "enabled", "updated", "removed", "missing
 class Step:
     """One thing set up or torn down, and what happened to it."""
 
-    resource: str  # "stream", "table", "destination", "dynamodb-stream", "tag"
+    resource: str  # "stream", "table", "ttl", "destination", "dynamodb-stream", "tag"
     name: str
     action: Action
     detail: str = ""
@@ -60,6 +60,8 @@ class ProvisionOptions:
         shards: shard count when the stream is created.
         local: wire the local bridge (stream + tag) instead of the managed destination.
         timeout: seconds to wait for any resource to become ACTIVE or go away.
+        source: ``kinesis``, or ``dynamodb-streams`` (the table's own stream, no Kinesis).
+        ttl_attribute: enable the table's Time to Live on this attribute (None: leave it).
     """
 
     table: str = "customers"
@@ -67,6 +69,8 @@ class ProvisionOptions:
     shards: int = 2
     local: bool = False
     timeout: float = 300.0
+    source: Literal["kinesis", "dynamodb-streams"] = "kinesis"
+    ttl_attribute: str | None = None
 
     def __post_init__(self) -> None:
         if self.shards < 1:
@@ -201,6 +205,32 @@ class Resources:
                 detail += f"; expected {KEY_ATTRIBUTE}: the loader will not fit this table"
             self.report("table", name, "existed", detail)
         return self.wait_table()
+
+    def ensure_ttl(self) -> None:
+        """Enable the table's Time to Live on ``options.ttl_attribute`` unless it is.
+
+        Raises:
+            ConfigurationError: TTL is on another attribute (DynamoDB changes it only after
+                disabling it, which takes up to an hour).
+        """
+        name, attribute = self.options.table, self.options.ttl_attribute
+        if attribute is None:
+            return
+        found = self.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        status, current = found.get("TimeToLiveStatus"), found.get("AttributeName")
+        if status in ("ENABLED", "ENABLING") and current == attribute:
+            self.report("ttl", name, "existed", f"attribute {attribute}")
+            return
+        if status in ("ENABLED", "ENABLING"):
+            raise ConfigurationError(
+                f"table {name} has Time to Live on attribute {current!r}, not {attribute!r}: "
+                "disable it first (DynamoDB then takes up to an hour before it can be enabled)"
+            )
+        self.dynamodb.update_time_to_live(
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute},
+        )
+        self.report("ttl", name, "enabled", f"attribute {attribute}")
 
     def remove_table(self, unwire: Callable[[dict[str, Any]], None]) -> None:
         """Remove the table, ``unwire`` first (it gets the table's description)."""

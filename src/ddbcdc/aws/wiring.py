@@ -108,6 +108,12 @@ class Wiring:
         if spec.get("StreamEnabled") and spec.get("StreamViewType") == "NEW_AND_OLD_IMAGES":
             self.report("dynamodb-stream", name, "existed", "NEW_AND_OLD_IMAGES")
             return table
+        if spec.get("StreamEnabled") and not self.options.local:
+            raise ConfigurationError(
+                f"table {name} streams {spec.get('StreamViewType')}; ddbcdc needs "
+                "NEW_AND_OLD_IMAGES, and changing it replaces the stream (its other readers "
+                "lose their place): change it yourself if that is acceptable"
+            )
         if spec.get("StreamEnabled"):  # the view type can only change by re-enabling
             self.dynamodb.update_table(TableName=name, StreamSpecification={"StreamEnabled": False})
             self.resources.wait_table()
@@ -144,6 +150,8 @@ class Wiring:
     # -- teardown ---------------------------------------------------------------------------
 
     def unwire(self, table: dict[str, Any]) -> None:
+        if self.options.source == "dynamodb-streams":
+            return  # the table's own stream goes with the table
         if self.options.local:
             arn = table["TableArn"]
             if LOCAL_DESTINATION_TAG in self.tags(arn):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gzip
 import hashlib
 import tempfile
 import zlib
@@ -48,6 +47,9 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+#: Compressed bytes inflated at a time: their text (~10x as much) and its lines are what a
+#: data file holds in memory at once.
+_GZIP_CHUNK = 1 << 16
 
 
 class ExportError(ConfigurationError):
@@ -343,10 +345,38 @@ def read_manifest(location: ExportLocation, *, export_time_us: int | None = None
     return manifest
 
 
+def _inflated(raw: IO[bytes]) -> Iterator[bytes]:
+    """The decompressed bytes of a gzipped file (of one member or several), chunk by chunk.
+
+    Raises:
+        ExportError: not a complete gzip file (checked files are: see :meth:`checked`).
+    """
+    inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    for chunk in iter(lambda: raw.read(_GZIP_CHUNK), b""):
+        while chunk:
+            try:
+                text = inflate.decompress(chunk)
+            except zlib.error as exc:
+                raise ExportError(f"not a complete gzip file ({exc})") from exc
+            if text:
+                yield text
+            chunk = inflate.unused_data
+            if chunk and inflate.eof:  # the next gzip member
+                inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    if not inflate.eof:
+        raise ExportError("not a complete gzip file (truncated)")
+
+
 def gzip_lines(raw: IO[bytes]) -> Iterator[bytes]:
-    """The non-empty lines of a gzipped file, streamed."""
-    with gzip.GzipFile(fileobj=raw, mode="rb") as lines:
+    """The non-empty lines of a gzipped file, stripped, streamed a chunk at a time."""
+    rest = b""
+    for text in _inflated(raw):
+        lines = (rest + text).split(b"\n") if rest else text.split(b"\n")
+        rest = lines.pop()
         for line in lines:
             line = line.strip()
             if line:
                 yield line
+    rest = rest.strip()
+    if rest:
+        yield rest

@@ -17,9 +17,11 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from ddbcdc.cleanse import CleanChange
 from ddbcdc.db import create_engine
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.pipeline import BatchResult, Pipeline, PreparedBatch, SourceRecord
+from ddbcdc.runtime import short_switch_interval
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.settings import Settings
 
@@ -28,10 +30,15 @@ __all__ = ["Batch", "backfill_pipeline", "feed", "mapping_for", "margin_us", "ro
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Records to apply in one transaction, and what else to commit with them."""
+    """Records to apply in one transaction, and what else to commit with them.
 
-    records: list[SourceRecord]
+    ``cleansed``: per record, its change when made straight from its item
+    (:mod:`ddbcdc.backfill.direct`), else None (see :meth:`Pipeline.prepare`).
+    """
+
+    records: Sequence[SourceRecord]
     also: Callable[[sa.Connection], None] | None = None
+    cleansed: Sequence[CleanChange | None] | None = None
 
 
 def mapping_for(settings: Settings, source_table: str) -> TableMapping:
@@ -98,9 +105,14 @@ def feed(
 
     def prepare() -> tuple[Batch, PreparedBatch] | None:
         batch = next(batches, None)
-        return None if batch is None else (batch, pipeline.prepare(batch.records))
+        if batch is None:
+            return None
+        return batch, pipeline.prepare(batch.records, cleansed=batch.cleansed)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-backfill") as pool:
+    with (
+        short_switch_interval(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-backfill") as pool,
+    ):
         pending = pool.submit(prepare)
         while True:
             ready = pending.result()

@@ -35,16 +35,25 @@ from typing import Any
 import orjson
 
 from ddbcdc.backfill import state
+from ddbcdc.backfill.direct import DeferredRecords, DirectInserts
 from ddbcdc.backfill.export import DataFile, ExportError, ExportLocation, Manifest, gzip_lines
 from ddbcdc.backfill.feed import Batch, feed
 from ddbcdc.backfill.records import RecordMaker, format_us
+from ddbcdc.cleanse import CleanChange
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.settings import read_version_us
 
-__all__ = ["DEFAULT_BATCH_SIZE", "ImportResult", "export_run", "import_export", "line_record"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "ImportResult",
+    "export_run",
+    "import_export",
+    "line_change",
+    "line_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -145,47 +154,85 @@ def line_record(
         written = _number(doc["Metadata"]["WriteTimestampMicros"])
         image = doc.get("NewImage")
         if image is None:
-            return maker.remove(doc["Keys"], version_us=written, event_id=event_id, where=where)
+            return maker.remove(
+                doc["Keys"],
+                version_us=written,
+                event_id=event_id,
+                where=where,
+                old_image=doc.get("OldImage"),
+            )
         return maker.put(image, version_us=written, event_id=event_id, where=where)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return SourceRecord(line, partition_key=where)
 
 
-def _batches(
-    run: state.Run,
-    segment: state.Segment,
-    raw: Any,
-    *,
-    maker: RecordMaker,
-    version_us: int | None,
-    batch_size: int,
-) -> Iterator[Batch]:
-    skip = int((segment.position or {}).get("line", 0))
-    export_id = run.id.removeprefix("export:")
-    lines = islice(enumerate(gzip_lines(raw)), skip, None)
-    while True:
-        chunk = list(islice(lines, batch_size))
-        if not chunk:
-            return
-        records = [
-            line_record(
-                text,
-                maker=maker,
-                version_us=version_us,
-                event_id=f"export:{export_id}:{segment.segment}:{number}",
-                where=f"{segment.name}:{number + 1}",
-            )
-            for number, text in chunk
+def line_change(
+    line: bytes, *, direct: DirectInserts, version_us: int, event_id: str
+) -> CleanChange | None:
+    """A full export's line as its change (``{"Item": ...}`` made straight from the item),
+    or None: :func:`line_record` then makes its record, which decides."""
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict:
+        return None
+    return direct.change(doc.get("Item"), version_us=version_us, event_id=event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Lines:
+    """A batch's lines of one data file, from line number ``first`` (0-based)."""
+
+    job: _Import
+    segment: state.Segment
+    lines: list[bytes]
+    first: int
+
+    @property
+    def prefix(self) -> str:
+        """The event ids' common part: ``export:<export id>:<file>:``, the line number next."""
+        return f"{self.job.run.id}:{self.segment.segment}:"
+
+    def record(self, index: int) -> SourceRecord:
+        """The record of line ``index`` of the batch (the reference way, and dead letters)."""
+        number = self.first + index
+        return line_record(
+            self.lines[index],
+            maker=self.job.maker,
+            version_us=self.job.version_us,
+            event_id=f"{self.prefix}{number}",
+            where=f"{self.segment.name}:{number + 1}",
+        )
+
+    def changes(self) -> list[CleanChange | None] | None:
+        """The lines' changes made straight from their items (a full export's; None for an
+        incremental export's, whose lines go the reference way)."""
+        version_us = self.job.version_us
+        if version_us is None:
+            return None
+        change, direct, prefix = line_change, self.job.direct, self.prefix
+        return [
+            change(line, direct=direct, version_us=version_us, event_id=f"{prefix}{number}")
+            for number, line in enumerate(self.lines, self.first)
         ]
+
+
+def _batches(job: _Import, segment: state.Segment, raw: Any) -> Iterator[Batch]:
+    first = int((segment.position or {}).get("line", 0))
+    lines = islice(gzip_lines(raw), first, None)
+    while chunk := list(islice(lines, job.batch_size)):
+        batch = _Lines(job, segment, chunk, first)
+        first += len(chunk)
         also = functools.partial(
             state.advance,
-            run_id=run.id,
+            run_id=job.run.id,
             segment=segment.segment,
-            position={"line": chunk[-1][0] + 1},
-            items=len(records),
+            position={"line": first},
+            items=len(chunk),
             done=False,
         )
-        yield Batch(records, also)
+        yield Batch(DeferredRecords(len(chunk), batch.record), also, batch.changes())
 
 
 class _Progress:
@@ -211,6 +258,7 @@ class _Import:
     location: ExportLocation
     pipeline: Pipeline
     maker: RecordMaker
+    direct: DirectInserts
     version_us: int | None
     batch_size: int
     progress: _Progress
@@ -221,10 +269,7 @@ def _import_file(job: _Import, segment: state.Segment) -> BatchResult:
     run = job.run
     entry = run.detail["files"][segment.segment]
     with job.location.checked(DataFile(*entry)) as raw:
-        batches = _batches(
-            run, segment, raw, maker=job.maker, version_us=job.version_us, batch_size=job.batch_size
-        )
-        counts = feed(job.pipeline, batches, on_batch=job.progress.batch)
+        counts = feed(job.pipeline, _batches(job, segment, raw), on_batch=job.progress.batch)
     state.mark_done(job.pipeline.engine, run.id, segment.segment)
     log.info("export %s: %s applied", run.id, segment.name)
     return counts
@@ -251,11 +296,13 @@ def import_export(
             stops the import at once (the batches committed stay, the run resumable).
     """
     segments = state.load_segments(pipeline.engine, run.id)
+    mapping, key = pipeline.mappings[0], run.detail["key"]
     job = _Import(
         run=run,
         location=location,
         pipeline=pipeline,
-        maker=RecordMaker(pipeline.mappings[0], run.detail["key"]),
+        maker=RecordMaker(mapping, key),
+        direct=DirectInserts(pipeline, mapping, key),
         version_us=None if run.kind == "incremental_export" else run.min_version_us,
         batch_size=batch_size,
         progress=_Progress(progress, sum(s.items for s in segments)),

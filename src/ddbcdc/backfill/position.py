@@ -9,7 +9,8 @@ of the stream, the worker has passed ``t`` when
 - the stream has nothing after the shard's last applied record that was made before that:
   one GetRecords after the applied sequence number (TRIM_HORIZON without a progress row)
   finds no record, or a first unapplied record made after ``t`` plus the margin. An idle
-  shard's progress does not move, so this asks Kinesis.
+  shard's progress does not move, so this asks the stream (Kinesis or DynamoDB Streams:
+  :mod:`ddbcdc.aws.streams`).
 
 Without a stream in the settings and without any shard progress the copy is not fed by a
 stream (a static copy): nothing is on its way.
@@ -20,20 +21,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 
+from ddbcdc.aws.streams import Stream
 from ddbcdc.backfill.records import now_us
-from ddbcdc.decode.record import TimestampUnit, decode_record
-from ddbcdc.errors import PoisonRecordError
+from ddbcdc.decode.record import TimestampUnit
 from ddbcdc.schema.tables import shard_progress
 
 __all__ = ["WorkerWatch"]
 
 log = logging.getLogger(__name__)
-
-_PROBE_CALLS = 10
 
 
 class WorkerWatch:
@@ -41,8 +39,8 @@ class WorkerWatch:
 
     Args:
         engine: PostgreSQL (shard progress).
-        kinesis: a Kinesis client, or None when no stream is configured.
-        stream: ``StreamName=`` / ``StreamARN=`` keyword, or None.
+        stream: the stream the worker reads (:func:`ddbcdc.aws.streams.open_stream`), or
+            None when none is configured.
         application: the KCL application name (shard progress rows).
         margin_us: the clock-skew margin.
         timestamp_unit: how the stream's records carry ApproximateCreationDateTime.
@@ -52,15 +50,13 @@ class WorkerWatch:
         self,
         *,
         engine: sa.Engine,
-        kinesis: Any | None,
-        stream: dict[str, str] | None,
+        stream: Stream | None,
         application: str,
         margin_us: int,
         timestamp_unit: TimestampUnit = "auto",
         clock: Callable[[], int] = now_us,
     ) -> None:
         self.engine = engine
-        self.kinesis = kinesis
         self.stream = stream
         self.application = application
         self.margin_us = margin_us
@@ -76,61 +72,23 @@ class WorkerWatch:
             r.shard_id: (r.sequence_number, r.max_version_us, r.ended_at is not None) for r in rows
         }
 
-    def _shards(self) -> list[str]:
-        assert self.kinesis is not None and self.stream is not None
-        shards: list[str] = []
-        request: dict[str, Any] = dict(self.stream)
-        while True:
-            response = self.kinesis.list_shards(**request)
-            shards += [s["ShardId"] for s in response.get("Shards", [])]
-            token = response.get("NextToken")
-            if not token:
-                return shards
-            request = {"NextToken": token}
-
     def passed(self, t_us: int) -> bool:
         """Whether every change made at or before ``t_us`` has been applied."""
         limit = t_us + self.margin_us
         progress = self._progress()
-        if self.kinesis is None or self.stream is None:
+        if self.stream is None:
             active = [newest for _, newest, ended in progress.values() if not ended]
             return all(newest is not None and newest > limit for newest in active)
         if self._clock() < limit + self.margin_us:
             return False  # a change made before t may not have reached the stream yet
-        for shard in self._shards():
-            sequence, newest, ended = progress.get(shard, (None, None, False))
+        for shard in self.stream.shards():
+            sequence, newest, ended = progress.get(shard.shard_id, (None, None, False))
             if ended or (newest is not None and newest > limit):
                 continue
-            if not self._drained(shard, sequence, limit):
+            made = self.stream.next_change_us(shard.shard_id, sequence, unit=self.unit)
+            if made is False or (made is not None and made <= limit):
                 return False
         return True
-
-    def _drained(self, shard: str, sequence: str | None, limit: int) -> bool:
-        """No record after ``sequence`` in ``shard`` made at or before ``limit``."""
-        assert self.kinesis is not None and self.stream is not None
-        position: dict[str, Any] = (
-            {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": sequence}
-            if sequence
-            else {"ShardIteratorType": "TRIM_HORIZON"}
-        )
-        iterator = self.kinesis.get_shard_iterator(**self.stream, ShardId=shard, **position)[
-            "ShardIterator"
-        ]
-        for _ in range(_PROBE_CALLS):
-            response = self.kinesis.get_records(ShardIterator=iterator, Limit=1)
-            records = response.get("Records", [])
-            if records:
-                return self._made_us(records[0]) > limit
-            iterator = response.get("NextShardIterator")
-            if iterator is None or response.get("MillisBehindLatest", 0) == 0:
-                return True
-        return False
-
-    def _made_us(self, record: dict[str, Any]) -> int:
-        try:
-            return decode_record(record["Data"], timestamp_unit=self.unit).approximate_creation_us
-        except PoisonRecordError:
-            return int(record["ApproximateArrivalTimestamp"].timestamp() * 1_000_000)
 
     def wait_passed(
         self, t_us: int, *, timeout: float, sleep: Callable[[float], None] = time.sleep

@@ -5,7 +5,8 @@ reach PostgreSQL through the stream. So, before it starts:
 
 - **the stream gets the table's changes**: the table's Kinesis streaming destination is
   ACTIVE for the configured stream (on the local stack: its DynamoDB Stream and the bridge's
-  tag);
+  tag); with DynamoDB Streams, the table's stream is enabled, NEW_AND_OLD_IMAGES, and the
+  one the worker reads;
 - **the worker reads from before the start**: every open shard's KCL lease has a checkpoint
   (a sequence number, TRIM_HORIZON, SHARD_END; not LATEST, which a restart before the first
   record would re-resolve to a later point), and a shard without a lease will start at the
@@ -14,10 +15,12 @@ reach PostgreSQL through the stream. So, before it starts:
   without one, is accepted only with a configured time at or before the backfill's hold
   version: the rows are as of that version, so a change made between the two would reach
   PostgreSQL from neither;
-- **the stream keeps changes long enough**: its retention (RetentionPeriodHours) against the
-  expected duration, or the age of an export: a warning with the numbers;
+- **the stream keeps changes long enough**: its retention (RetentionPeriodHours; 24 h for a
+  DynamoDB stream) against the expected duration, or the age of an export: a warning with
+  the numbers;
 - **the clocks agree**: this machine's clock against DynamoDB's (the HTTP Date header) within
-  the clock-skew margin the versions are computed with.
+  the clock-skew margin the versions are computed with, less the stream's timestamp
+  resolution (a DynamoDB stream's whole seconds take one second of it).
 
 Each check returns a :class:`Finding`; the caller refuses to start on a failure unless told
 to go ahead (``--force``).
@@ -35,12 +38,13 @@ import sqlalchemy as sa
 
 from ddbcdc.aws.errors import AwsError, AwsNotFoundError
 from ddbcdc.aws.provision import is_local
+from ddbcdc.aws.streams import Stream
 from ddbcdc.aws.wiring import LOCAL_DESTINATION_TAG
 from ddbcdc.backfill.records import format_us, now_us
 from ddbcdc.schema.tables import shard_progress
 from ddbcdc.settings import Settings
 
-__all__ = ["Finding", "check_backfill", "report", "retention_hours", "stream_kwargs"]
+__all__ = ["Finding", "check_backfill", "report", "retention_hours"]
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +61,43 @@ class Finding:
     message: str
 
 
-def stream_kwargs(settings: Settings) -> dict[str, str] | None:
-    """The configured stream as Kinesis request keywords, None when none is."""
-    if settings.stream_arn:
-        return {"StreamARN": settings.stream_arn}
-    if settings.stream_name:
-        return {"StreamName": settings.stream_name}
-    return None
-
-
-def retention_hours(settings: Settings, kinesis: Any) -> float | None:
-    """The configured stream's RetentionPeriodHours, None when it cannot be told."""
-    stream = stream_kwargs(settings)
+def retention_hours(stream: Stream | None) -> float | None:
+    """How long the stream keeps a record, None when it cannot be told."""
     if stream is None:
         return None
     try:
-        summary = kinesis.describe_stream_summary(**stream)["StreamDescriptionSummary"]
+        return stream.retention_hours()
     except AwsError:
         return None
-    return float(summary.get("RetentionPeriodHours") or 24)
+
+
+def _table_stream(table: dict[str, Any], stream_arn: str) -> Finding:
+    """A DynamoDB stream: enabled, NEW_AND_OLD_IMAGES, and the table's latest."""
+    name = table["TableName"]
+    spec = table.get("StreamSpecification") or {}
+    if not spec.get("StreamEnabled"):
+        return Finding(
+            "fail",
+            "destination",
+            f"table {name} has no DynamoDB stream enabled (run `ddbcdc setup`): changes made "
+            "during the backfill would never reach PostgreSQL",
+        )
+    if spec.get("StreamViewType") != "NEW_AND_OLD_IMAGES":
+        return Finding(
+            "fail",
+            "destination",
+            f"table {name}'s stream is {spec.get('StreamViewType')}, not NEW_AND_OLD_IMAGES: "
+            "its records do not carry the items",
+        )
+    latest = table.get("LatestStreamArn")
+    if latest != stream_arn:
+        return Finding(
+            "fail",
+            "destination",
+            f"the worker reads {stream_arn} but table {name}'s stream is now {latest}: changes "
+            "made during the backfill go to the newer stream",
+        )
+    return Finding("ok", "destination", f"{name} streams NEW_AND_OLD_IMAGES to {stream_arn}")
 
 
 def _destination(
@@ -109,10 +131,7 @@ def _destination(
     )
 
 
-def _retention(
-    summary: dict[str, Any], expected_seconds: float | None, oldest_us: int | None
-) -> Finding:
-    hours = float(summary.get("RetentionPeriodHours") or 24)
+def _retention(hours: float, expected_seconds: float | None, oldest_us: int | None) -> Finding:
     if oldest_us is not None:
         age_h = (now_us() - oldest_us) / 3.6e9
         if age_h >= hours:
@@ -152,22 +171,6 @@ def _leases(dynamodb: Any, application: str) -> dict[str, str | None] | None:
         return leases
     except AwsNotFoundError:
         return None
-
-
-def _open_shards(kinesis: Any, stream: dict[str, str]) -> list[str]:
-    shards: list[str] = []
-    request: dict[str, Any] = dict(stream)
-    while True:
-        response = kinesis.list_shards(**request)
-        shards += [
-            s["ShardId"]
-            for s in response.get("Shards", [])
-            if "EndingSequenceNumber" not in s.get("SequenceNumberRange", {})
-        ]
-        token = response.get("NextToken")
-        if not token:
-            return shards
-        request = {"NextToken": token}
 
 
 def _checkpoint(leases: dict[str, str | None], shard: str) -> str | None:
@@ -256,14 +259,12 @@ def _unleased_finding(settings: Settings, unleased: list[str], hold_us: int) -> 
     )
 
 
-def _worker(
-    settings: Settings, dynamodb: Any, kinesis: Any, stream: dict[str, str], hold_us: int
-) -> list[Finding]:
+def _worker(settings: Settings, dynamodb: Any, stream: Stream, hold_us: int) -> list[Finding]:
     application = settings.application_name
     leases = _leases(dynamodb, application) or {}
     findings = []
     unleased = []
-    for shard in _open_shards(kinesis, stream):
+    for shard in [s.shard_id for s in stream.shards() if s.open]:
         checkpoint = _checkpoint(leases, shard)
         if checkpoint is None:
             unleased.append(shard)
@@ -280,19 +281,23 @@ def _worker(
     return findings
 
 
-def _clock(response: dict[str, Any], margin_us: int) -> Finding:
+def _clock(response: dict[str, Any], margin_us: int, granularity_us: int = 1) -> Finding:
+    """The margin must cover the clocks' offset and the stream's timestamp resolution."""
     header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     if not header:
         return Finding("warn", "clock", "DynamoDB sent no Date header: clock skew not checked")
     server_us = int(parsedate_to_datetime(header).timestamp() * 1_000_000)
     offset_s = abs(now_us() - server_us) / 1e6
+    rounding = f", and {granularity_us / 1e6:g}s for the stream's whole seconds"
+    rounding = rounding if granularity_us > 1 else ""
     # The header has whole seconds: an offset below 1 s cannot be seen.
-    if offset_s + 1.0 >= margin_us / 1e6:
+    if offset_s + 1.0 >= (margin_us - granularity_us) / 1e6:
         return Finding(
             "fail",
             "clock",
             f"this machine's clock is {offset_s:.0f}s off DynamoDB's, close to the clock-skew "
-            f"margin of {margin_us / 1e6:g}s: fix the clock or raise DDBCDC_CLOCK_SKEW_MARGIN",
+            f"margin of {margin_us / 1e6:g}s{rounding}: fix the clock or raise "
+            "DDBCDC_CLOCK_SKEW_MARGIN",
         )
     return Finding("ok", "clock", f"clock within {offset_s + 1:.0f}s of DynamoDB's")
 
@@ -301,7 +306,7 @@ def check_backfill(
     settings: Settings,
     *,
     dynamodb: Any,
-    kinesis: Any,
+    stream: Stream | None,
     engine: sa.Engine,
     table: str,
     hold_us: int,
@@ -309,11 +314,16 @@ def check_backfill(
     export_time_us: int | None = None,
 ) -> list[Finding]:
     """Every precondition of a backfill of ``table`` whose hold version (the lowest version
-    its rows get) is ``hold_us``."""
+    its rows get) is ``hold_us``.
+
+    Args:
+        stream: the stream the worker reads (:func:`ddbcdc.aws.streams.open_stream`), None
+            when none is configured (a failure).
+    """
     described = dynamodb.describe_table(TableName=table)
     margin_us = int(settings.clock_skew_margin.total_seconds() * 1_000_000)
-    findings = [_clock(described, margin_us)]
-    stream = stream_kwargs(settings)
+    granularity = stream.granularity_us if stream is not None else 1
+    findings = [_clock(described, margin_us, granularity)]
     if stream is None:
         return [
             *findings,
@@ -324,10 +334,13 @@ def check_backfill(
                 "check that changes made during the backfill reach PostgreSQL",
             ),
         ]
-    summary = kinesis.describe_stream_summary(**stream)["StreamDescriptionSummary"]
-    findings.append(_destination(settings, dynamodb, described["Table"], summary["StreamARN"]))
-    findings.append(_retention(summary, expected_seconds, export_time_us))
-    findings += _worker(settings, dynamodb, kinesis, stream, hold_us)
+    arn = stream.arn()
+    if stream.kind == "dynamodb-streams":
+        findings.append(_table_stream(described["Table"], arn))
+    else:
+        findings.append(_destination(settings, dynamodb, described["Table"], arn))
+    findings.append(_retention(stream.retention_hours(), expected_seconds, export_time_us))
+    findings += _worker(settings, dynamodb, stream, hold_us)
     with engine.connect() as conn:
         applied = conn.execute(
             sa.select(sa.func.count()).where(

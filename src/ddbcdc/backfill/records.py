@@ -165,10 +165,19 @@ class RecordMaker:
         return SourceRecord(data, partition_key=where)
 
     def remove(
-        self, keys: Mapping[str, Any], *, version_us: int, event_id: str, where: str | None = None
+        self,
+        keys: Mapping[str, Any],
+        *,
+        version_us: int,
+        event_id: str,
+        where: str | None = None,
+        old_image: Mapping[str, Any] | None = None,
     ) -> SourceRecord:
-        """A REMOVE of the item with ``keys`` (marshalled) at ``version_us``."""
-        body = {"ApproximateCreationDateTime": version_us, "Keys": dict(keys)}
+        """A REMOVE of the item with ``keys`` (marshalled) at ``version_us``; with the item's
+        last image (``old_image``, marshalled) when it is known."""
+        body: dict[str, Any] = {"ApproximateCreationDateTime": version_us, "Keys": dict(keys)}
+        if old_image is not None:
+            body["OldImage"] = old_image
         return self._record("REMOVE", event_id, body, where)
 
     def _record(

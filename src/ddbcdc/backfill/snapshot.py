@@ -14,14 +14,15 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ddbcdc.backfill import state
-from ddbcdc.backfill.feed import margin_us
+from ddbcdc.backfill.direct import DeferredRecords, DirectInserts
+from ddbcdc.backfill.feed import Batch, feed, margin_us
 from ddbcdc.backfill.records import (
     RecordMaker,
     format_us,
@@ -32,7 +33,7 @@ from ddbcdc.backfill.records import (
 )
 from ddbcdc.backfill.scan import ReadLimiter, scan_pages
 from ddbcdc.errors import ConfigurationError
-from ddbcdc.pipeline import BatchResult, Pipeline
+from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.settings import Settings, read_version_us
@@ -139,6 +140,7 @@ class _Job:
     client: Any
     pipeline: Pipeline
     maker: RecordMaker
+    direct: DirectInserts
     limiter: ReadLimiter
     page_size: int | None
     margin: int
@@ -146,10 +148,11 @@ class _Job:
     stop: threading.Event
 
 
-def _segment_task(job: _Job, segment: state.Segment) -> None:
-    """Scan one segment from its committed position; each page in one transaction with the
-    segment's new position."""
-    run, maker = job.run, job.maker
+def _page_batches(job: _Job, segment: state.Segment) -> Iterator[Batch]:
+    """The segment's pages from its committed position, each a batch with the segment's new
+    position; each row's change made straight from its item where it can be (its record is
+    made only when read: :mod:`ddbcdc.backfill.direct`)."""
+    run, maker, direct = job.run, job.maker, job.direct
     where = f"{run.id} segment {segment.segment}"
     pages = scan_pages(
         job.client,
@@ -162,26 +165,37 @@ def _segment_task(job: _Job, segment: state.Segment) -> None:
         stop=job.stop,
     )
     for page in pages:
-        version = read_version_us(page.request_us, job.margin)
-        records = [
-            maker.put(
-                item,
-                version_us=version,
-                event_id=f"snapshot:{run.id}:{key_digest(maker.keys_of(item))}",
-                where=where,
-            )
-            for item in page.items
+        version, items = read_version_us(page.request_us, job.margin), page.items
+        ids = [f"snapshot:{run.id}:{key_digest(maker.keys_of(item))}" for item in items]
+
+        def record(
+            i: int, items: list[Any] = items, ids: list[str] = ids, version: int = version
+        ) -> SourceRecord:
+            return maker.put(items[i], version_us=version, event_id=ids[i], where=where)
+
+        changes = [
+            direct.change(item, version_us=version, event_id=event_id)
+            for item, event_id in zip(items, ids, strict=True)
         ]
         also = functools.partial(
             state.advance,
             run_id=run.id,
             segment=segment.segment,
             position=key_to_json(page.last_key),
-            items=len(records),
+            items=len(items),
             done=page.last_key is None,
         )
-        result = job.pipeline.apply(job.pipeline.prepare(records), also=also)
-        job.counter.add(len(records), result)
+        yield Batch(DeferredRecords(len(items), record), also, changes)
+
+
+def _segment_task(job: _Job, segment: state.Segment) -> None:
+    """Scan one segment from its committed position; each page in one transaction with the
+    segment's new position (the next page is fetched and prepared meanwhile)."""
+
+    def counted(batch: Batch, result: BatchResult) -> None:
+        job.counter.add(len(batch.records), result)
+
+    feed(job.pipeline, _page_batches(job, segment), on_batch=counted)
 
 
 def retention_watch(
@@ -256,6 +270,7 @@ def run_snapshot(
         client=client,
         pipeline=pipeline,
         maker=RecordMaker(pipeline.mappings[0], run.detail["key"]),
+        direct=DirectInserts(pipeline, pipeline.mappings[0], run.detail["key"]),
         limiter=ReadLimiter(
             max_rcu=options.max_rcu, max_items_per_second=options.max_items_per_second
         ),

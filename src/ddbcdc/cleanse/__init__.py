@@ -27,6 +27,14 @@ the column and a reason that names types, never values (``S where numeric expect
 
 With ``extra`` in the mapping, an INSERT/MODIFY row also gets its kept columns
 (:mod:`ddbcdc.cleanse.kept`): the unmapped attributes and/or the whole item as ``jsonb`` text.
+
+A REMOVE gets its cause (:mod:`ddbcdc.schema.deletes`): ``ttl`` when the record says DynamoDB's
+TTL removed the item, ``unknown`` when ddbcdc synthesized it (:data:`SYNTHESIZED_REMOVES`),
+else ``user``. When its mapping keeps the row of such a REMOVE (``soft``, ``keep``) and the
+record carries the OldImage, the REMOVE also gets the item's last image, cleansed like a new
+image (``image``): the kept row then holds what the item last was, whichever change of the key
+arrived first. Such an image that does not fit the mapping makes the REMOVE poison, as a new
+image would.
 """
 
 from __future__ import annotations
@@ -42,9 +50,23 @@ from ddbcdc.cleanse.kept import Keeper, refusal_reason
 from ddbcdc.cleanse.rowfn import compile_row
 from ddbcdc.decode.record import ChangeRecord, EventName
 from ddbcdc.errors import CleanseError, ConfigurationError
+from ddbcdc.schema.deletes import Cause
 from ddbcdc.schema.mapping import ColumnMapping, TableMapping
 
-__all__ = ["CleanChange", "Cleanser", "Version", "cleanse_record", "version_of"]
+__all__ = [
+    "SYNTHESIZED_REMOVES",
+    "CleanChange",
+    "Cleanser",
+    "Version",
+    "cause_of",
+    "cleanse_record",
+    "version_of",
+]
+
+#: Event id prefixes of the REMOVEs ddbcdc synthesizes: the repairs of ``ddbcdc verify`` and
+#: the lines of an incremental export, imported (:mod:`ddbcdc.backfill.records`) or applied
+#: (:mod:`ddbcdc.inputs.exports`). Their cause is unknown.
+SYNTHESIZED_REMOVES = ("verify:", "export:", "export-")
 
 #: (approximate_creation_us, sequence number as int or -1 when unknown, event_id): higher wins.
 Version = tuple[int, int, str]
@@ -62,6 +84,9 @@ class CleanChange(NamedTuple):
         version: the ordering tuple; higher wins.
         approximate_creation_us: epoch microseconds of the change.
         sequence: the sequence number as int, None when unknown.
+        cause: why a REMOVE removed the item (None for INSERT/MODIFY).
+        image: a REMOVE's last image (its OldImage, cleansed) when its mapping keeps the
+            row of such a REMOVE and the record carries one; else None.
     """
 
     mapping: TableMapping
@@ -72,6 +97,15 @@ class CleanChange(NamedTuple):
     version: Version
     approximate_creation_us: int
     sequence: int | None
+    cause: Cause | None = None
+    image: dict[str, Any] | None = None
+
+
+def cause_of(record: ChangeRecord) -> Cause:
+    """Why a REMOVE removed its item (see the module doc)."""
+    if record.is_ttl_delete:
+        return "ttl"
+    return "unknown" if record.event_id.startswith(SYNTHESIZED_REMOVES) else "user"
 
 
 def version_of(record: ChangeRecord) -> tuple[Version, int | None]:
@@ -148,6 +182,8 @@ class Cleanser:
         self._defaults = {c.name: c.default for c in mapping.columns if c.default is not None}
         self._by_name = {c.name: c for c in mapping.columns}
         self._row_fn = compile_row(mapping.columns, mapping.key, "NewImage")
+        self._old_fn = compile_row(mapping.columns, mapping.key, "OldImage")
+        self._policy = None if mapping.policy.hard else mapping.policy
         self._key_fn = compile_row(mapping.key_columns, mapping.key, "Keys")
         take = operator.itemgetter(*mapping.key)
         self._key_of: Callable[[dict[str, Any]], tuple[Any, ...]] = (
@@ -190,14 +226,15 @@ class Cleanser:
                 reason=refusal_reason(column.type if column else None, message, value),
             ) from exc
 
-    def validate_row(self, record: ChangeRecord) -> dict[str, Any]:
-        """The row of an INSERT/MODIFY through the pydantic row model (the reference path),
-        kept columns included.
+    def validate_row(self, record: ChangeRecord, image_name: str = "NewImage") -> dict[str, Any]:
+        """The row of an INSERT/MODIFY (or of the image ``image_name``) through the pydantic row
+        model (the reference path), kept columns included.
 
         Raises:
             CleanseError: as :meth:`cleanse`.
         """
-        image, keys = record.new_image or {}, record.keys
+        given = record.new_image if image_name == "NewImage" else record.old_image
+        image, keys = given or {}, record.keys
         values = dict(self._defaults)
         for name, source in self._sources:
             value = image.get(source)
@@ -205,10 +242,22 @@ class Cleanser:
                 value = keys.get(source) if name in self.mapping.key else None
             if value is not None:
                 values[name] = value
-        row = self._validate(self.row_model, values, "NewImage", record)
+        row = self._validate(self.row_model, values, image_name, record)
         if self._keeper is not None:
             row = dict(row)
-            self._keeper.add(row, image, record)
+            self._keeper.add(row, image, record, image_name)
+        return row
+
+    def _last_image(self, record: ChangeRecord, cause: Cause) -> dict[str, Any] | None:
+        """A REMOVE's OldImage as a row, when its mapping keeps the row (else None)."""
+        image = record.old_image
+        if image is None or self._policy is None or self._policy.mode(cause) == "hard":
+            return None
+        row = self._old_fn(image, record.keys)
+        if row is None:
+            return self.validate_row(record, "OldImage")
+        if self._keeper is not None:
+            self._keeper.add(row, image, record, "OldImage")
         return row
 
     def validate_key(self, record: ChangeRecord) -> dict[str, Any]:
@@ -228,11 +277,16 @@ class Cleanser:
             CleanseError: missing key, wrong type or unparseable value, with the path.
         """
         keys = record.keys
+        cause: Cause | None = None
+        last: dict[str, Any] | None = None
         if record.event_name == "REMOVE":
             row = None
             key_row = self._key_fn(keys, keys)
             if key_row is None:
                 key_row = self.validate_key(record)
+            cause = cause_of(record)
+            if self._policy is not None:
+                last = self._last_image(record, cause)
         else:
             image = record.new_image
             if image is None:
@@ -260,6 +314,30 @@ class Cleanser:
             (us, -1 if seq is None else seq, record.event_id),  # as version_of gives it
             us,
             seq,
+            cause,
+            last,
+        )
+
+    def insert(
+        self, image: dict[str, Any], keys: dict[str, Any], *, event_id: str, version_us: int
+    ) -> CleanChange | None:
+        """What :meth:`cleanse` gives an INSERT of ``image`` (unmarshalled) with ``keys``,
+        ``event_id`` and ``version_us`` and no sequence number, when its row fits the
+        compiled row function; None otherwise (cleansing the record itself then says why).
+
+        A backfill row made straight from its item takes this, without a record.
+        """
+        row = self._row_fn(image, keys)
+        if row is None:
+            return None
+        if self._keeper is not None:
+            try:
+                self._keeper.add(row, image, None)
+            except CleanseError:
+                return None
+        version = (version_us, -1, event_id)
+        return CleanChange(
+            self.mapping, event_id, "INSERT", self._key_of(row), row, version, version_us, None
         )
 
 

@@ -75,8 +75,15 @@ class Keeper:
             return {}
         return {name: value for name, value in image.items() if name in unmapped}
 
-    def add(self, row: dict[str, Any], image: Mapping[str, Any], record: ChangeRecord) -> None:
-        """Put the kept columns into ``row``.
+    def add(
+        self,
+        row: dict[str, Any],
+        image: Mapping[str, Any],
+        record: ChangeRecord | None,
+        name: str = "NewImage",
+    ) -> None:
+        """Put the kept columns of ``image`` (the record's image called ``name``) into ``row``
+        (``record``: the change, named in errors; None for a change made without one).
 
         Raises:
             CleanseError: an attribute no ``jsonb`` value can hold (with its path).
@@ -96,9 +103,9 @@ class Keeper:
         except KeptValueError as exc:
             raise CleanseError(
                 f"{self.target}.{column}: {exc.message}",
-                path=f"dynamodb.NewImage.{exc.path}",
-                shard_id=record.shard_id,
-                sequence_number=record.sequence_number,
+                path=f"dynamodb.{name}.{exc.path}",
+                shard_id=None if record is None else record.shard_id,
+                sequence_number=None if record is None else record.sequence_number,
                 column=column,
                 reason=exc.message,
             ) from exc

@@ -3,8 +3,8 @@
 :func:`compile_row` writes the source of a function that takes a record's image (and its
 Keys) and returns the row the row model would, or None when the model would reject it. Per
 column it inlines the check of the common case (an int in range for an integer column; an
-ASCII string without U+0000 for a text column, after its rules), so a fitting value costs no
-call; any other value goes to the column's coercer
+ASCII string without U+0000, or an int, for a text column, after its rules), so a fitting
+value costs no call; any other value goes to the column's coercer
 (:func:`~ddbcdc.cleanse.coerce.coercer`, :func:`~ddbcdc.cleanse.coerce.key_coercer`),
 which decides exactly as the model's validator does. Names and sources enter the source only
 as ``repr`` literals; values, coercers and defaults are bound by name.
@@ -26,9 +26,20 @@ RowFunction = Callable[[Mapping[str, Any], Mapping[str, Any]], "dict[str, Any] |
 _METHODS = {"trim": "strip", "lowercase": "lower", "uppercase": "upper"}
 
 
-def _text_fast(v: str, i: int, rules: tuple[str, ...], names: dict[str, Any]) -> list[str]:
-    """Lines turning ``v`` (a present value) into its text column value."""
-    lines = [f"if type({v}) is str:", f"    t = {v}"]
+def _text_fast(
+    v: str, i: int, rules: tuple[str, ...], names: dict[str, Any], *, is_key: bool
+) -> list[str]:
+    """Lines turning ``v`` (a present value) into its text column value: a string, or (not
+    in a key, whose coercer writes numbers canonically) an int as its decimal text."""
+    if is_key:
+        lines = [f"if type({v}) is str:", f"    t = {v}"]
+    else:
+        lines = [
+            f"if type({v}) is str: t = {v}",
+            f"elif type({v}) is int: t = str({v})",
+            "else: t = None",
+            "if t is not None:",
+        ]
     for j, rule in enumerate(rules):
         method = _METHODS.get(rule)
         if method is not None:
@@ -55,16 +66,17 @@ def _coerce(
         names[f"LO{i}"], names[f"HI{i}"] = -(2**bits), 2**bits - 1
         return [f"if type({v}) is not int or not LO{i} <= {v} <= HI{i}: {v} = C{i}({v})"]
     if column.type == "text":
-        return _text_fast(v, i, () if is_key else column.rules, names)
+        return _text_fast(v, i, () if is_key else column.rules, names, is_key=is_key)
     return [f"{v} = C{i}({v})"]
 
 
 def compile_row(
     columns: tuple[ColumnMapping, ...], key: tuple[str, ...], image: str
 ) -> RowFunction:
-    """The row function of ``columns`` read from ``image`` (``NewImage``: absent attributes
-    fall back to the record's Keys for key columns, then to defaults; ``Keys``: neither)."""
-    in_image = image == "NewImage"
+    """The row function of ``columns`` read from ``image`` (``NewImage``, ``OldImage``: absent
+    attributes fall back to the record's Keys for key columns, then to defaults; ``Keys``:
+    neither)."""
+    in_image = image != "Keys"
     names: dict[str, Any] = {}
     body = ["get = image.get"]
     fields = []

@@ -42,7 +42,6 @@ __all__ = ["ApplyOutcome", "apply_input", "apply_lines", "register"]
 
 #: Dead letters and skipped records reported one by one, then only counted.
 REPORT_AT_MOST = 100
-_SWITCH_INTERVAL_S = 0.0005
 
 
 def register(subparsers: Any) -> None:
@@ -134,6 +133,7 @@ def apply_input(
     """
     from ddbcdc.errors import MappingChangedError
     from ddbcdc.pipeline import BatchResult
+    from ddbcdc.runtime import short_switch_interval
 
     outcome = ApplyOutcome(BatchResult())
     batches = _batches(reader, batch_size, outcome, out)
@@ -147,26 +147,21 @@ def apply_input(
         outcome.form = reader.form
         return prepared, batch[1]
 
-    # The database thread wakes up after each statement and waits for the GIL, which the
-    # preparing thread holds until the interpreter's switch interval (5 ms) asks it to let
-    # go: a shorter interval hands the database its next statement sooner.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool:
+    with (
+        short_switch_interval(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-prepare") as pool,
+    ):
+        pending = pool.submit(next_batch)
+        while (ready := pending.result()) is not None:
             pending = pool.submit(next_batch)
-            while (ready := pending.result()) is not None:
-                pending = pool.submit(next_batch)
-                prepared, positions = ready
-                try:
-                    outcome.result.add(pipeline.apply(prepared))
-                except MappingChangedError as exc:
-                    outcome.fenced = exc
-                    outcome.not_applied_from = _position(positions[0])
-                    break
-                _report_poison(prepared, positions, outcome, out)
-    finally:
-        sys.setswitchinterval(interval)
+            prepared, positions = ready
+            try:
+                outcome.result.add(pipeline.apply(prepared))
+            except MappingChangedError as exc:
+                outcome.fenced = exc
+                outcome.not_applied_from = _position(positions[0])
+                break
+            _report_poison(prepared, positions, outcome, out)
     outcome.form = reader.form
     outcome.stopped = reader.stopped
     if outcome.reported > REPORT_AT_MOST:

@@ -17,6 +17,8 @@ Next:
   psql "${DATABASE_URL/+psycopg/}" -c 'select * from customers limit 10'
   Real AWS: unset the DDBCDC_*_ENDPOINT variables, set AWS_REGION, AWS_KINESIS_STREAM (or AWS_ARN)
   and DATABASE_URL, then run ddbcdc migrate, ddbcdc setup and ddbcdc worker.
+  The table's own DynamoDB stream instead of Kinesis: DDBCDC_SOURCE=dynamodb-streams
+  (locally: ddbcdc local up --source dynamodb-streams; ddbcdc demo --source dynamodb-streams).
 """
 
 
@@ -33,7 +35,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--changes", type=int, default=3000, help="writes to load (3000)")
     parser.add_argument("--keys", type=int, default=500, help="key space (500)")
-    parser.add_argument("--shards", type=int, default=2, help="Kinesis shards (2)")
+    parser.add_argument("--shards", type=int, default=2, help="stream shards (2)")
+    parser.add_argument(
+        "--source",
+        choices=["kinesis", "dynamodb-streams"],
+        default="kinesis",
+        help="what the worker reads: a Kinesis stream (the default) or the table's DynamoDB "
+        "stream (through the DynamoDB Streams Kinesis Adapter)",
+    )
     parser.add_argument("--rate", type=float, default=0.0, help="writes/s, 0 = as fast as possible")
     parser.add_argument("--seed", type=int, default=7, help="loader seed (7)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (120)")
@@ -44,14 +53,14 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_prerequisites() -> None:
+def _check_prerequisites(source: str) -> None:
     missing = [
         hint
         for tool, hint in (
             ("java", "Java 17+ (Debian: apt-get install openjdk-17-jre-headless)"),
             ("node", "Node.js 18+ and npm (Debian: apt-get install nodejs npm)"),
         )
-        if shutil.which(tool) is None
+        if shutil.which(tool) is None and (tool == "java" or source == "kinesis")
     ]
     if missing:
         raise ConfigurationError("the demo needs " + "; ".join(missing))
@@ -62,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
     from ddbcdc.demo.run import DemoOptions, run_demo
     from ddbcdc.local.kinesis_package import find_kinesis_local
 
-    _check_prerequisites()
-    find_kinesis_local()  # found, or installed now (with a message) rather than mid-start-up
+    _check_prerequisites(args.source)
+    if args.source == "kinesis":
+        find_kinesis_local()  # found, or installed now (with a message) rather than mid-start-up
     status = run_demo(
         DemoOptions(
             changes=args.changes,
@@ -74,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             database_url=args.database_url,
             log_dir=args.log_dir,
+            source=args.source,
         )
     )
     print(_NEXT_STEPS, file=sys.stdout)

@@ -40,7 +40,11 @@ def register(subparsers: Any) -> None:
         help="which role (default: worker); all: one policy with every role's statements",
     )
     parser.add_argument("--account", help="12-digit AWS account id of the resources")
-    parser.add_argument("--stream", help="Kinesis stream name or ARN (default: from settings)")
+    parser.add_argument(
+        "--stream",
+        help="Kinesis stream name or ARN; with DDBCDC_SOURCE=dynamodb-streams a DynamoDB stream "
+        "ARN (default: from settings; else every stream of the table)",
+    )
     parser.add_argument("--table", help="source DynamoDB table (default: settings.source_table)")
     parser.add_argument("--application-name", help="KCL application name (default: settings)")
     parser.add_argument(
@@ -92,6 +96,8 @@ def target_from(args: argparse.Namespace, settings: Settings) -> PolicyTarget:
     from ddbcdc.aws.retrieval import check_consumer, retrieval_mode
     from ddbcdc.errors import ConfigurationError
 
+    if settings.source == "dynamodb-streams":
+        return _dynamodb_stream_target(args, settings)
     stream = args.stream or settings.stream_arn or settings.stream_name
     if not stream:
         raise ConfigurationError(
@@ -119,6 +125,31 @@ def target_from(args: argparse.Namespace, settings: Settings) -> PolicyTarget:
     )
 
 
+def _dynamodb_stream_target(args: argparse.Namespace, settings: Settings) -> PolicyTarget:
+    """The scope with DDBCDC_SOURCE=dynamodb-streams: the table (from a stream ARN if one
+    is given) and all of its streams; no AWS call."""
+    from ddbcdc.aws.iam import PolicyTarget
+
+    stream_arn = args.stream or settings.stream_arn
+    table = args.table or settings.source_table
+    region = settings.aws_region
+    if stream_arn:
+        region, _, resource = _arn_parts(stream_arn, "stream ARN")
+        table = resource.split("/")[1] if resource.startswith("table/") else table
+    return PolicyTarget(
+        region=region,
+        account=_account(args, settings, stream_arn),
+        stream="",
+        table=table,
+        application=args.application_name or settings.application_name,
+        retrieval_mode="POLLING",
+        kcl_metrics=settings.kcl_metrics_level != "NONE",
+        export_bucket=args.export_bucket,
+        export_prefix=args.export_prefix,
+        source="dynamodb-streams",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the policy document on stdout and what it is scoped to on stderr."""
     from ddbcdc.aws.iam import ROLES, policy_document
@@ -127,10 +158,12 @@ def run(args: argparse.Namespace) -> int:
     target = target_from(args, Settings())
     roles: tuple[Role, ...] = ROLES if args.role == "all" else (args.role,)
     print(json.dumps(policy_document(target, roles), indent=2))
+    stream = target.stream if target.source == "kinesis" else target.table_streams_arn
     notes = [
         f"region {target.region}",
         f"account {target.account}",
-        f"stream {target.stream}",
+        f"source {target.source}",
+        f"stream {stream}",
         f"table {target.table}",
         f"application {target.application}",
         f"retrieval {target.retrieval_mode}",

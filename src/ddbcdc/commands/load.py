@@ -80,6 +80,18 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="also write this attribute (S, a city) on inserts and some modifies",
     )
+    parser.add_argument(
+        "--ttl-attribute",
+        metavar="NAME",
+        help="also write this attribute on inserts and modifies: the write's time plus "
+        "--ttl-seconds, in epoch seconds (for a table with Time to Live on NAME)",
+    )
+    parser.add_argument(
+        "--ttl-seconds",
+        type=float,
+        metavar="N",
+        help="how long after its last write an item expires (with --ttl-attribute)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
 
@@ -114,6 +126,8 @@ def _options(args: argparse.Namespace, settings: Settings) -> LoadOptions:
         batch_size=args.batch_size,
         modify_with_update=args.update_items,
         new_attribute=args.new_attribute,
+        ttl_attribute=args.ttl_attribute,
+        ttl_seconds=args.ttl_seconds,
         **extra,
     )
 

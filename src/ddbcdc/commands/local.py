@@ -20,13 +20,18 @@ __all__ = ["register"]
 
 _DESCRIPTION = """\
 Run the local stack on 127.0.0.1, on free ports: moto (DynamoDB, DynamoDB Streams,
-CloudWatch, S3), kinesis-local (Kinesis over HTTP/1.1 and h2c), PostgreSQL (--database-url or
-$DATABASE_URL, else a throwaway cluster) and the bridge.
+CloudWatch, S3), PostgreSQL (--database-url or $DATABASE_URL, else a throwaway cluster) and
+the source: with --source kinesis (the default) kinesis-local (Kinesis over HTTP/1.1 and h2c)
+and the bridge; with --source dynamodb-streams the DynamoDB Streams front.
 
 The bridge exists only for the local stack: it copies every change of each table that has a
 NEW_AND_OLD_IMAGES stream and the tag ddbcdc:local-kinesis-destination=<Kinesis stream ARN>
 into that Kinesis stream, in the Kinesis Data Streams for DynamoDB record format. In AWS,
 DynamoDB's managed Kinesis streaming destination does this job.
+
+The front exists only for the local stack too: it serves moto's DynamoDB streams with shard
+lineage (--shards per stream, split by key; POST <front>/rollover closes them and opens
+children), which moto lacks. In AWS, DynamoDB Streams does this itself.
 
 State and logs live in ./.local (stack.json, *.log)."""
 
@@ -37,7 +42,8 @@ def register(subparsers: Any) -> None:
     """Add the ``local`` command and its subcommands."""
     parser = subparsers.add_parser(
         "local",
-        help="run the local AWS stack (moto, kinesis-local, PostgreSQL, bridge)",
+        help="run the local AWS stack (moto, PostgreSQL, kinesis-local and bridge, or the "
+        "DynamoDB Streams front)",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -55,6 +61,16 @@ def register(subparsers: Any) -> None:
         help="start a throwaway PostgreSQL even when DATABASE_URL is set",
     )
     up.add_argument("--no-bridge", action="store_true", help="do not run the bridge")
+    up.add_argument(
+        "--source",
+        choices=["kinesis", "dynamodb-streams"],
+        default="kinesis",
+        help="what the worker reads: kinesis (kinesis-local and the bridge, the default) or "
+        "dynamodb-streams (the DynamoDB Streams front; `local env` sets DDBCDC_SOURCE)",
+    )
+    up.add_argument(
+        "--shards", type=int, default=2, help="with dynamodb-streams: shards per stream (2)"
+    )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (180)")
     up.set_defaults(func=_up)
     actions.add_parser("down", help="stop the stack and remove its state").set_defaults(func=_down)
@@ -102,6 +118,7 @@ def _up(args: argparse.Namespace) -> int:
         command += ["--database-url", args.database_url]
     if args.no_bridge:
         command.append("--no-bridge")
+    command += ["--source", args.source, "--shards", str(args.shards)]
     log_path = state_dir / "supervisor.log"
     with log_path.open("ab") as log_file:
         supervisor = subprocess.Popen(

@@ -44,6 +44,8 @@ def options_from(args: argparse.Namespace, settings: Settings) -> ProvisionOptio
         shards=getattr(args, "shards", 2),
         local=bool(args.local) or is_local(settings),
         timeout=args.timeout,
+        source=settings.source,
+        ttl_attribute=getattr(args, "ttl_attribute", None),
     )
 
 
@@ -61,12 +63,19 @@ def register(subparsers: Any) -> None:
             "Create the Kinesis stream, the source DynamoDB table (key userid N, on-demand) and "
             "enable the table's Kinesis streaming destination with microsecond timestamps. "
             "Against the local stack, enable the table's DynamoDB Stream and tag it for the "
-            "local bridge instead. Idempotent: what already exists is reported and kept."
+            "local bridge instead. With DDBCDC_SOURCE=dynamodb-streams: the table and its own "
+            "DynamoDB stream (NEW_AND_OLD_IMAGES), no Kinesis stream. Idempotent: what "
+            "already exists is reported and kept."
         ),
     )
     add_target_arguments(parser)
     parser.add_argument(
         "--shards", type=int, default=2, help="shard count of a new stream (default: 2)"
+    )
+    parser.add_argument(
+        "--ttl-attribute",
+        metavar="NAME",
+        help="enable the table's Time to Live on this attribute (a number, epoch seconds)",
     )
     parser.set_defaults(func=run)
 
@@ -82,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         on_step=print_step,
     )
     fields = {
+        "source": settings.source,
         "stream_name": result.stream_name,
         "stream_arn": result.stream_arn,
         "table_name": result.table_name,

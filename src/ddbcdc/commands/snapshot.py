@@ -22,6 +22,7 @@ from typing import Any
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsError
+from ddbcdc.aws.streams import Stream, open_stream
 from ddbcdc.backfill import state
 from ddbcdc.backfill.export import ExportError, open_location, read_manifest
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
@@ -118,16 +119,22 @@ def _checks(
     hold_us: int,
     **extra: Any,
 ) -> None:
+    dynamodb = aws.client("dynamodb", settings, max_attempts=1)
     try:
+        stream = open_stream(
+            settings, dynamodb=dynamodb, kinesis=aws.client("kinesis", settings, max_attempts=1)
+        )
         findings = check_backfill(
             settings,
-            dynamodb=aws.client("dynamodb", settings, max_attempts=1),
-            kinesis=aws.client("kinesis", settings, max_attempts=1),
+            dynamodb=dynamodb,
+            stream=stream,
             engine=engine,
             table=table,
             hold_us=hold_us,
             **extra,
         )
+    except ConfigurationError as exc:
+        findings = [Finding("fail", "stream", str(exc))]
     except AwsError as exc:  # a finding: --force goes ahead (an import needs no AWS)
         findings = [Finding("fail", "aws", f"the checks could not run: {exc}")]
     if not report(findings, force=args.force, out=sys.stderr):
@@ -232,6 +239,13 @@ def _bar(args: argparse.Namespace, total: int | None, label: str) -> Iterator[Pr
             bar.close()
 
 
+def _stream_or_none(settings: Settings) -> Stream | None:
+    try:
+        return open_stream(settings, kinesis=aws.client("kinesis", settings, max_attempts=2))
+    except (ConfigurationError, AwsError):
+        return None  # the preconditions said why
+
+
 def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -> int:
     options = SnapshotOptions(
         segments=args.segments,
@@ -245,7 +259,7 @@ def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -
     pipeline = backfill_pipeline(settings, mapping, connections=workers)
     try:
         run = _scan_run(settings, args, pipeline.engine, dynamodb, mapping, options)
-        hours = retention_hours(settings, aws.client("kinesis", settings, max_attempts=2))
+        hours = retention_hours(_stream_or_none(settings))
         started = time.monotonic()
         with _bar(args, run.expected_items, "snapshot") as progress:
             try:

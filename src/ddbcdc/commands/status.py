@@ -4,7 +4,10 @@ Everything comes from PostgreSQL. A shard processor refreshes its progress row w
 batch, and at most every few seconds on empty batches too, so a row older than the stall
 threshold means nothing has called that shard's processor since: the shard is shown as
 stalled, its last MillisBehindLatest as unknown. A shard that has ended (resharding) is shown
-as ended, one the worker listed but whose processor has applied nothing as not started. Each
+as ended, one the worker listed but whose processor has applied nothing as not started, one
+whose processor is retrying a batch it cannot apply as failing, with the reason
+(``statement_timeout``, ``lock_timeout``, ``database``, ``unexpected``), since when and how
+many attempts (``ddbcdc_shard_failures``, written after each failed attempt). Each
 shard's stream time (the newest change time it has applied) is shown, and per application
 the stream time (the oldest over its open shards, see :mod:`ddbcdc.materialize.streamtime`);
 per table, the newest change committed and when (freshness); tombstone pruning (floor per
@@ -38,8 +41,10 @@ def register(subparsers: Any) -> None:
             "time of every shard, records and batches applied, MillisBehindLatest and the age "
             "of the last call; the stream time of each application; per table, the newest "
             "change committed and when; tombstone pruning; and the newest backfills "
-            "(snapshots, export imports) with their progress. Exit status: 0, 1 when there is "
-            "no progress yet, 3 when a shard is stalled."
+            "(snapshots, export imports) with their progress. A shard whose batch keeps "
+            "failing is shown with the reason (statement_timeout, lock_timeout, database, "
+            "unexpected) and since when. Exit status: 0, 1 when there is no progress yet, 3 "
+            "when a shard is stalled or failing."
         ),
     )
     parser.add_argument("--application-name", help="only this KCL application")
@@ -54,20 +59,24 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled."""
+    """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled or
+    failing."""
     from ddbcdc.backfill.state import recent_runs
-    from ddbcdc.schema.tables import shard_progress
+    from ddbcdc.schema.tables import shard_failures, shard_progress
 
     settings = Settings()
     engine = create_engine(settings.require_database_url())
     query = sa.select(shard_progress).order_by(
         shard_progress.c.application, shard_progress.c.shard_id
     )
+    failures = sa.select(shard_failures)
     if args.application_name:
         query = query.where(shard_progress.c.application == args.application_name)
+        failures = failures.where(shard_failures.c.application == args.application_name)
     try:
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
+            failed = {(r.application, r.shard_id): dict(r._mapping) for r in conn.execute(failures)}
             streams = _stream_times(conn, args.application_name)
             tables = _freshness(conn, args.application_name)
             pruning = _pruning(conn)
@@ -75,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     except ProgrammingError as exc:
         for name in (
             "ddbcdc_shard_progress",
+            "ddbcdc_shard_failures",
             "ddbcdc_stream_time",
             "ddbcdc_table_progress",
             "ddbcdc_snapshots",
@@ -91,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
     now = datetime.now(UTC)
     stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
-    shards = [_shard(row, now, stall_after) for row in rows]
+    shards = [_shard(row, now, stall_after, failed) for row in _with_failures(rows, failed)]
     for table in tables:
         table["newest_change_age_s"] = round(now.timestamp() - table.pop("_newest_s"), 3)
     if args.json:
@@ -106,13 +116,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         _print_table(shards)
+        _print_failures(shards)
         _print_streams(streams)
         _print_freshness(tables)
         _print_pruning(pruning)
         _print_backfills(runs)
     if not shards:
         return 1
-    return 3 if any(s["stalled"] for s in shards) else 0
+    return 3 if any(s["state"] in ("stalled", "failing") for s in shards) else 0
 
 
 def _iso_us(us: int | None) -> str | None:
@@ -255,19 +266,67 @@ def _print_backfills(runs: list[dict[str, Any]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
-def _state(row: dict[str, Any], age: float, stall_after: float) -> str:
+def _state(row: dict[str, Any], age: float, stall_after: float, failing: bool) -> str:
     if row.get("ended_at") is not None:
         return "ended"
+    if failing:
+        return "failing"  # its processor is retrying a batch it cannot apply
     if row["sequence_number"] is None and row.get("max_version_us") is None:
         return "not_started"  # listed, no processor has applied or caught up on it yet
     return "stalled" if age > stall_after else "ok"
 
 
-def _shard(row: dict[str, Any], now: datetime, stall_after: float) -> dict[str, Any]:
-    updated: datetime = row["updated_at"]
-    age = (now - updated).total_seconds()
+def _with_failures(
+    rows: list[dict[str, Any]], failed: dict[tuple[str, str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The progress rows, and a row for each shard that failed before it had one."""
+    known = {(r["application"], r["shard_id"]) for r in rows}
+    first = [
+        {
+            "application": app,
+            "shard_id": shard,
+            "sequence_number": None,
+            "records_total": 0,
+            "batches_total": 0,
+            "millis_behind_latest": None,
+            "updated_at": None,
+        }
+        for (app, shard) in sorted(failed)
+        if (app, shard) not in known
+    ]
+    return sorted([*rows, *first], key=lambda r: (r["application"], r["shard_id"]))
+
+
+def _failure(row: dict[str, Any], found: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The shard's failure while it is current: newer than its last batch or touch."""
+    updated: datetime | None = row["updated_at"]
+    if found is None or (updated is not None and found["failed_at"] < updated):
+        return None
+    return {
+        "reason": found["reason"],
+        "error": found["error"],
+        "since": found["since"].isoformat(),
+        "failed_at": found["failed_at"].isoformat(),
+        "attempts": found["attempts"],
+        "sequence_number": found["sequence_number"],
+    }
+
+
+def _shard(
+    row: dict[str, Any],
+    now: datetime,
+    stall_after: float,
+    failed: dict[tuple[str, str], dict[str, Any]],
+) -> dict[str, Any]:
+    found = failed.get((row["application"], row["shard_id"]))
+    failure = _failure(row, found)
+    updated: datetime | None = row["updated_at"]
+    age = (now - (updated or now)).total_seconds()
+    # Failing: its processor is retrying (a failed attempt within the stall threshold).
+    recent = found is not None and (now - found["failed_at"]).total_seconds() <= stall_after
+    failing = failure is not None and recent
     ended = row.get("ended_at")
-    state = _state(row, age, stall_after)
+    state = _state(row, age, stall_after, failing)
     return {
         "application": row["application"],
         "shard_id": row["shard_id"],
@@ -275,13 +334,26 @@ def _shard(row: dict[str, Any], now: datetime, stall_after: float) -> dict[str, 
         "records_total": row["records_total"],
         "batches_total": row["batches_total"],
         "millis_behind_latest": row["millis_behind_latest"],
-        "updated_at": updated.isoformat(),
+        "updated_at": None if updated is None else updated.isoformat(),
         "seconds_since_update": round(age, 3),
         "stream_time": _iso_us(row.get("max_version_us")),
         "ended_at": None if ended is None else ended.isoformat(),
         "state": state,
         "stalled": state == "stalled",
+        "failure": failure,
     }
+
+
+def _print_failures(shards: list[dict[str, Any]]) -> None:
+    for s in shards:
+        failure = s["failure"]
+        if failure is not None:
+            print(
+                f"{s['application']} {s['shard_id']} {s['state']}, failing since "
+                f"{failure['since']}: {failure['reason']}, {failure['attempts']} attempts, "
+                f"batch ending at {failure['sequence_number']}, last at "
+                f"{failure['failed_at']}: {failure['error']}"
+            )
 
 
 def _print_table(shards: list[dict[str, Any]]) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.aws.streams import open_stream
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.position import WorkerWatch
-from ddbcdc.backfill.preconditions import stream_kwargs
 from ddbcdc.commands.snapshot import add_rate_options
 from ddbcdc.db import create_engine
 from ddbcdc.errors import ConfigurationError
@@ -75,11 +75,9 @@ def _options(args: argparse.Namespace) -> VerifyOptions:
 
 
 def _watch(settings: Settings, engine: sa.Engine) -> WorkerWatch:
-    stream = stream_kwargs(settings)
     return WorkerWatch(
         engine=engine,
-        kinesis=aws.client("kinesis", settings) if stream else None,
-        stream=stream,
+        stream=open_stream(settings),
         application=settings.application_name,
         margin_us=margin_us(settings),
         timestamp_unit=settings.timestamp_unit,
@@ -91,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     mapping = mapping_for(settings, args.table or settings.source_table)
     options = _options(args)
+    if args.repair and settings.source == "dynamodb-streams" and margin_us(settings) <= 1_000_000:
+        raise ConfigurationError(
+            "DDBCDC_CLOCK_SKEW_MARGIN must exceed 1s with DynamoDB Streams, whose timestamps are "
+            "whole seconds: a repair at G - m could otherwise beat a change made after G"
+        )
     engine = create_engine(settings.require_database_url())
     pipeline = backfill_pipeline(settings, mapping, connections=1) if args.repair else None
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")

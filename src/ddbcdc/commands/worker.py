@@ -11,13 +11,21 @@ from typing import Any
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsNotFoundError
+from ddbcdc.aws.streams import DynamoDBStream, dynamodb_stream_arn
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
-from ddbcdc.worker import daemon
+from ddbcdc.worker import daemon, streams
 from ddbcdc.worker.leadership import release_stale_leader_lock
+from ddbcdc.worker.lineage import LineageWatch
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
-from ddbcdc.worker.shards import ShardRegistry, kinesis_open_shards, lease_shards
+from ddbcdc.worker.shards import (
+    ShardLister,
+    ShardRegistry,
+    dynamodb_open_shards,
+    kinesis_open_shards,
+    lease_shards,
+)
 from ddbcdc.worker.workdir import WorkDir
 
 log = logging.getLogger(__name__)
@@ -29,12 +37,18 @@ def register(subparsers: Any) -> None:
         "worker",
         help="consume the Kinesis stream into PostgreSQL (KCL worker)",
         description=(
-            "Start the KCL MultiLangDaemon with one ddbcdc shard processor per leased shard. "
+            "Start the KCL MultiLangDaemon with one ddbcdc shard processor per leased shard "
+            "(DDBCDC_SOURCE=dynamodb-streams: the table's DynamoDB stream, through the "
+            "DynamoDB Streams Kinesis Adapter). "
             "Each batch is applied to PostgreSQL in one transaction, then checkpointed. "
             "SIGTERM/SIGINT stop it gracefully (every shard checkpoints first)."
         ),
     )
-    parser.add_argument("--stream", help="Kinesis stream name or ARN (default: from settings)")
+    parser.add_argument(
+        "--stream",
+        help="Kinesis stream name or ARN, or with DDBCDC_SOURCE=dynamodb-streams the DynamoDB "
+        "stream's ARN (default: from settings; a DynamoDB stream: the source table's)",
+    )
     parser.add_argument(
         "--application-name",
         help="KCL application name: the lease table's name and the progress key",
@@ -66,6 +80,12 @@ def register(subparsers: Any) -> None:
         help="KCL worker id, unique per running worker; give a restarted worker the same id "
         "to take its leases back at once (default: host name and a random suffix)",
     )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="DynamoDB Streams: download the adapter jar and compile the launcher into the "
+        "cache (DDBCDC_CACHE_DIR), then exit (for images built where a compiler is)",
+    )
     parser.add_argument("--java", help="java executable (default: $JAVA_HOME/bin/java or PATH)")
     parser.set_defaults(func=run)
 
@@ -84,12 +104,24 @@ def _check_mappings(settings: Settings) -> None:
         engine.dispose()
 
 
+def _prepare(settings: Settings, java_option: str | None) -> int:
+    java = daemon.check_java(java_option)
+    jars, launcher = streams.prepare(settings, java, daemon.find_jars())
+    print(f"adapter_jar={jars[-1]}\nlauncher={launcher}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Render the properties, check Java and the jars, run the daemon until it stops."""
     settings = Settings()
+    if args.prepare:
+        return _prepare(settings, args.java)
+    stream = args.stream
+    if settings.source == "dynamodb-streams" and not stream:
+        stream = _table_stream(settings)
     options = daemon.WorkerOptions.from_settings(
         settings,
-        stream=args.stream,
+        stream=stream,
         application_name=args.application_name,
         initial_position=args.initial_position,
         initial_timestamp=args.initial_timestamp,
@@ -105,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
     _release_leadership(settings, options)
     java = daemon.check_java(args.java)
     jars = daemon.find_jars()
+    launcher = None
+    if options.source == "dynamodb-streams":
+        jars, launcher = streams.prepare(settings, java, jars)
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     with WorkDir() as workdir:
         properties_file = workdir.path / "kcl.properties"
@@ -116,9 +151,10 @@ def run(args: argparse.Namespace) -> int:
             os.environ,
             multiproc_dir=multiproc_dir,
             application_name=options.application_name,
+            options=options,
         )
         process = daemon.DaemonProcess(
-            daemon.daemon_command(java, jars, properties_file),
+            daemon.daemon_command(java, jars, properties_file, launcher=launcher),
             env,
             grace_s=options.shutdown_grace_ms / 1000 + 15,
             pass_fds=(workdir.lock_fd,),
@@ -139,11 +175,8 @@ def _serve(
     assert options.worker_id is not None
     leases = LeaseWatcher(_lease_scan(settings, options.application_name), options.worker_id)
     engine = create_engine(settings.require_database_url(), pool_size=1, pre_ping=True)
-    kinesis = aws.client("kinesis", settings, max_attempts=3)
     registry = ShardRegistry(
-        engine,
-        options.application_name,
-        [kinesis_open_shards(kinesis, options.stream), lease_shards(leases)],
+        engine, options.application_name, [_open_shards(settings, options), lease_shards(leases)]
     )
     monitor = StallMonitor(
         leases,
@@ -154,13 +187,14 @@ def _serve(
     def problems() -> list[str]:
         return monitor.problems() if process.alive() else ["KCL daemon not running"]
 
+    lineage = _lineage_watch(settings, options)
     try:
         server = MetricsServer(
             multiproc_dir=multiproc_dir,
             host=settings.metrics_host,
             port=port,
             problems=problems,
-            collectors=[monitor],
+            collectors=[monitor, *([lineage] if lineage else [])],
         )
     except OSError as exc:
         raise ConfigurationError(
@@ -180,8 +214,12 @@ def _serve(
         server.start()
         leases.start()
         registry.start()
+        if lineage is not None:
+            lineage.start()
         status = process.wait()
     finally:
+        if lineage is not None:
+            lineage.stop()
         registry.stop()
         leases.stop()
         server.stop()
@@ -190,12 +228,37 @@ def _serve(
     return status
 
 
+def _table_stream(settings: Settings) -> str:
+    """The source table's DynamoDB stream (DescribeTable)."""
+    return dynamodb_stream_arn(settings, aws.client("dynamodb", settings, max_attempts=3))
+
+
 def _check_stream(settings: Settings, options: daemon.WorkerOptions) -> None:
     """Refuse to start when the stream cannot be read (missing, denied, unreachable): the
     KCL daemon would retry that forever."""
+    if options.source == "dynamodb-streams":
+        streams = aws.client("dynamodbstreams", settings, max_attempts=3)
+        streams.describe_stream(StreamArn=options.stream, Limit=1)
+        return
     kinesis = aws.client("kinesis", settings, max_attempts=3)
     name = "StreamARN" if options.stream.startswith("arn:") else "StreamName"
     kinesis.list_shards(**{name: options.stream}, MaxResults=1)
+
+
+def _open_shards(settings: Settings, options: daemon.WorkerOptions) -> ShardLister:
+    """The stream's open shards: ListShards on Kinesis, DescribeStream on a DynamoDB stream."""
+    if options.source != "dynamodb-streams":
+        return kinesis_open_shards(aws.client("kinesis", settings, max_attempts=3), options.stream)
+    client = aws.client("dynamodbstreams", settings, max_attempts=3)
+    return dynamodb_open_shards(client, options.stream)
+
+
+def _lineage_watch(settings: Settings, options: daemon.WorkerOptions) -> LineageWatch | None:
+    """For a DynamoDB stream: the check that its sequence numbers grow along each lineage."""
+    if options.source != "dynamodb-streams":
+        return None
+    client = aws.client("dynamodbstreams", settings, max_attempts=3)
+    return LineageWatch(DynamoDBStream(client, options.stream).shards)
 
 
 def _release_leadership(settings: Settings, options: daemon.WorkerOptions) -> None:

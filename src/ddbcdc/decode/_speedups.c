@@ -36,7 +36,7 @@ static PyObject *str_event_name, *str_event_id, *str_event_source, *str_record_f
     *str_dynamodb, *str_keys, *str_new_image, *str_old_image, *str_created, *str_size,
     *str_table_name, *str_region, *str_sequence, *str_identity, *str_type, *str_type_cap,
     *str_principal, *str_principal_cap, *str_aws_dynamodb, *str_json, *str_service,
-    *str_ttl_principal, *str_insert, *str_modify, *str_remove;
+    *str_ttl_principal, *str_insert, *str_modify, *str_remove, *str_source_arn;
 static PyObject *field_names[13];
 static PyObject *fields_template; /* field name -> None, in field order */
 
@@ -136,13 +136,14 @@ ttl_delete(PyObject *identity, int event)
            && equals(principal, str_ttl_principal);
 }
 
-/* An image, unmarshalled; *out stays NULL when absent or null. 0: leave it to Python. */
+/* An image, unmarshalled; *out stays NULL when absent, null or empty (the DynamoDB Streams
+ * Kinesis Adapter writes {} for an image a change does not have). 0: leave it to Python. */
 static int
 image(PyObject *dynamodb, PyObject *key, int forbidden, int event, PyObject **out)
 {
     PyObject *map = PyDict_GetItemWithError(dynamodb, key);
     *out = NULL;
-    if (map == NULL || map == Py_None) {
+    if (map == NULL || map == Py_None || (PyDict_CheckExact(map) && PyDict_GET_SIZE(map) == 0)) {
         return !PyErr_Occurred();
     }
     if (event == forbidden) {
@@ -172,10 +173,15 @@ record_fields(PyObject *raw, long long factor, PyObject *shard_id, PyObject *seq
     PyObject *table = PyDict_GetItemWithError(raw, str_table_name);
     PyObject *region = PyDict_GetItemWithError(raw, str_region);
     int event = event_name == NULL ? 0 : event_code(event_name);
+    if (table == NULL && !PyErr_Occurred()
+        && PyDict_GetItemWithError(raw, str_source_arn) == NULL && !PyErr_Occurred()) {
+        table = Py_None;  /* names no table (the adapter's DynamoDB Streams records) */
+    }
     if (PyErr_Occurred() || !event || event_id == NULL || !PyUnicode_CheckExact(event_id)
         || PyUnicode_GET_LENGTH(event_id) == 0 || !absent_or(raw, str_event_source, str_aws_dynamodb)
         || !absent_or(raw, str_record_format, str_json) || dynamodb == NULL
-        || !PyDict_CheckExact(dynamodb) || table == NULL || !PyUnicode_CheckExact(table)
+        || !PyDict_CheckExact(dynamodb) || table == NULL
+        || (table != Py_None && !PyUnicode_CheckExact(table))
         || (region != NULL && region != Py_None && !PyUnicode_CheckExact(region))) {
         return NULL;
     }
@@ -424,7 +430,7 @@ intern_all(void)
         {&str_principal_cap, "PrincipalId"}, {&str_aws_dynamodb, "aws:dynamodb"},
         {&str_json, "application/json"}, {&str_service, "Service"},
         {&str_ttl_principal, "dynamodb.amazonaws.com"}, {&str_insert, "INSERT"},
-        {&str_modify, "MODIFY"}, {&str_remove, "REMOVE"},
+        {&str_modify, "MODIFY"}, {&str_remove, "REMOVE"}, {&str_source_arn, "eventSourceARN"},
     };
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         if ((*strings[i].slot = PyUnicode_InternFromString(strings[i].text)) == NULL) {

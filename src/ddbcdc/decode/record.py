@@ -1,7 +1,9 @@
 """Change records -> :class:`ChangeRecord`, pure.
 
 Accepts the Kinesis Data Streams for DynamoDB record format, the DynamoDB Streams record
-format (GetRecords, Lambda DynamoDB events) and Lambda Kinesis events.
+format (GetRecords, Lambda DynamoDB events, and the JSON the DynamoDB Streams Kinesis Adapter
+hands a KCL record processor: epoch-millisecond ApproximateCreationDateTime, ``{}`` for an
+image the change does not have) and Lambda Kinesis events.
 """
 
 from __future__ import annotations
@@ -129,6 +131,10 @@ def _base64(data: bytes | str) -> bytes:
         raise fail(_NOT_JSON_OR_BASE64) from exc
 
 
+def _empty(image: Any) -> bool:
+    return isinstance(image, Mapping) and not image
+
+
 def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | None) -> ChangeRecord:
     """A parsed record -> ChangeRecord, in Python: the reference for every rule and error."""
     if type(raw) is not dict and not isinstance(raw, Mapping):
@@ -139,16 +145,22 @@ def _build(raw: Any, unit: str, shard_id: str | None, sequence_number: str | Non
     if not keys:
         raise fail("Keys must be a non-empty attribute map", "dynamodb.Keys")
     keys = unmarshal(keys, path="dynamodb.Keys")
+    # An empty image is an absent one: the DynamoDB Streams Kinesis Adapter writes
+    # "OldImage": {} on an INSERT and "NewImage": {} on a REMOVE (a real image holds the key).
     new_image = get("NewImage")
-    if new_image is not None:
+    if new_image is not None and not _empty(new_image):
         if event_name == "REMOVE":
             raise fail("a REMOVE has no NewImage", "dynamodb.NewImage")
         new_image = unmarshal(new_image, path="dynamodb.NewImage")
+    else:
+        new_image = None
     old_image = get("OldImage")
-    if old_image is not None:
+    if old_image is not None and not _empty(old_image):
         if event_name == "INSERT":
             raise fail("an INSERT has no OldImage", "dynamodb.OldImage")
         old_image = unmarshal(old_image, path="dynamodb.OldImage")
+    else:
+        old_image = None
     micros = get("ApproximateCreationDateTime")
     if type(micros) is int and unit == "auto" and SECONDS_BELOW <= micros < MILLIS_BELOW:
         micros *= 1_000  # the common case: Kinesis milliseconds

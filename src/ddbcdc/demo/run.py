@@ -1,13 +1,17 @@
 """The demo: the whole pipeline on the local stack, from DynamoDB writes to PostgreSQL rows.
 
-Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge), migrate, set up
-the stream and the table (the shipped ``customers`` mapping, installed with the package, so the
-demo runs from any folder), start the KCL worker, load changes (the second half with an
-attribute the mapping does not name, ``city``: it is kept in the ``attributes`` column), wait
-until PostgreSQL equals a Scan of the DynamoDB table, report, stop the worker. Then the mapping
+Steps: start the local stack (moto, kinesis-local, PostgreSQL, the bridge; or with source
+``dynamodb-streams`` moto, PostgreSQL and the DynamoDB Streams front), migrate, set up the
+stream and the table (the shipped ``customers`` mapping, installed with the package, so the
+demo runs from any folder, keeping what the table's Time to Live on ``expires_at`` expires),
+start the KCL worker, load changes (the second half with an attribute the mapping does not
+name, ``city``: it is kept in the ``attributes`` column), wait until PostgreSQL equals a Scan of
+the DynamoDB table, report. Then items expire (:mod:`ddbcdc.demo.archive`; on Kinesis only:
+the local stack's Time to Live sweeper runs beside its bridge) and PostgreSQL must keep them
+while still equal to the Scan; stop the worker. Then the mapping
 evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
 kept attributes and PostgreSQL must equal the Scan again. Clean up. Exit status 0 only when
-both comparisons match.
+every comparison matches.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import sqlalchemy as sa
 
@@ -30,8 +34,9 @@ from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.db import check_reachable, create_engine
+from ddbcdc.demo.archive import TTL_ATTRIBUTE, archive, archiving_mapping
 from ddbcdc.demo.evolve import NEW_ATTRIBUTE, evolve, print_samples
-from ddbcdc.load.plan import LoadOptions, expected_state, plan_operations
+from ddbcdc.load.plan import Item, LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
@@ -60,6 +65,7 @@ class DemoOptions:
     timeout: float = 120.0
     database_url: str | None = None
     log_dir: Path = Path(".local/demo")
+    source: Literal["kinesis", "dynamodb-streams"] = "kinesis"
 
 
 class _Reporter:
@@ -76,8 +82,9 @@ def _start_worker(
     settings_env: dict[str, str], stream: str, log_file: Path
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings_env}
+    if stream:  # a DynamoDB Streams worker reads the table's own stream
+        env["DDBCDC_STREAM_NAME"] = stream
     env.update(
-        DDBCDC_STREAM_NAME=stream,
         DDBCDC_APPLICATION_NAME=APPLICATION,
         DDBCDC_METRICS_PORT="0",
         DDBCDC_IDLE_TIME_BETWEEN_READS_MS="200",
@@ -176,24 +183,42 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
     if options.database_url:
         check_reachable(options.database_url)  # before the stack starts
     options.log_dir.mkdir(parents=True, exist_ok=True)
-    say("starting the local stack (moto, kinesis-local, PostgreSQL, bridge)")
-    with LocalStack(database_url=options.database_url, log_dir=options.log_dir) as stack:
+    streams = options.source == "dynamodb-streams"
+    parts = "the DynamoDB Streams front" if streams else "kinesis-local, bridge"
+    say(f"starting the local stack (moto, PostgreSQL, {parts})")
+    with LocalStack(
+        database_url=options.database_url,
+        log_dir=options.log_dir,
+        source=options.source,
+        shards=options.shards,
+    ) as stack:
         # The demo's own boto3 clients take the stack's credentials from the environment,
         # like any other client of it.
         os.environ.update(stack.env)
-        settings = stack.settings(mappings_dir=shipped_mappings_dir())
+        shipped = load_mappings(shipped_mappings_dir())
+        customers = next(m for m in shipped if m.source_table == "customers")
+        # The demo keeps what the table's Time to Live expires (the archive act).
+        mappings_dir = archiving_mapping(customers, options.log_dir / "mappings")
+        settings = stack.settings(mappings_dir=mappings_dir)
         mappings = load_mappings(settings.mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
         engine = create_engine(stack.database_url)
         try:
             say("migrating PostgreSQL")
             upgrade(engine, mappings)
-            say(f"setting up stream and table ({options.shards} shards)")
+            kind = "the table's DynamoDB stream" if streams else "the Kinesis stream"
+            say(f"setting up the table and {kind} ({options.shards} shards)")
             dynamodb = aws.client("dynamodb", settings)
             setup = set_up(
                 dynamodb,
                 aws.client("kinesis", settings),
-                ProvisionOptions(table=mapping.source_table, shards=options.shards, local=True),
+                ProvisionOptions(
+                    table=mapping.source_table,
+                    shards=options.shards,
+                    local=True,
+                    source=options.source,
+                    ttl_attribute=TTL_ATTRIBUTE,
+                ),
             )
             say("starting the KCL worker")
             worker = _start_worker(
@@ -206,7 +231,20 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                     say("the worker took no leases in time; see " + str(options.log_dir))
                     return 1
                 say(f"the worker holds leases on all {options.shards} shards")
-                status = _load_and_check(options, settings, engine, mapping, worker, say, out)
+                status, state = _load_and_check(
+                    options, settings, engine, mapping, worker, say, out
+                )
+                if not status and not streams:  # no Time to Live sweeper beside the front
+                    status = archive(
+                        dynamodb,
+                        engine,
+                        mapping,
+                        state,
+                        seed=options.seed,
+                        timeout=options.timeout,
+                        say=say,
+                        out=out,
+                    )
             finally:
                 _stop_worker(worker)
                 say("worker stopped")
@@ -225,7 +263,8 @@ def _load_and_check(
     worker: subprocess.Popen[bytes],
     say: Callable[[str], None],
     out: TextIO,
-) -> int:
+) -> tuple[int, dict[int, Item]]:
+    """Load, wait, compare: (0 when PostgreSQL matches DynamoDB, the table loaded)."""
     first = LoadOptions(
         table=mapping.source_table,
         count=options.changes // 2,
@@ -254,11 +293,11 @@ def _load_and_check(
     )
     letters, shards = _bookkeeping(engine)
     _report(out, summary, comparison, caught_up, letters, shards)
-    expected = len(expected_state(operations))
-    if comparison.matches and comparison.source_items == expected:
+    state = expected_state(operations)
+    if comparison.matches and comparison.source_items == len(state):
         print("\nSample rows, side by side:", file=out)
         print_samples(dynamodb, engine, mapping, out)
         print("\nPostgreSQL matches DynamoDB.", file=out)
-        return 0
+        return 0, state
     print(f"\nMISMATCH: {comparison} (worker log: {options.log_dir / 'worker.log'})", file=out)
-    return 1
+    return 1, state

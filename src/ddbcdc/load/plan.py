@@ -19,6 +19,11 @@ attribute (a city name, S) and modifies may change it too: how a table gains an 
 mapping does not name yet.
 * ``remove`` deletes a present key. On an empty table it becomes an ``insert``.
 
+With ``ttl_attribute`` (``ddbcdc load --ttl-attribute expires_at --ttl-seconds 60``) every
+insert and modify also writes that attribute: the time of the write plus ``ttl_seconds``, in
+epoch seconds (a table with Time to Live on it expires the item then). It is added when the
+write is sent (``ddbcdc.load.writer``), so the plan stays pure.
+
 The planner starts from an empty table unless it is given the existing items
 (``ddbcdc load --scan-first``). Keys are ``1..keys``; existing keys outside that range are
 modified and removed like any other.
@@ -124,6 +129,9 @@ class LoadOptions:
         batch_size: operations per BatchWriteItem (1..25).
         modify_with_update: send modifies as UpdateItem (unbatched) instead of PutItem.
         new_attribute: an attribute (S, a city) every insert writes and modifies may change.
+        ttl_attribute: an attribute every insert and modify sets to its write time plus
+            ``ttl_seconds`` (N, epoch seconds).
+        ttl_seconds: how long after its last write an item expires.
     """
 
     table: str = "customers"
@@ -136,6 +144,8 @@ class LoadOptions:
     batch_size: int = MAX_BATCH
     modify_with_update: bool = False
     new_attribute: str | None = None
+    ttl_attribute: str | None = None
+    ttl_seconds: float | None = None
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -162,6 +172,20 @@ class LoadOptions:
                 f"new attribute must be a name other than {KEY_ATTRIBUTE!r} and "
                 f"{', '.join(MUTABLE_ATTRIBUTES)}, got {self.new_attribute!r}"
             )
+        self._check_ttl()
+
+    def _check_ttl(self) -> None:
+        if (self.ttl_attribute is None) != (self.ttl_seconds is None):
+            raise ConfigurationError("--ttl-attribute and --ttl-seconds go together")
+        if self.ttl_attribute is not None and (
+            not self.ttl_attribute or self.ttl_attribute in (KEY_ATTRIBUTE, *self.attributes)
+        ):
+            raise ConfigurationError(
+                f"TTL attribute must be a name other than {KEY_ATTRIBUTE!r} and the attributes "
+                f"the load writes ({', '.join(self.attributes)}), got {self.ttl_attribute!r}"
+            )
+        if self.ttl_seconds is not None and self.ttl_seconds < 0:
+            raise ConfigurationError(f"TTL seconds must be >= 0, got {self.ttl_seconds}")
 
 
 @dataclass(frozen=True, slots=True)

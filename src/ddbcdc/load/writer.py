@@ -115,11 +115,20 @@ class _Writer:
         self.summary = summary
         self.lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep  # replaced by run_load's
+        self.now: Callable[[], float] = time.time  # epoch seconds, for TTL attributes
+
+    def _expiry(self) -> dict[str, Any]:
+        """The TTL attribute a write sets now (marshalled), or nothing."""
+        name, seconds = self.options.ttl_attribute, self.options.ttl_seconds
+        if name is None or seconds is None:
+            return {}
+        return {name: {"N": str(int(self.now() + seconds))}}
 
     def write(self, batch: list[Operation], rng: random.Random) -> None:
         try:
             if len(batch) == 1 and batch[0].kind == "modify" and self.options.modify_with_update:
-                self._call(rng, self.client.update_item, **_update_request(self.options, batch[0]))
+                request = _update_request(self.options, batch[0], self._expiry())
+                self._call(rng, self.client.update_item, **request)
             else:
                 self._write_batch(batch, rng)
         except _WriteFailedError as failed:
@@ -137,7 +146,8 @@ class _Writer:
                 self.summary.writes[op.kind] += 1
 
     def _write_batch(self, batch: list[Operation], rng: random.Random) -> None:
-        requests = [_write_request(op) for op in batch]
+        expiry = self._expiry()
+        requests = [_write_request(op, expiry) for op in batch]
         attempt = 0
         while requests:
             response = self._call(
@@ -175,18 +185,22 @@ def _key(op: Operation) -> dict[str, Any]:
     return {KEY_ATTRIBUTE: _serializer.serialize(op.key)}
 
 
-def _write_request(op: Operation) -> dict[str, Any]:
+def _write_request(op: Operation, expiry: dict[str, Any]) -> dict[str, Any]:
     if op.item is None:
         return {"DeleteRequest": {"Key": _key(op)}}
     item = {name: _serializer.serialize(value) for name, value in op.item.items()}
-    return {"PutRequest": {"Item": item}}
+    return {"PutRequest": {"Item": {**item, **expiry}}}
 
 
-def _update_request(options: LoadOptions, op: Operation) -> dict[str, Any]:
+def _update_request(options: LoadOptions, op: Operation, expiry: dict[str, Any]) -> dict[str, Any]:
     assert op.item is not None
     names = {f"#a{i}": name for i, name in enumerate(op.changed)}
     values = {f":v{i}": _serializer.serialize(op.item[name]) for i, name in enumerate(op.changed)}
-    assignments = ", ".join(f"#a{i} = :v{i}" for i in range(len(op.changed)))
+    for name, value in expiry.items():
+        names["#ttl"], values[":ttl"] = name, value
+    assignments = ", ".join(
+        [f"#a{i} = :v{i}" for i in range(len(op.changed))] + (["#ttl = :ttl"] if expiry else [])
+    )
     return {
         "TableName": options.table,
         "Key": _key(op),

@@ -11,6 +11,10 @@ Each bridged table runs on a reader and a writer thread of its own
 (:mod:`ddbcdc.local.bridge_table`, which states the order it keeps); this module finds the
 tables to bridge and runs the bridge as a process.
 
+Time to Live: moto never expires an item, so each bridged table also gets a sweeper that
+deletes expired items as DynamoDB does, and the bridge stamps those REMOVEs with the TTL
+service's identity (:mod:`ddbcdc.local.ttl`).
+
 Timestamps: moto sends ApproximateCreationDateTime as epoch seconds with millisecond
 precision (its serializer truncates to milliseconds). The bridge writes that exact instant in
 microseconds and never invents finer digits; changes in the same millisecond are ordered
@@ -48,6 +52,7 @@ class Bridge:
         initial_position: where streams found at start are read from; streams found later
             are always read from TRIM_HORIZON, so no change made after setup is missed.
         discover_interval: seconds between looks for new tables.
+        ttl_interval: seconds between sweeps for expired items of a table with TTL enabled.
     """
 
     def __init__(
@@ -58,7 +63,9 @@ class Bridge:
         region: str = "us-east-1",
         initial_position: InitialPosition = "TRIM_HORIZON",
         discover_interval: float = 1.0,
+        ttl_interval: float = 1.0,
     ) -> None:
+        self.ttl_interval = ttl_interval
         self.dynamodb_endpoint = dynamodb_endpoint
         self.kinesis_endpoint = kinesis_endpoint
         self.region = region
@@ -125,9 +132,12 @@ class Bridge:
             return None
         return BridgeTarget(name, stream_arn, stream, region)
 
-    def counts(self) -> dict[str, tuple[int, int]]:
-        """Per bridged table: (changes read from DynamoDB, changes written to Kinesis)."""
-        return {name: (b.read, b.writer.written) for name, b in self._bridges.items()}
+    def counts(self) -> dict[str, tuple[int, int, int]]:
+        """Per bridged table: (changes read from DynamoDB, changes written to Kinesis, items
+        expired by its TTL)."""
+        return {
+            name: (b.read, b.writer.written, b.sweeper.expired) for name, b in self._bridges.items()
+        }
 
     def run(self, stop: threading.Event, *, ready: threading.Event | None = None) -> None:
         """Bridge until ``stop`` is set; ``ready`` is set after the first discovery."""
@@ -164,6 +174,7 @@ class Bridge:
                 kinesis_endpoint=self.kinesis_endpoint,
                 region=self.region,
                 start=self.initial_position if first else "TRIM_HORIZON",
+                ttl_interval=self.ttl_interval,
             )
             if current is not None:
                 current.stop()
@@ -184,6 +195,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--initial-position", choices=["TRIM_HORIZON", "LATEST"], default="TRIM_HORIZON"
     )
     parser.add_argument("--discover-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--ttl-interval",
+        type=float,
+        default=1.0,
+        help="seconds between sweeps for expired items of tables with TTL enabled",
+    )
     parser.add_argument("--ready-file", type=Path, help="created once the bridge runs")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -208,11 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         region=args.region,
         initial_position=args.initial_position,
         discover_interval=args.discover_interval,
+        ttl_interval=args.ttl_interval,
     )
     runner = threading.Thread(target=bridge.run, args=(stop,), kwargs={"ready": ready})
     runner.start()
     announced = False
-    last: dict[str, tuple[int, int]] = {}
+    last: dict[str, tuple[int, int, int]] = {}
     while runner.is_alive():
         runner.join(1.0)
         if ready.is_set() and not announced:
@@ -222,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.ready_file.write_text("ready\n")
         counts = bridge.counts()
         if counts != last and int(time.monotonic()) % 10 == 0:
-            log.info("changes (read, written) per table: %s", counts)
+            log.info("changes (read, written, expired) per table: %s", counts)
             last = counts
     return 0
 

@@ -68,8 +68,11 @@ def approximate_creation_us(value: float | int) -> int:
     return round(float(value) * 1000) * 1000
 
 
-def to_kinesis_record(record: Mapping[str, Any], *, table_name: str) -> dict[str, Any]:
-    """A DynamoDB Streams record (wire JSON) -> the Kinesis Data Streams for DynamoDB record."""
+def to_kinesis_record(
+    record: Mapping[str, Any], *, table_name: str, identity: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A DynamoDB Streams record (wire JSON) -> the Kinesis Data Streams for DynamoDB record;
+    ``identity``: its userIdentity when the record has none (the TTL's, for an expiry)."""
     source = record["dynamodb"]
     dynamodb: dict[str, Any] = {
         "ApproximateCreationDateTime": approximate_creation_us(
@@ -85,7 +88,7 @@ def to_kinesis_record(record: Mapping[str, Any], *, table_name: str) -> dict[str
         "awsRegion": record.get("awsRegion"),
         "eventID": record["eventID"],
         "eventName": record["eventName"],
-        "userIdentity": record.get("userIdentity"),
+        "userIdentity": record.get("userIdentity") or identity,
         "recordFormat": "application/json",
         "tableName": table_name,
         "dynamodb": dynamodb,

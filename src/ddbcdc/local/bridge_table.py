@@ -11,6 +11,9 @@ change per key, and a failed entry is retried before any later change of its key
 
 Position: kept in memory only. A restarted bridge starts each stream from TRIM_HORIZON (or
 LATEST, by flag), so it may write changes again; downstream versions make that harmless.
+
+Expiry: a REMOVE the table's :class:`~ddbcdc.local.ttl.TtlSweeper` made is written with the
+TTL service's userIdentity, as DynamoDB writes its own.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ddbcdc.local.bridge_format import (
     partition_key,
     to_kinesis_record,
 )
+from ddbcdc.local.ttl import TTL_IDENTITY, Expiries, TtlSweeper
 
 __all__ = ["InitialPosition", "KinesisWriter", "TableBridge"]
 
@@ -113,9 +117,11 @@ class TableBridge:
         kinesis_endpoint: str,
         region: str,
         start: InitialPosition,
+        ttl_interval: float = 1.0,
     ) -> None:
         self.target = target
         self.read = 0
+        self.expiries = Expiries()
         self._start: str = start
         self._stop_event = stop = threading.Event()
         self._streams = JsonApiClient("dynamodbstreams", dynamodb_endpoint, region=region)
@@ -126,11 +132,20 @@ class TableBridge:
         self.reader = threading.Thread(
             target=self._read_loop, name=f"bridge-reader-{target.table_name}", daemon=True
         )
+        self.sweeper = TtlSweeper(
+            target.table_name,
+            endpoint=dynamodb_endpoint,
+            region=region,
+            expiries=self.expiries,
+            interval=ttl_interval,
+            stop=stop,
+        )
 
     def start(self) -> None:
-        """Start reading and writing."""
+        """Start reading, writing and expiring."""
         self.writer.start()
         self.reader.start()
+        self.sweeper.start()
 
     def stop(self) -> None:
         """Ask both threads to stop (they finish their current call first)."""
@@ -144,6 +159,7 @@ class TableBridge:
         """Wait for both threads after the stop event is set."""
         self.reader.join(timeout)
         self.writer.join(timeout)
+        self.sweeper.join(timeout)
 
     def _read_loop(self) -> None:
         described = 0.0
@@ -214,10 +230,17 @@ class TableBridge:
 
     def _hand_over(self, records: list[dict[str, Any]]) -> None:
         table = self.target.table_name
+        expired = self.expiries.is_expiry
         chunk = [
             Entry(
                 partition_key(record["dynamodb"]["Keys"]),
-                orjson.dumps(to_kinesis_record(record, table_name=table)),
+                orjson.dumps(
+                    to_kinesis_record(
+                        record,
+                        table_name=table,
+                        identity=TTL_IDENTITY if expired(table, record) else None,
+                    )
+                ),
             )
             for record in records
         ]

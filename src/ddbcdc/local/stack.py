@@ -1,4 +1,8 @@
-"""The local stack: moto, kinesis-local, PostgreSQL and the bridge, on 127.0.0.1 only.
+"""The local stack: moto, PostgreSQL and either source, on 127.0.0.1 only.
+
+For ``source="kinesis"`` (the default): kinesis-local and the bridge (DynamoDB Streams ->
+Kinesis). For ``source="dynamodb-streams"``: the DynamoDB Streams front
+(:mod:`ddbcdc.local.streams_front`: moto's streams with shard lineage and rollover).
 
 Tests and benchmarks use :class:`LocalStack` as a context manager; ``ddbcdc local up`` runs
 one in a detached supervisor process (:mod:`ddbcdc.local.supervisor`). Every service gets a
@@ -21,7 +25,7 @@ import orjson
 
 from ddbcdc.local.kinesis import launch_kinesis, wait_for_kinesis
 from ddbcdc.local.moto import launch_moto, wait_for_moto
-from ddbcdc.local.postgres import TemporaryPostgres
+from ddbcdc.local.postgres import TemporaryPostgres, free_port
 from ddbcdc.local.processes import ManagedProcess
 from ddbcdc.settings import Settings
 
@@ -44,6 +48,8 @@ class StackInfo:
     database_url: str
     log_dir: str
     pids: dict[str, int] = field(default_factory=dict)
+    source: Literal["kinesis", "dynamodb-streams"] = "kinesis"
+    streams_endpoint: str = ""  # the DynamoDB Streams front, with source dynamodb-streams
 
     @property
     def dynamodb_endpoint(self) -> str:
@@ -52,8 +58,8 @@ class StackInfo:
 
     @property
     def dynamodbstreams_endpoint(self) -> str:
-        """DynamoDB Streams (moto)."""
-        return self.moto_endpoint
+        """DynamoDB Streams: the front when it runs, else moto's own."""
+        return self.streams_endpoint or self.moto_endpoint
 
     @property
     def cloudwatch_endpoint(self) -> str:
@@ -68,7 +74,12 @@ class StackInfo:
     @property
     def env(self) -> dict[str, str]:
         """The environment a client of this stack uses (what ``ddbcdc local env`` prints)."""
+        source = {"DDBCDC_SOURCE": self.source} if self.source != "kinesis" else {}
+        kinesis = (
+            {"DDBCDC_KINESIS_ENDPOINT": self.kinesis_endpoint} if self.kinesis_endpoint else {}
+        )
         return {
+            **source,
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_REGION": self.region,
@@ -77,7 +88,7 @@ class StackInfo:
             "DDBCDC_DYNAMODBSTREAMS_ENDPOINT": self.dynamodbstreams_endpoint,
             "DDBCDC_CLOUDWATCH_ENDPOINT": self.cloudwatch_endpoint,
             "DDBCDC_S3_ENDPOINT": self.s3_endpoint,
-            "DDBCDC_KINESIS_ENDPOINT": self.kinesis_endpoint,
+            **kinesis,
             "DATABASE_URL": self.database_url,
         }
 
@@ -89,8 +100,9 @@ class StackInfo:
             "dynamodbstreams_endpoint": self.dynamodbstreams_endpoint,
             "cloudwatch_endpoint": self.cloudwatch_endpoint,
             "s3_endpoint": self.s3_endpoint,
-            "kinesis_endpoint": self.kinesis_endpoint,
+            "kinesis_endpoint": self.kinesis_endpoint or None,
             "database_url": self.database_url or None,
+            "source": self.source,
         }
         values.update(overrides)
         return Settings(**values)
@@ -113,7 +125,10 @@ class LocalStack:
             ``postgres`` is False, then ``database_url`` stays empty).
         postgres: start a throwaway PostgreSQL when no ``database_url`` is given.
         bridge: run the DynamoDB Streams -> Kinesis bridge (local stand-in for the managed
-            Kinesis streaming destination).
+            Kinesis streaming destination), with source ``kinesis``.
+        source: ``kinesis`` (kinesis-local and the bridge) or ``dynamodb-streams`` (the
+            DynamoDB Streams front, ``shards`` shards per stream at first).
+        shards: with ``dynamodb-streams``, the front's shards per stream.
         initial_position: where the bridge reads streams that exist when it starts.
         region: the region clients use.
         log_dir: where the processes' logs go; a temporary folder (deleted on stop) if None.
@@ -126,6 +141,8 @@ class LocalStack:
         database_url: str | None = None,
         postgres: bool = True,
         bridge: bool = True,
+        source: Literal["kinesis", "dynamodb-streams"] = "kinesis",
+        shards: int = 2,
         initial_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON",
         region: str = "us-east-1",
         log_dir: Path | None = None,
@@ -136,7 +153,9 @@ class LocalStack:
         self.timeout = timeout
         self._database_url = database_url
         self._want_postgres = postgres and database_url is None
-        self._want_bridge = bridge
+        self._want_bridge = bridge and source == "kinesis"
+        self.source: Literal["kinesis", "dynamodb-streams"] = source
+        self.shards = shards
         self._own_log_dir = log_dir is None
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="ddbcdc-stack-"))
         self._processes: dict[str, ManagedProcess] = {}
@@ -199,13 +218,20 @@ class LocalStack:
         # and boot in parallel while PostgreSQL starts and the readiness checks run.
         moto, moto_url = launch_moto(log_path=self.log_dir / "moto.log")
         self._processes["moto"] = moto
-        kinesis, kinesis_url, kinesis_tls = launch_kinesis(log_path=self.log_dir / "kinesis.log")
-        self._processes["kinesis"] = kinesis
+        kinesis_url = kinesis_tls = streams_url = ""
+        if self.source == "kinesis":
+            kinesis, kinesis_url, kinesis_tls = launch_kinesis(
+                log_path=self.log_dir / "kinesis.log"
+            )
+            self._processes["kinesis"] = kinesis
         if self._want_postgres:
             self._postgres = TemporaryPostgres()
             self._postgres.start()
         wait_for_moto(moto, moto_url, region=self.region, timeout=self.timeout)
-        wait_for_kinesis(kinesis, kinesis_url, region=self.region, timeout=self.timeout)
+        if self.source == "kinesis":
+            wait_for_kinesis(kinesis, kinesis_url, region=self.region, timeout=self.timeout)
+        else:
+            streams_url = self._start_front(moto_url)
         if self._want_bridge:
             self._start_bridge(moto_url, kinesis_url)
         database_url = self._postgres.url if self._postgres else (self._database_url or "")
@@ -217,6 +243,8 @@ class LocalStack:
             database_url=database_url,
             log_dir=str(self.log_dir),
             pids={name: p.pid for name, p in self._processes.items()},
+            source=self.source,
+            streams_endpoint=streams_url,
         )
         log.info("local stack ready: %s", self._info.env)
 
@@ -242,13 +270,48 @@ class LocalStack:
         self._processes["bridge"] = bridge.start()
         bridge.wait_ready(ready.exists, timeout=self.timeout)
 
+    def _start_front(self, moto_url: str) -> str:
+        ready = self.log_dir / "front.ready"
+        ready.unlink(missing_ok=True)
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "ddbcdc.local.streams_front",
+            "--moto-endpoint",
+            moto_url,
+            "--region",
+            self.region,
+            "--port",
+            str(port),
+            "--shards",
+            str(self.shards),
+            "--ready-file",
+            str(ready),
+        ]
+        front = ManagedProcess("front", argv, log_path=self.log_dir / "front.log")
+        self._processes["front"] = front.start()
+        front.wait_ready(ready.exists, timeout=self.timeout)
+        return f"http://127.0.0.1:{port}"
+
+    def rollover(self, stream_arn: str | None = None, *, split: bool = False) -> list[str]:
+        """Roll the front's shards over now (source ``dynamodb-streams``); the new shard ids."""
+        import urllib.request
+
+        body = orjson.dumps({"StreamArn": stream_arn, "Split": split})
+        url = f"{self.info.streams_endpoint}/rollover"
+        request = urllib.request.Request(url, data=body)  # noqa: S310 - loopback http
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+            shards: list[str] = orjson.loads(response.read())["Shards"]
+        return shards
+
     def alive(self) -> dict[str, bool]:
         """Per process of the stack: whether it is still running."""
         return {name: process.alive() for name, process in self._processes.items()}
 
     def stop(self) -> None:
         """Stop every process (bridge first), the throwaway PostgreSQL, and clean up."""
-        for name in ("bridge", "kinesis", "moto"):
+        for name in ("bridge", "front", "kinesis", "moto"):
             process = self._processes.pop(name, None)
             if process is not None:
                 process.stop()

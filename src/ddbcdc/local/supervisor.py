@@ -40,6 +40,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--state-dir", type=Path, default=Path(".local"))
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--no-bridge", action="store_true")
+    parser.add_argument("--source", choices=["kinesis", "dynamodb-streams"], default="kinesis")
+    parser.add_argument("--shards", type=int, default=2)
     parser.add_argument(
         "--initial-position", choices=["TRIM_HORIZON", "LATEST"], default="TRIM_HORIZON"
     )
@@ -61,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = LocalStack(
         database_url=args.database_url,
         bridge=not args.no_bridge,
+        source=args.source,
+        shards=args.shards,
         initial_position=args.initial_position,
         region=args.region,
         log_dir=state_dir,

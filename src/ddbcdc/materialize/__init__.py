@@ -8,8 +8,9 @@ Every change of a batch ends in exactly one of three ways: **applied** (it won i
 **superseded** (a newer change of its key is applied, in this batch or before: "stale"), or
 **failed** (returned to the caller, who dead-letters it). :meth:`Materializer.apply` is the
 fast path; when PostgreSQL refuses a value in it, :meth:`Materializer.apply_isolated` finds
-the changes at fault by bisection in savepoints, and for a key whose newest change fails it
-tries the next older one: a refused newest change never takes a valid older one down with it.
+the changes at fault (:mod:`ddbcdc.materialize.isolation`: ranges of keys in subtransactions,
+inside PostgreSQL), and for a key whose newest change fails it tries the next older one: a
+refused newest change never takes a valid older one down with it.
 
 Applying the same changes in any order, any number of times, in any batch split, by any
 number of concurrent transactions, converges to the state of the newest change per key.
@@ -24,8 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.cleanse import CleanChange
-from ddbcdc.db import classify, describe
 from ddbcdc.materialize.changelog import LogRow
+from ddbcdc.materialize.isolation import REFUSED_BELOW_FLOOR, Isolation
 from ddbcdc.materialize.staging import StageRow
 from ddbcdc.materialize.writer import TableWriter
 from ddbcdc.schema.mapping import TableMapping
@@ -39,12 +40,6 @@ __all__ = [
     "TableWriter",
     "collapse",
 ]
-
-#: Why a change at or below the prune floor on a key without a versions row is not applied.
-REFUSED_BELOW_FLOOR = (
-    "change is older than the tombstone prune floor of its table and its key has no version: "
-    "a delete pruned since may be newer, so it is not applied"
-)
 
 Slot = tuple[str, tuple[Any, ...]]
 
@@ -132,6 +127,7 @@ class Materializer:
     ) -> None:
         self.tables = mapped_tables(mappings, metadata)
         self.writers = {name: TableWriter(t) for name, t in self.tables.items()}
+        self._isolations: dict[str, Isolation] = {}
 
     def _groups(self, changes: Sequence[CleanChange]) -> list[tuple[TableWriter, list[Any]]]:
         by_mapping: dict[str, list[CleanChange]] = {}
@@ -179,117 +175,42 @@ class Materializer:
             )
             counts = ApplyCounts(outcome.upserted, outcome.deleted)
             if outcome.refused:
-                counts.add(self._settle_refused(conn, writer, group, table.newest, outcome.refused))
+                settled = self._isolation(writer).settle(conn, group, outcome.refused)
+                counts.add(ApplyCounts(settled.upserted, settled.deleted, failed=settled.failed))
             counts.stale = len(group) - counts.upserted - counts.deleted - len(counts.failed)
             total.add(counts)
         return total
 
-    def _settle_refused(
+    def apply_isolated(
         self,
         conn: sa.Connection,
-        writer: TableWriter,
-        group: list[CleanChange],
-        newest: list[CleanChange],
-        refused: list[str],
+        changes: Sequence[CleanChange],
+        *,
+        plan: Sequence[TablePlan] | None = None,
     ) -> ApplyCounts:
-        """The keys whose newest change was refused: their older changes, one by one."""
-        counts = ApplyCounts()
-        ids = set(refused)
-        groups = _by_key(group)
-        for change in newest:
-            if change.event_id in ids:
-                key_changes = groups[(change.mapping.name, change.key)]
-                counts.add(self._settle_key(conn, writer, key_changes, refused_first=True))
-        return counts
-
-    def apply_isolated(self, conn: sa.Connection, changes: Sequence[CleanChange]) -> ApplyCounts:
-        """Like :meth:`apply`, but the changes PostgreSQL refuses are found and returned.
-
-        Key groups are applied in savepoints, halves of halves, down to single keys; within
-        a refused key, change by change from the newest.
+        """Like :meth:`apply`, but the changes PostgreSQL refuses are found and returned
+        (:mod:`ddbcdc.materialize.isolation`).
 
         Raises:
             sqlalchemy.exc.DBAPIError (or a driver error): an error that is not a record's
                 fault (connection lost, ...).
         """
         total = ApplyCounts()
+        made = {table.writer.mapping.name: table for table in plan or ()}
         for writer, group in self._groups(changes):
-            writer.stage.ensure(conn)  # outside the savepoints, which may roll back
-            keys = [g for _, g in sorted(_by_key(group).items(), key=lambda kv: kv[0][1])]
-            counts = self._bisect(conn, writer, keys)
+            table = made.get(writer.mapping.name)
+            documents = None
+            if table is not None and table.log_rows:
+                pairs = zip(table.logged, table.log_rows, strict=True)
+                documents = {c.event_id: r[-1] for c, r in pairs}
+            settled = self._isolation(writer).apply(conn, group, documents=documents)
+            counts = ApplyCounts(settled.upserted, settled.deleted, failed=settled.failed)
             counts.stale = len(group) - counts.upserted - counts.deleted - len(counts.failed)
             total.add(counts)
         return total
 
-    def _bisect(
-        self, conn: sa.Connection, writer: TableWriter, keys: list[list[CleanChange]]
-    ) -> ApplyCounts:
-        changes = [c for key in keys for c in key]
-        try:
-            with conn.begin_nested():
-                counts = self.apply(conn, changes)
-                writer.stage.clear(conn)
-            return counts
-        except Exception as exc:
-            if classify(exc) != "poison":
-                raise
-            if len(keys) == 1:
-                return self._settle_key(conn, writer, keys[0], refused_first=False)
-        middle = len(keys) // 2
-        counts = self._bisect(conn, writer, keys[:middle])
-        counts.add(self._bisect(conn, writer, keys[middle:]))
-        return counts
-
-    def _settle_key(
-        self,
-        conn: sa.Connection,
-        writer: TableWriter,
-        changes: list[CleanChange],
-        *,
-        refused_first: bool,
-    ) -> ApplyCounts:
-        """One key's changes, newest first: fail each that fails until one applies, then
-        log the older ones (superseded by it). ``refused_first``: the newest was refused."""
-        ordered = sorted(_distinct(changes), key=lambda c: c.version, reverse=True)
-        counts = ApplyCounts()
-        start = 0
-        if refused_first:
-            counts.failed.append((ordered[0], REFUSED_BELOW_FLOOR))
-            start = 1
-        for index in range(start, len(ordered)):
-            change = ordered[index]
-            try:
-                with conn.begin_nested():
-                    writer.stage.clear(conn)
-                    outcome = writer.run(conn, [change], [change])
-            except Exception as exc:
-                if classify(exc) != "poison":
-                    raise
-                counts.failed.append((change, describe(exc)))
-                continue
-            if outcome.refused:
-                counts.failed.append((change, REFUSED_BELOW_FLOOR))
-                continue
-            counts.upserted += outcome.upserted
-            counts.deleted += outcome.deleted
-            if writer.logged:
-                counts.failed += self._log_each(conn, writer, ordered[index + 1 :])
-            break
-        writer.stage.clear(conn)
-        return counts
-
-    def _log_each(
-        self, conn: sa.Connection, writer: TableWriter, changes: Sequence[CleanChange]
-    ) -> list[tuple[CleanChange, str]]:
-        """Log superseded changes one by one; those the log refuses are returned."""
-        failed = []
-        for change in changes:
-            try:
-                with conn.begin_nested():
-                    writer.stage.clear(conn)
-                    writer.run(conn, [change], [])
-            except Exception as exc:
-                if classify(exc) != "poison":
-                    raise
-                failed.append((change, describe(exc)))
-        return failed
+    def _isolation(self, writer: TableWriter) -> Isolation:
+        found = self._isolations.get(writer.mapping.name)
+        if found is None:
+            found = self._isolations[writer.mapping.name] = Isolation(writer)
+        return found

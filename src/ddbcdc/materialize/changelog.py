@@ -1,7 +1,8 @@
 """The change log of a mapping (``ddbcdc_changes__<target>``): every distinct change once.
 
 Its rows are built in Python while the batch is prepared (:meth:`ChangeLog.rows`): event id,
-op, key, version and ``_ddbcdc_row``, the stored columns as a JSON object, as PostgreSQL's
+op, key, version, a REMOVE's cause (``_ddbcdc_removed_by``: ``user``, ``ttl`` or ``unknown``)
+and ``_ddbcdc_row``, the stored columns as a JSON object, as PostgreSQL's
 ``jsonb_build_object`` would write them (numbers exact, bytea as ``"\\x..."`` hex, timestamps
 as ISO-8601 in UTC, jsonb columns as their JSON; null for a REMOVE). :meth:`ChangeLog.write`
 COPYs them straight into the log, in a savepoint: a change the log already holds (a batch
@@ -25,7 +26,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.materialize.staging import StageRow, copy_rows, copy_statement, ensure_temp, temp_table
-from ddbcdc.schema.tables import MappedTables
+from ddbcdc.schema.tables import REMOVED_BY, MappedTables
 
 __all__ = ["ChangeLog", "LogRow"]
 
@@ -77,7 +78,7 @@ class ChangeLog:
         self._encoders = [(n, _encoder(live.c[n].type)) for n in mapping.stored_columns]
         self._plain = all(e is None for _, e in self._encoders)
         names = ["_ddbcdc_event_id", "_ddbcdc_op", *self._key, "_ddbcdc_version_us"]
-        names += ["_ddbcdc_sequence", "_ddbcdc_row"]
+        names += ["_ddbcdc_sequence", REMOVED_BY, "_ddbcdc_row"]
         direct = sa.Table(self.table.name, sa.MetaData(), *[sa.Column(n) for n in names])
         self._copy_direct = copy_statement(direct)
         columns = [sa.Column(n, self.table.c[n].type) for n in names[:-1]]
@@ -116,6 +117,7 @@ class ChangeLog:
                     *c.key,
                     c.approximate_creation_us,
                     c.sequence,
+                    c.cause,
                     document,
                 )
             )

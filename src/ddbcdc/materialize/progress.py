@@ -12,6 +12,11 @@ at the present (:func:`touch`). A shard that has ended keeps its row, marked end
 
 Each batch also records, per target table it wrote, the newest change time committed and
 when (``ddbcdc_table_progress``): what ``ddbcdc status`` shows as the table's freshness.
+
+A batch that could not be applied leaves its reason in ``ddbcdc_shard_failures``
+(:func:`record_failure`, in a transaction of its own: the batch's rolled back). It is current
+while newer than the progress row: a batch committed since, or an empty batch that touched
+the row, ends it without a write.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from ddbcdc.schema.tables import shard_progress, stream_time, table_progress
+from ddbcdc.schema.tables import shard_failures, shard_progress, stream_time, table_progress
 
 __all__ = [
     "ShardPosition",
     "end_shard",
+    "record_failure",
     "record_progress",
     "register_shards",
     "touch",
@@ -152,6 +158,45 @@ def end_shard(conn: sa.Connection, application: str, shard_id: str) -> None:
         stmt.on_conflict_do_update(
             index_elements=[table.c.application, table.c.shard_id],
             set_={"ended_at": sa.func.coalesce(table.c.ended_at, sa.func.now())},
+        )
+    )
+
+
+def record_failure(
+    conn: sa.Connection,
+    position: ShardPosition,
+    reason: str,
+    error: str,
+) -> None:
+    """Note that the batch ending at ``position`` failed with ``reason`` (``error``: one line,
+    no values). Attempts count on, and ``since`` stays, while no batch or touch of the shard's
+    progress row came after the previous failure."""
+    f, p = shard_failures, shard_progress
+    stmt = pg.insert(f).values(
+        application=position.application,
+        shard_id=position.shard_id,
+        reason=reason,
+        error=error,
+        sequence_number=position.sequence_number,
+        attempts=1,
+    )
+    progressed = (
+        sa.select(p.c.updated_at)
+        .where(p.c.application == f.c.application, p.c.shard_id == f.c.shard_id)
+        .scalar_subquery()
+    )
+    ongoing = f.c.failed_at >= sa.func.coalesce(progressed, f.c.failed_at)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[f.c.application, f.c.shard_id],
+            set_={
+                "reason": stmt.excluded.reason,
+                "error": stmt.excluded.error,
+                "sequence_number": stmt.excluded.sequence_number,
+                "attempts": sa.case((ongoing, f.c.attempts + 1), else_=1),
+                "since": sa.case((ongoing, f.c.since), else_=sa.func.now()),
+                "failed_at": sa.func.now(),
+            },
         )
     )
 

@@ -7,9 +7,12 @@ it is a join, whatever the batch size.
 
 A stage row is the newest change of one key in the batch (the one that competes for the
 key): the stored columns (mapped, then kept; jsonb ones as their exact JSON text, cast when
-they are written), its version and its op. The COPY is binary: each value goes in as its
-Python value's binary form, none is written or parsed as text. The change log has its own rows
-(:mod:`ddbcdc.materialize.changelog`).
+they are written), its version and its op. A mapping that keeps some deleted rows
+(:mod:`ddbcdc.schema.deletes`) stages two more columns: a REMOVE's mode (``hard``, ``soft``,
+``keep``) and whether the stored columns hold an image (an INSERT's or MODIFY's, or a REMOVE's
+last image); a REMOVE without one stages its key alone. The COPY is binary: each value goes in
+as its Python value's binary form, none is written or parsed as text. The change log has its
+own rows (:mod:`ddbcdc.materialize.changelog`).
 
 Temporary tables are created on first use on each database connection (:func:`ensure_temp`).
 A rolled-back transaction (or savepoint) takes a table created in it along: an engine
@@ -139,6 +142,10 @@ class StageTable:
             sa.Column("_ddbcdc_event_id", sa.Text),
             sa.Column("_ddbcdc_op", sa.Text),
         ]
+        policy = mapping.policy
+        self._policy = None if policy.hard else policy
+        if self._policy is not None:
+            columns += [sa.Column("_ddbcdc_mode", sa.Text), sa.Column("_ddbcdc_image", sa.Boolean)]
         self.table = temp_table(f"ddbcdc_stage__{mapping.target_table}", columns)
         self._names = list(names)
         self._key = list(mapping.key)
@@ -161,6 +168,8 @@ class StageTable:
 
     def rows(self, newest: Sequence[CleanChange]) -> list[StageRow]:
         """Stage rows of the newest change of each key."""
+        if self._policy is not None:
+            return self._rows_keeping(newest)
         empty = (None,) * len(self._names)
         key = self._key
         names = self._names
@@ -181,6 +190,31 @@ class StageTable:
                     change.sequence,
                     change.event_id,
                     change.event_name,
+                )
+            )
+        return out
+
+    def _rows_keeping(self, newest: Sequence[CleanChange]) -> list[StageRow]:
+        """:meth:`rows` of a mapping that keeps some deleted rows: with mode and image."""
+        assert self._policy is not None
+        mode = self._policy.mode
+        out: list[StageRow] = []
+        for change in newest:
+            row = change.row if change.cause is None else change.image
+            if row is not None:
+                values = self._take(row)
+            else:
+                by_key = dict(zip(self._key, change.key, strict=True))
+                values = tuple([by_key.get(n) for n in self._names])
+            out.append(
+                (
+                    *values,
+                    change.approximate_creation_us,
+                    change.sequence,
+                    change.event_id,
+                    change.event_name,
+                    None if change.cause is None else mode(change.cause),
+                    row is not None,
                 )
             )
         return out

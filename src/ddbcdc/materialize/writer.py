@@ -13,7 +13,14 @@ Per batch, after the COPY into the stage (:mod:`ddbcdc.materialize.staging`):
    whose change won (``RETURNING``) get their live row upserted in the same statement.
 2. **delete**: live rows of keys whose versions row is now a tombstone. A statement of its
    own: it runs on a snapshot taken after step 1 holds the keys' locks, so it sees a live row
-   that a writer committed while step 1 waited for it.
+   that a writer committed while step 1 waited for it. A mapping that keeps some deleted rows
+   (:mod:`ddbcdc.schema.deletes`) does, per REMOVE that its key's versions row holds (the one
+   that won, or a copy of it), what its mode says: ``hard`` deletes the row; ``soft`` and
+   ``keep`` upsert the item's last image when the REMOVE carries it, ``soft`` with
+   ``_ddbcdc_deleted_at`` set to the change's time; ``soft`` without an image marks the row
+   as it is; ``keep`` without one leaves it. Still one statement (the parts in CTEs, on
+   distinct keys), so the step is what it is for hard deletes; step 1's upsert of a winning
+   INSERT or MODIFY clears the mark.
 3. **log** (with ``change_log``): every distinct change, COPYed straight into the log, or, when
    the log holds some of them already, ``ON CONFLICT (event id) DO NOTHING``
    (:mod:`ddbcdc.materialize.changelog`).
@@ -41,11 +48,13 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.materialize.changelog import ChangeLog, LogRow
 from ddbcdc.materialize.staging import StageRow, StageTable
-from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables, prune_state
+from ddbcdc.schema.tables import DELETED_AT, VERSION_COLUMNS, MappedTables, prune_state
 
 __all__ = ["Outcome", "TableWriter"]
 
 _LOWEST = -(2**63)
+_EPOCH = sa.func.to_timestamp(0)
+_ONE_US = sa.cast(sa.literal("1 microsecond"), sa.Interval())
 
 
 @dataclass
@@ -92,28 +101,28 @@ class TableWriter:
             .scalar_subquery()
         )
         self._floor = sa.func.coalesce(floor, _LOWEST)
-        self._arbiter = self._build_arbiter()
-        self._delete = self._build_delete()
+        self._arbiter = self.arbiter(self.stage.table)
+        self._delete = self.delete(self.stage.table)
         self.log = ChangeLog(tables) if tables.changes is not None else None
 
-    def _staged(self, name: str) -> sa.ColumnElement[Any]:
+    def _staged(self, source: sa.FromClause, name: str) -> sa.ColumnElement[Any]:
         """A stage column as the live table's type (jsonb text is cast)."""
-        column = self.stage.table.c[name]
+        column = source.c[name]
         live_type = self.tables.live.c[name].type if name in self.tables.live.c else None
         if isinstance(live_type, pg.JSONB):
             return sa.cast(column, pg.JSONB())
         return column
 
-    def _has_version(self) -> sa.Exists:
-        s, ver = self.stage.table, self.tables.versions
-        return sa.select(sa.literal(1)).where(_key_match(ver, s, self._key)).exists()
+    def _has_version(self, source: sa.FromClause) -> sa.Exists:
+        ver = self.tables.versions
+        return sa.select(sa.literal(1)).where(_key_match(ver, source, self._key)).exists()
 
-    def _claim(self) -> sa.CTE:
+    def _claim(self, source: sa.FromClause) -> sa.CTE:
         """The newest change of each key upserted into its versions row where newer, in key
         order; RETURNING the keys won (and whether by a REMOVE)."""
-        s, ver = self.stage.table, self.tables.versions
+        s, ver = source, self.tables.versions
         key = self._key
-        admissible = sa.or_(s.c._ddbcdc_version_us > self._floor, self._has_version())
+        admissible = sa.or_(s.c._ddbcdc_version_us > self._floor, self._has_version(s))
         names = [*key, *VERSION_COLUMNS, "_ddbcdc_deleted"]
         candidates = (
             sa.select(*[s.c[n] for n in (*key, *VERSION_COLUMNS)], s.c._ddbcdc_op == "REMOVE")
@@ -134,56 +143,134 @@ class TableWriter:
             .cte("won")
         )
 
-    def _upsert_live(self, won: sa.CTE) -> sa.CTE:
+    def _upsert_live(
+        self, source: sa.FromClause, won: sa.CTE, mark: sa.ColumnElement[bool] | None
+    ) -> sa.CTE:
         """The live rows of the keys an INSERT or MODIFY won (their versions rows are locked
-        by this transaction: no other writer of these keys can be in between)."""
-        s, live = self.stage.table, self.tables.live
+        by this transaction: no other writer of these keys can be in between). ``mark``:
+        evaluated with each row joined, right before it is written."""
+        s, live = source, self.tables.live
         key = self._key
         names = [*self._columns, *VERSION_COLUMNS]
+        on = _key_match(s, won, key)
         rows = (
-            sa.select(*[self._staged(n) for n in names])
-            .select_from(s.join(won, _key_match(s, won, key)))
+            sa.select(*[self._staged(s, n) for n in names])
+            .select_from(s.join(won, on if mark is None else sa.and_(on, mark)))
             .where(~won.c._ddbcdc_deleted)
         )
         put = pg.insert(live).from_select(names, rows)
+        cleared = {DELETED_AT: sa.null()} if self.mapping.policy.marks else {}
         return (
             put.on_conflict_do_update(
                 index_elements=key,
                 set_={
                     **{n: put.excluded[n] for n in names if n not in key},
                     "_ddbcdc_updated_at": sa.func.now(),
+                    **cleared,
                 },
             )
             .returning(sa.literal(1))
             .cte("upserted")
         )
 
-    def _build_arbiter(self) -> sa.Select[Any]:
-        """Step 1: claim, upsert the winners' live rows; (deleted, upserted, refused ids)."""
-        s = self.stage.table
-        won = self._claim()
-        upserted = self._upsert_live(won)
-        refused = sa.select(sa.func.array_agg(s.c._ddbcdc_event_id)).where(
+    def refused_where(self, source: sa.FromClause) -> sa.ColumnElement[bool]:
+        """The rows of ``source`` not applied because of the prune floor (see the module doc)."""
+        s = source
+        return sa.and_(
             s.c._ddbcdc_op != "REMOVE",
             s.c._ddbcdc_version_us <= self._floor,
-            ~self._has_version(),
+            ~self._has_version(s),
         )
+
+    def arbiter(
+        self,
+        source: sa.FromClause,
+        *,
+        refused_by: str = "_ddbcdc_event_id",
+        ctes: Sequence[sa.CTE] = (),
+        mark: sa.ColumnElement[bool] | None = None,
+    ) -> sa.Select[Any]:
+        """Step 1 over ``source`` (the stage, or rows shaped like it): claim, upsert the
+        winners' live rows; (deleted, upserted, the ``refused_by`` column of the rows refused
+        below the floor). ``ctes``: more statements to run with it; ``mark``: evaluated with
+        each live row right before it is written."""
+        s = source
+        won = self._claim(s)
+        upserted = self._upsert_live(s, won, mark)
+        refused = sa.select(sa.func.array_agg(s.c[refused_by])).where(self.refused_where(s))
         count = sa.func.count()
         deleted = sa.select(count).select_from(won).where(won.c._ddbcdc_deleted)
-        return sa.select(
+        statement = sa.select(
             deleted.scalar_subquery().label("deleted"),
             sa.select(count).select_from(upserted).scalar_subquery().label("upserted"),
             refused.scalar_subquery().label("refused"),
         )
+        return statement.add_cte(*ctes) if ctes else statement
 
-    def _build_delete(self) -> sa.Delete:
-        s, ver, live = self.stage.table, self.tables.versions, self.tables.live
+    def delete(self, source: sa.FromClause) -> sa.Delete | sa.Insert:
+        """Step 2 over ``source``: live rows of its REMOVEs whose key is now a tombstone,
+        deleted, or, for a mapping that keeps some deleted rows, kept as its modes say."""
+        if not self.mapping.policy.hard:
+            return self._removal(source)
+        s, ver, live = source, self.tables.versions, self.tables.live
         return sa.delete(live).where(
             _key_match(live, ver, self._key),
             ver.c._ddbcdc_deleted,
             _key_match(live, s, self._key),
             s.c._ddbcdc_op == "REMOVE",
         )
+
+    def _applied(self, source: sa.FromClause) -> list[sa.ColumnElement[bool]]:
+        """Rows of ``source`` that are REMOVEs their key's versions row holds."""
+        s, ver = source, self.tables.versions
+        return [
+            _key_match(ver, s, self._key),
+            ver.c._ddbcdc_deleted,
+            ver.c._ddbcdc_version_us == s.c._ddbcdc_version_us,
+            ver.c._ddbcdc_event_id == s.c._ddbcdc_event_id,
+            s.c._ddbcdc_op == "REMOVE",
+        ]
+
+    def _removal(self, source: sa.FromClause) -> sa.Insert:
+        """Step 2 of a mapping that keeps some deleted rows (see the module doc)."""
+        s, live, modes = source, self.tables.live, self.mapping.policy.modes
+        key, applied = self._key, self._applied(s)
+        deleted_at = _EPOCH + s.c._ddbcdc_version_us * _ONE_US
+        names = [*self._columns, *VERSION_COLUMNS]
+        values = [self._staged(s, n) for n in names]
+        if "soft" in modes:
+            names.append(DELETED_AT)
+            values.append(sa.case((s.c._ddbcdc_mode == "soft", deleted_at)))
+        images = sa.select(*values).where(*applied, s.c._ddbcdc_image)
+        put = pg.insert(live).from_select(names, images)
+        statement = put.on_conflict_do_update(
+            index_elements=key,
+            set_={
+                **{n: put.excluded[n] for n in names if n not in key},
+                "_ddbcdc_updated_at": sa.func.now(),
+            },
+        )
+        parts = []
+        if "hard" in modes:
+            hard = sa.delete(live).where(
+                _key_match(live, s, key), *applied, s.c._ddbcdc_mode == "hard"
+            )
+            parts.append(hard.returning(sa.literal(1)).cte("hard"))
+        if "soft" in modes:
+            mark = (
+                sa.update(live)
+                .where(_key_match(live, s, key), *applied, s.c._ddbcdc_mode == "soft")
+                .where(~s.c._ddbcdc_image)
+                .values(
+                    {
+                        **{n: s.c[n] for n in VERSION_COLUMNS},
+                        "_ddbcdc_updated_at": sa.func.now(),
+                        DELETED_AT: deleted_at,
+                    }
+                )
+            )
+            parts.append(mark.returning(sa.literal(1)).cte("marked"))
+        return statement.add_cte(*parts) if parts else statement
 
     @property
     def logged(self) -> bool:

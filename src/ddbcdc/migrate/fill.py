@@ -258,10 +258,39 @@ class Filler:
         """The key of a selected row."""
         return tuple(row[c.name] for c in self.key)
 
-    def after(self, key: Key) -> sa.ColumnElement[bool]:
-        """Rows after ``key`` in key order."""
+    def after(self, key: Key, table: sa.Table | None = None) -> sa.ColumnElement[bool]:
+        """Rows (of the live table, or ``table``) after ``key`` in key order."""
+        return self._compare(key, table, after=True)
+
+    def up_to(self, key: Key, table: sa.Table | None = None) -> sa.ColumnElement[bool]:
+        """Rows (of the live table, or ``table``) up to ``key`` in key order."""
+        return self._compare(key, table, after=False)
+
+    def _compare(self, key: Key, table: sa.Table | None, *, after: bool) -> sa.ColumnElement[bool]:
+        columns = [table.c[c.name] for c in self.key] if table is not None else self.key
         bound = [sa.literal(v, c.type) for v, c in zip(key, self.key, strict=True)]
-        return sa.tuple_(*self.key) > sa.tuple_(*bound)
+        mine, theirs = sa.tuple_(*columns), sa.tuple_(*bound)
+        return mine > theirs if after else mine <= theirs
+
+    def lock(self, conn: sa.Connection, after: Key | None, batch_size: int) -> list[sa.Row[Any]]:
+        """The next rows after ``after`` (at most ``batch_size`` of them, and those written
+        since in their range), locked: their keys' versions rows first, then the rows."""
+        live, versions = self.tables.live, self.tables.versions
+        keys = sa.select(*self.key).order_by(*self.key).limit(batch_size)
+        if after is not None:
+            keys = keys.where(self.after(after))
+        found = conn.execute(keys).all()
+        if not found:
+            return []
+        last = tuple(found[-1])
+        ver_key = [versions.c[c.name] for c in self.key]
+        held = sa.select(*ver_key).where(self.up_to(last, versions)).order_by(*ver_key)
+        rows = self.select().where(self.up_to(last)).order_by(*self.key)
+        if after is not None:
+            held = held.where(self.after(after, versions))
+            rows = rows.where(self.after(after))
+        conn.execute(held.with_for_update()).all()
+        return list(conn.execute(rows.with_for_update(of=live)).all())
 
     def encode_key(self, key: Key) -> str:
         """``key`` as kept-attributes JSON (the job row's ``after_key``)."""

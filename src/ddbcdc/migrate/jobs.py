@@ -4,11 +4,18 @@ A backfill belongs to a target table (``ddbcdc_backfills``): the columns to fill
 column they come from (the whole item when the mapping keeps it, else the unmapped
 attributes) and the last key done. :func:`schedule_backfill` records one in the migration's
 transaction; :func:`run_backfill` runs it, a batch per transaction: the next rows in key
-order, locked (``FOR UPDATE``: a writer of the same key waits, then writes over the result),
-filled by a :class:`~ddbcdc.migrate.fill.Filler`, the job row moved on in the same
-transaction. An interrupted backfill resumes where it stopped, and running a batch twice
-changes nothing. A conflict (a lock timeout, a deadlock) runs the batch again; when it
-persists, the backfill stops with an error naming it, resumable.
+order, locked (``FOR UPDATE``: a writer of the same key waits, then writes over the result)
+after the keys' versions rows, in key order too, filled by a
+:class:`~ddbcdc.migrate.fill.Filler`, the job row moved on in the same transaction.
+
+Every writer holds a key's versions row before it touches the live row, so taking them first
+lets a batch of writes that holds some of them finish before the backfill locks any live
+row: locking live rows alone, a batch that upserts one live row and then deletes another
+could wait for the backfill while the backfill waits for it (a deadlock).
+
+An interrupted backfill resumes where it stopped, and running a batch twice changes nothing.
+A conflict (a lock timeout, a deadlock) runs the batch again; when it persists, the backfill
+stops with an error naming it, resumable.
 """
 
 from __future__ import annotations
@@ -106,11 +113,8 @@ def _batch_in(conn: sa.Connection, filler: Filler, batch_size: int) -> tuple[Bac
     target = filler.mapping.target_table
     job = _job(conn, target)
     assert job is not None
-    query = filler.select()
-    if job.after_key is not None:
-        query = query.where(filler.after(filler.decode_key(job.after_key)))
-    query = query.order_by(*filler.key).limit(batch_size).with_for_update()
-    rows = conn.execute(query).all()
+    after = filler.decode_key(job.after_key) if job.after_key is not None else None
+    rows = filler.lock(conn, after, batch_size)
     report = filler.fill(conn, rows)
     values: dict[str, Any] = {
         "rows_done": backfills.c.rows_done + report.rows,

@@ -9,7 +9,10 @@ PostgreSQL dialect: what is printed is what is executed):
   backfill is done;
 - **destructive**, refused unless allowed: a column dropped (no longer in the mapping), a
   column retyped (``ALTER COLUMN ... TYPE ... USING``), the change log dropped. Dropping a
-  column of a table that holds no row, or a change log that holds none, loses nothing and runs.
+  column of a table that holds no row, or a change log that holds none, loses nothing and runs;
+- a change of the delete modes (:mod:`ddbcdc.migrate.deletes`): ``_ddbcdc_deleted_at`` added
+  or dropped, and the rows of deleted items the table keeps deleted or unmarked (destructive
+  when there are any).
 
 A change of the key, or of a bookkeeping column, is not a migration: it stops the plan with
 what differs (copy the table under a new mapping instead).
@@ -17,43 +20,22 @@ what differs (copy the table under a new mapping instead).
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.migrate.deletes import plan_deletes
+from ddbcdc.migrate.steps import Step, render
 from ddbcdc.schema.mapping import RESERVED_PREFIX, TableMapping
-from ddbcdc.schema.tables import MappedTables, mapped_tables
+from ddbcdc.schema.tables import DELETED_AT, MappedTables, mapped_tables
 
 __all__ = ["MigrationPlan", "Step", "plan_tables"]
 
 _DIALECT = pg.dialect()  # type: ignore[no-untyped-call]
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One thing a plan does.
-
-    Attributes:
-        action: ``create table``, ``add column``, ``drop column``, ``retype column``,
-            ``drop not null``, ``set not null`` (after the backfill) or ``drop table``.
-        table: the table it changes.
-        detail: what, in words (``city TEXT, filled from attributes``).
-        sql: the exact statements it runs.
-        destructive: loses data; refused unless allowed.
-    """
-
-    action: str
-    table: str
-    detail: str
-    sql: tuple[str, ...]
-    destructive: bool = False
 
 
 @dataclass
@@ -86,16 +68,6 @@ class MigrationPlan:
     def after_backfill(self) -> list[Step]:
         """The steps run once the backfill is done."""
         return [s for s in self.steps if s.action == "set not null"]
-
-
-def _render(build: Callable[[Operations], None]) -> tuple[str, ...]:
-    """The statements Alembic's PostgreSQL dialect writes for ``build``."""
-    out = io.StringIO()
-    context = MigrationContext.configure(
-        dialect_name="postgresql", opts={"as_sql": True, "output_buffer": out}
-    )
-    build(Operations(context))
-    return tuple(s.strip() for s in out.getvalue().split(";\n") if s.strip())
 
 
 def _create(table: sa.Table) -> tuple[str, ...]:
@@ -140,7 +112,7 @@ class _Planner:
                 self._bookkeeping(table)
         changes = self.mapping.change_log_table
         if self.tables.changes is None and changes in self.existing:
-            sql = _render(lambda op: op.drop_table(changes))
+            sql = render(lambda op: op.drop_table(changes))
             lost = not self._empty(changes)
             self.plan.steps.append(Step("drop table", changes, "change log off", sql, lost))
         if self.plan.backfill:
@@ -175,8 +147,11 @@ class _Planner:
 
     def _live(self, table: sa.Table) -> None:
         found = self._found(table)
+        has_mark = found.pop(DELETED_AT, None) is not None
         for column in table.columns:
             have = found.pop(column.name, None)
+            if column.name == DELETED_AT:
+                continue  # the delete modes' steps, below
             if column.name.startswith(RESERVED_PREFIX):
                 if have is None:
                     problem = f"bookkeeping column {column.name!r} is missing"
@@ -187,9 +162,10 @@ class _Planner:
                 self._compare(table.name, column, have)
         for name in found:
             self._drop(table.name, name)
+        self.plan.steps += plan_deletes(self.conn, self.tables, has_mark)
 
     def _drop(self, table: str, name: str) -> None:
-        sql = _render(lambda op: op.drop_column(table, name))
+        sql = render(lambda op: op.drop_column(table, name))
         self.plan.steps.append(Step("drop column", table, name, sql, not self._empty(table)))
 
     def _empty(self, table: str) -> bool:
@@ -207,7 +183,7 @@ class _Planner:
 
     def _add(self, table: str, column: sa.Column[Any]) -> None:
         added = sa.Column(column.name, column.type)
-        sql = _render(lambda op: op.add_column(table, added))
+        sql = render(lambda op: op.add_column(table, added))
         self.added.add(column.name)
         mapped = {c.name: c for c in self.mapping.columns}.get(column.name)
         detail = f"{column.name} {_type_name(column.type)}"
@@ -219,7 +195,7 @@ class _Planner:
             self._set_not_null(table, column)
 
     def _set_not_null(self, table: str, column: sa.Column[Any]) -> None:
-        sql = _render(
+        sql = render(
             lambda op: op.alter_column(
                 table, column.name, nullable=False, existing_type=column.type
             )
@@ -231,7 +207,7 @@ class _Planner:
         if want_type != have_type:
             quoted = _DIALECT.identifier_preparer.quote(column.name)
             using = f"{quoted}::{want_type.lower()}"
-            sql = _render(
+            sql = render(
                 lambda op: op.alter_column(
                     table,
                     column.name,
@@ -248,7 +224,7 @@ class _Planner:
         if bool(have["nullable"]) and not column.nullable:
             self._set_not_null(table, column)
         elif not have["nullable"] and column.nullable:
-            sql = _render(
+            sql = render(
                 lambda op: op.alter_column(
                     table, column.name, nullable=True, existing_type=column.type
                 )

@@ -8,6 +8,8 @@ A mapping declares one DynamoDB source table and the PostgreSQL table it is copi
       "key": ["userid"],                    # target column names forming the primary key
       "change_log": false,                  # keep an append-only log of every change too
       "extra": {"column": "attributes"},    # keep unmapped attributes in a jsonb column
+      "deletes": "hard",                    # a REMOVE's row: "hard" or "soft" (kept, marked)
+      "ttl_deletes": "delete",              # a TTL expiry's: as deletes, "soft" or "keep"
       "columns": [
         {"name": "userid", "source": "userid", "type": "bigint", "required": true},
         {"name": "phone", "type": "text", "rules": ["digits_only"], "default": null}
@@ -25,7 +27,9 @@ bad mapping stops the process before it reads a record.
 attribute of a live row that no column maps, ``"item_column"`` one holding the whole item
 (either or both), in the lossless encoding of :mod:`ddbcdc.decode.itemjson`. ``inferred`` is left
 to the reader (``ddbcdc mapping infer`` writes what it saw there); it is not part of the
-mapping (:func:`mapping_document`).
+mapping (:func:`mapping_document`). ``deletes`` and ``ttl_deletes`` are
+:mod:`ddbcdc.schema.deletes`; a document holds them only when they are not the defaults, so
+the digest of a mapping written before they existed is unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.schema.deletes import DEFAULT_POLICY, DeletePolicy, parse_policy
 
 __all__ = [
     "COLUMN_TYPES",
@@ -76,6 +81,7 @@ _MAX_IDENTIFIER = 63
 _MAX_TARGET = _MAX_IDENTIFIER - len(VERSIONS_PREFIX) - len("_d_idx") - 2
 _TABLE_FIELDS = frozenset(
     {"source_table", "target_table", "key", "change_log", "columns", "extra", "inferred"}
+    | {"deletes", "ttl_deletes"}
 )
 _EXTRA_FIELDS = frozenset({"column", "item_column"})
 _COLUMN_FIELDS = frozenset({"name", "source", "type", "required", "default", "rules"})
@@ -115,6 +121,7 @@ class TableMapping:
     path: Path | None = None
     extra_column: str | None = None
     item_column: str | None = None
+    policy: DeletePolicy = DEFAULT_POLICY
 
     @property
     def stored_columns(self) -> tuple[str, ...]:
@@ -270,6 +277,7 @@ def parse_mapping(raw: Any, *, name: str, where: str | None = None) -> TableMapp
     if not isinstance(change_log, bool):
         raise _fail(where, "change_log", "must be true or false")
     extra_column, item_column = _parse_extra(where, raw.get("extra"), names)
+    policy = parse_policy(raw, lambda field, message: _fail(where, field, message))
     return TableMapping(
         name=name,
         source_table=source_table,
@@ -279,12 +287,14 @@ def parse_mapping(raw: Any, *, name: str, where: str | None = None) -> TableMapp
         change_log=change_log,
         extra_column=extra_column,
         item_column=item_column,
+        policy=policy,
     )
 
 
 def mapping_document(mapping: TableMapping) -> dict[str, Any]:
     """The mapping as a normalized JSON object: every field spelled out, nothing about where
-    it was read from (``inferred`` and the file name are not part of it)."""
+    it was read from (``inferred`` and the file name are not part of it); ``deletes`` and
+    ``ttl_deletes`` only when they are not the defaults."""
     return {
         "source_table": mapping.source_table,
         "target_table": mapping.target_table,
@@ -302,6 +312,7 @@ def mapping_document(mapping: TableMapping) -> dict[str, Any]:
             }
             for c in mapping.columns
         ],
+        **mapping.policy.document(),
     }
 
 
@@ -327,6 +338,11 @@ def mapping_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[
         for field in ("source_table", "target_table", "key", "change_log", "extra")
         if old.get(field) != new.get(field)
     ]
+    policies = DeletePolicy.from_document(old), DeletePolicy.from_document(new)
+    for field in ("deletes", "ttl_deletes"):
+        was, now = (getattr(p, field) for p in policies)
+        if was != now:
+            found.append(f"{field} {was!r} -> {now!r}")
     before = {c["name"]: c for c in old.get("columns", ())}
     after = {c["name"]: c for c in new.get("columns", ())}
     found += [f"column {n!r} removed" for n in before if n not in after]

@@ -12,6 +12,10 @@ Bookkeeping tables (always present, created by migrations ``0001`` and ``0003``)
   change time committed and when (a table's freshness).
 - ``ddbcdc_stream_time`` (``0006``): per application, the stream time established so far
   (it never moves back) and when the worker last listed the stream's shards.
+- ``ddbcdc_shard_failures`` (``0009``): per (application, shard), the last time a batch of
+  the shard could not be applied (why: ``statement_timeout``, ``lock_timeout``, ``database``,
+  ``unexpected``), since when it has been failing and how often, written in a transaction of
+  its own; current while newer than the shard's progress row.
 - ``ddbcdc_prune_state``: per target table, the floor below which tombstones may be gone.
 - ``ddbcdc_prune_holds``: sources that may still bring old changes (snapshots, imports):
   tombstones at or above a hold's version are kept.
@@ -30,14 +34,18 @@ Per table mapping (built by :func:`mapped_tables`):
   existed), then the version of the change that wrote the row in ``_ddbcdc_version_us``
   (epoch microseconds),
   ``_ddbcdc_sequence`` (numeric, NULL when unknown) and ``_ddbcdc_event_id`` (text, "C"
-  collation so PostgreSQL orders it as Python does), and ``_ddbcdc_updated_at``. It holds
-  exactly the live items.
+  collation so PostgreSQL orders it as Python does), and ``_ddbcdc_updated_at``. With hard
+  deletes (the default) it holds exactly the live items; a mapping that keeps deleted rows
+  (:mod:`ddbcdc.schema.deletes`) keeps them here too, and with soft deletes the table has
+  ``_ddbcdc_deleted_at`` (NULL on a live item). :meth:`MappedTables.current` tells them apart.
 - ``ddbcdc_versions__<target>``: one row per key ever applied, live or deleted: the version
   of the newest change applied to that key and whether it was a REMOVE (then the row is the
   key's tombstone). Every write to a key goes through this row under its lock, which is
   what orders concurrent writers; deleted rows are pruned below the prune floor.
 - ``ddbcdc_changes__<target>`` (only with ``"change_log": true``): every distinct change
-  (by event id), with its op, version, key and the cleansed row as JSONB.
+  (by event id), with its op, version, key, the cleansed row as JSONB and, for a REMOVE, its
+  cause in ``_ddbcdc_removed_by`` (``user``, ``ttl`` or ``unknown``; NULL otherwise, and in
+  rows logged before revision ``0007``).
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.schema.mapping import TableMapping
 
 __all__ = [
+    "DELETED_AT",
+    "REMOVED_BY",
     "VERSION_COLUMNS",
     "MappedTables",
     "backfills",
@@ -63,6 +73,7 @@ __all__ = [
     "metadata_for",
     "prune_holds",
     "prune_state",
+    "shard_failures",
     "shard_progress",
     "snapshot_segments",
     "snapshots",
@@ -72,6 +83,10 @@ __all__ = [
 
 #: Version columns shared by live, versions and change log tables.
 VERSION_COLUMNS = ("_ddbcdc_version_us", "_ddbcdc_sequence", "_ddbcdc_event_id")
+#: The live table's mark of a soft-deleted row: the time of the REMOVE (NULL: a live item).
+DELETED_AT = "_ddbcdc_deleted_at"
+#: The change log's cause of a REMOVE.
+REMOVED_BY = "_ddbcdc_removed_by"
 
 bookkeeping_metadata = sa.MetaData()
 
@@ -141,6 +156,19 @@ stream_time = sa.Table(
     sa.Column("stream_time_us", sa.BigInteger),
     sa.Column("listed_at", sa.DateTime(timezone=True)),
     _now_column("updated_at"),
+)
+
+shard_failures = sa.Table(
+    "ddbcdc_shard_failures",
+    bookkeeping_metadata,
+    sa.Column("application", sa.Text, primary_key=True),
+    sa.Column("shard_id", sa.Text, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("sequence_number", sa.Text),  # the last record of the batch retried
+    sa.Column("attempts", sa.BigInteger, nullable=False),
+    _now_column("since"),
+    _now_column("failed_at"),
 )
 
 prune_state = sa.Table(
@@ -273,12 +301,14 @@ def _live_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
         for c in mapping.columns
     ]
     columns += [sa.Column(name, pg.JSONB()) for name in mapping.stored_columns[len(columns) :]]
+    marked = [sa.Column(DELETED_AT, sa.DateTime(timezone=True))] if mapping.policy.marks else []
     return sa.Table(
         mapping.target_table,
         metadata,
         *columns,
         *_version_columns(),
         _now_column("_ddbcdc_updated_at"),
+        *marked,
     )
 
 
@@ -315,6 +345,7 @@ def _change_log_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
         sa.Column("_ddbcdc_sequence", sa.Numeric),
         sa.Column("_ddbcdc_row", pg.JSONB),
         _now_column("_ddbcdc_received_at"),
+        sa.Column(REMOVED_BY, sa.Text),
     )
 
 
@@ -328,6 +359,19 @@ class MappedTables:
         self.live = _live_table(mapping, metadata)
         self.versions = _versions_table(mapping, metadata)
         self.changes = _change_log_table(mapping, metadata) if mapping.change_log else None
+
+    def current(self) -> sa.ColumnElement[bool] | None:
+        """Where a row of the live table is a live item (None: every row is one, as with hard
+        deletes). A deleted row that stays is marked (soft) or, kept after a TTL expiry, has
+        no live versions row: its key's row there is a tombstone, or pruned."""
+        policy = self.mapping.policy
+        if policy.keeps:
+            ver, live = self.versions, self.live
+            match = [ver.c[k] == live.c[k] for k in self.mapping.key]
+            return sa.exists().where(*match, ~ver.c._ddbcdc_deleted)
+        if policy.marks:
+            return self.live.c[DELETED_AT].is_(None)
+        return None
 
     @property
     def all(self) -> tuple[sa.Table, ...]:

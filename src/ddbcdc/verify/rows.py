@@ -15,7 +15,10 @@ boolean, maps in any order), the others as PostgreSQL returns them. ``ddbcdc ver
 give one answer.
 
 An item the mapping cannot hold (the worker dead-letters it) has no row: it is neither
-missing nor different. Pure but for the methods that take a connection.
+missing nor different. A row the mapping keeps for an item that is gone (soft-deleted, or
+kept after a TTL expiry: :meth:`ddbcdc.schema.tables.MappedTables.current`) is no live row:
+DynamoDB no longer holding its item is no drift, and an item DynamoDB holds again is missing
+until a newer INSERT brings the row back. Pure but for the methods that take a connection.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class Rows:
         self.cleanser = Cleanser(mapping)
         live = self.tables.live
         self.jsonb = [n for n in self.names if isinstance(live.c[n].type, pg.JSONB)]
+        #: Where a row of the live table is a live item (None: every row is).
+        self.current = self.tables.current()
 
     def _cleanse(self, data: bytes) -> Any:
         return self.cleanser.cleanse(decode_record(data, timestamp_unit="us"))
@@ -137,6 +142,8 @@ class Rows:
         for start in range(0, len(keys), _PER_QUERY):
             match = self._match(live, keys[start : start + _PER_QUERY])
             query = sa.select(*self._columns(), live.c._ddbcdc_version_us).where(match)
+            if self.current is not None:
+                query = query.where(self.current)
             for result in conn.execute(query):
                 key, row = self._live_row(result[:-1])
                 out[key] = (row, int(result[-1]))
@@ -144,7 +151,10 @@ class Rows:
 
     def live_rows(self, conn: sa.Connection) -> Iterator[tuple[Key, Row]]:
         """Every live row, by key."""
-        for result in conn.execute(sa.select(*self._columns())):
+        query = sa.select(*self._columns())
+        if self.current is not None:
+            query = query.where(self.current)
+        for result in conn.execute(query):
             yield self._live_row(tuple(result))
 
     def versions(self, conn: sa.Connection, keys: Sequence[Key]) -> dict[Key, int]:

@@ -4,7 +4,8 @@
    with the PostgreSQL rows of its keys (one batched SELECT); keys that differ become
    *suspects*, every key scanned goes to a temporary "seen" table. Pages wait in a bounded
    queue, so memory does not depend on the table's size.
-2. **Extras**: live rows whose key was not seen (one anti-join in PostgreSQL) are suspects too.
+2. **Extras**: live rows whose key was not seen (one anti-join in PostgreSQL) are suspects too;
+   a row the mapping keeps for an item that is gone is not a live row.
 3. **Re-check** (:mod:`ddbcdc.verify.recheck`): a suspect may just be a change the worker
    has not applied yet, or one made after its page was read. Each is read again with a
    consistent BatchGetItem, and compared again once the worker has passed the time of that
@@ -137,19 +138,19 @@ class _Scanner:
         key = self.rows.key
         self.conn.execute(sa.text('ANALYZE "ddbcdc_verify_seen"'))
         unseen = sa.select(sa.literal(1)).where(*[seen.c[k] == live.c[k] for k in key]).exists()
+        current = [self.rows.current] if self.rows.current is not None else []
         rows = sa.select(
             *[live.c[k] for k in key],
             sa.literal("extra"),
             sa.literal(0),
             sa.literal("new"),
-        ).where(~unseen)
+        ).where(~unseen, *current)
         columns = [*key, "kind", "round", "status"]
         self.conn.execute(sa.insert(s).from_select(columns, rows))
         extra = sa.select(sa.func.count()).select_from(s).where(s.c.kind == "extra")
         self.report.suspects += int(self.conn.execute(extra).scalar() or 0)
-        self.report.rows = int(
-            self.conn.execute(sa.select(sa.func.count()).select_from(live)).scalar() or 0
-        )
+        count = sa.select(sa.func.count()).select_from(live).where(*current)
+        self.report.rows = int(self.conn.execute(count).scalar() or 0)
         self.conn.commit()
 
 

@@ -6,7 +6,8 @@ Java 17+ and amazon-kclpy's jars are present, then runs::
     java -cp <kclpy jars> software.amazon.kinesis.multilang.MultiLangDaemon \\
         --properties-file <rendered> --log-configuration workers/logback.xml
 
-as a child (both files are installed with the package: :func:`ddbcdc.resources.workers_file`),
+as a child (both files are installed with the package: :func:`ddbcdc.resources.workers_file`;
+for a DynamoDB stream, ``StreamsDaemon`` with the adapter's jar: :mod:`ddbcdc.worker.streams`),
 forwarding SIGTERM/SIGINT to it as SIGTERM. The daemon's shutdown hook asks every shard
 processor to checkpoint (KCL graceful shutdown) and waits ``shutdownGraceMillis``.
 """
@@ -37,6 +38,7 @@ from ddbcdc.errors import ConfigurationError
 from ddbcdc.resources import workers_file
 from ddbcdc.settings import Settings
 from ddbcdc.worker.metrics import MULTIPROC_ENV
+from ddbcdc.worker.streams import check_source_options
 
 __all__ = [
     "DAEMON_CLASS",
@@ -83,6 +85,8 @@ class WorkerOptions:
     consumer_name: str | None = None
     consumer_arn: str | None = None
     kcl_metrics_level: str = "NONE"
+    source: str = "kinesis"  # or "dynamodb-streams": ``stream`` is then the stream's ARN
+    dynamodbstreams_endpoint: str | None = None
 
     @classmethod
     def from_settings(
@@ -97,6 +101,9 @@ class WorkerOptions:
     ) -> WorkerOptions:
         """Options from ``settings``; non-None arguments override them.
 
+        For a DynamoDB stream (``settings.source``), ``stream`` or ``DDBCDC_STREAM_ARN`` is
+        its ARN (:func:`ddbcdc.aws.streams.dynamodb_stream_arn` finds it from the table).
+
         Raises:
             ConfigurationError: no stream, or a start position or consumer that cannot be.
         """
@@ -107,7 +114,10 @@ class WorkerOptions:
                 "(or DDBCDC_STREAM_ARN / AWS_ARN)"
             )
         start = start_position(settings, kind=initial_position, timestamp=initial_timestamp)
-        mode = retrieval_mode(settings)
+        if settings.source == "dynamodb-streams":
+            mode = check_source_options(settings, chosen, start.kind)
+        else:
+            mode = retrieval_mode(settings)
         check_consumer(settings, mode)
         return cls(
             stream=chosen,
@@ -126,6 +136,8 @@ class WorkerOptions:
             kinesis_endpoint=settings.kinesis_endpoint,
             dynamodb_endpoint=settings.dynamodb_endpoint,
             worker_id=worker_id,
+            source=settings.source,
+            dynamodbstreams_endpoint=settings.dynamodbstreams_endpoint,
         )
 
 
@@ -190,14 +202,21 @@ def render_properties(options: WorkerOptions, *, executable: str) -> str:
         executable: the command the daemon runs per shard (split on spaces by the daemon).
     """
     template = Template(workers_file("kcl.properties.template").read_text())
-    if options.stream.startswith("arn:"):
+    extra = []
+    if options.source == "dynamodb-streams":
+        stream_line = (
+            "# A DynamoDB stream, read by StreamsDaemon through the DynamoDB Streams Kinesis "
+            f"Adapter\ndynamoDBStreamsArn = {_property_value('streamArn', options.stream)}"
+        )
+        if options.dynamodbstreams_endpoint:
+            extra.append(f"dynamoDBStreamsEndpoint = {_endpoint(options.dynamodbstreams_endpoint)}")
+    elif options.stream.startswith("arn:"):
         stream_line = f"streamArn = {_property_value('streamArn', options.stream)}"
     else:
         stream_line = f"streamName = {_property_value('streamName', options.stream)}"
-    extra = []
     if options.worker_id:
         extra.append(f"workerId = {_property_value('workerId', options.worker_id)}")
-    if options.kinesis_endpoint:
+    if options.kinesis_endpoint and options.source == "kinesis":
         extra.append(f"kinesisEndpoint = {_endpoint(options.kinesis_endpoint)}")
     if options.dynamodb_endpoint:
         extra.append(f"dynamoDBEndpoint = {_endpoint(options.dynamodb_endpoint)}")
@@ -283,15 +302,22 @@ def processor_command() -> str:
     return f"{sys.executable} -P -m {PROCESSOR_MODULE}"
 
 
-def daemon_command(java: str, jars: list[Path], properties_file: Path) -> list[str]:
-    """The java command line that starts the MultiLangDaemon."""
+def daemon_command(
+    java: str, jars: list[Path], properties_file: Path, *, launcher: Path | None = None
+) -> list[str]:
+    """The java command line that starts the MultiLangDaemon, or with ``launcher`` (the
+    folder of the compiled :data:`ddbcdc.worker.streams.LAUNCHER_CLASS`) the DynamoDB
+    Streams daemon."""
+    from ddbcdc.worker.streams import LAUNCHER_CLASS
+
+    classpath = [str(j) for j in jars] + ([str(launcher)] if launcher is not None else [])
     return [
         java,
         # Emulators speak JSON only; the SDK would otherwise use CBOR for Kinesis.
         "-Daws.cborEnabled=false",
         "-cp",
-        os.pathsep.join(str(j) for j in jars),
-        DAEMON_CLASS,
+        os.pathsep.join(classpath),
+        LAUNCHER_CLASS if launcher is not None else DAEMON_CLASS,
         "--properties-file",
         str(properties_file),
         "--log-configuration",
@@ -305,11 +331,21 @@ def daemon_environment(
     *,
     multiproc_dir: Path,
     application_name: str,
+    options: WorkerOptions | None = None,
 ) -> dict[str, str]:
-    """Environment of the daemon and, through it, of every shard processor."""
+    """Environment of the daemon and, through it, of every shard processor.
+
+    For a DynamoDB stream the processors are told its table (in the stream's ARN): its
+    records, as the adapter hands them over, do not name it.
+    """
     env = dict(base)
     env[MULTIPROC_ENV] = str(multiproc_dir)
     env["DDBCDC_APPLICATION_NAME"] = application_name
+    if options is not None and options.source == "dynamodb-streams":
+        from ddbcdc.decode.envelope import table_from_arn
+
+        env["DDBCDC_SOURCE"] = options.source
+        env["DDBCDC_SOURCE_TABLE"] = table_from_arn(options.stream)
     env["DATABASE_URL"] = settings.require_database_url()
     env.setdefault("AWS_REGION", settings.aws_region)
     env["AWS_CBOR_DISABLE"] = "true"

@@ -25,6 +25,7 @@ from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.runtime import tune_gc
 from ddbcdc.worker import protocol
+from ddbcdc.worker.failures import FailureNote
 from ddbcdc.worker.liveness import ProgressTouch
 from ddbcdc.worker.metrics import mark_process_dead
 from ddbcdc.worker.processor import ShardProcessor
@@ -108,6 +109,7 @@ def main() -> int:
         application=settings.application_name,
         should_stop=stop,
         touch=ProgressTouch(pipeline.engine, settings.application_name),
+        failures=FailureNote(pipeline.engine),
     )
     try:
         process = kcl.KCLProcess(

@@ -137,7 +137,8 @@ class ProcessorMetrics:
             ),
             apply_retries=Counter(
                 "ddbcdc_worker_apply_retries",
-                "Batch attempts that failed and will be retried (reason: database, unexpected).",
+                "Batch attempts that failed and will be retried (reason: statement_timeout, "
+                "lock_timeout, database, unexpected).",
                 ("shard", "reason"),
                 registry=reg,
             ),

@@ -10,6 +10,8 @@ Failure rules:
 * PostgreSQL unavailable (or any other error from the pipeline): retry the *same* batch
   forever, with capped exponential backoff and jitter. Returning from ``process_records``
   without applying would let the KCL move on and a later checkpoint would skip the batch.
+  Each failed attempt is named (``statement_timeout``, ``lock_timeout``, ``database``,
+  ``unexpected``) in the retry metric, the log line and ``ddbcdc status`` (``failures``).
 * Poison records: the pipeline dead-letters them in the batch's transaction; go on.
 * Checkpoint throttled (or DynamoDB trouble): retry a few times, then give up until the next
   batch; re-applying records is harmless because the materializer is idempotent.
@@ -38,7 +40,7 @@ from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclv3
 
 from ddbcdc.backoff import Backoff
-from ddbcdc.errors import DatabaseUnavailableError, MappingChangedError
+from ddbcdc.errors import DatabaseTimeoutError, DatabaseUnavailableError, MappingChangedError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
 from ddbcdc.worker.activity import CallActivity, observe_commit
 from ddbcdc.worker.metrics import ProcessorMetrics
@@ -90,6 +92,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         touch: called with (shard, MillisBehindLatest) on every empty batch, to keep the
             shard's progress row fresh (see :class:`ddbcdc.worker.liveness.ProgressTouch`).
         heartbeat_s: seconds between activity marks inside a long call (0: none).
+        failures: called with (position, reason, error) after each failed attempt at a
+            batch (see :class:`ddbcdc.worker.failures.FailureNote`).
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         should_stop: Callable[[], bool] = lambda: False,
         touch: Callable[[str, int | None], object] | None = None,
         heartbeat_s: float = 1.0,
+        failures: Callable[[ShardPosition, str, str], object] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.application = application
@@ -116,6 +121,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self._sleep = sleep if sleep is not None else self._sleep_active
         self._should_stop = should_stop
         self._touch = touch
+        self._failures = failures
         self.last_applied: str | None = None
         self.last_checkpointed: str | None = None
         self.lease_lost_flag = False
@@ -264,6 +270,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
                     exc,
                 )
                 raise Stopped(2) from exc
+            except DatabaseTimeoutError as exc:
+                reason, detail = exc.timeout, str(exc)
             except DatabaseUnavailableError as exc:
                 reason, detail = "database", str(exc)
             except Exception as exc:  # the worker boundary: never skip a batch
@@ -279,22 +287,29 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
                         attempt + 1,
                     )
                 return result
-            self.metrics.apply_retries.labels(self.shard_id, reason).inc()
-            delay = self.apply_backoff.delay(attempt)
+            self._failed(records, position, attempt, reason, detail)
             attempt += 1
-            log.warning(
-                "batch not applied, will retry shard=%s first=%s last=%s records=%d "
-                "attempt=%d delay_s=%.2f reason=%s error=%s",
-                self.shard_id,
-                records[0].sequence_number,
-                position.sequence_number,
-                len(records),
-                attempt,
-                delay,
-                reason,
-                detail,
-            )
-            self._wait(delay)
+
+    def _failed(
+        self,
+        records: Sequence[SourceRecord],
+        at: ShardPosition,
+        attempt: int,
+        why: str,
+        detail: str,
+    ) -> None:
+        """Attempt ``attempt`` at the batch failed: say so everywhere, then wait to retry."""
+        self.metrics.apply_retries.labels(self.shard_id, why).inc()
+        if self._failures is not None:
+            self._failures(at, why, detail)
+        delay = self.apply_backoff.delay(attempt)
+        log.warning(
+            "batch not applied, will retry shard=%s first=%s last=%s records=%d "
+            "attempt=%d delay_s=%.2f reason=%s error=%s",
+            *(self.shard_id, records[0].sequence_number, at.sequence_number, len(records)),
+            *(attempt + 1, delay, why, detail),
+        )
+        self._wait(delay)
 
     def _count(self, result: BatchResult, received: int) -> None:
         self.metrics.records.labels(self.shard_id).inc(received)

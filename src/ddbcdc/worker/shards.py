@@ -9,12 +9,12 @@ register_shards`); a registered shard whose processor has applied nothing is "no
 Where the list comes from is a :data:`ShardLister`; the registry takes the union of several,
 and registers only when every one of them answered (half a list would drop shards):
 
-- :func:`kinesis_open_shards`: ListShards, the shards still open (an open shard always gets
-  read, and a new one shows here the moment a reshard creates it);
+- :func:`open_shards`: the shards still open (an open shard always gets read, and a new one
+  shows here the moment a reshard or a rollover creates it), from the stream itself
+  (:mod:`ddbcdc.aws.streams`): ListShards on Kinesis (:func:`kinesis_open_shards`),
+  DescribeStream page by page on a table's DynamoDB stream (:func:`dynamodb_open_shards`);
 - :func:`lease_shards`: the KCL lease table, the shards the KCL has not read to their end
   (closed parents still being read included, and whatever the KCL reads from TRIM_HORIZON).
-
-A DynamoDB Streams source lists its open shards with DescribeStream and plugs in the same way.
 """
 
 from __future__ import annotations
@@ -26,12 +26,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ddbcdc.aws.streams import DynamoDBStream, KinesisStream, Stream
 from ddbcdc.db import run_transaction
 from ddbcdc.materialize.progress import register_shards
 from ddbcdc.materialize.streamtime import stream_times
 from ddbcdc.worker.liveness import LeaseWatcher
 
-__all__ = ["ShardLister", "ShardRegistry", "kinesis_open_shards", "lease_shards"]
+__all__ = [
+    "ShardLister",
+    "ShardRegistry",
+    "dynamodb_open_shards",
+    "kinesis_open_shards",
+    "lease_shards",
+    "open_shards",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +47,30 @@ log = logging.getLogger(__name__)
 ShardLister = Callable[[], "set[str] | None"]
 
 
-def kinesis_open_shards(client: Any, stream: str) -> ShardLister:
-    """The open shards of a Kinesis stream (name or ARN), by ListShards."""
-    where = {"StreamARN": stream} if stream.startswith("arn:") else {"StreamName": stream}
+def open_shards(stream: Stream) -> ShardLister:
+    """The shards of ``stream`` that are still open (no ending sequence number)."""
 
     def listed() -> set[str]:
-        shards: set[str] = set()
-        request: dict[str, Any] = dict(where)
-        while True:
-            page = client.list_shards(**request)
-            shards.update(
-                s["ShardId"]
-                for s in page["Shards"]
-                if "EndingSequenceNumber" not in s.get("SequenceNumberRange", {})
-            )
-            token = page.get("NextToken")
-            if not token:
-                return shards
-            request = {"NextToken": token}
+        return {shard.shard_id for shard in stream.shards() if shard.open}
 
     return listed
+
+
+def kinesis_open_shards(client: Any, stream: str) -> ShardLister:
+    """The open shards of a Kinesis stream (name or ARN), by ListShards."""
+    if stream.startswith("arn:"):
+        return open_shards(KinesisStream(client, arn=stream))
+    return open_shards(KinesisStream(client, name=stream))
+
+
+def dynamodb_open_shards(client: Any, arn: str) -> ShardLister:
+    """The open shards of a table's DynamoDB stream (its ARN), by DescribeStream.
+
+    A DynamoDB stream rolls its shards over about every four hours: the children a rollover
+    opens show here on the next round, their closed parents drop out (the lease table still
+    counts those until the KCL has read them to their end).
+    """
+    return open_shards(DynamoDBStream(client, arn))
 
 
 def lease_shards(watcher: LeaseWatcher) -> ShardLister:
