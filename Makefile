@@ -54,7 +54,7 @@ test: install lint typecheck
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 check: lint typecheck
-	DDBCDC_QUICK_TESTS=1 $(BIN)/pytest tests/unit -q
+	DDBCDC_QUICK_TESTS=1 $(BIN)/pytest -n $(TEST_WORKERS) tests/unit -q
 
 unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit
