@@ -1,6 +1,8 @@
 # ddbcdc: two commands on a fresh machine
 #   make demo   the whole pipeline on the local stack (make demo-streams: DynamoDB Streams)
 #   make test   lint, type-check and every test
+# and one for the edit loop:
+#   make check  lint, type-check and the unit tests (property tests on fewer examples)
 # and for CI: make package-check (the sdist and the wheel, installed and run outside the checkout)
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +11,11 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
-.PHONY: install demo demo-streams test lint typecheck unit bench package-check clean
+.PHONY: install demo demo-streams test check lint typecheck unit bench package-check clean
+
+# pytest-xdist workers; they share one PostgreSQL cluster, and the end-to-end tests run on one
+# of them at a time (xdist group "e2e"). TEST_WORKERS=0 runs every test in one process.
+TEST_WORKERS ?= 2
 
 SPEEDUPS := setup.py $(wildcard src/ddbcdc/decode/_speedups*.[ch])
 
@@ -45,7 +51,10 @@ typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 test: install lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
+
+check: lint typecheck
+	DDBCDC_QUICK_TESTS=1 $(BIN)/pytest -n $(TEST_WORKERS) tests/unit -q
 
 unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -59,8 +60,11 @@ def assert_identical(actual: Any, expected: Any) -> None:
 
 
 def short_id(value: Any) -> str:
-    """A test id: the value, cut short, and the odd types in it (a StrSub prints as a str)."""
-    text = ascii(value)
+    """A test id: the value, cut short, and the odd types in it (a StrSub prints as a str).
+
+    The same in every process (xdist workers must collect the same ids): no object addresses.
+    """
+    text = re.sub(r" at 0x[0-9a-f]+", "", ascii(value))
     text = text if len(text) <= 40 else f"{text[:30]}...{len(text)}"
     odd = sorted({type(x).__name__ for x in walk(value)} & {"StrSub", "IntSub", "MapSub"})
     return "-".join([text, *odd])

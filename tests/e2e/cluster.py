@@ -2,12 +2,14 @@
 
 A :class:`Worker` is ``ddbcdc worker`` as an operator runs it: a real subprocess in its own
 process group (the wrapper, the Java daemon and its shard processors), started again with the
-same arguments by :meth:`Worker.restart` the way a supervisor would.
+same arguments by :meth:`Worker.restart` the way a supervisor would. :class:`Customers` is a
+``customers`` table and stream of one test's own on a stack that tests share.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,8 +18,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,12 @@ import sqlalchemy as sa
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsNotFoundError
+from ddbcdc.aws.provision import ProvisionOptions, set_up, tear_down
 from ddbcdc.load.plan import LoadOptions, Operation, expected_state, plan_operations
 from ddbcdc.load.writer import run_load
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.verify.compare import Comparison, compare
 from ddbcdc.worker.daemon import PROCESSOR_MODULE
 
@@ -261,8 +265,6 @@ def wait_for(
 def provision(stack: LocalStack, stream: str, *, shards: int = 2) -> None:
     """The ``customers`` table and a ``shards``-shard stream on ``stack`` (on a DynamoDB
     Streams stack: the table's own stream; the front decides its shards)."""
-    from ddbcdc.aws.provision import ProvisionOptions, set_up
-
     settings = stack.settings()
     set_up(
         aws.client("dynamodb", settings),
@@ -278,6 +280,49 @@ def provision(stack: LocalStack, stream: str, *, shards: int = 2) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Customers:
+    """A ``customers`` table and its stream, of one test's own, on a stack tests share.
+
+    The DynamoDB table and the Kinesis stream have fresh names; the mapping in
+    ``mappings_dir`` is schemas/tables/customers.json reading that table, so PostgreSQL's
+    tables are ``customers`` and ``ddbcdc_changes__customers`` as ever.
+    """
+
+    stack: LocalStack
+    table: str
+    stream: str
+    mappings_dir: Path
+    mapping: TableMapping
+    database: str = ""  # the URL of the test's database, once it has one
+
+    def worker_env(self, **extra: str) -> dict[str, str]:
+        """A worker's environment for this table (see :func:`worker_env`)."""
+        mappings = {"DDBCDC_MAPPINGS_DIR": str(self.mappings_dir)}
+        return worker_env(self.stack, self.database, self.stream, **{**mappings, **extra})
+
+
+@contextlib.contextmanager
+def customers_table(stack: LocalStack, folder: Path, *, shards: int = 2) -> Iterator[Customers]:
+    """A :class:`Customers` table and ``shards``-shard stream on ``stack``, its mapping written
+    to ``folder``; both removed on exit."""
+    name = f"customers_{uuid.uuid4().hex[:8]}"
+    document = json.loads((MAPPINGS_DIR / "customers.json").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "customers.json").write_text(json.dumps({**document, "source_table": name}))
+    (mapping,) = load_mappings(folder)
+    settings = stack.settings()
+    dynamodb, kinesis = aws.client("dynamodb", settings), aws.client("kinesis", settings)
+    options = ProvisionOptions(
+        table=name, stream=f"{name}-stream", shards=shards, local=True, timeout=60
+    )
+    set_up(dynamodb, kinesis, options)
+    try:
+        yield Customers(stack, name, options.stream, folder, mapping)
+    finally:
+        tear_down(dynamodb, kinesis, options)
+
+
 class SteadyLoad(threading.Thread):
     """Inserts, modifies and removes at a steady rate until :meth:`finish`; keeps every write.
 
@@ -286,10 +331,18 @@ class SteadyLoad(threading.Thread):
     """
 
     def __init__(
-        self, stack: LocalStack, *, rate: float, keys: int, seed: int, chunk_s: float = 2.0
+        self,
+        stack: LocalStack,
+        *,
+        rate: float,
+        keys: int,
+        seed: int,
+        chunk_s: float = 2.0,
+        table: str = "customers",
     ) -> None:
         super().__init__(name="steady-load", daemon=True)
         self.client = aws.client("dynamodb", stack.settings(), max_attempts=1)
+        self.table = table
         self.rate = rate
         self.keys = keys
         self.seed = seed
@@ -304,7 +357,7 @@ class SteadyLoad(threading.Thread):
         try:
             while not self._stop_event.is_set():
                 options = LoadOptions(
-                    table="customers",
+                    table=self.table,
                     count=self.chunk,
                     keys=self.keys,
                     seed=self.seed * 100_003 + round_,

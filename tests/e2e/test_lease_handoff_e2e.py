@@ -23,25 +23,21 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cluster import (
-    MAPPINGS_DIR,
+    Customers,
     LeaseRow,
     SteadyLoad,
     Worker,
     leases,
-    provision,
     shard_sequences,
     wait_for,
-    worker_env,
 )
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.verify.compare import compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STREAM = "ddbcdc-handoff"
 FAILOVER_MS = 3000
 # Failover time, two lease-assignment runs, lease discovery and a processor start, with room
 # for a slow, shared machine. KCL 3.1.3 with graceful handoff took 120 s or never.
@@ -73,19 +69,15 @@ def moved(stack: LocalStack, application: str) -> str | None:
 
 @pytest.mark.parametrize("victim", ["a", "b"], ids=["old-owner", "new-owner"])
 def test_owner_killed_mid_handoff_comes_back_and_every_shard_is_read_again(
-    stack: LocalStack, database: str, tmp_path: Path, victim: str
+    customers: Customers, tmp_path: Path, victim: str
 ) -> None:
     rng = random.Random(11)
-    provision(stack, STREAM)
+    stack, database = customers.stack, customers.database
     application = f"handoff-{uuid.uuid4().hex[:6]}"
-    env = worker_env(
-        stack,
-        database,
-        STREAM,
-        DDBCDC_APPLICATION_NAME=application,
-        DDBCDC_FAILOVER_TIME_MS=str(FAILOVER_MS),
+    env = customers.worker_env(
+        DDBCDC_APPLICATION_NAME=application, DDBCDC_FAILOVER_TIME_MS=str(FAILOVER_MS)
     )
-    load = SteadyLoad(stack, rate=25, keys=200, seed=5)
+    load = SteadyLoad(stack, rate=25, keys=200, seed=5, table=customers.table)
     spy = HandoffSpy(stack, application)
     a = Worker(env, tmp_path / "a.log", "--worker-id", "a")
     workers = [a]
@@ -139,11 +131,10 @@ def test_owner_killed_mid_handoff_comes_back_and_every_shard_is_read_again(
         load.finish()
         dynamodb = aws.client("dynamodb", stack.settings())
         engine = sa.create_engine(database)
-        (mapping,) = load_mappings(MAPPINGS_DIR)
         try:
             wait_for(
                 "PostgreSQL to equal the DynamoDB table",
-                lambda: compare(dynamodb, engine, mapping).matches,
+                lambda: compare(dynamodb, engine, customers.mapping).matches,
                 120,
                 a,
                 b,

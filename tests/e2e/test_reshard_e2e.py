@@ -19,26 +19,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from cluster import (
-    MAPPINGS_DIR,
-    SteadyLoad,
-    Worker,
-    leases,
-    provision,
-    query,
-    wait_for,
-    worker_env,
-)
+from cluster import Customers, SteadyLoad, Worker, leases, query, wait_for
 
 from ddbcdc.aws import clients as aws
-from ddbcdc.local.stack import LocalStack
 from ddbcdc.materialize.streamtime import stream_times
-from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.verify.compare import Comparison, compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STREAM = "ddbcdc-reshard"
 STALL_AFTER_S = 20
 STEP_TIMEOUT_S = 90
 
@@ -75,27 +63,29 @@ class Watch(threading.Thread):
         self.engine.dispose()
 
 
-def shards(kinesis: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def shards(kinesis: Any, stream: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(open, closed) shards of the stream, open ones in hash-key order."""
-    found = kinesis.list_shards(StreamName=STREAM)["Shards"]
+    found = kinesis.list_shards(StreamName=stream)["Shards"]
     closed = [s for s in found if "EndingSequenceNumber" in s["SequenceNumberRange"]]
     open_ = [s for s in found if "EndingSequenceNumber" not in s["SequenceNumberRange"]]
     return sorted(open_, key=lambda s: int(s["HashKeyRange"]["StartingHashKey"])), closed
 
 
-def wait_active(kinesis: Any) -> None:
+def wait_active(kinesis: Any, stream: str) -> None:
     def active() -> bool:
-        summary = kinesis.describe_stream_summary(StreamName=STREAM)
+        summary = kinesis.describe_stream_summary(StreamName=stream)
         return bool(summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
 
     wait_for("the stream to be ACTIVE", active, 60, every=0.2)
 
 
-def read_everywhere(kinesis: Any, database: str, application: str, *workers: Worker) -> float:
+def read_everywhere(
+    kinesis: Any, stream: str, database: str, application: str, *workers: Worker
+) -> float:
     """Wait until every open shard has started and every closed one has ended; seconds."""
 
     def done() -> bool:
-        open_, closed = shards(kinesis)
+        open_, closed = shards(kinesis, stream)
         rows = {
             r.shard_id: r
             for r in query(
@@ -114,20 +104,14 @@ def read_everywhere(kinesis: Any, database: str, application: str, *workers: Wor
     return wait_for("every shard to be read", done, STEP_TIMEOUT_S, *workers)
 
 
-def test_resharding_under_load_raises_no_false_alarm(
-    stack: LocalStack, database: str, tmp_path: Path
-) -> None:
-    provision(stack, STREAM)
+def test_resharding_under_load_raises_no_false_alarm(customers: Customers, tmp_path: Path) -> None:
+    stack, database, stream = customers.stack, customers.database, customers.stream
     application = f"reshard-{uuid.uuid4().hex[:6]}"
-    env = worker_env(
-        stack,
-        database,
-        STREAM,
-        DDBCDC_APPLICATION_NAME=application,
-        DDBCDC_STALL_AFTER_S=str(STALL_AFTER_S),
+    env = customers.worker_env(
+        DDBCDC_APPLICATION_NAME=application, DDBCDC_STALL_AFTER_S=str(STALL_AFTER_S)
     )
     kinesis = aws.client("kinesis", stack.settings())
-    load = SteadyLoad(stack, rate=30, keys=200, seed=21)
+    load = SteadyLoad(stack, rate=30, keys=200, seed=21, table=customers.table)
     workers = {wid: Worker(env, tmp_path / f"worker-{wid}.log", "--worker-id", wid) for wid in "ab"}
     watch = Watch(workers, database, application)
     try:
@@ -141,24 +125,24 @@ def test_resharding_under_load_raises_no_false_alarm(
             150,
             *workers.values(),
         )
-        read_everywhere(kinesis, database, application, *workers.values())
+        read_everywhere(kinesis, stream, database, application, *workers.values())
         watch.start()
 
         def step(name: str, action: Any) -> None:
             started = time.monotonic()
             action()
-            wait_active(kinesis)
-            read_everywhere(kinesis, database, application, *workers.values())
+            wait_active(kinesis, stream)
+            read_everywhere(kinesis, stream, database, application, *workers.values())
             print(f"{name}: every shard read {time.monotonic() - started:.0f}s after")
 
         step("UpdateShardCount 2 -> 4", lambda: kinesis.update_shard_count(
-            StreamName=STREAM, TargetShardCount=4, ScalingType="UNIFORM_SCALING"
+            StreamName=stream, TargetShardCount=4, ScalingType="UNIFORM_SCALING"
         ))  # fmt: skip
 
         def merge() -> None:
-            first, second = shards(kinesis)[0][:2]
+            first, second = shards(kinesis, stream)[0][:2]
             kinesis.merge_shards(
-                StreamName=STREAM,
+                StreamName=stream,
                 ShardToMerge=first["ShardId"],
                 AdjacentShardToMerge=second["ShardId"],
             )
@@ -167,7 +151,7 @@ def test_resharding_under_load_raises_no_false_alarm(
 
         def split() -> None:
             widest = max(
-                shards(kinesis)[0],
+                shards(kinesis, stream)[0],
                 key=lambda s: (
                     int(s["HashKeyRange"]["EndingHashKey"])
                     - int(s["HashKeyRange"]["StartingHashKey"])
@@ -176,17 +160,17 @@ def test_resharding_under_load_raises_no_false_alarm(
             low = int(widest["HashKeyRange"]["StartingHashKey"])
             high = int(widest["HashKeyRange"]["EndingHashKey"])
             kinesis.split_shard(
-                StreamName=STREAM,
+                StreamName=stream,
                 ShardToSplit=widest["ShardId"],
                 NewStartingHashKey=str((low + high) // 2),
             )
 
         step("SplitShard", split)
         step("UpdateShardCount down to 2", lambda: kinesis.update_shard_count(
-            StreamName=STREAM, TargetShardCount=2, ScalingType="UNIFORM_SCALING"
+            StreamName=stream, TargetShardCount=2, ScalingType="UNIFORM_SCALING"
         ))  # fmt: skip
         load.finish()
-        assert_exact(stack, database, workers)
+        assert_exact(customers, workers)
         time.sleep(2 * STALL_AFTER_S / 4)  # a last look, once the parents' leases are done
     finally:
         watch.finish()
@@ -201,14 +185,13 @@ def test_resharding_under_load_raises_no_false_alarm(
     assert query(database, "SELECT count(*) FROM ddbcdc_dead_letters")[0][0] == 0
 
 
-def assert_exact(stack: LocalStack, database: str, workers: dict[str, Worker]) -> None:
-    dynamodb = aws.client("dynamodb", stack.settings())
-    engine = sa.create_engine(database)
-    (mapping,) = load_mappings(MAPPINGS_DIR)
+def assert_exact(customers: Customers, workers: dict[str, Worker]) -> None:
+    dynamodb = aws.client("dynamodb", customers.stack.settings())
+    engine = sa.create_engine(customers.database)
     last: list[Comparison] = []
 
     def same() -> bool:
-        last[:] = [compare(dynamodb, engine, mapping)]
+        last[:] = [compare(dynamodb, engine, customers.mapping)]
         return last[0].matches
 
     try:

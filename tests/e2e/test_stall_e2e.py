@@ -16,22 +16,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cluster import (
-    ROOT,
-    SteadyLoad,
-    Worker,
-    leases,
-    provision,
-    shard_sequences,
-    wait_for,
-    worker_env,
-)
-
-from ddbcdc.local.stack import LocalStack
+from cluster import ROOT, Customers, SteadyLoad, Worker, leases, shard_sequences, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STREAM = "ddbcdc-stall"
 STALL_AFTER_S = 8
 
 
@@ -67,18 +55,14 @@ def gauge(worker: Worker, shard: str) -> float | None:
 
 
 def test_a_frozen_processor_makes_its_shard_stalled_everywhere_until_it_resumes(
-    stack: LocalStack, database: str, tmp_path: Path
+    customers: Customers, tmp_path: Path
 ) -> None:
-    provision(stack, STREAM)
+    stack, database = customers.stack, customers.database
     application = f"stall-{uuid.uuid4().hex[:6]}"
-    env = worker_env(
-        stack,
-        database,
-        STREAM,
-        DDBCDC_APPLICATION_NAME=application,
-        DDBCDC_STALL_AFTER_S=str(STALL_AFTER_S),
+    env = customers.worker_env(
+        DDBCDC_APPLICATION_NAME=application, DDBCDC_STALL_AFTER_S=str(STALL_AFTER_S)
     )
-    load = SteadyLoad(stack, rate=20, keys=100, seed=3)
+    load = SteadyLoad(stack, rate=20, keys=100, seed=3, table=customers.table)
     worker = Worker(env, tmp_path / "worker.log", "--worker-id", "solo")
     frozen: int | None = None
     try:

@@ -1,8 +1,8 @@
 """The whole path: loader -> DynamoDB (moto) -> bridge -> Kinesis (kinesis-local, 2 shards)
 -> KCL MultiLangDaemon (Java, KCL 3.1.3) + ddbcdc shard processors -> PostgreSQL.
 
-Each test gets its own local stack (not the session's ``local_stack``: both tests need the
-``customers`` table and its stream to hold nothing but what they wrote) and database.
+Each test gets a ``customers`` table and stream of its own on the session's local stack, and
+a database of its own (the ``customers`` fixture).
 ``ddbcdc worker`` runs as a real subprocess in its own process group, as an operator runs it.
 
 Timing notes (KCL 3.x, measured against moto and kinesis-local): a fresh application waits a
@@ -22,46 +22,26 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from cluster import Customers
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsNotFoundError
-from ddbcdc.aws.provision import ProvisionOptions, set_up
 from ddbcdc.load.plan import LoadOptions, plan_operations
 from ddbcdc.load.writer import run_load
 from ddbcdc.local.postgres import free_port
 from ddbcdc.local.stack import LocalStack
-from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.verify.compare import Comparison, compare
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-MAPPINGS_DIR = ROOT / "schemas" / "tables"
-STREAM = "ddbcdc-e2e"
 CONVERGE_TIMEOUT_S = 180.0
-
-
-@pytest.fixture
-def stack(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
-    """A local stack on the session's PostgreSQL; this process talks to it as a client."""
-    with LocalStack(database_url=postgres_url) as running:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
-            monkeypatch.setenv(name, running.env[name])
-        yield running
-
-
-@pytest.fixture
-def database(fresh_database: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
-    """A fresh, migrated database for this test."""
-    with fresh_database("t_e2e", mappings=load_mappings(MAPPINGS_DIR)) as url:
-        yield url
 
 
 class Worker:
@@ -119,31 +99,9 @@ class Worker:
         return "\n".join(text[-lines:])
 
 
-def worker_env(stack: LocalStack, database_url: str, application: str) -> dict[str, str]:
-    return stack.worker_env(
-        os.environ,
-        DATABASE_URL=database_url,
-        DDBCDC_STREAM_NAME=STREAM,
-        DDBCDC_APPLICATION_NAME=application,
-        DDBCDC_MAPPINGS_DIR=str(MAPPINGS_DIR),
-        DDBCDC_FAILOVER_TIME_MS="3000",
-        DDBCDC_SHUTDOWN_GRACE_MS="10000",
-        DDBCDC_IDLE_TIME_BETWEEN_READS_MS="200",
-    )
-
-
-def provision(stack: LocalStack) -> None:
-    settings = stack.settings()
-    set_up(
-        aws.client("dynamodb", settings),
-        aws.client("kinesis", settings),
-        ProvisionOptions(table="customers", stream=STREAM, shards=2, local=True, timeout=60),
-    )
-
-
-def load(stack: LocalStack, **options: Any) -> int:
-    client = aws.client("dynamodb", stack.settings(), max_attempts=1)
-    opts = LoadOptions(table="customers", **options)
+def load(customers: Customers, **options: Any) -> int:
+    client = aws.client("dynamodb", customers.stack.settings(), max_attempts=1)
+    opts = LoadOptions(table=customers.table, **options)
     summary = run_load(client, opts, operations=list(plan_operations(opts)))
     assert summary.errors == 0
     return summary.total_writes
@@ -198,14 +156,14 @@ def wait_for(
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
 
 
-def assert_converged(stack: LocalStack, database_url: str, *workers: Worker) -> None:
-    dynamodb = aws.client("dynamodb", stack.settings())
+def assert_converged(customers: Customers, *workers: Worker) -> None:
+    database_url = customers.database
+    dynamodb = aws.client("dynamodb", customers.stack.settings())
     engine = sa.create_engine(database_url)
-    (mapping,) = load_mappings(MAPPINGS_DIR)
     last: list[Comparison] = []
 
     def same() -> bool:
-        last[:] = [compare(dynamodb, engine, mapping)]
+        last[:] = [compare(dynamodb, engine, customers.mapping)]
         return last[0].matches
 
     try:
@@ -217,9 +175,10 @@ def assert_converged(stack: LocalStack, database_url: str, *workers: Worker) -> 
 
 
 def assert_checkpoints_match_progress(
-    stack: LocalStack, database_url: str, application: str, *workers: Worker
+    customers: Customers, application: str, *workers: Worker
 ) -> None:
     """Every shard: progress row present, checkpoint advanced to the last applied record."""
+    stack, database_url = customers.stack, customers.database
 
     def matched() -> bool:
         progress = {
@@ -239,15 +198,16 @@ def assert_checkpoints_match_progress(
 
 
 def test_worker_applies_every_change_and_checkpoints_every_shard(
-    stack: LocalStack, database: str, tmp_path: Path
+    customers: Customers, tmp_path: Path
 ) -> None:
-    provision(stack)
+    stack = customers.stack
     application = f"e2e-{uuid.uuid4().hex[:6]}"
-    worker = Worker(worker_env(stack, database, application), tmp_path / "worker.log")
+    env = customers.worker_env(DDBCDC_APPLICATION_NAME=application)
+    worker = Worker(env, tmp_path / "worker.log")
     try:
-        writes = load(stack, count=1200, keys=300, seed=4, workers=4)
-        assert_converged(stack, database, worker)
-        assert_checkpoints_match_progress(stack, database, application, worker)
+        writes = load(customers, count=1200, keys=300, seed=4, workers=4)
+        assert_converged(customers, worker)
+        assert_checkpoints_match_progress(customers, application, worker)
 
         status, body = worker.get("/metrics")
         assert status == 200
@@ -261,7 +221,7 @@ def test_worker_applies_every_change_and_checkpoints_every_shard(
 
         result = subprocess.run(
             [sys.executable, "-m", "ddbcdc.cli", "status", "--json"],
-            env=worker_env(stack, database, application),
+            env=env,
             capture_output=True,
             text=True,
             check=True,
@@ -304,21 +264,23 @@ def both_working(stack: LocalStack, application: str, workers: dict[str, Worker]
 
 
 def test_two_workers_share_shards_and_survive_one_being_killed(
-    stack: LocalStack, database: str, tmp_path: Path
+    customers: Customers, tmp_path: Path
 ) -> None:
-    provision(stack)
+    stack = customers.stack
     application = f"e2e-{uuid.uuid4().hex[:6]}"
-    env = worker_env(stack, database, application)
+    env = customers.worker_env(DDBCDC_APPLICATION_NAME=application)
     workers = {
         wid: Worker(env, tmp_path / f"{wid}.log", "--worker-id", wid)
         for wid in ("worker-a", "worker-b")
     }
     # Phase 1 starts the shards; phase 2 runs until after one worker is killed.
     loading = threading.Thread(
-        target=load, args=(stack,), kwargs={"count": 3000, "keys": 300, "seed": 9, "rate": 100}
+        target=load,
+        args=(customers,),
+        kwargs={"count": 3000, "keys": 300, "seed": 9, "rate": 100},
     )
     try:
-        load(stack, count=400, keys=300, seed=8, workers=4)
+        load(customers, count=400, keys=300, seed=8, workers=4)
         wait_for(
             "both workers to hold a lease",
             lambda: {v["owner"] for v in leases(stack, application).values()} == set(workers),
@@ -348,8 +310,8 @@ def test_two_workers_share_shards_and_survive_one_being_killed(
         assert took < 45
         loading.join(timeout=120)
         assert not loading.is_alive()
-        assert_converged(stack, database, survivor)
-        assert_checkpoints_match_progress(stack, database, application, survivor)
+        assert_converged(customers, survivor)
+        assert_checkpoints_match_progress(customers, application, survivor)
         assert "shard processor started" in victim.log_path.read_text(errors="replace")
     finally:
         for worker in workers.values():

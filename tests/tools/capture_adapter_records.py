@@ -23,6 +23,7 @@ import boto3
 
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.worker import daemon, streams
+from ddbcdc.worker.properties import WorkerOptions, render_properties
 
 HERE = Path(__file__).resolve().parent
 WRITES = [
@@ -84,10 +85,10 @@ def main(out: Path) -> int:
             database_url="postgresql://unused@127.0.0.1/unused",
             application_name="capture",
         )
-        options = daemon.WorkerOptions.from_settings(settings, worker_id="capture")
+        options = WorkerOptions.from_settings(settings, worker_id="capture")
         processor = f"{sys.executable} {HERE / 'capture_processor.py'}"
         properties = out.with_suffix(".properties")
-        properties.write_text(daemon.render_properties(options, executable=processor))
+        properties.write_text(render_properties(options, executable=processor))
         java = daemon.check_java()
         jars, launcher = streams.prepare(settings, java, daemon.find_jars())
         command = daemon.daemon_command(java, jars, properties, launcher=launcher)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from attribute_strategies import ATTRIBUTE_MAPS, ITEMS, JSON, LARGEST, NUMBER_TEXTS, identical
 from ddbcdc import DecodeError, marshal, unmarshal
 from ddbcdc.decode.attributes import MAX_DEPTH, marshal_value, unmarshal_value
+from property_budget import examples
 
 
 @pytest.mark.parametrize(
@@ -223,13 +224,13 @@ def test_marshal_writes_sorted_sets_and_refuses_what_dynamodb_cannot_hold() -> N
 # ------------------------------------------------------------------ property tests
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(ITEMS)
 def test_unmarshal_inverts_marshal(item: dict[str, Any]) -> None:
     assert identical(unmarshal(marshal(item)), item)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(ITEMS)
 def test_marshal_inverts_unmarshal_on_canonical_attribute_maps(item: dict[str, Any]) -> None:
     attribute_map = marshal(item)  # canonical: sorted sets, numbers as str() writes them
@@ -271,7 +272,7 @@ def _with_bytes(attribute: Any) -> Any:
 _BOTO3 = TypeDeserializer()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(ITEMS)
 def test_agrees_with_boto3_type_deserializer(item: dict[str, Any]) -> None:
     attribute_map = {k: _with_bytes(v) for k, v in marshal(item).items()}
@@ -305,14 +306,14 @@ def test_decodes_valid_numbers_boto3_refuses() -> None:
     }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(JSON)
 def test_random_garbage_only_ever_raises_decode_error(garbage: Any) -> None:
     with contextlib.suppress(DecodeError):
         unmarshal(garbage)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(ITEMS, st.data())
 def test_mutated_attribute_maps_only_ever_raise_decode_error(
     item: dict[str, Any], data: st.DataObject
@@ -367,7 +368,7 @@ def _general(attribute_map: dict[Any, Any]) -> tuple[Any, ...]:
     return _outcome(lambda: unmarshal(wrapped, path="image"))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(ATTRIBUTE_MAPS)
 def test_fast_paths_agree_with_the_general_path(attribute_map: dict[Any, Any]) -> None:
     fast = _outcome(lambda: unmarshal(attribute_map, path="image"))
@@ -379,7 +380,7 @@ def test_fast_paths_agree_with_the_general_path(attribute_map: dict[Any, Any]) -
         assert identical(fast[1], general[1])
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(NUMBER_TEXTS)
 def test_integer_fast_path_reads_numbers_as_the_number_parser_does(text: str) -> None:
     # Set elements take no shortcut: each goes through the general number parser.

@@ -15,6 +15,7 @@ from ddbcdc.cleanse import CleanChange, Cleanser, version_of
 from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
 from ddbcdc.schema.mapping import TableMapping, load_mappings, parse_mapping
+from property_budget import examples
 
 SHIPPED = Path(__file__).resolve().parents[2] / "schemas" / "tables"
 CUSTOMERS = load_mappings(SHIPPED)[0]
@@ -109,7 +110,7 @@ def _images(mapping: TableMapping) -> st.SearchStrategy[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("mapping", [CUSTOMERS, EVERY_TYPE], ids=["customers", "every_type"])
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_plan_and_model_agree_on_rows(mapping: TableMapping, data: st.DataObject) -> None:
     cleanser = Cleanser(mapping)
@@ -126,7 +127,7 @@ def test_plan_and_model_agree_on_rows(mapping: TableMapping, data: st.DataObject
 
 
 @pytest.mark.parametrize("mapping", [CUSTOMERS, EVERY_TYPE], ids=["customers", "every_type"])
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(data=st.data())
 def test_plan_and_model_agree_on_keys(mapping: TableMapping, data: st.DataObject) -> None:
     cleanser = Cleanser(mapping)

@@ -20,6 +20,7 @@ from ddbcdc.errors import ConfigurationError
 from ddbcdc.resources import workers_file
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon
+from ddbcdc.worker.properties import WorkerOptions, new_worker_id, render_properties
 
 SECRET_URL = "postgresql+psycopg://app:s3cret-pw@127.0.0.1:5432/db"
 
@@ -46,10 +47,8 @@ def parse(text: str) -> dict[str, str]:
 
 
 def test_properties_carry_kcl_313_keys_and_no_secret() -> None:
-    options = daemon.WorkerOptions.from_settings(
-        settings(), application_name="app-1", worker_id="host-a"
-    )
-    text = daemon.render_properties(options, executable="/venv/bin/python /w/rp.py")
+    options = WorkerOptions.from_settings(settings(), application_name="app-1", worker_id="host-a")
+    text = render_properties(options, executable="/venv/bin/python /w/rp.py")
     props = parse(text)
     assert props["executableName"] == "/venv/bin/python /w/rp.py"
     assert props["streamName"] == "orders-cdc"
@@ -77,12 +76,12 @@ def test_properties_carry_kcl_313_keys_and_no_secret() -> None:
 
 def test_stream_arn_and_overrides() -> None:
     arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/orders"
-    options = daemon.WorkerOptions.from_settings(
+    options = WorkerOptions.from_settings(
         settings(stream_arn=arn, aws_region="eu-west-1", kinesis_endpoint=None),
         stream=None,
         initial_position="latest",
     )
-    props = parse(daemon.render_properties(options, executable="py rp.py"))
+    props = parse(render_properties(options, executable="py rp.py"))
     assert props["streamArn"] == arn
     assert "streamName" not in props
     assert props["initialPositionInStream"] == "LATEST"
@@ -93,20 +92,20 @@ def test_stream_arn_and_overrides() -> None:
 
 def test_no_stream_is_a_clear_error() -> None:
     with pytest.raises(ConfigurationError, match="--stream"):
-        daemon.WorkerOptions.from_settings(settings(stream_name=None))
+        WorkerOptions.from_settings(settings(stream_name=None))
 
 
 @pytest.mark.parametrize("endpoint", ["127.0.0.1:4568", "http://a b", "ftp://x"])
 def test_endpoints_must_be_full_urls(endpoint: str) -> None:
-    options = daemon.WorkerOptions.from_settings(settings(kinesis_endpoint=endpoint))
+    options = WorkerOptions.from_settings(settings(kinesis_endpoint=endpoint))
     with pytest.raises(ConfigurationError, match="full http"):
-        daemon.render_properties(options, executable="py rp.py")
+        render_properties(options, executable="py rp.py")
 
 
 def test_multiline_values_are_refused() -> None:
-    options = daemon.WorkerOptions.from_settings(settings(), application_name="a\nexecutableName=x")
+    options = WorkerOptions.from_settings(settings(), application_name="a\nexecutableName=x")
     with pytest.raises(ConfigurationError, match="single line"):
-        daemon.render_properties(options, executable="py rp.py")
+        render_properties(options, executable="py rp.py")
 
 
 def fake_java(tmp_path: Path, version_line: str) -> str:
@@ -285,6 +284,6 @@ def test_the_handoff_switch_is_a_property_the_bundled_kcl_reads() -> None:
 
 
 def test_a_worker_without_an_id_gets_a_fresh_one() -> None:
-    first, second = daemon.new_worker_id(), daemon.new_worker_id()
+    first, second = new_worker_id(), new_worker_id()
     assert first != second
     assert re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{8}", first)

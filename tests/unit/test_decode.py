@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddbcdc import ChangeRecord, DecodeError, decode_lambda_event, decode_record
+from property_budget import examples
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 VALID = sorted((FIXTURES / "records" / "valid").glob("*.json"))
@@ -299,7 +300,7 @@ def test_deeply_nested_json_is_a_decode_error() -> None:
         decode_record(deep)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.one_of(st.binary(max_size=200), st.text(max_size=200)))
 def test_random_payloads_only_ever_raise_decode_error(payload: bytes | str) -> None:
     with contextlib.suppress(DecodeError):
@@ -309,7 +310,7 @@ def test_random_payloads_only_ever_raise_decode_error(payload: bytes | str) -> N
 _SOURCES = [orjson.dumps(load(path.stem)) for path in VALID]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     st.sampled_from(_SOURCES),
     st.lists(st.tuples(st.integers(0, 10_000), st.binary(max_size=3)), min_size=1, max_size=4),
@@ -339,7 +340,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(_SOURCES), st.data())
 def test_structurally_mutated_records_only_ever_raise_decode_error(
     source: bytes, data: st.DataObject
@@ -376,7 +377,7 @@ def _outcome(call: Any) -> tuple[Any, ...]:
     return ("value", record.approximate_creation_us, record.approximate_creation)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.one_of(
         st.integers(0, 10**17),

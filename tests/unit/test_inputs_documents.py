@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ddbcdc.inputs import InputReader
 from ddbcdc.inputs.documents import JsonText, documents
 from ddbcdc.pipeline import SourceRecord
+from property_budget import examples
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 
@@ -39,7 +40,7 @@ def records_of(data: bytes, chunk: int) -> list[tuple[int | str, bytes]]:
     return found
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(
     names=st.lists(TEXT, min_size=1, max_size=6),
     indent=st.sampled_from([None, 1, 2, 4]),
@@ -62,7 +63,7 @@ def test_the_same_records_whatever_the_chunk_size(
     assert [orjson.loads(raw) for _, raw in found] == records
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(names=st.lists(TEXT, min_size=1, max_size=4), chunk=st.integers(1, 64))
 def test_several_pretty_documents_whatever_the_chunk_size(names: list[str], chunk: int) -> None:
     data = b"\n".join(

@@ -19,7 +19,7 @@ from ddbcdc.aws.retrieval import (
 from ddbcdc.decode.timestamps import parse_timestamp
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
-from ddbcdc.worker import daemon
+from ddbcdc.worker.properties import WorkerOptions, render_properties
 
 LOCAL = {
     "kinesis_endpoint": "http://127.0.0.1:4568",
@@ -50,8 +50,8 @@ def settings(**values: object) -> Settings:
 
 
 def properties(**values: object) -> dict[str, str]:
-    options = daemon.WorkerOptions.from_settings(settings(**values))
-    text = daemon.render_properties(options, executable="py rp.py")
+    options = WorkerOptions.from_settings(settings(**values))
+    text = render_properties(options, executable="py rp.py")
     props = {}
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -127,7 +127,7 @@ def test_consumer_settings_that_cannot_apply_are_refused(
     with pytest.raises(ConfigurationError, match=message):
         check_consumer(chosen, retrieval_mode(chosen))
     with pytest.raises(ConfigurationError, match=message):
-        daemon.WorkerOptions.from_settings(chosen)
+        WorkerOptions.from_settings(chosen)
 
 
 def test_start_position_from_settings_and_overrides() -> None:

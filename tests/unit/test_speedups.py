@@ -45,6 +45,7 @@ from ddbcdc import DecodeError, decode_record, marshal
 from ddbcdc.decode import attributes
 from ddbcdc.decode import record as decode
 from ddbcdc.decode.attributes import MAX_DEPTH, marshal_value
+from property_budget import examples
 from speedup_support import (
     assert_identical,
     load,
@@ -130,7 +131,7 @@ def check_unmarshal(attribute_map: Any, *, must_handle: bool = False) -> Any:
     return fast
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(ITEMS)
 def test_canonical_maps_are_decoded_in_c_exactly_as_in_python(item: dict[str, Any]) -> None:
     attribute_map = marshal(item)
@@ -138,13 +139,13 @@ def test_canonical_maps_are_decoded_in_c_exactly_as_in_python(item: dict[str, An
     assert_identical(speedups_module().unmarshal(attribute_map), item)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(ATTRIBUTE_MAPS)
 def test_odd_and_broken_maps_c_declines_or_decodes_exactly(attribute_map: dict[Any, Any]) -> None:
     check_unmarshal(attribute_map)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(JSON)
 def test_garbage_c_declines_or_decodes_exactly(garbage: Any) -> None:
     check_unmarshal(garbage)
@@ -153,7 +154,7 @@ def test_garbage_c_declines_or_decodes_exactly(garbage: Any) -> None:
 _REPLACEMENTS = st.one_of(ATTRIBUTE_VALUES, JSON, NUMBER_TEXTS, BASE64_TEXTS)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(ITEMS, st.data())
 def test_mutated_maps_c_declines_or_decodes_exactly(
     item: dict[str, Any], data: st.DataObject
@@ -177,7 +178,7 @@ def test_mutated_maps_c_declines_or_decodes_exactly(
     check_unmarshal(attribute_map)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.integers(MAX_DEPTH - 3, MAX_DEPTH + 2),
     st.text(alphabet="LM", min_size=1, max_size=4),

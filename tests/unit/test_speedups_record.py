@@ -22,6 +22,7 @@ from attribute_strategies import (
 from ddbcdc import (
     marshal,
 )
+from property_budget import examples
 from speedup_support import (
     ABSENT,
     ARN,
@@ -209,7 +210,7 @@ def change_records(draw: st.DrawFn) -> tuple[dict[str, Any], bool]:
     return raw, clean and not streams
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     change_records(),
     st.sampled_from(UNITS),

@@ -14,6 +14,7 @@ import pytest
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.settings import Settings
 from ddbcdc.worker import daemon, streams
+from ddbcdc.worker.properties import WorkerOptions, render_properties
 
 ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/orders/stream/2025-11-24T16:00:00.000"
 SECRET_URL = "postgresql+psycopg://app:s3cret-pw@127.0.0.1:5432/db"
@@ -41,8 +42,8 @@ def parse(text: str) -> dict[str, str]:
 
 
 def test_properties_name_the_dynamodb_stream_and_its_endpoint_and_nothing_of_kinesis() -> None:
-    options = daemon.WorkerOptions.from_settings(settings(), stream=ARN, worker_id="w1")
-    props = parse(daemon.render_properties(options, executable="/venv/bin/python /w/rp.py"))
+    options = WorkerOptions.from_settings(settings(), stream=ARN, worker_id="w1")
+    props = parse(render_properties(options, executable="/venv/bin/python /w/rp.py"))
     assert props["dynamoDBStreamsArn"] == ARN
     assert props["dynamoDBStreamsEndpoint"] == "http://127.0.0.1:5001"
     assert props["dynamoDBEndpoint"] == "http://127.0.0.1:5000"
@@ -65,11 +66,11 @@ def test_what_a_dynamodb_stream_cannot_do_is_refused(
     values: dict[str, object], stream: str, message: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        daemon.WorkerOptions.from_settings(settings(**values), stream=stream)
+        WorkerOptions.from_settings(settings(**values), stream=stream)
 
 
 def test_command_and_environment_run_the_launcher_for_the_stream_s_table(tmp_path: Path) -> None:
-    options = daemon.WorkerOptions.from_settings(settings(), stream=ARN)
+    options = WorkerOptions.from_settings(settings(), stream=ARN)
     jars = [tmp_path / "a.jar", tmp_path / "adapter.jar"]
     command = daemon.daemon_command("java", jars, tmp_path / "k.properties", launcher=tmp_path)
     classpath = command[command.index("-cp") + 1].split(":")

@@ -19,6 +19,7 @@ from ddbcdc.worker.leadership import release_stale_leader_lock
 from ddbcdc.worker.lineage import LineageWatch
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
 from ddbcdc.worker.metrics import MetricsServer, processor_calls
+from ddbcdc.worker.properties import WorkerOptions, new_worker_id, render_properties
 from ddbcdc.worker.shards import (
     ShardLister,
     ShardRegistry,
@@ -119,16 +120,16 @@ def run(args: argparse.Namespace) -> int:
     stream = args.stream
     if settings.source == "dynamodb-streams" and not stream:
         stream = _table_stream(settings)
-    options = daemon.WorkerOptions.from_settings(
+    options = WorkerOptions.from_settings(
         settings,
         stream=stream,
         application_name=args.application_name,
         initial_position=args.initial_position,
         initial_timestamp=args.initial_timestamp,
         # Always a known id: the stall monitor finds this worker's leases by it.
-        worker_id=args.worker_id or daemon.new_worker_id(),
+        worker_id=args.worker_id or new_worker_id(),
     )
-    properties = daemon.render_properties(options, executable=daemon.processor_command())
+    properties = render_properties(options, executable=daemon.processor_command())
     if args.print_properties:
         print(properties, end="")
         return 0
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(
     settings: Settings,
-    options: daemon.WorkerOptions,
+    options: WorkerOptions,
     process: daemon.DaemonProcess,
     multiproc_dir: Path,
     port: int,
@@ -233,7 +234,7 @@ def _table_stream(settings: Settings) -> str:
     return dynamodb_stream_arn(settings, aws.client("dynamodb", settings, max_attempts=3))
 
 
-def _check_stream(settings: Settings, options: daemon.WorkerOptions) -> None:
+def _check_stream(settings: Settings, options: WorkerOptions) -> None:
     """Refuse to start when the stream cannot be read (missing, denied, unreachable): the
     KCL daemon would retry that forever."""
     if options.source == "dynamodb-streams":
@@ -245,7 +246,7 @@ def _check_stream(settings: Settings, options: daemon.WorkerOptions) -> None:
     kinesis.list_shards(**{name: options.stream}, MaxResults=1)
 
 
-def _open_shards(settings: Settings, options: daemon.WorkerOptions) -> ShardLister:
+def _open_shards(settings: Settings, options: WorkerOptions) -> ShardLister:
     """The stream's open shards: ListShards on Kinesis, DescribeStream on a DynamoDB stream."""
     if options.source != "dynamodb-streams":
         return kinesis_open_shards(aws.client("kinesis", settings, max_attempts=3), options.stream)
@@ -253,7 +254,7 @@ def _open_shards(settings: Settings, options: daemon.WorkerOptions) -> ShardList
     return dynamodb_open_shards(client, options.stream)
 
 
-def _lineage_watch(settings: Settings, options: daemon.WorkerOptions) -> LineageWatch | None:
+def _lineage_watch(settings: Settings, options: WorkerOptions) -> LineageWatch | None:
     """For a DynamoDB stream: the check that its sequence numbers grow along each lineage."""
     if options.source != "dynamodb-streams":
         return None
@@ -261,7 +262,7 @@ def _lineage_watch(settings: Settings, options: daemon.WorkerOptions) -> Lineage
     return LineageWatch(DynamoDBStream(client, options.stream).shards)
 
 
-def _release_leadership(settings: Settings, options: daemon.WorkerOptions) -> None:
+def _release_leadership(settings: Settings, options: WorkerOptions) -> None:
     """Give back the leader lock an earlier run under this worker id left (see leadership).
 
     A start-up check too: a DynamoDB the worker cannot reach or may not read ends the start,
