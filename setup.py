@@ -34,6 +34,7 @@ FOLDERS = {
     "ddbcdc._workers": "workers",
     "ddbcdc._schemas": "schemas",
     "ddbcdc._schemas.tables": "schemas/tables",
+    "ddbcdc._schemas.single_table": "schemas/single_table",
 }
 
 

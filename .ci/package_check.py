@@ -62,6 +62,7 @@ SDIST_FILES = (
     "workers/logback.xml",
     "workers/StreamsDaemon.java",
     "schemas/tables/customers.json",
+    "schemas/single_table/shop.json",
     "src/ddbcdc/decode/_speedups.h",
 )
 WHEEL_FILES = (
@@ -71,6 +72,7 @@ WHEEL_FILES = (
     "ddbcdc/_workers/kcl.properties.template",
     "ddbcdc/_workers/StreamsDaemon.java",
     "ddbcdc/_schemas/tables/customers.json",
+    "ddbcdc/_schemas/single_table/shop.json",
     "ddbcdc/_schemas/change-record.schema.json",
 )
 #: What the daemon sends a shard processor that starts and is asked to shut down.

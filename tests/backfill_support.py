@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from ddbcdc.aws import clients as aws
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.schema.mapping import TableMapping, load_mappings
+from shop_records import SHOP_FILE
 
 RICH_COLUMNS = [
     {"name": "userid", "type": "bigint", "required": True},
@@ -132,6 +133,58 @@ def backfill_table(
             if monkeypatch is not None:
                 for key, value in env.items():
                     monkeypatch.setenv(key, value)
+            yield BackfillTable(stack, name, mapping, folder, url, env)
+    finally:
+        client.delete_table(TableName=name)
+
+
+@contextmanager
+def shop_table(
+    stack: LocalStack,
+    fresh_database: Callable[..., AbstractContextManager[str]],
+    tmp_path: Path,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+    logged: bool = False,
+) -> Iterator[BackfillTable]:
+    """A single-table design (key ``PK``, ``SK``: S) under the shipped routed ``shop`` mapping
+    (``logged``: every route keeps a change log), its database migrated, its environment set."""
+    name = f"st_{uuid.uuid4().hex[:10]}"
+    folder = tmp_path / "mappings"
+    folder.mkdir(exist_ok=True)
+    document = json.loads(SHOP_FILE.read_text())
+    document["source_table"] = name
+    if logged:
+        for route in document["routes"]:
+            route["change_log"] = True
+    (folder / "shop.json").write_text(json.dumps(document))
+    (mapping,) = load_mappings(folder)
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    client = aws.client("dynamodb", stack.settings())
+    client.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "PK", "KeyType": "HASH"},
+            {"AttributeName": "SK", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "PK", "AttributeType": "S"},
+            {"AttributeName": "SK", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        with fresh_database("t_shop", mappings=(mapping,)) as url:
+            env = {
+                **stack.env,
+                "DATABASE_URL": url,
+                "DDBCDC_MAPPINGS_DIR": str(folder),
+                "DDBCDC_SOURCE_TABLE": name,
+                "DDBCDC_APPLICATION_NAME": f"{name}-app",
+            }
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
             yield BackfillTable(stack, name, mapping, folder, url, env)
     finally:
         client.delete_table(TableName=name)

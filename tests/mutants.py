@@ -101,8 +101,8 @@ MUTANTS = [
         "db",
         (
             W,
-            "where=_version(ver.c) < _version(claim.excluded)",
-            "where=_version(ver.c) <= _version(claim.excluded)",
+            "where=_version(ver.c) < _version(insert.excluded)",
+            "where=_version(ver.c) <= _version(insert.excluded)",
         ),
     ),
     mutant(
@@ -168,8 +168,8 @@ MUTANTS = [
         "db",
         (
             W,
-            "admissible = sa.or_(s.c._ddbcdc_version_us > self._floor",
-            "admissible = sa.or_(s.c._ddbcdc_version_us >= self._floor",
+            "admissible = sa.or_(s.c._ddbcdc_version_us > floor",
+            "admissible = sa.or_(s.c._ddbcdc_version_us >= floor",
         ),
     ),
     mutant(
@@ -178,8 +178,8 @@ MUTANTS = [
         "db",
         (
             W,
-            "            s.c._ddbcdc_version_us <= self._floor,",
-            "            s.c._ddbcdc_version_us < self._floor,",
+            "        s.c._ddbcdc_version_us <= floor,",
+            "        s.c._ddbcdc_version_us < floor,",
         ),
     ),
     # pruning: in stream time, below holds and pending dead letters
@@ -603,8 +603,8 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        version = read_version_us(page.request_us, job.margin)",
-            "        version = read_version_us(now_us(), job.margin)",
+            "        version, items = read_version_us(page.request_us, job.margin), page.items",
+            "        version, items = read_version_us(now_us(), job.margin), page.items",
         ),
     ),
     mutant(
@@ -629,8 +629,8 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        version = read_version_us(page.request_us, job.margin)",
-            "        version = page.request_us",
+            "        version, items = read_version_us(page.request_us, job.margin), page.items",
+            "        version, items = page.request_us, page.items",
         ),
     ),
     mutant(
@@ -639,8 +639,8 @@ MUTANTS = [
         "stack",
         (
             "backfill/snapshot.py",
-            "        version = read_version_us(page.request_us, job.margin)",
-            "        version = run.min_version_us",
+            "        version, items = read_version_us(page.request_us, job.margin), page.items",
+            "        version, items = run.min_version_us, page.items",
         ),
     ),
     mutant(

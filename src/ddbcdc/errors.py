@@ -103,6 +103,8 @@ class CleanseError(PoisonRecordError):
         column: the target column that refused the value, if one did.
         reason: what went wrong, naming types but never values (``S where numeric
             expected``): the same text for every record with the same problem.
+        table: the PostgreSQL table the record was cleansed for, when it is not the
+            mapping's own (a route's).
     """
 
     def __init__(
@@ -114,10 +116,12 @@ class CleanseError(PoisonRecordError):
         sequence_number: str | None = None,
         column: str | None = None,
         reason: str | None = None,
+        table: str | None = None,
     ) -> None:
         super().__init__(message, path=path, shard_id=shard_id, sequence_number=sequence_number)
         self.column = column
         self.reason = reason
+        self.table = table
 
 
 class RetryableError(DdbcdcError):

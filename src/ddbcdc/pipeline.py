@@ -25,13 +25,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, TypeVar
 
 import sqlalchemy as sa
 
+from ddbcdc.batches import BatchResult, PreparedBatch, SourceRecord
 from ddbcdc.cleanse import CleanChange, Cleanser
+from ddbcdc.cleanse.routes import NO_ROUTE, RoutedCleanser, cleanser_for
 from ddbcdc.db import RefusedError, create_engine, describe, run_transaction
 from ddbcdc.errors import (
     CleanseError,
@@ -39,10 +40,9 @@ from ddbcdc.errors import (
     DatabaseUnavailableError,
     PoisonRecordError,
 )
-from ddbcdc.materialize import ApplyCounts, Materializer, TablePlan
+from ddbcdc.materialize import ApplyCounts, Materializer
 from ddbcdc.materialize.deadletters import (
     DeadLetter,
-    ReasonKey,
     StoredDeadLetter,
     dead_letter,
     mark_replayed,
@@ -53,7 +53,7 @@ from ddbcdc.materialize.deadletters import (
 from ddbcdc.materialize.progress import ShardPosition, end_shard, record_progress
 from ddbcdc.materialize.prune import Pruner
 from ddbcdc.migrate.versions import Fence, check_engine
-from ddbcdc.schema.mapping import TableMapping, load_mappings
+from ddbcdc.schema.mapping import TableMapping, load_mappings, without_change_log
 from ddbcdc.settings import DEFAULT_TOMBSTONE_HORIZON, Settings
 
 __all__ = ["BatchResult", "Pipeline", "PreparedBatch", "ShardPosition", "SourceRecord"]
@@ -62,86 +62,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SourceRecord(NamedTuple):
-    """One raw Kinesis record: its exact data bytes, where it came from, when it arrived in
-    the stream (ApproximateArrivalTimestamp, epoch milliseconds) when known."""
-
-    data: bytes
-    shard_id: str | None = None
-    sequence_number: str | None = None
-    partition_key: str | None = None
-    arrival_ms: int | None = None
-
-
-@dataclass
-class BatchResult:
-    """What a batch did. ``received == upserted + deleted + stale + dead_lettered``.
-
-    ``reasons`` counts the dead letters per (table, column, reason); ``"-"`` where a dead
-    letter has no table or column. ``batch`` is the prepared batch that was committed (its
-    change times tell how fresh the copy is, see :meth:`PreparedBatch.change_times`), and
-    ``committed_at`` when the commit returned (epoch seconds).
-    """
-
-    received: int = 0
-    upserted: int = 0
-    deleted: int = 0
-    stale: int = 0
-    dead_lettered: int = 0
-    reasons: dict[ReasonKey, int] = field(default_factory=dict)
-    batch: PreparedBatch | None = field(default=None, repr=False, compare=False)
-    committed_at: float | None = field(default=None, compare=False)
-
-    def add(self, other: BatchResult) -> None:
-        """Add another batch's counts to these."""
-        self.received += other.received
-        self.upserted += other.upserted
-        self.deleted += other.deleted
-        self.stale += other.stale
-        self.dead_lettered += other.dead_lettered
-        for key, count in other.reasons.items():
-            self.reasons[key] = self.reasons.get(key, 0) + count
-
-
 def _first(pair: tuple[int, DeadLetter]) -> int:
     return pair[0]
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedBatch:
-    """A batch decoded and cleansed, ready for :meth:`Pipeline.apply`."""
-
-    records: Sequence[SourceRecord]
-    changes: list[CleanChange]
-    sources: dict[int, int]  # id(change) -> index of its SourceRecord
-    poison: list[tuple[int, DeadLetter]]  # (index of the SourceRecord, dead letter)
-    plan: list[TablePlan]  # the changes, collapsed and staged per table
-
-    def newest_us(self) -> int | None:
-        """The newest change time among the batch's records that decoded."""
-        times = [c.approximate_creation_us for c in self.changes]
-        times += [x.version_us for _, x in self.poison if x.version_us is not None]
-        return max(times) if times else None
-
-    def newest_by_table(self) -> dict[str, int]:
-        """Per target table, the newest change time of the batch's changes to it."""
-        return {
-            table.writer.mapping.target_table: max(c.approximate_creation_us for c in table.group)
-            for table in self.plan
-            if table.group
-        }
-
-    def change_times(self) -> dict[str, tuple[list[int], list[int | None]]]:
-        """Per target table: its changes' change times (epoch microseconds) and their
-        records' arrivals in the stream (epoch milliseconds, None when unknown)."""
-        records, sources = self.records, self.sources
-        return {
-            table.writer.mapping.target_table: (
-                [c.approximate_creation_us for c in table.group],
-                [records[sources[id(c)]].arrival_ms for c in table.group],
-            )
-            for table in self.plan
-        }
 
 
 class Pipeline:
@@ -155,11 +77,15 @@ class Pipeline:
             :mod:`ddbcdc.materialize.prune`).
         prune_every: prune at most this often, after a batch that carries a shard position.
         timestamp_unit: passed to :func:`ddbcdc.decode.record.decode_record`.
+        sweep: of routed mappings, every batch also deletes the rows of its keys from the
+            tables their versions rows do not name (verify's repairs: drift may have put a
+            row where no change did); else only when a change moved or removed a row.
         source_table: the table of records that do not name theirs (a DynamoDB stream's
             records, as its adapter delivers them, carry no table name); by default the
             only mapping's, when there is one.
-        change_log: False writes no change log whatever the mappings say (backfill rows
-            are not changes); the batches are still fenced by the mappings as they are.
+        change_log: False writes no change log whatever the mappings (or their routes) say
+            (backfill rows are not changes); the batches are still fenced by the mappings as
+            they are.
     """
 
     def __init__(
@@ -170,6 +96,7 @@ class Pipeline:
         tombstone_horizon: timedelta = DEFAULT_TOMBSTONE_HORIZON,
         prune_every: timedelta = timedelta(minutes=5),
         timestamp_unit: Literal["auto", "s", "ms", "us"] = "auto",
+        sweep: bool = False,
         source_table: str | None = None,
         change_log: bool = True,
     ) -> None:
@@ -183,7 +110,7 @@ class Pipeline:
         # shards, started together, do not all prune at once.
         self._next_prune = time.monotonic() + random.uniform(0.1, 1.0) * self._prune_every
         self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
-        self._cleansers = {m.source_table: Cleanser(m) for m in self.mappings}
+        self._cleansers = {m.source_table: cleanser_for(m) for m in self.mappings}
         self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
         if source_table is not None:
             self._only = self._cleansers.get(source_table)
@@ -193,8 +120,8 @@ class Pipeline:
                     f"no table mapping for the stream's table {source_table!r} (mapped: {known})"
                 )
         self.fence = Fence(self.mappings)
-        written = [m if change_log else replace(m, change_log=False) for m in self.mappings]
-        self.materializer = Materializer(written)
+        written = [m if change_log else without_change_log(m) for m in self.mappings]
+        self.materializer = Materializer(written, sweep=sweep)
         self._refusing = False  # the last batch isolated had changes PostgreSQL refused
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
@@ -245,7 +172,7 @@ class Pipeline:
         """The unit records' ApproximateCreationDateTime is read in."""
         return self._unit
 
-    def cleanser(self, table_name: str | None) -> Cleanser:
+    def cleanser(self, table_name: str | None) -> Cleanser | RoutedCleanser:
         """The cleanser of records of source table ``table_name`` (None: the one mapping's).
 
         Raises:
@@ -309,6 +236,10 @@ class Pipeline:
                 change = cleanser.cleanse(record)
             except PoisonRecordError as exc:
                 exc.with_position(shard_id=source.shard_id, sequence_number=source.sequence_number)
+                if isinstance(exc, CleanseError):
+                    if exc.reason == NO_ROUTE and target is not None:
+                        prepared.unmatched[target] = prepared.unmatched.get(target, 0) + 1
+                    target = exc.table or target  # a route's table
                 letter = self._letter(stage, str(exc), source, table_name, target, version, exc)
                 prepared.poison.append((index, letter))
                 continue
@@ -319,8 +250,16 @@ class Pipeline:
                 continue
             sources[id(change)] = index
             changes.append(change)
+            if change.route is not None and change.row is not None:
+                self._count_unmatched(prepared, change)
         prepared.plan.extend(self.materializer.plan(prepared.changes))
         return prepared
+
+    def _count_unmatched(self, prepared: PreparedBatch, change: CleanChange) -> None:
+        cleanser = self._cleansers[change.mapping.source_table]
+        if isinstance(cleanser, RoutedCleanser) and change.route == cleanser.unmatched:
+            name = change.mapping.target_table
+            prepared.unmatched[name] = prepared.unmatched.get(name, 0) + 1
 
     @staticmethod
     def _letter(
@@ -438,6 +377,7 @@ class Pipeline:
                 len(letters),
                 reason_counts(letters),
                 prepared,
+                unmatched=dict(prepared.unmatched),
             )
 
         result = self._run(batch, work)

@@ -5,7 +5,8 @@ The repository keeps them in its top-level folders; the build maps each folder i
 
     migrations/  ->  ddbcdc._migrations   Alembic env.py, script template, versions/
     workers/     ->  ddbcdc._workers      KCL properties template, logback config
-    schemas/     ->  ddbcdc._schemas      change-record JSON Schema, tables/ (the demo's mapping)
+    schemas/     ->  ddbcdc._schemas      change-record JSON Schema, tables/ (the demo's mapping),
+                                          single_table/ (the single-table demo's)
 
 They are found through :mod:`importlib.resources`, never through paths built from a module's
 ``__file__``. Java and Alembic open these files by path, so they must be on the file system (a
@@ -26,6 +27,7 @@ __all__ = [
     "packaged_path",
     "schemas_file",
     "shipped_mappings_dir",
+    "single_table_mappings_dir",
     "workers_file",
 ]
 
@@ -81,3 +83,9 @@ def schemas_file(name: str) -> Path:
 def shipped_mappings_dir() -> Path:
     """The table mappings shipped with ddbcdc (``customers``, the demo's): ``schemas/tables``."""
     return packaged_path("schemas", "tables")
+
+
+def single_table_mappings_dir() -> Path:
+    """The routed mapping of the single-table ``shop`` (the demo's second act, ``ddbcdc load
+    --model single-table``): ``schemas/single_table``."""
+    return packaged_path("schemas", "single_table")

@@ -6,12 +6,14 @@ batches, so their transactions interleave on the same keys. Every applier must e
 deadlock, nothing dead-lettered) and PostgreSQL must hold exactly the history's final state:
 live rows, one versions row per key, every change once in the change log.
 
-Two deterministic interleavings pin down the race the versions row closes: a REMOVE
+The same runs over the single-table ``shop`` (a routed mapping), entity changes moving items
+between tables. Two deterministic interleavings pin down the race the versions row closes: a REMOVE
 committing while an older INSERT of the same key is in flight, and the other way round.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -26,7 +28,8 @@ import sqlalchemy as sa
 
 from change_records import History, generate_history, record
 from ddbcdc.pipeline import Pipeline, SourceRecord
-from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.schema.mapping import load_mappings, mapping_document
+from shop_records import generate, logged_count, shop_mapping, table_state, versions_state
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"
@@ -61,8 +64,10 @@ def expected(history: History) -> tuple[dict[int, str], dict[int, bool], int]:
     return history.final, versions, len(history.records)
 
 
-def run_appliers(url: str, parts: list[list[bytes]], tmp_path: Path) -> list[str]:
-    env = {**os.environ, "DATABASE_URL": url, "DDBCDC_MAPPINGS_DIR": str(MAPPINGS_DIR)}
+def run_appliers(
+    url: str, parts: list[list[bytes]], tmp_path: Path, mappings_dir: Path = MAPPINGS_DIR
+) -> list[str]:
+    env = {**os.environ, "DATABASE_URL": url, "DDBCDC_MAPPINGS_DIR": str(mappings_dir)}
     procs = []
     for index, part in enumerate(parts):
         path = tmp_path / f"part{index}.jsonl"
@@ -93,6 +98,36 @@ def test_concurrent_appliers_converge_exactly(db: str, tmp_path: Path, seed: int
     history = generate_history(rng, keys=range(6), steps=900, start_us=US, prefix=f"s{seed}")
     run_appliers(db, history.split(rng, 4), tmp_path)
     assert state(db) == expected(history)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_concurrent_appliers_converge_exactly_over_routes(
+    fresh_database: Callable[..., AbstractContextManager[str]], tmp_path: Path, seed: int
+) -> None:
+    """The same over the single-table shop: items move between route tables as their
+    entity attribute changes, while four appliers race on the same keys."""
+    shop = shop_mapping(logged=True)
+    mappings_dir = tmp_path / "mappings"
+    mappings_dir.mkdir()
+    (mappings_dir / "shop.json").write_text(json.dumps(mapping_document(shop)))
+    rng = random.Random(seed)
+    history = generate(rng, steps=600, start_us=US, prefix=f"s{seed}")
+    parts = [[r for r in part] for part in split(history.records, rng, 4)]
+    with fresh_database("t_concurrent_routes", mappings=(shop,)) as url:
+        run_appliers(url, parts, tmp_path, mappings_dir)
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            tables, versions, logged = table_state(conn), versions_state(conn), logged_count(conn)
+        engine.dispose()
+    assert tables == history.expected()
+    assert versions == history.routes()
+    assert logged == len(history.records)
+
+
+def split(records: list[bytes], rng: random.Random, parts: int) -> list[list[bytes]]:
+    """As :meth:`History.split`: every record to one applier, some to two, shuffled."""
+    return History(records=records).split(rng, parts)
 
 
 def _pipeline(url: str) -> Pipeline:

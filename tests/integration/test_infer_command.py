@@ -1,16 +1,21 @@
-"""``ddbcdc mapping infer`` against a real moto DynamoDB server: mixed types, rare attributes."""
+"""``ddbcdc mapping infer`` against a real moto DynamoDB server: mixed types, rare attributes;
+a single-table design, whose routes ``migrate`` and ``apply`` then fill."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+import sqlalchemy as sa
 
 from ddbcdc.cli import main
+from ddbcdc.decode.attributes import marshal
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.schema.infer import sample_items
 from ddbcdc.schema.mapping import load_mapping
@@ -88,3 +93,83 @@ def test_infer_writes_a_mapping_with_types_and_what_was_seen(
     mapping = load_mapping(out)  # valid as written
     assert mapping.extra_column == "attributes"
     assert {c.name: c.source for c in mapping.columns}["first_name"] == "firstName"
+
+
+def test_a_single_table_design_gets_a_route_per_entity_that_migrate_and_apply_fill(
+    local_stack: LocalStack,
+    emulator_client: Callable[[str, str], Any],
+    fresh_database: Callable[..., AbstractContextManager[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From a sample to a table per entity through the commands: ``mapping infer`` proposes
+    the routes, ``migrate`` creates their tables, ``apply`` fills each with its entity."""
+    ddb = emulator_client("dynamodb", local_stack.dynamodb_endpoint)
+    name = f"shop-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "PK", "KeyType": "HASH"},
+            {"AttributeName": "SK", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "PK", "AttributeType": "S"},
+            {"AttributeName": "SK", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    items: list[dict[str, Any]] = []
+    for c in range(1, 31):
+        items.append({"PK": f"CUSTOMER#{c}", "SK": "PROFILE", "_et": "customer", "name": "n"})
+        for o, entity in enumerate(("order", "cart")):
+            order = c * 10 + o
+            sk = f"ORDER#2024-05-0{o + 1}#{order}"
+            items.append({"PK": f"CUSTOMER#{c}", "SK": sk, "_et": entity, "total": c})
+            items.append({"PK": f"ORDER#{order}", "SK": "LINE#1", "_et": "line", "sku": "x"})
+    items.append({"PK": "NOTE#abc", "SK": "NOTE", "_et": "note", "text": "rare"})
+    for item in items:
+        ddb.put_item(TableName=name, Item=marshal(item))
+    for key, value in local_stack.env.items():
+        monkeypatch.setenv(key, value)
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    out = folder / "shop.json"
+    argv = ["mapping", "infer", "--table", name, "--sample", "1000", "--output", str(out)]
+    assert main(argv) == 0
+    mapping = load_mapping(out)
+    prefix = name.replace("-", "_")  # the routes are named after the table
+    expected = {f"{prefix}_{e}": 30 for e in ("customer", "order", "cart")}
+    expected |= {f"{prefix}_line": 60, f"{prefix}_unmatched": 1}
+    assert set(mapping.targets) == set(expected)
+    records = folder.parent / "items.jsonl"
+    records.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {
+                    "eventID": f"e{n}",
+                    "eventName": "INSERT",
+                    "tableName": name,
+                    "dynamodb": {
+                        "ApproximateCreationDateTime": 1_700_000_000_000_000 + n,
+                        "Keys": marshal({"PK": i["PK"], "SK": i["SK"]}),
+                        "NewImage": marshal(i),
+                    },
+                }
+            )
+            + b"\n"
+            for n, i in enumerate(items)
+        )
+    )
+    with fresh_database("t_infer_routes") as url:
+        monkeypatch.setenv("DATABASE_URL", url)
+        monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(folder))
+        assert main(["migrate"]) == 0
+        assert main(["apply", str(records)]) == 0
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            found = {
+                t: conn.execute(sa.select(sa.func.count()).select_from(sa.table(t))).scalar()
+                for t in expected
+            }
+        engine.dispose()
+    assert found == expected

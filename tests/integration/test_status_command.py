@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ import sqlalchemy as sa
 
 from ddbcdc.cli import main
 from ddbcdc.migrate.run import upgrade
-from ddbcdc.pipeline import Pipeline, ShardPosition
-from ddbcdc.schema.mapping import load_mappings
+from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
+from ddbcdc.schema.mapping import load_mappings, mapping_digest, mapping_document
+from ddbcdc.schema.tables import mapping_versions
 from ddbcdc.worker.liveness import ProgressTouch
+from shop_records import image, record, shop_mapping
 
 MAPPINGS = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 
@@ -139,3 +142,49 @@ def test_ended_shards_stream_time_and_pruning_are_shown(
     out = capsys.readouterr().out
     assert "pruning of customers held from 2023-11-14T22:13:20+00:00 by snapshot:x" in out
     engine.dispose()
+
+
+def test_unmatched_items_per_routed_mapping(
+    empty_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In the catch-all table, or (without one) as pending dead letters."""
+    shop = shop_mapping()
+    off = replace(
+        shop, target_table="shop_off", routes=tuple(r for r in shop.routes if not r.catch_all)
+    )
+    engine = sa.create_engine(empty_db)
+    upgrade(engine, (shop,))
+    cart = ("CUSTOMER#1", "ORDER#2024-05-01#1")
+    carts = [record("INSERT", cart, 1_700_000_000_000_000, eid="a", item=image(cart, "cart", "c"))]
+    other = ("NOTE#1", "X")
+    carts.append(
+        record("INSERT", other, 1_700_000_000_000_000, eid="b", item=image(other, "x", "n"))
+    )
+    pipeline = Pipeline(engine=engine, mappings=[shop])
+    assert pipeline.process([SourceRecord(r) for r in carts]).unmatched == {"shop": 2}
+    pipeline.close()
+    with engine.begin() as conn:  # another mapping of the table, without a catch-all
+        conn.execute(
+            sa.insert(mapping_versions).values(
+                target_table="shop_off",
+                version=1,
+                digest=mapping_digest(off),
+                mapping=mapping_document(off),
+            )
+        )
+    pipeline = Pipeline(engine=engine, mappings=[off])
+    result = pipeline.process([SourceRecord(r) for r in carts])
+    assert (result.dead_lettered, result.unmatched) == (2, {"shop_off": 2})
+    pipeline.close()
+    engine.dispose()
+    capsys.readouterr()
+    main(["status"])
+    out = capsys.readouterr().out
+    assert "unmatched items of shop: 2 in shop_unmatched" in out
+    assert "unmatched items of shop_off: 2 in dead letters (no catch-all)" in out
+    main(["status", "--json"])
+    found = json.loads(capsys.readouterr().out)["unmatched"]
+    assert found == [
+        {"mapping": "shop", "catch_all": "shop_unmatched", "unmatched": 2},
+        {"mapping": "shop_off", "catch_all": None, "unmatched": 2},
+    ]

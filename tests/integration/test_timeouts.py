@@ -30,13 +30,16 @@ from prometheus_client import CollectorRegistry
 from change_records import record
 from ddbcdc.backoff import Backoff
 from ddbcdc.cli import main
-from ddbcdc.pipeline import Pipeline
+from ddbcdc.errors import DatabaseTimeoutError
+from ddbcdc.pipeline import Pipeline, SourceRecord
 from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.worker.daemon import processor_command
 from ddbcdc.worker.failures import FailureNote
 from ddbcdc.worker.metrics import ProcessorMetrics
 from ddbcdc.worker.processor import ShardProcessor
 from multilang_fake import Discard, FakeDaemon, initialize
+from shop_records import image, shop_mapping
+from shop_records import record as shop_record
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = load_mappings(ROOT / "schemas" / "tables")
@@ -229,3 +232,37 @@ def test_a_lock_timeout_is_named_in_the_log_and_status_of_the_real_processor(
     assert sql(db, "SELECT first_name FROM customers") == [("Bea",)]
     code, shard = status(capsys)
     assert (code, shard["state"], shard["failure"]) == (0, "ok", None)
+
+
+def test_a_timeout_on_a_routed_batch_is_named_too(
+    fresh_database: Callable[..., AbstractContextManager[str]],
+) -> None:
+    """A routed mapping's write that runs past ``statement_timeout`` (here while its batch is
+    isolated: another change of it is refused) ends the batch with the timeout named, nothing
+    committed, no item value in the error."""
+    shop = shop_mapping()
+    with fresh_database("t_timeout_routes", mappings=(shop,)) as db:
+        sql(
+            db,
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$; "
+            "CREATE TRIGGER slow BEFORE INSERT OR UPDATE ON shop_orders FOR EACH ROW "
+            "WHEN (NEW.status = 'Slowpoke') EXECUTE FUNCTION slow(); "
+            "ALTER TABLE shop_customers ADD CONSTRAINT no_bad CHECK (name <> 'bad')",
+        )
+        order, customer = ("CUSTOMER#1", "ORDER#2024-05-01#9"), ("CUSTOMER#2", "PROFILE")
+        records = [
+            shop_record("INSERT", customer, US, eid="c", item=image(customer, "c", "bad")),
+            shop_record("INSERT", order, US, eid="o", item=image(order, "order", "Slowpoke")),
+        ]
+        for slow_db in tight(db, "statement_timeout", "1s"):
+            engine = sa.create_engine(slow_db)
+            pipeline = Pipeline(engine=engine, mappings=[shop])
+            with pytest.raises(DatabaseTimeoutError) as raised:
+                pipeline.process([SourceRecord(r) for r in records])
+            pipeline.close()
+            engine.dispose()
+        assert raised.value.timeout == "statement_timeout"
+        assert "57014" in str(raised.value) and "Slowpoke" not in str(raised.value)
+        assert sql(db, "SELECT count(*) FROM ddbcdc_versions__shop") == [(0,)]
+        assert sql(db, "SELECT count(*) FROM ddbcdc_dead_letters") == [(0,)]

@@ -17,8 +17,10 @@ from attribute_strategies import ATTRIBUTE_VALUES
 from ddbcdc.backfill.direct import DeferredRecords, DirectInserts
 from ddbcdc.backfill.importer import line_change, line_record
 from ddbcdc.backfill.records import RecordMaker
+from ddbcdc.decode.attributes import marshal
 from ddbcdc.pipeline import Pipeline, PreparedBatch, SourceRecord
 from ddbcdc.schema.mapping import load_mappings
+from shop_records import image, shop_mapping
 
 MAPPINGS = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 US = 1_796_039_995_000_000
@@ -170,3 +172,34 @@ def test_a_scanned_item_gives_the_change_or_dead_letter_its_record_gives(
         pipeline.prepare(DeferredRecords(len(items), record), cleansed=changes),
     )
     pipeline.close()
+
+
+def test_a_routed_mappings_lines_take_the_reference_way_with_the_same_changes() -> None:
+    """A routed mapping's cleanser picks the route from the record: the direct way leaves
+    every line to it, and the batch is the reference one (routes and route keys included)."""
+    shop = shop_mapping()
+    engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # never used
+    pipeline = Pipeline(engine=engine, mappings=[shop], timestamp_unit="us")
+    keys = ["PK", "SK"]
+    maker, direct = RecordMaker(shop, keys), DirectInserts(pipeline, shop, keys)
+    items = [
+        image(("CUSTOMER#1", "PROFILE"), "customer", "ada"),
+        image(("CUSTOMER#1", "ORDER#2024-05-01#9"), "order", "open"),
+        image(("CUSTOMER#1", "ORDER#2024-05-01#9"), "cart", "open"),
+    ]
+    lines = [orjson.dumps({"Item": marshal(item)}) for item in items]
+    ids = [f"export:01764000000123-abc:0:{n}" for n in range(len(lines))]
+
+    def record(n: int) -> SourceRecord:
+        return line_record(lines[n], maker=maker, version_us=US, event_id=ids[n], where="f:1")
+
+    changes = [
+        line_change(line, direct=direct, version_us=US, event_id=ids[n])
+        for n, line in enumerate(lines)
+    ]
+    assert changes == [None, None, None]
+    reference = pipeline.prepare([record(n) for n in range(len(lines))])
+    fast = pipeline.prepare(DeferredRecords(len(lines), record), cleansed=changes)
+    _same(reference, fast)
+    routes = [c.route for c in fast.changes]
+    assert routes == ["shop_customers", "shop_orders", "shop_unmatched"]

@@ -107,6 +107,8 @@ def test_key_falls_back_to_keys_when_image_lacks_it() -> None:
     [
         ({"first_name": "x"}, {}, "dynamodb.NewImage.userid", "missing"),
         ({"userid": "abc"}, None, "dynamodb.NewImage.userid", "not a canonical integer"),
+        # "-0" would be the row of "0": two DynamoDB keys, one row
+        ({"userid": "-0"}, None, "dynamodb.NewImage.userid", "not a canonical integer"),
         ({"userid": True}, None, "dynamodb.NewImage.userid", "expected a number"),
         ({"userid": 2**63}, None, "dynamodb.NewImage.userid", "out of range"),
         ({"userid": Decimal("1.5")}, None, "dynamodb.NewImage.userid", "not an integer"),

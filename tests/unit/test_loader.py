@@ -284,3 +284,27 @@ def test_run_load_retries_throttles_and_unprocessed_items_and_keeps_key_order() 
             "DeleteRequest" if op.kind == "remove" else "PutRequest" for op in ops if op.key == key
         ]
         assert [kind for kind, k in client.written if k == key] == planned
+
+
+def test_single_table_model_plans_entities_entity_changes_and_reinserts() -> None:
+    options = LoadOptions(count=4000, keys=20, seed=7, model="single-table")
+    ops = list(plan_operations(options))
+    assert ops == list(
+        plan_operations(LoadOptions(count=4000, keys=20, seed=7, model="single-table"))
+    )
+    kinds = {(op.keys or {}).get("SK", "").split("#")[0] for op in ops}
+    assert kinds == {"PROFILE", "ORDER", "LINE"}
+    last: dict[int, str | None] = {}
+    flips = reinserts = 0
+    for op in ops:
+        assert op.keys is not None and (op.item is None or op.item["PK"] == op.keys["PK"])
+        entity = op.item.get("_et") if op.item is not None else None
+        before = last.get(op.key, "absent")
+        flips += op.kind == "modify" and {before, entity} == {"order", "cart"}
+        reinserts += op.kind == "insert" and before is None
+        last[op.key] = entity
+    assert flips > 50 and reinserts > 20  # entity changes; delete-then-reinsert
+    state = expected_state(ops)
+    assert {i["_et"] for i in state.values()} == {"customer", "order", "cart", "line"}
+    with pytest.raises(ConfigurationError, match="model"):
+        LoadOptions(model="graph")

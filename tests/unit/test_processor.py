@@ -35,9 +35,12 @@ class ScriptedPipeline:
     """Records every call; raises the scripted failures first (None: that call succeeds),
     then succeeds."""
 
-    def __init__(self, failures: Iterable[Exception | None] = (), dead_lettered: int = 0) -> None:
+    def __init__(
+        self, failures: Iterable[Exception | None] = (), dead_lettered: int = 0, unmatched: int = 0
+    ) -> None:
         self.failures = deque(failures)
         self.dead_lettered = dead_lettered
+        self.unmatched = unmatched
         self.calls: list[tuple[list[SourceRecord], ShardPosition | None]] = []
         self.ended: list[str] = []
         self.end_failures: deque[Exception] = deque()
@@ -61,6 +64,7 @@ class ScriptedPipeline:
             upserted=len(records) - self.dead_lettered,
             dead_lettered=self.dead_lettered,
             reasons=reasons if self.dead_lettered else {},
+            unmatched={"shop": self.unmatched} if self.unmatched else {},
         )
 
     def end_shard(self, application: str, shard_id: str) -> None:
@@ -341,6 +345,13 @@ def test_dead_letters_are_counted_and_the_batch_still_checkpoints() -> None:
         {"table": "customers", "column": "phone", "reason": "S where numeric expected"},
     )
     assert by_reason == 2
+
+
+def test_unmatched_items_are_counted_per_routed_mapping() -> None:
+    h = Harness([initialize(), process(1, 2), process(3)], pipeline=ScriptedPipeline(unmatched=2))
+    h.run()
+    counted = h.registry.get_sample_value("ddbcdc_worker_unmatched_total", {"table": "shop"})
+    assert counted == 4
 
 
 @pytest.mark.parametrize("attempt", [0, 1, 5, 30, 10_000])

@@ -20,6 +20,7 @@ from ddbcdc.errors import ConfigurationError, RetryableError
 __all__ = [
     "DEFAULT_STREAM_NAME",
     "KEY_ATTRIBUTE",
+    "KEY_SCHEMAS",
     "Action",
     "ProvisionOptions",
     "Resources",
@@ -32,6 +33,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_STREAM_NAME = "ddbcdc-customers"
 #: The key of the table setup creates (N, hash key); the load generator writes items so keyed.
 KEY_ATTRIBUTE = "userid"
+#: The key schema of each table model ``ddbcdc setup`` and ``ddbcdc load`` know: (attribute,
+#: type), hash key first. ``single-table``: a single-table design (``ddbcdc load --model``).
+KEY_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
+    "customers": ((KEY_ATTRIBUTE, "N"),),
+    "single-table": (("PK", "S"), ("SK", "S")),
+}
 
 Action = Literal["created", "existed", "enabled", "updated", "removed", "missing"]
 
@@ -55,7 +62,8 @@ class ProvisionOptions:
     """What to set up or tear down.
 
     Attributes:
-        table: the source DynamoDB table (key ``userid`` N, on-demand).
+        table: the source DynamoDB table (on-demand).
+        key: its key schema, (attribute, type) hash first (:data:`KEY_SCHEMAS`).
         stream: the Kinesis stream name.
         shards: shard count when the stream is created.
         local: wire the local bridge (stream + tag) instead of the managed destination.
@@ -65,6 +73,7 @@ class ProvisionOptions:
     """
 
     table: str = "customers"
+    key: tuple[tuple[str, str], ...] = KEY_SCHEMAS["customers"]
     stream: str = DEFAULT_STREAM_NAME
     shards: int = 2
     local: bool = False
@@ -190,19 +199,26 @@ class Resources:
         if table is not None and table["TableStatus"] == "DELETING":
             self.wait_table(gone=True)
             table = None
+        wanted = ", ".join(a for a, _ in self.options.key)
         if table is None:
             self.dynamodb.create_table(
                 TableName=name,
-                KeySchema=[{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "N"}],
+                KeySchema=[
+                    {"AttributeName": a, "KeyType": "RANGE" if i else "HASH"}
+                    for i, (a, _) in enumerate(self.options.key)
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": a, "AttributeType": t} for a, t in self.options.key
+                ],
                 BillingMode="PAY_PER_REQUEST",
             )
-            self.report("table", name, "created", f"key {KEY_ATTRIBUTE} N, on-demand")
+            shown = ", ".join(f"{a} {t}" for a, t in self.options.key)
+            self.report("table", name, "created", f"key {shown}, on-demand")
         else:
             keys = ", ".join(k["AttributeName"] for k in table.get("KeySchema", []))
             detail = f"key {keys}"
-            if keys != KEY_ATTRIBUTE:
-                detail += f"; expected {KEY_ATTRIBUTE}: the loader will not fit this table"
+            if keys != wanted:
+                detail += f"; expected {wanted}: the loader will not fit this table"
             self.report("table", name, "existed", detail)
         return self.wait_table()
 

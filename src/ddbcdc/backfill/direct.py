@@ -6,9 +6,10 @@ the row's way into PostgreSQL, so :class:`DirectInserts` makes the
 :class:`~ddbcdc.cleanse.CleanChange` that decoding and cleansing the record would give straight
 from the item's attribute map, in the common case: an item that unmarshals, holds a key
 attribute and whose row fits its mapping's compiled row function, at a version the pipeline
-reads as it is. For anything else it returns None and the row takes the reference way: its
-record is synthesized, decoded and cleansed, which decide (a dead letter then names what is
-wrong, with the record and where it came from).
+reads as it is, of a mapping without routes (a routed mapping's rows always take the reference
+way: its cleanser picks the route from the record). For anything else it returns None and the
+row takes the reference way: its record is synthesized, decoded and cleansed, which decide (a
+dead letter then names what is wrong, with the record and where it came from).
 
 :class:`DeferredRecords` holds a batch's records unmade: one is made when the pipeline reads
 it (a row the direct way left to the reference one, or a change that becomes a dead letter
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, overload
 
-from ddbcdc.cleanse import CleanChange
+from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.decode.attributes import unmarshal
 from ddbcdc.decode.envelope import timestamp_us
 from ddbcdc.errors import DecodeError, PoisonRecordError
@@ -48,7 +49,8 @@ class DirectInserts:
     def __init__(
         self, pipeline: Pipeline, mapping: TableMapping, key_attributes: Sequence[str]
     ) -> None:
-        self._cleanser = pipeline.cleanser(mapping.source_table)
+        cleanser = pipeline.cleanser(mapping.source_table)
+        self._cleanser = cleanser if isinstance(cleanser, Cleanser) else None
         self._unit = pipeline.timestamp_unit
         self._keys = tuple(key_attributes)
         self._version = -1  # the last version found to be read as it is
@@ -68,7 +70,7 @@ class DirectInserts:
     def change(self, item: Any, *, version_us: int, event_id: str) -> CleanChange | None:
         """The change of an INSERT of ``item`` (marshalled, parsed from JSON or from boto3)
         at ``version_us`` with ``event_id``, or None: the synthesized record decides."""
-        if type(item) is not dict or not self._exact(version_us):
+        if self._cleanser is None or type(item) is not dict or not self._exact(version_us):
             return None
         try:
             image = unmarshal(item)

@@ -63,20 +63,28 @@ def margin_us(settings: Settings) -> int:
     return settings.clock_skew_margin // timedelta(microseconds=1)
 
 
-def backfill_pipeline(settings: Settings, mapping: TableMapping, *, connections: int) -> Pipeline:
+def backfill_pipeline(
+    settings: Settings, mapping: TableMapping, *, connections: int, sweep: bool = False
+) -> Pipeline:
     """A pipeline for backfill rows of ``mapping`` on an engine of its own
-    (:func:`rows_pipeline`)."""
+    (:func:`rows_pipeline`); ``sweep``: repairs (see :class:`~ddbcdc.pipeline.Pipeline`)."""
     engine = create_engine(
         settings.require_database_url(),
         pre_ping=True,
         pool_size=max(1, connections),
         max_overflow=2,
     )
-    return rows_pipeline(engine, [mapping], tombstone_horizon=settings.tombstone_horizon)
+    return rows_pipeline(
+        engine, [mapping], tombstone_horizon=settings.tombstone_horizon, sweep=sweep
+    )
 
 
 def rows_pipeline(
-    engine: sa.Engine, mappings: Sequence[TableMapping], *, tombstone_horizon: timedelta
+    engine: sa.Engine,
+    mappings: Sequence[TableMapping],
+    *,
+    tombstone_horizon: timedelta,
+    sweep: bool = False,
 ) -> Pipeline:
     """The pipeline every backfill row goes through, first or replayed from the dead
     letters: no change log, versions in microseconds (as :mod:`ddbcdc.backfill.records`
@@ -87,6 +95,7 @@ def rows_pipeline(
         tombstone_horizon=tombstone_horizon,
         timestamp_unit="us",
         change_log=False,
+        sweep=sweep,
     )
 
 

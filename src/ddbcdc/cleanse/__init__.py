@@ -12,9 +12,9 @@ Rules per column type (values as :mod:`ddbcdc.decode.attributes` unmarshals them
 - ``text``: str; an N value (int/Decimal) becomes its exact decimal text. Rules (trim,
   lowercase, uppercase, digits_only) run in order; a value empty after its rules counts as
   absent.
-- ``boolean``: bool. ``bytea``: bytes. ``timestamptz``: ISO-8601 str (UTC when no offset)
-  or N epoch seconds. ``jsonb``: any value, stored as exact JSON text (Decimal as written,
-  bytes as base64, sets as sorted lists).
+- ``boolean``: bool. ``bytea``: bytes. ``date``: ISO-8601 str. ``timestamptz``: ISO-8601
+  str (UTC when no offset) or N epoch seconds. ``jsonb``: any value, stored as exact JSON
+  text (Decimal as written, bytes as base64, sets as sorted lists).
 
 Key columns convert exactly (:func:`ddbcdc.cleanse.coerce.key_coercer`): a key value that
 would share a row with another DynamoDB key is poison. Text PostgreSQL cannot hold (U+0000,
@@ -58,8 +58,11 @@ __all__ = [
     "CleanChange",
     "Cleanser",
     "Version",
+    "build_model",
     "cause_of",
     "cleanse_record",
+    "missing_image",
+    "validate",
     "version_of",
 ]
 
@@ -87,6 +90,11 @@ class CleanChange(NamedTuple):
         cause: why a REMOVE removed the item (None for INSERT/MODIFY).
         image: a REMOVE's last image (its OldImage, cleansed) when its mapping keeps the
             row of such a REMOVE and the record carries one; else None.
+        route: of a routed mapping: the route's table that takes the item (INSERT/MODIFY);
+            for a REMOVE, the one its record names (its OldImage, or a key only one route
+            can have), None when only PostgreSQL knows (:mod:`ddbcdc.cleanse.routes`).
+        route_keys: of a routed mapping: per route, the item's key in that route's table
+            (its templates' placeholders), None where its templates do not match the key.
     """
 
     mapping: TableMapping
@@ -99,6 +107,8 @@ class CleanChange(NamedTuple):
     sequence: int | None
     cause: Cause | None = None
     image: dict[str, Any] | None = None
+    route: str | None = None
+    route_keys: tuple[tuple[Any, ...] | None, ...] = ()
 
 
 def cause_of(record: ChangeRecord) -> Cause:
@@ -132,7 +142,7 @@ def _field(column: ColumnMapping, key: tuple[str, ...]) -> tuple[Any, Any]:
     return annotated, Field(default=None)
 
 
-def _build_model(
+def build_model(
     name: str, columns: tuple[ColumnMapping, ...], key: tuple[str, ...]
 ) -> type[BaseModel]:
     fields: dict[str, Any] = {c.name: _field(c, key) for c in columns}
@@ -158,6 +168,45 @@ def _error_parts(exc: ValidationError) -> tuple[str, str, Any]:
     return field, message, first.get("input")
 
 
+def validate(
+    model: type[BaseModel],
+    values: dict[str, Any],
+    image: str,
+    record: ChangeRecord,
+    target: str,
+    by_name: dict[str, ColumnMapping],
+) -> dict[str, Any]:
+    """``values`` through the pydantic ``model`` of table ``target``: the row, or the
+    :class:`~ddbcdc.errors.CleanseError` naming the attribute path, column and reason."""
+    try:
+        row: dict[str, Any] = model.model_validate(values).__dict__
+        return row
+    except ValidationError as exc:
+        field, message, value = _error_parts(exc)
+        column = by_name.get(field)
+        source = column.source if column else field
+        raise CleanseError(
+            f"{target}.{field}: {message}",
+            path=f"dynamodb.{image}.{source}",
+            shard_id=record.shard_id,
+            sequence_number=record.sequence_number,
+            column=field or None,
+            reason=refusal_reason(column.type if column else None, message, value),
+            table=target,
+        ) from exc
+
+
+def missing_image(record: ChangeRecord) -> CleanseError:
+    """The error of an INSERT or MODIFY that carries no NewImage."""
+    return CleanseError(
+        f"{record.event_name} without a new image",
+        path="dynamodb.NewImage",
+        shard_id=record.shard_id,
+        sequence_number=record.sequence_number,
+        reason=f"{record.event_name} without a new image",
+    )
+
+
 class Cleanser:
     """Cleanses records of one mapping with a row model built once from it.
 
@@ -175,8 +224,8 @@ class Cleanser:
     def __init__(self, mapping: TableMapping) -> None:
         self.mapping = mapping
         label = "".join(p.capitalize() for p in mapping.target_table.split("_")) or "Table"
-        self.row_model = _build_model(f"{label}Row", mapping.columns, mapping.key)
-        self._key_model = _build_model(f"{label}Key", mapping.key_columns, mapping.key)
+        self.row_model = build_model(f"{label}Row", mapping.columns, mapping.key)
+        self._key_model = build_model(f"{label}Key", mapping.key_columns, mapping.key)
         self._sources = tuple((c.name, c.source) for c in mapping.columns)
         self._key_sources = tuple((c.name, c.source) for c in mapping.key_columns)
         self._defaults = {c.name: c.default for c in mapping.columns if c.default is not None}
@@ -197,7 +246,7 @@ class Cleanser:
         defaulted = tuple(c for c in self.mapping.columns if c.default is not None)
         if not defaulted:
             return
-        model = _build_model("Defaults", defaulted, self.mapping.key)
+        model = build_model("Defaults", defaulted, self.mapping.key)
         try:
             model.model_validate(self._defaults)
         except ValidationError as exc:
@@ -210,21 +259,7 @@ class Cleanser:
     def _validate(
         self, model: type[BaseModel], values: dict[str, Any], image: str, record: ChangeRecord
     ) -> dict[str, Any]:
-        try:
-            row: dict[str, Any] = model.model_validate(values).__dict__
-            return row
-        except ValidationError as exc:
-            field, message, value = _error_parts(exc)
-            column = self._by_name.get(field)
-            source = column.source if column else field
-            raise CleanseError(
-                f"{self.mapping.target_table}.{field}: {message}",
-                path=f"dynamodb.{image}.{source}",
-                shard_id=record.shard_id,
-                sequence_number=record.sequence_number,
-                column=field or None,
-                reason=refusal_reason(column.type if column else None, message, value),
-            ) from exc
+        return validate(model, values, image, record, self.mapping.target_table, self._by_name)
 
     def validate_row(self, record: ChangeRecord, image_name: str = "NewImage") -> dict[str, Any]:
         """The row of an INSERT/MODIFY (or of the image ``image_name``) through the pydantic row
@@ -270,6 +305,18 @@ class Cleanser:
         values = {n: keys[s] for n, s in self._key_sources if s in keys}
         return self._validate(self._key_model, values, "Keys", record)
 
+    def key_of(self, record: ChangeRecord) -> tuple[Any, ...]:
+        """The key columns of a record's Keys, in key order.
+
+        Raises:
+            CleanseError: a key attribute missing or not converting exactly.
+        """
+        keys = record.keys
+        key_row = self._key_fn(keys, keys)
+        if key_row is None:
+            key_row = self.validate_key(record)
+        return self._key_of(key_row)
+
     def cleanse(self, record: ChangeRecord) -> CleanChange:
         """Turn one change record into a :class:`CleanChange`.
 
@@ -290,13 +337,7 @@ class Cleanser:
         else:
             image = record.new_image
             if image is None:
-                raise CleanseError(
-                    f"{record.event_name} without a new image",
-                    path="dynamodb.NewImage",
-                    shard_id=record.shard_id,
-                    sequence_number=record.sequence_number,
-                    reason=f"{record.event_name} without a new image",
-                )
+                raise missing_image(record)
             row = self._row_fn(image, keys)
             if row is None:
                 row = self.validate_row(record)

@@ -11,7 +11,8 @@ Two families:
   key takes an N, or an S only in canonical form (``"7"``, not ``"07"``, ``" 7"``, ``"+7"``
   or ``"-0"``); a numeric key takes only N (``"7.0"`` and ``"7"`` are distinct S values but equal
   numerics); a text key takes S as it is and N in a canonical notation (numerically equal N
-  values, which are one DynamoDB key, give one text); bytea takes B.
+  values, which are one DynamoDB key, give one text); bytea takes B; a date key takes only
+  ``YYYY-MM-DD``.
 
 Text PostgreSQL cannot hold (U+0000, lone surrogates) is refused here, where the attribute
 path is known, instead of failing a whole batch in the database.
@@ -23,17 +24,18 @@ import base64
 import json
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from ddbcdc.schema.mapping import ColumnMapping
 
-__all__ = ["INT_BITS", "PY_TYPES", "RULES", "coercer", "key_coercer"]
+__all__ = ["INT_BITS", "PY_TYPES", "RULES", "coercer", "key_coercer", "key_date"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NON_DIGITS = re.compile(r"[^0-9]+")
 _CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")  # not "-0": it is "0"'s row
+_CANONICAL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 #: Wide enough for any N (38 significant digits): normalizing in it never rounds.
 _EXACT = Context(prec=40)
 #: Value bits of the integer column types (one more bit is the sign).
@@ -50,6 +52,7 @@ PY_TYPES: dict[str, type] = {
     "bytea": bytes,
     "jsonb": str,
     "timestamptz": datetime,
+    "date": date,
 }
 
 
@@ -178,6 +181,17 @@ def _to_timestamp(value: Any) -> Any:
     raise _fail(f"expected a timestamp, got {type(value).__name__}")
 
 
+def _to_date(value: Any) -> Any:
+    if type(value) is date:
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise _fail("not an ISO-8601 date") from None
+    raise _fail(f"expected a date, got {type(value).__name__}")
+
+
 def _json_string(value: str) -> str:
     return json.dumps(_check_text(value, "jsonb"), ensure_ascii=False)
 
@@ -217,6 +231,7 @@ def coercer(column: ColumnMapping) -> Callable[[Any], Any]:
         "bytea": _to_type(bytes),
         "jsonb": json_text,
         "timestamptz": _to_timestamp,
+        "date": _to_date,
     }
     return coercers[column.type]
 
@@ -258,6 +273,19 @@ def _key_text(value: Any) -> Any:
     raise _fail(f"expected a string, got {type(value).__name__}")
 
 
+def key_date(value: Any) -> Any:
+    """A date key: only its one ISO form, ``2024-05-01`` (``2024-5-1`` and ``20240501`` would
+    be the same date)."""
+    if type(value) is date:
+        return value
+    if not isinstance(value, str) or not _CANONICAL_DATE.fullmatch(value):
+        raise _fail("a date key must be written YYYY-MM-DD: another form would share a row")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _fail("not a date") from None
+
+
 def key_coercer(column: ColumnMapping) -> Callable[[Any], Any]:
     """The exact coercer of a key column (see the module doc)."""
     if column.type in INT_BITS:
@@ -268,4 +296,6 @@ def key_coercer(column: ColumnMapping) -> Callable[[Any], Any]:
         return _key_text
     if column.type == "bytea":
         return _to_type(bytes)
+    if column.type == "date":
+        return key_date
     raise ValueError(f"{column.type} cannot be a key type")  # refused by the mapping loader

@@ -58,14 +58,16 @@ class Keeper:
 
     Args:
         mapping: the table mapping (with ``extra_column`` and/or ``item_column``).
+        implied: attributes the row holds without a column of their own (a route's key
+            attributes and entity attributes: the route and its key columns give them back).
     """
 
     __slots__ = ("extra", "item", "mapped", "target")
 
-    def __init__(self, mapping: TableMapping) -> None:
+    def __init__(self, mapping: TableMapping, implied: frozenset[str] = frozenset()) -> None:
         self.extra = mapping.extra_column
         self.item = mapping.item_column
-        self.mapped = frozenset(c.source for c in mapping.columns)
+        self.mapped = frozenset(c.source for c in mapping.columns) | implied
         self.target = mapping.target_table
 
     def kept(self, image: Mapping[str, Any]) -> dict[str, Any]:

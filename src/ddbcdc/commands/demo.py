@@ -29,8 +29,10 @@ def register(subparsers: Any) -> None:
         help="run the whole pipeline on the local stack and check PostgreSQL against DynamoDB",
         description=(
             "Start the local stack, migrate, set up, start the KCL worker, load changes into "
-            "DynamoDB, wait until PostgreSQL equals a Scan of the table, report, clean up. "
-            "Exits 0 only when both sides match."
+            "DynamoDB, wait until PostgreSQL equals a Scan of the table, report; then a "
+            "single-table design (customers, orders, order lines in one table) into a "
+            "PostgreSQL table per entity; then the mapping gains a column. Clean up. Exits 0 "
+            "only when every comparison matches."
         ),
     )
     parser.add_argument("--changes", type=int, default=3000, help="writes to load (3000)")
@@ -50,6 +52,13 @@ def register(subparsers: Any) -> None:
         "--database-url", help="use this PostgreSQL instead of a throwaway local cluster"
     )
     parser.add_argument("--log-dir", type=Path, default=Path(".local/demo"), help="process logs")
+    parser.add_argument(
+        "--single-table-changes",
+        type=int,
+        default=1000,
+        help="writes of the single-table act (customers, orders, order lines in one table, a "
+        "PostgreSQL table each); 0 skips it (1000)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             database_url=args.database_url,
             log_dir=args.log_dir,
+            single_table_changes=args.single_table_changes,
             source=args.source,
         )
     )

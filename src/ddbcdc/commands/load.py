@@ -1,4 +1,5 @@
-"""``ddbcdc load``: drive the source table with random customers and changes to them."""
+"""``ddbcdc load``: drive the source table with random customers and changes to them (or, with
+``--model single-table``, customers, orders and order lines in one table)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from ddbcdc.aws import clients as aws
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.load.plan import (
     DEFAULT_MIX,
+    MODELS,
     LoadOptions,
     OpKind,
     format_mix,
     parse_mix,
     plan_operations,
 )
+from ddbcdc.load.shop import shop_key_index
 from ddbcdc.load.writer import LoadSummary, run_load, scan_items
 from ddbcdc.progressbar import ProgressBar
 from ddbcdc.settings import Settings
@@ -81,6 +84,14 @@ def register(subparsers: Any) -> None:
         help="also write this attribute (S, a city) on inserts and some modifies",
     )
     parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="customers",
+        help="customers (the default), or single-table: --keys customers with their orders "
+        "and order lines in one table (PK, SK), with delete-then-reinsert and entity changes "
+        "(a cart becoming an order); the table of ddbcdc setup --model single-table",
+    )
+    parser.add_argument(
         "--ttl-attribute",
         metavar="NAME",
         help="also write this attribute on inserts and modifies: the write's time plus "
@@ -126,6 +137,7 @@ def _options(args: argparse.Namespace, settings: Settings) -> LoadOptions:
         batch_size=args.batch_size,
         modify_with_update=args.update_items,
         new_attribute=args.new_attribute,
+        model=args.model,
         ttl_attribute=args.ttl_attribute,
         ttl_seconds=args.ttl_seconds,
         **extra,
@@ -140,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() if args.progress is None else args.progress
     # Outside the writers' retries: a missing table or a wrong endpoint ends the run at once.
     client.describe_table(TableName=options.table)
-    existing = scan_items(client, options.table) if args.scan_first else None
+    existing = None
+    if args.scan_first:
+        known = shop_key_index(options.keys) if options.model == "single-table" else None
+        key_of = None if known is None else (lambda item: known.get((item["PK"], item["SK"])))
+        existing = scan_items(client, options.table, key_of)
     operations = plan_operations(options, existing=existing)
     bar = ProgressBar(options.count, label="load") if show else None
     try:

@@ -4,7 +4,10 @@ Reads the key schema (DescribeTable) and up to ``--sample`` items with a paralle
 writes a mapping JSON (stdout, or ``--output``): key columns, a column per attribute seen in
 at least ``--min-share`` of the items with a type for what was seen, everything else left to
 the ``extra`` column. ``inferred`` in the file says what was seen (types per attribute and how
-often, mixed and rare attributes). Review it, then put it in the mappings directory and run
+often, mixed and rare attributes). A single-table design (``--design``; by default when the
+sample looks like one) gets a routed mapping instead: a route per entity its keys and entity
+attribute tell apart, with its key templates and columns, and the report says how many of the
+sample items each route takes. Review it, then put it in the mappings directory and run
 ``ddbcdc migrate``.
 """
 
@@ -13,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.schema.infer import infer_mapping, sample_items
+from ddbcdc.schema.infer_routes import infer_routes, single_table_design
 from ddbcdc.settings import Settings
 
 __all__ = ["register"]
@@ -45,8 +50,48 @@ def register(subparsers: Any) -> None:
     )
     infer.add_argument("--extra-column", default="attributes", help="the jsonb column for the rest")
     infer.add_argument("--change-log", action="store_true", help="keep a change log too")
+    infer.add_argument(
+        "--design",
+        choices=("auto", "plain", "single-table"),
+        default="auto",
+        help="plain: one table; single-table: a route (table) per entity the keys and entity "
+        "attribute tell apart; auto (default): single-table when the sample looks like one",
+    )
     infer.add_argument("--output", type=Path, help="write here instead of stdout")
     infer.set_defaults(func=run_infer)
+
+
+def _routes_report(document: dict[str, Any], items: list[dict[str, Any]]) -> str:
+    """The proposal's routes, and how many of the sample items each takes."""
+    from ddbcdc.backfill.records import RecordMaker
+    from ddbcdc.cleanse.routes import RoutedCleanser
+    from ddbcdc.decode.record import decode_record
+    from ddbcdc.errors import PoisonRecordError
+    from ddbcdc.schema.mapping import parse_mapping
+
+    mapping = parse_mapping(document, name=document["name"])
+    cleanser = RoutedCleanser(mapping)
+    maker = RecordMaker(mapping, [c.source for c in mapping.key_columns])
+    taken: Counter[str] = Counter()
+    for item in items:
+        record = decode_record(maker.put(item, version_us=0, event_id="infer").data)
+        try:
+            taken[cleanser.cleanse(record).route or "-"] += 1
+        except PoisonRecordError:
+            taken["dead letter"] += 1
+    inferred = document["inferred"]
+    lines = [
+        f"sampled {inferred['sampled_items']} items of {document['source_table']}: a single-table "
+        f"design (separator {inferred['separator']!r}, entity attribute "
+        f"{inferred['entity_attribute'] or 'none'}), {len(document['routes'])} routes"
+    ]
+    for route in document["routes"]:
+        match = ", ".join(f"{k}={v}" for k, v in route["match"].items())
+        target = route["target_table"]
+        lines.append(f"  {target}: {taken.pop(target, 0)} sample items ({match})")
+    for target, count in sorted(taken.items()):
+        lines.append(f"  {target}: {count} sample items")
+    return "\n".join(lines)
 
 
 def _report(document: dict[str, Any]) -> str:
@@ -72,18 +117,32 @@ def run_infer(args: argparse.Namespace) -> int:
     dynamodb = aws.client("dynamodb", settings)
     description = dynamodb.describe_table(TableName=table)["Table"]
     items = sample_items(dynamodb, table, sample=max(1, args.sample), segments=args.segments)
-    document = infer_mapping(
-        description,
-        items,
-        target_table=args.target,
-        extra_column=args.extra_column,
-        min_share=args.min_share,
-        change_log=args.change_log,
+    routed = args.design == "single-table" or (
+        args.design == "auto" and single_table_design(description, items)
     )
+    if routed:
+        document = infer_routes(
+            description,
+            items,
+            name=args.target,
+            extra_column=args.extra_column,
+            min_share=args.min_share,
+            change_log=args.change_log,
+        )
+    else:
+        document = infer_mapping(
+            description,
+            items,
+            target_table=args.target,
+            extra_column=args.extra_column,
+            min_share=args.min_share,
+            change_log=args.change_log,
+        )
     text = json.dumps(document, indent=2) + "\n"
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
-    print(_report(document), file=sys.stderr)
+    report = _routes_report(document, items) if routed else _report(document)
+    print(report, file=sys.stderr)
     return 0

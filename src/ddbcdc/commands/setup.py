@@ -9,6 +9,7 @@ from typing import Any
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.provision import DEFAULT_STREAM_NAME, ProvisionOptions, Step, is_local, set_up
+from ddbcdc.aws.resources import KEY_SCHEMAS
 from ddbcdc.settings import Settings
 
 __all__ = ["add_target_arguments", "options_from", "register", "run"]
@@ -31,6 +32,12 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=300.0, help="seconds to wait for each resource (300)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--model",
+        choices=sorted(KEY_SCHEMAS),
+        default="customers",
+        help="the table's key: customers (userid N, the default) or single-table (PK S, SK S)",
+    )
 
 
 def options_from(args: argparse.Namespace, settings: Settings) -> ProvisionOptions:
@@ -40,6 +47,7 @@ def options_from(args: argparse.Namespace, settings: Settings) -> ProvisionOptio
         stream = settings.stream_arn.rsplit("/", 1)[-1]
     return ProvisionOptions(
         table=args.table or settings.source_table,
+        key=KEY_SCHEMAS[getattr(args, "model", "customers")],
         stream=stream or DEFAULT_STREAM_NAME,
         shards=getattr(args, "shards", 2),
         local=bool(args.local) or is_local(settings),
@@ -60,7 +68,8 @@ def register(subparsers: Any) -> None:
         "setup",
         help="create the Kinesis stream, the source table and its streaming destination",
         description=(
-            "Create the Kinesis stream, the source DynamoDB table (key userid N, on-demand) and "
+            "Create the Kinesis stream, the source DynamoDB table (key userid N, or PK S and SK "
+            "S with --model single-table; on-demand) and "
             "enable the table's Kinesis streaming destination with microsecond timestamps. "
             "Against the local stack, enable the table's DynamoDB Stream and tag it for the "
             "local bridge instead. With DDBCDC_SOURCE=dynamodb-streams: the table and its own "

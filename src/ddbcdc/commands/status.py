@@ -10,7 +10,8 @@ whose processor is retrying a batch it cannot apply as failing, with the reason
 many attempts (``ddbcdc_shard_failures``, written after each failed attempt). Each
 shard's stream time (the newest change time it has applied) is shown, and per application
 the stream time (the oldest over its open shards, see :mod:`ddbcdc.materialize.streamtime`);
-per table, the newest change committed and when (freshness); tombstone pruning (floor per
+per table, the newest change committed and when (freshness); per routed mapping, the items no
+route takes (in its catch-all table, or dead letters without one); tombstone pruning (floor per
 table, holds) and backfills close the report.
 """
 
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the progress rows; exit 1 when there are none, 3 when a shard is stalled or
     failing."""
     from ddbcdc.backfill.state import recent_runs
+    from ddbcdc.migrate.routes import unmatched_items
     from ddbcdc.schema.tables import shard_failures, shard_progress
 
     settings = Settings()
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             failed = {(r.application, r.shard_id): dict(r._mapping) for r in conn.execute(failures)}
             streams = _stream_times(conn, args.application_name)
             tables = _freshness(conn, args.application_name)
+            unmatched = unmatched_items(conn)
             pruning = _pruning(conn)
             runs = [_backfill(run) for run in recent_runs(conn)]
     except ProgrammingError as exc:
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             "ddbcdc_table_progress",
             "ddbcdc_snapshots",
             "ddbcdc_prune_state",
+            "ddbcdc_mapping_versions",
         ):
             if name in str(exc.orig):
                 raise ConfigurationError(
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             "shards": shards,
             "stream_times": streams,
             "tables": tables,
+            "unmatched": unmatched,
             **pruning,
             "backfills": runs,
         }
@@ -119,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         _print_failures(shards)
         _print_streams(streams)
         _print_freshness(tables)
+        _print_unmatched(unmatched)
         _print_pruning(pruning)
         _print_backfills(runs)
     if not shards:
@@ -188,6 +194,12 @@ def _print_freshness(tables: list[dict[str, Any]]) -> None:
             f"{t['committed_at']} ({t['write_to_commit_s']:.3f}s after it was made; "
             f"{t['newest_change_age_s']:.1f}s ago)"
         )
+
+
+def _print_unmatched(found: list[dict[str, Any]]) -> None:
+    for m in found:
+        where = m["catch_all"] or "dead letters (no catch-all)"
+        print(f"unmatched items of {m['mapping']}: {m['unmatched']} in {where}")
 
 
 def _pruning(conn: sa.Connection) -> dict[str, Any]:

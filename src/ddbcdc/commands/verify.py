@@ -95,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
             "whole seconds: a repair at G - m could otherwise beat a change made after G"
         )
     engine = create_engine(settings.require_database_url())
-    pipeline = backfill_pipeline(settings, mapping, connections=1) if args.repair else None
+    pipeline = (
+        backfill_pipeline(settings, mapping, connections=1, sweep=True) if args.repair else None
+    )
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     try:
         report = verify_table(

@@ -10,8 +10,11 @@ the DynamoDB table, report. Then items expire (:mod:`ddbcdc.demo.archive`; on Ki
 the local stack's Time to Live sweeper runs beside its bridge) and PostgreSQL must keep them
 while still equal to the Scan; stop the worker. Then the mapping
 evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
-kept attributes and PostgreSQL must equal the Scan again. Clean up. Exit status 0 only when
-every comparison matches.
+kept attributes and PostgreSQL must equal the Scan again. Before that, with the same worker,
+the archive act (40 items expire under the table's Time to Live and PostgreSQL keeps them)
+and the single-table act (:mod:`ddbcdc.demo.single_table`): a second table, ``shop``, holds
+customers, orders and order lines, copied into a PostgreSQL table per entity by a routed
+mapping. Clean up. Exit status 0 only when every comparison matches.
 """
 
 from __future__ import annotations
@@ -32,15 +35,17 @@ import sqlalchemy as sa
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsNotFoundError
 from ddbcdc.aws.provision import ProvisionOptions, set_up
+from ddbcdc.aws.resources import KEY_SCHEMAS
 from ddbcdc.children import signal_when_parent_dies
 from ddbcdc.db import check_reachable, create_engine
 from ddbcdc.demo.archive import TTL_ATTRIBUTE, archive, archiving_mapping
 from ddbcdc.demo.evolve import NEW_ATTRIBUTE, evolve, print_samples
+from ddbcdc.demo.single_table import single_table_act
 from ddbcdc.load.plan import Item, LoadOptions, expected_state, plan_operations
 from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
-from ddbcdc.resources import shipped_mappings_dir
+from ddbcdc.resources import shipped_mappings_dir, single_table_mappings_dir
 from ddbcdc.schema.mapping import TableMapping, load_mappings
 from ddbcdc.schema.tables import dead_letters, shard_progress
 from ddbcdc.settings import Settings
@@ -65,6 +70,8 @@ class DemoOptions:
     timeout: float = 120.0
     database_url: str | None = None
     log_dir: Path = Path(".local/demo")
+    single_table_changes: int = 1000
+    single_table_customers: int = 40
     source: Literal["kinesis", "dynamodb-streams"] = "kinesis"
 
 
@@ -195,13 +202,11 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
         # The demo's own boto3 clients take the stack's credentials from the environment,
         # like any other client of it.
         os.environ.update(stack.env)
-        shipped = load_mappings(shipped_mappings_dir())
-        customers = next(m for m in shipped if m.source_table == "customers")
-        # The demo keeps what the table's Time to Live expires (the archive act).
-        mappings_dir = archiving_mapping(customers, options.log_dir / "mappings")
-        settings = stack.settings(mappings_dir=mappings_dir)
+        folder = _mappings_folder(options)
+        settings = stack.settings(mappings_dir=folder)
         mappings = load_mappings(settings.mappings_dir)
         mapping = next(m for m in mappings if m.source_table == "customers")
+        shop = next((m for m in mappings if m.routes), None)
         engine = create_engine(stack.database_url)
         try:
             say("migrating PostgreSQL")
@@ -220,6 +225,13 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                     ttl_attribute=TTL_ATTRIBUTE,
                 ),
             )
+            if shop is not None:  # its changes come through the same stream
+                shop_key = KEY_SCHEMAS["single-table"]
+                set_up(
+                    dynamodb,
+                    aws.client("kinesis", settings),
+                    ProvisionOptions(table=shop.source_table, key=shop_key, local=True),
+                )
             say("starting the KCL worker")
             worker = _start_worker(
                 {**stack.env, "DDBCDC_MAPPINGS_DIR": str(settings.mappings_dir)},
@@ -245,6 +257,19 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                         say=say,
                         out=out,
                     )
+                if not status and shop is not None:
+                    status = single_table_act(
+                        settings,
+                        engine,
+                        shop,
+                        changes=options.single_table_changes,
+                        customers=options.single_table_customers,
+                        seed=options.seed,
+                        timeout=options.timeout,
+                        alive=lambda: worker.poll() is None,
+                        say=say,
+                        out=out,
+                    )
             finally:
                 _stop_worker(worker)
                 say("worker stopped")
@@ -253,6 +278,23 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
             return evolve(dynamodb, engine, mapping, options.log_dir, say=say, out=out)
         finally:
             engine.dispose()
+
+
+def _mappings_folder(options: DemoOptions) -> Path:
+    """The worker's mappings: the shipped ``customers`` one keeping what the table's Time to
+    Live expires (the archive act), and the single-table ``shop`` one unless that act is
+    off. The act runs on Kinesis only: its table streams into the same Kinesis stream, and a
+    worker on a DynamoDB stream reads one table's."""
+    folder = options.log_dir / "mappings"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.json"):
+        old.unlink()
+    shipped = load_mappings(shipped_mappings_dir())
+    archiving_mapping(next(m for m in shipped if m.source_table == "customers"), folder)
+    if options.single_table_changes > 0 and options.source == "kinesis":
+        for path in single_table_mappings_dir().glob("*.json"):
+            (folder / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    return folder
 
 
 def _load_and_check(

@@ -34,13 +34,16 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
 from ddbcdc.aws.resources import KEY_ATTRIBUTE
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.load.ops import OPS, KeySpace, Operation, OpKind, choose_kind
+from ddbcdc.load.shop import plan_shop
 
 __all__ = [
     "DEFAULT_MIX",
+    "MODELS",
     "OPS",
     "Item",
     "LoadOptions",
@@ -53,9 +56,9 @@ __all__ = [
     "plan_operations",
 ]
 
-OpKind = Literal["insert", "modify", "remove"]
-OPS: tuple[OpKind, ...] = get_args(OpKind)
 MUTABLE_ATTRIBUTES = ("first_name", "last_name", "phone")
+#: The table models the generator writes (see :class:`LoadOptions`).
+MODELS = ("customers", "single-table")
 DEFAULT_MIX: Mapping[OpKind, int] = {"insert": 60, "modify": 30, "remove": 10}
 MAX_BATCH = 25  # BatchWriteItem's limit
 
@@ -129,6 +132,8 @@ class LoadOptions:
         batch_size: operations per BatchWriteItem (1..25).
         modify_with_update: send modifies as UpdateItem (unbatched) instead of PutItem.
         new_attribute: an attribute (S, a city) every insert writes and modifies may change.
+        model: ``customers``, or ``single-table`` (:mod:`ddbcdc.load.shop`: ``keys``
+            customers with their orders and lines in one table).
         ttl_attribute: an attribute every insert and modify sets to its write time plus
             ``ttl_seconds`` (N, epoch seconds).
         ttl_seconds: how long after its last write an item expires.
@@ -144,6 +149,7 @@ class LoadOptions:
     batch_size: int = MAX_BATCH
     modify_with_update: bool = False
     new_attribute: str | None = None
+    model: str = "customers"
     ttl_attribute: str | None = None
     ttl_seconds: float | None = None
 
@@ -165,6 +171,8 @@ class LoadOptions:
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ConfigurationError(f"batch size must be 1..{MAX_BATCH}, got {self.batch_size}")
         parse_mix(format_mix(self.mix))  # same validation as the command line
+        if self.model not in MODELS:
+            raise ConfigurationError(f"model must be one of {', '.join(MODELS)}: {self.model!r}")
         if self.new_attribute is not None and (
             not self.new_attribute or self.new_attribute in (KEY_ATTRIBUTE, *MUTABLE_ATTRIBUTES)
         ):
@@ -186,76 +194,6 @@ class LoadOptions:
             )
         if self.ttl_seconds is not None and self.ttl_seconds < 0:
             raise ConfigurationError(f"TTL seconds must be >= 0, got {self.ttl_seconds}")
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One planned write.
-
-    Attributes:
-        index: position in the plan, from 0.
-        kind: what it does (after fallbacks).
-        key: the ``userid``.
-        item: the whole item after the write (insert, modify), None for remove.
-        changed: the attributes a modify changed, in a stable order.
-    """
-
-    index: int
-    kind: OpKind
-    key: int
-    item: Mapping[str, Any] | None
-    changed: tuple[str, ...] = ()
-
-
-class _KeySpace:
-    """Which keys are present, with O(1) random choice and removal; deterministic."""
-
-    def __init__(self, size: int, existing: Iterable[int]) -> None:
-        self.size = size
-        self.present: list[int] = []
-        self._position: dict[int, int] = {}
-        for key in existing:
-            self.add(key)
-        self._absent_in_range = size - sum(1 for k in self.present if 1 <= k <= size)
-
-    def add(self, key: int) -> None:
-        self._position[key] = len(self.present)
-        self.present.append(key)
-
-    def discard(self, key: int) -> None:
-        index = self._position.pop(key)
-        last = self.present.pop()
-        if index < len(self.present):
-            self.present[index] = last
-            self._position[last] = index
-
-    def has_absent(self) -> bool:
-        return self._absent_in_range > 0
-
-    def pick_present(self, rng: random.Random) -> int:
-        return self.present[rng.randrange(len(self.present))]
-
-    def pick_absent(self, rng: random.Random) -> int:
-        # Rejection sampling is uniform and fast while the space is sparse; when it is dense,
-        # probe forward from the last candidate (deterministic, always terminates).
-        candidate = rng.randint(1, self.size)
-        for _ in range(8):
-            if candidate not in self._position:
-                return candidate
-            candidate = rng.randint(1, self.size)
-        while candidate in self._position:
-            candidate = candidate % self.size + 1
-        return candidate
-
-    def inserted(self, key: int) -> None:
-        self.add(key)
-        if 1 <= key <= self.size:
-            self._absent_in_range -= 1
-
-    def removed(self, key: int) -> None:
-        self.discard(key)
-        if 1 <= key <= self.size:
-            self._absent_in_range += 1
 
 
 def _value(rng: random.Random, attribute: str) -> Any:
@@ -288,17 +226,6 @@ def _modified(
     return new, tuple(changed)
 
 
-def _choose_kind(
-    rng: random.Random, space: _KeySpace, kinds: list[OpKind], weights: list[int]
-) -> OpKind:
-    kind = rng.choices(kinds, weights)[0]
-    if kind != "insert" and not space.present:
-        return "insert"
-    if kind == "insert" and not space.has_absent():
-        return "modify"
-    return kind
-
-
 def plan_operations(
     options: LoadOptions, *, existing: Mapping[int, Mapping[str, Any]] | None = None
 ) -> Iterator[Operation]:
@@ -311,13 +238,22 @@ def plan_operations(
     Yields:
         ``options.count`` operations, each valid for the table state its predecessors leave.
     """
+    if options.model == "single-table":
+        yield from plan_shop(
+            count=options.count,
+            keys=options.keys,
+            mix=options.mix,
+            seed=options.seed,
+            existing=existing,
+        )
+        return
     rng = random.Random(options.seed)
     items: dict[int, Mapping[str, Any]] = dict(existing or {})
-    space = _KeySpace(options.keys, sorted(items))
+    space = KeySpace(options.keys, sorted(items))
     kinds = [op for op in OPS if options.mix.get(op, 0) > 0]
     weights = [options.mix[op] for op in kinds]
     for index in range(options.count):
-        kind = _choose_kind(rng, space, kinds, weights)
+        kind = choose_kind(rng, space, kinds, weights)
         if kind == "insert":
             key = space.pick_absent(rng)
             item = _customer(rng, key, options.attributes)

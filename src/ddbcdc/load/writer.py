@@ -182,6 +182,8 @@ class _Writer:
 
 
 def _key(op: Operation) -> dict[str, Any]:
+    if op.keys is not None:
+        return {name: _serializer.serialize(value) for name, value in op.keys.items()}
     return {KEY_ATTRIBUTE: _serializer.serialize(op.key)}
 
 
@@ -344,8 +346,11 @@ def run_load(
     return summary
 
 
-def scan_items(client: Any, table: str) -> dict[int, dict[str, Any]]:
-    """Every item of ``table`` by its ``userid``, unmarshalled exactly (numbers as int or Decimal).
+def scan_items(
+    client: Any, table: str, key_of: Callable[[dict[str, Any]], int | None] | None = None
+) -> dict[int, dict[str, Any]]:
+    """Every item of ``table`` by its ``userid`` (or the number ``key_of`` gives it; None:
+    an item the plan does not know), unmarshalled exactly (numbers as int or Decimal).
 
     Raises:
         AwsNotFoundError: the table does not exist.
@@ -354,5 +359,7 @@ def scan_items(client: Any, table: str) -> dict[int, dict[str, Any]]:
     for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
         for raw in page.get("Items", ()):
             item = unmarshal(raw, path=f"Scan({table})")
-            items[int(item[KEY_ATTRIBUTE])] = item
+            key = int(item[KEY_ATTRIBUTE]) if key_of is None else key_of(item)
+            if key is not None:
+                items[key] = item
     return items

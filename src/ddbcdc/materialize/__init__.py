@@ -2,15 +2,18 @@
 
 :class:`Materializer` applies a batch of any mapped tables: per table (in name order, so
 concurrent batches take their locks in one order), the batch is collapsed to the newest change
-per key and applied by a :class:`~ddbcdc.materialize.writer.TableWriter` over a staged COPY.
+per key and applied by a :class:`~ddbcdc.materialize.writer.TableWriter` over a staged COPY
+(of a routed mapping: a :class:`~ddbcdc.materialize.routed.RoutedWriter`, a table per route,
+the key the DynamoDB key whichever route holds the item).
 
 Every change of a batch ends in exactly one of three ways: **applied** (it won its key),
 **superseded** (a newer change of its key is applied, in this batch or before: "stale"), or
 **failed** (returned to the caller, who dead-letters it). :meth:`Materializer.apply` is the
 fast path; when PostgreSQL refuses a value in it, :meth:`Materializer.apply_isolated` finds
 the changes at fault (:mod:`ddbcdc.materialize.isolation`: ranges of keys in subtransactions,
-inside PostgreSQL), and for a key whose newest change fails it tries the next older one: a
-refused newest change never takes a valid older one down with it.
+inside PostgreSQL; a routed mapping's by halves in savepoints,
+:mod:`ddbcdc.materialize.bisection`), and for a key whose newest change fails it tries the
+next older one: a refused newest change never takes a valid older one down with it.
 
 Applying the same changes in any order, any number of times, in any batch split, by any
 number of concurrent transactions, converges to the state of the newest change per key.
@@ -25,8 +28,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ddbcdc.cleanse import CleanChange
+from ddbcdc.materialize.bisection import Bisection
 from ddbcdc.materialize.changelog import LogRow
 from ddbcdc.materialize.isolation import REFUSED_BELOW_FLOOR, Isolation
+from ddbcdc.materialize.routed import RoutedWriter
 from ddbcdc.materialize.staging import StageRow
 from ddbcdc.materialize.writer import TableWriter
 from ddbcdc.schema.mapping import TableMapping
@@ -38,17 +43,20 @@ __all__ = [
     "Materializer",
     "TablePlan",
     "TableWriter",
+    "Writer",
     "collapse",
 ]
 
 Slot = tuple[str, tuple[Any, ...]]
+#: The writer of a mapping: a plain one's, or a routed one's (a table per route).
+Writer = TableWriter | RoutedWriter
 
 
 @dataclass(frozen=True, slots=True)
 class TablePlan:
     """One table's part of a batch, ready for the database (see :meth:`Materializer.plan`)."""
 
-    writer: TableWriter
+    writer: Writer
     group: list[CleanChange]
     logged: list[CleanChange]
     newest: list[CleanChange]
@@ -120,16 +128,24 @@ class Materializer:
     Args:
         mappings: the table mappings.
         metadata: where to build their tables (a fresh MetaData when None).
+        sweep: see :class:`~ddbcdc.materialize.routed.RoutedWriter`.
     """
 
     def __init__(
-        self, mappings: Sequence[TableMapping], *, metadata: sa.MetaData | None = None
+        self,
+        mappings: Sequence[TableMapping],
+        *,
+        metadata: sa.MetaData | None = None,
+        sweep: bool = False,
     ) -> None:
         self.tables = mapped_tables(mappings, metadata)
-        self.writers = {name: TableWriter(t) for name, t in self.tables.items()}
-        self._isolations: dict[str, Isolation] = {}
+        self.writers: dict[str, Writer] = {
+            name: RoutedWriter(t, sweep=sweep) if t.routes else TableWriter(t)
+            for name, t in self.tables.items()
+        }
+        self._isolations: dict[str, Isolation | Bisection] = {}
 
-    def _groups(self, changes: Sequence[CleanChange]) -> list[tuple[TableWriter, list[Any]]]:
+    def _groups(self, changes: Sequence[CleanChange]) -> list[tuple[Writer, list[Any]]]:
         by_mapping: dict[str, list[CleanChange]] = {}
         for change in changes:
             by_mapping.setdefault(change.mapping.name, []).append(change)
@@ -189,7 +205,8 @@ class Materializer:
         plan: Sequence[TablePlan] | None = None,
     ) -> ApplyCounts:
         """Like :meth:`apply`, but the changes PostgreSQL refuses are found and returned
-        (:mod:`ddbcdc.materialize.isolation`).
+        (:mod:`ddbcdc.materialize.isolation`; a routed mapping's by halves,
+        :mod:`ddbcdc.materialize.bisection`).
 
         Raises:
             sqlalchemy.exc.DBAPIError (or a driver error): an error that is not a record's
@@ -200,7 +217,7 @@ class Materializer:
         for writer, group in self._groups(changes):
             table = made.get(writer.mapping.name)
             documents = None
-            if table is not None and table.log_rows:
+            if table is not None and table.log_rows and isinstance(writer, TableWriter):
                 pairs = zip(table.logged, table.log_rows, strict=True)
                 documents = {c.event_id: r[-1] for c, r in pairs}
             settled = self._isolation(writer).apply(conn, group, documents=documents)
@@ -209,8 +226,9 @@ class Materializer:
             total.add(counts)
         return total
 
-    def _isolation(self, writer: TableWriter) -> Isolation:
+    def _isolation(self, writer: Writer) -> Isolation | Bisection:
         found = self._isolations.get(writer.mapping.name)
         if found is None:
-            found = self._isolations[writer.mapping.name] = Isolation(writer)
+            made = Bisection(writer) if isinstance(writer, RoutedWriter) else Isolation(writer)
+            found = self._isolations[writer.mapping.name] = made
         return found

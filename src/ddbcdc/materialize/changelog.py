@@ -123,6 +123,22 @@ class ChangeLog:
             )
         return out
 
+    def keyed_rows(self, changes: Sequence[tuple[CleanChange, tuple[Any, ...]]]) -> list[LogRow]:
+        """:meth:`rows` of changes whose key in this table is given with each (a route's
+        key: the change's own is the DynamoDB key)."""
+        return [
+            (
+                c.event_id,
+                c.event_name,
+                *key,
+                c.approximate_creation_us,
+                c.sequence,
+                c.cause,
+                None if c.row is None else self._document(c.row),
+            )
+            for c, key in changes
+        ]
+
     def write(self, conn: sa.Connection, rows: Sequence[StageRow]) -> None:
         """Append ``rows``; those the log already holds are left as they are."""
         if not rows:

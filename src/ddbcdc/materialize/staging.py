@@ -34,14 +34,14 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.schema.tables import MappedTables
 
-__all__ = ["StageRow", "StageTable", "copy_rows", "ensure_temp", "temp_table"]
+__all__ = ["StageRow", "StageTable", "copy_rows", "ensure_temp", "stage_type", "temp_table"]
 
 _INFO_KEY = "ddbcdc_stages"
 
 StageRow = tuple[Any, ...]
 
 
-def _stage_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+def stage_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
     if isinstance(type_, pg.JSONB):
         return sa.Text()  # exact JSON text; cast to jsonb where it is written
     if isinstance(type_, sa.Text):
@@ -93,6 +93,7 @@ _BINARY_NAMES = {
     "BOOLEAN": "bool",
     "BYTEA": "bytea",
     "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "DATE": "date",
 }
 
 
@@ -135,7 +136,7 @@ class StageTable:
         mapping = tables.mapping
         live = tables.live
         names = mapping.stored_columns
-        columns = [sa.Column(name, _stage_type(live.c[name].type)) for name in names]
+        columns = [sa.Column(name, stage_type(live.c[name].type)) for name in names]
         columns += [
             sa.Column("_ddbcdc_version_us", sa.BigInteger),
             sa.Column("_ddbcdc_sequence", sa.Numeric),

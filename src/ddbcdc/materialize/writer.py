@@ -50,7 +50,15 @@ from ddbcdc.materialize.changelog import ChangeLog, LogRow
 from ddbcdc.materialize.staging import StageRow, StageTable
 from ddbcdc.schema.tables import DELETED_AT, VERSION_COLUMNS, MappedTables, prune_state
 
-__all__ = ["Outcome", "TableWriter"]
+__all__ = [
+    "LiveWriter",
+    "Outcome",
+    "TableWriter",
+    "claim",
+    "floor_of",
+    "key_match",
+    "refused_where",
+]
 
 _LOWEST = -(2**63)
 _EPOCH = sa.func.to_timestamp(0)
@@ -82,8 +90,119 @@ def _version(cols: Any) -> sa.Tuple:
     )
 
 
-def _key_match(left: Any, right: Any, key: Sequence[str]) -> sa.ColumnElement[bool]:
+def key_match(left: Any, right: Any, key: Sequence[str]) -> sa.ColumnElement[bool]:
+    """``left`` and ``right`` (tables, CTEs) on the same key."""
     return sa.and_(*[left.c[k] == right.c[k] for k in key])
+
+
+def floor_of(target: str) -> sa.ColumnElement[Any]:
+    """The prune floor of a table's versions (the lowest version when it has none)."""
+    floor = (
+        sa.select(prune_state.c.floor_us)
+        .where(prune_state.c.target_table == target)
+        .scalar_subquery()
+    )
+    return sa.func.coalesce(floor, _LOWEST)
+
+
+def has_version(versions: sa.Table, source: sa.FromClause, key: Sequence[str]) -> sa.Exists:
+    """Whether the key of a ``source`` row has a versions row."""
+    return sa.select(sa.literal(1)).where(key_match(versions, source, key)).exists()
+
+
+def refused_where(
+    versions: sa.Table, source: sa.FromClause, key: Sequence[str], floor: sa.ColumnElement[Any]
+) -> sa.ColumnElement[bool]:
+    """The rows of ``source`` not applied because of the prune floor (see the module doc)."""
+    s = source
+    return sa.and_(
+        s.c._ddbcdc_op != "REMOVE",
+        s.c._ddbcdc_version_us <= floor,
+        ~has_version(versions, s, key),
+    )
+
+
+def claim(
+    source: sa.FromClause,
+    versions: sa.Table,
+    key: Sequence[str],
+    floor: sa.ColumnElement[Any],
+    *,
+    routed: bool = False,
+) -> sa.CTE:
+    """The newest change of each key upserted into its versions row where newer, in key
+    order; RETURNING the keys won (and whether by a REMOVE). ``routed``: the row also takes
+    the change's route, and keeps the route it replaces as ``_ddbcdc_prev_route`` (both
+    returned): the live row that route holds must go."""
+    s, ver = source, versions
+    admissible = sa.or_(s.c._ddbcdc_version_us > floor, has_version(ver, s, key))
+    names = [*key, *VERSION_COLUMNS, "_ddbcdc_deleted"]
+    values = [*[s.c[n] for n in (*key, *VERSION_COLUMNS)], s.c._ddbcdc_op == "REMOVE"]
+    if routed:
+        names.append("_ddbcdc_route")
+        values.append(s.c._ddbcdc_route)
+    candidates = sa.select(*values).where(admissible).order_by(*[s.c[k] for k in key])
+    insert = pg.insert(ver).from_select(names, candidates)
+    updated: dict[str, Any] = {
+        **{n: insert.excluded[n] for n in (*VERSION_COLUMNS, "_ddbcdc_deleted")},
+        "_ddbcdc_changed_at": sa.func.now(),
+    }
+    returned = [*[ver.c[k] for k in key], ver.c._ddbcdc_deleted]
+    if routed:
+        updated["_ddbcdc_route"] = insert.excluded._ddbcdc_route
+        updated["_ddbcdc_prev_route"] = ver.c._ddbcdc_route
+        returned += [ver.c._ddbcdc_route, ver.c._ddbcdc_prev_route]
+    return (
+        insert.on_conflict_do_update(
+            index_elements=key,
+            set_=updated,
+            where=_version(ver.c) < _version(insert.excluded),
+        )
+        .returning(*returned)
+        .cte("won")
+    )
+
+
+class LiveWriter:
+    """How rows enter and leave one live table (a plain mapping's, or a route's): the
+    statements each writer composes, per target."""
+
+    def __init__(self, tables: MappedTables) -> None:
+        self.live = tables.live
+        self.key = list(tables.mapping.key)
+        self.columns = list(tables.mapping.stored_columns)
+        #: The columns :meth:`upsert` takes, in order.
+        self.names = [*self.columns, *VERSION_COLUMNS]
+        #: A winning INSERT or MODIFY clears the mark of a row kept for a deleted item.
+        self._cleared = {DELETED_AT: sa.null()} if tables.mapping.policy.marks else {}
+
+    def staged(self, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[Any]:
+        """A stage column as the live column ``name``'s type (jsonb text is cast)."""
+        live_type = self.live.c[name].type if name in self.live.c else None
+        if isinstance(live_type, pg.JSONB):
+            return sa.cast(column, pg.JSONB())
+        return column
+
+    def upsert(self, rows: sa.Select[Any], name: str) -> sa.CTE:
+        """``rows`` (:attr:`names`, in order) upserted, as the CTE ``name`` RETURNING 1 per
+        row. Only for keys whose versions rows this transaction holds locked."""
+        put = pg.insert(self.live).from_select(self.names, rows)
+        return (
+            put.on_conflict_do_update(
+                index_elements=self.key,
+                set_={
+                    **{n: put.excluded[n] for n in self.names if n not in self.key},
+                    "_ddbcdc_updated_at": sa.func.now(),
+                    **self._cleared,
+                },
+            )
+            .returning(sa.literal(1))
+            .cte(name)
+        )
+
+    def delete(self, *where: sa.ColumnElement[bool]) -> sa.Delete:
+        """The live rows ``where`` says (other tables it names are joined)."""
+        return sa.delete(self.live).where(*where)
 
 
 class TableWriter:
@@ -93,55 +212,12 @@ class TableWriter:
         self.tables = tables
         self.mapping = tables.mapping
         self.stage = StageTable(tables)
+        self.target = LiveWriter(tables)
         self._key = list(self.mapping.key)
-        self._columns = list(self.mapping.stored_columns)
-        floor = (
-            sa.select(prune_state.c.floor_us)
-            .where(prune_state.c.target_table == self.mapping.target_table)
-            .scalar_subquery()
-        )
-        self._floor = sa.func.coalesce(floor, _LOWEST)
+        self._floor = floor_of(self.mapping.target_table)
         self._arbiter = self.arbiter(self.stage.table)
         self._delete = self.delete(self.stage.table)
         self.log = ChangeLog(tables) if tables.changes is not None else None
-
-    def _staged(self, source: sa.FromClause, name: str) -> sa.ColumnElement[Any]:
-        """A stage column as the live table's type (jsonb text is cast)."""
-        column = source.c[name]
-        live_type = self.tables.live.c[name].type if name in self.tables.live.c else None
-        if isinstance(live_type, pg.JSONB):
-            return sa.cast(column, pg.JSONB())
-        return column
-
-    def _has_version(self, source: sa.FromClause) -> sa.Exists:
-        ver = self.tables.versions
-        return sa.select(sa.literal(1)).where(_key_match(ver, source, self._key)).exists()
-
-    def _claim(self, source: sa.FromClause) -> sa.CTE:
-        """The newest change of each key upserted into its versions row where newer, in key
-        order; RETURNING the keys won (and whether by a REMOVE)."""
-        s, ver = source, self.tables.versions
-        key = self._key
-        admissible = sa.or_(s.c._ddbcdc_version_us > self._floor, self._has_version(s))
-        names = [*key, *VERSION_COLUMNS, "_ddbcdc_deleted"]
-        candidates = (
-            sa.select(*[s.c[n] for n in (*key, *VERSION_COLUMNS)], s.c._ddbcdc_op == "REMOVE")
-            .where(admissible)
-            .order_by(*[s.c[k] for k in key])
-        )
-        claim = pg.insert(ver).from_select(names, candidates)
-        return (
-            claim.on_conflict_do_update(
-                index_elements=key,
-                set_={
-                    **{n: claim.excluded[n] for n in (*VERSION_COLUMNS, "_ddbcdc_deleted")},
-                    "_ddbcdc_changed_at": sa.func.now(),
-                },
-                where=_version(ver.c) < _version(claim.excluded),
-            )
-            .returning(*[ver.c[k] for k in key], ver.c._ddbcdc_deleted)
-            .cte("won")
-        )
 
     def _upsert_live(
         self, source: sa.FromClause, won: sa.CTE, mark: sa.ColumnElement[bool] | None
@@ -149,38 +225,18 @@ class TableWriter:
         """The live rows of the keys an INSERT or MODIFY won (their versions rows are locked
         by this transaction: no other writer of these keys can be in between). ``mark``:
         evaluated with each row joined, right before it is written."""
-        s, live = source, self.tables.live
-        key = self._key
-        names = [*self._columns, *VERSION_COLUMNS]
-        on = _key_match(s, won, key)
+        s, target = source, self.target
+        on = key_match(s, won, self._key)
         rows = (
-            sa.select(*[self._staged(s, n) for n in names])
+            sa.select(*[target.staged(s.c[n], n) for n in target.names])
             .select_from(s.join(won, on if mark is None else sa.and_(on, mark)))
             .where(~won.c._ddbcdc_deleted)
         )
-        put = pg.insert(live).from_select(names, rows)
-        cleared = {DELETED_AT: sa.null()} if self.mapping.policy.marks else {}
-        return (
-            put.on_conflict_do_update(
-                index_elements=key,
-                set_={
-                    **{n: put.excluded[n] for n in names if n not in key},
-                    "_ddbcdc_updated_at": sa.func.now(),
-                    **cleared,
-                },
-            )
-            .returning(sa.literal(1))
-            .cte("upserted")
-        )
+        return target.upsert(rows, "upserted")
 
     def refused_where(self, source: sa.FromClause) -> sa.ColumnElement[bool]:
         """The rows of ``source`` not applied because of the prune floor (see the module doc)."""
-        s = source
-        return sa.and_(
-            s.c._ddbcdc_op != "REMOVE",
-            s.c._ddbcdc_version_us <= self._floor,
-            ~self._has_version(s),
-        )
+        return refused_where(self.tables.versions, source, self._key, self._floor)
 
     def arbiter(
         self,
@@ -195,7 +251,7 @@ class TableWriter:
         below the floor). ``ctes``: more statements to run with it; ``mark``: evaluated with
         each live row right before it is written."""
         s = source
-        won = self._claim(s)
+        won = claim(s, self.tables.versions, self._key, self._floor)
         upserted = self._upsert_live(s, won, mark)
         refused = sa.select(sa.func.array_agg(s.c[refused_by])).where(self.refused_where(s))
         count = sa.func.count()
@@ -213,10 +269,10 @@ class TableWriter:
         if not self.mapping.policy.hard:
             return self._removal(source)
         s, ver, live = source, self.tables.versions, self.tables.live
-        return sa.delete(live).where(
-            _key_match(live, ver, self._key),
+        return self.target.delete(
+            key_match(live, ver, self._key),
             ver.c._ddbcdc_deleted,
-            _key_match(live, s, self._key),
+            key_match(live, s, self._key),
             s.c._ddbcdc_op == "REMOVE",
         )
 
@@ -224,7 +280,7 @@ class TableWriter:
         """Rows of ``source`` that are REMOVEs their key's versions row holds."""
         s, ver = source, self.tables.versions
         return [
-            _key_match(ver, s, self._key),
+            key_match(ver, s, self._key),
             ver.c._ddbcdc_deleted,
             ver.c._ddbcdc_version_us == s.c._ddbcdc_version_us,
             ver.c._ddbcdc_event_id == s.c._ddbcdc_event_id,
@@ -236,8 +292,8 @@ class TableWriter:
         s, live, modes = source, self.tables.live, self.mapping.policy.modes
         key, applied = self._key, self._applied(s)
         deleted_at = _EPOCH + s.c._ddbcdc_version_us * _ONE_US
-        names = [*self._columns, *VERSION_COLUMNS]
-        values = [self._staged(s, n) for n in names]
+        names = list(self.target.names)
+        values = [self.target.staged(s.c[n], n) for n in names]
         if "soft" in modes:
             names.append(DELETED_AT)
             values.append(sa.case((s.c._ddbcdc_mode == "soft", deleted_at)))
@@ -253,13 +309,13 @@ class TableWriter:
         parts = []
         if "hard" in modes:
             hard = sa.delete(live).where(
-                _key_match(live, s, key), *applied, s.c._ddbcdc_mode == "hard"
+                key_match(live, s, key), *applied, s.c._ddbcdc_mode == "hard"
             )
             parts.append(hard.returning(sa.literal(1)).cte("hard"))
         if "soft" in modes:
             mark = (
                 sa.update(live)
-                .where(_key_match(live, s, key), *applied, s.c._ddbcdc_mode == "soft")
+                .where(key_match(live, s, key), *applied, s.c._ddbcdc_mode == "soft")
                 .where(~s.c._ddbcdc_image)
                 .values(
                     {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse.coerce import coercer
 from ddbcdc.cleanse.kept import refusal_reason
+from ddbcdc.cleanse.routes import RoutedCleanser
 from ddbcdc.db import classify, describe, is_database_error
 from ddbcdc.decode.attributes import marshal, unmarshal
 from ddbcdc.decode.itemjson import decode_attributes, encode_attributes
@@ -66,9 +68,18 @@ class Filler:
         mapping: the mapping (its columns, coercers and kept columns).
         columns: the mapped columns to fill.
         source: the kept column to read (``item_column`` or ``extra_column``).
+        routed: when ``mapping`` is a route's, the routed mapping: its versions rows (one
+            per DynamoDB key) are the ones locked, found from each row's key in the route.
     """
 
-    def __init__(self, mapping: TableMapping, columns: Sequence[str], source: str) -> None:
+    def __init__(
+        self,
+        mapping: TableMapping,
+        columns: Sequence[str],
+        source: str,
+        *,
+        routed: TableMapping | None = None,
+    ) -> None:
         by_name = {c.name: c for c in mapping.columns}
         self.mapping = mapping
         self.columns: list[ColumnMapping] = [by_name[c] for c in dict.fromkeys(columns)]
@@ -80,6 +91,13 @@ class Filler:
         live = self.tables.live
         self.key = [live.c[k] for k in mapping.key]
         self._update = self._update_statement()
+        self._versions, self._source_key = self.tables.versions, None
+        self._source_columns = list(mapping.key)
+        if routed is not None:
+            self._source_columns = list(routed.key)
+            self._versions = mapped_tables([routed])[routed.name].versions
+            target = mapping.target_table
+            self._source_key = partial(RoutedCleanser(routed).source_key, target)
 
     def _text(self, name: str) -> sa.ColumnElement[Any]:
         column = self.tables.live.c[name]
@@ -275,7 +293,6 @@ class Filler:
     def lock(self, conn: sa.Connection, after: Key | None, batch_size: int) -> list[sa.Row[Any]]:
         """The next rows after ``after`` (at most ``batch_size`` of them, and those written
         since in their range), locked: their keys' versions rows first, then the rows."""
-        live, versions = self.tables.live, self.tables.versions
         keys = sa.select(*self.key).order_by(*self.key).limit(batch_size)
         if after is not None:
             keys = keys.where(self.after(after))
@@ -283,14 +300,27 @@ class Filler:
         if not found:
             return []
         last = tuple(found[-1])
-        ver_key = [versions.c[c.name] for c in self.key]
-        held = sa.select(*ver_key).where(self.up_to(last, versions)).order_by(*ver_key)
         rows = self.select().where(self.up_to(last)).order_by(*self.key)
         if after is not None:
-            held = held.where(self.after(after, versions))
             rows = rows.where(self.after(after))
-        conn.execute(held.with_for_update()).all()
-        return list(conn.execute(rows.with_for_update(of=live)).all())
+        conn.execute(self._held(conn, after, last).with_for_update()).all()
+        return list(conn.execute(rows.with_for_update(of=self.tables.live)).all())
+
+    def _held(self, conn: sa.Connection, after: Key | None, last: Key) -> sa.Select[Any]:
+        """The versions rows of the keys after ``after`` up to ``last``, in key order. Of a
+        route's rows: the rows of their DynamoDB keys (the rows of those written since in
+        the range are not among them: their live rows are still locked, in key order)."""
+        versions = self._versions
+        if self._source_key is None:
+            ver_key = [versions.c[c.name] for c in self.key]
+            held = sa.select(*ver_key).where(self.up_to(last, versions)).order_by(*ver_key)
+            return held.where(self.after(after, versions)) if after is not None else held
+        in_range = sa.select(*self.key).where(self.up_to(last))
+        if after is not None:
+            in_range = in_range.where(self.after(after))
+        source = list(dict.fromkeys(self._source_key(tuple(r)) for r in conn.execute(in_range)))
+        ver_key = [versions.c[k] for k in self._source_columns]
+        return sa.select(*ver_key).where(sa.tuple_(*ver_key).in_(source)).order_by(*ver_key)
 
     def encode_key(self, key: Key) -> str:
         """``key`` as kept-attributes JSON (the job row's ``after_key``)."""

@@ -16,6 +16,10 @@ could wait for the backfill while the backfill waits for it (a deadlock).
 An interrupted backfill resumes where it stopped, and running a batch twice changes nothing.
 A conflict (a lock timeout, a deadlock) runs the batch again; when it persists, the backfill
 stops with an error naming it, resumable.
+
+A routed mapping's job, under the mapping's name, is the fill of its new routes from its
+catch-all (:mod:`ddbcdc.migrate.moves`), run by the same two helpers: :func:`job_row` and
+:func:`run_batch`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ddbcdc.migrate.fill import BackfillReport, Filler
 from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.schema.tables import backfills
 
-__all__ = ["run_backfill", "schedule_backfill"]
+__all__ = ["job_row", "run_backfill", "run_batch", "schedule_backfill"]
 
 T = TypeVar("T")
 
@@ -73,7 +77,8 @@ def schedule_backfill(
     )
 
 
-def _job(conn: sa.Connection, target: str) -> sa.Row[Any] | None:
+def job_row(conn: sa.Connection, target: str) -> sa.Row[Any] | None:
+    """The backfill job of a table (locked until the transaction ends), None when none."""
     query = sa.select(backfills).where(backfills.c.target_table == target).with_for_update()
     return conn.execute(query).first()
 
@@ -86,7 +91,7 @@ def _finish(conn: sa.Connection, target: str) -> None:
     )
 
 
-def _run(engine: sa.Engine, target: str, work: Callable[[sa.Connection], T]) -> T:
+def run_batch(engine: sa.Engine, target: str, work: Callable[[sa.Connection], T]) -> T:
     """``work`` in a transaction of its own, run again while it conflicts with others.
 
     Raises:
@@ -105,13 +110,13 @@ def _batch(engine: sa.Engine, filler: Filler, batch_size: int) -> tuple[Backfill
     """One batch in one transaction, the job row moved on in it: (report, more to do); run
     again while it conflicts with other transactions (a lock timeout, a deadlock)."""
     target = filler.mapping.target_table
-    return _run(engine, target, lambda conn: _batch_in(conn, filler, batch_size))
+    return run_batch(engine, target, lambda conn: _batch_in(conn, filler, batch_size))
 
 
 def _batch_in(conn: sa.Connection, filler: Filler, batch_size: int) -> tuple[BackfillReport, bool]:
     """:func:`_batch`'s transaction."""
     target = filler.mapping.target_table
-    job = _job(conn, target)
+    job = job_row(conn, target)
     assert job is not None
     after = filler.decode_key(job.after_key) if job.after_key is not None else None
     rows = filler.lock(conn, after, batch_size)
@@ -135,8 +140,10 @@ def run_backfill(
     batch_size: int = 1000,
     max_batches: int | None = None,
     on_batch: Callable[[BackfillReport], None] | None = None,
+    routed: TableMapping | None = None,
 ) -> BackfillReport | None:
     """Run the table's pending backfill to its end (or ``max_batches`` batches of it).
+    ``routed``: the routed mapping, when ``mapping`` is one of its routes.
 
     Returns:
         What this run did, None when no backfill was pending.
@@ -146,14 +153,15 @@ def run_backfill(
             persist; the batches before are committed, the next run resumes after them.
     """
     target = mapping.target_table
-    job = _run(engine, target, lambda conn: _job(conn, target))
+    job = run_batch(engine, target, lambda conn: job_row(conn, target))
     if job is None or job.finished_at is not None:
         return None
     if job.source_column not in mapping.stored_columns:  # dropped since: nothing to read
-        _run(engine, target, lambda conn: _finish(conn, target))
+        run_batch(engine, target, lambda conn: _finish(conn, target))
         return BackfillReport(mapping.target_table, [], finished=True)
     known = {c.name for c in mapping.columns}
-    filler = Filler(mapping, [c for c in job.columns if c in known], job.source_column)
+    columns = [c for c in job.columns if c in known]
+    filler = Filler(mapping, columns, job.source_column, routed=routed)
     total = BackfillReport(mapping.target_table, [c.name for c in filler.columns])
     batches = 0
     while max_batches is None or batches < max_batches:

@@ -16,6 +16,11 @@ PostgreSQL dialect: what is printed is what is executed):
 
 A change of the key, or of a bookkeeping column, is not a migration: it stops the plan with
 what differs (copy the table under a new mapping instead).
+
+A routed mapping gets a plan of its own (its versions table; the tables of removed routes
+dropped, destructive unless empty, and the versions rows naming them cleared; the new routes
+to fill from the catch-all, :mod:`ddbcdc.migrate.routes`) and one per route, planned as a
+plain mapping's table.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.migrate.deletes import plan_deletes
+from ddbcdc.migrate.routes import route_changes
 from ddbcdc.migrate.steps import Step, render
-from ddbcdc.schema.mapping import RESERVED_PREFIX, TableMapping
+from ddbcdc.migrate.versions import recorded
+from ddbcdc.schema.mapping import CHANGE_LOG_PREFIX, RESERVED_PREFIX, TableMapping
 from ddbcdc.schema.tables import DELETED_AT, MappedTables, mapped_tables
 
 __all__ = ["MigrationPlan", "Step", "plan_tables"]
@@ -47,12 +54,19 @@ class MigrationPlan:
         steps: DDL steps, in order (``set not null`` ones run after the backfill).
         backfill: mapped columns to fill from the kept attributes.
         source: the kept column they are filled from (None: nothing kept to fill from).
+        record: the mapping version is recorded for ``mapping`` (not for a route's table:
+            its routed mapping's records it).
+        fill_routes: of a routed mapping: new routes to fill from the catch-all.
+        fill_from: the catch-all table they are filled from.
     """
 
     mapping: TableMapping
     steps: list[Step] = field(default_factory=list)
     backfill: list[str] = field(default_factory=list)
     source: str | None = None
+    record: bool = True
+    fill_routes: list[str] = field(default_factory=list)
+    fill_from: str | None = None
 
     @property
     def destructive(self) -> list[Step]:
@@ -103,15 +117,16 @@ class _Planner:
         self.retyped: set[str] = set()
 
     def run(self) -> MigrationPlan:
-        for table in self.tables.all:
+        routed = bool(self.tables.routes)
+        for table in (self.tables.versions,) if routed else self.tables.all:
             if table.name not in self.existing:
                 self.plan.steps.append(Step("create table", table.name, "", _create(table)))
-            elif table is self.tables.live:
+            elif not routed and table is self.tables.live:
                 self._live(table)
             else:
                 self._bookkeeping(table)
         changes = self.mapping.change_log_table
-        if self.tables.changes is None and changes in self.existing:
+        if not routed and self.tables.changes is None and changes in self.existing:
             sql = render(lambda op: op.drop_table(changes))
             lost = not self._empty(changes)
             self.plan.steps.append(Step("drop table", changes, "change log off", sql, lost))
@@ -231,11 +246,48 @@ class _Planner:
             )
             self.plan.steps.append(Step("drop not null", table, column.name, sql))
 
+    def remove_route(self, target: str) -> None:
+        """Drop a removed route's tables (destructive unless empty); clear the versions rows
+        that name it (their items are in no table now)."""
+        for table in (target, CHANGE_LOG_PREFIX + target):
+            if table in self.existing:
+                sql = render(lambda op, t=table: op.drop_table(t))  # type: ignore[misc]
+                lost = not self._empty(table)
+                self.plan.steps.append(Step("drop table", table, "route removed", sql, lost))
+        ver = self.tables.versions
+        clear = (
+            sa.update(ver)
+            .where(ver.c._ddbcdc_route == target)
+            .values(_ddbcdc_route=None, _ddbcdc_prev_route=None)
+        )
+        sql = (str(clear.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})),)
+        self.plan.steps.append(Step("clear route", ver.name, target, sql))
+
+
+def _routed(conn: sa.Connection, tables: MappedTables) -> list[MigrationPlan]:
+    """A routed mapping's plan, then one per route (see the module doc)."""
+    found = recorded(conn, tables.mapping.target_table)
+    changes = route_changes(found.mapping if found is not None else None, tables.mapping)
+    planner = _Planner(conn, tables)
+    plan = planner.run()
+    for target in changes.removed:
+        planner.remove_route(target)
+    if changes.fill_from is not None and changes.added:
+        plan.fill_routes, plan.fill_from = changes.added, changes.fill_from
+    routes = [_Planner(conn, route).run() for route in tables.routes]
+    for route in routes:
+        route.record = False
+    return [plan, *routes]
+
 
 def plan_tables(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[MigrationPlan]:
     """The plan of every mapping against what ``conn`` has now (reads only).
 
     Raises:
-        ConfigurationError: a difference no migration can make (key, bookkeeping columns).
+        ConfigurationError: a difference no migration can make (key, bookkeeping columns,
+            routes reordered or rematched).
     """
-    return [_Planner(conn, t).run() for t in mapped_tables(mappings, sa.MetaData()).values()]
+    plans: list[MigrationPlan] = []
+    for tables in mapped_tables(mappings, sa.MetaData()).values():
+        plans += _routed(conn, tables) if tables.routes else [_Planner(conn, tables).run()]
+    return plans

@@ -1,4 +1,5 @@
-"""Replay of backfill dead letters: each fills its column for its key again.
+"""Replay of backfill dead letters: each fills its column for its key again (a route's: moves
+its item from the catch-all into the route, :mod:`ddbcdc.migrate.moves`).
 
 A value that did not fit its new column kept its attribute among the kept ones; after a fix
 (the item changed, so a writer set the column; or a mapping fixed and migrated) ``ddbcdc dlq
@@ -20,6 +21,7 @@ from ddbcdc.materialize.deadletters import (
     record_failures,
 )
 from ddbcdc.migrate.fill import Filler
+from ddbcdc.migrate.moves import RouteMover
 from ddbcdc.migrate.versions import Fence
 from ddbcdc.schema.mapping import TableMapping
 
@@ -45,6 +47,18 @@ def _replay_one(
     return report.letters[0] if report.letters else None
 
 
+def _replay_move(
+    conn: sa.Connection, mapping: TableMapping, letter: StoredDeadLetter
+) -> DeadLetter | None:
+    """Move the item a route's dead letter names from the catch-all, with today's mapping."""
+    route = orjson.loads(letter.payload)["route"]
+    if mapping.catch_all is None or route not in mapping.targets:
+        return None
+    mover = RouteMover(mapping, [route])
+    report = mover.move(conn, [mover.letter_key(letter.payload)])
+    return report.letters[0] if report.letters else None
+
+
 def replay_backfill(
     engine: sa.Engine, mappings: Sequence[TableMapping], letters: Sequence[StoredDeadLetter]
 ) -> int:
@@ -56,12 +70,16 @@ def replay_backfill(
         MappingChangedError: a table was migrated to another mapping (nothing replayed).
     """
     by_target = {m.target_table: m for m in mappings}
+    # A column added to a route's table is filled, and its letters named, by the route.
+    tables = by_target | {r.target_table: r.mapping for m in mappings for r in m.routes}
     failing: list[tuple[int, DeadLetter]] = []
     done: list[int] = []
     with engine.begin() as conn:
         Fence(mappings).enter(conn, by_target)
         for letter in letters:
-            mapping = by_target.get(letter.target_table or "")
+            routed = orjson.loads(letter.payload).get("route") is not None
+            owner = orjson.loads(letter.payload).get("backfill") if routed else None
+            mapping = (by_target if routed else tables).get(owner or letter.target_table or "")
             if mapping is None:
                 again: DeadLetter | None = DeadLetter(
                     stage="backfill",
@@ -72,6 +90,8 @@ def replay_backfill(
                     error_column=letter.error_column,
                     error_reason="no table mapping",
                 )
+            elif routed:
+                again = _replay_move(conn, mapping, letter)
             else:
                 again = _replay_one(conn, mapping, letter)
             if again is None:

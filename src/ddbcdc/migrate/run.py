@@ -13,11 +13,13 @@ In one transaction:
    are created from the same Core metadata (a new mapping file needs no Python code and no
    revision), new columns added, and destructive changes (a column dropped or retyped, the
    change log dropped) refused unless allowed;
-3. the mapping each table is now at is recorded (:mod:`ddbcdc.migrate.versions`).
+3. the mapping each table is now at is recorded (:mod:`ddbcdc.migrate.versions`; a routed
+   mapping's under its name, for all its routes).
 
 Then, in transactions of their own, columns added to a table with kept attributes are filled
 from them (:mod:`ddbcdc.migrate.jobs`; an interrupted backfill resumes on the next
-run), and a required new column gets its NOT NULL.
+run), new routes take their items from the catch-all (:mod:`ddbcdc.migrate.moves`), and a
+required new column gets its NOT NULL.
 
 A dry run does all of the transaction and rolls it back, so the plan it returns is exact
 even with revisions pending (it takes their locks for that long). Upgrading to a revision
@@ -39,6 +41,7 @@ from ddbcdc.db import describe, run_transaction
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.migrate.fill import BackfillReport
 from ddbcdc.migrate.jobs import run_backfill, schedule_backfill
+from ddbcdc.migrate.moves import run_route_fill
 from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
 from ddbcdc.migrate.versions import fence_writers, record_mapping_version, recorded
 from ddbcdc.resources import migrations_dir
@@ -126,6 +129,10 @@ def _apply(conn: sa.Connection, plan: MigrationPlan, result: MigrationResult) ->
                 ) from exc
     if plan.backfill and plan.source is not None:
         schedule_backfill(conn, plan.mapping, plan.backfill, plan.source)
+    if plan.fill_routes and plan.fill_from is not None:
+        schedule_backfill(conn, plan.mapping, plan.fill_routes, plan.fill_from)
+    if not plan.record:
+        return
     target = plan.mapping.target_table
     before = recorded(conn, target)
     result.versions_before[target] = before.version if before is not None else None
@@ -204,8 +211,18 @@ def migrate(
         return dry.result
     if revision != "head":
         return result
+    routed = {r.target_table: m for m in mappings for r in m.routes}  # a route's mapping
     for plan in result.plans:
-        report = run_backfill(engine, plan.mapping, batch_size=batch_size, on_batch=on_batch)
+        if plan.mapping.routes:
+            report = run_route_fill(engine, plan.mapping, batch_size=batch_size, on_batch=on_batch)
+        else:
+            report = run_backfill(
+                engine,
+                plan.mapping,
+                batch_size=batch_size,
+                on_batch=on_batch,
+                routed=routed.get(plan.mapping.target_table),
+            )
         if report is not None:
             result.backfills.append(report)
         if report is None or report.finished:
@@ -237,7 +254,7 @@ def _plan_lines(plan: MigrationPlan, result: MigrationResult) -> list[str]:
     target = plan.mapping.target_table
     where = plan.mapping.path or plan.mapping.name
     versions = _version(result.versions_before.get(target), result.versions.get(target))
-    lines = [f"{target} ({where}): {versions}"]
+    lines = [f"{target} ({where}): {versions or 'a route'}"]
     for step in plan.steps:
         mark = "  [destructive]" if step.destructive else ""
         later = "  (after the backfill)" if step.action == "set not null" else ""
@@ -246,6 +263,8 @@ def _plan_lines(plan: MigrationPlan, result: MigrationResult) -> list[str]:
     if plan.backfill:
         source = plan.source or "nothing kept (rows keep NULL until they change)"
         lines.append(f"  backfill {', '.join(plan.backfill)} from {source}")
+    if plan.fill_routes:
+        lines.append(f"  fill route(s) {', '.join(plan.fill_routes)} from {plan.fill_from}")
     if len(lines) == 1:
         lines.append("  matches its tables")
     return lines

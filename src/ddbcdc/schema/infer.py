@@ -34,7 +34,16 @@ from ddbcdc.decode.attributes import unmarshal_value
 from ddbcdc.errors import ConfigurationError, DecodeError
 from ddbcdc.schema.mapping import RESERVED_PREFIX, parse_mapping
 
-__all__ = ["AttributeStats", "infer_mapping", "observe", "sample_items"]
+__all__ = [
+    "AttributeStats",
+    "attribute_columns",
+    "column_name",
+    "infer_mapping",
+    "key_columns",
+    "observe",
+    "sample_items",
+    "unique_name",
+]
 
 _INT64 = (-(2**63), 2**63 - 1)
 _SETS = ("SS", "NS", "BS")
@@ -161,7 +170,8 @@ def _key_type(attribute_type: str, stats: AttributeStats | None) -> str:
     return "bigint" if integral else "numeric"
 
 
-def _unique(name: str, taken: set[str]) -> str:
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... the first not in ``taken`` (which takes it)."""
     candidate, suffix = name, 2
     while candidate in taken:
         tail = f"_{suffix}"
@@ -180,9 +190,10 @@ def _column(attribute: str, name: str, type_: str, *, key: bool) -> dict[str, An
     return column
 
 
-def _key_columns(
+def key_columns(
     description: Mapping[str, Any], stats: dict[str, AttributeStats], taken: set[str]
 ) -> list[dict[str, Any]]:
+    """The key columns, from the key schema (see the module doc)."""
     defined = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
     columns = []
     for key in description["KeySchema"]:
@@ -191,11 +202,11 @@ def _key_columns(
         if name is None:
             raise ConfigurationError(f"key attribute {attribute!r} makes no column name")
         type_ = _key_type(defined[attribute], stats.get(attribute))
-        columns.append(_column(attribute, _unique(name, taken), type_, key=True))
+        columns.append(_column(attribute, unique_name(name, taken), type_, key=True))
     return columns
 
 
-def _attribute_columns(
+def attribute_columns(
     stats: dict[str, AttributeStats], count: int, min_share: float, taken: set[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """(a column per common attribute, the attributes left to the extra column)."""
@@ -205,7 +216,9 @@ def _attribute_columns(
         if name is None or (count and seen.seen / count < min_share):
             left.append(attribute)
         else:
-            columns.append(_column(attribute, _unique(name, taken), seen.column_type(), key=False))
+            columns.append(
+                _column(attribute, unique_name(name, taken), seen.column_type(), key=False)
+            )
     return columns, left
 
 
@@ -228,10 +241,10 @@ def infer_mapping(
     table = str(description["TableName"])
     count, stats = observe(items)
     taken = {extra_column}
-    keys = _key_columns(description, stats, taken)
+    keys = key_columns(description, stats, taken)
     key_attributes = {k["AttributeName"] for k in description["KeySchema"]}
     rest = {a: s for a, s in stats.items() if a not in key_attributes}
-    columns, left = _attribute_columns(rest, count, min_share, taken)
+    columns, left = attribute_columns(rest, count, min_share, taken)
     mixed = [a for a, s in stats.items() if len({k for k in s.types if k != "NULL"}) > 1]
     document: dict[str, Any] = {
         "source_table": table,

@@ -41,7 +41,10 @@ Per table mapping (built by :func:`mapped_tables`):
 - ``ddbcdc_versions__<target>``: one row per key ever applied, live or deleted: the version
   of the newest change applied to that key and whether it was a REMOVE (then the row is the
   key's tombstone). Every write to a key goes through this row under its lock, which is
-  what orders concurrent writers; deleted rows are pruned below the prune floor.
+  what orders concurrent writers; deleted rows are pruned below the prune floor. Of a
+  routed mapping (``ddbcdc_versions__<name>``): one row per DynamoDB key, whichever route
+  holds it, with ``_ddbcdc_route`` (the route table holding its live row) and
+  ``_ddbcdc_prev_route``; each route has a live table (and change log) of its own.
 - ``ddbcdc_changes__<target>`` (only with ``"change_log": true``): every distinct change
   (by event id), with its op, version, key, the cleansed row as JSONB and, for a REMOVE, its
   cause in ``_ddbcdc_removed_by`` (``user``, ``ttl`` or ``unknown``; NULL otherwise, and in
@@ -271,6 +274,7 @@ _TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "bytea": pg.BYTEA(),
     "jsonb": pg.JSONB(),
     "timestamptz": sa.DateTime(timezone=True),
+    "date": sa.Date(),
 }
 
 
@@ -313,6 +317,13 @@ def _live_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
 
 
 def _versions_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
+    routed = (
+        # Of a routed mapping: the route holding the key's live row (NULL: none), and the one
+        # that held it before the change the row records (what a REMOVE or a move empties).
+        [sa.Column("_ddbcdc_route", sa.Text), sa.Column("_ddbcdc_prev_route", sa.Text)]
+        if mapping.routes
+        else []
+    )
     table = sa.Table(
         mapping.versions_table,
         metadata,
@@ -323,6 +334,7 @@ def _versions_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
         *_version_columns(),
         sa.Column("_ddbcdc_deleted", sa.Boolean, nullable=False),
         _now_column("_ddbcdc_changed_at"),
+        *routed,
     )
     # Pruning reads the tombstones (deleted rows) only. On the key, which never changes: an
     # index on the version would make every update of a versions row a non-HOT one.
@@ -350,15 +362,34 @@ def _change_log_table(mapping: TableMapping, metadata: sa.MetaData) -> sa.Table:
 
 
 class MappedTables:
-    """The tables of one mapping: ``live``, ``versions`` and optional ``changes``."""
+    """The tables of one mapping: ``live``, ``versions`` and optional ``changes``.
 
-    __slots__ = ("changes", "live", "mapping", "versions")
+    Of a routed mapping: ``versions`` (one row per DynamoDB key, naming the route of its live
+    row) and, per route, ``routes``: the route's ``live`` and ``changes`` tables with that
+    same ``versions`` table; a routed mapping has no ``live`` table of its own.
+    """
 
-    def __init__(self, mapping: TableMapping, metadata: sa.MetaData) -> None:
+    __slots__ = ("_live", "_shared", "changes", "mapping", "routes", "versions")
+
+    def __init__(
+        self, mapping: TableMapping, metadata: sa.MetaData, *, versions: sa.Table | None = None
+    ) -> None:
         self.mapping = mapping
-        self.live = _live_table(mapping, metadata)
-        self.versions = _versions_table(mapping, metadata)
+        routed = bool(mapping.routes)
+        self._live = None if routed else _live_table(mapping, metadata)
+        self.versions = versions if versions is not None else _versions_table(mapping, metadata)
         self.changes = _change_log_table(mapping, metadata) if mapping.change_log else None
+        self.routes = tuple(
+            MappedTables(r.mapping, metadata, versions=self.versions) for r in mapping.routes
+        )
+        self._shared = versions is not None
+
+    @property
+    def live(self) -> sa.Table:
+        """The table of live rows (of a plain mapping, or of a route)."""
+        if self._live is None:
+            raise TypeError(f"routed mapping {self.mapping.name!r} has a live table per route")
+        return self._live
 
     def current(self) -> sa.ColumnElement[bool] | None:
         """Where a row of the live table is a live item (None: every row is one, as with hard
@@ -375,9 +406,13 @@ class MappedTables:
 
     @property
     def all(self) -> tuple[sa.Table, ...]:
-        """Every table of the mapping, live table first."""
+        """Every table of the mapping, live table first (a routed mapping's: the versions
+        table, then each route's)."""
+        if self.routes:
+            return (self.versions, *(t for r in self.routes for t in r.all))
         extra = (self.changes,) if self.changes is not None else ()
-        return (self.live, self.versions, *extra)
+        own = () if self._shared else (self.versions,)
+        return (self.live, *own, *extra)
 
 
 def mapped_tables(

@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from ddbcdc.backfill.scan import ReadLimiter, scan_pages
 from ddbcdc.decode.attributes import marshal
 from ddbcdc.schema.mapping import TableMapping
-from ddbcdc.verify.rows import Key, Row, Rows, describe
+from ddbcdc.verify.routed import ROUTE, describe, rows_for
+from ddbcdc.verify.rows import Key, Row, Rows
 
-__all__ = ["Comparison", "compare", "expected_rows", "live_rows"]
+__all__ = ["Comparison", "compare", "compare_routes", "expected_rows", "live_rows"]
 
 
 @dataclass(frozen=True)
@@ -77,19 +78,17 @@ def _expected(rows: Rows, items: Iterable[Mapping[str, Any]]) -> tuple[dict[Key,
 def expected_rows(items: Iterable[Mapping[str, Any]], mapping: TableMapping) -> dict[Key, Row]:
     """The rows the worker holds for ``items`` (Python values, as ``unmarshal`` gives them),
     as compared; items the mapping cannot hold have none."""
-    rows = Rows(mapping)
+    rows = rows_for(mapping)
     return _expected(rows, (marshal(item) for item in items))[0]
 
 
 def live_rows(conn: sa.Connection, mapping: TableMapping) -> dict[Key, Row]:
     """Every live row of ``mapping``'s table, as compared."""
-    rows = Rows(mapping)
+    rows = rows_for(mapping)
     return {key: rows.comparable(row) for key, row in rows.live_rows(conn)}
 
 
-def compare(dynamodb: Any, engine: sa.Engine, mapping: TableMapping) -> Comparison:
-    """Scan the source table and compare it with the live PostgreSQL table."""
-    rows, _ = describe(dynamodb, mapping)
+def _scan(dynamodb: Any, mapping: TableMapping) -> list[dict[str, Any]]:
     pages = scan_pages(
         dynamodb,
         mapping.source_table,
@@ -98,19 +97,55 @@ def compare(dynamodb: Any, engine: sa.Engine, mapping: TableMapping) -> Comparis
         start_key=None,
         limiter=ReadLimiter(),
     )
-    items = [item for page in pages for item in page.items]
-    expected, unmappable = _expected(rows, items)
-    with engine.connect() as conn:
-        actual = {key: rows.comparable(row) for key, row in rows.live_rows(conn)}
+    return [item for page in pages for item in page.items]
+
+
+def _comparison(
+    source: str,
+    target: str,
+    expected: dict[Key, Row],
+    actual: dict[Key, Row],
+    unmappable: set[Key],
+    items: int,
+) -> Comparison:
     return Comparison(
-        source_table=mapping.source_table,
-        target_table=mapping.target_table,
-        source_items=len(items),
+        source_table=source,
+        target_table=target,
+        source_items=items,
         target_rows=len(actual),
         missing=tuple(sorted(expected.keys() - actual.keys())),
         extra=tuple(sorted(actual.keys() - expected.keys() - unmappable)),
         different=tuple(
             sorted(k for k in expected.keys() & actual.keys() if expected[k] != actual[k])
         ),
-        unmappable=len(items) - len(expected),
+        unmappable=items - len(expected),
     )
+
+
+def compare(dynamodb: Any, engine: sa.Engine, mapping: TableMapping) -> Comparison:
+    """Scan the source table and compare it with the live PostgreSQL table (of a routed
+    mapping: with every route's table at once, rows and their routes)."""
+    rows, _ = describe(dynamodb, mapping)
+    items = _scan(dynamodb, mapping)
+    expected, unmappable = _expected(rows, items)
+    with engine.connect() as conn:
+        actual = {key: rows.comparable(row) for key, row in rows.live_rows(conn)}
+    return _comparison(
+        mapping.source_table, mapping.target_table, expected, actual, unmappable, len(items)
+    )
+
+
+def compare_routes(dynamodb: Any, engine: sa.Engine, mapping: TableMapping) -> list[Comparison]:
+    """A routed mapping's tables one by one: each route's table against the items of its
+    entity (the catch-all's against the items no other route takes)."""
+    rows, _ = describe(dynamodb, mapping)
+    items = _scan(dynamodb, mapping)
+    expected, unmappable = _expected(rows, items)
+    with engine.connect() as conn:
+        actual = {key: rows.comparable(row) for key, row in rows.live_rows(conn)}
+    out = []
+    for target in mapping.targets:
+        mine = {k: r for k, r in expected.items() if r.get(ROUTE) == target}
+        have = {k: r for k, r in actual.items() if r.get(ROUTE) == target}
+        out.append(_comparison(mapping.source_table, target, mine, have, unmappable, len(mine)))
+    return out

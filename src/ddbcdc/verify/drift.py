@@ -9,7 +9,7 @@ however many there are.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,6 @@ import sqlalchemy as sa
 
 from ddbcdc.decode.render import to_jsonable
 from ddbcdc.materialize import staging
-from ddbcdc.schema.tables import MappedTables
 from ddbcdc.verify.rows import Row
 
 __all__ = ["KINDS", "Sample", "VerifyOptions", "VerifyReport", "copy_rows", "temp_table"]
@@ -145,11 +144,11 @@ class VerifyReport:
 
 
 def temp_table(
-    name: str, tables: MappedTables, key: Sequence[str], *extra: sa.Column[Any]
+    name: str, key_types: Mapping[str, sa.types.TypeEngine[Any]], *extra: sa.Column[Any]
 ) -> sa.Table:
-    """A temporary table of the verifying connection: the key columns, then ``extra``."""
-    live = tables.live
-    columns = [sa.Column(k, live.c[k].type) for k in key]
+    """A temporary table of the verifying connection: the key columns (name -> type, in key
+    order), then ``extra``."""
+    columns = [sa.Column(k, type_) for k, type_ in key_types.items()]
     return sa.Table(name, sa.MetaData(), *columns, *extra, prefixes=["TEMPORARY"])
 
 

@@ -33,13 +33,14 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.backfill.records import RecordMaker
 from ddbcdc.cleanse import Cleanser
+from ddbcdc.cleanse.routes import RoutedCleanser, cleanser_for
 from ddbcdc.decode.itemjson import comparable
 from ddbcdc.decode.record import decode_record
 from ddbcdc.errors import ConfigurationError, PoisonRecordError
 from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.schema.tables import MappedTables, mapped_tables
 
-__all__ = ["Key", "Row", "Rows", "describe", "dynamodb_key"]
+__all__ = ["Key", "Row", "Rows", "dynamodb_key", "jsonb_columns", "key_types"]
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]
@@ -73,11 +74,13 @@ class Rows:
             )
         self.types = dict(key_types) if key_types is not None else None
         self.maker = RecordMaker(mapping, self.sources)
-        self.cleanser = Cleanser(mapping)
-        live = self.tables.live
-        self.jsonb = [n for n in self.names if isinstance(live.c[n].type, pg.JSONB)]
-        #: Where a row of the live table is a live item (None: every row is).
-        self.current = self.tables.current()
+        self.cleanser: Cleanser | RoutedCleanser = cleanser_for(mapping)
+        self.jsonb = [] if mapping.routes else jsonb_columns(self.tables.live, self.names)
+        #: The types of the key columns (the temporary tables of a run are keyed so).
+        self.key_types = {k: self.tables.versions.c[k].type for k in self.key}
+        #: Where a row of the live table is a live item (None: every row is; routes delete
+        #: hard).
+        self.current = None if mapping.routes else self.tables.current()
 
     def _cleanse(self, data: bytes) -> Any:
         return self.cleanser.cleanse(decode_record(data, timestamp_unit="us"))
@@ -179,13 +182,18 @@ class Rows:
         return dynamodb_key(dict(zip(self.sources, key, strict=True)), self.types)
 
 
-def describe(client: Any, mapping: TableMapping) -> tuple[Rows, int | None]:
-    """The :class:`Rows` of ``mapping``'s table (its key from DescribeTable) and the table's
-    approximate item count."""
+def jsonb_columns(live: sa.Table, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that are ``jsonb`` columns of ``live``."""
+    return [n for n in names if isinstance(live.c[n].type, pg.JSONB)]
+
+
+def key_types(client: Any, mapping: TableMapping) -> tuple[dict[str, str], int | None]:
+    """The DynamoDB key attributes of ``mapping``'s source table and their types
+    (DescribeTable), and the table's approximate item count."""
     described = client.describe_table(TableName=mapping.source_table)["Table"]
     types = {a["AttributeName"]: a["AttributeType"] for a in described["AttributeDefinitions"]}
     key_names = {k["AttributeName"] for k in described["KeySchema"]}
-    return Rows(mapping, {n: types[n] for n in key_names}), described.get("ItemCount")
+    return {n: types[n] for n in key_names}, described.get("ItemCount")
 
 
 def dynamodb_key(values: Mapping[str, Any], types: Mapping[str, str]) -> dict[str, Any]:

@@ -4,8 +4,9 @@
    with the PostgreSQL rows of its keys (one batched SELECT); keys that differ become
    *suspects*, every key scanned goes to a temporary "seen" table. Pages wait in a bounded
    queue, so memory does not depend on the table's size.
-2. **Extras**: live rows whose key was not seen (one anti-join in PostgreSQL) are suspects too;
-   a row the mapping keeps for an item that is gone is not a live row.
+2. **Extras**: live rows whose key was not seen (one anti-join in PostgreSQL; of a routed
+   mapping, over the DynamoDB keys of every route's rows) are suspects too; a row the mapping
+   keeps for an item that is gone is not a live row.
 3. **Re-check** (:mod:`ddbcdc.verify.recheck`): a suspect may just be a change the worker
    has not applied yet, or one made after its page was read. Each is read again with a
    consistent BatchGetItem, and compared again once the worker has passed the time of that
@@ -33,7 +34,8 @@ from ddbcdc.progressbar import ProgressBar
 from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.verify.drift import VerifyOptions, VerifyReport, copy_rows, temp_table
 from ddbcdc.verify.recheck import Rechecker, Repairer
-from ddbcdc.verify.rows import Rows, describe
+from ddbcdc.verify.routed import RoutedRows, describe
+from ddbcdc.verify.rows import Rows
 
 __all__ = ["verify_table"]
 
@@ -43,14 +45,13 @@ _DONE = object()
 
 
 def _seen_table(rows: Rows) -> sa.Table:
-    return temp_table("ddbcdc_verify_seen", rows.tables, rows.key)
+    return temp_table("ddbcdc_verify_seen", rows.key_types)
 
 
 def _suspects_table(rows: Rows) -> sa.Table:
     table = temp_table(
         "ddbcdc_verify_suspects",
-        rows.tables,
-        rows.key,
+        rows.key_types,
         sa.Column("kind", sa.Text),
         sa.Column("round", sa.Integer),
         sa.Column("status", sa.Text),
@@ -132,9 +133,21 @@ class _Scanner:
         if len(self.report.unmappable_samples) < self.options.samples:
             self.report.unmappable_samples.append(key_to_json(self.rows.maker.keys_of(item)))
 
+    def _live_keys(self) -> sa.Table:
+        """The keys of a routed mapping's live rows (every route's table), in a temporary
+        table of the connection, page by page."""
+        assert isinstance(self.rows, RoutedRows)
+        table = temp_table("ddbcdc_verify_live", self.rows.key_types)
+        table.create(self.conn)
+        for keys in self.rows.live_keys(self.conn):
+            copy_rows(self.conn, table, keys)
+        return table
+
     def extras(self) -> None:
         """Live rows whose key no page had: suspects of kind ``extra``."""
-        live, seen, s = self.rows.tables.live, self.seen, self.suspects
+        routed = isinstance(self.rows, RoutedRows)
+        live = self._live_keys() if routed else self.rows.tables.live
+        seen, s = self.seen, self.suspects
         key = self.rows.key
         self.conn.execute(sa.text('ANALYZE "ddbcdc_verify_seen"'))
         unseen = sa.select(sa.literal(1)).where(*[seen.c[k] == live.c[k] for k in key]).exists()

@@ -78,6 +78,7 @@ class ProcessorMetrics:
     batches: Counter
     dead_letters: Counter
     dead_letter_reasons: Counter
+    unmatched: Counter
     apply_seconds: Histogram
     millis_behind_latest: Gauge
     apply_retries: Counter
@@ -119,6 +120,13 @@ class ProcessorMetrics:
                 "Dead letters by target table, column and reason (type drift shows here: "
                 "'S where numeric expected'); column '-' when no column refused a value.",
                 ("table", "column", "reason"),
+                registry=reg,
+            ),
+            unmatched=Counter(
+                "ddbcdc_worker_unmatched",
+                "Changes of items no route of a routed mapping takes (table: the mapping's "
+                "name): kept whole in its catch-all table, or dead-lettered without one.",
+                ("table",),
                 registry=reg,
             ),
             apply_seconds=Histogram(

@@ -314,6 +314,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
     def _count(self, result: BatchResult, received: int) -> None:
         self.metrics.records.labels(self.shard_id).inc(received)
         self.metrics.batches.labels(self.shard_id).inc()
+        for table, count in result.unmatched.items():
+            self.metrics.unmatched.labels(table).inc(count)
         if result.dead_lettered:
             self.metrics.dead_letters.labels(self.shard_id).inc(result.dead_lettered)
             for (table, column, reason), count in result.reasons.items():

@@ -1,0 +1,408 @@
+"""The statements that apply one staged batch of a routed mapping (one DynamoDB table, a
+table per route).
+
+The version rule is the plain one (:mod:`ddbcdc.materialize.writer`), per DynamoDB key:
+``ddbcdc_versions__<name>`` has one row per key, whichever route's table holds the item, and
+that row also names the route holding the live row (``_ddbcdc_route``; NULL when none). The
+invariant: **a key's live row is in the table its versions row names, and in no other**.
+Per batch, after one COPY of the batch into one stage (per change: the DynamoDB key, the
+columns of every route, filled for its route and, where the key matches another route's
+templates, that route's key; the version, the op, the route):
+
+1. **arbitrate and upsert** (one statement): the newest change of each key claims its
+   versions row as for a plain mapping, in key order, and also sets the route it goes to,
+   keeping the route it replaces (``_ddbcdc_prev_route``). The keys won are upserted into
+   their route's table, each route's rows in its own part of the statement. It returns the
+   keys won whose live row leaves a route (a REMOVE's, or a move's), with that route: the
+   one their versions row named before the claim, read under the row's lock.
+2. **delete** (when keys leave): from each route's table, the rows of the keys leaving it,
+   each found by its key in that route (which the change carries). A statement of its own,
+   after step 1 holds the keys' locks, so it sees a row a concurrent writer committed
+   meanwhile. So an item whose entity attribute changes moves in one transaction, and a
+   REMOVE, which carries only the key, deletes from the table that holds the item whatever
+   the stream's view type.
+3. **log**: each route with a change log gets the changes of its items: an INSERT or MODIFY
+   by its route; a REMOVE by the route its record names, else by the route its key's
+   versions row names as the batch applies it (the route it deleted from when it won; when
+   a newer change of the key was applied before it, that change's route), else by the
+   first route whose templates take its key; one no route's log holds yet (another writer
+   may have logged it by another route: the key's versions row, locked, orders them).
+
+The prune floor and its refusals are the plain mapping's, per DynamoDB key.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from ddbcdc.cleanse import CleanChange
+from ddbcdc.materialize.changelog import ChangeLog, LogRow
+from ddbcdc.materialize.staging import (
+    StageRow,
+    binary_types,
+    copy_rows,
+    copy_statement,
+    ensure_temp,
+    stage_type,
+    temp_table,
+)
+from ddbcdc.materialize.writer import (
+    LiveWriter,
+    Outcome,
+    claim,
+    floor_of,
+    key_match,
+    refused_where,
+)
+from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables
+
+__all__ = ["RoutedLog", "RoutedStage", "RoutedWriter"]
+
+
+def _taker(names: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    take = operator.itemgetter(*names)
+    if len(names) > 1:
+        return take
+
+    def one(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (take(row),)
+
+    return one
+
+
+def _column(route: int, index: int) -> str:
+    return f"_ddbcdc_r{route}_{index}"
+
+
+class RoutedStage:
+    """The stage of a routed mapping: one row per key, every route's columns side by side."""
+
+    def __init__(self, tables: MappedTables) -> None:
+        mapping = tables.mapping
+        self._key = list(mapping.key)
+        columns = [
+            sa.Column(c.name, stage_type(tables.versions.c[c.name].type))
+            for c in mapping.key_columns
+        ]
+        #: Per route, the stage column of each of its stored columns.
+        self.columns: list[dict[str, str]] = []
+        self._keys: list[list[int]] = []  # per route, the positions of its key among its columns
+        self._takes: list[Callable[[dict[str, Any]], tuple[Any, ...]]] = []
+        self._offsets: list[int] = []
+        self._routes = {r.mapping.target_table: i for i, r in enumerate(tables.routes)}
+        width = 0
+        for i, route in enumerate(tables.routes):
+            names = route.mapping.stored_columns
+            self.columns.append({n: _column(i, j) for j, n in enumerate(names)})
+            columns += [
+                sa.Column(_column(i, j), stage_type(route.live.c[n].type))
+                for j, n in enumerate(names)
+            ]
+            self._keys.append([names.index(k) for k in route.mapping.key])
+            self._takes.append(_taker(names))
+            self._offsets.append(width)
+            width += len(names)
+        self._width = width
+        columns += [
+            sa.Column("_ddbcdc_version_us", sa.BigInteger),
+            sa.Column("_ddbcdc_sequence", sa.Numeric),
+            sa.Column("_ddbcdc_event_id", sa.Text),
+            sa.Column("_ddbcdc_op", sa.Text),
+            sa.Column("_ddbcdc_route", sa.Text),
+        ]
+        self.table = temp_table(f"ddbcdc_stage__{mapping.target_table}", columns)
+        self._types = binary_types(self.table)
+        self._copy_sql = copy_statement(self.table, binary=self._types is not None)
+
+    def ensure(self, conn: sa.Connection) -> None:
+        """Create the stage on this connection unless it already has it."""
+        ensure_temp(conn, self.table)
+
+    def clear(self, conn: sa.Connection) -> None:
+        """Empty the stage inside the transaction."""
+        self.ensure(conn)
+        conn.execute(sa.delete(self.table))
+
+    def rows(self, newest: Sequence[CleanChange]) -> list[StageRow]:
+        """Stage rows of the newest change of each key."""
+        out: list[StageRow] = []
+        offsets, keys, takes, routes = self._offsets, self._keys, self._takes, self._routes
+        for change in newest:
+            values: list[Any] = [None] * self._width
+            for i, key in enumerate(change.route_keys):
+                if key is not None:
+                    at = offsets[i]
+                    for position, value in zip(keys[i], key, strict=True):
+                        values[at + position] = value
+            row, route = change.row, None
+            if row is not None:
+                route = change.route
+                i = routes[route]  # type: ignore[index]
+                part = takes[i](row)
+                values[offsets[i] : offsets[i] + len(part)] = part
+            out.append(
+                (
+                    *change.key,
+                    *values,
+                    change.approximate_creation_us,
+                    change.sequence,
+                    change.event_id,
+                    change.event_name,
+                    route,
+                )
+            )
+        return out
+
+    def copy(self, conn: sa.Connection, rows: Sequence[StageRow]) -> None:
+        """COPY ``rows`` into the stage."""
+        copy_rows(conn, self._copy_sql, rows, self._types)
+
+
+class RoutedLog:
+    """The change logs of a routed mapping's routes (step 3 of the module doc)."""
+
+    def __init__(self, tables: MappedTables) -> None:
+        self._logs = {
+            r.mapping.target_table: ChangeLog(r) for r in tables.routes if r.changes is not None
+        }
+        self._index = {r.mapping.target_table: i for i, r in enumerate(tables.routes)}
+        self._versions = tables.versions
+        self._key = list(tables.mapping.key)
+
+    def rows(self, changes: Sequence[CleanChange]) -> list[LogRow]:
+        """Per change: (its route's table, its log row), (None, the change) when PostgreSQL
+        must tell its route, (the table, None) when that route keeps no log."""
+        out: list[LogRow] = []
+        for change in changes:
+            target = change.route
+            if target is None:
+                out.append((None, change))
+                continue
+            log = self._logs.get(target)
+            if log is None:
+                out.append((target, None))
+                continue
+            key = change.route_keys[self._index[target]]
+            assert key is not None
+            out.append((target, log.keyed_rows([(change, key)])[0]))
+        return out
+
+    def _logged(self, conn: sa.Connection, ids: list[str]) -> set[str]:
+        """Those of ``ids`` some route's log holds already (a REMOVE another writer logged
+        by another route: this transaction holds its key's versions row, so no writer is
+        logging it meanwhile)."""
+        found = [
+            sa.select(log.table.c._ddbcdc_event_id).where(log.table.c._ddbcdc_event_id.in_(ids))
+            for log in self._logs.values()
+        ]
+        return set(conn.execute(sa.union_all(*found)).scalars()) if found else set()
+
+    def _decide(self, conn: sa.Connection, changes: list[CleanChange]) -> list[tuple[str, LogRow]]:
+        """The routes of REMOVEs only the versions rows can tell, and their log rows."""
+        ver = self._versions
+        done = self._logged(conn, [c.event_id for c in changes])
+        changes = [c for c in changes if c.event_id not in done]
+        if not changes:
+            return []
+        keys = list({c.key for c in changes})
+        columns = [ver.c[k] for k in self._key]
+        query = sa.select(
+            *columns, ver.c._ddbcdc_event_id, ver.c._ddbcdc_route, ver.c._ddbcdc_prev_route
+        ).where(sa.tuple_(*columns).in_(keys))
+        found = {tuple(r[: len(columns)]): r[len(columns) :] for r in conn.execute(query)}
+        out = []
+        for change in changes:
+            target = None
+            row = found.get(change.key)
+            if row is not None:
+                event_id, route, prev = row
+                target = prev if event_id == change.event_id else route or prev
+            if target is None or change.route_keys[self._index[target]] is None:
+                firsts = [t for t, i in self._index.items() if change.route_keys[i] is not None]
+                target = firsts[0] if firsts else None
+            log = self._logs.get(target) if target is not None else None
+            if log is not None and target is not None:
+                key = change.route_keys[self._index[target]]
+                assert key is not None
+                out.append((target, log.keyed_rows([(change, key)])[0]))
+        return out
+
+    def write(self, conn: sa.Connection, rows: Sequence[LogRow]) -> None:
+        """Append ``rows`` (from :meth:`rows`) to their routes' logs."""
+        by_target: dict[str, list[LogRow]] = {}
+        undecided = [item for target, item in rows if target is None]
+        decided = [(t, item) for t, item in rows if t is not None and item is not None]
+        if undecided:
+            decided += self._decide(conn, undecided)
+        for target, row in decided:
+            by_target.setdefault(target, []).append(row)
+        for target in sorted(by_target):
+            self._logs[target].write(conn, by_target[target])
+
+
+def _total(parts: Sequence[sa.CTE]) -> sa.Select[Any]:
+    """How many rows the deleting CTEs ``parts`` deleted."""
+    total = sum(
+        (sa.select(sa.func.count()).select_from(p).scalar_subquery() for p in parts),
+        sa.literal(0),
+    )
+    return sa.select(total.label("deleted"))
+
+
+class RoutedWriter:
+    """Prepared statements of a routed mapping over its stage; :meth:`run` applies a batch
+    (the interface of :class:`~ddbcdc.materialize.writer.TableWriter`).
+
+    Args:
+        tables: the mapping's tables.
+        sweep: run step 2 for every batch, not only when a change moved or removed a row:
+            rows that drift put in a table the versions row does not name go too (repairs).
+    """
+
+    def __init__(self, tables: MappedTables, *, sweep: bool = False) -> None:
+        self.tables = tables
+        self.sweep = sweep
+        self.mapping = tables.mapping
+        self.stage = RoutedStage(tables)
+        self.targets = [LiveWriter(r) for r in tables.routes]
+        self._key = list(self.mapping.key)
+        self._floor = floor_of(self.mapping.target_table)
+        self._index = {t.live.name: i for i, t in enumerate(self.targets)}
+        self._arbiter = self.arbiter(self.stage.table)
+        self._delete = self._sweep(self.stage.table) if sweep else self._gone()
+        logged = any(r.changes is not None for r in tables.routes)
+        self.log = RoutedLog(tables) if logged else None
+
+    def _upserts(self, source: sa.FromClause, won: sa.CTE) -> list[sa.CTE]:
+        """Per route, its won keys' rows upserted into its table."""
+        s = source
+        out = []
+        for i, target in enumerate(self.targets):
+            columns = self.stage.columns[i]
+            name = target.live.name
+            values = [target.staged(s.c[columns[n]], n) for n in target.columns]
+            values += [s.c[n] for n in VERSION_COLUMNS]
+            rows = (
+                sa.select(*values)
+                .select_from(s.join(won, key_match(s, won, self._key)))
+                .where(won.c._ddbcdc_route == name)
+            )
+            out.append(target.upsert(rows, f"upserted_{i}"))
+        return out
+
+    def arbiter(self, source: sa.FromClause) -> sa.Select[Any]:
+        """Step 1 over ``source`` (the stage): (deleted, upserted, refused ids, then the
+        keys won whose live row leaves a route: the route, then each key column, arrays)."""
+        s, ver = source, self.tables.versions
+        won = claim(s, ver, self._key, self._floor, routed=True)
+        upserts = self._upserts(s, won)
+        refused = sa.select(sa.func.array_agg(s.c._ddbcdc_event_id)).where(
+            refused_where(ver, s, self._key, self._floor)
+        )
+        count = sa.func.count()
+        deleted = sa.select(count).select_from(won).where(won.c._ddbcdc_deleted)
+        prev = won.c._ddbcdc_prev_route
+        leaving = [prev.is_not(None), prev.is_distinct_from(won.c._ddbcdc_route)]
+        left = [
+            sa.select(sa.func.array_agg(column)).where(*leaving).scalar_subquery()
+            for column in (prev, *[won.c[k] for k in self._key])
+        ]
+        upserted = sum(
+            (sa.select(count).select_from(u).scalar_subquery() for u in upserts), sa.literal(0)
+        )
+        return sa.select(
+            deleted.scalar_subquery().label("deleted"),
+            upserted.label("upserted"),
+            refused.scalar_subquery().label("refused"),
+            *left,
+        )
+
+    def _gone(self) -> sa.Select[Any]:
+        """Step 2: from every route's table, the rows of the keys given (per route, its key
+        columns as arrays: ``r<i>_<column>``)."""
+        parts = []
+        for i, target in enumerate(self.targets):
+            live = target.live
+            arrays = [
+                sa.cast(sa.bindparam(f"r{i}_{k}"), pg.ARRAY(live.c[k].type)) for k in target.key
+            ]
+            given = sa.func.unnest(*arrays).table_valued(*target.key).render_derived()
+            gone = target.delete(*[live.c[k] == given.c[k] for k in target.key])
+            parts.append(gone.returning(sa.literal(1)).cte(f"deleted_{i}"))
+        return _total(parts)
+
+    def _sweep(self, source: sa.FromClause) -> sa.Select[Any]:
+        """Step 2 of a sweep: every route's rows of the batch's keys whose versions row names
+        another route now (or none)."""
+        s, ver = source, self.tables.versions
+        parts = []
+        for i, target in enumerate(self.targets):
+            columns, name, live = self.stage.columns[i], target.live.name, target.live
+            gone = target.delete(
+                *[live.c[k] == s.c[columns[k]] for k in target.key],
+                key_match(ver, s, self._key),
+                ver.c._ddbcdc_route.is_distinct_from(name),
+                sa.or_(s.c._ddbcdc_op == "REMOVE", s.c._ddbcdc_route.is_distinct_from(name)),
+            )
+            parts.append(gone.returning(sa.literal(1)).cte(f"deleted_{i}"))
+        return _total(parts)
+
+    def _leaving(
+        self, newest: Sequence[CleanChange], routes: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> dict[str, list[Any]]:
+        """The parameters of :meth:`_gone`: each leaving key's key in the route it leaves
+        (the change carries it)."""
+        by_key = {c.key: c for c in newest}
+        found: list[list[tuple[Any, ...]]] = [[] for _ in self.targets]
+        for route, key in zip(routes, zip(*keys, strict=True), strict=True):
+            index = self._index.get(route)
+            if index is None:  # a route since removed: its table is gone
+                continue
+            there = by_key[key].route_keys[index]
+            assert there is not None  # the item was written there by these templates
+            found[index].append(there)
+        params: dict[str, list[Any]] = {}
+        for i, target in enumerate(self.targets):
+            columns = list(zip(*found[i], strict=True)) or [()] * len(target.key)
+            params.update({f"r{i}_{k}": list(c) for k, c in zip(target.key, columns, strict=True)})
+        return params
+
+    @property
+    def logged(self) -> bool:
+        """Whether a route keeps a change log."""
+        return self.log is not None
+
+    def run(
+        self,
+        conn: sa.Connection,
+        logged: Sequence[CleanChange],
+        newest: Sequence[CleanChange],
+        *,
+        rows: Sequence[StageRow] | None = None,
+        log_rows: Sequence[LogRow] | None = None,
+    ) -> Outcome:
+        """Stage and apply, as :meth:`ddbcdc.materialize.writer.TableWriter.run` does."""
+        outcome = Outcome()
+        if newest:
+            self.stage.ensure(conn)
+            self.stage.copy(conn, rows if rows is not None else self.stage.rows(newest))
+            deleted, upserted, refused, routes, *keys = conn.execute(self._arbiter).one()
+            outcome = Outcome(upserted, deleted, list(refused or ()))
+            if self.sweep:
+                conn.execute(self._delete)
+            elif routes:
+                conn.execute(self._delete, self._leaving(newest, routes, keys))
+        if self.log is not None and logged:
+            if log_rows is None:
+                log_rows = self.log.rows(logged)
+            if outcome.refused:
+                refused_ids = set(outcome.refused)
+                held = {c.key for c in newest if c.event_id in refused_ids}
+                log_rows = [r for c, r in zip(logged, log_rows, strict=True) if c.key not in held]
+            self.log.write(conn, log_rows)
+        return outcome
