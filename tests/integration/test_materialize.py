@@ -20,8 +20,9 @@ from ddbcdc.decode.attributes import marshal
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.local.postgres import free_port
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
+from ddbcdc.schema.bookkeeping import shard_progress
 from ddbcdc.schema.mapping import load_mappings
-from ddbcdc.schema.tables import mapped_tables, shard_progress
+from ddbcdc.schema.tables import mapped_tables
 
 SHIPPED = load_mappings(Path(__file__).resolve().parents[2] / "schemas" / "tables")
 TABLES = mapped_tables(SHIPPED)["customers"]

@@ -26,8 +26,9 @@ from ddbcdc.materialize import REFUSED_BELOW_FLOOR
 from ddbcdc.materialize.progress import register_shards
 from ddbcdc.materialize.prune import hold, release
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
+from ddbcdc.schema.bookkeeping import shard_progress, stream_time
 from ddbcdc.schema.mapping import load_mappings
-from ddbcdc.schema.tables import mapped_tables, shard_progress, stream_time
+from ddbcdc.schema.tables import mapped_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS_DIR = ROOT / "schemas" / "tables"

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from ddbcdc.cli import main
 from ddbcdc.migrate.run import upgrade
 from ddbcdc.pipeline import Pipeline, ShardPosition, SourceRecord
+from ddbcdc.schema.bookkeeping import mapping_versions
 from ddbcdc.schema.mapping import load_mappings, mapping_digest, mapping_document
-from ddbcdc.schema.tables import mapping_versions
 from ddbcdc.worker.liveness import ProgressTouch
 from shop_records import image, record, shop_mapping
 

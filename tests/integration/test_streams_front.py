@@ -18,8 +18,8 @@ from ddbcdc.aws import clients as aws
 from ddbcdc.aws.errors import AwsError, AwsNotFoundError
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.local.streams_front import StreamsFront, serve
+from ddbcdc.schema.bookkeeping import shard_progress
 from ddbcdc.schema.mapping import load_mappings
-from ddbcdc.schema.tables import shard_progress
 from ddbcdc.worker.shards import ShardRegistry, dynamodb_open_shards
 
 

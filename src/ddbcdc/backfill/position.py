@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from ddbcdc.aws.streams import Stream
 from ddbcdc.backfill.records import now_us
 from ddbcdc.decode.record import TimestampUnit
-from ddbcdc.schema.tables import shard_progress
+from ddbcdc.schema.bookkeeping import shard_progress
 
 __all__ = ["WorkerWatch"]
 

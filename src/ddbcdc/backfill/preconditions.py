@@ -41,7 +41,7 @@ from ddbcdc.aws.provision import is_local
 from ddbcdc.aws.streams import Stream
 from ddbcdc.aws.wiring import LOCAL_DESTINATION_TAG
 from ddbcdc.backfill.records import format_us, now_us
-from ddbcdc.schema.tables import shard_progress
+from ddbcdc.schema.bookkeeping import shard_progress
 from ddbcdc.settings import Settings
 
 __all__ = ["Finding", "check_backfill", "report", "retention_hours"]

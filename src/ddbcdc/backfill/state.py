@@ -22,7 +22,7 @@ from ddbcdc.backfill.records import format_us
 from ddbcdc.db import describe, sqlstate
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.materialize.prune import hold, release
-from ddbcdc.schema.tables import prune_state, snapshot_segments, snapshots
+from ddbcdc.schema.bookkeeping import prune_state, snapshot_segments, snapshots
 
 __all__ = [
     "BelowFloorError",

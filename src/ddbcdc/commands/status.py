@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     failing."""
     from ddbcdc.backfill.state import recent_runs
     from ddbcdc.migrate.routes import unmatched_items
-    from ddbcdc.schema.tables import shard_failures, shard_progress
+    from ddbcdc.schema.bookkeeping import shard_failures, shard_progress
 
     settings = Settings()
     engine = create_engine(settings.require_database_url())
@@ -166,7 +166,7 @@ def _freshness(conn: sa.Connection, application: str | None) -> list[dict[str, A
     """Per target table: the newest change committed (over every shard) and when."""
     from sqlalchemy.dialects.postgresql import distinct_on
 
-    from ddbcdc.schema.tables import table_progress as t
+    from ddbcdc.schema.bookkeeping import table_progress as t
 
     query = (
         sa.select(t.c.target_table, t.c.newest_change_us, t.c.committed_at)
@@ -203,7 +203,7 @@ def _print_unmatched(found: list[dict[str, Any]]) -> None:
 
 
 def _pruning(conn: sa.Connection) -> dict[str, Any]:
-    from ddbcdc.schema.tables import prune_holds, prune_state
+    from ddbcdc.schema.bookkeeping import prune_holds, prune_state
 
     floors = [
         {

@@ -46,8 +46,8 @@ from ddbcdc.load.writer import LoadSummary, run_load
 from ddbcdc.local.stack import LocalStack
 from ddbcdc.migrate.run import upgrade
 from ddbcdc.resources import shipped_mappings_dir, single_table_mappings_dir
+from ddbcdc.schema.bookkeeping import dead_letters, shard_progress
 from ddbcdc.schema.mapping import TableMapping, load_mappings
-from ddbcdc.schema.tables import dead_letters, shard_progress
 from ddbcdc.settings import Settings
 from ddbcdc.verify.compare import Comparison, compare
 

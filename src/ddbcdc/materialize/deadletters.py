@@ -27,7 +27,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from ddbcdc.errors import CleanseError, PoisonRecordError
-from ddbcdc.schema.tables import dead_letters
+from ddbcdc.schema.bookkeeping import dead_letters
 
 log = logging.getLogger(__name__)
 

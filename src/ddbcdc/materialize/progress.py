@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from ddbcdc.schema.tables import shard_failures, shard_progress, stream_time, table_progress
+from ddbcdc.schema.bookkeeping import shard_failures, shard_progress, stream_time, table_progress
 
 __all__ = [
     "ShardPosition",

@@ -41,7 +41,8 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.db import sqlstate
 from ddbcdc.materialize.streamtime import stream_times
-from ddbcdc.schema.tables import MappedTables, dead_letters, prune_holds, prune_state
+from ddbcdc.schema.bookkeeping import dead_letters, prune_holds, prune_state
+from ddbcdc.schema.tables import MappedTables
 
 __all__ = [
     "Cutoff",

@@ -28,7 +28,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from ddbcdc.schema.tables import shard_progress, stream_time
+from ddbcdc.schema.bookkeeping import shard_progress, stream_time
 
 __all__ = ["StreamTime", "stream_times"]
 

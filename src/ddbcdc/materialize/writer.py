@@ -48,7 +48,8 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.materialize.changelog import ChangeLog, LogRow
 from ddbcdc.materialize.staging import StageRow, StageTable
-from ddbcdc.schema.tables import DELETED_AT, VERSION_COLUMNS, MappedTables, prune_state
+from ddbcdc.schema.bookkeeping import prune_state
+from ddbcdc.schema.tables import DELETED_AT, VERSION_COLUMNS, MappedTables
 
 __all__ = [
     "LiveWriter",

@@ -31,8 +31,9 @@ from ddbcdc.db import classify, describe, is_database_error
 from ddbcdc.decode.attributes import marshal, unmarshal
 from ddbcdc.decode.itemjson import decode_attributes, encode_attributes
 from ddbcdc.materialize.deadletters import DeadLetter, write_dead_letters
+from ddbcdc.schema.bookkeeping import dead_letters
 from ddbcdc.schema.mapping import ColumnMapping, TableMapping
-from ddbcdc.schema.tables import MappedTables, dead_letters, mapped_tables
+from ddbcdc.schema.tables import MappedTables, mapped_tables
 
 __all__ = ["BackfillReport", "Filler"]
 

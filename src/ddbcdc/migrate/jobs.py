@@ -33,8 +33,8 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.db import RefusedError, run_transaction
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.migrate.fill import BackfillReport, Filler
+from ddbcdc.schema.bookkeeping import backfills
 from ddbcdc.schema.mapping import TableMapping
-from ddbcdc.schema.tables import backfills
 
 __all__ = ["job_row", "run_backfill", "run_batch", "schedule_backfill"]
 

@@ -32,8 +32,9 @@ from ddbcdc.errors import CleanseError
 from ddbcdc.materialize.deadletters import DeadLetter, write_dead_letters
 from ddbcdc.migrate.fill import BackfillReport
 from ddbcdc.migrate.jobs import job_row, run_batch
+from ddbcdc.schema.bookkeeping import backfills
 from ddbcdc.schema.mapping import TableMapping
-from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables, backfills, mapped_tables
+from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables, mapped_tables
 
 __all__ = ["RouteMover", "run_route_fill"]
 

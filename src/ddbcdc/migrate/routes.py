@@ -24,8 +24,8 @@ import sqlalchemy as sa
 
 from ddbcdc.cleanse.routes import NO_ROUTE
 from ddbcdc.errors import ConfigurationError
+from ddbcdc.schema.bookkeeping import dead_letters, mapping_versions
 from ddbcdc.schema.mapping import TableMapping, mapping_document
-from ddbcdc.schema.tables import dead_letters, mapping_versions
 
 __all__ = ["RouteChanges", "route_changes", "unmatched_items"]
 

@@ -32,13 +32,13 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.db import describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError, MappingChangedError
 from ddbcdc.materialize.prune import lock_key
+from ddbcdc.schema.bookkeeping import mapping_versions
 from ddbcdc.schema.mapping import (
     TableMapping,
     mapping_differences,
     mapping_digest,
     mapping_document,
 )
-from ddbcdc.schema.tables import mapping_versions
 
 __all__ = [
     "Fence",
