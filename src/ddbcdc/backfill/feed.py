@@ -118,18 +118,25 @@ def feed(
             return None
         return batch, pipeline.prepare(batch.records, cleansed=batch.cleansed)
 
-    with (
-        short_switch_interval(),
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-backfill") as pool,
-    ):
-        pending = pool.submit(prepare)
-        while True:
-            ready = pending.result()
-            if ready is None:
-                return total
+    try:
+        with (
+            short_switch_interval(),
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddbcdc-backfill") as pool,
+        ):
             pending = pool.submit(prepare)
-            batch, prepared = ready
-            result = pipeline.apply(prepared, also=batch.also)
-            total.add(result)
-            if on_batch is not None:
-                on_batch(batch, result)
+            while True:
+                ready = pending.result()
+                if ready is None:
+                    return total
+                pending = pool.submit(prepare)
+                batch, prepared = ready
+                result = pipeline.apply(prepared, also=batch.also)
+                total.add(result)
+                if on_batch is not None:
+                    on_batch(batch, result)
+    finally:
+        # On a failed batch, the source (a scan holding its connection, an open export file)
+        # is released now, once the reading thread is done, not whenever it is collected.
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
