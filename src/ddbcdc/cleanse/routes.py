@@ -14,7 +14,8 @@ A REMOVE has no row. Its route is known here only when its record says it: its O
 a key that the first route whose templates match takes without an entity attribute; else
 PostgreSQL's versions row knows where the item lives (:mod:`ddbcdc.materialize.routed`). Every
 change carries its key in every route whose templates match (``route_keys``): the live row
-that a REMOVE or an entity change takes away is in one of them.
+that a REMOVE or an entity change takes away is in one of them. Each route's key is matched
+only when first asked for: most changes need the key of their own route only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, overload
 
 from ddbcdc.cleanse import (
     CleanChange,
@@ -40,7 +41,7 @@ from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
 from ddbcdc.schema.model import ColumnMapping, Route, TableMapping, Template
 
-__all__ = ["NO_ROUTE", "RoutedCleanser", "cleanser_for"]
+__all__ = ["NO_ROUTE", "RouteKeys", "RoutedCleanser", "cleanser_for"]
 
 #: Why an item is poison when no route matches it and the mapping has no catch-all.
 NO_ROUTE = "no route matches the item (the mapping's unmatched target is off)"
@@ -147,32 +148,67 @@ class _RouteKeys:
             reorder = order if list(order) != list(range(len(order))) else None
             self._plans.append((tuple(i for _, i, _ in entries), reorder))
 
-    def of(
-        self, keys: Mapping[str, Any], source_key: Sequence[Any]
-    ) -> tuple[tuple[Any, ...] | None, ...]:
-        """Per route, the item's key there (None where the templates do not match)."""
+    def key(self, route: int, keys: Mapping[str, Any], found: list[Any]) -> tuple[Any, ...] | None:
+        """The item's key in route ``route`` (None where its templates do not match);
+        ``found``: per template, its match so far (``_UNSET``: not tried yet)."""
+        indexes, reorder = self._plans[route]
+        values: list[Any] = []
+        for index in indexes:
+            got = found[index]
+            if got is _UNSET:
+                got = found[index] = self._matchers[index].match(keys)
+            if got is None:
+                return None
+            values += got
+        if reorder is None:
+            return tuple(values)
+        return tuple(values[i] for i in reorder)
+
+    def of(self, keys: Mapping[str, Any], source_key: Sequence[Any]) -> RouteKeys:
+        """Per route, the item's key there, each matched when first asked for."""
         found: list[Any] = [_UNSET] * len(self._matchers)
         for index, position in self._seeded:
             found[index] = (source_key[position],)
-        matchers = self._matchers
-        out: list[tuple[Any, ...] | None] = []
-        for indexes, reorder in self._plans:
-            values: list[Any] = []
-            for index in indexes:
-                got = found[index]
-                if got is _UNSET:
-                    got = found[index] = matchers[index].match(keys)
-                if got is None:
-                    values = None  # type: ignore[assignment]
-                    break
-                values += got
-            if values is None:
-                out.append(None)
-            elif reorder is None:
-                out.append(tuple(values))
-            else:
-                out.append(tuple(values[i] for i in reorder))
-        return tuple(out)
+        return RouteKeys(self, keys, found)
+
+
+class RouteKeys(Sequence[tuple[Any, ...] | None]):
+    """An item's key in each route (None where the route's templates do not match), each
+    route's found when first asked for: most changes need only the key of their own route."""
+
+    __slots__ = ("_found", "_keys", "_of", "_routes")
+
+    def __init__(self, of: _RouteKeys, keys: Mapping[str, Any], found: list[Any]) -> None:
+        self._of, self._keys, self._found = of, keys, found
+        self._routes: list[Any] = [_UNSET] * len(of._plans)
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Any, ...] | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[tuple[Any, ...] | None, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(len(self))[index])
+        got = self._routes[index]
+        if got is _UNSET:
+            got = self._routes[index] = self._of.key(index, self._keys, self._found)
+        return got
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RouteKeys | tuple | list):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"RouteKeys({tuple(self)!r})"
 
 
 def _text(value: Any) -> str:
@@ -277,7 +313,7 @@ class RoutedCleanser:
 
     def route_keys(
         self, keys: Mapping[str, Any], source_key: Sequence[Any] | None = None
-    ) -> tuple[tuple[Any, ...] | None, ...]:
+    ) -> RouteKeys:
         """The item's key in each route (None where the templates do not match);
         ``source_key``: the DynamoDB key as the versions row's key, when known.
 
@@ -288,13 +324,11 @@ class RoutedCleanser:
             source_key = tuple(coerce(keys[name]) for coerce, name in self._key_coercers)
         return self._keys.of(keys, source_key)
 
-    def _named_route(
-        self, record: ChangeRecord, route_keys: tuple[tuple[Any, ...] | None, ...]
-    ) -> str | None:
+    def _named_route(self, record: ChangeRecord, route_keys: RouteKeys) -> str | None:
         """The route of a REMOVE when its record names it."""
         image = record.old_image
-        for rows, key in zip(self._routes, route_keys, strict=True):
-            if key is None:
+        for index, rows in enumerate(self._routes):
+            if route_keys[index] is None:
                 continue
             if image is not None:
                 if rows.takes(image):
@@ -326,8 +360,11 @@ class RoutedCleanser:
         image = record.new_image
         if image is None:
             raise missing_image(record)
-        for rows, key in zip(self._routes, route_keys, strict=True):
-            if key is not None and rows.takes(image):
+        for index, rows in enumerate(self._routes):
+            if not rows.takes(image):
+                continue
+            key = route_keys[index]
+            if key is not None:
                 row = rows.row(record, image, key)
                 return CleanChange(
                     self.mapping, record.event_id, record.event_name, source_key, row, version,
