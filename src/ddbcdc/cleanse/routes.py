@@ -109,7 +109,10 @@ class _Matcher:
             found = self._regex.fullmatch(value)
             if found is None:
                 return None
-            return tuple(c(text) for c, text in zip(self._converters, found.groups(), strict=True))
+            converters = self._converters
+            if len(converters) == 1:
+                return (converters[0](found[1]),)
+            return tuple(c(text) for c, text in zip(converters, found.groups(), strict=True))
         except ValueError:
             return None
 
@@ -125,7 +128,7 @@ class _RouteKeys:
         source = {c.source: (i, c.type) for i, c in enumerate(mapping.key_columns)}
         unique: dict[tuple[Any, ...], int] = {}
         self._matchers: list[_Matcher] = []
-        self._seeded: list[tuple[int, int]] = []  # (matcher, position in the DynamoDB key)
+        self._seeds: list[int | None] = []  # per matcher, its position in the DynamoDB key
         self._plans: list[tuple[tuple[int, ...], tuple[int, ...] | None]] = []
         for route in mapping.routes:
             by_name = {c.name: c for c in route.mapping.columns}
@@ -138,8 +141,8 @@ class _RouteKeys:
                     matcher = _Matcher(template, by_name)
                     self._matchers.append(matcher)
                     position, type_ = source[template.attribute]
-                    if template.whole and types == (type_,):
-                        self._seeded.append((unique[ident], position))
+                    seeded = template.whole and types == (type_,)
+                    self._seeds.append(position if seeded else None)
                 index = unique[ident]
                 entries.append((self._matchers[index].cost, index, template.placeholders))
             entries.sort(key=lambda e: e[0])
@@ -147,43 +150,62 @@ class _RouteKeys:
             order = tuple(names.index(k) for k in route.mapping.key)
             reorder = order if list(order) != list(range(len(order))) else None
             self._plans.append((tuple(i for _, i, _ in entries), reorder))
+        #: Every route's key, none found yet.
+        self.unset: tuple[Any, ...] = (_UNSET,) * len(self._plans)
 
-    def key(self, route: int, keys: Mapping[str, Any], found: list[Any]) -> tuple[Any, ...] | None:
-        """The item's key in route ``route`` (None where its templates do not match);
-        ``found``: per template, its match so far (``_UNSET``: not tried yet)."""
+    def key(
+        self, route: int, keys: Mapping[str, Any], source_key: Sequence[Any]
+    ) -> tuple[Any, ...] | None:
+        """The item's key in route ``route`` (None where its templates do not match)."""
         indexes, reorder = self._plans[route]
         values: list[Any] = []
         for index in indexes:
-            got = found[index]
-            if got is _UNSET:
-                got = found[index] = self._matchers[index].match(keys)
-            if got is None:
-                return None
-            values += got
+            position = self._seeds[index]
+            if position is None:
+                got = self._matchers[index].match(keys)
+                if got is None:
+                    return None
+                values += got
+            else:
+                values.append(source_key[position])
         if reorder is None:
             return tuple(values)
         return tuple(values[i] for i in reorder)
 
-    def of(self, keys: Mapping[str, Any], source_key: Sequence[Any]) -> RouteKeys:
-        """Per route, the item's key there, each matched when first asked for."""
-        found: list[Any] = [_UNSET] * len(self._matchers)
-        for index, position in self._seeded:
-            found[index] = (source_key[position],)
-        return RouteKeys(self, keys, found)
+    def of(
+        self,
+        keys: Mapping[str, Any],
+        source_key: tuple[Any, ...],
+        known: tuple[int, tuple[Any, ...]] | None = None,
+    ) -> RouteKeys:
+        """Per route, the item's key there, each matched when first asked for; ``known``:
+        (a route, the item's key there), found already."""
+        found = self.unset
+        if known is not None:
+            index, key = known
+            found = (*found[:index], key, *found[index + 1 :])
+        return RouteKeys(self, keys, source_key, found)
 
 
 class RouteKeys(Sequence[tuple[Any, ...] | None]):
     """An item's key in each route (None where the route's templates do not match), each
-    route's found when first asked for: most changes need only the key of their own route."""
+    route's found when first asked for: most changes need only the key of their own route.
+    One small object per change, its keys kept in a tuple (what the garbage collector
+    passes over)."""
 
-    __slots__ = ("_found", "_keys", "_of", "_routes")
+    __slots__ = ("_found", "_keys", "_of", "_source")
 
-    def __init__(self, of: _RouteKeys, keys: Mapping[str, Any], found: list[Any]) -> None:
-        self._of, self._keys, self._found = of, keys, found
-        self._routes: list[Any] = [_UNSET] * len(of._plans)
+    def __init__(
+        self,
+        of: _RouteKeys,
+        keys: Mapping[str, Any],
+        source: tuple[Any, ...],
+        found: tuple[Any, ...],
+    ) -> None:
+        self._of, self._keys, self._source, self._found = of, keys, source, found
 
     def __len__(self) -> int:
-        return len(self._routes)
+        return len(self._found)
 
     @overload
     def __getitem__(self, index: int) -> tuple[Any, ...] | None: ...
@@ -194,9 +216,11 @@ class RouteKeys(Sequence[tuple[Any, ...] | None]):
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return tuple(self[i] for i in range(len(self))[index])
-        got = self._routes[index]
+        got = self._found[index]
         if got is _UNSET:
-            got = self._routes[index] = self._of.key(index, self._keys, self._found)
+            got = self._of.key(index, self._keys, self._source)
+            found = self._found
+            self._found = (*found[:index], got, *found[index + 1 :])
         return got
 
     def __eq__(self, other: object) -> bool:
@@ -322,7 +346,7 @@ class RoutedCleanser:
         """
         if source_key is None:
             source_key = tuple(coerce(keys[name]) for coerce, name in self._key_coercers)
-        return self._keys.of(keys, source_key)
+        return self._keys.of(keys, tuple(source_key))
 
     def _named_route(self, record: ChangeRecord, route_keys: RouteKeys) -> str | None:
         """The route of a REMOVE when its record names it."""
@@ -348,10 +372,11 @@ class RoutedCleanser:
                 route's column, or (with no catch-all) an item no route takes.
         """
         source_key = self._source.key_of(record)
-        route_keys = self._keys.of(record.keys, source_key)
+        keys = record.keys
         version, seq = version_of(record)
         us = record.approximate_creation_us
         if record.event_name == "REMOVE":
+            route_keys = self._keys.of(keys, source_key)
             route = self._named_route(record, route_keys)
             return CleanChange(
                 self.mapping, record.event_id, "REMOVE", source_key, None, version, us, seq,
@@ -363,9 +388,10 @@ class RoutedCleanser:
         for index, rows in enumerate(self._routes):
             if not rows.takes(image):
                 continue
-            key = route_keys[index]
+            key = self._keys.key(index, keys, source_key)
             if key is not None:
                 row = rows.row(record, image, key)
+                route_keys = self._keys.of(keys, source_key, (index, key))
                 return CleanChange(
                     self.mapping, record.event_id, record.event_name, source_key, row, version,
                     us, seq, route=rows.target, route_keys=route_keys,
