@@ -5,8 +5,8 @@ a plain mapping's key does, and each route's key templates are matched against t
 (:mod:`ddbcdc.cleanse.route_keys`): the route's **key** is its placeholders' values, each
 converted exactly, or the item has no key in that route. An INSERT or MODIFY goes to the
 first route whose templates match and whose entity attributes the NewImage has; its row there
-is the route's columns from the NewImage plus the key. The catch-all route (the DynamoDB key, the whole
-item) matches every item; without one, an item no route takes is poison.
+is the route's columns from the NewImage plus the key. The catch-all route (the DynamoDB key,
+the whole item) matches every item; without one, an item no route takes is poison.
 
 A REMOVE has no row. Its route is known here only when its record says it: its OldImage, or
 a key that the first route whose templates match takes without an entity attribute; else
