@@ -111,6 +111,23 @@ def test_a_stale_entity_change_moves_nothing(engine: sa.Engine) -> None:
     assert versions == {ORDER: "shop_orders"}
 
 
+def test_a_sweep_deletes_a_drifted_row_from_a_route_the_versions_row_does_not_name(
+    engine: sa.Engine,
+) -> None:
+    clear(engine)
+    process(
+        Pipeline(engine=engine, mappings=[SHOP]),
+        record("INSERT", ORDER, US, eid="a", item=image(ORDER, "cart", "c")),
+    )
+    with engine.begin() as conn:  # the versions row lost track of the live row: drift
+        conn.execute(sa.text("UPDATE ddbcdc_versions__shop SET _ddbcdc_route = NULL"))
+    swept = Pipeline(engine=engine, mappings=[SHOP], sweep=True)
+    process(swept, record("MODIFY", ORDER, US + 1, eid="b", item=image(ORDER, "order", "o")))
+    tables, versions, _ = state(engine)
+    assert tables["shop_unmatched"] == {} and tables["shop_orders"] == {ORDER_ROW: "o"}
+    assert versions == {ORDER: "shop_orders"}
+
+
 # -- the property: any permutation, duplication and batch split converges ------------------
 
 

@@ -40,7 +40,7 @@ image would.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
@@ -108,7 +108,7 @@ class CleanChange(NamedTuple):
     cause: Cause | None = None
     image: dict[str, Any] | None = None
     route: str | None = None
-    route_keys: tuple[tuple[Any, ...] | None, ...] = ()
+    route_keys: Sequence[tuple[Any, ...] | None] = ()
 
 
 def cause_of(record: ChangeRecord) -> Cause:

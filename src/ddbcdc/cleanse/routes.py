@@ -1,26 +1,23 @@
 """Changes of a routed mapping -> the route that takes each item, and its row there. Pure.
 
 For every change, its **source key** (the DynamoDB key, the versions row's key) converts as
-a plain mapping's key does, and each route's key templates are matched against the Keys:
-the route's **key** is its placeholders' values, each converted exactly (an integer
-placeholder takes only a canonical integer, ``CUSTOMER#007`` is not ``customer_id = 7``; a
-date only ``YYYY-MM-DD``; a template that is one placeholder converts as a key column does),
-or the item has no key in that route. An INSERT or MODIFY goes to the first route whose
-templates match and whose entity attributes the NewImage has; its row there is the route's
-columns from the NewImage plus the key. The catch-all route (the DynamoDB key, the whole
-item) matches every item; without one, an item no route takes is poison.
+a plain mapping's key does, and each route's key templates are matched against the Keys
+(:mod:`ddbcdc.cleanse.route_keys`): the route's **key** is its placeholders' values, each
+converted exactly, or the item has no key in that route. An INSERT or MODIFY goes to the
+first route whose templates match and whose entity attributes the NewImage has; its row there
+is the route's columns from the NewImage plus the key. The catch-all route (the DynamoDB key,
+the whole item) matches every item; without one, an item no route takes is poison.
 
 A REMOVE has no row. Its route is known here only when its record says it: its OldImage, or
 a key that the first route whose templates match takes without an entity attribute; else
 PostgreSQL's versions row knows where the item lives (:mod:`ddbcdc.materialize.routed`). Every
 change carries its key in every route whose templates match (``route_keys``): the live row
-that a REMOVE or an entity change takes away is in one of them.
+that a REMOVE or an entity change takes away is in one of them, found when asked for.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -33,146 +30,18 @@ from ddbcdc.cleanse import (
     validate,
     version_of,
 )
-from ddbcdc.cleanse.coerce import INT_BITS, key_coercer
+from ddbcdc.cleanse.coerce import key_coercer
 from ddbcdc.cleanse.kept import Keeper
+from ddbcdc.cleanse.route_keys import KeyTemplates, RouteKeys
 from ddbcdc.cleanse.rowfn import compile_row
 from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
-from ddbcdc.schema.model import ColumnMapping, Route, TableMapping, Template
+from ddbcdc.schema.model import Route, TableMapping
 
 __all__ = ["NO_ROUTE", "RoutedCleanser", "cleanser_for"]
 
 #: Why an item is poison when no route matches it and the mapping has no catch-all.
 NO_ROUTE = "no route matches the item (the mapping's unmatched target is off)"
-
-#: What a placeholder inside a string may look like, by type: its canonical text only.
-_PATTERNS = {
-    "bigint": r"0|-?[1-9][0-9]*",
-    "integer": r"0|-?[1-9][0-9]*",
-    "smallint": r"0|-?[1-9][0-9]*",
-    "date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
-    "text": r".*",
-}
-
-
-def _exact_text(column: ColumnMapping) -> Callable[[str], Any]:
-    """The value of a placeholder's text that its pattern already found canonical."""
-    if column.type in INT_BITS:
-        low, high = -(2 ** INT_BITS[column.type]), 2 ** INT_BITS[column.type] - 1
-
-        def integer(text: str) -> Any:
-            value = int(text)
-            if not low <= value <= high:
-                raise ValueError("out of range")
-            return value
-
-        return integer
-    if column.type == "date":
-        return date.fromisoformat
-    return key_coercer(column)  # text: what PostgreSQL can hold
-
-
-class _Matcher:
-    """One key template against the value of its key attribute."""
-
-    __slots__ = ("_converters", "_literal", "_prefix", "_regex", "attribute", "cost")
-
-    def __init__(self, template: Template, columns: Mapping[str, ColumnMapping]) -> None:
-        self.attribute = template.attribute
-        found = [columns[p] for p in template.placeholders]
-        self._literal = template.literals[0] if not found else None
-        self._prefix = template.literals[0]
-        self._regex: re.Pattern[str] | None = None
-        self._converters: tuple[Callable[[Any], Any], ...] = tuple(key_coercer(c) for c in found)
-        #: Cheapest first: a literal is one comparison, a whole attribute one conversion.
-        self.cost = 0 if not found else 1 if template.whole else 2
-        if found and not template.whole:
-            parts = [re.escape(template.literals[0])]
-            for column, literal in zip(found, template.literals[1:], strict=True):
-                parts += [f"({_PATTERNS[column.type]})", re.escape(literal)]
-            self._regex = re.compile("".join(parts), re.DOTALL)
-            self._converters = tuple(_exact_text(c) for c in found)
-
-    def match(self, keys: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The placeholders' values, or None when the key is not this template's."""
-        value = keys.get(self.attribute)
-        if value is None:
-            return None
-        if self._literal is not None:
-            return () if value == self._literal and type(value) is str else None
-        try:
-            if self._regex is None:  # the whole attribute: a key column's conversion
-                return (self._converters[0](value),)
-            if type(value) is not str or not value.startswith(self._prefix):
-                return None
-            found = self._regex.fullmatch(value)
-            if found is None:
-                return None
-            return tuple(c(text) for c, text in zip(self._converters, found.groups(), strict=True))
-        except ValueError:
-            return None
-
-
-_UNSET: Any = object()
-
-
-class _RouteKeys:
-    """Every route's key of one item: each distinct template matched once, the cheapest
-    first; a template that is the DynamoDB key's own column is that column's value."""
-
-    def __init__(self, mapping: TableMapping) -> None:
-        source = {c.source: (i, c.type) for i, c in enumerate(mapping.key_columns)}
-        unique: dict[tuple[Any, ...], int] = {}
-        self._matchers: list[_Matcher] = []
-        self._seeded: list[tuple[int, int]] = []  # (matcher, position in the DynamoDB key)
-        self._plans: list[tuple[tuple[int, ...], tuple[int, ...] | None]] = []
-        for route in mapping.routes:
-            by_name = {c.name: c for c in route.mapping.columns}
-            entries = []
-            for template in route.templates:
-                types = tuple(by_name[p].type for p in template.placeholders)
-                ident = (template.attribute, template.text, types)
-                if ident not in unique:
-                    unique[ident] = len(self._matchers)
-                    matcher = _Matcher(template, by_name)
-                    self._matchers.append(matcher)
-                    position, type_ = source[template.attribute]
-                    if template.whole and types == (type_,):
-                        self._seeded.append((unique[ident], position))
-                index = unique[ident]
-                entries.append((self._matchers[index].cost, index, template.placeholders))
-            entries.sort(key=lambda e: e[0])
-            names = [p for _, _, placeholders in entries for p in placeholders]
-            order = tuple(names.index(k) for k in route.mapping.key)
-            reorder = order if list(order) != list(range(len(order))) else None
-            self._plans.append((tuple(i for _, i, _ in entries), reorder))
-
-    def of(
-        self, keys: Mapping[str, Any], source_key: Sequence[Any]
-    ) -> tuple[tuple[Any, ...] | None, ...]:
-        """Per route, the item's key there (None where the templates do not match)."""
-        found: list[Any] = [_UNSET] * len(self._matchers)
-        for index, position in self._seeded:
-            found[index] = (source_key[position],)
-        matchers = self._matchers
-        out: list[tuple[Any, ...] | None] = []
-        for indexes, reorder in self._plans:
-            values: list[Any] = []
-            for index in indexes:
-                got = found[index]
-                if got is _UNSET:
-                    got = found[index] = matchers[index].match(keys)
-                if got is None:
-                    values = None  # type: ignore[assignment]
-                    break
-                values += got
-            if values is None:
-                out.append(None)
-            elif reorder is None:
-                out.append(tuple(values))
-            else:
-                out.append(tuple(values[i] for i in reorder))
-        return tuple(out)
 
 
 def _text(value: Any) -> str:
@@ -264,7 +133,7 @@ class RoutedCleanser:
         self._routes = tuple(_RouteRows(r, key_attributes) for r in mapping.routes)
         self._by_target = {r.target: r for r in self._routes}
         self._key_coercers = [(key_coercer(c), c.source) for c in mapping.key_columns]
-        self._keys = _RouteKeys(mapping)
+        self._keys = KeyTemplates(mapping)
         catch_all = mapping.catch_all
         #: The table of the items no other route takes (None: they are dead letters).
         self.unmatched = catch_all.target_table if catch_all is not None else None
@@ -277,7 +146,7 @@ class RoutedCleanser:
 
     def route_keys(
         self, keys: Mapping[str, Any], source_key: Sequence[Any] | None = None
-    ) -> tuple[tuple[Any, ...] | None, ...]:
+    ) -> RouteKeys:
         """The item's key in each route (None where the templates do not match);
         ``source_key``: the DynamoDB key as the versions row's key, when known.
 
@@ -286,15 +155,13 @@ class RoutedCleanser:
         """
         if source_key is None:
             source_key = tuple(coerce(keys[name]) for coerce, name in self._key_coercers)
-        return self._keys.of(keys, source_key)
+        return self._keys.of(keys, tuple(source_key))
 
-    def _named_route(
-        self, record: ChangeRecord, route_keys: tuple[tuple[Any, ...] | None, ...]
-    ) -> str | None:
+    def _named_route(self, record: ChangeRecord, route_keys: RouteKeys) -> str | None:
         """The route of a REMOVE when its record names it."""
         image = record.old_image
-        for rows, key in zip(self._routes, route_keys, strict=True):
-            if key is None:
+        for index, rows in enumerate(self._routes):
+            if route_keys[index] is None:
                 continue
             if image is not None:
                 if rows.takes(image):
@@ -314,10 +181,11 @@ class RoutedCleanser:
                 route's column, or (with no catch-all) an item no route takes.
         """
         source_key = self._source.key_of(record)
-        route_keys = self._keys.of(record.keys, source_key)
+        keys = record.keys
         version, seq = version_of(record)
         us = record.approximate_creation_us
         if record.event_name == "REMOVE":
+            route_keys = self._keys.of(keys, source_key)
             route = self._named_route(record, route_keys)
             return CleanChange(
                 self.mapping, record.event_id, "REMOVE", source_key, None, version, us, seq,
@@ -326,9 +194,13 @@ class RoutedCleanser:
         image = record.new_image
         if image is None:
             raise missing_image(record)
-        for rows, key in zip(self._routes, route_keys, strict=True):
-            if key is not None and rows.takes(image):
+        for index, rows in enumerate(self._routes):
+            if not rows.takes(image):
+                continue
+            key = self._keys.key(index, keys, source_key)
+            if key is not None:
                 row = rows.row(record, image, key)
+                route_keys = self._keys.of(keys, source_key, (index, key))
                 return CleanChange(
                     self.mapping, record.event_id, record.event_name, source_key, row, version,
                     us, seq, route=rows.target, route_keys=route_keys,

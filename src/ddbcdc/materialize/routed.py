@@ -6,8 +6,8 @@ The version rule is the plain one (:mod:`ddbcdc.materialize.writer`), per Dynamo
 that row also names the route holding the live row (``_ddbcdc_route``; NULL when none). The
 invariant: **a key's live row is in the table its versions row names, and in no other**.
 Per batch, after one COPY of the batch into one stage (per change: the DynamoDB key, the
-columns of every route, filled for its route and, where the key matches another route's
-templates, that route's key; the version, the op, the route):
+columns of every route, filled for its route and, for a sweep, where the key matches another
+route's templates, that route's key; the version, the op, the route):
 
 1. **arbitrate and upsert** (one statement): the newest change of each key claims its
    versions row as for a plain mapping, in key order, and also sets the route it goes to,
@@ -82,9 +82,12 @@ def _column(route: int, index: int) -> str:
 class RoutedStage:
     """The stage of a routed mapping: one row per key, every route's columns side by side."""
 
-    def __init__(self, tables: MappedTables) -> None:
+    def __init__(self, tables: MappedTables, *, every_key: bool = False) -> None:
         mapping = tables.mapping
         self._key = list(mapping.key)
+        #: Stage each change's key in every route that could hold it (a sweep's step 2
+        #: reads them), not only its row in its own route.
+        self.every_key = every_key
         columns = [
             sa.Column(c.name, stage_type(tables.versions.c[c.name].type))
             for c in mapping.key_columns
@@ -132,13 +135,15 @@ class RoutedStage:
         """Stage rows of the newest change of each key."""
         out: list[StageRow] = []
         offsets, keys, takes, routes = self._offsets, self._keys, self._takes, self._routes
+        every = self.every_key
         for change in newest:
             values: list[Any] = [None] * self._width
-            for i, key in enumerate(change.route_keys):
-                if key is not None:
-                    at = offsets[i]
-                    for position, value in zip(keys[i], key, strict=True):
-                        values[at + position] = value
+            if every:
+                for i, key in enumerate(change.route_keys):
+                    if key is not None:
+                        at = offsets[i]
+                        for position, value in zip(keys[i], key, strict=True):
+                            values[at + position] = value
             row, route = change.row, None
             if row is not None:
                 route = change.route
@@ -268,7 +273,7 @@ class RoutedWriter:
         self.tables = tables
         self.sweep = sweep
         self.mapping = tables.mapping
-        self.stage = RoutedStage(tables)
+        self.stage = RoutedStage(tables, every_key=sweep)
         self.targets = [LiveWriter(r) for r in tables.routes]
         self._key = list(self.mapping.key)
         self._floor = floor_of(self.mapping.target_table)
