@@ -61,6 +61,12 @@ class BackfillReport:
     finished: bool = False
     letters: list[DeadLetter] = field(default_factory=list, repr=False)
 
+    def add(self, batch: BackfillReport) -> None:
+        """Count ``batch`` (one batch of this run) in this run's totals."""
+        self.rows += batch.rows
+        self.filled += batch.filled
+        self.dead_lettered += batch.dead_lettered
+
 
 class Filler:
     """Fills some columns of one mapping's rows from a kept column.

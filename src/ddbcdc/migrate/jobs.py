@@ -36,7 +36,7 @@ from ddbcdc.migrate.fill import BackfillReport, Filler
 from ddbcdc.schema.bookkeeping import backfills
 from ddbcdc.schema.mapping import TableMapping
 
-__all__ = ["job_row", "run_backfill", "run_batch", "schedule_backfill"]
+__all__ = ["advance_job", "job_row", "run_backfill", "run_batch", "schedule_backfill"]
 
 T = TypeVar("T")
 
@@ -121,16 +121,25 @@ def _batch_in(conn: sa.Connection, filler: Filler, batch_size: int) -> tuple[Bac
     after = filler.decode_key(job.after_key) if job.after_key is not None else None
     rows = filler.lock(conn, after, batch_size)
     report = filler.fill(conn, rows)
+    after_key = filler.encode_key(filler.key_of(rows[-1]._mapping)) if rows else None
+    advance_job(conn, target, rows=report.rows, dead_lettered=report.dead_lettered, after=after_key)
+    return report, bool(rows)
+
+
+def advance_job(
+    conn: sa.Connection, target: str, *, rows: int, dead_lettered: int, after: str | None
+) -> None:
+    """Move the table's job row on by one batch (in the batch's transaction): its counts, and
+    the key the batch ended at (None: nothing was left, the job is finished)."""
     values: dict[str, Any] = {
-        "rows_done": backfills.c.rows_done + report.rows,
-        "dead_lettered": backfills.c.dead_lettered + report.dead_lettered,
+        "rows_done": backfills.c.rows_done + rows,
+        "dead_lettered": backfills.c.dead_lettered + dead_lettered,
     }
-    if rows:
-        values["after_key"] = filler.encode_key(filler.key_of(rows[-1]._mapping))
+    if after is not None:
+        values["after_key"] = after
     else:
         values["finished_at"] = sa.func.now()
     conn.execute(sa.update(backfills).where(backfills.c.target_table == target).values(values))
-    return report, bool(rows)
 
 
 def run_backfill(
@@ -167,9 +176,7 @@ def run_backfill(
     while max_batches is None or batches < max_batches:
         report, more = _batch(engine, filler, batch_size)
         batches += 1
-        total.rows += report.rows
-        total.filled += report.filled
-        total.dead_lettered += report.dead_lettered
+        total.add(report)
         if on_batch is not None:
             on_batch(report)
         if not more:

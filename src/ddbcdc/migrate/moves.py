@@ -31,8 +31,7 @@ from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
 from ddbcdc.materialize.deadletters import DeadLetter, write_dead_letters
 from ddbcdc.migrate.fill import BackfillReport
-from ddbcdc.migrate.jobs import job_row, run_batch
-from ddbcdc.schema.bookkeeping import backfills
+from ddbcdc.migrate.jobs import advance_job, job_row, run_batch
 from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables, mapped_tables
 
@@ -213,15 +212,8 @@ def _batch_in(
     keys = mover.next_keys(conn, after, batch_size)
     report = mover.move(conn, keys)
     write_dead_letters(conn, report.letters)
-    values: dict[str, Any] = {
-        "rows_done": backfills.c.rows_done + len(keys),
-        "dead_lettered": backfills.c.dead_lettered + report.dead_lettered,
-    }
-    if keys:
-        values["after_key"] = mover.encode_key(keys[-1])
-    else:
-        values["finished_at"] = sa.func.now()
-    conn.execute(sa.update(backfills).where(backfills.c.target_table == target).values(values))
+    after_key = mover.encode_key(keys[-1]) if keys else None
+    advance_job(conn, target, rows=len(keys), dead_lettered=report.dead_lettered, after=after_key)
     return report, bool(keys)
 
 
@@ -249,9 +241,7 @@ def run_route_fill(
     total = BackfillReport(mapping.target_table, list(mover.routes))
     while True:
         report, more = _batch(engine, mover, batch_size)
-        total.rows += report.rows
-        total.filled += report.filled
-        total.dead_lettered += report.dead_lettered
+        total.add(report)
         if on_batch is not None:
             on_batch(report)
         if not more:
