@@ -182,3 +182,31 @@ def test_observing_a_batch_at_once_equals_observing_each_value(values: list[floa
     assert got.pop(total) == pytest.approx(want.pop(total), rel=1e-12)  # summed exactly
     assert got == want
     assert got[("ddbcdc_worker_arrival_to_commit_seconds_count", "")] == len(values)
+
+
+def test_a_processor_that_is_creating_its_files_fails_no_read(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    written = subprocess.run(
+        [sys.executable, "-c", CALLED, "shardId-0", "2000", "idle", "exit"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert written.stdout.strip()
+    # A processor starting now: its files opened, not yet sized (named after a live process).
+    starting = os.getpid()
+    for name in (f"gauge_livemostrecent_{starting}.db", f"counter_{starting}.db"):
+        (tmp_path / name).touch()
+    assert processor_calls(tmp_path) == {
+        "shardId-0": ProcessorCalls(last_activity=2000.0, in_call=False)
+    }
+
+    def problems() -> list[str]:
+        return [shard for shard, calls in processor_calls(tmp_path).items() if calls.in_call]
+
+    server = MetricsServer(multiproc_dir=tmp_path, host="127.0.0.1", port=0, problems=problems)
+    try:
+        assert server.health() == (200, b"ok\n")
+        assert b'ddbcdc_worker_last_activity_timestamp_seconds{shard="shardId-0"} 2000.0' in (
+            server.render()
+        )
+    finally:
+        server.stop()

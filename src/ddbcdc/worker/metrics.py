@@ -7,7 +7,9 @@ inherits the environment) writes its values there, and ``ddbcdc worker`` serves 
 on ``/metrics`` next to a ``/healthz`` probe.
 
 A processor killed outright never marks itself dead, so the server drops the live gauges of
-processes that no longer exist before each read (:func:`prune_dead_processes`). The last
+processes that no longer exist before each read (:func:`prune_dead_processes`). A processor
+that is starting creates its files empty and sizes them a moment later; a read in between
+skips such a file (:func:`merged_samples`) instead of failing the probe. The last
 activity of a shard's processor is not a live gauge: it outlives the process, so a shard
 whose processor has just ended is not mistaken for one that never had one.
 
@@ -27,7 +29,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,6 +43,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ddbcdc.errors import ConfigurationError
@@ -52,6 +55,7 @@ __all__ = [
     "MetricsServer",
     "ProcessorMetrics",
     "mark_process_dead",
+    "merged_samples",
     "observe_many",
     "processor_calls",
     "prune_dead_processes",
@@ -250,14 +254,41 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
+# A file's first 8 bytes hold how much of it is used; a file shorter than that is one a
+# process has just created and not yet sized.
+_HEADER_BYTES = 8
+
+
+def merged_samples(multiproc_dir: Path) -> list[Metric]:
+    """Every process's values in ``multiproc_dir``, merged; files still being created skipped.
+
+    Processes that have gone without saying so are pruned first.
+    """
+    prune_dead_processes(multiproc_dir)
+    files = []
+    for path in sorted(multiproc_dir.glob("*.db")):
+        try:
+            if path.stat().st_size < _HEADER_BYTES:
+                continue
+        except FileNotFoundError:  # a dead process's live gauge, removed since the glob
+            continue
+        files.append(str(path))
+    return list(multiprocess.MultiProcessCollector.merge(files, accumulate=True))  # type: ignore[no-untyped-call]
+
+
+class _Merged(Collector):
+    def __init__(self, multiproc_dir: Path) -> None:
+        self.multiproc_dir = multiproc_dir
+
+    def collect(self) -> Iterator[Metric]:
+        yield from merged_samples(self.multiproc_dir)
+
+
 def processor_calls(multiproc_dir: Path) -> Mapping[str, ProcessorCalls]:
     """Per shard: the processors' last activity and whether one is in a call now."""
-    prune_dead_processes(multiproc_dir)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
     last: dict[str, float] = {}
     busy: dict[str, bool] = {}
-    for metric in registry.collect():
+    for metric in merged_samples(multiproc_dir):
         for sample in metric.samples:
             shard = sample.labels.get("shard")
             if shard is None:
@@ -322,9 +353,8 @@ class MetricsServer:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every processor's metrics."""
-        prune_dead_processes(self.multiproc_dir)
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=str(self.multiproc_dir))  # type: ignore[no-untyped-call]
+        registry.register(_Merged(self.multiproc_dir))
         for collector in self.collectors:
             registry.register(collector)
         return generate_latest(registry)
