@@ -87,9 +87,22 @@ def _template_lines(
     names[f"X{t}"] = re.compile("".join(parts), re.DOTALL).fullmatch
     prefix = template.literals[0]
     lines = [get, f"if type(v) is not str or not v.startswith({prefix!r}): return None"]
-    lines += [f"m = X{t}(v)", "if m is None: return None"]
+    matched = [f"m = X{t}(v)", "if m is None: return None"]
     for j, column in enumerate(found, 1):
-        lines += _captured(t, j, column, var[column.name], names)
+        matched += _captured(t, j, column, var[column.name], names)
+    if len(found) == 1 and found[0].type in INT_BITS and template.literals[1] == "":
+        # ``PREFIX{n}``: a canonical natural number after the prefix needs no pattern
+        n = var[found[0].name]
+        lines += [
+            f"t = v[{len(prefix)}:]",
+            "if t.isdigit() and t.isascii() and (t[0] != '0' or t == '0'):",
+            f"    {n} = int(t)",
+            f"    if not LO{t}_1 <= {n} <= HI{t}_1: return None",
+            "else:",
+            *(f"    {line}" for line in matched),
+        ]
+    else:
+        lines += matched
     return 2, lines
 
 
