@@ -37,6 +37,11 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+_EXAMPLE_URL = "postgresql+psycopg://user@127.0.0.1:5432/db"
+#: The schemes of a PostgreSQL URL, all read with psycopg (3).
+_POSTGRES_SCHEMES = frozenset({"postgresql+psycopg", "postgresql", "postgres"})
+
+
 class Settings(BaseSettings):
     """Everything ddbcdc can be told from outside."""
 
@@ -155,11 +160,20 @@ class Settings(BaseSettings):
         return parse_timestamp(value) if isinstance(value, str | int | datetime) else value
 
     def require_database_url(self) -> str:
-        """The database URL, or a clear error when it is not set."""
+        """The database URL, or a clear error when it is not set or names another database.
+
+        ``postgresql://`` and ``postgres://`` (libpq's spellings) are read as
+        ``postgresql+psycopg://``, the driver ddbcdc installs.
+        """
         from ddbcdc.errors import ConfigurationError
 
         if self.database_url is None:
+            raise ConfigurationError(f"DATABASE_URL is not set (e.g. {_EXAMPLE_URL})")
+        url = self.database_url.get_secret_value()
+        scheme, found, rest = url.partition("://")
+        if not found or scheme.lower() not in _POSTGRES_SCHEMES:
+            named = f"scheme {scheme.lower()!r}" if found else "no scheme"
             raise ConfigurationError(
-                "DATABASE_URL is not set (e.g. postgresql+psycopg://user@127.0.0.1:5432/db)"
+                f"DATABASE_URL is not a PostgreSQL URL ({named}; e.g. {_EXAMPLE_URL})"
             )
-        return self.database_url.get_secret_value()
+        return f"postgresql+psycopg://{rest}"
