@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ddbcdc.decode.timestamps import parse_timestamp
@@ -158,6 +166,22 @@ class Settings(BaseSettings):
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         return parse_timestamp(value) if isinstance(value, str | int | datetime) else value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _named(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """A setting that does not parse ends the command in one line naming each setting
+        and what it must be, never its value (a setting may hold a secret)."""
+        from ddbcdc.errors import ConfigurationError
+
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            wrong = [
+                f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+                for error in exc.errors(include_input=False, include_url=False)
+            ]
+            raise ConfigurationError("settings: " + "; ".join(wrong)) from exc
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error when it is not set or names another database.
