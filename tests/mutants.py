@@ -476,6 +476,12 @@ MUTANTS = [
         ),
     ),
     mutant(
+        "liveness: a processor creating its files fails the probe",
+        ("tests/unit/test_worker_metrics.py", "-k", "creating_its_files"),
+        "unit",
+        ("worker/serving.py", "_HEADER_BYTES = 8", "_HEADER_BYTES = 0"),
+    ),
+    mutant(
         "liveness: a child waiting for its parents counts as held and ready",
         LIVENESS,
         "unit",

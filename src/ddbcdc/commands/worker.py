@@ -18,8 +18,8 @@ from ddbcdc.worker import daemon, streams
 from ddbcdc.worker.leadership import release_stale_leader_lock
 from ddbcdc.worker.lineage import LineageWatch
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
-from ddbcdc.worker.metrics import MetricsServer, processor_calls
 from ddbcdc.worker.properties import WorkerOptions, new_worker_id, render_properties
+from ddbcdc.worker.serving import MetricsServer, processor_calls
 from ddbcdc.worker.shards import (
     ShardLister,
     ShardRegistry,
