@@ -527,12 +527,12 @@ MUTANTS = [
         NOTHING_LOST,
         "db",
         (
-            "pipeline.py",
+            "prepare.py",
             (
-                "letter = self._letter(stage, str(exc), source, table_name, target, version, exc)\n"
-                "                prepared.poison.append((index, letter))"
+                "letter = letter_of(stage, str(exc), source, table_name, target, version, exc)\n"
+                "            prepared.poison.append((index, letter))"
             ),
-            "continue",
+            "pass",
         ),
     ),
     mutant(
