@@ -238,8 +238,8 @@ def _check_stream(settings: Settings, options: WorkerOptions) -> None:
     """Refuse to start when the stream cannot be read (missing, denied, unreachable): the
     KCL daemon would retry that forever."""
     if options.source == "dynamodb-streams":
-        streams = aws.client("dynamodbstreams", settings, max_attempts=3)
-        streams.describe_stream(StreamArn=options.stream, Limit=1)
+        client = aws.client("dynamodbstreams", settings, max_attempts=3)
+        DynamoDBStream(client, options.stream).check_read()
         return
     kinesis = aws.client("kinesis", settings, max_attempts=3)
     name = "StreamARN" if options.stream.startswith("arn:") else "StreamName"
