@@ -79,6 +79,9 @@ FENCE = ("tests/integration/test_mapping_fence.py",)
 EXPORTS = ("tests/integration/test_export_import.py", "-k", "every_good or replayed")
 SNAPSHOT = ("tests/integration/test_snapshot.py", "-k", "request_time")
 VERIFY = ("tests/integration/test_verify_columns.py",)
+DELETES = ("tests/unit/test_deletes.py",)
+DELETE_MODES = ("tests/integration/test_delete_modes.py",)
+VERIFY_DELETES = ("tests/integration/test_verify_delete_modes.py",)
 
 W, P, C = "materialize/writer.py", "materialize/prune.py", "cleanse/coerce.py"
 S = "materialize/streamtime.py"
@@ -473,6 +476,12 @@ MUTANTS = [
         ),
     ),
     mutant(
+        "liveness: a processor creating its files fails the probe",
+        ("tests/unit/test_worker_metrics.py", "-k", "creating_its_files"),
+        "unit",
+        ("worker/serving.py", "_HEADER_BYTES = 8", "_HEADER_BYTES = 0"),
+    ),
+    mutant(
         "liveness: a child waiting for its parents counts as held and ready",
         LIVENESS,
         "unit",
@@ -518,12 +527,12 @@ MUTANTS = [
         NOTHING_LOST,
         "db",
         (
-            "pipeline.py",
+            "prepare.py",
             (
-                "letter = self._letter(stage, str(exc), source, table_name, target, version, exc)\n"
-                "                prepared.poison.append((index, letter))"
+                "letter = letter_of(stage, str(exc), source, table_name, target, version, exc)\n"
+                "            prepared.poison.append((index, letter))"
             ),
-            "continue",
+            "pass",
         ),
     ),
     mutant(
@@ -651,6 +660,110 @@ MUTANTS = [
             "backfill/snapshot.py",
             "        min_version_us=read_version_us(now_us(), margin_us(settings)),",
             "        min_version_us=now_us(),",
+        ),
+    ),
+    # delete modes: a REMOVE does what its cause's mode says, under the version rule
+    mutant(
+        "deletes: a REMOVE of unknown cause takes the mode that keeps less",
+        DELETES,
+        "unit",
+        (
+            "schema/deletes.py",
+            "return user if _KEEPS[user] >= _KEEPS[ttl] else ttl",
+            "return user if _KEEPS[user] <= _KEEPS[ttl] else ttl",
+        ),
+    ),
+    mutant(
+        "deletes: an expiry as any delete is always hard",
+        DELETES,
+        "unit",
+        (
+            "schema/deletes.py",
+            'return self.deletes if self.ttl_deletes == "delete" else self.ttl_deletes',
+            'return "hard" if self.ttl_deletes == "delete" else self.ttl_deletes',
+        ),
+    ),
+    mutant(
+        "deletes: a TTL expiry taken for a user's delete",
+        DELETES,
+        "unit",
+        ("cleanse/__init__.py", "    if record.is_ttl_delete:\n", "    if False:\n"),
+    ),
+    mutant(
+        "ttl: any service's REMOVE taken for an expiry",
+        ("tests/unit/test_decode.py", "-k", "expiry"),
+        "unit",
+        (
+            "decode/envelope.py",
+            'kind == "Service" and principal == TTL_PRINCIPAL',
+            'kind == "Service"',
+        ),
+    ),
+    mutant(
+        "deletes: the last image taken by the user's mode whatever the cause",
+        DELETE_MODES,
+        "db",
+        (
+            "cleanse/__init__.py",
+            'self._policy.mode(cause) == "hard"',
+            'self._policy.deletes == "hard"',
+        ),
+    ),
+    mutant(
+        "soft: a newer INSERT leaves the mark",
+        DELETE_MODES,
+        "db",
+        (
+            W,
+            "self._cleared = {DELETED_AT: sa.null()} if tables.mapping.policy.marks else {}",
+            "self._cleared = {}",
+        ),
+    ),
+    mutant(
+        "soft: the mark is the wall clock, not the REMOVE's time",
+        DELETE_MODES,
+        "db",
+        (
+            W,
+            "deleted_at = _EPOCH + s.c._ddbcdc_version_us * _ONE_US",
+            "deleted_at = sa.func.now()",
+        ),
+    ),
+    mutant(
+        "keep: an expiry's kept row is marked",
+        DELETE_MODES,
+        "db",
+        (
+            W,
+            'values.append(sa.case((s.c._ddbcdc_mode == "soft", deleted_at)))',
+            'values.append(sa.case((s.c._ddbcdc_mode != "hard", deleted_at)))',
+        ),
+    ),
+    mutant(
+        "kept rows: a REMOVE the versions row does not hold writes its last image",
+        DELETE_MODES,
+        "db",
+        (
+            W,
+            "            ver.c._ddbcdc_version_us == s.c._ddbcdc_version_us,\n"
+            "            ver.c._ddbcdc_event_id == s.c._ddbcdc_event_id,\n",
+            "",
+        ),
+    ),
+    mutant(
+        "kept rows: an expiry's kept row counted as a live item",
+        DELETE_MODES,
+        "db",
+        ("schema/tables.py", "        if policy.keeps:\n", "        if False:\n"),
+    ),
+    mutant(
+        "verify: a live item's marked row not different",
+        VERIFY_DELETES,
+        "stack",
+        (
+            "verify/rows.py",
+            "self.mark = DELETED_AT if mapping.policy.marks and not mapping.routes else None",
+            "self.mark = None",
         ),
     ),
     # verify: a difference in any stored column is found

@@ -54,6 +54,7 @@ __all__ = [
     "driver_error",
     "fault",
     "is_database_error",
+    "name_sessions",
     "run_transaction",
     "sqlstate",
 ]
@@ -128,6 +129,17 @@ def create_engine(
     if pre_ping:
         options["pool_pre_ping"] = True
     return sa.create_engine(url, **options)
+
+
+def name_sessions(engine: sa.Engine, name: str) -> None:
+    """Give every connection ``engine`` opens from now on the ``application_name`` ``name``
+    (what ``pg_stat_activity`` shows); connections already open are closed first."""
+
+    def named(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+        params["application_name"] = name
+
+    sa.event.listen(engine, "do_connect", named)
+    engine.dispose()
 
 
 def driver_error(exc: BaseException) -> BaseException:

@@ -3,8 +3,8 @@
 :meth:`Pipeline.process` runs one batch of raw Kinesis records in ONE PostgreSQL
 transaction: the changes that decode and cleanse are materialized, the poison ones are
 dead-lettered, and the shard progress row is upserted, all committed together or not at all.
-It is :meth:`Pipeline.prepare` (decode and cleanse: pure, no I/O) followed by
-:meth:`Pipeline.apply` (the transaction), so a caller with many batches, like
+It is :meth:`Pipeline.prepare` (decode and cleanse: pure, no I/O, in :mod:`ddbcdc.prepare`)
+followed by :meth:`Pipeline.apply` (the transaction), so a caller with many batches, like
 ``ddbcdc apply``, can prepare the next batch while PostgreSQL works on the current one.
 
 What a database error does to a batch depends on what it means (:mod:`ddbcdc.db`):
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Literal, TypeVar
 
@@ -32,19 +32,13 @@ import sqlalchemy as sa
 
 from ddbcdc.batches import BatchResult, PreparedBatch, SourceRecord
 from ddbcdc.cleanse import CleanChange, Cleanser
-from ddbcdc.cleanse.routes import NO_ROUTE, RoutedCleanser, cleanser_for
+from ddbcdc.cleanse.routes import RoutedCleanser
 from ddbcdc.db import RefusedError, create_engine, describe, run_transaction
-from ddbcdc.errors import (
-    CleanseError,
-    ConfigurationError,
-    DatabaseUnavailableError,
-    PoisonRecordError,
-)
+from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
 from ddbcdc.materialize import ApplyCounts, Materializer
 from ddbcdc.materialize.deadletters import (
     DeadLetter,
     StoredDeadLetter,
-    dead_letter,
     mark_replayed,
     reason_counts,
     record_failures,
@@ -53,6 +47,7 @@ from ddbcdc.materialize.deadletters import (
 from ddbcdc.materialize.progress import ShardPosition, end_shard, record_progress
 from ddbcdc.materialize.prune import Pruner
 from ddbcdc.migrate.versions import Fence, check_engine
+from ddbcdc.prepare import Preparer, letter_of
 from ddbcdc.schema.mapping import TableMapping, load_mappings, without_change_log
 from ddbcdc.settings import DEFAULT_TOMBSTONE_HORIZON, Settings
 
@@ -102,6 +97,14 @@ class Pipeline:
     ) -> None:
         if not mappings:
             raise ConfigurationError("a pipeline needs at least one table mapping")
+        written = [m if change_log else without_change_log(m) for m in mappings]
+        self.materializer = Materializer(written, sweep=sweep)
+        self.preparer = Preparer(
+            mappings,
+            plan=self.materializer.plan,
+            timestamp_unit=timestamp_unit,
+            source_table=source_table,
+        )
         self.engine = engine
         self.mappings = tuple(mappings)
         self.tombstone_horizon = tombstone_horizon
@@ -109,19 +112,7 @@ class Pipeline:
         # The first prune comes after a random part of the period: the processors of many
         # shards, started together, do not all prune at once.
         self._next_prune = time.monotonic() + random.uniform(0.1, 1.0) * self._prune_every
-        self._unit: Literal["auto", "s", "ms", "us"] = timestamp_unit
-        self._cleansers = {m.source_table: cleanser_for(m) for m in self.mappings}
-        self._only = self._cleansers[self.mappings[0].source_table] if len(mappings) == 1 else None
-        if source_table is not None:
-            self._only = self._cleansers.get(source_table)
-            if self._only is None:
-                known = ", ".join(sorted(self._cleansers))
-                raise ConfigurationError(
-                    f"no table mapping for the stream's table {source_table!r} (mapped: {known})"
-                )
         self.fence = Fence(self.mappings)
-        written = [m if change_log else without_change_log(m) for m in self.mappings]
-        self.materializer = Materializer(written, sweep=sweep)
         self._refusing = False  # the last batch isolated had changes PostgreSQL refused
         self.pruner = Pruner(list(self.materializer.tables.values()), horizon=tombstone_horizon)
 
@@ -170,22 +161,11 @@ class Pipeline:
     @property
     def timestamp_unit(self) -> Literal["auto", "s", "ms", "us"]:
         """The unit records' ApproximateCreationDateTime is read in."""
-        return self._unit
+        return self.preparer.timestamp_unit
 
     def cleanser(self, table_name: str | None) -> Cleanser | RoutedCleanser:
-        """The cleanser of records of source table ``table_name`` (None: the one mapping's).
-
-        Raises:
-            CleanseError: no mapping has that source table (naming those that are mapped).
-        """
-        cleanser = self._cleansers.get(table_name) if table_name is not None else self._only
-        if cleanser is None:
-            known = ", ".join(sorted(self._cleansers))
-            raise CleanseError(
-                f"no table mapping for source table {table_name!r} (mapped: {known})",
-                path="tableName",
-            )
-        return cleanser
+        """See :meth:`ddbcdc.prepare.Preparer.cleanser`."""
+        return self.preparer.cleanser(table_name)
 
     def prepare(
         self,
@@ -193,96 +173,9 @@ class Pipeline:
         *,
         cleansed: Sequence[CleanChange | None] | None = None,
     ) -> PreparedBatch:
-        """Decode and cleanse a batch: the pure half of :meth:`process`, no I/O.
-
-        Any error with one record, expected or not, makes that record a dead letter; it
-        never fails the batch. Safe to run in another thread than :meth:`apply`.
-
-        ``cleansed``: per record, the change decoding and cleansing it gives, when the
-        caller made that already (a backfill row made straight from its item), else None;
-        only the records without one are read and decoded here.
-        """
-        from ddbcdc.decode.record import decode_record  # the decoder is its own stage
-
-        prepared = PreparedBatch(records, [], {}, [], [])
-        unit, cleansers, only = self._unit, self._cleansers, self._only
-        sources, changes = prepared.sources, prepared.changes
-        todo: Iterable[int] = range(len(records))
-        if cleansed is not None:
-            todo = [i for i, change in enumerate(cleansed) if change is None]
-            for index, change in enumerate(cleansed):
-                if change is not None:
-                    sources[id(change)] = index
-                    changes.append(change)
-        for index in todo:
-            source = records[index]
-            stage: Literal["decode", "cleanse"] = "decode"
-            table_name: str | None = None
-            target: str | None = None
-            version: int | None = None
-            try:
-                record = decode_record(
-                    source.data,
-                    timestamp_unit=unit,
-                    shard_id=source.shard_id,
-                    sequence_number=source.sequence_number,
-                )
-                stage, table_name = "cleanse", record.table_name
-                version = record.approximate_creation_us
-                cleanser = cleansers.get(table_name) if table_name is not None else only
-                if cleanser is None:
-                    cleanser = self.cleanser(table_name)  # raises, naming what is mapped
-                target = cleanser.mapping.target_table
-                change = cleanser.cleanse(record)
-            except PoisonRecordError as exc:
-                exc.with_position(shard_id=source.shard_id, sequence_number=source.sequence_number)
-                if isinstance(exc, CleanseError):
-                    if exc.reason == NO_ROUTE and target is not None:
-                        prepared.unmatched[target] = prepared.unmatched.get(target, 0) + 1
-                    target = exc.table or target  # a route's table
-                letter = self._letter(stage, str(exc), source, table_name, target, version, exc)
-                prepared.poison.append((index, letter))
-                continue
-            except Exception as exc:  # a bug's or a library's: this record's problem alone
-                text = f"unexpected {type(exc).__name__} during {stage}"
-                letter = self._letter(stage, text, source, table_name, target, version)
-                prepared.poison.append((index, letter))
-                continue
-            sources[id(change)] = index
-            changes.append(change)
-            if change.route is not None and change.row is not None:
-                self._count_unmatched(prepared, change)
-        prepared.plan.extend(self.materializer.plan(prepared.changes))
-        return prepared
-
-    def _count_unmatched(self, prepared: PreparedBatch, change: CleanChange) -> None:
-        cleanser = self._cleansers[change.mapping.source_table]
-        if isinstance(cleanser, RoutedCleanser) and change.route == cleanser.unmatched:
-            name = change.mapping.target_table
-            prepared.unmatched[name] = prepared.unmatched.get(name, 0) + 1
-
-    @staticmethod
-    def _letter(
-        stage: Literal["decode", "cleanse", "apply"],
-        text: str,
-        source: SourceRecord,
-        table_name: str | None,
-        target: str | None,
-        version: int | None,
-        poison: PoisonRecordError | None = None,
-    ) -> DeadLetter:
-        return dead_letter(
-            stage,
-            text,
-            poison,
-            payload=bytes(source.data),
-            source_table=table_name,
-            target_table=target,
-            shard_id=source.shard_id,
-            sequence_number=source.sequence_number,
-            partition_key=source.partition_key,
-            version_us=version,
-        )
+        """Decode and cleanse a batch: the pure half of :meth:`process`, no I/O (see
+        :meth:`ddbcdc.prepare.Preparer.prepare`)."""
+        return self.preparer.prepare(records, cleansed=cleansed)
 
     # -- database part ---------------------------------------------------------------------
 
@@ -300,7 +193,7 @@ class Pipeline:
             index = prepared.sources[id(change)]
             source = prepared.records[index]
             mapping = change.mapping
-            letter = self._letter(
+            letter = letter_of(
                 "apply",
                 reason,
                 source,

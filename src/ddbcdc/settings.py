@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ddbcdc.decode.timestamps import parse_timestamp
@@ -35,6 +43,11 @@ def read_version_us(read_us: int, margin_us: int) -> int:
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+_EXAMPLE_URL = "postgresql+psycopg://user@127.0.0.1:5432/db"
+#: The schemes of a PostgreSQL URL, all read with psycopg (3).
+_POSTGRES_SCHEMES = frozenset({"postgresql+psycopg", "postgresql", "postgres"})
 
 
 class Settings(BaseSettings):
@@ -154,12 +167,37 @@ class Settings(BaseSettings):
             return None
         return parse_timestamp(value) if isinstance(value, str | int | datetime) else value
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _named(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """A setting that does not parse ends the command in one line naming each setting
+        and what it must be, never its value (a setting may hold a secret)."""
+        from ddbcdc.errors import ConfigurationError
+
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            wrong = [
+                f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+                for error in exc.errors(include_input=False, include_url=False)
+            ]
+            raise ConfigurationError("settings: " + "; ".join(wrong)) from exc
+
     def require_database_url(self) -> str:
-        """The database URL, or a clear error when it is not set."""
+        """The database URL, or a clear error when it is not set or names another database.
+
+        ``postgresql://`` and ``postgres://`` (libpq's spellings) are read as
+        ``postgresql+psycopg://``, the driver ddbcdc installs.
+        """
         from ddbcdc.errors import ConfigurationError
 
         if self.database_url is None:
+            raise ConfigurationError(f"DATABASE_URL is not set (e.g. {_EXAMPLE_URL})")
+        url = self.database_url.get_secret_value()
+        scheme, found, rest = url.partition("://")
+        if not found or scheme.lower() not in _POSTGRES_SCHEMES:
+            named = f"scheme {scheme.lower()!r}" if found else "no scheme"
             raise ConfigurationError(
-                "DATABASE_URL is not set (e.g. postgresql+psycopg://user@127.0.0.1:5432/db)"
+                f"DATABASE_URL is not a PostgreSQL URL ({named}; e.g. {_EXAMPLE_URL})"
             )
-        return self.database_url.get_secret_value()
+        return f"postgresql+psycopg://{rest}"

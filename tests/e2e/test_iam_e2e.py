@@ -226,3 +226,42 @@ def test_a_dynamodb_streams_worker_runs_under_exactly_its_generated_policy(
     table = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/customers"
     assert ("dynamodb:DescribeTable", table) in used
     assert not any(action.startswith("kinesis:") for action, _ in used)
+
+
+@pytest.mark.parametrize("action", ["dynamodb:GetShardIterator", "dynamodb:GetRecords"])
+def test_a_dynamodb_streams_worker_that_may_not_read_the_stream_refuses_to_start(
+    local_stack: LocalStack, iam_moto: IamMoto, database: str, tmp_path: Path, action: str
+) -> None:
+    """Without the read of its stream the adapter would retry forever: the worker refuses
+    at start (before the KCL daemon), naming the call AWS denied."""
+    env = worker_env(local_stack, iam_moto, database, "", f"iam-{uuid.uuid4().hex[:6]}")
+    del env["DDBCDC_STREAM_NAME"]
+    env["DDBCDC_SOURCE"] = "dynamodb-streams"
+    keys = user_with_policy(iam_moto, generated_policy(env, action))
+    admin = iam_moto.client("dynamodb", {"AccessKeyId": "setup", "SecretAccessKey": "setup"})
+    admin.create_table(
+        TableName="customers",
+        KeySchema=[{"AttributeName": "userid", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "userid", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    stream = admin.describe_table(TableName="customers")["Table"]["LatestStreamArn"]
+    admin.put_item(TableName="customers", Item={"userid": {"N": "1"}})
+    enforce(iam_moto, 0)
+    try:
+        worker = run_as(env, keys, tmp_path / "worker.log")
+        try:
+            code = worker.proc.wait(timeout=60)
+        finally:
+            worker.stop()
+    finally:
+        enforce(iam_moto, float("inf"))
+        admin.delete_table(TableName="customers")
+    assert code == 2, worker.tail()
+    assert ("denied", action, stream) in iam_moto.decisions(keys["AccessKeyId"])
+    last = worker.log().splitlines()[-1]
+    operation = action.split(":")[1]
+    assert last.startswith(f"ddbcdc worker: DynamoDB Streams {operation} "), last
+    assert "denied" in last
+    assert "Traceback" not in worker.log()

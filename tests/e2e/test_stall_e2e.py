@@ -16,7 +16,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cluster import ROOT, Customers, SteadyLoad, Worker, leases, shard_sequences, wait_for
+from cluster import ROOT, Customers, SteadyLoad, Worker, leases, query, shard_sequences, wait_for
+
+from ddbcdc.materialize.shard_states import session_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -77,6 +79,11 @@ def test_a_frozen_processor_makes_its_shard_stalled_everywhere_until_it_resumes(
             worker,
         )
         wait_for("/healthz to be ok", lambda: worker.get("/healthz") == (200, "ok\n"), 30, worker)
+        # Each processor's sessions carry its shard's name (``ddbcdc status`` tells a long
+        # batch from a stall by them).
+        named = {session_name(application, s) for s in shard_sequences(database, application)}
+        sessions = "SELECT DISTINCT application_name AS name FROM pg_stat_activity"
+        assert named <= {r.name for r in query(database, sessions)}
         frozen = worker.processor_pids()[0]
         shard = processor_shard(frozen, worker.log_path.read_text(errors="replace"))
         assert leases(stack, application)[shard].owner == "solo"

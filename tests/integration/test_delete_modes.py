@@ -229,6 +229,27 @@ def test_an_older_users_remove_never_deletes_a_row_a_newer_expiry_kept(
     assert got is not None and got["first_name"] == "first"
 
 
+def test_a_stale_remove_beside_a_winning_one_leaves_the_row_a_newer_remove_kept(
+    pipeline: Pipeline, engine: sa.Engine
+) -> None:
+    """A REMOVE older than its key's tombstone loses even in a batch whose other REMOVE
+    wins (so the batch runs step 2): the kept row stays the newer REMOVE's last image."""
+    policy, table = ("soft", "delete"), "dm_soft_delete"
+    apply(
+        pipeline,
+        change(policy, "INSERT", US, "a", name="first"),
+        change(policy, "REMOVE", US + 5, "z", old="first"),
+    )
+    other = {"userid": 8}
+    pipeline.process([SourceRecord(record("INSERT", other, US, eid="o1", table=table))])
+    stale = record("REMOVE", KEY, US + 3, eid="b", table=table, old_image={"first_name": "old"})
+    wins = record("REMOVE", other, US + 3, eid="o2", table=table, old_image={"first_name": "x"})
+    result = pipeline.process([SourceRecord(stale), SourceRecord(wins)])
+    assert (result.deleted, result.stale) == (1, 1)
+    got = row(engine, policy)
+    assert got is not None and (got["first_name"], got[DELETED_AT]) == ("first", at(US + 5))
+
+
 @pytest.mark.parametrize(
     ("policy", "kept"),
     [(("hard", "keep"), True), (("hard", "soft"), True), (("hard", "delete"), False)],

@@ -83,6 +83,7 @@ CASES: dict[str, list[Case]] = {
     "migrate": [
         Case("postgres", ("migrate",), POSTGRES),
         Case("file", ("migrate",), ("{tmp}/no-mappings",), {"DDBCDC_MAPPINGS_DIR": "{tmp}/no-mappings"}),
+        Case("postgres", ("migrate",), ("DATABASE_URL", "'sqlite'"), {"DATABASE_URL": "sqlite:///{tmp}/copy.db"}),
     ],
     "mapping": [
         Case("unreachable", ("mapping", "infer", "--table", "{absent}"), UNREACHABLE),
@@ -131,6 +132,7 @@ CASES: dict[str, list[Case]] = {
     "status": [Case("postgres", ("status",), POSTGRES)],
     "apply": [
         Case("postgres", ("apply", "{records}"), POSTGRES),
+        Case("postgres", ("apply", "{records}"), ("DATABASE_URL", "'mysql'"), {"DATABASE_URL": "mysql://ddbcdc:" + SECRET + "@127.0.0.1/x"}),
         Case("file", ("apply", "{tmp}/no-such.jsonl"), ("{tmp}/no-such.jsonl",)),
     ],
     "decode": [

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from ddbcdc.cli import main
 from ddbcdc.commands import migrate
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.migrate import run as migration
@@ -186,3 +187,24 @@ def test_0008_gives_every_change_log_the_removal_cause_after_the_fence(db: str) 
     migration.upgrade(engine, SHIPPED)
     assert "_ddbcdc_removed_by" in _columns(engine, "ddbcdc_changes__customers")
     engine.dispose()
+
+
+def test_an_unknown_revision_or_a_schema_a_newer_ddbcdc_migrated_is_refused_in_one_line(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(SHIPPED_DIR))
+    assert main(["migrate"]) == 0
+    for argv in (["migrate", "--revision", "nosuch"], ["migrate", "--downgrade", "nosuch"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith("ddbcdc migrate: schema revision: ")
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099_future'"))
+    engine.dispose()
+    for argv in (["migrate"], ["migrate", "--dry-run"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ddbcdc migrate: ") and len(err.splitlines()) == 1, err
+        assert "'0099_future'" in err and "newer" in err

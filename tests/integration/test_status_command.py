@@ -188,3 +188,92 @@ def test_unmatched_items_per_routed_mapping(
         {"mapping": "shop", "catch_all": "shop_unmatched", "unmatched": 2},
         {"mapping": "shop_off", "catch_all": None, "unmatched": 2},
     ]
+
+
+def test_a_shard_whose_batch_is_working_is_busy_not_stalled(
+    empty_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+    import time
+
+    from change_records import record as change
+    from ddbcdc.db import name_sessions
+    from ddbcdc.materialize.shard_states import session_name
+
+    engine = sa.create_engine(empty_db)
+    upgrade(engine, MAPPINGS)
+    shard = "shardId-000000000001"
+    pipeline = Pipeline(engine=engine, mappings=MAPPINGS)
+    pipeline.process([], position=ShardPosition("app", shard, "100", 0))
+    with engine.begin() as conn:  # its last batch committed 90 s ago
+        conn.execute(
+            sa.text("UPDATE ddbcdc_shard_progress SET updated_at = now() - interval '90 seconds'")
+        )
+    # The shard's next batch waits for a lock another transaction holds on its table.
+    worker = sa.create_engine(empty_db)
+    name_sessions(worker, session_name("app", shard))
+    blocked = Pipeline(engine=worker, mappings=MAPPINGS)
+    batch = [SourceRecord(change("INSERT", {"userid": 1}, 1_700_000_000_000_000, eid="e1"))]
+    holder = engine.connect()
+    holder.begin()
+    holder.execute(sa.text("LOCK TABLE customers IN EXCLUSIVE MODE"))
+    running = threading.Thread(
+        target=blocked.process,
+        args=(batch,),
+        kwargs={"position": ShardPosition("app", shard, "101", 0)},
+    )
+    running.start()
+    try:
+        deadline = time.monotonic() + 30
+        waiting = sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND application_name LIKE 'ddbcdc %'"
+        )
+        with engine.connect() as conn:
+            while conn.execute(waiting).scalar_one() == 0:
+                assert time.monotonic() < deadline, "the batch never waited for the lock"
+                time.sleep(0.1)
+        assert main(["status", "--json", "--stall-after", "60"]) == 0
+        [report] = json.loads(capsys.readouterr().out)["shards"]
+        assert (report["state"], report["stalled"]) == ("busy", False)
+        assert report["busy_since"] is not None
+        # Another shard's name does not make this one busy.
+        assert main(["status", "--application-name", "app", "--stall-after", "60"]) == 0
+        assert capsys.readouterr().out.splitlines()[1].split()[2] == "busy"
+    finally:
+        holder.rollback()
+        holder.close()
+        running.join(timeout=30)
+    assert main(["status", "--json", "--stall-after", "60"]) == 0
+    [report] = json.loads(capsys.readouterr().out)["shards"]
+    assert report["state"] == "ok" and report["sequence_number"] == "101"
+
+    # A session of the shard idle in its transaction for longer than the threshold is not
+    # working: the shard is stalled again.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE ddbcdc_shard_progress SET updated_at = now() - interval '90 seconds'")
+        )
+    with worker.connect() as idle:
+        idle.begin()
+        idle.execute(sa.text("SELECT 1"))
+        assert main(["status", "--json", "--stall-after", "60"]) == 0  # idle for < 60 s
+        assert json.loads(capsys.readouterr().out)["shards"][0]["state"] == "busy"
+        time.sleep(1.5)
+        assert main(["status", "--json", "--stall-after", "1"]) == 3
+        assert json.loads(capsys.readouterr().out)["shards"][0]["state"] == "stalled"
+        idle.rollback()
+    for each in (blocked, pipeline):
+        each.close()
+    engine.dispose()
+
+
+def test_a_session_name_fits_postgresql_and_tells_shards_apart() -> None:
+    from ddbcdc.materialize.shard_states import session_name, session_tag
+
+    long_shard = "shardId-00000001536019433242-a1b2c3d4" + "x" * 40
+    for app, shard in [("app", "shardId-000000000001"), ("a" * 200, long_shard)]:
+        name = session_name(app, shard)
+        assert len(name.encode()) <= 63 and name.startswith(session_tag(app, shard))
+    assert session_tag("app", "s1") != session_tag("app", "s2")
+    assert session_tag("app", "s1") != session_tag("app2", "s1")

@@ -117,3 +117,16 @@ def test_a_repair_of_a_missed_remove_keeps_the_row_as_an_archive(
     assert (report["extra"], report["repaired"]) == (1, 1)
     assert kept(table) == {5: False}
     assert verify(capsys)["drift"] is False
+
+
+def test_a_live_row_marked_deleted_is_different_and_repaired(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With expiries kept, a live row is told by its versions row, not its mark: a live item's
+    row that says it was deleted (a copy changed in SQL) differs from the item all the same."""
+    table.execute(f'UPDATE "{table.name}" SET _ddbcdc_deleted_at = now() WHERE userid = 6')
+    report = verify(capsys, "--repair")
+    assert (report["different"], report["repaired"]) == (1, 1)
+    marked = f'SELECT count(*) FROM "{table.name}" WHERE _ddbcdc_deleted_at IS NOT NULL'
+    assert table.query(marked) == [(0,)]
+    assert verify(capsys)["drift"] is False

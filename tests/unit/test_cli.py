@@ -105,6 +105,18 @@ def test_a_file_system_fault_is_one_line_and_debug_adds_its_traceback(tmp_path: 
     assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
 
 
+def test_a_setting_that_does_not_parse_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DDBCDC_SOURCE", "bogus")
+    monkeypatch.setenv("DDBCDC_TOMBSTONE_HORIZON", "banana")
+    assert main(["iam-policy", "--account", "123456789012"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ddbcdc iam-policy: settings: "), lines
+    assert "DDBCDC_SOURCE" in lines[0] and "DDBCDC_TOMBSTONE_HORIZON" in lines[0]
+    assert "banana" not in lines[0]  # a setting's value may be a secret: never shown
+
+
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     import ddbcdc.commands.decode as decode
 

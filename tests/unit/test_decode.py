@@ -95,6 +95,20 @@ def test_insert_remove_and_ttl_delete() -> None:
     assert ttl.approximate_creation_us == 1_667_566_000_000_456
 
 
+@pytest.mark.parametrize(
+    "identity",
+    [
+        {"type": "Service", "principalId": "lambda.amazonaws.com"},
+        {"type": "User", "principalId": "dynamodb.amazonaws.com"},
+        {"type": "Service"},
+    ],
+)
+def test_a_remove_is_an_expiry_only_by_the_dynamodb_ttl_service(identity: dict[str, str]) -> None:
+    record = load("kinesis-ttl-delete-us")
+    record["userIdentity"] = identity
+    assert decode_record(record).is_ttl_delete is False
+
+
 def test_every_attribute_type_and_edge() -> None:
     image = decode_record(raw("kinesis-every-type")).new_image
     assert image is not None

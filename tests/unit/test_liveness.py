@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from ddbcdc.pipeline import BatchResult, SourceRecord
 from ddbcdc.worker.liveness import HeldLease, LeaseWatcher, ProcessorCalls, StallMonitor
-from ddbcdc.worker.metrics import ProcessorMetrics, processor_calls
+from ddbcdc.worker.metrics import ProcessorMetrics
 from ddbcdc.worker.processor import ShardProcessor
+from ddbcdc.worker.serving import processor_calls
 from multilang_fake import initialize, process
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "leases"

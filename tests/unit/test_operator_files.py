@@ -25,7 +25,7 @@ import yaml
 
 from ddbcdc.worker.lineage import LineageWatch
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
-from ddbcdc.worker.metrics import MetricsServer, processor_calls
+from ddbcdc.worker.serving import MetricsServer, processor_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "ddbcdc.json"

@@ -39,7 +39,8 @@ class _Exploding:
 def test_an_unexpected_error_in_one_record_is_its_dead_letter() -> None:
     engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # never used
     pipeline = Pipeline(engine=engine, mappings=MAPPINGS)
-    pipeline._cleansers["customers"] = _Exploding(pipeline._cleansers["customers"])  # type: ignore[assignment]
+    cleansers = pipeline.preparer._cleansers
+    cleansers["customers"] = _Exploding(cleansers["customers"])  # type: ignore[assignment]
     records = [
         record("INSERT", {"userid": 1}, US, image={"first_name": "a"}, eid="ok1"),
         record("INSERT", {"userid": 2}, US, image={"first_name": "b"}, eid="boom"),

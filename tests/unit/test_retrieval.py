@@ -82,7 +82,7 @@ def test_fanout_against_aws_polling_against_emulators_and_when_asked() -> None:
     assert retrieval_mode(settings(cloudwatch_endpoint="http://127.0.0.1:1")) == "POLLING"
     assert retrieval_mode(settings(retrieval_mode="polling")) == "POLLING"
     assert retrieval_mode(settings(retrieval_mode="FANOUT", **LOCAL)) == "FANOUT"
-    with pytest.raises(ValueError, match="FANOUT"):
+    with pytest.raises(ConfigurationError, match=r"retrieval_mode: .*FANOUT"):
         settings(retrieval_mode="push")
 
 

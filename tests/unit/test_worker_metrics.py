@@ -16,13 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.worker.liveness import ProcessorCalls
-from ddbcdc.worker.metrics import (
-    MetricsServer,
-    ProcessorMetrics,
-    observe_many,
-    processor_calls,
-    prune_dead_processes,
-)
+from ddbcdc.worker.metrics import ProcessorMetrics, observe_many
+from ddbcdc.worker.serving import MetricsServer, processor_calls, prune_dead_processes
 
 PROCESSOR = textwrap.dedent(
     """

@@ -220,6 +220,28 @@ class DynamoDBStream:
         ]
         return description
 
+    def check_read(self) -> None:
+        """Read the stream once as the KCL will (DescribeStream, GetShardIterator and
+        GetRecords on its first shard, at LATEST: no record's content is needed).
+
+        Raises:
+            AwsError: a call failed for a reason no retry cures (access denied, the stream
+                missing); throttling and a shard that aged out meanwhile are no refusal.
+        """
+        description = self.client.describe_stream(StreamArn=self.stream_arn, Limit=1)
+        shards = description["StreamDescription"].get("Shards", [])
+        if not shards:
+            return  # a stream just enabled: nothing to read yet
+        request = {"StreamArn": self.stream_arn, "ShardId": shards[0]["ShardId"]}
+        try:
+            iterator = self.client.get_shard_iterator(**request, ShardIteratorType="LATEST")
+            self.client.get_records(ShardIterator=iterator["ShardIterator"], Limit=1)
+        except AwsNotFoundError:
+            return  # the shard aged out since DescribeStream
+        except AwsError as exc:
+            if not exc.retryable:
+                raise
+
     def shards(self) -> list[ShardInfo]:
         found: list[ShardInfo] = []
         request: dict[str, Any] = {"StreamArn": self.stream_arn}

@@ -3,8 +3,10 @@
 Everything comes from PostgreSQL. A shard processor refreshes its progress row with every
 batch, and at most every few seconds on empty batches too, so a row older than the stall
 threshold means nothing has called that shard's processor since: the shard is shown as
-stalled, its last MillisBehindLatest as unknown. A shard that has ended (resharding) is shown
-as ended, one the worker listed but whose processor has applied nothing as not started, one
+stalled, its last MillisBehindLatest as unknown, unless a session of its processor is working
+inside a transaction (a long batch): then it is busy
+(:mod:`ddbcdc.materialize.shard_states`). A shard that has ended (resharding) is shown as
+ended, one the worker listed but whose processor has applied nothing as not started, one
 whose processor is retrying a batch it cannot apply as failing, with the reason
 (``statement_timeout``, ``lock_timeout``, ``database``, ``unexpected``), since when and how
 many attempts (``ddbcdc_shard_failures``, written after each failed attempt). Each
@@ -27,6 +29,13 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from ddbcdc.db import create_engine, describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
+from ddbcdc.materialize.shard_states import (
+    current_failure,
+    session_tag,
+    shard_state,
+    with_failures,
+    working_sessions,
+)
 from ddbcdc.settings import Settings
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,7 +63,10 @@ def register(subparsers: Any) -> None:
         "--stall-after",
         type=float,
         metavar="SECONDS",
-        help="a shard not called for longer is stalled (default: DDBCDC_STALL_AFTER_S, 60)",
+        help=(
+            "a shard not called for longer is stalled, unless its processor is working on a "
+            "batch: busy (default: DDBCDC_STALL_AFTER_S, 60)"
+        ),
     )
     parser.set_defaults(func=run)
 
@@ -84,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             unmatched = unmatched_items(conn)
             pruning = _pruning(conn)
             runs = [_backfill(run) for run in recent_runs(conn)]
+            stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
+            working = working_sessions(conn, stall_after)
     except ProgrammingError as exc:
         for name in (
             "ddbcdc_shard_progress",
@@ -104,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     now = datetime.now(UTC)
-    stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
-    shards = [_shard(row, now, stall_after, failed) for row in _with_failures(rows, failed)]
+    shards = [_shard(row, now, stall_after, failed, working) for row in with_failures(rows, failed)]
     for table in tables:
         table["newest_change_age_s"] = round(now.timestamp() - table.pop("_newest_s"), 3)
     if args.json:
@@ -278,67 +291,22 @@ def _print_backfills(runs: list[dict[str, Any]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
-def _state(row: dict[str, Any], age: float, stall_after: float, failing: bool) -> str:
-    if row.get("ended_at") is not None:
-        return "ended"
-    if failing:
-        return "failing"  # its processor is retrying a batch it cannot apply
-    if row["sequence_number"] is None and row.get("max_version_us") is None:
-        return "not_started"  # listed, no processor has applied or caught up on it yet
-    return "stalled" if age > stall_after else "ok"
-
-
-def _with_failures(
-    rows: list[dict[str, Any]], failed: dict[tuple[str, str], dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The progress rows, and a row for each shard that failed before it had one."""
-    known = {(r["application"], r["shard_id"]) for r in rows}
-    first = [
-        {
-            "application": app,
-            "shard_id": shard,
-            "sequence_number": None,
-            "records_total": 0,
-            "batches_total": 0,
-            "millis_behind_latest": None,
-            "updated_at": None,
-        }
-        for (app, shard) in sorted(failed)
-        if (app, shard) not in known
-    ]
-    return sorted([*rows, *first], key=lambda r: (r["application"], r["shard_id"]))
-
-
-def _failure(row: dict[str, Any], found: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The shard's failure while it is current: newer than its last batch or touch."""
-    updated: datetime | None = row["updated_at"]
-    if found is None or (updated is not None and found["failed_at"] < updated):
-        return None
-    return {
-        "reason": found["reason"],
-        "error": found["error"],
-        "since": found["since"].isoformat(),
-        "failed_at": found["failed_at"].isoformat(),
-        "attempts": found["attempts"],
-        "sequence_number": found["sequence_number"],
-    }
-
-
 def _shard(
     row: dict[str, Any],
     now: datetime,
     stall_after: float,
     failed: dict[tuple[str, str], dict[str, Any]],
+    working: dict[str, datetime],
 ) -> dict[str, Any]:
     found = failed.get((row["application"], row["shard_id"]))
-    failure = _failure(row, found)
+    failure = current_failure(row, found)
     updated: datetime | None = row["updated_at"]
     age = (now - (updated or now)).total_seconds()
     # Failing: its processor is retrying (a failed attempt within the stall threshold).
     recent = found is not None and (now - found["failed_at"]).total_seconds() <= stall_after
     failing = failure is not None and recent
     ended = row.get("ended_at")
-    state = _state(row, age, stall_after, failing)
+    state = shard_state(row, age, stall_after, failing, working)
     return {
         "application": row["application"],
         "shard_id": row["shard_id"],
@@ -352,8 +320,14 @@ def _shard(
         "ended_at": None if ended is None else ended.isoformat(),
         "state": state,
         "stalled": state == "stalled",
+        # busy: a transaction of its processor is working, since then (its batch).
+        "busy_since": _busy_since(row, working) if state == "busy" else None,
         "failure": failure,
     }
+
+
+def _busy_since(row: dict[str, Any], working: dict[str, datetime]) -> str:
+    return working[session_tag(row["application"], row["shard_id"])].isoformat()
 
 
 def _print_failures(shards: list[dict[str, Any]]) -> None:

@@ -18,8 +18,8 @@ from ddbcdc.worker import daemon, streams
 from ddbcdc.worker.leadership import release_stale_leader_lock
 from ddbcdc.worker.lineage import LineageWatch
 from ddbcdc.worker.liveness import LeaseWatcher, StallMonitor
-from ddbcdc.worker.metrics import MetricsServer, processor_calls
 from ddbcdc.worker.properties import WorkerOptions, new_worker_id, render_properties
+from ddbcdc.worker.serving import MetricsServer, processor_calls
 from ddbcdc.worker.shards import (
     ShardLister,
     ShardRegistry,
@@ -238,8 +238,8 @@ def _check_stream(settings: Settings, options: WorkerOptions) -> None:
     """Refuse to start when the stream cannot be read (missing, denied, unreachable): the
     KCL daemon would retry that forever."""
     if options.source == "dynamodb-streams":
-        streams = aws.client("dynamodbstreams", settings, max_attempts=3)
-        streams.describe_stream(StreamArn=options.stream, Limit=1)
+        client = aws.client("dynamodbstreams", settings, max_attempts=3)
+        DynamoDBStream(client, options.stream).check_read()
         return
     kinesis = aws.client("kinesis", settings, max_attempts=3)
     name = "StreamARN" if options.stream.startswith("arn:") else "StreamName"

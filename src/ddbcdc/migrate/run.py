@@ -29,13 +29,16 @@ created in step 2 alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 from ddbcdc.db import describe, run_transaction
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
@@ -139,6 +142,27 @@ def _apply(conn: sa.Connection, plan: MigrationPlan, result: MigrationResult) ->
     result.versions[target] = record_mapping_version(conn, plan.mapping)
 
 
+@contextlib.contextmanager
+def _named_revisions() -> Iterator[None]:
+    """Alembic's refusal of a revision it cannot find or reach, as a ConfigurationError."""
+    try:
+        yield
+    except CommandError as exc:
+        raise ConfigurationError(f"schema revision: {exc}") from exc
+
+
+def _check_known(config: Config, current: str | None) -> None:
+    """Refuse a schema at a revision this ddbcdc does not have: a newer one migrated it."""
+    script = ScriptDirectory.from_config(config)
+    if current is None or current in {r.revision for r in script.walk_revisions()}:
+        return
+    raise ConfigurationError(
+        f"PostgreSQL's schema is at revision {current!r}, which this ddbcdc does not know "
+        f"(its newest is {script.get_current_head()!r}): a newer ddbcdc migrated it; run "
+        "that version"
+    )
+
+
 def _schema(
     conn: sa.Connection,
     mappings: Sequence[TableMapping],
@@ -149,7 +173,9 @@ def _schema(
     fence_writers(conn, mappings)
     config = alembic_config(conn)
     result.revision_before = MigrationContext.configure(conn).get_current_revision()
-    command.upgrade(config, revision)
+    _check_known(config, result.revision_before)
+    with _named_revisions():
+        command.upgrade(config, revision)
     result.revision_after = MigrationContext.configure(conn).get_current_revision()
     if revision != "head":
         return
@@ -239,7 +265,8 @@ def upgrade(
 
 def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
     """Run the revisions down to ``revision``."""
-    run_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
+    with _named_revisions():
+        run_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
 
 
 def _version(before: int | None, after: int | None) -> str:

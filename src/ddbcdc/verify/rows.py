@@ -18,7 +18,9 @@ An item the mapping cannot hold (the worker dead-letters it) has no row: it is n
 missing nor different. A row the mapping keeps for an item that is gone (soft-deleted, or
 kept after a TTL expiry: :meth:`ddbcdc.schema.tables.MappedTables.current`) is no live row:
 DynamoDB no longer holding its item is no drift, and an item DynamoDB holds again is missing
-until a newer INSERT brings the row back. Pure but for the methods that take a connection.
+until a newer INSERT brings the row back. A live item's row is unmarked: where the versions
+row tells a live row (TTL expiries kept), ``_ddbcdc_deleted_at`` is compared too. Pure but for
+the methods that take a connection.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ddbcdc.decode.itemjson import comparable
 from ddbcdc.decode.record import decode_record
 from ddbcdc.errors import ConfigurationError, PoisonRecordError
 from ddbcdc.schema.mapping import TableMapping
-from ddbcdc.schema.tables import MappedTables, mapped_tables
+from ddbcdc.schema.tables import DELETED_AT, MappedTables, mapped_tables
 
 __all__ = ["Key", "Row", "Rows", "dynamodb_key", "jsonb_columns", "key_types"]
 
@@ -65,6 +67,9 @@ class Rows:
         self.mapping = mapping
         self.tables: MappedTables = mapped_tables([mapping])[mapping.name]
         self.names = list(mapping.stored_columns)
+        #: A live item's row is unmarked: compared too where the versions row, not the mark,
+        #: tells a live row (soft deletes with TTL expiries kept).
+        self.mark = DELETED_AT if mapping.policy.marks and not mapping.routes else None
         self.key = list(mapping.key)
         self.sources = [c.source for c in mapping.key_columns]
         if key_types is not None and set(self.sources) != set(key_types):
@@ -91,7 +96,8 @@ class Rows:
         try:
             change = self._cleanse(self.maker.put(item, version_us=0, event_id="verify").data)
             assert change.row is not None  # an INSERT always has a row
-            return change.key, self._parsed({n: change.row[n] for n in self.names})
+            row = self._parsed({n: change.row[n] for n in self.names})
+            return change.key, row if self.mark is None else {**row, self.mark: None}
         except PoisonRecordError:
             pass
         try:
@@ -124,9 +130,13 @@ class Rows:
 
     def _columns(self) -> list[sa.ColumnElement[Any]]:
         live = self.tables.live
+        marks = [live.c[self.mark]] if self.mark is not None else []
         return [
-            sa.cast(live.c[n], sa.Text).label(n) if n in self.jsonb else live.c[n]
-            for n in self.names
+            *(
+                sa.cast(live.c[n], sa.Text).label(n) if n in self.jsonb else live.c[n]
+                for n in self.names
+            ),
+            *marks,
         ]
 
     def _match(self, table: sa.Table, keys: Sequence[Key]) -> sa.ColumnElement[bool]:
@@ -135,7 +145,8 @@ class Rows:
         return sa.tuple_(*[table.c[k] for k in self.key]).in_(list(keys))
 
     def _live_row(self, values: Sequence[Any]) -> tuple[Key, Row]:
-        row = self._parsed(dict(zip(self.names, values, strict=True)))
+        names = self.names if self.mark is None else [*self.names, self.mark]
+        row = self._parsed(dict(zip(names, values, strict=True)))
         return tuple(row[k] for k in self.key), row
 
     def fetch(self, conn: sa.Connection, keys: Sequence[Key]) -> dict[Key, tuple[Row, int]]:

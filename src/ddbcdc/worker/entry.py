@@ -21,7 +21,9 @@ from types import FrameType
 from amazon_kclpy import kcl
 
 from ddbcdc.backoff import Backoff
+from ddbcdc.db import name_sessions
 from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
+from ddbcdc.materialize.shard_states import session_name
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.runtime import tune_gc
 from ddbcdc.worker import protocol
@@ -110,6 +112,9 @@ def main() -> int:
         should_stop=stop,
         touch=ProgressTouch(pipeline.engine, settings.application_name),
         failures=FailureNote(pipeline.engine),
+        started=lambda shard: name_sessions(
+            pipeline.engine, session_name(settings.application_name, shard)
+        ),
     )
     try:
         process = kcl.KCLProcess(

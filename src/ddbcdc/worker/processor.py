@@ -94,6 +94,9 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         heartbeat_s: seconds between activity marks inside a long call (0: none).
         failures: called with (position, reason, error) after each failed attempt at a
             batch (see :class:`ddbcdc.worker.failures.FailureNote`).
+        started: called with the shard id once it is known (the worker names the
+            processor's PostgreSQL sessions after it: see
+            :mod:`ddbcdc.materialize.shard_states`).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         touch: Callable[[str, int | None], object] | None = None,
         heartbeat_s: float = 1.0,
         failures: Callable[[ShardPosition, str, str], object] | None = None,
+        started: Callable[[str], object] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.application = application
@@ -122,6 +126,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         self._should_stop = should_stop
         self._touch = touch
         self._failures = failures
+        self._started = started
         self.last_applied: str | None = None
         self.last_checkpointed: str | None = None
         self.lease_lost_flag = False
@@ -140,6 +145,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
     def initialize(self, initialize_input: Any) -> None:
         """Remember the shard; nothing to open (the pipeline connects lazily)."""
         self.shard_id = str(initialize_input.shard_id)
+        if self._started is not None:
+            self._started(self.shard_id)
         self.activity.mark()
         log.info(
             "shard processor started shard=%s from_sequence=%s",
