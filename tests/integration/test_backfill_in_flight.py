@@ -155,3 +155,18 @@ def test_a_batch_waiting_for_its_turn_lets_a_third_writer_through(
     assert done and (done[0].received, done[0].upserted) == (4, 2)  # keys 1 and 3: as before
     assert "applying it again" in caplog.text
     assert live(pipeline) == [1, 2, 3, 4]
+
+
+def test_batches_in_postgresql_when_the_source_fails_are_committed_and_reported(
+    pipeline: Pipeline,
+) -> None:
+    def source() -> Iterator[Batch]:
+        yield batch(1, 2)
+        yield batch(3, 4)
+        raise BatchFailedError  # the next page could not be read
+
+    seen: list[int] = []
+    with pytest.raises(BatchFailedError):
+        feed(pipeline, source(), in_flight=2, on_batch=lambda b, r: seen.append(r.upserted))
+    assert live(pipeline) == [1, 2, 3, 4]
+    assert seen == [2, 2]

@@ -204,14 +204,16 @@ def feed(
         ):
             pending = reader.submit(prepare)
             previous: Future[BatchResult] | None = None
-            while (ready := pending.result()) is not None:
-                pending = reader.submit(prepare)
-                previous = pool.submit(apply_in_turn, pipeline, *ready, previous)
-                applying.append((ready[0], previous))
-                if len(applying) >= in_flight:
+            try:
+                while (ready := pending.result()) is not None:
+                    pending = reader.submit(prepare)
+                    previous = pool.submit(apply_in_turn, pipeline, *ready, previous)
+                    applying.append((ready[0], previous))
+                    if len(applying) >= in_flight:
+                        settle()
+            finally:
+                while applying:  # what is in PostgreSQL commits, in order, also on a failure
                     settle()
-            while applying:
-                settle()
             return total
     finally:
         # On a failed batch, the source (a scan holding its connection, an open export file)
