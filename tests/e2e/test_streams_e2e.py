@@ -8,7 +8,9 @@ the DynamoDB stream and the workers' leases) and ``ddbcdc verify`` (which asks t
 stream whether the workers have passed a time) run beside them; ``ddbcdc status`` and
 ``/metrics`` report on the stream's shards.
 ApproximateCreationDateTime comes in whole seconds, as DynamoDB Streams sends it, so many
-changes of one key share a second and only sequence numbers order them.
+changes of one key share a second and only sequence numbers order them. The table's Time to
+Live (``ddbcdc setup --ttl-attribute``) expires items on the front's sweeper, and a mapping
+with ``"ttl_deletes": "keep"`` archives them, while a user's delete is a plain delete.
 """
 
 from __future__ import annotations
@@ -18,18 +20,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster import (
+    MAPPINGS_DIR,
     ROOT,
     SteadyLoad,
     Worker,
     assert_exact,
     leases,
-    provision,
     query,
     shard_sequences,
     wait_for,
@@ -41,6 +44,7 @@ from ddbcdc.aws.streams import Stream, open_stream
 from ddbcdc.load.plan import DEFAULT_MIX, LoadOptions, Operation, expected_state, plan_operations
 from ddbcdc.load.writer import run_load
 from ddbcdc.local.stack import LocalStack
+from ddbcdc.schema.mapping import load_mappings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,7 +58,23 @@ def streams_stack(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
         yield running
 
 
-def _env(stack: LocalStack, database: str, application: str, tmp_path: Path) -> dict[str, str]:
+@pytest.fixture
+def archiving(
+    fresh_database: Callable[..., AbstractContextManager[str]], tmp_path: Path
+) -> Iterator[tuple[str, Path]]:
+    """The shipped customers mapping keeping what the TTL expires, in a folder of its own, and
+    a fresh database for it: (its URL, the folder)."""
+    document = json.loads((MAPPINGS_DIR / "customers.json").read_text())
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    (folder / "customers.json").write_text(json.dumps({**document, "ttl_deletes": "keep"}))
+    with fresh_database("t_e2e", mappings=load_mappings(folder)) as url:
+        yield url, folder
+
+
+def _env(
+    stack: LocalStack, database: str, application: str, tmp_path: Path, **extra: str
+) -> dict[str, str]:
     (tmp_path / "tmp").mkdir(exist_ok=True)
     return worker_env(
         stack,
@@ -63,6 +83,7 @@ def _env(stack: LocalStack, database: str, application: str, tmp_path: Path) -> 
         DDBCDC_APPLICATION_NAME=application,
         DDBCDC_CACHE_DIR=str(Path.home() / ".cache" / "ddbcdc"),
         TMPDIR=str(tmp_path / "tmp"),
+        **extra,
     )
 
 
@@ -150,15 +171,19 @@ def test_two_workers_a_kill_and_a_restart_lose_nothing(
                 worker.stop()
 
 
-def test_rollover_and_split_keep_every_key_in_order(
-    streams_stack: LocalStack, database: str, tmp_path: Path
+def test_rollover_and_split_keep_every_key_in_order_and_expiries_are_archived(
+    streams_stack: LocalStack, archiving: tuple[str, Path], tmp_path: Path
 ) -> None:
     """Generation 0 (2 shards) rolls over to 2 children mid-burst (four changes of key 1 in
-    the same second on each side), which split into 4; one worker reads them all."""
+    the same second on each side), which split into 4; one worker reads them all. Then items
+    expire under the table's Time to Live: the worker's copy keeps them as TTL expiries."""
     stack = streams_stack
-    provision(stack, "unused")
+    database, mappings = archiving
     application = f"ddbs-{uuid.uuid4().hex[:6]}"
-    worker = Worker(_env(stack, database, application, tmp_path), tmp_path / "w.log")
+    env = _env(stack, database, application, tmp_path, DDBCDC_MAPPINGS_DIR=str(mappings))
+    set_up = ddbcdc(env, "setup", "--ttl-attribute", "expires_at")
+    assert set_up.returncode == 0, set_up.stderr
+    worker = Worker(env, tmp_path / "w.log")
     operations: list[Operation] = []
     state: dict[int, Any] = {}
 
@@ -214,8 +239,56 @@ def test_rollover_and_split_keep_every_key_in_order(
             60,
             worker,
         )
+        _expire_and_delete(stack, database, worker)
     finally:
         worker.stop()
+
+
+def _expire_and_delete(stack: LocalStack, database: str, worker: Worker) -> None:
+    """Items 9001-9003 expire 3 s after they are written, a user deletes item 9004: the
+    change log has the TTL as the cause of the first three REMOVEs and a user of the last,
+    and the live table keeps the expired items (``ttl_deletes`` ``keep``), not the deleted."""
+    dynamodb = aws.client("dynamodb", stack.settings())
+    started = time.monotonic()
+    expires = int(time.time()) + 3
+    for key in (9001, 9002, 9003, 9004):
+        ttl = expires if key != 9004 else expires + 3600
+        dynamodb.put_item(
+            TableName="customers",
+            Item={
+                "userid": {"N": str(key)},
+                "first_name": {"S": "T"},
+                "expires_at": {"N": str(ttl)},
+            },
+        )
+    dynamodb.delete_item(TableName="customers", Key={"userid": {"N": "9004"}})
+    wait_for(
+        "DynamoDB to expire items 9001-9003",
+        lambda: (
+            not dynamodb.scan(
+                TableName="customers",
+                ConsistentRead=True,
+                FilterExpression="userid > :k",
+                ExpressionAttributeValues={":k": {"N": "9000"}},
+            )["Items"]
+        ),
+        60,
+        worker,
+    )
+    causes = (
+        "SELECT userid, _ddbcdc_removed_by FROM ddbcdc_changes__customers "
+        "WHERE _ddbcdc_op = 'REMOVE' AND userid > 9000"
+    )
+    wait_for(
+        "the worker to apply the four REMOVEs",
+        lambda: len(query(database, causes)) == 4,
+        120,
+        worker,
+    )
+    assert dict(query(database, causes)) == {9001: "ttl", 9002: "ttl", 9003: "ttl", 9004: "user"}
+    kept = query(database, "SELECT userid, first_name FROM customers WHERE userid > 9000")
+    assert sorted(tuple(row) for row in kept) == [(9001, "T"), (9002, "T"), (9003, "T")]
+    print(f"expired, archived and deleted in {time.monotonic() - started:.0f}s")
 
 
 def _stream(stack: LocalStack) -> Stream:

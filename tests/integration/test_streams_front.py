@@ -1,10 +1,13 @@
 """The local DynamoDB Streams front over the session's moto, through boto3's own client:
 shards split by key, whole-second timestamps, rollover and split with children found by
-ShardFilter, closed parents that end, and the records of every key in order along its lineage."""
+ShardFilter, closed parents that end, and the records of every key in order along its lineage;
+items expired by the front's Time to Live sweeper, their REMOVEs with the TTL service's
+identity as the GetRecords API gives it, and a user's REMOVE without one."""
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -124,6 +127,43 @@ def test_shards_lineage_and_records_as_dynamodb_streams_serves_them(
             names.setdefault(key, []).append(record["dynamodb"]["NewImage"]["first_name"]["S"])
     # Every key once per generation, in the order it was written, whichever shards it took.
     assert names == {k: [f"a{k}", f"b{k}", f"c{k}"] for k in range(1, 21)}
+
+
+def test_expired_items_are_removed_by_the_ttl_service_as_the_api_shows_it(
+    local_stack: LocalStack, table: tuple[str, str], front: tuple[StreamsFront, Any]
+) -> None:
+    """Item 1 expires; item 4's TTL has passed too, but a user deletes it before the front's
+    sweeper starts; item 3 a user deletes; item 2 expires in an hour."""
+    name, arn = table
+    served, streams = front
+    dynamodb = aws.client("dynamodb", local_stack.settings())
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+    )
+    now = int(time.time())
+    for userid, expires in ((1, now - 5), (2, now + 3600), (3, None), (4, now - 5)):
+        ttl = {} if expires is None else {"expires_at": {"N": str(expires)}}
+        dynamodb.put_item(TableName=name, Item={"userid": {"N": str(userid)}, **ttl})
+    for userid in (3, 4):
+        dynamodb.delete_item(TableName=name, Key={"userid": {"N": str(userid)}})
+    served.expire_tables()
+    deadline = time.monotonic() + 30
+    while dynamodb.scan(TableName=name, ConsistentRead=True)["Items"] != [
+        {"userid": {"N": "2"}, "expires_at": {"N": str(now + 3600)}}
+    ]:
+        assert time.monotonic() < deadline, "item 1 did not expire"
+        time.sleep(0.2)
+    service = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
+    shards = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    for _ in range(2):  # served the same way every time it is read
+        removes = {
+            int(r["dynamodb"]["Keys"]["userid"]["N"]): r.get("userIdentity")
+            for shard in shards
+            for r in read_shard(streams, arn, shard["ShardId"])[0]
+            if r["eventName"] == "REMOVE"
+        }
+        assert removes == {1: service, 3: None, 4: None}
+    assert served.ttl.expired() == {name: 1}
 
 
 def test_iterators_at_and_after_a_sequence_number_and_errors(

@@ -6,11 +6,11 @@ stream and the table (the shipped ``customers`` mapping, installed with the pack
 demo runs from any folder, keeping what the table's Time to Live on ``expires_at`` expires),
 start the KCL worker, load changes (the second half with an attribute the mapping does not
 name, ``city``: it is kept in the ``attributes`` column), wait until PostgreSQL equals a Scan of
-the DynamoDB table, report. Then items expire (:mod:`ddbcdc.demo.archive`; on Kinesis only:
-the local stack's Time to Live sweeper runs beside its bridge) and PostgreSQL must keep them
-while still equal to the Scan; stop the worker. Then the mapping
-evolves (:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the
-kept attributes and PostgreSQL must equal the Scan again. Before that, with the same worker,
+the DynamoDB table, report. Then items expire (:mod:`ddbcdc.demo.archive`: the local stack's
+Time to Live sweeper runs beside its bridge or in its DynamoDB Streams front) and PostgreSQL
+must keep them while still equal to the Scan; stop the worker. Then the mapping evolves
+(:mod:`ddbcdc.demo.evolve`): a ``city`` column is added, ``migrate`` fills it from the kept
+attributes and PostgreSQL must equal the Scan again. Before that, with the same worker,
 the archive act (40 items expire under the table's Time to Live and PostgreSQL keeps them)
 and the single-table act (:mod:`ddbcdc.demo.single_table`): a second table, ``shop``, holds
 customers, orders and order lines, copied into a PostgreSQL table per entity by a routed
@@ -246,7 +246,7 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout) -> int:
                 status, state = _load_and_check(
                     options, settings, engine, mapping, worker, say, out
                 )
-                if not status and not streams:  # no Time to Live sweeper beside the front
+                if not status:
                     status = archive(
                         dynamodb,
                         engine,

@@ -9,9 +9,15 @@ generations of shards on demand (``POST /rollover``, or every ``--rollover-every
 children listed with their ``ParentShardId`` and found by ``ShardFilter: CHILD_SHARDS``, the
 closed parents ending (``NextShardIterator`` absent) once read to their end.
 
-Records are moto's, with two changes that make them DynamoDB's: each gets the sequence
-number of its place in the lineage, and ``ApproximateCreationDateTime`` is rounded down to
-the whole second (moto keeps milliseconds; DynamoDB Streams documents whole seconds).
+Records are moto's, made DynamoDB's (:mod:`ddbcdc.local.front_stream`): each gets the
+sequence number of its place in the lineage, and ``ApproximateCreationDateTime`` is rounded
+down to the whole second (moto keeps milliseconds; DynamoDB Streams documents whole seconds).
+
+Time to Live: moto never expires an item, so the front runs a
+:class:`~ddbcdc.local.ttl.TtlSweeper` for the table of every stream moto lists
+(:meth:`StreamsFront.expire_tables`, about once a second), which deletes expired items while
+the table's TTL is ENABLED, and serves those REMOVEs with the TTL service's userIdentity in
+the GetRecords API's form (:mod:`ddbcdc.local.ttl`).
 
 In AWS this module has no job: DynamoDB does all of this itself.
 """
@@ -33,7 +39,8 @@ from typing import Any
 import orjson
 
 from ddbcdc.local.awsjson import AwsApiError, JsonApiClient
-from ddbcdc.local.lineage import Generation, Lineage, key_hash
+from ddbcdc.local.front_stream import FrontError, FrontStream, now_ms
+from ddbcdc.local.ttl import TtlSweepers
 
 __all__ = ["StreamsFront", "main"]
 
@@ -41,70 +48,8 @@ log = logging.getLogger(__name__)
 
 _CONTENT_TYPE = "application/x-amz-json-1.0"
 _TARGET = "DynamoDBStreams_20120810."
-_PULL_EVERY_S = 0.05
 _SCAN_LIMIT = 20_000  # positions one GetRecords looks at, at most
-
-
-class _Error(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class _Stream:
-    """One stream: moto's records so far and the lineage they are shown in."""
-
-    def __init__(self, arn: str, moto: JsonApiClient, shards: int) -> None:
-        self.arn = arn
-        self.lock = threading.Lock()
-        self.records: list[dict[str, Any]] = []
-        self.hashes: list[int] = []
-        self.lineage = Lineage(arn, shards, _now_ms())
-        self._moto = moto
-        self._iterator: str | None = None
-        self._pulled = 0.0
-
-    def pull(self, *, force: bool = False) -> None:
-        """Append the records moto has that are not here yet (call with the lock held)."""
-        if not force and time.monotonic() - self._pulled < _PULL_EVERY_S:
-            return
-        if self._iterator is None:
-            description = self._moto.call("DescribeStream", {"StreamArn": self.arn})
-            shard = description["StreamDescription"]["Shards"][0]["ShardId"]
-            self._iterator = self._moto.call(
-                "GetShardIterator",
-                {"StreamArn": self.arn, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"},
-            )["ShardIterator"]
-        while True:
-            answer = self._moto.call("GetRecords", {"ShardIterator": self._iterator, "Limit": 1000})
-            self._iterator = answer.get("NextShardIterator") or self._iterator
-            got = answer.get("Records", [])
-            for record in got:
-                self.hashes.append(key_hash(record["dynamodb"]["Keys"]))
-                self.records.append(record)
-            if len(got) < 1000:
-                break
-        self._pulled = time.monotonic()
-
-    def locate(self, shard_id: str) -> tuple[Generation, int]:
-        found = self.lineage.find(shard_id)
-        if found is None:
-            raise _Error("ResourceNotFoundException", f"shard {shard_id} not found in {self.arn}")
-        return found
-
-    def shown(self, generation: Generation, position: int) -> dict[str, Any]:
-        """The record at ``position`` as DynamoDB Streams shows it in ``generation``."""
-        record = self.records[position]
-        dynamodb = dict(record["dynamodb"])
-        dynamodb["SequenceNumber"] = generation.sequence(position)
-        created = dynamodb.get("ApproximateCreationDateTime")
-        if isinstance(created, int | float):
-            dynamodb["ApproximateCreationDateTime"] = int(created)
-        return {**record, "dynamodb": dynamodb}
+_DISCOVER_EVERY_S = 1.0  # between looks for streams whose tables need a TTL sweeper
 
 
 class StreamsFront:
@@ -114,13 +59,22 @@ class StreamsFront:
         moto_endpoint: moto's URL.
         region: the region to sign moto calls for.
         shards: shards per stream in its first generation.
+        ttl_interval: seconds between sweeps for expired items of a table with TTL enabled.
     """
 
-    def __init__(self, moto_endpoint: str, *, region: str = "us-east-1", shards: int = 2) -> None:
+    def __init__(
+        self,
+        moto_endpoint: str,
+        *,
+        region: str = "us-east-1",
+        shards: int = 2,
+        ttl_interval: float = 1.0,
+    ) -> None:
         self.moto_endpoint = moto_endpoint
         self.region = region
         self.shards = shards
-        self._streams: dict[str, _Stream] = {}
+        self.ttl = TtlSweepers(endpoint=moto_endpoint, region=region, interval=ttl_interval)
+        self._streams: dict[str, FrontStream] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
         self._clients: list[JsonApiClient] = []
@@ -138,13 +92,14 @@ class StreamsFront:
         return client
 
     def close(self) -> None:
-        """Close every connection to moto."""
+        """Stop the TTL sweepers and close every connection to moto."""
+        self.ttl.stop()
         with self._lock:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close()
 
-    def stream(self, arn: str) -> _Stream:
+    def stream(self, arn: str) -> FrontStream:
         """The stream ``arn`` (known to moto), starting its lineage on first use."""
         with self._lock:
             found = self._streams.get(arn)
@@ -152,8 +107,23 @@ class StreamsFront:
             self._moto().call("DescribeStream", {"StreamArn": arn})  # raises if moto has none
             moto = self._client()
             with self._lock:
-                found = self._streams.setdefault(arn, _Stream(arn, moto, self.shards))
+                found = self._streams.setdefault(
+                    arn, FrontStream(arn, moto, self.shards, self.ttl.expiries)
+                )
         return found
+
+    def expire_tables(self) -> None:
+        """Run a TTL sweeper for the table of every stream moto lists (each expires items
+        only while its table's TTL is ENABLED)."""
+        tables: set[str] = set()
+        request: dict[str, Any] = {}
+        while True:
+            answer = self._moto().call("ListStreams", request)
+            tables.update(str(s["TableName"]) for s in answer.get("Streams", []))
+            if not answer.get("LastEvaluatedStreamArn"):
+                break
+            request["ExclusiveStartStreamArn"] = answer["LastEvaluatedStreamArn"]
+        self.ttl.ensure(sorted(tables))
 
     def rollover(self, arn: str | None = None, *, split: bool = False) -> list[str]:
         """Close every open shard of ``arn`` (every stream when None) at the records so far
@@ -168,7 +138,7 @@ class StreamsFront:
             with stream.lock:
                 stream.pull(force=True)
                 generation = stream.lineage.roll(
-                    len(stream.records), created_ms=_now_ms(), split=split
+                    len(stream.records), created_ms=now_ms(), split=split
                 )
                 created += generation.shard_ids
             log.info("rolled %s over at record %d: %s", stream.arn, generation.start, created)
@@ -185,7 +155,7 @@ class StreamsFront:
             "GetRecords": self.get_records,
         }.get(operation)
         if handler is None:
-            raise _Error("UnknownOperationException", f"{operation} is not served here")
+            raise FrontError("UnknownOperationException", f"{operation} is not served here")
         answer: dict[str, Any] = handler(body)
         return answer
 
@@ -230,13 +200,13 @@ class StreamsFront:
             elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
                 at = generation.position(str(body.get("SequenceNumber", "")))
                 if at is None or not generation.start <= at <= end:
-                    raise _Error(
+                    raise FrontError(
                         "ValidationException",
                         f"sequence number {body.get('SequenceNumber')} is not in {shard_id}",
                     )
                 position = at + (kind == "AFTER_SEQUENCE_NUMBER")
             else:
-                raise _Error("ValidationException", f"ShardIteratorType {kind!r}")
+                raise FrontError("ValidationException", f"ShardIteratorType {kind!r}")
         return {"ShardIterator": _iterator(arn, shard_id, position)}
 
     def get_records(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +239,7 @@ def _read_iterator(value: Any) -> tuple[str, str, int]:
         arn, shard_id, position = orjson.loads(base64.urlsafe_b64decode(str(value)))
         return str(arn), str(shard_id), int(position)
     except (ValueError, TypeError, binascii.Error) as exc:
-        raise _Error("ValidationException", "invalid ShardIterator") from exc
+        raise FrontError("ValidationException", "invalid ShardIterator") from exc
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -291,9 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             target = self.headers.get("X-Amz-Target", "")
             if not target.startswith(_TARGET):
-                raise _Error("UnknownOperationException", f"X-Amz-Target {target!r}")
+                raise FrontError("UnknownOperationException", f"X-Amz-Target {target!r}")
             self._send(200, self.front.call(target[len(_TARGET) :], request))
-        except _Error as exc:
+        except FrontError as exc:
             self._send(
                 exc.status,
                 {"__type": f"com.amazonaws.dynamodb.v20120810#{exc.code}", "message": exc.message},
@@ -338,6 +308,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rollover-every", type=float, default=0.0, help="seconds between rollovers (0: never)"
     )
+    parser.add_argument(
+        "--ttl-interval",
+        type=float,
+        default=1.0,
+        help="seconds between sweeps for expired items of tables with TTL enabled",
+    )
     parser.add_argument("--ready-file", type=Path, help="written with the URL once serving")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -353,7 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    front = StreamsFront(args.moto_endpoint, region=args.region, shards=args.shards)
+    front = StreamsFront(
+        args.moto_endpoint, region=args.region, shards=args.shards, ttl_interval=args.ttl_interval
+    )
     server = serve(front, args.port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -363,8 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("DynamoDB Streams front on %s over moto %s", url, args.moto_endpoint)
     if args.ready_file is not None:
         args.ready_file.write_text(url + "\n")
-    while not stop.wait(args.rollover_every or 3600.0):
-        if args.rollover_every:
+    rollover_due = time.monotonic() + args.rollover_every
+    while not stop.wait(_DISCOVER_EVERY_S):
+        try:
+            front.expire_tables()
+        except AwsApiError as exc:
+            log.warning("listing the streams whose tables expire items: %s", exc)
+        if args.rollover_every and time.monotonic() >= rollover_due:
+            rollover_due = time.monotonic() + args.rollover_every
             front.rollover()
     server.shutdown()
     server.server_close()

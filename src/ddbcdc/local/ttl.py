@@ -1,18 +1,23 @@
 """DynamoDB's Time to Live on the local stack: expired items deleted as the service does it.
 
 moto records a table's TTL setting (UpdateTimeToLive, DescribeTimeToLive) but never expires
-an item, and its stream records carry no userIdentity. The bridge process therefore runs a
-:class:`TtlSweeper` per bridged table: while the table's TTL is ENABLED, every ``interval``
+an item, and its stream records carry no userIdentity. Whatever process serves the local
+stack's stream therefore runs a :class:`TtlSweeper` per table: the bridge one per bridged
+table, the DynamoDB Streams front one per stream's table (:class:`TtlSweepers`). While the
+table's TTL is ENABLED, every ``interval``
 seconds it scans for items whose TTL attribute (a number, epoch seconds) is at or before now,
 and deletes each with the condition that the attribute still holds the value read (an item
 written again meanwhile is not deleted). As in AWS, an attribute that is not a number, or a
 time more than five years past, never expires.
 
 Each deletion is entered in the :class:`Expiries` ledger before it is made (and withdrawn
-when the condition fails). The bridge takes the ledger entry of a REMOVE of the same key
-whose OldImage holds the TTL value deleted, and stamps that REMOVE with the identity DynamoDB's
-own deletions carry on its streams, ``userIdentity {"type": "Service", "principalId":
-"dynamodb.amazonaws.com"}``; every other REMOVE goes on without one, as a user's. (A user's
+when the condition fails). The reader of the stream takes the ledger entry of a REMOVE of the
+same key whose OldImage holds the TTL value deleted, and stamps that REMOVE with the identity
+DynamoDB's own deletions carry: the bridge in the Kinesis Data Streams for DynamoDB form,
+``userIdentity {"type": "Service", "principalId": "dynamodb.amazonaws.com"}``
+(:data:`TTL_IDENTITY`), the front in the form of the DynamoDB Streams GetRecords API,
+``userIdentity {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}``
+(:data:`TTL_STREAMS_IDENTITY`). Every other REMOVE goes on without one, as a user's. (A user's
 delete of the same expired item between the entry and the sweeper's delete would be stamped
 instead: the local stack's only approximation.)
 """
@@ -22,19 +27,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ddbcdc.decode.envelope import TTL_PRINCIPAL
 from ddbcdc.local.awsjson import AwsApiError, JsonApiClient
 from ddbcdc.local.bridge_format import partition_key
 
-__all__ = ["TTL_IDENTITY", "Expiries", "TtlSweeper"]
+__all__ = ["TTL_IDENTITY", "TTL_STREAMS_IDENTITY", "Expiries", "TtlSweeper", "TtlSweepers"]
 
 log = logging.getLogger(__name__)
 
 #: The userIdentity of a REMOVE by DynamoDB's TTL (Kinesis Data Streams for DynamoDB form).
 TTL_IDENTITY = {"type": "Service", "principalId": TTL_PRINCIPAL}
+#: The same identity as the DynamoDB Streams API serves it (its ``Identity`` shape).
+TTL_STREAMS_IDENTITY = {"PrincipalId": TTL_PRINCIPAL, "Type": "Service"}
 #: Items whose TTL is further in the past than this are never expired (as in AWS).
 _OLDEST_S = 5 * 365 * 24 * 3600
 _SETTING_EVERY_S = 2.0
@@ -191,3 +198,54 @@ class TtlSweeper(threading.Thread):
             deleted += 1
         self.expired += deleted
         return deleted
+
+
+class TtlSweepers:
+    """A :class:`TtlSweeper` per table, every one entering :attr:`expiries`.
+
+    Args:
+        endpoint: moto's URL.
+        region: the region of the tables.
+        interval: seconds between sweeps.
+    """
+
+    def __init__(self, *, endpoint: str, region: str, interval: float) -> None:
+        self.expiries = Expiries()
+        self._endpoint, self._region, self._interval = endpoint, region, interval
+        self._stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._sweepers: dict[str, TtlSweeper] = {}
+
+    def ensure(self, tables: Iterable[str]) -> None:
+        """Start a sweeper for each of ``tables`` that has none running (a sweeper ends when
+        its table is gone; a table made again under the name gets a new one)."""
+        with self._lock:
+            if self._stop_event.is_set():
+                return
+            for table in tables:
+                running = self._sweepers.get(table)
+                if running is not None and running.is_alive():
+                    continue
+                sweeper = TtlSweeper(
+                    table,
+                    endpoint=self._endpoint,
+                    region=self._region,
+                    expiries=self.expiries,
+                    interval=self._interval,
+                    stop=self._stop_event,
+                )
+                self._sweepers[table] = sweeper
+                sweeper.start()
+
+    def expired(self) -> dict[str, int]:
+        """Per table: the items its sweepers have expired (the latest sweeper's count)."""
+        with self._lock:
+            return {table: sweeper.expired for table, sweeper in self._sweepers.items()}
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every sweeper and wait for each (it finishes its current call first)."""
+        with self._lock:
+            self._stop_event.set()
+            sweepers = list(self._sweepers.values())
+        for sweeper in sweepers:
+            sweeper.join(timeout)
