@@ -62,9 +62,11 @@ def drive(folder: Path, page_items: int, segments: int) -> None:
     from ddbcdc.backfill import snapshot, state
     from ddbcdc.backfill.feed import backfill_pipeline
     from ddbcdc.backfill.records import now_us
+    from ddbcdc.runtime import tune_gc
     from ddbcdc.schema.mapping import load_mappings
     from ddbcdc.settings import Settings
 
+    tune_gc()  # as `ddbcdc snapshot` does
     files = sorted((folder / "data").glob("*.json.gz"))
     request_us = now_us()
 

@@ -6,10 +6,13 @@ Every client raises :class:`~ddbcdc.aws.errors.AwsError` instead of botocore's e
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.loaders import Loader
 
 from ddbcdc.aws.errors import TypedErrors
 from ddbcdc.settings import Settings
@@ -47,6 +50,30 @@ def _typed_errors(base_classes: list[type], **_: Any) -> None:
     base_classes.insert(0, TypedErrors)
 
 
+class _Models:
+    """botocore's loader of service models and endpoints, shared by every client's session.
+
+    A fresh session lists every service botocore knows and parses the endpoint rules and the
+    service's model again (~50 ms a client); the loader keeps what it read. Credentials,
+    region and retries stay each session's own."""
+
+    lock = threading.Lock()
+    loader: Loader | None = None
+
+
+def _session() -> boto3.session.Session:
+    """A new boto3 session on the shared loader."""
+    core = botocore.session.Session()
+    with _Models.lock:
+        if _Models.loader is None:
+            _Models.loader = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _Models.loader)
+    session = boto3.session.Session(botocore_session=core)
+    session.events.register("creating-client-class", _typed_errors)
+    return session
+
+
 def client(service: str, settings: Settings, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
     """A boto3 client for ``service`` with the configured region, endpoint and retries.
 
@@ -62,9 +89,7 @@ def client(service: str, settings: Settings, *, max_attempts: int = DEFAULT_MAX_
         # An S3 endpoint of its own (moto, MinIO) serves buckets as paths, not host names.
         s3={"addressing_style": "path"} if service == "s3" and endpoint else None,
     )
-    session = boto3.session.Session()
-    session.events.register("creating-client-class", _typed_errors)
-    return session.client(
+    return _session().client(
         service,  # type: ignore[call-overload]
         endpoint_url=endpoint,
         config=config,

@@ -37,7 +37,7 @@ import orjson
 from ddbcdc.backfill import state
 from ddbcdc.backfill.direct import DeferredRecords, DirectInserts
 from ddbcdc.backfill.export import DataFile, ExportError, ExportLocation, Manifest, gzip_lines
-from ddbcdc.backfill.feed import Batch, feed
+from ddbcdc.backfill.feed import BATCHES_IN_FLIGHT, Batch, feed
 from ddbcdc.backfill.records import RecordMaker, format_us
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.errors import ConfigurationError
@@ -269,7 +269,10 @@ def _import_file(job: _Import, segment: state.Segment) -> BatchResult:
     run = job.run
     entry = run.detail["files"][segment.segment]
     with job.location.checked(DataFile(*entry)) as raw:
-        counts = feed(job.pipeline, _batches(job, segment, raw), on_batch=job.progress.batch)
+        batches = _batches(job, segment, raw)
+        counts = feed(
+            job.pipeline, batches, on_batch=job.progress.batch, in_flight=BATCHES_IN_FLIGHT
+        )
     state.mark_done(job.pipeline.engine, run.id, segment.segment)
     log.info("export %s: %s applied", run.id, segment.name)
     return counts

@@ -22,7 +22,7 @@ from typing import Any
 
 from ddbcdc.backfill import state
 from ddbcdc.backfill.direct import DeferredRecords, DirectInserts
-from ddbcdc.backfill.feed import Batch, feed, margin_us
+from ddbcdc.backfill.feed import BATCHES_IN_FLIGHT, Batch, feed, margin_us
 from ddbcdc.backfill.records import (
     RecordMaker,
     format_us,
@@ -195,7 +195,7 @@ def _segment_task(job: _Job, segment: state.Segment) -> None:
     def counted(batch: Batch, result: BatchResult) -> None:
         job.counter.add(len(batch.records), result)
 
-    feed(job.pipeline, _page_batches(job, segment), on_batch=counted)
+    feed(job.pipeline, _page_batches(job, segment), on_batch=counted, in_flight=BATCHES_IN_FLIGHT)
 
 
 def retention_watch(
