@@ -14,10 +14,12 @@ PostgreSQL and times the whole command, the mappings interleaved round after rou
   entity.
 
 Both must end with as many live rows. The target: routed within 15% of plain (a ratio of the
-medians of at least 0.85).
+medians of at least 0.85). ``--against SRC`` adds a third contender, ``routed-against``: the
+routed mapping under another source tree (``SRC``: its ``src`` folder, e.g. of a ``git
+worktree`` of the commit to compare with), interleaved with the other two.
 
     .venv/bin/python benchmarks/routes_bench.py [--changes 200000] [--customers 3000] \\
-        [--batch-size 5000] [--rounds 5]
+        [--batch-size 5000] [--rounds 5] [--against ../other/src]
 """
 
 from __future__ import annotations
@@ -111,10 +113,13 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--against", type=Path, help="another source tree's src folder")
     args = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     compile_ = [sys.executable, "-m", "compileall", "-q", str(ROOT / "src")]
     subprocess.run(compile_, check=True)
+    if args.against is not None:
+        subprocess.run([*compile_[:-1], str(args.against)], check=True)
     work = Path(tempfile.mkdtemp(prefix="ddbcdc-routes-bench-"))
     data = work / "changes.jsonl"
     data.write_bytes(generate(args.changes, args.customers))
@@ -128,6 +133,10 @@ def main() -> None:
             ["shop_customers", "shop_orders", "shop_order_lines", "shop_unmatched"],
         ),
     }
+    if args.against is not None:
+        folder = _folder(work, "routed-against", routed_doc)
+        contender = Contender("routed-against", args.against.resolve(), folder, False)
+        contenders["routed-against"] = (contender, contenders["routed"][1])
     url = os.environ.get("DATABASE_URL")
     server = None if url else TemporaryPostgres(durable=True).start()
     url = url or server.url  # type: ignore[union-attr]
@@ -136,7 +145,7 @@ def main() -> None:
     names = list(contenders)
     try:
         for round_ in range(args.rounds):
-            for name in names[round_ % 2 :] + names[: round_ % 2]:
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 contender, tables = contenders[name]
                 db = _database(admin, url)
                 try:
@@ -144,12 +153,13 @@ def main() -> None:
                     rows[name] = _rows(db, tables)
                 finally:
                     _drop(admin, db)
-                print(f"round {round_}: {name:<7} {seconds:6.2f}s {args.changes / seconds:9,.0f}/s")
+                rate = args.changes / seconds
+                print(f"round {round_}: {name:<14} {seconds:6.2f}s {rate:9,.0f}/s", flush=True)
     finally:
         admin.dispose()
         if server is not None:
             server.stop()
-    assert rows["plain"] == rows["routed"], f"live rows differ: {rows}"
+    assert len(set(rows.values())) == 1, f"live rows differ: {rows}"
     median = {n: args.changes / statistics.median(c.seconds) for n, (c, _) in contenders.items()}
     report = {
         "changes": args.changes,
@@ -158,7 +168,12 @@ def main() -> None:
         "rounds": args.rounds,
         "live_rows": rows["plain"],
         **{f"{n}_median_per_s": round(v) for n, v in median.items()},
-        "routed_vs_plain_median": round(median["routed"] / median["plain"], 3),
+        **{
+            f"{n}_cpu_median_s": round(statistics.median(c.cpu), 2)
+            for n, (c, _) in contenders.items()
+        },
+        **{f"{n}_vs_plain_median": round(median[n] / median["plain"], 3) for n in names[1:]},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(report, indent=2))
 

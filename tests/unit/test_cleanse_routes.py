@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ddbcdc.cleanse.routes import NO_ROUTE, RoutedCleanser
 from ddbcdc.decode.attributes import marshal
@@ -145,3 +148,94 @@ def test_a_value_that_does_not_fit_names_the_route_table() -> None:
 def test_a_dynamodb_key_that_cannot_be_a_row_is_poison() -> None:
     with pytest.raises(CleanseError, match="U\\+0000"):
         CLEANSER.cleanse(record("INSERT", "CUSTOMER#\x00", "PROFILE"))
+
+
+# -- the compiled key functions against the templates' definition ---------------------------
+
+_TYPED = {
+    "smallint": (r"0|-?[1-9][0-9]*", 15),
+    "integer": (r"0|-?[1-9][0-9]*", 31),
+    "bigint": (r"0|-?[1-9][0-9]*", 63),
+    "date": (r"[0-9]{4}-[0-9]{2}-[0-9]{2}", None),
+    "text": (r".*", None),
+}
+_KEYED = parse_mapping(
+    {
+        "source_table": "t",
+        "key": [
+            {"name": "pk", "source": "PK", "type": "text"},
+            {"name": "sk", "source": "SK", "type": "text"},
+        ],
+        "routes": [
+            {
+                "target_table": "pairs",
+                "match": {"PK": "P#{a}#{b}", "SK": "{c}~{d}"},
+                "columns": [
+                    {"name": "a", "type": "smallint"},
+                    {"name": "b", "type": "bigint"},
+                    {"name": "c", "type": "date"},
+                    {"name": "d", "type": "text"},
+                ],
+            },
+            {
+                "target_table": "tails",
+                "match": {"PK": "N#{n}", "SK": "X"},
+                "columns": [{"name": "n", "type": "integer"}],
+            },
+        ],
+    },
+    name="t",
+)
+
+
+def _reference_key(route_index: int, keys: dict[str, Any]) -> tuple[Any, ...] | None:
+    """A route's key by its definition: each template as one pattern, each placeholder
+    converted exactly, or no key."""
+    route = _KEYED.routes[route_index]
+    types = {c.name: c.type for c in route.mapping.columns}
+    found: dict[str, Any] = {}
+    for template in route.templates:
+        value = keys.get(template.attribute)
+        pattern = re.escape(template.literals[0])
+        for name, literal in zip(template.placeholders, template.literals[1:], strict=True):
+            pattern += f"({_TYPED[types[name]][0]})" + re.escape(literal)
+        matched = re.fullmatch(pattern, value, re.DOTALL) if isinstance(value, str) else None
+        if matched is None:
+            return None
+        for name, text in zip(template.placeholders, matched.groups(), strict=True):
+            kind, bits = types[name], _TYPED[types[name]][1]
+            try:
+                converted: Any = date.fromisoformat(text) if kind == "date" else text
+                if bits is not None:
+                    converted = int(text)
+            except ValueError:
+                return None
+            if bits is not None and not -(2**bits) <= converted < 2**bits:
+                return None
+            found[name] = converted
+    return tuple(found[k] for k in route.mapping.key)
+
+
+_PIECES = st.sampled_from(
+    ["0", "00", "7", "07", "-", "-0", "-7", "+7", " ", "#", "~", "²", "٣", "X", "1" * 4400]
+)
+_TEXTS = st.lists(_PIECES, max_size=3).map("".join)
+_BOUNDS = [2**15, 2**31, 2**63]
+_NUMBERS = st.one_of(
+    _TEXTS, st.sampled_from([n + d for b in _BOUNDS for n in (b, -b) for d in (-1, 0)]).map(str)
+)
+_DATES = st.one_of(_TEXTS, st.dates().map(str), st.just("2024-02-30"), st.just("2024-5-1"))
+#: Keys near each template (its literals, values near the types' bounds) and any others.
+_PKS = st.one_of(
+    _TEXTS, st.builds("P#{}#{}".format, _NUMBERS, _NUMBERS), st.builds("N#{}".format, _NUMBERS)
+)
+_SKS = st.one_of(_TEXTS, st.builds("{}~{}".format, _DATES, _TEXTS), st.just("X"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(pk=_PKS, sk=_SKS)
+def test_compiled_route_keys_agree_with_the_templates(pk: str, sk: str) -> None:
+    keys = {"PK": pk, "SK": sk}
+    found = RoutedCleanser(_KEYED).route_keys(keys)
+    wanted = [_reference_key(i, keys) for i in range(2)]
+    assert tuple(found) == (*wanted, (pk, sk))  # the catch-all: any key

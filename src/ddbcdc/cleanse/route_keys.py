@@ -1,11 +1,20 @@
-"""An item's key in each route of a routed mapping: its DynamoDB key attributes matched
-against each route's key templates. Pure.
+"""An item's key in each route of a routed mapping, and the first route that takes it: its
+DynamoDB key attributes matched against each route's key templates. Pure.
 
 A route's key is its placeholders' values, each converted exactly (an integer placeholder
 takes only a canonical integer, ``CUSTOMER#007`` is not ``customer_id = 7``; a date only
 ``YYYY-MM-DD``; a template that is one placeholder converts as a key column does), or the item
-has no key in that route. Each route's key is matched only when first asked for: most changes
-need the key of their own route only.
+has no key in that route.
+
+Each route's templates are compiled into one Python function (the Keys and the DynamoDB key
+-> the route's key, or None), the cheapest test first: a literal template is one comparison,
+a template that is the DynamoDB key's own column is that column's value, any other template
+is its literal prefix, then one regular expression capturing all its placeholders, each
+converted inline. :attr:`KeyTemplates.first` is one more function: per route in order, its
+entity attributes, then its key. Attribute names and literals enter the source only as
+``repr`` literals; patterns and converters are bound by name (as in
+:mod:`ddbcdc.cleanse.rowfn`). Each route's key is matched only when first asked for
+(:class:`RouteKeys`): most changes need the key of their own route only.
 """
 
 from __future__ import annotations
@@ -16,9 +25,16 @@ from datetime import date
 from typing import Any, overload
 
 from ddbcdc.cleanse.coerce import INT_BITS, key_coercer
-from ddbcdc.schema.model import ColumnMapping, TableMapping, Template
+from ddbcdc.schema.model import ColumnMapping, Route, TableMapping, Template
 
-__all__ = ["KeyTemplates", "RouteKeys"]
+__all__ = ["KeyFunction", "KeyTemplates", "RouteKeys"]
+
+#: The Keys and the DynamoDB key (as the versions row's key) -> a route's key, or None.
+KeyFunction = Callable[[Mapping[str, Any], Sequence[Any]], "tuple[Any, ...] | None"]
+#: An image, its Keys and its DynamoDB key -> (the first route that takes it, its key there).
+FirstFunction = Callable[
+    [Mapping[str, Any], Mapping[str, Any], Sequence[Any]], "tuple[int, tuple[Any, ...]] | None"
+]
 
 #: What a placeholder inside a string may look like, by type: its canonical text only.
 _PATTERNS = {
@@ -30,121 +46,139 @@ _PATTERNS = {
 }
 
 
-def _exact_text(column: ColumnMapping) -> Callable[[str], Any]:
-    """The value of a placeholder's text that its pattern already found canonical."""
+def _captured(t: int, j: int, column: ColumnMapping, var: str, names: dict[str, Any]) -> list[str]:
+    """Lines setting ``var``, the placeholder ``column``, from the group ``j`` of the match
+    ``m`` (text its pattern already found canonical), or raising ValueError."""
     if column.type in INT_BITS:
-        low, high = -(2 ** INT_BITS[column.type]), 2 ** INT_BITS[column.type] - 1
-
-        def integer(text: str) -> Any:
-            value = int(text)
-            if not low <= value <= high:
-                raise ValueError("out of range")
-            return value
-
-        return integer
+        bits = INT_BITS[column.type]
+        low, high = f"LO{t}_{j}", f"HI{t}_{j}"
+        names[low], names[high] = -(2**bits), 2**bits - 1
+        return [f"{var} = int(m[{j}])", f"if not {low} <= {var} <= {high}: return None"]
     if column.type == "date":
-        return date.fromisoformat
-    return key_coercer(column)  # text: what PostgreSQL can hold
+        names["fromisoformat"] = date.fromisoformat
+        return [f"{var} = fromisoformat(m[{j}])"]
+    names[f"C{t}_{j}"] = key_coercer(column)  # text: what PostgreSQL can hold
+    return [f"{var} = C{t}_{j}(m[{j}])"]
 
 
-class _Matcher:
-    """One key template against the value of its key attribute."""
+def _template_lines(
+    t: int,
+    template: Template,
+    columns: Mapping[str, ColumnMapping],
+    seed: int | None,
+    names: dict[str, Any],
+) -> tuple[int, list[str]]:
+    """(its cost, the lines setting the variable ``p<n>`` of each placeholder of
+    ``template``, its ``n`` in ``columns``, or returning None when the key is not this
+    template's)."""
+    found = [columns[p] for p in template.placeholders]
+    var = {c.name: f"p{list(columns).index(c.name)}" for c in found}
+    get = f"v = keys.get({template.attribute!r})"
+    if not found:  # a literal
+        return 0, [get, f"if type(v) is not str or v != {template.literals[0]!r}: return None"]
+    if template.whole:
+        if seed is not None:  # the DynamoDB key's own column, converted already
+            return 1, [f"{var[found[0].name]} = source[{seed}]"]
+        names[f"C{t}"] = key_coercer(found[0])
+        return 1, [get, "if v is None: return None", f"{var[found[0].name]} = C{t}(v)"]
+    parts = [re.escape(template.literals[0])]
+    for column, literal in zip(found, template.literals[1:], strict=True):
+        parts += [f"({_PATTERNS[column.type]})", re.escape(literal)]
+    names[f"X{t}"] = re.compile("".join(parts), re.DOTALL).fullmatch
+    prefix = template.literals[0]
+    lines = [get, f"if type(v) is not str or not v.startswith({prefix!r}): return None"]
+    matched = [f"m = X{t}(v)", "if m is None: return None"]
+    for j, column in enumerate(found, 1):
+        matched += _captured(t, j, column, var[column.name], names)
+    if len(found) == 1 and found[0].type in INT_BITS and template.literals[1] == "":
+        # ``PREFIX{n}``: a canonical natural number after the prefix needs no pattern
+        n = var[found[0].name]
+        lines += [
+            f"t = v[{len(prefix)}:]",
+            "if t.isdigit() and t.isascii() and (t[0] != '0' or t == '0'):",
+            f"    {n} = int(t)",
+            f"    if not LO{t}_1 <= {n} <= HI{t}_1: return None",
+            "else:",
+            *(f"    {line}" for line in matched),
+        ]
+    else:
+        lines += matched
+    return 2, lines
 
-    __slots__ = ("_converters", "_literal", "_prefix", "_regex", "attribute", "cost")
 
-    def __init__(self, template: Template, columns: Mapping[str, ColumnMapping]) -> None:
-        self.attribute = template.attribute
-        found = [columns[p] for p in template.placeholders]
-        self._literal = template.literals[0] if not found else None
-        self._prefix = template.literals[0]
-        self._regex: re.Pattern[str] | None = None
-        self._converters: tuple[Callable[[Any], Any], ...] = tuple(key_coercer(c) for c in found)
-        #: Cheapest first: a literal is one comparison, a whole attribute one conversion.
-        self.cost = 0 if not found else 1 if template.whole else 2
-        if found and not template.whole:
-            parts = [re.escape(template.literals[0])]
-            for column, literal in zip(found, template.literals[1:], strict=True):
-                parts += [f"({_PATTERNS[column.type]})", re.escape(literal)]
-            self._regex = re.compile("".join(parts), re.DOTALL)
-            self._converters = tuple(_exact_text(c) for c in found)
+def _compile(source: str, filename: str, names: dict[str, Any], function: str) -> Any:
+    exec(compile(source, filename, "exec"), names)  # noqa: S102
+    return names[function]
 
-    def match(self, keys: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The placeholders' values, or None when the key is not this template's."""
-        value = keys.get(self.attribute)
-        if value is None:
-            return None
-        if self._literal is not None:
-            return () if value == self._literal and type(value) is str else None
-        try:
-            if self._regex is None:  # the whole attribute: a key column's conversion
-                return (self._converters[0](value),)
-            if type(value) is not str or not value.startswith(self._prefix):
-                return None
-            found = self._regex.fullmatch(value)
-            if found is None:
-                return None
-            converters = self._converters
-            if len(converters) == 1:
-                return (converters[0](found[1]),)
-            return tuple(c(text) for c, text in zip(converters, found.groups(), strict=True))
-        except ValueError:
-            return None
+
+def compile_key(route: Route, source_types: Mapping[str, tuple[int, str]]) -> KeyFunction:
+    """The key function of ``route`` (see the module doc); ``source_types``: per key
+    attribute, its position in the DynamoDB key and its column type."""
+    columns = {c.name: c for c in route.mapping.columns}
+    names: dict[str, Any] = {}
+    blocks = []
+    for t, template in enumerate(route.templates):
+        position, type_ = source_types[template.attribute]
+        types = tuple(columns[p].type for p in template.placeholders)
+        seeded = template.whole and types == (type_,)
+        blocks.append(_template_lines(t, template, columns, position if seeded else None, names))
+    blocks.sort(key=lambda block: block[0])  # cheapest first
+    body = [line for _, lines in blocks for line in lines]
+    order = list(columns)
+    body.append("return (" + "".join(f"p{order.index(k)}, " for k in route.mapping.key) + ")")
+    source = "\n".join(
+        [
+            "def key(keys, source):",
+            "    try:",
+            *(f"        {line}" for line in body),
+            "    except ValueError:",
+            "        return None",
+        ]
+    )
+    filename = f"<ddbcdc key of route {route.target_table}>"
+    function: KeyFunction = _compile(source, filename, names, "key")
+    return function
+
+
+def compile_first(routes: Sequence[Route], keys: Sequence[KeyFunction]) -> FirstFunction:
+    """The function giving the first of ``routes`` (with their key functions ``keys``) whose
+    entity attributes an image has and whose templates match its Keys, and its key there."""
+    names: dict[str, Any] = {}
+    body = ["get = image.get"]
+    for i, (route, key) in enumerate(zip(routes, keys, strict=True)):
+        names[f"K{i}"] = key
+        tests = [f"type(e := get({a!r})) is str and e == {v!r}" for a, v in route.entity]
+        lines = [f"k = K{i}(keys, source)", f"if k is not None: return {i}, k"]
+        if tests:
+            body.append("if " + " and ".join(f"({test})" for test in tests) + ":")
+            lines = [f"    {line}" for line in lines]
+        body += lines
+    body.append("return None")
+    source = "\n".join(["def first(image, keys, source):", *(f"    {b}" for b in body)])
+    function: FirstFunction = _compile(source, "<ddbcdc first route>", names, "first")
+    return function
 
 
 _UNSET: Any = object()
 
 
 class KeyTemplates:
-    """Every route's key of one item: each distinct template matched once, the cheapest
-    first; a template that is the DynamoDB key's own column is that column's value."""
+    """Every route's key function, and the function that finds an item's route."""
 
     def __init__(self, mapping: TableMapping) -> None:
         source = {c.source: (i, c.type) for i, c in enumerate(mapping.key_columns)}
-        unique: dict[tuple[Any, ...], int] = {}
-        self._matchers: list[_Matcher] = []
-        self._seeds: list[int | None] = []  # per matcher, its position in the DynamoDB key
-        self._plans: list[tuple[tuple[int, ...], tuple[int, ...] | None]] = []
-        for route in mapping.routes:
-            by_name = {c.name: c for c in route.mapping.columns}
-            entries = []
-            for template in route.templates:
-                types = tuple(by_name[p].type for p in template.placeholders)
-                ident = (template.attribute, template.text, types)
-                if ident not in unique:
-                    unique[ident] = len(self._matchers)
-                    matcher = _Matcher(template, by_name)
-                    self._matchers.append(matcher)
-                    position, type_ = source[template.attribute]
-                    seeded = template.whole and types == (type_,)
-                    self._seeds.append(position if seeded else None)
-                index = unique[ident]
-                entries.append((self._matchers[index].cost, index, template.placeholders))
-            entries.sort(key=lambda e: e[0])
-            names = [p for _, _, placeholders in entries for p in placeholders]
-            order = tuple(names.index(k) for k in route.mapping.key)
-            reorder = order if list(order) != list(range(len(order))) else None
-            self._plans.append((tuple(i for _, i, _ in entries), reorder))
+        #: Per route, its key function.
+        self.keys: tuple[KeyFunction, ...] = tuple(compile_key(r, source) for r in mapping.routes)
+        #: The first route that takes an item, and its key there (None: no route does).
+        self.first: FirstFunction = compile_first(mapping.routes, self.keys)
         #: Every route's key, none found yet.
-        self.unset: tuple[Any, ...] = (_UNSET,) * len(self._plans)
+        self.unset: tuple[Any, ...] = (_UNSET,) * len(self.keys)
 
     def key(
         self, route: int, keys: Mapping[str, Any], source_key: Sequence[Any]
     ) -> tuple[Any, ...] | None:
         """The item's key in route ``route`` (None where its templates do not match)."""
-        indexes, reorder = self._plans[route]
-        values: list[Any] = []
-        for index in indexes:
-            position = self._seeds[index]
-            if position is None:
-                got = self._matchers[index].match(keys)
-                if got is None:
-                    return None
-                values += got
-            else:
-                values.append(source_key[position])
-        if reorder is None:
-            return tuple(values)
-        return tuple(values[i] for i in reorder)
+        return self.keys[route](keys, source_key)
 
     def of(
         self,
@@ -154,29 +188,29 @@ class KeyTemplates:
     ) -> RouteKeys:
         """Per route, the item's key there, each matched when first asked for; ``known``:
         (a route, the item's key there), found already."""
-        found = self.unset
-        if known is not None:
-            index, key = known
-            found = (*found[:index], key, *found[index + 1 :])
-        return RouteKeys(self, keys, source_key, found)
+        route, key = known if known is not None else (None, None)
+        return RouteKeys(self.keys, keys, source_key, self.unset, route, key)
 
 
 class RouteKeys(Sequence[tuple[Any, ...] | None]):
     """An item's key in each route (None where the route's templates do not match), each
-    route's found when first asked for: most changes need only the key of their own route.
-    One small object per change, its keys kept in a tuple (what the garbage collector
-    passes over)."""
+    route's found when first asked for: most changes need only the key of their own route,
+    known when the change is made. One small object per change, its keys kept in tuples
+    (what the garbage collector passes over)."""
 
-    __slots__ = ("_found", "_keys", "_of", "_source")
+    __slots__ = ("_found", "_functions", "_key", "_keys", "_route", "_source")
 
     def __init__(
         self,
-        of: KeyTemplates,
+        functions: tuple[KeyFunction, ...],
         keys: Mapping[str, Any],
-        source: tuple[Any, ...],
+        source: Sequence[Any],
         found: tuple[Any, ...],
+        route: int | None,
+        key: tuple[Any, ...] | None,
     ) -> None:
-        self._of, self._keys, self._source, self._found = of, keys, source, found
+        self._functions, self._keys, self._source = functions, keys, source
+        self._found, self._route, self._key = found, route, key
 
     def __len__(self) -> int:
         return len(self._found)
@@ -188,11 +222,13 @@ class RouteKeys(Sequence[tuple[Any, ...] | None]):
     def __getitem__(self, index: slice) -> tuple[tuple[Any, ...] | None, ...]: ...
 
     def __getitem__(self, index: int | slice) -> Any:
+        if index == self._route:
+            return self._key
         if isinstance(index, slice):
             return tuple(self[i] for i in range(len(self))[index])
         got = self._found[index]
         if got is _UNSET:
-            got = self._of.key(index, self._keys, self._source)
+            got = self._functions[index](self._keys, self._source)
             found = self._found
             self._found = (*found[:index], got, *found[index + 1 :])
         return got

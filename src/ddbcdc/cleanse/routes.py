@@ -28,12 +28,11 @@ from ddbcdc.cleanse import (
     cause_of,
     missing_image,
     validate,
-    version_of,
 )
 from ddbcdc.cleanse.coerce import key_coercer
 from ddbcdc.cleanse.kept import Keeper
 from ddbcdc.cleanse.route_keys import KeyTemplates, RouteKeys
-from ddbcdc.cleanse.rowfn import compile_row
+from ddbcdc.cleanse.rowfn import compile_row, compile_values
 from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
 from ddbcdc.schema.model import Route, TableMapping
@@ -111,8 +110,7 @@ class _RouteRows:
             row = dict(
                 validate(self._model, values, "NewImage", record, self.target, self._by_name)
             )
-        for name, value in zip(self._key_names, key, strict=True):
-            row[name] = value
+        row.update(zip(self._key_names, key, strict=True))
         if self._keeper is not None:
             self._keeper.add(row, image, record)
         return row
@@ -129,11 +127,14 @@ class RoutedCleanser:
     def __init__(self, mapping: TableMapping) -> None:
         self.mapping = mapping
         self._source = Cleanser(mapping)  # the DynamoDB key, as the versions row's key
+        self._source_key = compile_values(mapping.key_columns, mapping.key, "Keys")
         key_attributes = frozenset(c.source for c in mapping.columns)
         self._routes = tuple(_RouteRows(r, key_attributes) for r in mapping.routes)
         self._by_target = {r.target: r for r in self._routes}
         self._key_coercers = [(key_coercer(c), c.source) for c in mapping.key_columns]
         self._keys = KeyTemplates(mapping)
+        self._first = self._keys.first
+        self._functions, self._unset = self._keys.keys, self._keys.unset
         catch_all = mapping.catch_all
         #: The table of the items no other route takes (None: they are dead letters).
         self.unmatched = catch_all.target_table if catch_all is not None else None
@@ -161,15 +162,13 @@ class RoutedCleanser:
         """The route of a REMOVE when its record names it."""
         image = record.old_image
         for index, rows in enumerate(self._routes):
+            if image is not None and not rows.takes(image):
+                continue
             if route_keys[index] is None:
                 continue
-            if image is not None:
-                if rows.takes(image):
-                    return rows.target
-            elif rows.route.by_attribute:
+            if image is None and rows.route.by_attribute:
                 return None  # the item may be this route's, or a later one's
-            else:
-                return rows.target
+            return rows.target
         return None
 
     def cleanse(self, record: ChangeRecord) -> CleanChange:
@@ -180,10 +179,13 @@ class RoutedCleanser:
             CleanseError: a key that does not convert, a value that does not fit its
                 route's column, or (with no catch-all) an item no route takes.
         """
-        source_key = self._source.key_of(record)
         keys = record.keys
-        version, seq = version_of(record)
-        us = record.approximate_creation_us
+        source_key = self._source_key(keys, keys)
+        if source_key is None:
+            source_key = self._source.key_of(record)  # raises, saying why
+        us, seq_text = record.approximate_creation_us, record.sequence_number
+        seq = int(seq_text) if seq_text is not None and seq_text.isdigit() else None
+        version = (us, -1 if seq is None else seq, record.event_id)  # as version_of gives it
         if record.event_name == "REMOVE":
             route_keys = self._keys.of(keys, source_key)
             route = self._named_route(record, route_keys)
@@ -194,17 +196,15 @@ class RoutedCleanser:
         image = record.new_image
         if image is None:
             raise missing_image(record)
-        for index, rows in enumerate(self._routes):
-            if not rows.takes(image):
-                continue
-            key = self._keys.key(index, keys, source_key)
-            if key is not None:
-                row = rows.row(record, image, key)
-                route_keys = self._keys.of(keys, source_key, (index, key))
-                return CleanChange(
-                    self.mapping, record.event_id, record.event_name, source_key, row, version,
-                    us, seq, route=rows.target, route_keys=route_keys,
-                )  # fmt: skip
+        found = self._first(image, keys, source_key)
+        if found is not None:
+            index, key = found
+            rows = self._routes[index]
+            return CleanChange(
+                self.mapping, record.event_id, record.event_name, source_key,
+                rows.row(record, image, key), version, us, seq, route=rows.target,
+                route_keys=RouteKeys(self._functions, keys, source_key, self._unset, index, key),
+            )  # fmt: skip
         raise CleanseError(
             f"{self.mapping.target_table}: {NO_ROUTE}",
             path="dynamodb.Keys",

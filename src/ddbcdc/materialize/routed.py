@@ -33,24 +33,17 @@ The prune floor and its refusals are the plain mapping's, per DynamoDB key.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
-from ddbcdc.materialize.changelog import ChangeLog, LogRow
-from ddbcdc.materialize.staging import (
-    StageRow,
-    binary_types,
-    copy_rows,
-    copy_statement,
-    ensure_temp,
-    stage_type,
-    temp_table,
-)
+from ddbcdc.materialize.changelog import LogRow
+from ddbcdc.materialize.routed_log import RoutedLog
+from ddbcdc.materialize.routed_stage import RoutedStage
+from ddbcdc.materialize.staging import StageRow
 from ddbcdc.materialize.writer import (
     LiveWriter,
     Outcome,
@@ -61,193 +54,7 @@ from ddbcdc.materialize.writer import (
 )
 from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables
 
-__all__ = ["RoutedLog", "RoutedStage", "RoutedWriter"]
-
-
-def _taker(names: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    take = operator.itemgetter(*names)
-    if len(names) > 1:
-        return take
-
-    def one(row: dict[str, Any]) -> tuple[Any, ...]:
-        return (take(row),)
-
-    return one
-
-
-def _column(route: int, index: int) -> str:
-    return f"_ddbcdc_r{route}_{index}"
-
-
-class RoutedStage:
-    """The stage of a routed mapping: one row per key, every route's columns side by side."""
-
-    def __init__(self, tables: MappedTables, *, every_key: bool = False) -> None:
-        mapping = tables.mapping
-        self._key = list(mapping.key)
-        #: Stage each change's key in every route that could hold it (a sweep's step 2
-        #: reads them), not only its row in its own route.
-        self.every_key = every_key
-        columns = [
-            sa.Column(c.name, stage_type(tables.versions.c[c.name].type))
-            for c in mapping.key_columns
-        ]
-        #: Per route, the stage column of each of its stored columns.
-        self.columns: list[dict[str, str]] = []
-        self._keys: list[list[int]] = []  # per route, the positions of its key among its columns
-        self._takes: list[Callable[[dict[str, Any]], tuple[Any, ...]]] = []
-        self._offsets: list[int] = []
-        self._routes = {r.mapping.target_table: i for i, r in enumerate(tables.routes)}
-        width = 0
-        for i, route in enumerate(tables.routes):
-            names = route.mapping.stored_columns
-            self.columns.append({n: _column(i, j) for j, n in enumerate(names)})
-            columns += [
-                sa.Column(_column(i, j), stage_type(route.live.c[n].type))
-                for j, n in enumerate(names)
-            ]
-            self._keys.append([names.index(k) for k in route.mapping.key])
-            self._takes.append(_taker(names))
-            self._offsets.append(width)
-            width += len(names)
-        self._width = width
-        columns += [
-            sa.Column("_ddbcdc_version_us", sa.BigInteger),
-            sa.Column("_ddbcdc_sequence", sa.Numeric),
-            sa.Column("_ddbcdc_event_id", sa.Text),
-            sa.Column("_ddbcdc_op", sa.Text),
-            sa.Column("_ddbcdc_route", sa.Text),
-        ]
-        self.table = temp_table(f"ddbcdc_stage__{mapping.target_table}", columns)
-        self._types = binary_types(self.table)
-        self._copy_sql = copy_statement(self.table, binary=self._types is not None)
-
-    def ensure(self, conn: sa.Connection) -> None:
-        """Create the stage on this connection unless it already has it."""
-        ensure_temp(conn, self.table)
-
-    def clear(self, conn: sa.Connection) -> None:
-        """Empty the stage inside the transaction."""
-        self.ensure(conn)
-        conn.execute(sa.delete(self.table))
-
-    def rows(self, newest: Sequence[CleanChange]) -> list[StageRow]:
-        """Stage rows of the newest change of each key."""
-        out: list[StageRow] = []
-        offsets, keys, takes, routes = self._offsets, self._keys, self._takes, self._routes
-        every = self.every_key
-        for change in newest:
-            values: list[Any] = [None] * self._width
-            if every:
-                for i, key in enumerate(change.route_keys):
-                    if key is not None:
-                        at = offsets[i]
-                        for position, value in zip(keys[i], key, strict=True):
-                            values[at + position] = value
-            row, route = change.row, None
-            if row is not None:
-                route = change.route
-                i = routes[route]  # type: ignore[index]
-                part = takes[i](row)
-                values[offsets[i] : offsets[i] + len(part)] = part
-            out.append(
-                (
-                    *change.key,
-                    *values,
-                    change.approximate_creation_us,
-                    change.sequence,
-                    change.event_id,
-                    change.event_name,
-                    route,
-                )
-            )
-        return out
-
-    def copy(self, conn: sa.Connection, rows: Sequence[StageRow]) -> None:
-        """COPY ``rows`` into the stage."""
-        copy_rows(conn, self._copy_sql, rows, self._types)
-
-
-class RoutedLog:
-    """The change logs of a routed mapping's routes (step 3 of the module doc)."""
-
-    def __init__(self, tables: MappedTables) -> None:
-        self._logs = {
-            r.mapping.target_table: ChangeLog(r) for r in tables.routes if r.changes is not None
-        }
-        self._index = {r.mapping.target_table: i for i, r in enumerate(tables.routes)}
-        self._versions = tables.versions
-        self._key = list(tables.mapping.key)
-
-    def rows(self, changes: Sequence[CleanChange]) -> list[LogRow]:
-        """Per change: (its route's table, its log row), (None, the change) when PostgreSQL
-        must tell its route, (the table, None) when that route keeps no log."""
-        out: list[LogRow] = []
-        for change in changes:
-            target = change.route
-            if target is None:
-                out.append((None, change))
-                continue
-            log = self._logs.get(target)
-            if log is None:
-                out.append((target, None))
-                continue
-            key = change.route_keys[self._index[target]]
-            assert key is not None
-            out.append((target, log.keyed_rows([(change, key)])[0]))
-        return out
-
-    def _logged(self, conn: sa.Connection, ids: list[str]) -> set[str]:
-        """Those of ``ids`` some route's log holds already (a REMOVE another writer logged
-        by another route: this transaction holds its key's versions row, so no writer is
-        logging it meanwhile)."""
-        found = [
-            sa.select(log.table.c._ddbcdc_event_id).where(log.table.c._ddbcdc_event_id.in_(ids))
-            for log in self._logs.values()
-        ]
-        return set(conn.execute(sa.union_all(*found)).scalars()) if found else set()
-
-    def _decide(self, conn: sa.Connection, changes: list[CleanChange]) -> list[tuple[str, LogRow]]:
-        """The routes of REMOVEs only the versions rows can tell, and their log rows."""
-        ver = self._versions
-        done = self._logged(conn, [c.event_id for c in changes])
-        changes = [c for c in changes if c.event_id not in done]
-        if not changes:
-            return []
-        keys = list({c.key for c in changes})
-        columns = [ver.c[k] for k in self._key]
-        query = sa.select(
-            *columns, ver.c._ddbcdc_event_id, ver.c._ddbcdc_route, ver.c._ddbcdc_prev_route
-        ).where(sa.tuple_(*columns).in_(keys))
-        found = {tuple(r[: len(columns)]): r[len(columns) :] for r in conn.execute(query)}
-        out = []
-        for change in changes:
-            target = None
-            row = found.get(change.key)
-            if row is not None:
-                event_id, route, prev = row
-                target = prev if event_id == change.event_id else route or prev
-            if target is None or change.route_keys[self._index[target]] is None:
-                firsts = [t for t, i in self._index.items() if change.route_keys[i] is not None]
-                target = firsts[0] if firsts else None
-            log = self._logs.get(target) if target is not None else None
-            if log is not None and target is not None:
-                key = change.route_keys[self._index[target]]
-                assert key is not None
-                out.append((target, log.keyed_rows([(change, key)])[0]))
-        return out
-
-    def write(self, conn: sa.Connection, rows: Sequence[LogRow]) -> None:
-        """Append ``rows`` (from :meth:`rows`) to their routes' logs."""
-        by_target: dict[str, list[LogRow]] = {}
-        undecided = [item for target, item in rows if target is None]
-        decided = [(t, item) for t, item in rows if t is not None and item is not None]
-        if undecided:
-            decided += self._decide(conn, undecided)
-        for target, row in decided:
-            by_target.setdefault(target, []).append(row)
-        for target in sorted(by_target):
-            self._logs[target].write(conn, by_target[target])
+__all__ = ["RoutedWriter"]
 
 
 def _total(parts: Sequence[sa.CTE]) -> sa.Select[Any]:
