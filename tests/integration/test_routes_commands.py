@@ -197,3 +197,32 @@ def state_without_lines(
         versions = versions_state(conn)
     engine.dispose()
     return {"shop_unmatched": unmatched}, dict(versions)
+
+
+def test_a_versions_row_naming_a_route_that_cannot_hold_its_key_stalls_nothing(
+    shop_env: Callable[[dict[str, Any]], AbstractContextManager[str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    us = EXPORT_US
+    written = write_records(
+        tmp_path / "written.jsonl",
+        [record("INSERT", ORDER, us, eid="e1", item=image(ORDER, "order", "paid"))],
+    )
+    removed = write_records(tmp_path / "removed.jsonl", [record("REMOVE", ORDER, us + 1, eid="e2")])
+    with shop_env(shop_document()) as url:
+        assert main(["apply", str(written)]) == 0
+        # Drift in the bookkeeping: the key's versions row names the customers route, whose
+        # key template ("CUSTOMER#{customer_id}", "PROFILE") cannot hold an order's key.
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE ddbcdc_versions__shop SET _ddbcdc_route = 'shop_customers'")
+            )
+        engine.dispose()
+        capsys.readouterr()
+        assert main(["apply", str(removed)]) == 0
+        assert "Traceback" not in capsys.readouterr().err
+        tables, versions = state(url)
+    assert tables["shop_orders"] == {} and tables["shop_customers"] == {}
+    assert versions == {ORDER: None}

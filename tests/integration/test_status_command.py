@@ -230,14 +230,17 @@ def test_a_shard_whose_batch_is_working_is_busy_not_stalled(
             "AND application_name LIKE 'ddbcdc %'"
         )
         with engine.connect() as conn:
+            # pg_stat_activity is read once a transaction: one transaction per look.
             while conn.execute(waiting).scalar_one() == 0:
+                conn.rollback()
+                assert running.is_alive(), "the batch ended without waiting for the lock"
                 assert time.monotonic() < deadline, "the batch never waited for the lock"
                 time.sleep(0.1)
         assert main(["status", "--json", "--stall-after", "60"]) == 0
         [report] = json.loads(capsys.readouterr().out)["shards"]
         assert (report["state"], report["stalled"]) == ("busy", False)
         assert report["busy_since"] is not None
-        # Another shard's name does not make this one busy.
+        # The table says so too.
         assert main(["status", "--application-name", "app", "--stall-after", "60"]) == 0
         assert capsys.readouterr().out.splitlines()[1].split()[2] == "busy"
     finally:

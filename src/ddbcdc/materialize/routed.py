@@ -33,6 +33,7 @@ The prune floor and its refusals are the plain mapping's, per DynamoDB key.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +56,8 @@ from ddbcdc.materialize.writer import (
 from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables
 
 __all__ = ["RoutedWriter"]
+
+log = logging.getLogger(__name__)
 
 
 def _total(parts: Sequence[sa.CTE]) -> sa.Select[Any]:
@@ -175,9 +178,23 @@ class RoutedWriter:
             index = self._index.get(route)
             if index is None:  # a route since removed: its table is gone
                 continue
-            there = by_key[key].route_keys[index]
-            assert there is not None  # the item was written there by these templates
-            found[index].append(there)
+            change = by_key[key]
+            there = change.route_keys[index]
+            if there is not None:
+                found[index].append(there)
+                continue
+            # Its versions row names a route whose templates cannot hold this key (the
+            # bookkeeping was changed by hand): the row may be in any route that can.
+            log.warning(
+                "a versions row of %s names route %s, whose key templates do not take its "
+                "key; deleting the key from every other route that can hold it",
+                self.tables.mapping.source_table,
+                route,
+            )
+            kept = change.route if change.row is not None else None  # where it is written
+            for i, other in enumerate(change.route_keys):
+                if other is not None and self.targets[i].live.name != kept:
+                    found[i].append(other)
         params: dict[str, list[Any]] = {}
         for i, target in enumerate(self.targets):
             columns = list(zip(*found[i], strict=True)) or [()] * len(target.key)
