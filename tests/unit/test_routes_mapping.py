@@ -20,7 +20,7 @@ from ddbcdc.schema.mapping import (
     mapping_document,
     parse_mapping,
 )
-from ddbcdc.schema.routes import parse_template
+from ddbcdc.schema.matches import parse_template
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "schemas" / "single_table" / "shop.json"

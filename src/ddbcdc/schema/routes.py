@@ -25,7 +25,7 @@ a **key template** for every key attribute (literal text and ``{placeholders}``)
 **entity attribute** values (any other attribute: equal to that string). A route with no key
 template is keyed by the DynamoDB key itself. The placeholders are the route table's key:
 each is a column of the route (``{"name": "customer_id", "type": "bigint"}``), typed from a
-short list whose text form is exact and canonical (:data:`PLACEHOLDER_TYPES`), so a key
+short list whose text form is exact and canonical (:mod:`ddbcdc.schema.matches`), so a key
 converts exactly or the item is not that entity, and the route's key determines the DynamoDB
 key (the template renders it back). Refused at load, naming file and route: a key attribute
 without a template (two items would share a row), two placeholders with no literal between
@@ -39,10 +39,10 @@ whole item; off, such an item is a dead letter.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ddbcdc.schema.matches import check_placeholder_column, entity_values, key_templates
 from ddbcdc.schema.model import (
     MAX_TARGET,
     ColumnMapping,
@@ -60,138 +60,11 @@ from ddbcdc.schema.model import (
     unknown_fields,
 )
 
-__all__ = [
-    "PLACEHOLDER_TYPES",
-    "parse_routed",
-    "parse_template",
-    "routed_differences",
-    "routed_document",
-]
-
-#: Types a placeholder inside a string may have: their text is exact and canonical (one text
-#: per value, one value per text). Not numeric (``7.1`` and ``7.10`` are one value), bytea,
-#: boolean, jsonb or timestamptz (no one exact text). A template that is one placeholder
-#: takes any key type (:data:`~ddbcdc.schema.model.KEY_TYPES`), converted as a key column is.
-PLACEHOLDER_TYPES: frozenset[str] = frozenset({"bigint", "integer", "smallint", "text", "date"})
+__all__ = ["parse_routed", "routed_differences", "routed_document"]
 
 _ROUTED_FIELDS = frozenset({"source_table", "name", "key", "routes", "unmatched", "inferred"})
 _ROUTE_FIELDS = frozenset({"target_table", "match", "key", "columns", "extra", "change_log"})
 _UNMATCHED_FIELDS = frozenset({"target_table", "item_column", "change_log"})
-_PLACEHOLDER = re.compile(r"[a-z_][a-z0-9_]*")
-_PLACEHOLDER_IN = re.compile(r"(?<!\{)\{[a-z_][a-z0-9_]*\}")
-
-
-def parse_template(attribute: str, text: str) -> Template:
-    """A key template's text -> :class:`Template` (``{{``/``}}`` are literal braces).
-
-    Raises:
-        ValueError: a malformed template, or two placeholders with no literal between them.
-    """
-    literals: list[str] = []
-    placeholders: list[str] = []
-    buf: list[str] = []
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c in "{}" and text.startswith(c * 2, i):
-            buf.append(c)
-            i += 2
-        elif c == "{":
-            end = text.find("}", i)
-            name = text[i + 1 : end] if end > 0 else ""
-            if not _PLACEHOLDER.fullmatch(name):
-                raise ValueError("a placeholder must be {name} with a lower-case identifier")
-            literals.append("".join(buf))
-            buf = []
-            placeholders.append(name)
-            i = end + 1
-        elif c == "}":
-            raise ValueError("a lone '}' (write '}}' for a literal brace)")
-        else:
-            buf.append(c)
-            i += 1
-    literals.append("".join(buf))
-    if any(not part for part in literals[1:-1]):
-        raise ValueError(
-            "two placeholders with no literal text between them: their values cannot be told "
-            "apart, so two keys could share a row"
-        )
-    return Template(attribute, tuple(literals), tuple(placeholders))
-
-
-def _templates(
-    where: str, match: Mapping[str, Any], source_key: Sequence[ColumnMapping]
-) -> tuple[Template, ...]:
-    """The key templates of a match, one per key attribute; the identity (the key's own
-    columns) when the match names no key attribute."""
-    given = {c.source: match[c.source] for c in source_key if c.source in match}
-    if not given:
-        return tuple(Template(c.source, ("", ""), (c.name,)) for c in source_key)
-    missing = [c.source for c in source_key if c.source not in given]
-    if missing:
-        raise fail(
-            where,
-            "match",
-            f"no template for key attribute(s) {missing}: items that differ only there would "
-            "share a row (give every key attribute a template)",
-        )
-    out = []
-    for column in source_key:
-        text = given[column.source]
-        if not isinstance(text, str):
-            raise fail(where, f"match.{column.source}", "a key template must be a string")
-        try:
-            template = parse_template(column.source, text)
-        except ValueError as exc:
-            raise fail(where, f"match.{column.source}", str(exc)) from None
-        if not template.whole and column.type != "text":
-            raise fail(
-                where,
-                f"match.{column.source}",
-                f"a template with literal text matches S values, but key column "
-                f"{column.name!r} is {column.type}",
-            )
-        out.append(template)
-    names = [p for t in out for p in t.placeholders]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise fail(where, "match", f"placeholder(s) {repeated} used more than once")
-    return tuple(out)
-
-
-def _entity(where: str, match: Mapping[str, Any], keys: set[str]) -> tuple[tuple[str, str], ...]:
-    out = []
-    for attribute, value in match.items():
-        if attribute in keys:
-            continue
-        if not isinstance(attribute, str) or not attribute or not isinstance(value, str):
-            raise fail(where, f"match.{attribute}", "an entity attribute's value is a string")
-        if _PLACEHOLDER_IN.search(value):
-            raise fail(
-                where,
-                f"match.{attribute}",
-                f"an entity attribute's value is literal; placeholders are for key attributes "
-                f"(the DynamoDB key is {sorted(keys)})",
-            )
-        out.append((attribute, value))
-    return tuple(out)
-
-
-def _placeholder_column(where: str, field: str, column: ColumnMapping, template: Template) -> None:
-    """Refuse a placeholder whose type cannot convert a key's text exactly."""
-    if template.whole:
-        return  # a key column's own conversion (check_key_column checked its type)
-    if column.type not in PLACEHOLDER_TYPES:
-        why = {
-            "numeric": "'7.1' and '7.10' are one numeric value but two keys",
-            "bytea": "bytes have no one exact text in a string key",
-        }.get(column.type, "its values have no one exact text")
-        raise fail(
-            where,
-            f"{field}.type",
-            f"placeholder {column.name!r} cannot be {column.type}: {why} (placeholder types: "
-            f"{sorted(PLACEHOLDER_TYPES)})",
-        )
 
 
 def _route_columns(
@@ -217,7 +90,7 @@ def _route_columns(
                     f"{field}.source",
                     f"a placeholder's value comes from its key template (of {template.attribute})",
                 )
-            _placeholder_column(where, field, column, template)
+            check_placeholder_column(where, field, column, template)
             column = ColumnMapping(column.name, template.attribute, column.type, True)
         columns.append(column)
     named = {c.name for c in columns}
@@ -255,8 +128,8 @@ def _parse_route(
     match = raw.get("match")
     if not isinstance(match, Mapping) or not match:
         raise fail(where, "match", "must name key templates and/or entity attribute values")
-    templates = _templates(where, match, source_key)
-    entity = _entity(where, match, {c.source for c in source_key})
+    templates = key_templates(where, match, source_key)
+    entity = entity_values(where, match, {c.source for c in source_key})
     identity = not any(c.source in match for c in source_key)
     columns = _route_columns(where, raw, templates, source_key, identity)
     placeholders = [p for t in templates for p in t.placeholders]
