@@ -12,10 +12,12 @@ route's templates, that route's key; the version, the op, the route):
 1. **arbitrate and upsert** (one statement): the newest change of each key claims its
    versions row as for a plain mapping, in key order, and also sets the route it goes to,
    keeping the route it replaces (``_ddbcdc_prev_route``). The keys won are upserted into
-   their route's table, each route's rows in its own part of the statement. It returns the
+   their route's table, each route's rows in its own part of the statement (a part only
+   for the routes the batch's rows go to: the statement is built once per set of routes,
+   and touches no other route's table). It returns the
    keys won whose live row leaves a route (a REMOVE's, or a move's), with that route: the
    one their versions row named before the claim, read under the row's lock.
-2. **delete** (when keys leave): from each route's table, the rows of the keys leaving it,
+2. **delete** (when keys leave): from the table of each route keys leave, their rows,
    each found by its key in that route (which the change carries). A statement of its own,
    after step 1 holds the keys' locks, so it sees a row a concurrent writer committed
    meanwhile. So an item whose entity attribute changes moves in one transaction, and a
