@@ -14,9 +14,9 @@ route's templates, that route's key; the version, the op, the route):
    keeping the route it replaces (``_ddbcdc_prev_route``). The keys won are upserted into
    their route's table, each route's rows in its own part of the statement (a part only
    for the routes the batch's rows go to: the statement is built once per set of routes,
-   and touches no other route's table). It returns the
-   keys won whose live row leaves a route (a REMOVE's, or a move's), with that route: the
-   one their versions row named before the claim, read under the row's lock.
+   and touches no other route's table). It returns the keys won whose live row leaves a
+   route (a REMOVE's, or a move's), with that route: the one their versions row named
+   before the claim, read under the row's lock.
 2. **delete** (when keys leave): from the table of each route keys leave, their rows,
    each found by its key in that route (which the change carries). A statement of its own,
    after step 1 holds the keys' locks, so it sees a row a concurrent writer committed
