@@ -1,0 +1,109 @@
+"""Nothing wrong, no alarm: ``/healthz`` and ``ddbcdc status`` (exit 3) stay quiet through a
+worker's start, a batch held for longer than the stall threshold by a lock another session
+holds (busy, not stalled), an idle stream, and a restart with the same ``--worker-id``.
+
+The threshold is small (:data:`STALL_AFTER_S`) so each situation lasts several thresholds;
+``/healthz`` and ``status`` are asked every second throughout, and every answer is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cluster import ROOT, Customers, SteadyLoad, Worker, shard_sequences, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+STALL_AFTER_S = 12
+
+
+class Watch(threading.Thread):
+    """Asks ``/healthz`` and ``ddbcdc status`` every second; keeps every alarm raised."""
+
+    def __init__(self, worker: Worker, env: dict[str, str], application: str) -> None:
+        super().__init__(daemon=True)
+        self.worker, self.env, self.application = worker, env, application
+        self.alarms: list[str] = []
+        self.states: set[str] = set()
+        #: Set while ``status`` must not alarm: not while no worker runs (the shards are not
+        #: read then) until the restarted one has read them again.
+        self.quiet = threading.Event()
+        self.quiet.set()
+        self._stop = threading.Event()
+
+    def status(self) -> tuple[int, list[dict[str, object]]]:
+        command = [sys.executable, "-m", "ddbcdc.cli", "status", "--json"]
+        command += ["--application-name", self.application, "--stall-after", str(STALL_AFTER_S)]
+        done = subprocess.run(
+            command, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        return done.returncode, json.loads(done.stdout)["shards"] if done.stdout else []
+
+    def run(self) -> None:
+        while not self._stop.wait(1.0):
+            code, body = self.worker.get("/healthz")
+            if code not in (200, 0):  # 0: the worker is between runs
+                self.alarms.append(f"/healthz {code}: {body.strip()}")
+            if not self.quiet.is_set():
+                continue
+            code, shards = self.status()
+            self.states |= {str(s["state"]) for s in shards}
+            if code == 3 and self.quiet.is_set():
+                self.alarms.append(
+                    f"status exit 3: {[(s['shard_id'], s['state']) for s in shards]}"
+                )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=90)
+
+
+def test_a_start_a_lock_wait_an_idle_stream_and_a_restart_raise_no_alarm(
+    customers: Customers, tmp_path: Path
+) -> None:
+    database = customers.database
+    application = f"quiet-{uuid.uuid4().hex[:6]}"
+    env = customers.worker_env(
+        DDBCDC_APPLICATION_NAME=application, DDBCDC_STALL_AFTER_S=str(STALL_AFTER_S)
+    )
+    load = SteadyLoad(customers.stack, rate=10, keys=50, seed=5, table=customers.table)
+    worker = Worker(env, tmp_path / "worker.log", "--worker-id", "quiet")
+    watch = Watch(worker, env, application)
+    engine = sa.create_engine(database)
+    try:
+        watch.start()  # from the worker's start on
+        load.start()
+        wait_for(
+            "the worker to apply records of both shards",
+            lambda: len(shard_sequences(database, application)) == 2,
+            150,
+            worker,
+        )
+        # Another session holds a lock every batch needs for three thresholds.
+        with engine.connect() as conn, conn.begin():
+            conn.execute(sa.text("LOCK TABLE customers IN SHARE MODE"))
+            time.sleep(3 * STALL_AFTER_S)
+        assert "busy" in watch.states, watch.states
+        load.finish()
+        time.sleep(3 * STALL_AFTER_S)  # an idle stream
+        watch.quiet.clear()
+        assert worker.stop() == 0, worker.log_tail()
+        worker.restart()  # /healthz is watched from its start on
+        wait_for("status to be ok again", lambda: watch.status()[0] == 0, 120, worker)
+        watch.quiet.set()
+        time.sleep(3 * STALL_AFTER_S)
+        assert watch.alarms == [], "\n".join(watch.alarms[:20])
+    finally:
+        watch.stop()
+        engine.dispose()
+        if load.is_alive():
+            load.finish()
+        worker.stop()
