@@ -144,6 +144,8 @@ class Bisection:
                 try:
                     outcome = self._try(conn, [change], change, raising=True)
                 except Exception as exc:
+                    if classify(exc) != "poison":
+                        raise
                     settled.failed.append((change, describe(exc)))
                     continue
             assert outcome is not None
@@ -166,8 +168,8 @@ class Bisection:
         *,
         raising: bool = False,
     ) -> Outcome | None:
-        """``change`` applied, ``logged`` logged, in a savepoint: the outcome, or None (or
-        the error, ``raising``) when PostgreSQL refuses a value."""
+        """``change`` applied, ``logged`` logged, in a savepoint: the outcome, or None when
+        PostgreSQL refuses a value (``raising``: the error)."""
         try:
             with conn.begin_nested():
                 self.writer.stage.clear(conn)
