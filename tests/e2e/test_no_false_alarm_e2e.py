@@ -32,12 +32,13 @@ class Watch(threading.Thread):
         super().__init__(daemon=True)
         self.worker, self.env, self.application = worker, env, application
         self.alarms: list[str] = []
+        self.phase = "start"
         self.states: set[str] = set()
         #: Set while ``status`` must not alarm: not while no worker runs (the shards are not
         #: read then) until the restarted one has read them again.
         self.quiet = threading.Event()
         self.quiet.set()
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def status(self) -> tuple[int, list[dict[str, object]]]:
         command = [sys.executable, "-m", "ddbcdc.cli", "status", "--json"]
@@ -48,10 +49,10 @@ class Watch(threading.Thread):
         return done.returncode, json.loads(done.stdout)["shards"] if done.stdout else []
 
     def run(self) -> None:
-        while not self._stop.wait(1.0):
+        while not self._done.wait(1.0):
             code, body = self.worker.get("/healthz")
             if code not in (200, 0):  # 0: the worker is between runs
-                self.alarms.append(f"/healthz {code}: {body.strip()}")
+                self.alarms.append(f"{self.phase}: /healthz {code}: {body.strip()}")
             if not self.quiet.is_set():
                 continue
             code, shards = self.status()
@@ -62,7 +63,7 @@ class Watch(threading.Thread):
                 )
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join(timeout=90)
 
 
@@ -88,13 +89,17 @@ def test_a_start_a_lock_wait_an_idle_stream_and_a_restart_raise_no_alarm(
             worker,
         )
         # Another session holds a lock every batch needs for three thresholds.
+        watch.phase = "lock"
         with engine.connect() as conn, conn.begin():
             conn.execute(sa.text("LOCK TABLE customers IN SHARE MODE"))
             time.sleep(3 * STALL_AFTER_S)
         assert "busy" in watch.states, watch.states
+        watch.phase = "after the lock"
         load.finish()
+        watch.phase = "idle"
         time.sleep(3 * STALL_AFTER_S)  # an idle stream
         watch.quiet.clear()
+        watch.phase = "restart"
         assert worker.stop() == 0, worker.log_tail()
         worker.restart()  # /healthz is watched from its start on
         wait_for("status to be ok again", lambda: watch.status()[0] == 0, 120, worker)
