@@ -2,7 +2,7 @@
 worker's start, a batch held for longer than the stall threshold by a lock another session
 holds (busy, not stalled), an idle stream, and a restart with the same ``--worker-id``.
 
-The threshold is small (:data:`STALL_AFTER_S`) so each situation lasts several thresholds;
+The threshold is small (:data:`STALL_AFTER_S`) so each situation lasts two thresholds;
 ``/healthz`` and ``status`` are asked every second throughout, and every answer is kept.
 """
 
@@ -100,16 +100,16 @@ def test_a_start_a_lock_wait_an_idle_stream_and_a_restart_raise_no_alarm(
             150,
             worker,
         )
-        # Another session holds a lock every batch needs for three thresholds.
+        # Another session holds a lock every batch needs for two thresholds.
         watch.phase = "lock"
         with engine.connect() as conn, conn.begin():
             conn.execute(sa.text("LOCK TABLE customers IN SHARE MODE"))
-            time.sleep(3 * STALL_AFTER_S)
+            time.sleep(2 * STALL_AFTER_S)
         assert "busy" in watch.states, watch.states
         watch.phase = "after the lock"
         load.finish()
         watch.phase = "idle"
-        time.sleep(3 * STALL_AFTER_S)  # an idle stream
+        time.sleep(2 * STALL_AFTER_S)  # an idle stream
         watch.quiet.clear()
         watch.phase = "restart"
         assert worker.stop() == 0, worker.log_tail()
@@ -117,7 +117,7 @@ def test_a_start_a_lock_wait_an_idle_stream_and_a_restart_raise_no_alarm(
         restarted = time.time()
         wait_for("both shards to be read again", lambda: read_since(restarted), 120, worker)
         watch.quiet.set()
-        time.sleep(3 * STALL_AFTER_S)
+        time.sleep(2 * STALL_AFTER_S)
         assert watch.alarms == [], "\n".join(watch.alarms[:20])
     finally:
         watch.stop()
