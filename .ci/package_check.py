@@ -74,6 +74,8 @@ WHEEL_FILES = (
     "ddbcdc/_schemas/tables/customers.json",
     "ddbcdc/_schemas/single_table/shop.json",
     "ddbcdc/_schemas/change-record.schema.json",
+    "ddbcdc/materialize/isolate.sql",
+    "ddbcdc/materialize/screen.sql",
 )
 #: What the daemon sends a shard processor that starts and is asked to shut down.
 PROTOCOL = [

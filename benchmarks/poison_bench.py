@@ -12,6 +12,12 @@ must end, per file, with the same live rows and the same dead letters.
 Reported per contender and share: the whole command (start-up included) and the time it
 says it spent applying, medians, and that time over the clean file's (the same code).
 
+``--routed``: the same over the shipped routed ``shop`` mapping (a single-table design,
+``routes_bench.generate``: customers, orders and carts that move between tables, order lines;
+CUSTOMERS customers): the share is of all the changes, every one an order's INSERT or MODIFY
+whose ``status`` a CHECK constraint on ``shop_orders`` refuses (a cart becoming such an order
+must stay a cart); every table's rows and the dead letters must agree.
+
 Contenders: ``ddbcdc`` (this checkout) and, with ``--baseline SRC``, the same command run
 from another checkout's ``src`` (its C speedups built in place), e.g. the code before a
 change; ``--baseline-poison`` limits the shares it runs (the isolation before took minutes
@@ -19,7 +25,8 @@ a batch), ``--timeout`` ends a run that takes longer (reported as such).
 
     .venv/bin/python benchmarks/poison_bench.py [--changes 50000] [--keys 10000] \\
         [--batch-size 5000] [--poison 0,2,10,50] [--rounds 3] \\
-        [--baseline OTHER/src] [--baseline-poison 0,2] [--timeout 900]
+        [--baseline OTHER/src] [--baseline-poison 0,2] [--timeout 900] \\
+        [--routed [--customers 1000]]
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +51,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from apply_bench import _database, _drop, _mappings
 from ddbcdc.local.postgres import TemporaryPostgres
 from materialize_bench import generate
+from routes_bench import _folder
+from routes_bench import generate as generate_shop
 
 ROOT = Path(__file__).resolve().parents[1]
 DDBCDC = [sys.executable, "-m", "ddbcdc.cli"]
 REFUSED = "POISON"
 CONSTRAINT = f"ALTER TABLE customers ADD CONSTRAINT bench_poison CHECK (first_name <> '{REFUSED}')"
+ROUTED_CONSTRAINT = (
+    f"ALTER TABLE shop_orders ADD CONSTRAINT bench_poison CHECK (status <> '{REFUSED}')"
+)
+SHOP_TABLES = ("shop_customers", "shop_orders", "shop_order_lines", "shop_unmatched")
 
 
 def poisoned(lines: list[bytes], percent: float, seed: int = 11) -> bytes:
@@ -64,6 +78,38 @@ def poisoned(lines: list[bytes], percent: float, seed: int = 11) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
+def poisoned_orders(lines: list[bytes], percent: float, seed: int = 11) -> bytes:
+    """``lines`` (the shop design's) with ``percent`` of all of them, each an order's INSERT
+    or MODIFY, given a refused status."""
+    rng = random.Random(seed)
+    orders = [
+        i
+        for i, line in enumerate(lines)
+        if orjson.loads(line)["dynamodb"].get("NewImage", {}).get("_et") == {"S": "order"}
+    ]
+    chosen = set(rng.sample(orders, min(len(orders), round(len(lines) * percent / 100))))
+    out = []
+    for i, line in enumerate(lines):
+        if i in chosen:
+            record = orjson.loads(line)
+            record["dynamodb"]["NewImage"]["status"] = {"S": REFUSED}
+            line = orjson.dumps(record)
+        out.append(line)
+    return b"\n".join(out) + b"\n"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the bench applies: the records, how a share is refused, the constraint, the
+    mappings (per checkout) and the state every contender must end with."""
+
+    lines: list[bytes]
+    poison: Any
+    constraint: str
+    mappings: Any
+    state: Any
+
+
 def _state(db: str) -> tuple[list[Any], list[Any]]:
     engine = sa.create_engine(db)
     with engine.connect() as conn:
@@ -77,11 +123,43 @@ def _state(db: str) -> tuple[list[Any], list[Any]]:
     return [tuple(r) for r in live], [bytes(r[0]) for r in letters]
 
 
+def _routed_state(db: str) -> tuple[list[Any], list[Any]]:
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        live = []
+        for table in SHOP_TABLES:
+            columns = [c["name"] for c in sa.inspect(conn).get_columns(table)]
+            kept = [sa.column(c) for c in columns if c != "_ddbcdc_updated_at"]
+            rows = conn.execute(sa.select(*kept).select_from(sa.table(table)).order_by(*kept))
+            live += [(table, *r) for r in rows]
+        letters = conn.execute(
+            sa.text("SELECT payload FROM ddbcdc_dead_letters ORDER BY payload")
+        ).all()
+    engine.dispose()
+    return [tuple(map(str, r)) for r in live], [bytes(r[0]) for r in letters]
+
+
+def _routed_mappings(folder: Path, checkout: Path = ROOT) -> Path:
+    doc = json.loads((checkout / "schemas" / "single_table" / "shop.json").read_text())
+    return _folder(folder.parent, folder.name, doc)
+
+
+def shape(args: argparse.Namespace) -> Shape:
+    if args.routed:
+        lines = generate_shop(args.changes, args.customers).splitlines()
+        return Shape(lines, poisoned_orders, ROUTED_CONSTRAINT, _routed_mappings, _routed_state)
+    lines = generate(args.changes, args.keys).splitlines()
+    return Shape(lines, poisoned, CONSTRAINT, lambda f, c=ROOT: _mappings(f, True, c), _state)
+
+
 class Contender:
     """``ddbcdc apply`` from a source tree (None: this checkout)."""
 
-    def __init__(self, name: str, src: Path | None, mappings: Path, shares: list[float]) -> None:
+    def __init__(
+        self, name: str, src: Path | None, mappings: Path, shares: list[float], constraint: str
+    ) -> None:
         self.name = name
+        self.constraint = constraint
         self.src = src
         self.mappings = mappings
         self.shares = shares
@@ -98,7 +176,7 @@ class Contender:
         subprocess.run([*DDBCDC, "migrate"], env=env, cwd=cwd, check=True, capture_output=True)
         engine = sa.create_engine(db)
         with engine.begin() as conn:
-            conn.execute(sa.text(CONSTRAINT))
+            conn.execute(sa.text(self.constraint))
         engine.dispose()
         command = [*DDBCDC, "apply", str(data), "--batch-size", str(batch_size), "--json"]
         started = time.perf_counter()
@@ -127,25 +205,27 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout's src/ to compare with")
     parser.add_argument("--baseline-poison", help="the shares the baseline runs (default: all)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds a run may take")
+    parser.add_argument("--routed", action="store_true", help="the routed shop mapping")
+    parser.add_argument("--customers", type=int, default=1000, help="with --routed")
     args = parser.parse_args()
     shares = [float(x) for x in args.poison.split(",")]
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     sources = [ROOT / "src"] + ([args.baseline] if args.baseline else [])
     subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, sources)], check=True)
     work = Path(tempfile.mkdtemp(prefix="ddbcdc-poison-bench-"))
-    lines = generate(args.changes, args.keys).splitlines()
+    bench = shape(args)
     files = {}
     for share in shares:
         files[share] = work / f"changes-{share:g}.jsonl"
-        files[share].write_bytes(poisoned(lines, share))
-    mappings = _mappings(work / "mappings", True)
-    contenders = [Contender("ddbcdc", None, mappings, shares)]
+        files[share].write_bytes(bench.poison(bench.lines, share))
+    mappings = bench.mappings(work / "mappings")
+    contenders = [Contender("ddbcdc", None, mappings, shares, bench.constraint)]
     if args.baseline is not None:
         src = args.baseline.resolve()
-        theirs = _mappings(work / "baseline-mappings", True, src.parent)
+        theirs = bench.mappings(work / "baseline-mappings", src.parent)
         limited = args.baseline_poison
         mine = [float(x) for x in limited.split(",")] if limited else shares
-        contenders.append(Contender("baseline", src, theirs, mine))
+        contenders.append(Contender("baseline", src, theirs, mine, bench.constraint))
     url = os.environ.get("DATABASE_URL")
     server = None if url else TemporaryPostgres(durable=True).start()
     url = url or server.url  # type: ignore[union-attr]
@@ -162,7 +242,7 @@ def main() -> None:
                 try:
                     ok = contender.run(db, files[share], share, args.batch_size, args.timeout)
                     if ok:
-                        states[share][contender.name] = _state(db)
+                        states[share][contender.name] = bench.state(db)
                 finally:
                     _drop(admin, db)
                 seconds = contender.wall[share][-1] if ok else args.timeout

@@ -5,12 +5,16 @@ stream is resharded four ways in turn (UpdateShardCount 2 -> 4, MergeShards, Spl
 UpdateShardCount down to 2), each time waiting until the workers read every new shard. All
 along, both workers' ``/healthz`` is polled (with a 20 s stall threshold): a shard whose
 processor ended (its shard closed, its lease moved by the KCL's balancer) or that waits for its
-parents is never reported stalled, so ``/healthz`` never answers 503. The stream time is
+parents is never reported stalled, so ``/healthz`` never answers 503, and ``ddbcdc status``
+never exits 3 (an ended shard is ended, a child not read yet not started). The stream time is
 sampled too: it never moves back. At the end PostgreSQL equals a Scan of the table.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,7 +23,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from cluster import Customers, SteadyLoad, Worker, leases, query, wait_for
+from cluster import ROOT, Customers, SteadyLoad, Worker, leases, query, wait_for
 
 from ddbcdc.aws import clients as aws
 from ddbcdc.materialize.streamtime import stream_times
@@ -32,11 +36,17 @@ STEP_TIMEOUT_S = 90
 
 
 class Watch(threading.Thread):
-    """Polls both workers' ``/healthz`` and the stream time until stopped."""
+    """Polls both workers' ``/healthz``, ``ddbcdc status`` (every few seconds) and the stream
+    time until stopped."""
 
-    def __init__(self, workers: dict[str, Worker], database: str, application: str) -> None:
+    def __init__(
+        self, workers: dict[str, Worker], database: str, application: str, env: dict[str, str]
+    ) -> None:
         super().__init__(name="watch", daemon=True)
         self.workers = workers
+        self.env = env
+        self.alarms: list[tuple[float, list[Any]]] = []  # status exit 3: when, the shards
+        self.statuses = 0
         self.engine = sa.create_engine(database)
         self.application = application
         self.unhealthy: list[tuple[float, str, int, str]] = []
@@ -52,10 +62,23 @@ class Watch(threading.Thread):
                 self.polls += 1
                 if status != 200:
                     self.unhealthy.append((time.monotonic() - started, wid, status, body))
+            if self.polls % 12 == 0:
+                self._status(time.monotonic() - started)
             with self.engine.connect() as conn:
                 for found in stream_times(conn, store=False):
                     if found.application == self.application and found.stream_time_us:
                         self.stream_times.append(found.stream_time_us)
+
+    def _status(self, at: float) -> None:
+        command = [sys.executable, "-m", "ddbcdc.cli", "status", "--json", "--stall-after"]
+        command += [str(STALL_AFTER_S), "--application-name", self.application]
+        done = subprocess.run(
+            command, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        self.statuses += 1
+        if done.returncode == 3:
+            shards = json.loads(done.stdout)["shards"]
+            self.alarms.append((at, [(s["shard_id"], s["state"]) for s in shards]))
 
     def finish(self) -> None:
         self._stop_event.set()
@@ -113,7 +136,7 @@ def test_resharding_under_load_raises_no_false_alarm(customers: Customers, tmp_p
     kinesis = aws.client("kinesis", stack.settings())
     load = SteadyLoad(stack, rate=30, keys=200, seed=21, table=customers.table)
     workers = {wid: Worker(env, tmp_path / f"worker-{wid}.log", "--worker-id", wid) for wid in "ab"}
-    watch = Watch(workers, database, application)
+    watch = Watch(workers, database, application, env)
     try:
         load.start()
         wait_for(
@@ -178,7 +201,8 @@ def test_resharding_under_load_raises_no_false_alarm(customers: Customers, tmp_p
             load.finish()
         codes = {wid: w.stop() for wid, w in workers.items()}
     assert watch.unhealthy == [], watch.unhealthy
-    assert watch.polls > 100
+    assert watch.alarms == [], watch.alarms
+    assert watch.polls > 100 and watch.statuses > 5
     assert watch.stream_times, "no stream time was ever established"
     assert watch.stream_times == sorted(watch.stream_times), "stream time moved back"
     assert codes == {"a": 0, "b": 0}, [w.log_tail() for w in workers.values()]

@@ -22,7 +22,18 @@ from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.db import POISON_CLASSES
 
-__all__ = ["CALL_KEYS", "HI", "LO", "LONGEST", "MARKER", "RANK", "SPACING", "Prepared", "run"]
+__all__ = [
+    "CALL_KEYS",
+    "HI",
+    "LO",
+    "LONGEST",
+    "MARKER",
+    "RANK",
+    "SPACING",
+    "Prepared",
+    "driver",
+    "run",
+]
 
 #: A temporary sequence (made with the function): the key index being written, which setval
 #: keeps when a subtransaction rolls back.
@@ -123,15 +134,15 @@ def _ensure(conn: sa.Connection, statements: list[Prepared]) -> None:
     )
     function = sa.func.to_regprocedure(_SIGNATURE).is_not(None)
     have, made = conn.execute(sa.select(prepared.scalar_subquery(), function)).one()
-    driver = _driver(conn)
+    connection = driver(conn)
     if not made:
-        driver.execute(_function_text())
+        connection.execute(_function_text())
     for statement in statements:
         if statement.name not in (have or ()):
-            driver.execute(statement.text)
+            connection.execute(statement.text)
 
 
-def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
+def driver(conn: sa.Connection) -> psycopg.Connection[Any]:
     driver = conn.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     return driver
