@@ -262,3 +262,23 @@ def test_refused_changes_of_a_routed_batch_are_isolated_and_moves_stay_whole(
     assert tables["shop_unmatched"] == {moved: "c", older: "x1"}
     assert tables["shop_orders"] == {(1, date(2024, 5, 1), 11): "ok2"}
     assert versions[moved] == "shop_unmatched" and versions[older] == "shop_unmatched"
+
+
+def test_a_batch_writes_only_the_tables_of_the_routes_it_touches(engine: sa.Engine) -> None:
+    # Another route's table locked (a migration, a backfill) does not hold this batch up.
+    clear(engine)
+    pipeline = Pipeline(engine=engine, mappings=[SHOP])
+    done = threading.Event()
+
+    def apply() -> None:
+        process(pipeline, record("INSERT", ORDER, US, eid="a", item=image(ORDER, "order", "v1")))
+        done.set()
+
+    with engine.connect() as locker, locker.begin():
+        locker.execute(sa.text("LOCK TABLE shop_order_lines IN ACCESS EXCLUSIVE MODE"))
+        worker = threading.Thread(target=apply)
+        worker.start()
+        finished = done.wait(timeout=10)
+    worker.join()
+    assert finished, "the batch waited for a table none of its rows goes to"
+    assert state(engine)[0]["shop_orders"] == {ORDER_ROW: "v1"}

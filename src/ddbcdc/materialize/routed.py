@@ -12,10 +12,12 @@ route's templates, that route's key; the version, the op, the route):
 1. **arbitrate and upsert** (one statement): the newest change of each key claims its
    versions row as for a plain mapping, in key order, and also sets the route it goes to,
    keeping the route it replaces (``_ddbcdc_prev_route``). The keys won are upserted into
-   their route's table, each route's rows in its own part of the statement. It returns the
-   keys won whose live row leaves a route (a REMOVE's, or a move's), with that route: the
-   one their versions row named before the claim, read under the row's lock.
-2. **delete** (when keys leave): from each route's table, the rows of the keys leaving it,
+   their route's table, each route's rows in its own part of the statement (a part only
+   for the routes the batch's rows go to: the statement is built once per set of routes,
+   and touches no other route's table). It returns the keys won whose live row leaves a
+   route (a REMOVE's, or a move's), with that route: the one their versions row named
+   before the claim, read under the row's lock.
+2. **delete** (when keys leave): from the table of each route keys leave, their rows,
    each found by its key in that route (which the change carries). A statement of its own,
    after step 1 holds the keys' locks, so it sees a row a concurrent writer committed
    meanwhile. So an item whose entity attribute changes moves in one transaction, and a
@@ -88,16 +90,19 @@ class RoutedWriter:
         self._key = list(self.mapping.key)
         self._floor = floor_of(self.mapping.target_table)
         self._index = {t.live.name: i for i, t in enumerate(self.targets)}
-        self._arbiter = self.arbiter(self.stage.table)
-        self._delete = self._sweep(self.stage.table) if sweep else self._gone()
+        self._all = tuple(range(len(self.targets)))
+        self._arbiters: dict[tuple[int, ...], sa.Select[Any]] = {}
+        self._gones: dict[tuple[int, ...], sa.Select[Any]] = {}
+        self._sweeper = self._sweep(self.stage.table) if sweep else None
         logged = any(r.changes is not None for r in tables.routes)
         self.log = RoutedLog(tables) if logged else None
 
-    def _upserts(self, source: sa.FromClause, won: sa.CTE) -> list[sa.CTE]:
-        """Per route, its won keys' rows upserted into its table."""
+    def _upserts(self, source: sa.FromClause, won: sa.CTE, routes: Sequence[int]) -> list[sa.CTE]:
+        """Per route of ``routes`` (indexes), its won keys' rows upserted into its table."""
         s = source
         out = []
-        for i, target in enumerate(self.targets):
+        for i in routes:
+            target = self.targets[i]
             columns = self.stage.columns[i]
             name = target.live.name
             values = [target.staged(s.c[columns[n]], n) for n in target.columns]
@@ -110,38 +115,58 @@ class RoutedWriter:
             out.append(target.upsert(rows, f"upserted_{i}"))
         return out
 
-    def arbiter(self, source: sa.FromClause) -> sa.Select[Any]:
-        """Step 1 over ``source`` (the stage): (deleted, upserted, refused ids, then the
-        keys won whose live row leaves a route: the route, then each key column, arrays)."""
+    def arbiter(self, source: sa.FromClause, routes: Sequence[int] | None = None) -> sa.Select[Any]:
+        """Step 1 over ``source`` (the stage), with an upsert part for each route of
+        ``routes`` (indexes; all when None: a route none of the batch's rows goes to writes
+        nothing): (deleted, upserted, refused ids, then the keys won whose live row leaves a
+        route: the route, then each key column, arrays). ``won`` is read once for the
+        deleted count and the leaving keys."""
         s, ver = source, self.tables.versions
         won = claim(s, ver, self._key, self._floor, routed=True)
-        upserts = self._upserts(s, won)
+        upserts = self._upserts(s, won, self._all if routes is None else routes)
         refused = sa.select(sa.func.array_agg(s.c._ddbcdc_event_id)).where(
             refused_where(ver, s, self._key, self._floor)
         )
-        count = sa.func.count()
-        deleted = sa.select(count).select_from(won).where(won.c._ddbcdc_deleted)
         prev = won.c._ddbcdc_prev_route
-        leaving = [prev.is_not(None), prev.is_distinct_from(won.c._ddbcdc_route)]
-        left = [
-            sa.select(sa.func.array_agg(column)).where(*leaving).scalar_subquery()
-            for column in (prev, *[won.c[k] for k in self._key])
-        ]
+        leaving = sa.and_(prev.is_not(None), prev.is_distinct_from(won.c._ddbcdc_route))
+        summary = sa.select(
+            sa.func.count().filter(won.c._ddbcdc_deleted).label("deleted"),
+            *[
+                sa.func.array_agg(column).filter(leaving).label(f"left_{i}")
+                for i, column in enumerate((prev, *[won.c[k] for k in self._key]))
+            ],
+        ).subquery("summary")
+        count = sa.func.count()
         upserted = sum(
             (sa.select(count).select_from(u).scalar_subquery() for u in upserts), sa.literal(0)
         )
         return sa.select(
-            deleted.scalar_subquery().label("deleted"),
+            summary.c.deleted,
             upserted.label("upserted"),
             refused.scalar_subquery().label("refused"),
-            *left,
-        )
+            *[c for c in summary.c if c.name != "deleted"],
+        ).select_from(summary)
 
-    def _gone(self) -> sa.Select[Any]:
-        """Step 2: from every route's table, the rows of the keys given (per route, its key
-        columns as arrays: ``r<i>_<column>``)."""
+    def _arbiter(self, newest: Sequence[CleanChange]) -> sa.Select[Any]:
+        """Step 1 for a batch: its upsert parts only for the routes its rows go to (one
+        statement per set of routes, built once)."""
+        used = {c.route for c in newest if c.row is not None}
+        routes = tuple(i for i, t in enumerate(self.targets) if t.live.name in used)
+        made = self._arbiters.get(routes)
+        if made is None:
+            made = self._arbiters[routes] = self.arbiter(self.stage.table, routes)
+        return made
+
+    def _gone(self, routes: tuple[int, ...]) -> sa.Select[Any]:
+        """Step 2: from the table of each route of ``routes`` (indexes), the rows of the keys
+        given (per route, its key columns as arrays: ``r<i>_<column>``); built once per set
+        of routes."""
+        made = self._gones.get(routes)
+        if made is not None:
+            return made
         parts = []
-        for i, target in enumerate(self.targets):
+        for i in routes:
+            target = self.targets[i]
             live = target.live
             arrays = [
                 sa.cast(sa.bindparam(f"r{i}_{k}"), pg.ARRAY(live.c[k].type)) for k in target.key
@@ -149,7 +174,8 @@ class RoutedWriter:
             given = sa.func.unnest(*arrays).table_valued(*target.key).render_derived()
             gone = target.delete(*[live.c[k] == given.c[k] for k in target.key])
             parts.append(gone.returning(sa.literal(1)).cte(f"deleted_{i}"))
-        return _total(parts)
+        made = self._gones[routes] = _total(parts)
+        return made
 
     def _sweep(self, source: sa.FromClause) -> sa.Select[Any]:
         """Step 2 of a sweep: every route's rows of the batch's keys whose versions row names
@@ -169,9 +195,9 @@ class RoutedWriter:
 
     def _leaving(
         self, newest: Sequence[CleanChange], routes: Sequence[str], keys: Sequence[Sequence[Any]]
-    ) -> dict[str, list[Any]]:
-        """The parameters of :meth:`_gone`: each leaving key's key in the route it leaves
-        (the change carries it)."""
+    ) -> tuple[tuple[int, ...], dict[str, list[Any]]]:
+        """The routes (indexes) some key leaves and the parameters of :meth:`_gone`: each
+        leaving key's key in the route it leaves (the change carries it)."""
         by_key = {c.key: c for c in newest}
         found: list[list[tuple[Any, ...]]] = [[] for _ in self.targets]
         for route, key in zip(routes, zip(*keys, strict=True), strict=True):
@@ -196,10 +222,11 @@ class RoutedWriter:
                 if other is not None and self.targets[i].live.name != kept:
                     found[i].append(other)
         params: dict[str, list[Any]] = {}
-        for i, target in enumerate(self.targets):
-            columns = list(zip(*found[i], strict=True)) or [()] * len(target.key)
-            params.update({f"r{i}_{k}": list(c) for k, c in zip(target.key, columns, strict=True)})
-        return params
+        left = tuple(i for i in self._all if found[i])
+        for i in left:
+            names, columns = self.targets[i].key, zip(*found[i], strict=True)
+            params.update({f"r{i}_{k}": list(c) for k, c in zip(names, columns, strict=True)})
+        return left, params
 
     @property
     def logged(self) -> bool:
@@ -220,12 +247,15 @@ class RoutedWriter:
         if newest:
             self.stage.ensure(conn)
             self.stage.copy(conn, rows if rows is not None else self.stage.rows(newest))
-            deleted, upserted, refused, routes, *keys = conn.execute(self._arbiter).one()
+            arbiter = self._arbiter(newest)
+            deleted, upserted, refused, routes, *keys = conn.execute(arbiter).one()
             outcome = Outcome(upserted, deleted, list(refused or ()))
-            if self.sweep:
-                conn.execute(self._delete)
-            elif routes:
-                conn.execute(self._delete, self._leaving(newest, routes, keys))
+            if self._sweeper is not None:
+                conn.execute(self._sweeper)
+            elif routes:  # some key left a route: a REMOVE's, or a move's
+                left, params = self._leaving(newest, routes, keys)
+                if left:
+                    conn.execute(self._gone(left), params)
         if self.log is not None and logged:
             if log_rows is None:
                 log_rows = self.log.rows(logged)
