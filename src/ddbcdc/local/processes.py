@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ddbcdc.children import signal_when_parent_dies
+from ddbcdc.children import pid_exists, signal_when_parent_dies
 from ddbcdc.errors import ConfigurationError
 
 __all__ = ["ManagedProcess", "pid_alive", "stop_pid", "wait_until"]
@@ -27,13 +27,7 @@ def pid_alive(pid: int) -> bool:
             return False
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_exists(pid)
 
 
 def stop_pid(pid: int, *, grace: float = 5.0, sig: int = signal.SIGTERM) -> None:

@@ -14,9 +14,7 @@ table is given its DynamoDB key back by writing its key templates out. So ``ddbc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +24,7 @@ from ddbcdc.decode.itemjson import comparable
 from ddbcdc.errors import PoisonRecordError
 from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.schema.tables import MappedTables
-from ddbcdc.verify.rows import Key, Row, Rows, jsonb_columns, key_types
+from ddbcdc.verify.rows import Key, Row, Rows, jsonb_columns, key_types, parse_jsonb
 
 __all__ = ["ROUTE", "RoutedRows", "describe", "rows_for"]
 
@@ -75,11 +73,7 @@ class RoutedRows(Rows):
         return change.key, self._parse(row)
 
     def _parse(self, row: Row) -> Row:
-        for name in self.routes[row[ROUTE]].jsonb:
-            text = row[name]
-            if text is not None:
-                row[name] = json.loads(text, parse_float=Decimal)
-        return row
+        return parse_jsonb(row, self.routes[row[ROUTE]].jsonb)
 
     def comparable(self, row: Row) -> Row:
         """``row`` as compared: its route's ``jsonb`` values by what they hold."""

@@ -42,7 +42,15 @@ from ddbcdc.errors import ConfigurationError, PoisonRecordError
 from ddbcdc.schema.mapping import TableMapping
 from ddbcdc.schema.tables import DELETED_AT, MappedTables, mapped_tables
 
-__all__ = ["Key", "Row", "Rows", "dynamodb_key", "jsonb_columns", "key_types"]
+__all__ = [
+    "Key",
+    "Row",
+    "Rows",
+    "dynamodb_key",
+    "jsonb_columns",
+    "key_types",
+    "parse_jsonb",
+]
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]
@@ -107,12 +115,7 @@ class Rows:
             return None, None
 
     def _parsed(self, row: Row) -> Row:
-        """``row`` with its ``jsonb`` text parsed, every digit kept."""
-        for name in self.jsonb:
-            text = row[name]
-            if text is not None:
-                row[name] = json.loads(text, parse_float=Decimal)
-        return row
+        return parse_jsonb(row, self.jsonb)
 
     def comparable(self, row: Row) -> Row:
         """``row`` as compared: its ``jsonb`` values by what they hold."""
@@ -191,6 +194,15 @@ class Rows:
         if self.types is None:
             raise ValueError("the table's key types are unknown (Rows built without them)")
         return dynamodb_key(dict(zip(self.sources, key, strict=True)), self.types)
+
+
+def parse_jsonb(row: Row, names: Sequence[str]) -> Row:
+    """``row`` with the ``jsonb`` text of its columns ``names`` parsed, every digit kept."""
+    for name in names:
+        text = row[name]
+        if text is not None:
+            row[name] = json.loads(text, parse_float=Decimal)
+    return row
 
 
 def jsonb_columns(live: sa.Table, names: Sequence[str]) -> list[str]:

@@ -11,7 +11,6 @@ instead of failing the probe.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from ddbcdc.children import pid_exists
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.worker.liveness import ProcessorCalls
 
@@ -37,21 +37,11 @@ def prune_dead_processes(multiproc_dir: Path) -> list[int]:
     dead = set()
     for path in multiproc_dir.glob("gauge_live*.db"):
         match = _LIVE_FILE.match(path.name)
-        if match and not _pid_exists(int(match.group(1))):
+        if match and not pid_exists(int(match.group(1))):
             dead.add(int(match.group(1)))
     for pid in sorted(dead):
         multiprocess.mark_process_dead(pid, str(multiproc_dir))  # type: ignore[no-untyped-call]
     return sorted(dead)
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # A file's first 8 bytes hold how much of it is used; a file shorter than that is one a
