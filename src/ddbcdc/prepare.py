@@ -138,7 +138,7 @@ class Preparer:
                 record = decode(source[0], source[1], source[2])
                 name = record.table_name
                 change = (only if name is None else cleansers[name]).cleanse(record)  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 (taken again, for its dead letter)
+            except Exception:  # taken again, for its dead letter
                 self._take(prepared, index, source)
                 continue
             sources[id(change)] = index

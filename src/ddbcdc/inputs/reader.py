@@ -234,9 +234,7 @@ class InputReader:
             yield self._split([rest], number, new)
 
     @staticmethod
-    def _split(
-        parts: list[bytes], number: int, new: Any
-    ) -> tuple[list[SourceRecord], list[int]]:
+    def _split(parts: list[bytes], number: int, new: Any) -> tuple[list[SourceRecord], list[int]]:
         data = [part.strip() for part in parts]
         if all(data):  # no blank line: the common case
             lines = list(range(number + 1, number + 1 + len(data)))

@@ -165,7 +165,7 @@ def binary_payload(rows: Sequence[Sequence[Any]], types: Sequence[str]) -> bytes
     try:
         for row in rows:
             format_row_binary(row, transformer, out)
-    except Exception:  # noqa: BLE001 (written row by row on the connection, which says why)
+    except Exception:  # written row by row on the connection, which says why
         return None
     out += _binary_trailer
     return bytes(out)
