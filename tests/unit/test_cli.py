@@ -117,6 +117,20 @@ def test_a_setting_that_does_not_parse_is_one_line_naming_it(
     assert "banana" not in lines[0]  # a setting's value may be a secret: never shown
 
 
+def test_a_dotenv_that_is_not_utf8_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".env").write_bytes(
+        b"DDBCDC_LOG_LEVEL=INFO\nDATABASE_URL=postgresql://u:p\xe9ss@h/db\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["iam-policy", "--account", "123456789012"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "ddbcdc iam-policy: settings: .env: not UTF-8 text (invalid continuation byte at byte 51)"
+    ]
+
+
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     import ddbcdc.commands.decode as decode
 
