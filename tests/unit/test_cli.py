@@ -81,6 +81,23 @@ def test_an_unknown_command_is_an_error_listing_them_all(
     assert all(f"'{name}'" in err for name in COMMANDS)
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["dlq", "list", "--limit", "-1"], "argument --limit: must be at least 1, not -1"),
+        (["dlq", "list", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
+        (["dlq", "replay", "--batch-size", "x"], "argument --batch-size: not a whole number"),
+    ],
+)
+def test_a_count_below_one_is_a_usage_error_before_any_connection(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ddbcdc.cli", *argv],
