@@ -168,3 +168,24 @@ def test_the_boundary_names_only_environment_errors() -> None:
 
     line = environment_fault(sa.exc.ArgumentError("Could not parse SQLAlchemy URL"))
     assert line == "PostgreSQL: ArgumentError: Could not parse SQLAlchemy URL"
+
+
+@pytest.mark.parametrize("configure", ["ddbcdc.cli", "ddbcdc.worker.entry"])
+def test_log_messages_are_one_line_of_printable_text(
+    configure: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+    import logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        root.handlers[:] = []
+        importlib.import_module(configure).configure_logging("INFO")
+        logging.getLogger("ddbcdc.t").warning("path %s", "a\nERROR forged\x00\x1b[2J")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x00" not in err and "\x1b" not in err
+    assert "path a\\x0aERROR forged\\x00\\x1b[2J" in err
