@@ -38,9 +38,7 @@ FirstFunction = Callable[
 ]
 #: The Keys and the DynamoDB key -> (the route named, or None; per route, its key found, or
 #: not asked for).
-NamedFunction = Callable[
-    [Mapping[str, Any], Sequence[Any]], "tuple[int | None, tuple[Any, ...]]"
-]
+NamedFunction = Callable[[Mapping[str, Any], Sequence[Any]], "tuple[int | None, tuple[Any, ...]]"]
 
 #: What a placeholder inside a string may look like, by type: its canonical text only.
 _PATTERNS = {

@@ -62,13 +62,16 @@ class _RouteRows:
         key = set(mapping.key)
         data = tuple(c for c in mapping.columns if c.name not in key)
         self._by_name = {c.name: c for c in data}
-        self._row_fn = compile_given_row(data, mapping.key, "NewImage")
+        #: The NewImage, the Keys and the route's key -> the route's row (kept columns
+        #: aside), or None when a value does not fit (:meth:`validated` says which).
+        self.row_fn = compile_given_row(data, mapping.key, "NewImage")
         label = "".join(p.capitalize() for p in self.target.split("_")) or "Route"
         self._model = build_model(f"{label}Row", data, ())
         self._defaults = {c.name: c.default for c in data if c.default is not None}
         kept = mapping.extra_column is not None or mapping.item_column is not None
         implied = key_attributes | {a for a, _ in route.entity}
-        self._keeper = Keeper(mapping, implied) if kept else None
+        #: Puts the kept columns into a row (None: the route keeps none).
+        self.keeper = Keeper(mapping, implied) if kept else None
 
     def render(self, key: Sequence[Any]) -> dict[str, Any]:
         """The key attributes of the item whose key in this route is ``key`` (the inverse of
@@ -92,27 +95,22 @@ class _RouteRows:
                 return False
         return True
 
-    def row(
+    def validated(
         self, record: ChangeRecord, image: dict[str, Any], key: tuple[Any, ...]
     ) -> dict[str, Any]:
-        """The route's row of an image whose key in the route is ``key``.
+        """The route's row (kept columns aside) of an image whose key in the route is
+        ``key``, through the row model: what :attr:`row_fn` gives, or why it gives None.
 
         Raises:
             CleanseError: a value that does not fit its column (naming the route's table).
         """
-        row = self._row_fn(image, record.keys, key)
-        if row is None:
-            values = dict(self._defaults)
-            for name, column in self._by_name.items():
-                value = image.get(column.source)
-                if value is not None:
-                    values[name] = value
-            row = dict(
-                validate(self._model, values, "NewImage", record, self.target, self._by_name)
-            )
-            row.update(zip(self._key_names, key, strict=True))
-        if self._keeper is not None:
-            self._keeper.add(row, image, record)
+        values = dict(self._defaults)
+        for name, column in self._by_name.items():
+            value = image.get(column.source)
+            if value is not None:
+                values[name] = value
+        row = dict(validate(self._model, values, "NewImage", record, self.target, self._by_name))
+        row.update(zip(self._key_names, key, strict=True))
         return row
 
 
@@ -199,21 +197,26 @@ class RoutedCleanser:
         if image is None:
             raise missing_image(record)
         found = self._first(image, keys, source_key)
-        if found is not None:
-            index, key = found
-            rows = self._routes[index]
-            return CleanChange(
-                self.mapping, record.event_id, record.event_name, source_key,
-                rows.row(record, image, key), version, us, seq, route=rows.target,
-                route_keys=RouteKeys(self._functions, keys, source_key, self._unset, index, key),
-            )  # fmt: skip
-        raise CleanseError(
-            f"{self.mapping.target_table}: {NO_ROUTE}",
-            path="dynamodb.Keys",
-            shard_id=record.shard_id,
-            sequence_number=record.sequence_number,
-            reason=NO_ROUTE,
-        )
+        if found is None:
+            raise CleanseError(
+                f"{self.mapping.target_table}: {NO_ROUTE}",
+                path="dynamodb.Keys",
+                shard_id=record.shard_id,
+                sequence_number=record.sequence_number,
+                reason=NO_ROUTE,
+            )
+        index, key = found
+        rows = self._routes[index]
+        row = rows.row_fn(image, keys, key)
+        if row is None:
+            row = rows.validated(record, image, key)
+        if rows.keeper is not None:
+            rows.keeper.add(row, image, record)
+        return CleanChange(
+            self.mapping, record.event_id, record.event_name, source_key, row, version, us, seq,
+            None, None, rows.target,
+            RouteKeys(self._functions, keys, source_key, self._unset, index, key),
+        )  # fmt: skip
 
 
 def cleanser_for(mapping: TableMapping) -> Cleanser | RoutedCleanser:
