@@ -76,6 +76,7 @@ WHEEL_FILES = (
     "ddbcdc/_schemas/change-record.schema.json",
     "ddbcdc/materialize/isolate.sql",
     "ddbcdc/materialize/screen.sql",
+    "ddbcdc/materialize/spans.sql",
 )
 #: What the daemon sends a shard processor that starts and is asked to shut down.
 PROTOCOL = [

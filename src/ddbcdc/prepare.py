@@ -182,11 +182,6 @@ class Preparer:
             return
         prepared.sources[id(change)] = index
         prepared.changes.append(change)
-        if change.route is not None and change.row is not None:
-            self._count_unmatched(prepared, change)
-
-    def _count_unmatched(self, prepared: PreparedBatch, change: CleanChange) -> None:
-        cleanser = self._cleansers[change.mapping.source_table]
-        if isinstance(cleanser, RoutedCleanser) and change.route == cleanser.unmatched:
-            name = change.mapping.target_table
-            prepared.unmatched[name] = prepared.unmatched.get(name, 0) + 1
+        route = change.route
+        if route is not None and change.row is not None and route == cleanser.unmatched:
+            prepared.unmatched[target] = prepared.unmatched.get(target, 0) + 1

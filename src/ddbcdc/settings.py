@@ -150,6 +150,20 @@ class Settings(BaseSettings):
     )
     stall_after_s: float = Field(default=60.0, gt=0, validation_alias=_env("DDBCDC_STALL_AFTER_S"))
 
+    def __init__(self, **values: Any) -> None:
+        """Read the environment and ``.env``; a ``.env`` that is not UTF-8 text is a
+        :class:`~ddbcdc.errors.ConfigurationError` naming where, never its bytes (a setting
+        may hold a secret)."""
+        try:
+            super().__init__(**values)
+        except UnicodeDecodeError as exc:
+            from ddbcdc.errors import ConfigurationError
+
+            env_file = values.get("_env_file", self.model_config.get("env_file"))
+            raise ConfigurationError(
+                f"settings: {env_file}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from exc
+
     @field_validator("initial_position", "retrieval_mode", "kcl_metrics_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:

@@ -271,6 +271,39 @@ def test_a_shard_whose_batch_is_working_is_busy_not_stalled(
     engine.dispose()
 
 
+def test_a_shard_whose_long_batch_just_committed_is_ok_not_stalled(
+    empty_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The progress row says when the batch ended, not when its transaction began: a batch
+    longer than the threshold is not shown stalled the moment it has committed."""
+    import threading
+    import time
+
+    from change_records import record as change
+
+    engine = sa.create_engine(empty_db)
+    upgrade(engine, MAPPINGS)
+    pipeline = Pipeline(engine=engine, mappings=MAPPINGS)
+    batch = [SourceRecord(change("INSERT", {"userid": 1}, 1_700_000_000_000_000, eid="e1"))]
+    holder = engine.connect()
+    holder.begin()
+    holder.execute(sa.text("LOCK TABLE customers IN EXCLUSIVE MODE"))
+    position = ShardPosition("app", "shardId-000000000001", "101", 0)
+    running = threading.Thread(
+        target=pipeline.process, args=(batch,), kwargs={"position": position}
+    )
+    running.start()
+    time.sleep(2.5)  # the batch waits for the lock: a batch longer than the threshold
+    holder.rollback()
+    holder.close()
+    running.join(timeout=30)
+    assert main(["status", "--json", "--stall-after", "2"]) == 0
+    [report] = json.loads(capsys.readouterr().out)["shards"]
+    assert (report["state"], report["sequence_number"]) == ("ok", "101")
+    pipeline.close()
+    engine.dispose()
+
+
 def test_a_session_name_fits_postgresql_and_tells_shards_apart() -> None:
     from ddbcdc.materialize.shard_states import session_name, session_tag
 

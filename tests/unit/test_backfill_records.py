@@ -10,7 +10,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ddbcdc.backfill.export import ExportError, gzip_lines, parse_manifest
+from ddbcdc.backfill.export import (
+    ExportError,
+    gzip_lines,
+    open_location,
+    parse_manifest,
+    read_manifest,
+)
 from ddbcdc.backfill.importer import line_record
 from ddbcdc.backfill.records import (
     RecordMaker,
@@ -107,6 +113,17 @@ def test_manifests_parse_with_keys_relative_to_the_export_folder() -> None:
         parse_manifest("{}", '{"itemCount": 1}\n', root="r", folder="f")
     with pytest.raises(ExportError, match=r"exportTime 'soon' is not a time"):
         parse_manifest('{"exportTime": "soon"}', "", root="r", folder="f")
+
+
+def test_manifests_of_the_wrong_shape_or_encoding_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"^r/manifest-summary.json is not a JSON object$"):
+        parse_manifest("[]", "", root="r", folder="f")
+    with pytest.raises(ExportError, match=r"^r/manifest-summary.json: itemCount is not a count$"):
+        parse_manifest('{"itemCount": "many"}', "", root="r", folder="f")
+    (tmp_path / "manifest-summary.json").write_bytes(b'{"exportTime": "2025-11-24T16:00:00Z"}')
+    (tmp_path / "manifest-files.json").write_bytes(b'{"dataFileS3Key": "data/\xff.json.gz"}\n')
+    with pytest.raises(ExportError, match=r"manifest-files.json is not UTF-8 text \(invalid"):
+        read_manifest(open_location(str(tmp_path)))
 
 
 def test_export_lines_become_records_and_bad_lines_pass_through_as_they_are() -> None:

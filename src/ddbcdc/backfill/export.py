@@ -115,6 +115,12 @@ def parse_manifest(summary_text: str, files_text: str, *, root: str, folder: str
         summary = orjson.loads(summary_text)
     except orjson.JSONDecodeError as exc:
         raise ExportError(f"{root}/manifest-summary.json is not JSON: {exc}") from exc
+    if not isinstance(summary, dict):
+        raise ExportError(f"{root}/manifest-summary.json is not a JSON object")
+    try:
+        item_count = None if summary.get("itemCount") is None else int(summary["itemCount"])
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"{root}/manifest-summary.json: itemCount is not a count") from exc
     files = []
     for number, line in enumerate(files_text.splitlines(), 1):
         if not line.strip():
@@ -139,10 +145,18 @@ def parse_manifest(summary_text: str, files_text: str, *, root: str, folder: str
         export_time_us=_time(summary, "exportTime"),
         from_us=_time(summary, "exportFromTime"),
         to_us=_time(summary, "exportToTime"),
-        item_count=int(summary["itemCount"]) if summary.get("itemCount") is not None else None,
+        item_count=item_count,
         files=tuple(files),
         table_name=table_arn.split("table/", 1)[1].split("/")[0] if "table/" in table_arn else None,
     )
+
+
+def _text(raw: bytes, where: str) -> str:
+    """A manifest's bytes as text, or an :class:`ExportError` naming the file and offset."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExportError(f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 class ExportLocation:
@@ -229,7 +243,7 @@ class LocalExport(ExportLocation):
 
     def read_text(self, name: str) -> str | None:
         try:
-            return (self.path / name).read_text(encoding="utf-8")
+            return _text((self.path / name).read_bytes(), f"{self.root}/{name}")
         except FileNotFoundError:
             return None
 
@@ -263,7 +277,7 @@ class S3Export(ExportLocation):
             if exc.code == "NoSuchKey":
                 return None
             raise
-        return str(body.read().decode("utf-8"))
+        return _text(body.read(), f"{self.describe()}/{name}")
 
     def data_files(self) -> list[str]:
         keys = []

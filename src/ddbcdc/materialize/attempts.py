@@ -85,8 +85,11 @@ class Prepared:
         return cls(name, text)
 
 
-def _function_text() -> str:
-    return resources.files("ddbcdc.materialize").joinpath("isolate.sql").read_text()
+def function_text(name: str) -> str:
+    """The temporary functions of ``name`` (package data), with those of ``spans.sql``
+    that it calls."""
+    folder = resources.files("ddbcdc.materialize")
+    return folder.joinpath("spans.sql").read_text() + folder.joinpath(name).read_text()
 
 
 def run(
@@ -136,7 +139,7 @@ def _ensure(conn: sa.Connection, statements: list[Prepared]) -> None:
     have, made = conn.execute(sa.select(prepared.scalar_subquery(), function)).one()
     connection = driver(conn)
     if not made:
-        connection.execute(_function_text())
+        connection.execute(function_text("isolate.sql"))
     for statement in statements:
         if statement.name not in (have or ()):
             connection.execute(statement.text)

@@ -107,9 +107,8 @@ CREATE OR REPLACE FUNCTION pg_temp.ddbcdc_isolate(
 -- (ddbcdc_isolate_at) is suspected: the keys before it are tried, then it alone. A refused
 -- range without a suspect (the claim, the delete, a check at the end of the statement
 -- refused it) is searched by halves from where the last range ended. The key at fault is
--- then settled in place (ddbcdc_isolate_key). Keys are locked in key order, as in the fast path. Range lengths
--- follow how far apart refused keys are (gap, in keys: the caller's estimate until one is
--- found here): about sqrt(spacing * gap), at most longest.
+-- then settled in place (ddbcdc_isolate_key). Keys are locked in key order, as in the fast
+-- path. Range lengths: spans.sql.
 -- With settle_only, every key's newest change was refused below the floor already and is
 -- not among the candidates: settle each key from rank 0, its next older change.
 DECLARE
@@ -132,7 +131,7 @@ BEGIN
         END LOOP;
         RETURN;
     END IF;
-    size := least(longest, greatest(1, round(sqrt(spacing * gap))::integer));
+    size := pg_temp.ddbcdc_span(spacing, gap, longest);
     WHILE pos < last LOOP
         hi := least(last, pos + size) - 1;
         failed := false;
@@ -171,13 +170,8 @@ BEGIN
             IF bad_end IS NOT NULL AND pos >= bad_end THEN
                 bad_end := NULL;
             END IF;
-            IF bad_end IS NULL THEN
-                size := least(size * 2, longest, greatest(1, round(sqrt(spacing * CASE
-                    WHEN found = 0 THEN gap ELSE (pos - first)::double precision / found
-                    END))::integer));
-            ELSE
-                size := greatest(1, (bad_end - pos) / 2);
-            END IF;
+            size := pg_temp.ddbcdc_next_span(
+                size, pos, first, found, bad_end, gap, spacing, longest);
         ELSIF hi > pos THEN
             SELECT last_value INTO suspect FROM pg_temp.ddbcdc_isolate_at;
             IF suspect BETWEEN pos AND hi THEN
@@ -198,8 +192,8 @@ BEGIN
             found := found + 1;
             pos := pos + 1;
             bad_end := NULL;
-            size := least(longest, greatest(1, round(sqrt(
-                spacing * (pos - first)::double precision / found))::integer));
+            size := pg_temp.ddbcdc_span(
+                spacing, (pos - first)::double precision / found, longest);
         END IF;
     END LOOP;
 END

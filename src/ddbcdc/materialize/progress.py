@@ -79,6 +79,9 @@ def record_progress(
         batches_total=1,
         millis_behind_latest=position.millis_behind_latest,
         max_version_us=newest_us,
+        # The statement runs last in the batch's transaction: when the batch ended, not when
+        # it began (now()), or a batch longer than the stall threshold would show stalled.
+        updated_at=sa.func.clock_timestamp(),
     )
     new = stmt.excluded
     ahead = sa.or_(
@@ -98,7 +101,7 @@ def record_progress(
                 "records_total": table.c.records_total + count,
                 "batches_total": table.c.batches_total + 1,
                 "max_version_us": sa.func.greatest(table.c.max_version_us, new.max_version_us),
-                "updated_at": sa.func.now(),
+                "updated_at": new.updated_at,
             },
         )
     )

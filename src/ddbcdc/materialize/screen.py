@@ -14,14 +14,22 @@ its delete or change log, which the screen does not run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.db import POISON_CLASSES, describe_state
-from ddbcdc.materialize.attempts import CALL_KEYS, HI, LO, LONGEST, SPACING, Prepared, driver
+from ddbcdc.materialize.attempts import (
+    CALL_KEYS,
+    HI,
+    LO,
+    LONGEST,
+    SPACING,
+    Prepared,
+    driver,
+    function_text,
+)
 from ddbcdc.materialize.routed import RoutedWriter
 from ddbcdc.materialize.staging import StageRow, binary_types, copy_rows, copy_statement, temp_table
 
@@ -114,7 +122,6 @@ def _ensure(conn: sa.Connection, table: sa.Table, attempt: Prepared) -> None:
     have, made = conn.execute(sa.select(prepared, function)).one()
     table.create(conn, checkfirst=True)
     if not made:
-        text = resources.files("ddbcdc.materialize").joinpath("screen.sql").read_text()
-        driver(conn).execute(text)
+        driver(conn).execute(function_text("screen.sql"))
     if not have:
         driver(conn).execute(attempt.text)

@@ -5,10 +5,9 @@
 -- returned, and the caller applies the batch with its own statements. An error whose
 -- SQLSTATE class is not in `poison` is raised unchanged.
 --
--- ddbcdc_screen: ranges go in key order: a range that applies is passed; a refused one is searched by
--- halves from where it starts, down to the single key at fault. Range lengths follow how
--- far apart refused keys are (gap, in keys: the caller's estimate until one is found):
--- about sqrt(spacing * gap), at most longest.
+-- ddbcdc_screen: ranges go in key order: a range that applies is passed; a refused one is
+-- searched by halves from where it starts, down to the single key at fault. Range lengths:
+-- spans.sql.
 
 CREATE OR REPLACE FUNCTION pg_temp.ddbcdc_screen(
     apply_stmt text, first integer, last integer, poison text[], gap double precision,
@@ -22,7 +21,7 @@ DECLARE
     found integer := 0;
     passed boolean;
 BEGIN
-    size := least(longest, greatest(1, round(sqrt(spacing * gap))::integer));
+    size := pg_temp.ddbcdc_span(spacing, gap, longest);
     WHILE pos < last LOOP
         hi := least(last, pos + size) - 1;
         BEGIN
@@ -41,13 +40,8 @@ BEGIN
             IF bad_end IS NOT NULL AND pos >= bad_end THEN
                 bad_end := NULL;
             END IF;
-            IF bad_end IS NULL THEN
-                size := least(size * 2, longest, greatest(1, round(sqrt(spacing * CASE
-                    WHEN found = 0 THEN gap ELSE (pos - first)::double precision / found
-                    END))::integer));
-            ELSE
-                size := greatest(1, (bad_end - pos) / 2);
-            END IF;
+            size := pg_temp.ddbcdc_next_span(
+                size, pos, first, found, bad_end, gap, spacing, longest);
         ELSIF hi > pos THEN
             bad_end := hi + 1;
             size := greatest(1, (hi - pos + 1) / 2);
@@ -57,8 +51,8 @@ BEGIN
             found := found + 1;
             pos := pos + 1;
             bad_end := NULL;
-            size := least(longest, greatest(1, round(sqrt(
-                spacing * (pos - first)::double precision / found))::integer));
+            size := pg_temp.ddbcdc_span(
+                spacing, (pos - first)::double precision / found, longest);
         END IF;
     END LOOP;
 END
