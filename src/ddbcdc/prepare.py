@@ -137,14 +137,17 @@ class Preparer:
             try:
                 record = decode(source[0], source[1], source[2])
                 name = record.table_name
-                change = (only if name is None else cleansers[name]).cleanse(record)  # type: ignore[union-attr]
+                cleanser = only if name is None else cleansers[name]
+                change = cleanser.cleanse(record)  # type: ignore[union-attr]
             except Exception:  # taken again, for its dead letter
                 self._take(prepared, index, source)
                 continue
             sources[id(change)] = index
             append(change)
-            if change.route is not None and change.row is not None:
-                self._count_unmatched(prepared, change)
+            route = change.route
+            if route is not None and change.row is not None and route == cleanser.unmatched:  # type: ignore[union-attr]
+                target = cleanser.mapping.target_table  # type: ignore[union-attr]
+                prepared.unmatched[target] = prepared.unmatched.get(target, 0) + 1
 
     def _take(self, prepared: PreparedBatch, index: int, source: SourceRecord) -> None:
         """Decode and cleanse one record into ``prepared``: a change, or a dead letter."""
