@@ -27,26 +27,14 @@ import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from psycopg import sql
-from psycopg.adapt import Transformer
-from psycopg.pq import Format
 from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.cleanse import CleanChange
 from ddbcdc.schema.tables import MappedTables
 
-__all__ = [
-    "StageRow",
-    "StageRows",
-    "StageTable",
-    "binary_payload",
-    "copy_rows",
-    "ensure_temp",
-    "stage_type",
-    "temp_table",
-]
+__all__ = ["StageRow", "StageTable", "copy_rows", "ensure_temp", "stage_type", "temp_table"]
 
 _INFO_KEY = "ddbcdc_stages"
 
@@ -132,45 +120,6 @@ def copy_statement(table: sa.Table, *, binary: bool = False) -> sql.Composed:
     return sql.SQL("COPY {} ({}) FROM STDIN{}").format(sql.Identifier(table.name), columns, form)
 
 
-# psycopg's own binary row format (its C one with psycopg[binary]); without it (another
-# psycopg) no payload is made beforehand and every row is written on the connection.
-try:
-    from psycopg._copy_base import _binary_signature, _binary_trailer, format_row_binary
-except ImportError:  # pragma: no cover - a psycopg that moved them
-    format_row_binary = None
-
-
-class StageRows(list[StageRow]):
-    """Stage rows with, when it could be made beforehand (in the preparing thread), their
-    whole binary COPY stream (:func:`binary_payload`): the COPY then sends it as it is."""
-
-    __slots__ = ("payload",)
-
-    def __init__(self, rows: Iterable[StageRow], payload: bytes | None = None) -> None:
-        super().__init__(rows)
-        self.payload = payload
-
-
-def binary_payload(rows: Sequence[Sequence[Any]], types: Sequence[str]) -> bytes | None:
-    """The binary COPY stream of ``rows`` (signature, rows, trailer) with the column
-    ``types``, text encoded as UTF-8, exactly as psycopg writes them row by row; None when a
-    value has no binary form of its column's type (the COPY then says so) or psycopg has
-    no formatter to lend."""
-    if format_row_binary is None:
-        return None
-    registry = psycopg.adapters.types
-    transformer = Transformer()
-    transformer.set_dumper_types([registry.get_oid(t) for t in types], Format.BINARY)
-    out = bytearray(_binary_signature)
-    try:
-        for row in rows:
-            format_row_binary(row, transformer, out)
-    except Exception:  # written row by row on the connection, which says why
-        return None
-    out += _binary_trailer
-    return bytes(out)
-
-
 def copy_rows(
     conn: sa.Connection,
     statement: sql.Composed,
@@ -178,15 +127,10 @@ def copy_rows(
     types: Sequence[str] | None = None,
 ) -> None:
     """COPY ``rows`` on the connection: binary with the column ``types`` given (the statement
-    then says so), else text (PostgreSQL parses every value). Rows with a binary payload
-    made beforehand (:class:`StageRows`) send it whole on a UTF-8 connection."""
+    then says so), else text (PostgreSQL parses every value)."""
     driver = conn.connection.driver_connection
     assert driver is not None
-    payload = getattr(rows, "payload", None)
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        if types is not None and payload is not None and driver.info.encoding == "utf-8":
-            copy.write(payload)
-            return
         if types is not None:
             copy.set_types(types)
         for row in rows:
@@ -231,7 +175,7 @@ class StageTable:
         self.ensure(conn)
         conn.execute(sa.delete(self.table))
 
-    def rows(self, newest: Sequence[CleanChange]) -> StageRows:
+    def rows(self, newest: Sequence[CleanChange]) -> list[StageRow]:
         """Stage rows of the newest change of each key."""
         if self._policy is not None:
             return self._rows_keeping(newest)
@@ -247,14 +191,9 @@ class StageTable:
                 by_key = dict(zip(key, change.key, strict=True))
                 values = tuple([by_key.get(n) for n in names]) if by_key else empty
                 append(values + tail(change))
-        return self._staged(out)
+        return out
 
-    def _staged(self, rows: list[StageRow]) -> StageRows:
-        """``rows`` with their binary COPY stream, made here (any thread)."""
-        types = self._types
-        return StageRows(rows, None if types is None else binary_payload(rows, types))
-
-    def _rows_keeping(self, newest: Sequence[CleanChange]) -> StageRows:
+    def _rows_keeping(self, newest: Sequence[CleanChange]) -> list[StageRow]:
         """:meth:`rows` of a mapping that keeps some deleted rows: with mode and image."""
         assert self._policy is not None
         mode = self._policy.mode
@@ -277,7 +216,7 @@ class StageTable:
                     row is not None,
                 )
             )
-        return self._staged(out)
+        return out
 
     def copy(self, conn: sa.Connection, rows: Sequence[StageRow]) -> None:
         """COPY ``rows`` into the stage."""
