@@ -211,6 +211,9 @@ class InputReader:
             return
         records = [SourceRecord(data=first)]
         lines: list[int | str] = [self._first_line]
+        if size == 1:  # before reading on: a pipe's next line may be a while coming
+            yield records, lines, []
+            records, lines = [], []
         for chunk_records, chunk_lines in self._raw_chunks(self._first_line):
             records += chunk_records
             lines += chunk_lines
