@@ -222,3 +222,28 @@ def test_cli_up_with_dynamodb_streams_runs_the_front_instead_of_kinesis(
         down = _ddbcdc(tmp_path, "down", env=env)
     assert down.returncode == 0, down.stderr
     assert not any(pid_alive(pid) for pid in info.pids.values())
+
+
+def test_state_naming_a_reused_pid_is_stale_and_its_process_left_alone(tmp_path: Path) -> None:
+    """After a crash or a reboot, .local names pids another process may have now: local
+    status, up and down must neither count nor signal it."""
+    state = tmp_path / ".local"
+    state.mkdir()
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        info = StackInfo("us-east-1", "http://127.0.0.1:9", "", "", "postgresql://x", str(state))
+        info.pids.update(supervisor=stranger.pid, moto=stranger.pid)
+        (state / "stack.json").write_bytes(info.to_json())
+        (state / "supervisor.pid").write_text(f"{stranger.pid}\n")
+        past = time.time() - 60  # written before the stranger started
+        for name in ("stack.json", "supervisor.pid"):
+            os.utime(state / name, (past, past))
+        status = _ddbcdc(tmp_path, "status", env=dict(os.environ))
+        assert status.returncode == 1
+        assert "NOT RUNNING" in status.stdout and " running" not in status.stdout
+        assert _ddbcdc(tmp_path, "down", env=dict(os.environ)).returncode == 0
+        assert stranger.poll() is None, "local down signalled a process not of the stack"
+        assert not (state / "supervisor.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
