@@ -247,3 +247,27 @@ def test_state_naming_a_reused_pid_is_stale_and_its_process_left_alone(tmp_path:
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_up_with_another_source_than_the_running_stack_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / ".local"
+    state.mkdir()
+    supervisor = subprocess.Popen(["sleep", "60"])  # stands in for a running stack's
+    try:
+        info = StackInfo(
+            "us-east-1", "http://127.0.0.1:9", "", "", "postgresql://x", str(state),
+            pids={"supervisor": supervisor.pid}, source="dynamodb-streams",
+            streams_endpoint="http://127.0.0.1:10",
+        )  # fmt: skip
+        (state / "stack.json").write_bytes(info.to_json())
+        (state / "supervisor.pid").write_text(f"{supervisor.pid}\n")
+        up = _ddbcdc(tmp_path, "up", env=dict(os.environ))
+        assert up.returncode == 2
+        assert "--source dynamodb-streams is up here" in up.stderr and not up.stdout
+        again = _ddbcdc(tmp_path, "up", "--source", "dynamodb-streams", env=dict(os.environ))
+        assert again.returncode == 0 and "DDBCDC_SOURCE=dynamodb-streams" in again.stdout
+        status = _ddbcdc(tmp_path, "status", env=dict(os.environ)).stdout
+        assert "front       http://127.0.0.1:10" in status and "kinesis" not in status
+    finally:
+        supervisor.kill()
+        supervisor.wait()

@@ -117,6 +117,13 @@ def _up(args: argparse.Namespace) -> int:
         if info is None:
             print(f"ddbcdc local: the stack is starting (pid {pid})", file=sys.stderr)
             return 1
+        if info.source != args.source:
+            print(
+                f"ddbcdc local: a stack with --source {info.source} is up here: "
+                f"`ddbcdc local down` first for one with --source {args.source}",
+                file=sys.stderr,
+            )
+            return 2
         print("ddbcdc local: the stack is already up", file=sys.stderr)
         _print_env(info)
         return 0
@@ -210,6 +217,9 @@ def _status(args: argparse.Namespace) -> int:
         all_up = all_up and alive
         print(f"{name:<11} pid {pid:<8} {'running' if alive else 'NOT RUNNING'}")
     print(f"{'dynamodb':<11} {info.dynamodb_endpoint}  (also DynamoDB Streams, CloudWatch, S3)")
-    print(f"{'kinesis':<11} {info.kinesis_endpoint}  (h2c; TLS: {info.kinesis_tls_endpoint})")
+    if info.source == "dynamodb-streams":
+        print(f"{'front':<11} {info.streams_endpoint}  (DynamoDB Streams, with shard lineage)")
+    else:
+        print(f"{'kinesis':<11} {info.kinesis_endpoint}  (h2c; TLS: {info.kinesis_tls_endpoint})")
     print(f"{'postgresql':<11} {info.database_url}")
     return 0 if all_up else 1
