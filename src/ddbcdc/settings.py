@@ -7,6 +7,7 @@ the names of the original example (``AWS_REGION``, ``AWS_ARN``, ``AWS_KINESIS_ST
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,7 @@ def _env(*names: str) -> AliasChoices:
 _EXAMPLE_URL = "postgresql+psycopg://user@127.0.0.1:5432/db"
 #: The schemes of a PostgreSQL URL, all read with psycopg (3).
 _POSTGRES_SCHEMES = frozenset({"postgresql+psycopg", "postgresql", "postgres"})
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 
 
 class Settings(BaseSettings):
@@ -163,6 +165,14 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 f"settings: {env_file}: not UTF-8 text ({exc.reason} at byte {exc.start})"
             ) from exc
+
+    @field_validator("aws_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        # What botocore takes for a region (a host name label): it goes into ARNs and URLs.
+        if not _REGION.fullmatch(value):
+            raise ValueError("not an AWS region name (letters, digits and '-': us-east-1)")
+        return value
 
     @field_validator("initial_position", "retrieval_mode", "kcl_metrics_level", mode="before")
     @classmethod

@@ -134,6 +134,16 @@ def test_a_setting_that_does_not_parse_is_one_line_naming_it(
     assert "banana" not in lines[0]  # a setting's value may be a secret: never shown
 
 
+@pytest.mark.parametrize("region", ["us_east_1", "../x", "us-east-1/", "-us"])
+def test_a_region_that_cannot_be_one_is_refused_before_it_reaches_an_arn(
+    region: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_REGION", region)
+    assert main(["iam-policy", "--account", "123456789012", "--stream", "s"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ddbcdc iam-policy: settings: ") and "not an AWS region name" in line
+
+
 def test_a_dotenv_that_is_not_utf8_is_one_line_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
