@@ -368,3 +368,12 @@ def test_json_lines_batches_split_by_chunk_keep_every_line_and_its_number(chunk:
         assert got == expected
         assert all(len(b[0]) == size for b in batches[:-1]) and 0 < len(batches[-1][0]) <= size
         assert all(type(r) is SourceRecord and r[1:] == (None,) * 4 for b in batches for r in b[0])
+
+
+def test_json_lines_of_get_records_outputs_are_named_with_their_article() -> None:
+    record = fixture(FIXTURES / "records" / "valid" / "streams-insert-s.json")
+    record.pop("eventSourceARN", None)
+    line = orjson.dumps({"Records": [record], "NextShardIterator": "arn:aws:dynamodb:..."})
+    form, found = read(line + b"\n" + line, table="customers")
+    assert form == "JSON Lines, each an aws dynamodbstreams get-records output"
+    assert len(decoded(found)) == 2

@@ -185,7 +185,8 @@ class InputReader:
         records = parsed.get("Records")
         if type(records) is list:
             sample = records[0] if records else None
-            self._named(f"JSON Lines, each a {container_name(kind_of(sample), sample)}")
+            name = container_name(kind_of(sample), sample)
+            self._named(f"JSON Lines, each {'an' if name[0] in 'aeiou' else 'a'} {name}")
         else:
             self._named(f"JSON Lines of {KIND_NAMES[kind]}s" if kind else "JSON Lines")
         return self._parsed_lines(first)
