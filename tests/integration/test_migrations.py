@@ -208,3 +208,45 @@ def test_an_unknown_revision_or_a_schema_a_newer_ddbcdc_migrated_is_refused_in_o
         err = capsys.readouterr().err
         assert err.startswith("ddbcdc migrate: ") and len(err.splitlines()) == 1, err
         assert "'0099_future'" in err and "newer" in err
+
+
+def test_writers_refuse_a_schema_not_at_this_ddbcdcs_revision_in_one_line(
+    db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A schema taken down a revision (or left behind by an upgrade of ddbcdc) is refused
+    when a writer starts, naming both revisions, rather than failing every batch on a column
+    or function the older schema lacks; so is one a newer ddbcdc migrated."""
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(SHIPPED_DIR))
+    assert main(["migrate"]) == 0
+    assert main(["migrate", "--downgrade", "0008_removal_cause"]) == 0
+    record = {
+        "eventID": "e1",
+        "eventName": "INSERT",
+        "tableName": "customers",
+        "eventSource": "aws:dynamodb",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1_700_000_000_000,
+            "Keys": {"userid": {"N": "1"}},
+            "NewImage": {"userid": {"N": "1"}, "first_name": {"S": "Ada"}},
+        },
+    }
+    source = tmp_path / "records.jsonl"
+    source.write_text(json.dumps(record) + "\n")
+    engine = sa.create_engine(db)
+    for revision, needed in (("0008_removal_cause", "run ddbcdc migrate"), ("0099_x", "newer")):
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+        for argv in (["apply", str(source)], ["dlq", "replay"]):
+            capsys.readouterr()
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert len(err.splitlines()) == 1, err
+            assert f"'{revision}'" in err and needed in err, err
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM customers")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM ddbcdc_dead_letters")).scalar() == 0
+    engine.dispose()
