@@ -10,6 +10,12 @@
   stream time) and ``ended_at``.
 - New: ``ddbcdc_prune_state`` (the prune floor per table) and ``ddbcdc_prune_holds``.
 
+Going down, each versions table becomes a tombstones table again, except a routed mapping's
+(it has ``_ddbcdc_route``): its keys' rows live in its routes' tables, from which no upgrade
+could rebuild it, and no schema before this revision knows routes, so it is left alone, like
+the tables ``ddbcdc migrate`` created for the mapping, and is there as it was when this
+revision runs up again.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-01
@@ -105,6 +111,11 @@ def _convert(tombstone_name: str) -> None:
     op.drop_table(tombstone_name)
 
 
+def _routed(versions_name: str) -> bool:
+    columns = sa.inspect(op.get_bind()).get_columns(versions_name)
+    return any(c["name"] == "_ddbcdc_route" for c in columns)
+
+
 def _revert(versions_name: str) -> None:
     target = versions_name.removeprefix(_NEW)
     versions = _reflect(versions_name)
@@ -169,7 +180,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for name in _tables_with_prefix(_NEW):
-        _revert(name)
+        if not _routed(name):
+            _revert(name)
     op.drop_table("ddbcdc_prune_holds")
     op.drop_table("ddbcdc_prune_state")
     op.drop_column("ddbcdc_shard_progress", "ended_at")
