@@ -4,7 +4,9 @@
   for other mappings) becomes ``ddbcdc_versions__<t>``: a row per key, live or deleted, with
   the version of the newest change applied to it. It is filled from the tombstones (deleted)
   and the live rows (not deleted), the newer winning where a key has both; a live row older
-  than its key's tombstone (left by two overlapping transactions) is deleted.
+  than its key's tombstone (left by two overlapping transactions) is deleted. A row that
+  carries its tombstone's own version is one a later schema kept for a deleted item (soft
+  deletes: met when this revision runs up again after going down): it stays.
 - ``ddbcdc_dead_letters`` gains ``version_us`` (the version of a record that decoded) and
   ``discarded_at``; ``ddbcdc_shard_progress`` gains ``max_version_us`` (the shard's position in
   stream time) and ``ended_at``.
@@ -107,7 +109,8 @@ def _convert(tombstone_name: str) -> None:
             )
         )
         match = sa.and_(*[live.c[n] == versions.c[n] for n in names])
-        bind.execute(sa.delete(live).where(match, versions.c._ddbcdc_deleted))
+        older = _version_tuple(live.c) < _version_tuple(versions.c)
+        bind.execute(sa.delete(live).where(match, versions.c._ddbcdc_deleted, older))
     op.drop_table(tombstone_name)
 
 

@@ -306,3 +306,64 @@ def test_a_routed_mappings_versions_survive_a_downgrade_to_base_and_back(
     assert main(["apply", str(records)]) == 0
     assert "upserted 0, deleted 0, stale/skipped 2" in capsys.readouterr().out
     engine.dispose()
+
+
+def _customer_change(event: str, userid: int, us: int, **image: dict[str, str]) -> str:
+    keys = {"userid": {"N": str(userid)}}
+    change: dict[str, object] = {"ApproximateCreationDateTime": us, "Keys": keys}
+    if image:
+        change["NewImage" if event != "REMOVE" else "OldImage"] = {**keys, **image}
+    return json.dumps(
+        {
+            "eventID": f"{event}/{userid}/{us}",
+            "eventName": event,
+            "tableName": "customers",
+            "eventSource": "aws:dynamodb",
+            "dynamodb": change,
+        }
+    )
+
+
+def test_rows_kept_for_deleted_items_survive_a_downgrade_below_the_versions_and_back(
+    db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Soft deletes, then down below revision 0003 and up again: the rows kept for deleted
+    items (they carry their tombstone's version) stay, marked, and their keys stay deleted."""
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    doc = json.loads((SHIPPED_DIR / "customers.json").read_text())
+    (mappings / "customers.json").write_text(json.dumps({**doc, "deletes": "soft"}))
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(mappings))
+    inserts, removes = tmp_path / "inserts.jsonl", tmp_path / "removes.jsonl"
+    name = {"first_name": {"S": "Ada"}}
+    inserts.write_text(
+        "\n".join(_customer_change("INSERT", k, 1_700_000_000_000, **name) for k in (1, 2, 3))
+    )
+    removes.write_text(  # with the item's last image, and without
+        _customer_change("REMOVE", 1, 1_700_000_001_000, **name)
+        + "\n"
+        + _customer_change("REMOVE", 2, 1_700_000_001_000)
+    )
+    assert main(["migrate"]) == 0
+    assert main(["apply", str(inserts)]) == 0
+    assert main(["apply", str(removes)]) == 0
+    rows = sa.text(
+        "SELECT userid, first_name, _ddbcdc_deleted_at IS NOT NULL FROM customers ORDER BY 1"
+    )
+    deleted = sa.text(
+        "SELECT userid FROM ddbcdc_versions__customers WHERE _ddbcdc_deleted ORDER BY 1"
+    )
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        assert conn.execute(rows).all() == [(1, "Ada", True), (2, "Ada", True), (3, "Ada", False)]
+    assert main(["migrate", "--downgrade", "0002"]) == 0
+    capsys.readouterr()
+    assert main(["migrate"]) == 0, capsys.readouterr().err
+    with engine.connect() as conn:
+        assert conn.execute(rows).all() == [(1, "Ada", True), (2, "Ada", True), (3, "Ada", False)]
+        assert conn.execute(deleted).scalars().all() == [1, 2]
+    engine.dispose()
