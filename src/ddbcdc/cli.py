@@ -89,11 +89,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def configure_logging(level: str) -> None:
     """Structured-enough logs on stderr; stdout stays for command output."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from ddbcdc.logs import LineFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _writes_fail(fd: int) -> bool:
@@ -149,7 +149,9 @@ def environment_fault(exc: Exception) -> str | None:
 def _failed(command: str, line: str, exc: BaseException) -> int:
     """End ``command`` with ``line`` on stderr (the traceback too at ``--log-level DEBUG``)."""
     log.debug("ddbcdc %s failed", command, exc_info=exc)
-    print(f"ddbcdc {command}: {line}", file=sys.stderr)
+    from ddbcdc.logs import one_line
+
+    print(f"ddbcdc {command}: {one_line(line)}", file=sys.stderr)
     return 2
 
 

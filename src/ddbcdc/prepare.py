@@ -15,7 +15,7 @@ from typing import Literal
 from ddbcdc.batches import PreparedBatch, SourceRecord
 from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.cleanse.routes import NO_ROUTE, RoutedCleanser, cleanser_for
-from ddbcdc.decode.record import decode_record
+from ddbcdc.decode.record import decode_record, payload_decoder
 from ddbcdc.errors import CleanseError, ConfigurationError, PoisonRecordError
 from ddbcdc.materialize import TablePlan
 from ddbcdc.materialize.deadletters import DeadLetter, dead_letter
@@ -119,10 +119,35 @@ class Preparer:
                 if change is not None:
                     prepared.sources[id(change)] = index
                     prepared.changes.append(change)
-        for index in todo:
-            self._take(prepared, index, records[index])
+        self._take_all(prepared, records, todo)
         prepared.plan.extend(self._plan(prepared.changes))
         return prepared
+
+    def _take_all(
+        self, prepared: PreparedBatch, records: Sequence[SourceRecord], todo: Iterable[int]
+    ) -> None:
+        """:meth:`_take` of every record of ``todo``, the common case inline: a record that
+        decodes and cleanses costs no more calls than those two. Any other is taken again by
+        :meth:`_take`, which says why (decoding and cleansing are pure)."""
+        decode = payload_decoder(self.timestamp_unit)
+        cleansers, only = self._cleansers, self._only
+        sources, append = prepared.sources, prepared.changes.append
+        for index in todo:
+            source = records[index]
+            try:
+                record = decode(source[0], source[1], source[2])
+                name = record.table_name
+                cleanser = only if name is None else cleansers[name]
+                change = cleanser.cleanse(record)  # type: ignore[union-attr]
+            except Exception:  # taken again, for its dead letter
+                self._take(prepared, index, source)
+                continue
+            sources[id(change)] = index
+            append(change)
+            route = change.route
+            if route is not None and change.row is not None and route == cleanser.unmatched:  # type: ignore[union-attr]
+                target = cleanser.mapping.target_table  # type: ignore[union-attr]
+                prepared.unmatched[target] = prepared.unmatched.get(target, 0) + 1
 
     def _take(self, prepared: PreparedBatch, index: int, source: SourceRecord) -> None:
         """Decode and cleanse one record into ``prepared``: a change, or a dead letter."""
@@ -160,11 +185,6 @@ class Preparer:
             return
         prepared.sources[id(change)] = index
         prepared.changes.append(change)
-        if change.route is not None and change.row is not None:
-            self._count_unmatched(prepared, change)
-
-    def _count_unmatched(self, prepared: PreparedBatch, change: CleanChange) -> None:
-        cleanser = self._cleansers[change.mapping.source_table]
-        if isinstance(cleanser, RoutedCleanser) and change.route == cleanser.unmatched:
-            name = change.mapping.target_table
-            prepared.unmatched[name] = prepared.unmatched.get(name, 0) + 1
+        route = change.route
+        if route is not None and change.row is not None and route == cleanser.unmatched:
+            prepared.unmatched[target] = prepared.unmatched.get(target, 0) + 1

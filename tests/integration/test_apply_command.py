@@ -189,3 +189,28 @@ def test_both_decode_paths_leave_the_same_rows_and_dead_letters(
     assert python[0]["received"] == len(lines) and python[0]["dead_lettered"] >= 10
     assert len(python[1]["customers"]) >= 3
     assert _applied(fresh_database, path, "1") == python
+
+
+def test_an_attribute_name_cannot_break_or_forge_a_line_on_stderr(env: str, tmp_path: Path) -> None:
+    forged = "x\n2026-01-01 00:00:00,000 ERROR ddbcdc forged\x00\x1b[2J"
+    record = orjson.loads(line("INSERT", 9, US, first_name="ok"))
+    record["dynamodb"]["NewImage"]["m"] = {"M": {forged: {"N": "not a number"}}}
+    path = tmp_path / "forged.jsonl"
+    path.write_bytes(orjson.dumps(record) + b"\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ddbcdc"), "apply", str(path)],
+        env={**os.environ, "DATABASE_URL": env, "DDBCDC_MAPPINGS_DIR": str(SHIPPED_DIR)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert not any(text.startswith("2026-01-01") for text in lines), lines
+    assert not any(c in done.stderr for c in "\x00\x1b"), lines
+    logged = [text for text in lines if "dead-lettering a record" in text]
+    reported = [text for text in lines if text.startswith("dead-lettered (decode)")]
+    assert len(logged) == len(reported) == 1, lines
+    escaped = "x\\x0a2026-01-01 00:00:00,000 ERROR ddbcdc forged\\x00\\x1b[2J"
+    assert escaped in logged[0] and escaped in reported[0]

@@ -125,6 +125,23 @@ def test_what_a_remove_can_tell_of_its_route() -> None:
     assert odd.route == "shop_unmatched"
 
 
+@pytest.mark.parametrize(
+    ("pk", "sk"),
+    [
+        ("CUSTOMER#7", "PROFILE"),
+        ("CUSTOMER#7", "ORDER#2024-05-01#1"),
+        ("ORDER#3", "LINE#2"),
+        ("CUSTOMER#x", "PROFILE"),
+        ("CUSTOMER#07", "ORDER#2024-05-01#1"),
+    ],
+)
+def test_a_remove_carries_its_key_in_every_route(pk: str, sk: str) -> None:
+    """The keys found while naming a REMOVE's route are each route's own, in route order."""
+    change = CLEANSER.cleanse(record("REMOVE", pk, sk))
+    assert tuple(change.route_keys) == tuple(CLEANSER.route_keys({"PK": pk, "SK": sk}))
+    assert change.route_keys[3] == (pk, sk)
+
+
 def test_without_a_catch_all_an_unmatched_item_is_poison_and_a_remove_is_not() -> None:
     doc = copy.deepcopy(SHOP_DOC)
     doc["unmatched"] = False

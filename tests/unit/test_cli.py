@@ -81,6 +81,23 @@ def test_an_unknown_command_is_an_error_listing_them_all(
     assert all(f"'{name}'" in err for name in COMMANDS)
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["dlq", "list", "--limit", "-1"], "argument --limit: must be at least 1, not -1"),
+        (["dlq", "list", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
+        (["dlq", "replay", "--batch-size", "x"], "argument --batch-size: not a whole number"),
+    ],
+)
+def test_a_count_below_one_is_a_usage_error_before_any_connection(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ddbcdc.cli", *argv],
@@ -164,3 +181,24 @@ def test_the_boundary_names_only_environment_errors() -> None:
 
     line = environment_fault(sa.exc.ArgumentError("Could not parse SQLAlchemy URL"))
     assert line == "PostgreSQL: ArgumentError: Could not parse SQLAlchemy URL"
+
+
+@pytest.mark.parametrize("configure", ["ddbcdc.cli", "ddbcdc.worker.entry"])
+def test_log_messages_are_one_line_of_printable_text(
+    configure: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+    import logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        root.handlers[:] = []
+        importlib.import_module(configure).configure_logging("INFO")
+        logging.getLogger("ddbcdc.t").warning("path %s", "a\nERROR forged\x00\x1b[2J")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x00" not in err and "\x1b" not in err
+    assert "path a\\x0aERROR forged\\x00\\x1b[2J" in err

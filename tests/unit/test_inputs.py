@@ -348,3 +348,23 @@ def test_batches_hold_what_located_gives_in_order(size: int) -> None:
         ]
         errors = [str(e) for b in batches for e in b[2]]
         assert errors == [str(r) for _, r in located if isinstance(r, InputError)]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_json_lines_batches_split_by_chunk_keep_every_line_and_its_number(chunk: int) -> None:
+    # Lines passed on as they are (base64 ones, not parsed here): blank lines, CRLF,
+    # whitespace and no final newline, across every chunk boundary.
+    lines = [b"YQ==", b"", b"  Yg==\r", b"\t", b"Yw=="]
+    lines += [b"eDE%dCg==" % i for i in range(20)] + [b"", b"eg== "]
+    data = b"\n".join(lines)
+    expected = [(n + 1, line.strip()) for n, line in enumerate(lines) if line.strip()]
+    for size in (1, 3, 100):
+        batches = list(InputReader(io.BytesIO(data), chunk=chunk).batches(size))
+        got = [
+            (w, r.data)
+            for records, where, _ in batches
+            for r, w in zip(records, where, strict=True)
+        ]
+        assert got == expected
+        assert all(len(b[0]) == size for b in batches[:-1]) and 0 < len(batches[-1][0]) <= size
+        assert all(type(r) is SourceRecord and r[1:] == (None,) * 4 for b in batches for r in b[0])

@@ -236,3 +236,13 @@ def test_build_on_every_valid_fixture(path: Path) -> None:
                 fields = check_build(raw, unit, shard_id, sequence_number, hot=hot)
                 handled += fields is not None
     assert (handled > 0) == kinesis
+
+
+@pytest.mark.parametrize("arn", [ARN, None])
+def test_a_null_table_name_reads_the_table_of_the_arn_as_python_does(arn: str | None) -> None:
+    raw = json.loads(next(p for p in VALID if p.stem == "kinesis-insert-ms").read_text())
+    raw["tableName"] = None
+    raw.pop("eventSourceARN", None)
+    if arn is not None:
+        raw["eventSourceARN"] = arn
+    check_build(raw, "auto", None, None, hot=arn is None)

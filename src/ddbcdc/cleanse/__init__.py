@@ -221,6 +221,9 @@ class Cleanser:
         ConfigurationError: a column default that its own column rejects.
     """
 
+    #: The table of the items no route takes: a plain mapping has no routes.
+    unmatched: str | None = None
+
     def __init__(self, mapping: TableMapping) -> None:
         self.mapping = mapping
         label = "".join(p.capitalize() for p in mapping.target_table.split("_")) or "Table"

@@ -11,7 +11,8 @@ Each route's templates are compiled into one Python function (the Keys and the D
 a template that is the DynamoDB key's own column is that column's value, any other template
 is its literal prefix, then one regular expression capturing all its placeholders, each
 converted inline. :attr:`KeyTemplates.first` is one more function: per route in order, its
-entity attributes, then its key. Attribute names and literals enter the source only as
+entity attributes, then its key; :attr:`KeyTemplates.named` another: the route a REMOVE
+without an image names by its key. Attribute names and literals enter the source only as
 ``repr`` literals; patterns and converters are bound by name (as in
 :mod:`ddbcdc.cleanse.rowfn`). Each route's key is matched only when first asked for
 (:class:`RouteKeys`): most changes need the key of their own route only.
@@ -35,6 +36,9 @@ KeyFunction = Callable[[Mapping[str, Any], Sequence[Any]], "tuple[Any, ...] | No
 FirstFunction = Callable[
     [Mapping[str, Any], Mapping[str, Any], Sequence[Any]], "tuple[int, tuple[Any, ...]] | None"
 ]
+#: The Keys and the DynamoDB key -> (the route named, or None; per route, its key found, or
+#: not asked for).
+NamedFunction = Callable[[Mapping[str, Any], Sequence[Any]], "tuple[int | None, tuple[Any, ...]]"]
 
 #: What a placeholder inside a string may look like, by type: its canonical text only.
 _PATTERNS = {
@@ -159,7 +163,26 @@ def compile_first(routes: Sequence[Route], keys: Sequence[KeyFunction]) -> First
     return function
 
 
+#: A route's key not asked for yet.
 _UNSET: Any = object()
+
+
+def compile_named(routes: Sequence[Route], keys: Sequence[KeyFunction]) -> NamedFunction:
+    """The function giving the route a REMOVE without an image names by its key alone: the
+    first of ``routes`` whose templates match, unless it is chosen by an entity attribute
+    (then None: the item may be a later route's); and the keys found meanwhile (the rest
+    not asked for: :data:`_UNSET`)."""
+    names: dict[str, Any] = {"U": _UNSET}
+    body = []
+    for i, (route, key) in enumerate(zip(routes, keys, strict=True)):
+        names[f"K{i}"] = key
+        found = "".join(f"k{j}, " for j in range(i + 1)) + "U, " * (len(routes) - i - 1)
+        named = "None" if route.by_attribute else str(i)
+        body += [f"k{i} = K{i}(keys, source)", f"if k{i} is not None: return {named}, ({found})"]
+    body.append("return None, (" + "".join(f"k{j}, " for j in range(len(routes))) + ")")
+    source = "\n".join(["def named(keys, source):", *(f"    {b}" for b in body)])
+    function: NamedFunction = _compile(source, "<ddbcdc named route>", names, "named")
+    return function
 
 
 class KeyTemplates:
@@ -171,6 +194,8 @@ class KeyTemplates:
         self.keys: tuple[KeyFunction, ...] = tuple(compile_key(r, source) for r in mapping.routes)
         #: The first route that takes an item, and its key there (None: no route does).
         self.first: FirstFunction = compile_first(mapping.routes, self.keys)
+        #: The route a REMOVE without an image names, and the keys found on the way.
+        self.named: NamedFunction = compile_named(mapping.routes, self.keys)
         #: Every route's key, none found yet.
         self.unset: tuple[Any, ...] = (_UNSET,) * len(self.keys)
 

@@ -32,7 +32,7 @@ from ddbcdc.cleanse import (
 from ddbcdc.cleanse.coerce import key_coercer
 from ddbcdc.cleanse.kept import Keeper
 from ddbcdc.cleanse.route_keys import KeyTemplates, RouteKeys
-from ddbcdc.cleanse.rowfn import compile_row, compile_values
+from ddbcdc.cleanse.rowfn import compile_given_row, compile_values
 from ddbcdc.decode.record import ChangeRecord
 from ddbcdc.errors import CleanseError
 from ddbcdc.schema.model import Route, TableMapping
@@ -62,13 +62,16 @@ class _RouteRows:
         key = set(mapping.key)
         data = tuple(c for c in mapping.columns if c.name not in key)
         self._by_name = {c.name: c for c in data}
-        self._row_fn = compile_row(data, (), "NewImage")
+        #: The NewImage, the Keys and the route's key -> the route's row (kept columns
+        #: aside), or None when a value does not fit (:meth:`validated` says which).
+        self.row_fn = compile_given_row(data, mapping.key, "NewImage")
         label = "".join(p.capitalize() for p in self.target.split("_")) or "Route"
         self._model = build_model(f"{label}Row", data, ())
         self._defaults = {c.name: c.default for c in data if c.default is not None}
         kept = mapping.extra_column is not None or mapping.item_column is not None
         implied = key_attributes | {a for a, _ in route.entity}
-        self._keeper = Keeper(mapping, implied) if kept else None
+        #: Puts the kept columns into a row (None: the route keeps none).
+        self.keeper = Keeper(mapping, implied) if kept else None
 
     def render(self, key: Sequence[Any]) -> dict[str, Any]:
         """The key attributes of the item whose key in this route is ``key`` (the inverse of
@@ -92,27 +95,22 @@ class _RouteRows:
                 return False
         return True
 
-    def row(
+    def validated(
         self, record: ChangeRecord, image: dict[str, Any], key: tuple[Any, ...]
     ) -> dict[str, Any]:
-        """The route's row of an image whose key in the route is ``key``.
+        """The route's row (kept columns aside) of an image whose key in the route is
+        ``key``, through the row model: what :attr:`row_fn` gives, or why it gives None.
 
         Raises:
             CleanseError: a value that does not fit its column (naming the route's table).
         """
-        row = self._row_fn(image, record.keys)
-        if row is None:
-            values = dict(self._defaults)
-            for name, column in self._by_name.items():
-                value = image.get(column.source)
-                if value is not None:
-                    values[name] = value
-            row = dict(
-                validate(self._model, values, "NewImage", record, self.target, self._by_name)
-            )
+        values = dict(self._defaults)
+        for name, column in self._by_name.items():
+            value = image.get(column.source)
+            if value is not None:
+                values[name] = value
+        row = dict(validate(self._model, values, "NewImage", record, self.target, self._by_name))
         row.update(zip(self._key_names, key, strict=True))
-        if self._keeper is not None:
-            self._keeper.add(row, image, record)
         return row
 
 
@@ -133,7 +131,7 @@ class RoutedCleanser:
         self._by_target = {r.target: r for r in self._routes}
         self._key_coercers = [(key_coercer(c), c.source) for c in mapping.key_columns]
         self._keys = KeyTemplates(mapping)
-        self._first = self._keys.first
+        self._first, self._named = self._keys.first, self._keys.named
         self._functions, self._unset = self._keys.keys, self._keys.unset
         catch_all = mapping.catch_all
         #: The table of the items no other route takes (None: they are dead letters).
@@ -158,18 +156,21 @@ class RoutedCleanser:
             source_key = tuple(coerce(keys[name]) for coerce, name in self._key_coercers)
         return self._keys.of(keys, tuple(source_key))
 
-    def _named_route(self, record: ChangeRecord, route_keys: RouteKeys) -> str | None:
-        """The route of a REMOVE when its record names it."""
-        image = record.old_image
+    def _named_route(
+        self, record: ChangeRecord, source_key: tuple[Any, ...]
+    ) -> tuple[str | None, RouteKeys]:
+        """The route of a REMOVE when its record names it (its OldImage, or a key only one
+        route can have), and its route keys."""
+        keys, image = record.keys, record.old_image
+        if image is None:
+            named, found = self._named(keys, source_key)
+            route_keys = RouteKeys(self._functions, keys, source_key, found, None, None)
+            return (None if named is None else self._routes[named].target), route_keys
+        route_keys = self._keys.of(keys, source_key)
         for index, rows in enumerate(self._routes):
-            if image is not None and not rows.takes(image):
-                continue
-            if route_keys[index] is None:
-                continue
-            if image is None and rows.route.by_attribute:
-                return None  # the item may be this route's, or a later one's
-            return rows.target
-        return None
+            if rows.takes(image) and route_keys[index] is not None:
+                return rows.target, route_keys
+        return None, route_keys
 
     def cleanse(self, record: ChangeRecord) -> CleanChange:
         """Turn one change record into a :class:`~ddbcdc.cleanse.CleanChange` whose key is
@@ -187,8 +188,7 @@ class RoutedCleanser:
         seq = int(seq_text) if seq_text is not None and seq_text.isdigit() else None
         version = (us, -1 if seq is None else seq, record.event_id)  # as version_of gives it
         if record.event_name == "REMOVE":
-            route_keys = self._keys.of(keys, source_key)
-            route = self._named_route(record, route_keys)
+            route, route_keys = self._named_route(record, source_key)
             return CleanChange(
                 self.mapping, record.event_id, "REMOVE", source_key, None, version, us, seq,
                 cause_of(record), route=route, route_keys=route_keys,
@@ -197,21 +197,26 @@ class RoutedCleanser:
         if image is None:
             raise missing_image(record)
         found = self._first(image, keys, source_key)
-        if found is not None:
-            index, key = found
-            rows = self._routes[index]
-            return CleanChange(
-                self.mapping, record.event_id, record.event_name, source_key,
-                rows.row(record, image, key), version, us, seq, route=rows.target,
-                route_keys=RouteKeys(self._functions, keys, source_key, self._unset, index, key),
-            )  # fmt: skip
-        raise CleanseError(
-            f"{self.mapping.target_table}: {NO_ROUTE}",
-            path="dynamodb.Keys",
-            shard_id=record.shard_id,
-            sequence_number=record.sequence_number,
-            reason=NO_ROUTE,
-        )
+        if found is None:
+            raise CleanseError(
+                f"{self.mapping.target_table}: {NO_ROUTE}",
+                path="dynamodb.Keys",
+                shard_id=record.shard_id,
+                sequence_number=record.sequence_number,
+                reason=NO_ROUTE,
+            )
+        index, key = found
+        rows = self._routes[index]
+        row = rows.row_fn(image, keys, key)
+        if row is None:
+            row = rows.validated(record, image, key)
+        if rows.keeper is not None:
+            rows.keeper.add(row, image, record)
+        return CleanChange(
+            self.mapping, record.event_id, record.event_name, source_key, row, version, us, seq,
+            None, None, rows.target,
+            RouteKeys(self._functions, keys, source_key, self._unset, index, key),
+        )  # fmt: skip
 
 
 def cleanser_for(mapping: TableMapping) -> Cleanser | RoutedCleanser:

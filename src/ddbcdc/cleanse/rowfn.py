@@ -18,10 +18,21 @@ from typing import Any
 from ddbcdc.cleanse.coerce import INT_BITS, RULES, coercer, key_coercer
 from ddbcdc.schema.mapping import ColumnMapping
 
-__all__ = ["RowFunction", "ValuesFunction", "compile_row", "compile_values"]
+__all__ = [
+    "GivenRowFunction",
+    "RowFunction",
+    "ValuesFunction",
+    "compile_given_row",
+    "compile_row",
+    "compile_values",
+]
 
 #: image, keys -> the row, or None when a value does not fit (the model then says why).
 RowFunction = Callable[[Mapping[str, Any], Mapping[str, Any]], "dict[str, Any] | None"]
+#: image, keys, values given -> the row (the given columns' values as given), or None.
+GivenRowFunction = Callable[
+    [Mapping[str, Any], Mapping[str, Any], tuple[Any, ...]], "dict[str, Any] | None"
+]
 #: image, keys -> the row's values in column order, or None as a :data:`RowFunction`.
 ValuesFunction = Callable[[Mapping[str, Any], Mapping[str, Any]], "tuple[Any, ...] | None"]
 
@@ -82,6 +93,15 @@ def compile_row(
     return function
 
 
+def compile_given_row(
+    columns: tuple[ColumnMapping, ...], given: tuple[str, ...], image: str
+) -> GivenRowFunction:
+    """:func:`compile_row` of ``columns`` (none a key column) whose row also has the columns
+    ``given``, their values passed in converted already (a route's key: one dict made)."""
+    function: GivenRowFunction = _compile(columns, (), image, values=False, given=given)
+    return function
+
+
 def compile_values(
     columns: tuple[ColumnMapping, ...], key: tuple[str, ...], image: str
 ) -> ValuesFunction:
@@ -91,7 +111,12 @@ def compile_values(
 
 
 def _compile(
-    columns: tuple[ColumnMapping, ...], key: tuple[str, ...], image: str, *, values: bool
+    columns: tuple[ColumnMapping, ...],
+    key: tuple[str, ...],
+    image: str,
+    *,
+    values: bool,
+    given: tuple[str, ...] = (),
 ) -> Any:
     in_image = image != "Keys"
     names: dict[str, Any] = {}
@@ -113,13 +138,14 @@ def _compile(
         if column.required:
             body.append(f"if {v} is None: return None")
         fields.append(f"{column.name!r}: {v}")
+    fields += [f"{name!r}: given[{j}]" for j, name in enumerate(given)]
     if values:
         body.append("return (" + "".join(f"v{i}, " for i in range(len(columns))) + ")")
     else:
         body.append("return {" + ", ".join(fields) + "}")
     source = "\n".join(
         [
-            "def row(image, keys):",
+            "def row(image, keys, given=()):",
             "    try:",
             *(f"        {line}" for line in body),
             "    except ValueError:",

@@ -3,3 +3,20 @@
 Each module defines ``register(subparsers)``, which adds its parser and sets ``func`` (taking
 the parsed arguments and returning the exit code).
 """
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["count"]
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--limit``, ``--batch-size``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value

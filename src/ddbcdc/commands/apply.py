@@ -77,9 +77,11 @@ class ApplyOutcome:
 
     def report(self, line: str, out: Callable[[str], None]) -> None:
         """Print ``line`` unless REPORT_AT_MOST lines were printed already."""
+        from ddbcdc.logs import one_line
+
         self.reported += 1
         if self.reported <= REPORT_AT_MOST:
-            out(line)
+            out(one_line(line))
 
 
 def _batches(

@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ddbcdc.commands import count
 from ddbcdc.db import create_engine, describe
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.materialize.deadletters import (
@@ -56,7 +57,7 @@ def register(subparsers: Any) -> None:
     listing = actions.add_parser("list", help="show dead letters")
     _filters(listing)
     listing.add_argument("--all", action="store_true", help="include replayed/discarded ones")
-    listing.add_argument("--limit", type=int, default=100, help="at most N (default 100)")
+    listing.add_argument("--limit", type=count, default=100, help="at most N (default 100)")
     listing.add_argument("--json", action="store_true", help="JSON lines, payload in base64")
     listing.add_argument(
         "--summary", action="store_true", help="counts per table, column and reason"
@@ -64,7 +65,7 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(func=run_list)
     replay = actions.add_parser("replay", help="re-apply pending dead letters")
     _filters(replay)
-    replay.add_argument("--batch-size", type=int, default=500, help="per transaction")
+    replay.add_argument("--batch-size", type=count, default=500, help="per transaction")
     replay.set_defaults(func=run_replay)
     discard = actions.add_parser("discard", help="give up on pending dead letters (kept)")
     _filters(discard)

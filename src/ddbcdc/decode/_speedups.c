@@ -176,6 +176,9 @@ record_fields(PyObject *raw, long long factor, PyObject *shard_id, PyObject *seq
     if (table == NULL && !PyErr_Occurred()
         && PyDict_GetItemWithError(raw, str_source_arn) == NULL && !PyErr_Occurred()) {
         table = Py_None;  /* names no table (the adapter's DynamoDB Streams records) */
+    } else if (table == Py_None && !PyErr_Occurred()
+               && PyDict_GetItemWithError(raw, str_source_arn) != NULL) {
+        table = NULL;  /* a null tableName: the table of eventSourceARN, as Python reads it */
     }
     if (PyErr_Occurred() || !event || event_id == NULL || !PyUnicode_CheckExact(event_id)
         || PyUnicode_GET_LENGTH(event_id) == 0 || !absent_or(raw, str_event_source, str_aws_dynamodb)

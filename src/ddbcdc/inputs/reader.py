@@ -204,27 +204,45 @@ class InputReader:
             self._stop(exc, f"line {number + 1}")
 
     def _raw_batches(self, first: bytes, size: int) -> Iterator[Batch]:
-        """:meth:`_raw_lines` in batches: two flat lists, no tuple a record."""
-        number = self._first_line
+        """:meth:`_raw_lines` in batches: two flat lists, no tuple a record; a plain stream
+        is split a chunk at a time (:meth:`_raw_chunks`)."""
+        if self._gzip:
+            yield from self._grouped(self._raw_lines(first), size)
+            return
         records = [SourceRecord(data=first)]
-        lines: list[int | str] = [number]
-        if size == 1:
-            yield records, lines, []
-            records, lines = [], []
-        try:
-            for line in self._stream:
-                number += 1
-                data = line.strip()
-                if data:
-                    records.append(SourceRecord(data=data))
-                    lines.append(number)
-                    if len(records) == size:
-                        yield records, lines, []
-                        records, lines = [], []
-        except _DAMAGED as exc:
-            self._stop(exc, f"line {number + 1}")
+        lines: list[int | str] = [self._first_line]
+        for chunk_records, chunk_lines in self._raw_chunks(self._first_line):
+            records += chunk_records
+            lines += chunk_lines
+            while len(records) >= size:
+                yield records[:size], lines[:size], []
+                del records[:size], lines[:size]
         if records:
             yield records, lines, []
+
+    def _raw_chunks(self, number: int) -> Iterator[tuple[list[SourceRecord], list[int]]]:
+        """The non-blank lines after line ``number`` of a plain stream, as they are, with
+        their line numbers: a chunk read and split at a time."""
+        read = getattr(self._stream, "read1", self._stream.read)
+        new, rest = tuple.__new__, b""
+        while chunk := read(self._chunk):
+            parts = (rest + chunk if rest else chunk).split(b"\n")
+            rest = parts.pop()
+            yield self._split(parts, number, new)
+            number += len(parts)
+        if rest:
+            yield self._split([rest], number, new)
+
+    @staticmethod
+    def _split(parts: list[bytes], number: int, new: Any) -> tuple[list[SourceRecord], list[int]]:
+        data = [part.strip() for part in parts]
+        if all(data):  # no blank line: the common case
+            lines = list(range(number + 1, number + 1 + len(data)))
+        else:
+            lines = [number + 1 + i for i, line in enumerate(data) if line]
+            data = [line for line in data if line]
+        empty = (None, None, None, None)
+        return [new(SourceRecord, (line, *empty)) for line in data], lines
 
     def _parsed_lines(self, first: bytes) -> Iterator[Located]:
         number = self._first_line

@@ -21,6 +21,7 @@ number of concurrent transactions, converges to the state of the newest change p
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,9 @@ class ApplyCounts:
         self.failed += other.failed
 
 
+_MAPPING_NAME = operator.attrgetter("mapping.name")
+
+
 def collapse(changes: Iterable[CleanChange]) -> list[CleanChange]:
     """The newest change per (mapping, key); input order and duplicates do not matter."""
     newest: dict[Slot, CleanChange] = {}
@@ -146,6 +150,10 @@ class Materializer:
         self._isolations: dict[str, Isolation | Bisection] = {}
 
     def _groups(self, changes: Sequence[CleanChange]) -> list[tuple[Writer, list[Any]]]:
+        if len(self.writers) == 1 and changes:  # the common case: one mapping, one group
+            names = set(map(_MAPPING_NAME, changes))
+            if len(names) == 1 and names <= self.writers.keys():
+                return [(self.writers[names.pop()], list(changes))]
         by_mapping: dict[str, list[CleanChange]] = {}
         for change in changes:
             by_mapping.setdefault(change.mapping.name, []).append(change)

@@ -36,6 +36,7 @@ The prune floor and its refusals are the plain mapping's, per DynamoDB key.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +61,9 @@ from ddbcdc.schema.tables import VERSION_COLUMNS, MappedTables
 __all__ = ["RoutedWriter"]
 
 log = logging.getLogger(__name__)
+
+_ROUTE = operator.itemgetter(-1)  # a stage row's route (the last column)
+_KEY = operator.attrgetter("key")
 
 
 def _total(parts: Sequence[sa.CTE]) -> sa.Select[Any]:
@@ -147,10 +151,10 @@ class RoutedWriter:
             *[c for c in summary.c if c.name != "deleted"],
         ).select_from(summary)
 
-    def _arbiter(self, newest: Sequence[CleanChange]) -> sa.Select[Any]:
-        """Step 1 for a batch: its upsert parts only for the routes its rows go to (one
-        statement per set of routes, built once)."""
-        used = {c.route for c in newest if c.row is not None}
+    def _arbiter(self, rows: Sequence[StageRow]) -> sa.Select[Any]:
+        """Step 1 for a batch staged as ``rows``: its upsert parts only for the routes its
+        rows go to (one statement per set of routes, built once)."""
+        used = set(map(_ROUTE, rows))  # the stage row's route: None for a REMOVE
         routes = tuple(i for i, t in enumerate(self.targets) if t.live.name in used)
         made = self._arbiters.get(routes)
         if made is None:
@@ -198,7 +202,7 @@ class RoutedWriter:
     ) -> tuple[tuple[int, ...], dict[str, list[Any]]]:
         """The routes (indexes) some key leaves and the parameters of :meth:`_gone`: each
         leaving key's key in the route it leaves (the change carries it)."""
-        by_key = {c.key: c for c in newest}
+        by_key = dict(zip(map(_KEY, newest), newest, strict=True))
         found: list[list[tuple[Any, ...]]] = [[] for _ in self.targets]
         for route, key in zip(routes, zip(*keys, strict=True), strict=True):
             index = self._index.get(route)
@@ -246,8 +250,10 @@ class RoutedWriter:
         outcome = Outcome()
         if newest:
             self.stage.ensure(conn)
-            self.stage.copy(conn, rows if rows is not None else self.stage.rows(newest))
-            arbiter = self._arbiter(newest)
+            if rows is None:
+                rows = self.stage.rows(newest)
+            self.stage.copy(conn, rows)
+            arbiter = self._arbiter(rows)
             deleted, upserted, refused, routes, *keys = conn.execute(arbiter).one()
             outcome = Outcome(upserted, deleted, list(refused or ()))
             if self._sweeper is not None:

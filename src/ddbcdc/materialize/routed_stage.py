@@ -116,19 +116,30 @@ class RoutedStage:
         for change in newest:
             row = change.row
             if row is None:
-                values: tuple[Any, ...] = empty
-            else:
-                before, take, after = parts[change.route]  # type: ignore[index]
-                values = (*before, *take(row), *after)
+                append(
+                    (
+                        *change.key,
+                        *empty,
+                        change.approximate_creation_us,
+                        change.sequence,
+                        change.event_id,
+                        change.event_name,
+                        None,
+                    )
+                )
+                continue
+            before, take, after = parts[change.route]  # type: ignore[index]
             append(
                 (
                     *change.key,
-                    *values,
+                    *before,
+                    *take(row),
+                    *after,
                     change.approximate_creation_us,
                     change.sequence,
                     change.event_id,
                     change.event_name,
-                    None if row is None else change.route,
+                    change.route,
                 )
             )
         return out

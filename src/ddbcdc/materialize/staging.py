@@ -40,6 +40,14 @@ _INFO_KEY = "ddbcdc_stages"
 
 StageRow = tuple[Any, ...]
 
+#: A change's stage columns after its stored ones: version (time, sequence, event id), op.
+_VERSION_OP = operator.itemgetter(
+    *[
+        CleanChange._fields.index(name)
+        for name in ("approximate_creation_us", "sequence", "event_id", "event_name")
+    ]
+)
+
 
 def stage_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
     if isinstance(type_, pg.JSONB):
@@ -172,27 +180,17 @@ class StageTable:
         if self._policy is not None:
             return self._rows_keeping(newest)
         empty = (None,) * len(self._names)
-        key = self._key
-        names = self._names
-        take = self._take
+        key, names, take, tail = self._key, self._names, self._take, _VERSION_OP
         out: list[StageRow] = []
         append = out.append
         for change in newest:
             row = change.row
             if row is not None:
-                values = take(row)
+                append(take(row) + tail(change))
             else:
                 by_key = dict(zip(key, change.key, strict=True))
                 values = tuple([by_key.get(n) for n in names]) if by_key else empty
-            append(
-                (
-                    *values,
-                    change.approximate_creation_us,
-                    change.sequence,
-                    change.event_id,
-                    change.event_name,
-                )
-            )
+                append(values + tail(change))
         return out
 
     def _rows_keeping(self, newest: Sequence[CleanChange]) -> list[StageRow]:

@@ -23,6 +23,7 @@ from amazon_kclpy import kcl
 from ddbcdc.backoff import Backoff
 from ddbcdc.db import name_sessions
 from ddbcdc.errors import DatabaseUnavailableError, DdbcdcError
+from ddbcdc.logs import LineFormatter
 from ddbcdc.materialize.shard_states import session_name
 from ddbcdc.pipeline import Pipeline
 from ddbcdc.runtime import tune_gc
@@ -41,7 +42,7 @@ def configure_logging(level: str = "INFO") -> None:
     """logfmt-style lines on stderr; never stdout, which carries the KCL protocol."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter(
+        LineFormatter(
             "ts=%(asctime)s.%(msecs)03d level=%(levelname)s pid=%(process)d logger=%(name)s "
             "%(message)s",
             datefmt="%Y-%m-%dT%H:%M:%S",
