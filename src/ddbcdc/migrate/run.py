@@ -117,10 +117,13 @@ def _refusal(plans: Sequence[MigrationPlan]) -> ConfigurationError:
         for step in plan.destructive:
             lines.append(f"  {step.action} {step.table} {step.detail}:")
             lines += [f"    {sql};" for sql in step.sql]
-    return ConfigurationError(
+    refusal = ConfigurationError(
         "refusing destructive changes (they lose data; run again with --allow-destructive "
-        "to apply them):\n" + "\n".join(lines)
+        "to apply them):"
     )
+    for line in lines:  # each printed on a line of its own, after the refusal's
+        refusal.add_note(line)
+    return refusal
 
 
 def _apply(conn: sa.Connection, plan: MigrationPlan, result: MigrationResult) -> None:
