@@ -147,16 +147,9 @@ def environment_fault(exc: Exception) -> str | None:
 
 
 def _failed(command: str, line: str, exc: BaseException) -> int:
-    """End ``command`` with ``line`` on stderr (the traceback too at ``--log-level DEBUG``),
-    then the lines a ddbcdc error listed as its notes (``migrate``'s refused DDL), each one
-    line."""
+    """End ``command`` with ``line`` on stderr (the traceback too at ``--log-level DEBUG``)."""
     log.debug("ddbcdc %s failed", command, exc_info=exc)
-    from ddbcdc.logs import one_line
-
-    print(f"ddbcdc {command}: {one_line(line)}", file=sys.stderr)
-    if isinstance(exc, DdbcdcError):
-        for note in getattr(exc, "__notes__", ()):
-            print(one_line(note), file=sys.stderr)
+    print(f"ddbcdc {command}: {line}", file=sys.stderr)
     return 2
 
 

@@ -222,3 +222,52 @@ def test_cli_up_with_dynamodb_streams_runs_the_front_instead_of_kinesis(
         down = _ddbcdc(tmp_path, "down", env=env)
     assert down.returncode == 0, down.stderr
     assert not any(pid_alive(pid) for pid in info.pids.values())
+
+
+def test_state_naming_a_reused_pid_is_stale_and_its_process_left_alone(tmp_path: Path) -> None:
+    """After a crash or a reboot, .local names pids another process may have now: local
+    status, up and down must neither count nor signal it."""
+    state = tmp_path / ".local"
+    state.mkdir()
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        info = StackInfo("us-east-1", "http://127.0.0.1:9", "", "", "postgresql://x", str(state))
+        info.pids.update(supervisor=stranger.pid, moto=stranger.pid)
+        (state / "stack.json").write_bytes(info.to_json())
+        (state / "supervisor.pid").write_text(f"{stranger.pid}\n")
+        past = time.time() - 60  # written before the stranger started
+        for name in ("stack.json", "supervisor.pid"):
+            os.utime(state / name, (past, past))
+        status = _ddbcdc(tmp_path, "status", env=dict(os.environ))
+        assert status.returncode == 1
+        assert "NOT RUNNING" in status.stdout and " running" not in status.stdout
+        assert _ddbcdc(tmp_path, "down", env=dict(os.environ)).returncode == 0
+        assert stranger.poll() is None, "local down signalled a process not of the stack"
+        assert not (state / "supervisor.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_up_with_another_source_than_the_running_stack_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / ".local"
+    state.mkdir()
+    supervisor = subprocess.Popen(["sleep", "60"])  # stands in for a running stack's
+    try:
+        info = StackInfo(
+            "us-east-1", "http://127.0.0.1:9", "", "", "postgresql://x", str(state),
+            pids={"supervisor": supervisor.pid}, source="dynamodb-streams",
+            streams_endpoint="http://127.0.0.1:10",
+        )  # fmt: skip
+        (state / "stack.json").write_bytes(info.to_json())
+        (state / "supervisor.pid").write_text(f"{supervisor.pid}\n")
+        up = _ddbcdc(tmp_path, "up", env=dict(os.environ))
+        assert up.returncode == 2
+        assert "--source dynamodb-streams is up here" in up.stderr and not up.stdout
+        again = _ddbcdc(tmp_path, "up", "--source", "dynamodb-streams", env=dict(os.environ))
+        assert again.returncode == 0 and "DDBCDC_SOURCE=dynamodb-streams" in again.stdout
+        status = _ddbcdc(tmp_path, "status", env=dict(os.environ)).stdout
+        assert "front       http://127.0.0.1:10" in status and "kinesis" not in status
+    finally:
+        supervisor.kill()
+        supervisor.wait()

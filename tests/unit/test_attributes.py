@@ -205,6 +205,8 @@ def test_marshal_writes_sorted_sets_and_refuses_what_dynamodb_cannot_hold() -> N
         (1.5, "float"),
         (Decimal("NaN"), "finite"),
         (Decimal("Infinity"), "finite"),
+        ({Decimal("NaN"), Decimal(1), 2}, "finite"),  # a NaN in a set cannot be sorted
+        ({Decimal("-Infinity"), 1}, "finite"),
         (set(), "empty"),
         ({"a", 1}, "only"),
         ({True}, "only"),

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddbcdc import ChangeRecord, DecodeError, decode_lambda_event, decode_record
+from ddbcdc.decode.render import record_to_json
 from property_budget import examples
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -270,6 +271,20 @@ def test_model_is_frozen_and_built_like_model_validate() -> None:
     assert record == ChangeRecord.model_validate(record.model_dump())
     assert record.model_fields_set == set(ChangeRecord.model_fields)
     assert record.model_copy() == record
+
+
+def test_model_dump_json_is_lossless_for_binary_numbers_and_sets() -> None:
+    record = load("streams-ttl-delete-s")
+    record["dynamodb"]["OldImage"]["photo"] = {"B": b"\x00\xff"}  # not UTF-8
+    record["dynamodb"]["OldImage"]["tags"] = {"BS": ["/w==", "AA=="]}
+    record["dynamodb"]["OldImage"]["price"] = {"N": "1.500"}
+    decoded = decode_record(record)
+    dumped = json.loads(decoded.model_dump_json())
+    assert dumped["old_image"]["photo"] == "AP8="
+    assert dumped["old_image"]["tags"] == ["AA==", "/w=="]
+    assert dumped["old_image"]["price"] == "1.500"
+    printed = json.loads(record_to_json(decoded))  # as ddbcdc decode prints it
+    assert [dumped[f] for f in ("keys", "old_image")] == [printed[f] for f in ("keys", "old_image")]
 
 
 def test_lambda_kinesis_event_carries_shard_and_sequence() -> None:

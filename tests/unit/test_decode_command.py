@@ -104,3 +104,25 @@ def test_record_to_json_refuses_what_json_cannot_hold() -> None:
     broken = record.model_copy(update={"keys": {"k": "\ud800"}})
     with pytest.raises(TypeError):
         record_to_json(broken)
+
+
+def test_times_past_year_9999_in_utc_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    late = "9999-12-31T23:59:59-05:00"  # a valid ISO time whose UTC is past datetime.max
+    record = {
+        "eventID": "1",
+        "eventName": "INSERT",
+        "eventSource": "aws:dynamodb",
+        "dynamodb": {
+            "ApproximateCreationDateTime": late,
+            "Keys": {"id": {"S": "a"}},
+            "SequenceNumber": "1",
+        },
+    }
+    page = tmp_path / "page.json"
+    page.write_text(json.dumps({"Records": [record]}))
+    assert main(["decode", str(page)]) == 1
+    assert "Records[0]: dynamodb.ApproximateCreationDateTime" in capsys.readouterr().err
+    assert main(["decode", str(page), "--export-time", late]) == 2
+    assert "--export-time: '9999-12-31T23:59:59-05:00' is out of range" in capsys.readouterr().err

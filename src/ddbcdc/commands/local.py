@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ddbcdc.local.kinesis_package import find_kinesis_local
-from ddbcdc.local.processes import pid_alive, stop_pid
+from ddbcdc.local.processes import pid_alive, pid_alive_since, stop_pid
 from ddbcdc.local.stack import StackInfo
 from ddbcdc.local.supervisor import STATE_FILE
 
@@ -88,10 +88,20 @@ def _read_state(state_dir: Path) -> StackInfo | None:
 
 
 def _supervisor_pid(state_dir: Path) -> int | None:
+    """The supervisor's pid while it runs; None when the pid file names none, or a process
+    that is not the one it was written for (a pid reused after a crash or reboot)."""
+    path = state_dir / _PID_FILE
     try:
-        return int((state_dir / _PID_FILE).read_text().strip())
+        pid = int(path.read_text().strip())
+        return pid if pid_alive_since(pid, path.stat().st_mtime) else None
     except (FileNotFoundError, ValueError):
         return None
+
+
+def _stack_pids(state_dir: Path, info: StackInfo) -> dict[str, int | None]:
+    """Each process of the stack's state: its pid while it runs, else None."""
+    written = (state_dir / STATE_FILE).stat().st_mtime
+    return {n: p if pid_alive_since(p, written) else None for n, p in info.pids.items()}
 
 
 def _print_env(info: StackInfo) -> None:
@@ -103,10 +113,17 @@ def _up(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     pid = _supervisor_pid(state_dir)
     info = _read_state(state_dir)
-    if pid is not None and pid_alive(pid):
+    if pid is not None:
         if info is None:
             print(f"ddbcdc local: the stack is starting (pid {pid})", file=sys.stderr)
             return 1
+        if info.source != args.source:
+            print(
+                f"ddbcdc local: a stack with --source {info.source} is up here: "
+                f"`ddbcdc local down` first for one with --source {args.source}",
+                file=sys.stderr,
+            )
+            return 2
         print("ddbcdc local: the stack is already up", file=sys.stderr)
         _print_env(info)
         return 0
@@ -160,18 +177,19 @@ def _down(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     info = _read_state(state_dir)
     pid = _supervisor_pid(state_dir)
-    if pid is None and info is not None:
-        pid = info.pids.get("supervisor")
+    children = {} if info is None else _stack_pids(state_dir, info)
+    if pid is None:
+        pid = children.get("supervisor")
     if pid is None and info is None:
+        (state_dir / _PID_FILE).unlink(missing_ok=True)  # a stale one, if any
         print("ddbcdc local: the stack is not up", file=sys.stderr)
         return 0
     if pid is not None:
         # The supervisor stops its children and a throwaway PostgreSQL itself.
         stop_pid(pid, grace=30)
-    if info is not None:
-        for name, child in info.pids.items():
-            if name != "supervisor" and pid_alive(child):
-                stop_pid(child, grace=5)
+    for name, child in children.items():
+        if name != "supervisor" and child is not None and pid_alive(child):
+            stop_pid(child, grace=5)
     for name in (STATE_FILE, _PID_FILE, "bridge.ready"):
         (state_dir / name).unlink(missing_ok=True)
     print("ddbcdc local: down", file=sys.stderr)
@@ -193,11 +211,15 @@ def _status(args: argparse.Namespace) -> int:
         print("ddbcdc local: the stack is not up")
         return 1
     all_up = True
+    running = _stack_pids(args.state_dir, info)
     for name, pid in sorted(info.pids.items()):
-        alive = pid_alive(pid)
+        alive = running[name] is not None
         all_up = all_up and alive
         print(f"{name:<11} pid {pid:<8} {'running' if alive else 'NOT RUNNING'}")
     print(f"{'dynamodb':<11} {info.dynamodb_endpoint}  (also DynamoDB Streams, CloudWatch, S3)")
-    print(f"{'kinesis':<11} {info.kinesis_endpoint}  (h2c; TLS: {info.kinesis_tls_endpoint})")
+    if info.source == "dynamodb-streams":
+        print(f"{'front':<11} {info.streams_endpoint}  (DynamoDB Streams, with shard lineage)")
+    else:
+        print(f"{'kinesis':<11} {info.kinesis_endpoint}  (h2c; TLS: {info.kinesis_tls_endpoint})")
     print(f"{'postgresql':<11} {info.database_url}")
     return 0 if all_up else 1

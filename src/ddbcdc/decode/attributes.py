@@ -293,7 +293,8 @@ def _marshal_set(value: set[Any] | frozenset[Any]) -> dict[str, Any]:
     if all(isinstance(item, bytes | bytearray) for item in value):
         return {"BS": [b2a_base64(item, newline=False).decode("ascii") for item in sorted(value)]}
     if all(isinstance(item, int | Decimal) and not isinstance(item, bool) for item in value):
-        return {"NS": [_number_text(item) for item in sorted(value)]}
+        # Each checked before the sort: a NaN cannot be ordered (InvalidOperation).
+        return {"NS": [text for _, text in sorted([(n, _number_text(n)) for n in value])]}
     raise _BadValueError("set must hold only str, only numbers (int/Decimal) or only bytes")
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 from ddbcdc.decode.accelerator import SPEEDUPS
 from ddbcdc.decode.attributes import ACCELERATED, unmarshal
@@ -33,6 +33,7 @@ from ddbcdc.decode.envelope import (
     table_of,
     timestamp_us,
 )
+from ddbcdc.decode.render import to_jsonable
 from ddbcdc.errors import DecodeError
 
 __all__ = [
@@ -71,6 +72,12 @@ class ChangeRecord(BaseModel):
     is_ttl_delete: bool
     shard_id: str | None = None
     sequence_number: str | None = None
+
+    @field_serializer("keys", "new_image", "old_image", when_used="json")
+    def _lossless(self, image: dict[str, Any] | None) -> Any:
+        """``model_dump_json`` renders values as ``ddbcdc decode`` does: bytes as base64
+        (any bytes, not only UTF-8), Decimals exactly, sets sorted."""
+        return to_jsonable(image)
 
 
 _FIELDS_SET = set(ChangeRecord.model_fields)

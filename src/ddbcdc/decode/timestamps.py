@@ -29,7 +29,7 @@ def parse_timestamp(value: str | int | datetime) -> datetime:
         An aware datetime in UTC, exact to the microsecond.
 
     Raises:
-        ValueError: the text is neither, or names a time before 1970.
+        ValueError: the text is neither, or names a time before 1970 or after 9999 in UTC.
     """
     if isinstance(value, datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
@@ -44,7 +44,10 @@ def parse_timestamp(value: str | int | datetime) -> datetime:
             ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00: past the last datetime in UTC
+        raise ValueError(f"{value!r} is out of range for a time") from None
     if moment < EPOCH:
         raise ValueError(f"{value!r} is before 1970-01-01")
     return moment

@@ -211,17 +211,15 @@ class InputReader:
             return
         records = [SourceRecord(data=first)]
         lines: list[int | str] = [self._first_line]
-        chunks = self._raw_chunks(self._first_line)
-        while True:
-            # Every full batch goes before the next read, which may wait (a pipe, stdin).
+        if size == 1:  # before reading on: a pipe's next line may be a while coming
+            yield records, lines, []
+            records, lines = [], []
+        for chunk_records, chunk_lines in self._raw_chunks(self._first_line):
+            records += chunk_records
+            lines += chunk_lines
             while len(records) >= size:
                 yield records[:size], lines[:size], []
                 del records[:size], lines[:size]
-            chunk = next(chunks, None)
-            if chunk is None:
-                break
-            records += chunk[0]
-            lines += chunk[1]
         if records:
             yield records, lines, []
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ddbcdc.children import pid_exists, signal_when_parent_dies
 from ddbcdc.errors import ConfigurationError
 
-__all__ = ["ManagedProcess", "pid_alive", "stop_pid", "wait_until"]
+__all__ = ["ManagedProcess", "pid_alive", "pid_alive_since", "stop_pid", "wait_until"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,23 @@ def pid_alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     return pid_exists(pid)
+
+
+def pid_alive_since(pid: int, written: float) -> bool:
+    """Whether ``pid`` is alive and still the process a state file written at ``written``
+    (epoch seconds) names: it started by then (a second's slack for the clock ticks). After a
+    crash or a reboot the pid may be another process's, started later, never to be signalled.
+    Where the start time cannot be read (no ``/proc``), whether it exists."""
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/stat", "rb") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    return boot + ticks / os.sysconf("SC_CLK_TCK") <= written + 1.0
 
 
 def stop_pid(pid: int, *, grace: float = 5.0, sig: int = signal.SIGTERM) -> None:

@@ -117,13 +117,10 @@ def _refusal(plans: Sequence[MigrationPlan]) -> ConfigurationError:
         for step in plan.destructive:
             lines.append(f"  {step.action} {step.table} {step.detail}:")
             lines += [f"    {sql};" for sql in step.sql]
-    refusal = ConfigurationError(
+    return ConfigurationError(
         "refusing destructive changes (they lose data; run again with --allow-destructive "
-        "to apply them):"
+        "to apply them):\n" + "\n".join(lines)
     )
-    for line in lines:  # each printed on a line of its own, after the refusal's
-        refusal.add_note(line)
-    return refusal
 
 
 def _apply(conn: sa.Connection, plan: MigrationPlan, result: MigrationResult) -> None:
