@@ -4,11 +4,19 @@
   for other mappings) becomes ``ddbcdc_versions__<t>``: a row per key, live or deleted, with
   the version of the newest change applied to it. It is filled from the tombstones (deleted)
   and the live rows (not deleted), the newer winning where a key has both; a live row older
-  than its key's tombstone (left by two overlapping transactions) is deleted.
+  than its key's tombstone (left by two overlapping transactions) is deleted. A row that
+  carries its tombstone's own version is one a later schema kept for a deleted item (soft
+  deletes: met when this revision runs up again after going down): it stays.
 - ``ddbcdc_dead_letters`` gains ``version_us`` (the version of a record that decoded) and
   ``discarded_at``; ``ddbcdc_shard_progress`` gains ``max_version_us`` (the shard's position in
   stream time) and ``ended_at``.
 - New: ``ddbcdc_prune_state`` (the prune floor per table) and ``ddbcdc_prune_holds``.
+
+Going down, each versions table becomes a tombstones table again, except a routed mapping's
+(it has ``_ddbcdc_route``): its keys' rows live in its routes' tables, from which no upgrade
+could rebuild it, and no schema before this revision knows routes, so it is left alone, like
+the tables ``ddbcdc migrate`` created for the mapping, and is there as it was when this
+revision runs up again.
 
 Revision ID: 0003
 Revises: 0002
@@ -101,8 +109,14 @@ def _convert(tombstone_name: str) -> None:
             )
         )
         match = sa.and_(*[live.c[n] == versions.c[n] for n in names])
-        bind.execute(sa.delete(live).where(match, versions.c._ddbcdc_deleted))
+        older = _version_tuple(live.c) < _version_tuple(versions.c)
+        bind.execute(sa.delete(live).where(match, versions.c._ddbcdc_deleted, older))
     op.drop_table(tombstone_name)
+
+
+def _routed(versions_name: str) -> bool:
+    columns = sa.inspect(op.get_bind()).get_columns(versions_name)
+    return any(c["name"] == "_ddbcdc_route" for c in columns)
 
 
 def _revert(versions_name: str) -> None:
@@ -169,7 +183,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for name in _tables_with_prefix(_NEW):
-        _revert(name)
+        if not _routed(name):
+            _revert(name)
     op.drop_table("ddbcdc_prune_holds")
     op.drop_table("ddbcdc_prune_state")
     op.drop_column("ddbcdc_shard_progress", "ended_at")

@@ -52,6 +52,24 @@ _POSTGRES_SCHEMES = frozenset({"postgresql+psycopg", "postgresql", "postgres"})
 _REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 
 
+def _readable(url: str) -> str:
+    """``url``, once SQLAlchemy reads it; else an error that never shows it (the password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from ddbcdc.errors import ConfigurationError
+
+    try:
+        make_url(url)
+    except ArgumentError:
+        problem = "not a URL"
+    except ValueError:  # SQLAlchemy's int() of the port
+        problem = "its port is not a number"
+    else:
+        return url
+    raise ConfigurationError(f"DATABASE_URL: {problem} (e.g. {_EXAMPLE_URL})")
+
+
 class Settings(BaseSettings):
     """Everything ddbcdc can be told from outside."""
 
@@ -211,7 +229,8 @@ class Settings(BaseSettings):
         """The database URL, or a clear error when it is not set or names another database.
 
         ``postgresql://`` and ``postgres://`` (libpq's spellings) are read as
-        ``postgresql+psycopg://``, the driver ddbcdc installs.
+        ``postgresql+psycopg://``, the driver ddbcdc installs. A URL SQLAlchemy cannot read
+        (a port that is no number) is refused here, without its text (it holds the password).
         """
         from ddbcdc.errors import ConfigurationError
 
@@ -224,4 +243,4 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 f"DATABASE_URL is not a PostgreSQL URL ({named}; e.g. {_EXAMPLE_URL})"
             )
-        return f"postgresql+psycopg://{rest}"
+        return _readable(f"postgresql+psycopg://{rest}")

@@ -208,3 +208,162 @@ def test_an_unknown_revision_or_a_schema_a_newer_ddbcdc_migrated_is_refused_in_o
         err = capsys.readouterr().err
         assert err.startswith("ddbcdc migrate: ") and len(err.splitlines()) == 1, err
         assert "'0099_future'" in err and "newer" in err
+
+
+def test_writers_refuse_a_schema_not_at_this_ddbcdcs_revision_in_one_line(
+    db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A schema taken down a revision (or left behind by an upgrade of ddbcdc) is refused
+    when a writer starts, naming both revisions, rather than failing every batch on a column
+    or function the older schema lacks; so is one a newer ddbcdc migrated."""
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(SHIPPED_DIR))
+    assert main(["migrate"]) == 0
+    assert main(["migrate", "--downgrade", "0008_removal_cause"]) == 0
+    record = {
+        "eventID": "e1",
+        "eventName": "INSERT",
+        "tableName": "customers",
+        "eventSource": "aws:dynamodb",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1_700_000_000_000,
+            "Keys": {"userid": {"N": "1"}},
+            "NewImage": {"userid": {"N": "1"}, "first_name": {"S": "Ada"}},
+        },
+    }
+    source = tmp_path / "records.jsonl"
+    source.write_text(json.dumps(record) + "\n")
+    engine = sa.create_engine(db)
+    for revision, needed in (("0008_removal_cause", "run ddbcdc migrate"), ("0099_x", "newer")):
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+        for argv in (["apply", str(source)], ["dlq", "replay"]):
+            capsys.readouterr()
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert len(err.splitlines()) == 1, err
+            assert f"'{revision}'" in err and needed in err, err
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM customers")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM ddbcdc_dead_letters")).scalar() == 0
+    engine.dispose()
+
+
+def _shop_change(pk: str, sk: str, us: int, **image: dict[str, str]) -> str:
+    keys = {"PK": {"S": pk}, "SK": {"S": sk}}
+    return json.dumps(
+        {
+            "eventID": f"{pk}/{sk}/{us}",
+            "eventName": "INSERT",
+            "tableName": "shop",
+            "eventSource": "aws:dynamodb",
+            "dynamodb": {
+                "ApproximateCreationDateTime": us,
+                "Keys": keys,
+                "NewImage": {**keys, **image},
+            },
+        }
+    )
+
+
+def test_a_routed_mappings_versions_survive_a_downgrade_to_base_and_back(
+    db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Down to base and up again with a routed mapping: its versions table (whose live keys
+    no revision could rebuild from its routes' tables) is left alone, so ``migrate`` runs up
+    again and a change already applied is still stale."""
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    shutil.copy(SHIPPED_DIR.parent / "single_table" / "shop.json", mappings / "shop.json")
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(mappings))
+    records = tmp_path / "shop.jsonl"
+    records.write_text(
+        _shop_change("CUSTOMER#1", "PROFILE", 1_700_000_000_000, email={"S": "a@x"})
+        + "\n"
+        + _shop_change("ORDER#10", "LINE#1", 1_700_000_000_001, sku={"S": "k"})
+        + "\n"
+    )
+    assert main(["migrate"]) == 0
+    assert main(["apply", str(records)]) == 0
+    query = sa.text("SELECT pk, sk, _ddbcdc_version_us, _ddbcdc_route FROM ddbcdc_versions__shop")
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        before = sorted(conn.execute(query).all())
+    assert len(before) == 2
+    assert main(["migrate", "--downgrade", "base"]) == 0
+    capsys.readouterr()
+    assert main(["migrate"]) == 0, capsys.readouterr().err
+    with engine.connect() as conn:
+        assert sorted(conn.execute(query).all()) == before
+    capsys.readouterr()
+    assert main(["apply", str(records)]) == 0
+    assert "upserted 0, deleted 0, stale/skipped 2" in capsys.readouterr().out
+    engine.dispose()
+
+
+def _customer_change(event: str, userid: int, us: int, **image: dict[str, str]) -> str:
+    keys = {"userid": {"N": str(userid)}}
+    change: dict[str, object] = {"ApproximateCreationDateTime": us, "Keys": keys}
+    if image:
+        change["NewImage" if event != "REMOVE" else "OldImage"] = {**keys, **image}
+    return json.dumps(
+        {
+            "eventID": f"{event}/{userid}/{us}",
+            "eventName": event,
+            "tableName": "customers",
+            "eventSource": "aws:dynamodb",
+            "dynamodb": change,
+        }
+    )
+
+
+def test_rows_kept_for_deleted_items_survive_a_downgrade_below_the_versions_and_back(
+    db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Soft deletes, then down below revision 0003 and up again: the rows kept for deleted
+    items (they carry their tombstone's version) stay, marked, and their keys stay deleted."""
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    doc = json.loads((SHIPPED_DIR / "customers.json").read_text())
+    (mappings / "customers.json").write_text(json.dumps({**doc, "deletes": "soft"}))
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(mappings))
+    inserts, removes = tmp_path / "inserts.jsonl", tmp_path / "removes.jsonl"
+    name = {"first_name": {"S": "Ada"}}
+    inserts.write_text(
+        "\n".join(_customer_change("INSERT", k, 1_700_000_000_000, **name) for k in (1, 2, 3))
+    )
+    removes.write_text(  # with the item's last image, and without
+        _customer_change("REMOVE", 1, 1_700_000_001_000, **name)
+        + "\n"
+        + _customer_change("REMOVE", 2, 1_700_000_001_000)
+    )
+    assert main(["migrate"]) == 0
+    assert main(["apply", str(inserts)]) == 0
+    assert main(["apply", str(removes)]) == 0
+    rows = sa.text(
+        "SELECT userid, first_name, _ddbcdc_deleted_at IS NOT NULL FROM customers ORDER BY 1"
+    )
+    deleted = sa.text(
+        "SELECT userid FROM ddbcdc_versions__customers WHERE _ddbcdc_deleted ORDER BY 1"
+    )
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        assert conn.execute(rows).all() == [(1, "Ada", True), (2, "Ada", True), (3, "Ada", False)]
+    assert main(["migrate", "--downgrade", "0002"]) == 0
+    capsys.readouterr()
+    assert main(["migrate"]) == 0, capsys.readouterr().err
+    with engine.connect() as conn:
+        assert conn.execute(rows).all() == [(1, "Ada", True), (2, "Ada", True), (3, "Ada", False)]
+        assert conn.execute(deleted).scalars().all() == [1, 2]
+    engine.dispose()

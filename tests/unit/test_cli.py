@@ -158,6 +158,19 @@ def test_a_dotenv_that_is_not_utf8_is_one_line_naming_it(
     ]
 
 
+def test_a_database_url_sqlalchemy_cannot_read_is_one_line_without_the_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:s3cr3t@127.0.0.1:fivefour/db")
+    for argv in (["status"], ["dlq", "list"], ["apply", "-"]):
+        assert main(argv) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert lines == [
+            f"ddbcdc {argv[0]}: DATABASE_URL: its port is not a number "
+            "(e.g. postgresql+psycopg://user@127.0.0.1:5432/db)"
+        ], lines
+
+
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     import ddbcdc.commands.decode as decode
 

@@ -46,7 +46,12 @@ from ddbcdc.migrate.fill import BackfillReport
 from ddbcdc.migrate.jobs import run_backfill, schedule_backfill
 from ddbcdc.migrate.moves import run_route_fill
 from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
-from ddbcdc.migrate.versions import fence_writers, record_mapping_version, recorded
+from ddbcdc.migrate.versions import (
+    check_known,
+    fence_writers,
+    record_mapping_version,
+    recorded,
+)
 from ddbcdc.resources import migrations_dir
 from ddbcdc.schema.mapping import TableMapping
 
@@ -151,18 +156,6 @@ def _named_revisions() -> Iterator[None]:
         raise ConfigurationError(f"schema revision: {exc}") from exc
 
 
-def _check_known(config: Config, current: str | None) -> None:
-    """Refuse a schema at a revision this ddbcdc does not have: a newer one migrated it."""
-    script = ScriptDirectory.from_config(config)
-    if current is None or current in {r.revision for r in script.walk_revisions()}:
-        return
-    raise ConfigurationError(
-        f"PostgreSQL's schema is at revision {current!r}, which this ddbcdc does not know "
-        f"(its newest is {script.get_current_head()!r}): a newer ddbcdc migrated it; run "
-        "that version"
-    )
-
-
 def _schema(
     conn: sa.Connection,
     mappings: Sequence[TableMapping],
@@ -173,7 +166,7 @@ def _schema(
     fence_writers(conn, mappings)
     config = alembic_config(conn)
     result.revision_before = MigrationContext.configure(conn).get_current_revision()
-    _check_known(config, result.revision_before)
+    check_known(ScriptDirectory.from_config(config), result.revision_before)
     with _named_revisions():
         command.upgrade(config, revision)
     result.revision_after = MigrationContext.configure(conn).get_current_revision()

@@ -6,7 +6,9 @@ each different mapping. Two hosts with different mappings never write one table:
 
 - a writer (``ddbcdc worker``, its shard processors, ``ddbcdc apply``, ``ddbcdc dlq
   replay``) whose mapping has another digest refuses to start and says what differs
-  (:func:`check_engine`);
+  (:func:`check_engine`), as it does when PostgreSQL's schema is not at the revision this
+  ddbcdc needs (its newest: an upgraded ddbcdc before ``ddbcdc migrate``, or a schema taken
+  down with ``--downgrade``), instead of failing every batch on a missing column or function;
 - every batch, in its own transaction, commits only if each of its mappings is still the
   one recorded for its table (:class:`Fence`); else nothing of it is written and
   :class:`~ddbcdc.errors.MappingChangedError` names the difference;
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -32,6 +34,7 @@ from sqlalchemy.dialects import postgresql as pg
 from ddbcdc.db import describe
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError, MappingChangedError
 from ddbcdc.materialize.prune import lock_key
+from ddbcdc.resources import migrations_dir
 from ddbcdc.schema.bookkeeping import mapping_versions
 from ddbcdc.schema.mapping import (
     TableMapping,
@@ -40,11 +43,16 @@ from ddbcdc.schema.mapping import (
     mapping_document,
 )
 
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
+
 __all__ = [
     "Fence",
     "MappingVersion",
     "check_engine",
+    "check_known",
     "check_mapping_versions",
+    "check_revision",
     "fence_writers",
     "record_mapping_version",
     "recorded",
@@ -129,10 +137,43 @@ def check_mapping_versions(conn: sa.Connection, mappings: Sequence[TableMapping]
         raise ConfigurationError(
             f"PostgreSQL has no {mapping_versions.name} table: run ddbcdc migrate first"
         )
+    check_revision(conn)
     problems = [mismatch(recorded(conn, m.target_table), m) for m in mappings]
     found = [p for p in problems if p is not None]
     if found:
         raise ConfigurationError(" | ".join(found))
+
+
+def check_known(script: ScriptDirectory, current: str | None) -> None:
+    """Refuse a schema at a revision ``script`` does not have: a newer ddbcdc migrated it."""
+    if current is None or current in {r.revision for r in script.walk_revisions()}:
+        return
+    raise ConfigurationError(
+        f"PostgreSQL's schema is at revision {current!r}, which this ddbcdc does not know "
+        f"(its newest is {script.get_current_head()!r}): a newer ddbcdc migrated it; run "
+        "that version"
+    )
+
+
+def check_revision(conn: sa.Connection) -> None:
+    """Refuse a schema that is not at the newest revision of this ddbcdc's ``migrations/``.
+
+    Raises:
+        ConfigurationError: naming the revision found and the one needed.
+    """
+    # Imported here: only a writer's start needs Alembic.
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(conn).get_current_revision()
+    script = ScriptDirectory(str(migrations_dir()))
+    check_known(script, current)
+    head = script.get_current_head()
+    if current != head:
+        raise ConfigurationError(
+            f"PostgreSQL's schema is at revision {current!r}, this ddbcdc needs {head!r}: "
+            "run ddbcdc migrate first"
+        )
 
 
 def check_engine(engine: sa.Engine, mappings: Sequence[TableMapping]) -> None:

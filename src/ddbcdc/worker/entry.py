@@ -51,6 +51,9 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic's INFO lines (its plugins set up, a migration context made when the schema's
+    # revision is read at start) say nothing about a shard.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
 
 
 class _StopFlag:
