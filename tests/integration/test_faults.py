@@ -359,7 +359,8 @@ def test_postgresql_errors_name_the_objects_never_the_values(postgres_url: str) 
     finally:
         engine.dispose()
     assert fault(missing.value) == (
-        'PostgreSQL: SQLSTATE 42P01 UndefinedTable; relation "no_such_relation" does not exist'
+        "PostgreSQL: SQLSTATE 42P01 UndefinedTable; a table ddbcdc needs is missing (has ddbcdc "
+        'migrate run on this database?); relation "no_such_relation" does not exist'
     )
     line = fault(refused.value)
     assert line is not None and "SQLSTATE 22P02" in line and "078-05-1120" not in line
