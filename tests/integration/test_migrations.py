@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -367,3 +369,23 @@ def test_rows_kept_for_deleted_items_survive_a_downgrade_below_the_versions_and_
         assert conn.execute(rows).all() == [(1, "Ada", True), (2, "Ada", True), (3, "Ada", False)]
         assert conn.execute(deleted).scalars().all() == [1, 2]
     engine.dispose()
+
+
+def test_a_writer_at_the_newest_revision_starts_without_loading_alembic(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alembic (~0.1 s of imports) is loaded only to say where a schema is that is not at
+    the newest revision: every writer checks it at start, every shard processor too."""
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("DDBCDC_MAPPINGS_DIR", str(SHIPPED_DIR))
+    assert main(["migrate"]) == 0
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code = (
+        "import sys; from ddbcdc.cli import main; status = main(['apply', sys.argv[1]]); "
+        "print(status, 'alembic' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(empty)], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr

@@ -133,3 +133,12 @@ def test_the_metadata_an_index_shows() -> None:
     base = f"https://github.com/ddbcdc/ddbcdc/blob/v{ddbcdc.__version__}/"
     assert f"]({base}docs/operations.md#settings)" in description
     assert f"## [{ddbcdc.__version__}]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_the_head_revision_writers_check_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from ddbcdc.migrate.versions import HEAD_REVISION
+
+    head = ScriptDirectory(str(resources.migrations_dir())).get_current_head()
+    assert head == HEAD_REVISION
