@@ -271,3 +271,20 @@ def test_up_with_another_source_than_the_running_stack_is_refused(tmp_path: Path
     finally:
         supervisor.kill()
         supervisor.wait()
+
+
+@pytest.mark.parametrize("shards", ["0", "-1"])
+def test_up_with_no_shards_per_stream_is_refused_before_starting(
+    tmp_path: Path, shards: str
+) -> None:
+    """A front with no shards would fail every DescribeStream: `up` refuses it in one line."""
+    up = _ddbcdc(
+        tmp_path, "up", "--source", "dynamodb-streams", "--shards", shards, env=dict(os.environ)
+    )
+    try:
+        assert up.returncode == 2, up.stderr
+        assert up.stderr.strip().splitlines()[-1].endswith(f"must be at least 1, not {shards}")
+        assert "Traceback" not in up.stderr
+        assert not (tmp_path / ".local" / "stack.json").exists()
+    finally:
+        _ddbcdc(tmp_path, "down", env=dict(os.environ))
