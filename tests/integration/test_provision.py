@@ -290,3 +290,30 @@ def test_teardown_asks_about_what_it_deletes(
     assert _exists(lambda: dynamodb.describe_table(TableName=table))
     gone = _cli(["teardown", *target, "--yes"], streams, tmp_path)
     assert gone.returncode == 0 and "stream" not in gone.stderr, gone.stderr
+
+
+def test_setup_keeps_a_stream_of_another_view_type(
+    provision_endpoints: dict[str, str], clients: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """Refused in one line naming the view type; the table's stream is left as it was."""
+    dynamodb, _ = clients
+    table, stream = _names()
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "userid", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "userid", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+    )
+    streams = {**provision_endpoints, "DDBCDC_SOURCE": "dynamodb-streams"}
+    for endpoints in (streams, provision_endpoints):
+        refused = _cli(["setup", "--table", table, "--stream", stream], endpoints, tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        last = refused.stderr.strip().splitlines()[-1]
+        assert last.startswith("ddbcdc setup: ") and "streams KEYS_ONLY" in last, last
+        described = dynamodb.describe_table(TableName=table)["Table"]
+        assert described["StreamSpecification"] == {
+            "StreamEnabled": True,
+            "StreamViewType": "KEYS_ONLY",
+        }
+    dynamodb.delete_table(TableName=table)
