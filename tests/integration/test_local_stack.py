@@ -271,3 +271,37 @@ def test_up_with_another_source_than_the_running_stack_is_refused(tmp_path: Path
     finally:
         supervisor.kill()
         supervisor.wait()
+
+
+@pytest.mark.parametrize("shards", ["0", "-1"])
+def test_up_with_no_shards_per_stream_is_refused_before_starting(
+    tmp_path: Path, shards: str
+) -> None:
+    """A front with no shards would fail every DescribeStream: `up` refuses it in one line."""
+    up = _ddbcdc(
+        tmp_path, "up", "--source", "dynamodb-streams", "--shards", shards, env=dict(os.environ)
+    )
+    try:
+        assert up.returncode == 2, up.stderr
+        assert up.stderr.strip().splitlines()[-1].endswith(f"must be at least 1, not {shards}")
+        assert "Traceback" not in up.stderr
+        assert not (tmp_path / ".local" / "stack.json").exists()
+    finally:
+        _ddbcdc(tmp_path, "down", env=dict(os.environ))
+
+
+def test_up_logs_no_password_nor_secret_key(tmp_path: Path) -> None:
+    """A --database-url password and the AWS secret key stay out of the stack's logs."""
+    url = "postgresql+psycopg://someone:pg-s3cret@127.0.0.1:9/ddbcdc"
+    env = dict(os.environ)
+    up = _ddbcdc(tmp_path, "up", "--source", "dynamodb-streams", "--database-url", url, env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        logs = {p.name: p.read_text() for p in (tmp_path / ".local").glob("*.log")}
+        assert "local stack ready" in logs["supervisor.log"]
+        assert "someone:***@127.0.0.1:9" in logs["supervisor.log"]
+        for name, text in logs.items():
+            assert "pg-s3cret" not in text, name
+            assert "AWS_SECRET_ACCESS_KEY" not in text, name
+    finally:
+        _ddbcdc(tmp_path, "down", env=env)

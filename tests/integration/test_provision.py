@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -256,3 +257,63 @@ def test_local_stack_is_recognised_by_a_loopback_endpoint(
     endpoint: str | None, local: bool
 ) -> None:
     assert is_local(_settings(endpoint)) is local
+
+
+def test_teardown_asks_about_what_it_deletes(
+    provision_endpoints: dict[str, str], clients: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """On a terminal the question names the Kinesis stream only when teardown deletes one."""
+    dynamodb, _ = clients
+    table, stream = _names()
+    target = ["--table", table, "--stream", stream]
+    streams = {**provision_endpoints, "DDBCDC_SOURCE": "dynamodb-streams"}
+    assert _cli(["setup", *target], streams, tmp_path).returncode == 0
+    for endpoints, names_stream in ((streams, False), (provision_endpoints, True)):
+        primary, secondary = pty.openpty()
+        env = {**os.environ, **CREDENTIALS, **endpoints, "AWS_REGION": "us-east-1"}
+        with subprocess.Popen(
+            [sys.executable, "-m", "ddbcdc.cli", "teardown", *target],
+            env=env,
+            cwd=tmp_path,
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            os.write(primary, b"n\n")
+            out, err = proc.communicate(timeout=60)
+        os.close(primary)
+        os.close(secondary)
+        assert proc.returncode == 1 and "nothing deleted" in err, err
+        assert f"Delete DynamoDB table {table!r}" in out
+        assert (f"Kinesis stream {stream!r}" in out) is names_stream, out
+    assert _exists(lambda: dynamodb.describe_table(TableName=table))
+    gone = _cli(["teardown", *target, "--yes"], streams, tmp_path)
+    assert gone.returncode == 0 and "stream" not in gone.stderr, gone.stderr
+
+
+def test_setup_keeps_a_stream_of_another_view_type(
+    provision_endpoints: dict[str, str], clients: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """Refused in one line naming the view type; the table's stream is left as it was."""
+    dynamodb, _ = clients
+    table, stream = _names()
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "userid", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "userid", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+    )
+    streams = {**provision_endpoints, "DDBCDC_SOURCE": "dynamodb-streams"}
+    for endpoints in (streams, provision_endpoints):
+        refused = _cli(["setup", "--table", table, "--stream", stream], endpoints, tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        last = refused.stderr.strip().splitlines()[-1]
+        assert last.startswith("ddbcdc setup: ") and "streams KEYS_ONLY" in last, last
+        described = dynamodb.describe_table(TableName=table)["Table"]
+        assert described["StreamSpecification"] == {
+            "StreamEnabled": True,
+            "StreamViewType": "KEYS_ONLY",
+        }
+    dynamodb.delete_table(TableName=table)

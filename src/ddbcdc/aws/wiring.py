@@ -108,15 +108,14 @@ class Wiring:
         if spec.get("StreamEnabled") and spec.get("StreamViewType") == "NEW_AND_OLD_IMAGES":
             self.report("dynamodb-stream", name, "existed", "NEW_AND_OLD_IMAGES")
             return table
-        if spec.get("StreamEnabled") and not self.options.local:
+        if spec.get("StreamEnabled"):
+            # Locally too: moto never enables a table's stream again once disabled, so
+            # replacing it would leave the table with no stream at all.
             raise ConfigurationError(
                 f"table {name} streams {spec.get('StreamViewType')}; ddbcdc needs "
                 "NEW_AND_OLD_IMAGES, and changing it replaces the stream (its other readers "
                 "lose their place): change it yourself if that is acceptable"
             )
-        if spec.get("StreamEnabled"):  # the view type can only change by re-enabling
-            self.dynamodb.update_table(TableName=name, StreamSpecification={"StreamEnabled": False})
-            self.resources.wait_table()
         self.dynamodb.update_table(
             TableName=name,
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},

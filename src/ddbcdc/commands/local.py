@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ddbcdc.commands import count
 from ddbcdc.local.kinesis_package import find_kinesis_local
 from ddbcdc.local.processes import pid_alive, pid_alive_since, stop_pid
 from ddbcdc.local.stack import StackInfo
@@ -69,7 +70,7 @@ def register(subparsers: Any) -> None:
         "dynamodb-streams (the DynamoDB Streams front; `local env` sets DDBCDC_SOURCE)",
     )
     up.add_argument(
-        "--shards", type=int, default=2, help="with dynamodb-streams: shards per stream (2)"
+        "--shards", type=count, default=2, help="with dynamodb-streams: shards per stream (2)"
     )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (180)")
     up.set_defaults(func=_up)

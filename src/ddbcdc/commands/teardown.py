@@ -23,7 +23,8 @@ def register(subparsers: Any) -> None:
         help="delete the source table and the Kinesis stream that setup created",
         description=(
             "Remove the table's Kinesis destination (or the local bridge tag), delete the "
-            "source table and delete the Kinesis stream. Asks first on a terminal; --yes skips "
+            "source table and delete the Kinesis stream (with DDBCDC_SOURCE=dynamodb-streams: "
+            "only the table, whose stream goes with it). Asks first on a terminal; --yes skips "
             "the question (required when not on a terminal). Missing resources are reported."
         ),
     )
@@ -33,9 +34,14 @@ def register(subparsers: Any) -> None:
 
 
 def _confirmed(options: ProvisionOptions, where: str) -> bool:
+    # What tear_down deletes: the table, and the Kinesis stream only when that is the source.
+    stream = (
+        f" and Kinesis stream {options.stream!r}"
+        if options.source == "kinesis"
+        else " (its DynamoDB stream goes with it)"
+    )
     question = (
-        f"Delete DynamoDB table {options.table!r} (and all its items) and Kinesis stream "
-        f"{options.stream!r} at {where}? [y/N] "
+        f"Delete DynamoDB table {options.table!r} (and all its items){stream} at {where}? [y/N] "
     )
     try:
         answer = input(question)

@@ -246,7 +246,7 @@ class LocalStack:
             source=self.source,
             streams_endpoint=streams_url,
         )
-        log.info("local stack ready: %s", self._info.env)
+        log.info("local stack ready: %s", _loggable(self._info.env))
 
     def _start_bridge(self, moto_url: str, kinesis_url: str) -> None:
         ready = self.log_dir / "bridge.ready"
@@ -332,3 +332,17 @@ class LocalStack:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _loggable(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` fit for a log: no AWS secret key, and DATABASE_URL without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    shown = {name: value for name, value in env.items() if name != "AWS_SECRET_ACCESS_KEY"}
+    if shown.get("DATABASE_URL"):
+        try:
+            shown["DATABASE_URL"] = make_url(shown["DATABASE_URL"]).render_as_string()
+        except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: not shown
+            shown["DATABASE_URL"] = "(not shown)"
+    return shown
