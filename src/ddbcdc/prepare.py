@@ -15,7 +15,7 @@ from typing import Literal
 from ddbcdc.batches import PreparedBatch, SourceRecord
 from ddbcdc.cleanse import CleanChange, Cleanser
 from ddbcdc.cleanse.routes import NO_ROUTE, RoutedCleanser, cleanser_for
-from ddbcdc.decode.record import decode_record, payload_decoder
+from ddbcdc.decode.record import decode_record
 from ddbcdc.errors import CleanseError, ConfigurationError, PoisonRecordError
 from ddbcdc.materialize import TablePlan
 from ddbcdc.materialize.deadletters import DeadLetter, dead_letter
@@ -129,13 +129,17 @@ class Preparer:
         """:meth:`_take` of every record of ``todo``, the common case inline: a record that
         decodes and cleanses costs no more calls than those two. Any other is taken again by
         :meth:`_take`, which says why (decoding and cleansing are pure)."""
-        decode = payload_decoder(self.timestamp_unit)
-        cleansers, only = self._cleansers, self._only
+        unit, cleansers, only = self.timestamp_unit, self._cleansers, self._only
         sources, append = prepared.sources, prepared.changes.append
         for index in todo:
             source = records[index]
             try:
-                record = decode(source[0], source[1], source[2])
+                record = decode_record(
+                    source.data,
+                    timestamp_unit=unit,
+                    shard_id=source.shard_id,
+                    sequence_number=source.sequence_number,
+                )
                 name = record.table_name
                 cleanser = only if name is None else cleansers[name]
                 change = cleanser.cleanse(record)  # type: ignore[union-attr]
@@ -144,10 +148,8 @@ class Preparer:
                 continue
             sources[id(change)] = index
             append(change)
-            route = change.route
-            if route is not None and change.row is not None and route == cleanser.unmatched:  # type: ignore[union-attr]
-                target = cleanser.mapping.target_table  # type: ignore[union-attr]
-                prepared.unmatched[target] = prepared.unmatched.get(target, 0) + 1
+            if change.route is not None:
+                _count_unmatched(prepared, cleanser, change)  # type: ignore[arg-type]
 
     def _take(self, prepared: PreparedBatch, index: int, source: SourceRecord) -> None:
         """Decode and cleanse one record into ``prepared``: a change, or a dead letter."""
@@ -185,6 +187,14 @@ class Preparer:
             return
         prepared.sources[id(change)] = index
         prepared.changes.append(change)
-        route = change.route
-        if route is not None and change.row is not None and route == cleanser.unmatched:
-            prepared.unmatched[target] = prepared.unmatched.get(target, 0) + 1
+        _count_unmatched(prepared, cleanser, change)
+
+
+def _count_unmatched(
+    prepared: PreparedBatch, cleanser: Cleanser | RoutedCleanser, change: CleanChange
+) -> None:
+    """Count ``change`` in ``prepared.unmatched`` when it is an item no route takes, kept in
+    the catch-all (a plain mapping has no routes: never)."""
+    if change.route is not None and change.row is not None and change.route == cleanser.unmatched:
+        name = cleanser.mapping.target_table
+        prepared.unmatched[name] = prepared.unmatched.get(name, 0) + 1

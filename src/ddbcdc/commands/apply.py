@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from ddbcdc.logs import one_line
+
 if TYPE_CHECKING:
     from ddbcdc.errors import InputError, MappingChangedError
     from ddbcdc.inputs import ExportOptions, InputReader
@@ -77,8 +79,6 @@ class ApplyOutcome:
 
     def report(self, line: str, out: Callable[[str], None]) -> None:
         """Print ``line`` unless REPORT_AT_MOST lines were printed already."""
-        from ddbcdc.logs import one_line
-
         self.reported += 1
         if self.reported <= REPORT_AT_MOST:
             out(one_line(line))

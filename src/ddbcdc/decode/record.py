@@ -36,15 +36,7 @@ from ddbcdc.decode.envelope import (
 from ddbcdc.decode.render import to_jsonable
 from ddbcdc.errors import DecodeError
 
-__all__ = [
-    "ChangeRecord",
-    "EventName",
-    "PayloadDecoder",
-    "TimestampUnit",
-    "decode_lambda_event",
-    "decode_record",
-    "payload_decoder",
-]
+__all__ = ["ChangeRecord", "EventName", "TimestampUnit", "decode_lambda_event", "decode_record"]
 
 EventName = Literal["INSERT", "MODIFY", "REMOVE"]
 TimestampUnit = Literal["auto", "s", "ms", "us"]
@@ -285,31 +277,6 @@ def decode_record(
         raise DecodeError(
             "record nested too deeply", shard_id=shard_id, sequence_number=sequence_number
         ) from None
-
-
-#: A bound decoder of bytes or str payloads: (payload, shard_id, sequence_number) -> record.
-PayloadDecoder = Callable[[bytes | str, str | None, str | None], ChangeRecord]
-
-
-def payload_decoder(timestamp_unit: TimestampUnit = "auto") -> PayloadDecoder:
-    """:func:`decode_record` of bytes or str payloads with ``timestamp_unit``, for a batch's
-    loop: the C path is called directly; what it leaves to Python (or a sequence number to
-    check) goes through :func:`decode_record`, parsed once."""
-    fast = _fast_decode
-    unit = _FACTORS.get(timestamp_unit, -1)
-
-    def decode(payload: bytes | str, shard_id: str | None, sequence: str | None) -> ChangeRecord:
-        if fast is not None and sequence is None:
-            raw = fast(payload, unit, shard_id, None)
-            if type(raw) is ChangeRecord:
-                return raw
-            if type(raw) is dict:  # parsed JSON: as the bytes path would take it
-                return decode_record(raw, timestamp_unit=timestamp_unit, shard_id=shard_id)
-        return decode_record(
-            payload, timestamp_unit=timestamp_unit, shard_id=shard_id, sequence_number=sequence
-        )
-
-    return decode
 
 
 def _kinesis_record(record: Mapping[str, Any]) -> ChangeRecord:
