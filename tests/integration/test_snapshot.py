@@ -274,3 +274,26 @@ def test_a_consistent_scan_is_what_each_page_asks_for(table: BackfillTable) -> N
     assert pages and all(p["ConsistentRead"] is True for p in seen)
     assert seen[0]["Segment"] == 1 and seen[0]["TotalSegments"] == 2
     assert all(p.request_us > 0 for p in pages)
+
+
+def test_a_table_keyed_otherwise_than_its_mapping_is_refused_even_with_force(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items of distinct keys that share the mapping's key would become one row: a
+    snapshot refuses the table before it starts, whatever --force says."""
+    client = table.client()
+    client.delete_table(TableName=table.name)
+    client.create_table(
+        TableName=table.name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table.put([{**rich_item(1), "pk": {"S": f"a{n}"}} for n in range(3)])
+    assert main(["snapshot", "--force", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"ddbcdc snapshot: mapping {table.name}: key ['userid'] is not the key of DynamoDB "
+        f"table {table.name} (['pk']): a snapshot needs them equal\n"
+    )
+    assert table.query("SELECT count(*) FROM ddbcdc_snapshots") == [(0,)]
+    assert table.query(f'SELECT count(*) FROM "{table.name}"') == [(0,)]
