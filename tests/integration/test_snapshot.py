@@ -297,3 +297,23 @@ def test_a_table_keyed_otherwise_than_its_mapping_is_refused_even_with_force(
     )
     assert table.query("SELECT count(*) FROM ddbcdc_snapshots") == [(0,)]
     assert table.query(f'SELECT count(*) FROM "{table.name}"') == [(0,)]
+
+
+def test_a_mapping_its_table_was_not_migrated_to_is_refused_before_the_run_starts(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No batch of the run could be written: it is refused at once, naming the change and
+    the way out, leaving no unfinished run (nor its prune hold) to resume or abandon."""
+    table.put([rich_item(1)])
+    wire(table)
+    path = table.mappings_dir / f"{table.name}.json"
+    document = json.loads(path.read_text())
+    document["columns"][2]["rules"] = []  # phone: digits_only no more, not migrated
+    path.write_text(json.dumps(document))
+    assert main(["snapshot", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ddbcdc snapshot: mapping {path} differs from the one table ")
+    assert "column 'phone': rules ['digits_only'] -> []" in err and err.count("\n") == 1
+    assert "Run ddbcdc migrate with this mapping" in err and "--resume" not in err
+    assert table.query("SELECT count(*) FROM ddbcdc_snapshots") == [(0,)]
+    assert table.query("SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]

@@ -104,6 +104,23 @@ def test_a_repair_postgresql_refuses_is_a_dead_letter_not_superseded(
     assert "repaired 0, superseded by newer changes 0, dead-lettered 1 (ddbcdc dlq list)" in out
 
 
+def test_a_mapping_its_table_was_not_migrated_to_is_refused_not_taken_for_drift(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items are compared as the rows the worker writes, and the worker refuses a mapping
+    other than the table's: so does verify, rather than report a correct copy as drift."""
+    path = table.mappings_dir / f"{table.name}.json"
+    document = json.loads(path.read_text())
+    document["columns"][1]["rules"] = ["uppercase"]  # first_name, not migrated
+    path.write_text(json.dumps(document))
+    capsys.readouterr()
+    assert main(["verify", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"ddbcdc verify: mapping {path} differs from the one table ")
+    assert "column 'first_name': rules ['trim'] -> ['uppercase']" in captured.err
+
+
 def test_text_report_and_the_suspect_limit(
     table: BackfillTable, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -155,6 +155,7 @@ def import_location(
     run, segments = export_run(manifest, location, margin_us=margin_us(settings), mapping=mapping)
     pipeline = backfill_pipeline(settings, mapping, connections=args.parallel or 1)
     try:
+        pipeline.check_mappings()  # before a run starts that no batch of it could write
         stored = state.load_run(pipeline.engine, run.id)
         if stored is not None and stored.status == "done":
             print(f"{run.id} was imported already ({stored.source})", file=sys.stderr)
@@ -258,6 +259,7 @@ def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -
     workers = min(options.parallel or options.segments, options.segments)
     pipeline = backfill_pipeline(settings, mapping, connections=workers)
     try:
+        pipeline.check_mappings()  # before a run starts that no batch of it could write
         run = _scan_run(settings, args, pipeline.engine, dynamodb, mapping, options)
         hours = retention_hours(_stream_or_none(settings))
         started = time.monotonic()
