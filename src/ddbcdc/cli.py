@@ -161,8 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     naming what and where, 130 when interrupted.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
-    configure_logging(args.log_level)
+    try:
+        args = build_parser(argv).parse_args(argv)
+        configure_logging(args.log_level)
+    except KeyboardInterrupt:  # while the command's modules load
+        return 130
     try:
         status = int(args.func(args))
         sys.stdout.flush()  # a failure to write the output is the command's failure

@@ -122,6 +122,30 @@ def test_a_file_system_fault_is_one_line_and_debug_adds_its_traceback(tmp_path: 
     assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
 
 
+_CTRL_C_WHILE_IMPORTING = """
+import importlib, os, signal, sys
+chosen = importlib.import_module
+def interrupted(name, package=None):
+    if name.startswith("ddbcdc.commands."):  # Ctrl-C while the command's module loads
+        os.kill(os.getpid(), signal.SIGINT)
+    return chosen(name, package)
+importlib.import_module = interrupted
+from ddbcdc.cli import main
+sys.exit(main(["snapshot", "--no-progress"]))
+"""
+
+
+def test_ctrl_c_before_the_command_runs_is_130_without_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_WHILE_IMPORTING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (130, "")
+
+
 def test_a_setting_that_does_not_parse_is_one_line_naming_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
