@@ -317,3 +317,28 @@ def test_a_mapping_its_table_was_not_migrated_to_is_refused_before_the_run_start
     assert "Run ddbcdc migrate with this mapping" in err and "--resume" not in err
     assert table.query("SELECT count(*) FROM ddbcdc_snapshots") == [(0,)]
     assert table.query("SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]
+
+
+def test_a_timestamp_finer_than_microseconds_is_a_dead_letter_not_truncated(
+    table: BackfillTable,
+) -> None:
+    """PostgreSQL keeps microseconds: a 7th non-zero digit (an Instant's nanoseconds) cannot
+    be stored exactly, so the item is a dead letter naming the attribute, as epoch seconds
+    finer than microseconds are; trailing zeros are exact and go in."""
+    table.put(
+        [
+            {**rich_item(1), "joined": {"S": "2024-02-29T12:00:00.123456789+01:00"}},
+            {**rich_item(2), "joined": {"S": "2024-02-29T12:00:00.1234560+01:00"}},
+        ]
+    )
+    wire(table)
+    assert main(["snapshot", "--no-progress"]) == 1
+    rows = table.query(f'SELECT userid, joined FROM "{table.name}"')
+    assert [(u, j.isoformat()) for u, j in rows] == [(2, "2024-02-29T11:00:00.123456+00:00")]
+    assert table.query("SELECT stage, error, error_path FROM ddbcdc_dead_letters") == [
+        (
+            "cleanse",
+            f"{table.name}.joined: timestamp finer than microseconds",
+            "dynamodb.NewImage.joined",
+        )
+    ]
