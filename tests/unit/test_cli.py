@@ -87,6 +87,17 @@ def test_an_unknown_command_is_an_error_listing_them_all(
         (["dlq", "list", "--limit", "-1"], "argument --limit: must be at least 1, not -1"),
         (["dlq", "list", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
         (["dlq", "replay", "--batch-size", "x"], "argument --batch-size: not a whole number"),
+        # A snapshot's run is not started (nor left unfinished) by a count it cannot use.
+        (["snapshot", "--parallel", "-1"], "argument --parallel: must be at least 1, not -1"),
+        (["snapshot", "--page-size", "0"], "argument --page-size: must be at least 1, not 0"),
+        (["snapshot", "--max-rcu", "0"], "argument --max-rcu: must be above 0, not 0"),
+        (["verify", "--segments", "0"], "argument --segments: must be at least 1, not 0"),
+        (["verify", "--max-items-per-second", "-1"], "must be above 0, not -1"),
+        # A negative limit made verify report a suspect that does not exist, as drift.
+        (["verify", "--max-suspects", "-1"], "argument --max-suspects: must be at least 0, not -1"),
+        (["verify", "--samples", "-1"], "argument --samples: must be at least 0, not -1"),
+        (["verify", "--settle-timeout", "-1"], "argument --settle-timeout: must be at least 0"),
+        (["verify", "--settle-timeout", "nan"], "argument --settle-timeout: not a finite number"),
     ],
 )
 def test_a_count_below_one_is_a_usage_error_before_any_connection(

@@ -35,6 +35,7 @@ from ddbcdc.backfill.snapshot import (
     retention_watch,
     run_snapshot,
 )
+from ddbcdc.commands import count, rate
 from ddbcdc.errors import ConfigurationError, DdbcdcError, RetryableError
 from ddbcdc.pipeline import BatchResult
 from ddbcdc.progressbar import ProgressBar
@@ -47,16 +48,16 @@ __all__ = ["add_rate_options", "import_location", "register", "summary_line", "t
 def add_rate_options(parser: argparse.ArgumentParser) -> None:
     """``--segments``, ``--parallel``, the read-rate cap and ``--page-size``."""
     parser.add_argument("--table", help="DynamoDB table (default: DDBCDC_SOURCE_TABLE)")
-    parser.add_argument("--segments", type=int, default=4, help="Scan segments (default 4)")
+    parser.add_argument("--segments", type=count, default=4, help="Scan segments (default 4)")
     parser.add_argument(
         "--parallel",
-        type=int,
+        type=count,
         help="segments scanned at once (default: all); export data files imported at once (1)",
     )
     cap = parser.add_mutually_exclusive_group()
-    cap.add_argument("--max-rcu", type=float, help="read capacity units per second, at most")
-    cap.add_argument("--max-items-per-second", type=float, help="items per second, at most")
-    parser.add_argument("--page-size", type=int, help="items per Scan page (default: 1 MB)")
+    cap.add_argument("--max-rcu", type=rate, help="read capacity units per second, at most")
+    cap.add_argument("--max-items-per-second", type=rate, help="items per second, at most")
+    parser.add_argument("--page-size", type=count, help="items per Scan page (default: 1 MB)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -82,7 +83,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=count,
         default=DEFAULT_BATCH_SIZE,
         help=f"export lines per transaction ({DEFAULT_BATCH_SIZE})",
     )

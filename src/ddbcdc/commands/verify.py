@@ -23,6 +23,7 @@ from ddbcdc.aws import clients as aws
 from ddbcdc.aws.streams import open_stream
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.position import WorkerWatch
+from ddbcdc.commands import amount, seconds
 from ddbcdc.commands.snapshot import add_rate_options
 from ddbcdc.db import create_engine
 from ddbcdc.errors import ConfigurationError
@@ -47,15 +48,15 @@ def register(subparsers: Any) -> None:
     add_rate_options(parser)
     parser.add_argument("--repair", action="store_true", help="fix confirmed differences")
     parser.add_argument("--show-values", action="store_true", help="show the sampled rows")
-    parser.add_argument("--samples", type=int, default=5, help="sample keys per kind (5)")
+    parser.add_argument("--samples", type=amount, default=5, help="sample keys per kind (5)")
     parser.add_argument(
         "--settle-timeout",
-        type=float,
+        type=seconds,
         default=120.0,
         help="seconds to wait for the worker to pass a re-read (120)",
     )
     parser.add_argument(
-        "--max-suspects", type=int, default=100_000, help="keys re-checked at most (100000)"
+        "--max-suspects", type=amount, default=100_000, help="keys re-checked at most (100000)"
     )
     parser.set_defaults(func=run)
 
