@@ -91,6 +91,7 @@ def test_an_unknown_command_is_an_error_listing_them_all(
         (["snapshot", "--parallel", "-1"], "argument --parallel: must be at least 1, not -1"),
         (["snapshot", "--page-size", "0"], "argument --page-size: must be at least 1, not 0"),
         (["snapshot", "--max-rcu", "0"], "argument --max-rcu: must be above 0, not 0"),
+        (["snapshot", "--resume", "--restart"], "argument --restart: not allowed with argument"),
         (["verify", "--segments", "0"], "argument --segments: must be at least 1, not 0"),
         (["verify", "--max-items-per-second", "-1"], "must be above 0, not -1"),
         # A negative limit made verify report a suspect that does not exist, as drift.

@@ -71,8 +71,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_rate_options(parser)
-    parser.add_argument("--resume", action="store_true", help="continue the unfinished scan")
-    parser.add_argument(
+    unfinished = parser.add_mutually_exclusive_group()
+    unfinished.add_argument("--resume", action="store_true", help="continue the unfinished scan")
+    unfinished.add_argument(
         "--restart", action="store_true", help="abandon an unfinished backfill and start again"
     )
     parser.add_argument("--force", action="store_true", help="go ahead despite failed checks")
