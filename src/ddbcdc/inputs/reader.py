@@ -80,8 +80,9 @@ class InputReader:
     Attributes:
         form: the form detected, as error messages name it (known once the first record
             has been read; ``empty input`` when there is none).
-        stopped: when the input could not be read to its end (broken JSON, not UTF-8, a
-            damaged gzip stream), the error saying where; the records before it were read.
+        stopped: when the input could not be read to its end (broken JSON, a damaged gzip
+            stream), the error saying where; the records before it were read. (A record
+            whose bytes are not UTF-8 is passed on as it is, for decode to dead-letter.)
     """
 
     def __init__(
@@ -153,7 +154,7 @@ class InputReader:
                 parsed = None
             if isinstance(parsed, dict):
                 return self._json_lines(first, parsed)
-        elif first[:1] != b"[":
+        elif first[:1] not in b"{[":  # a longer first line than that is read as documents
             self._named("JSON Lines of change records (base64)")
             return first
         return self._documents()
