@@ -122,6 +122,21 @@ def test_a_file_system_fault_is_one_line_and_debug_adds_its_traceback(tmp_path: 
     assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
 
 
+@pytest.mark.parametrize(
+    ("redirect", "says"),
+    [
+        ("<&-", "ddbcdc decode: cannot read -: standard input is closed"),
+        ("</dev/null >&-", "ddbcdc decode: cannot write to standard output: it is closed"),
+    ],
+)
+def test_a_standard_stream_closed_at_start_is_one_line(redirect: str, says: str) -> None:
+    shell = f'"$0" -m ddbcdc.cli decode - {redirect}'
+    result = subprocess.run(
+        ["sh", "-c", shell, sys.executable], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stderr.splitlines()) == (2, [says])
+
+
 def test_a_setting_that_does_not_parse_is_one_line_naming_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

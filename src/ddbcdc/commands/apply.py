@@ -240,6 +240,7 @@ def _options(args: argparse.Namespace, pipeline: Pipeline) -> ExportOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ddbcdc apply``."""
+    from ddbcdc.commands.decode import close_input, open_input
     from ddbcdc.inputs import InputReader
     from ddbcdc.pipeline import Pipeline
     from ddbcdc.settings import Settings
@@ -254,13 +255,12 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         options = _options(args, pipeline)
-        if args.file == "-":
-            reader = InputReader(sys.stdin.buffer, options=options)
+        stream = open_input(args.file)
+        try:
+            reader = InputReader(stream, options=options)
             outcome = apply_input(pipeline, reader, batch_size=args.batch_size)
-        else:
-            with open(args.file, "rb") as stream:
-                reader = InputReader(stream, options=options)
-                outcome = apply_input(pipeline, reader, batch_size=args.batch_size)
+        finally:
+            close_input(stream)
     except OSError as exc:
         print(f"ddbcdc apply: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
