@@ -133,7 +133,7 @@ def run_list(args: argparse.Namespace) -> int:
                 stage=args.stage,
                 source_table=args.table,
                 shard_id=args.shard,
-                limit=args.limit,
+                limit=args.limit + 1,  # one more: whether the limit left some out
             )
     except sa.exc.DBAPIError as exc:
         raise DatabaseUnavailableError(
@@ -141,6 +141,8 @@ def run_list(args: argparse.Namespace) -> int:
         ) from exc
     finally:
         engine.dispose()
+    more = len(letters) > args.limit
+    del letters[args.limit :]
     if args.json:
         for letter in letters:
             print(_as_json(letter))
@@ -150,7 +152,10 @@ def run_list(args: argparse.Namespace) -> int:
     )
     for letter in letters:
         print(_as_row(letter))
-    print(f"{len(letters)} dead letter(s)")
+    if more:
+        print(f"the oldest {len(letters)} dead letter(s) shown; more match (--limit, --summary)")
+    else:
+        print(f"{len(letters)} dead letter(s)")
     return 0
 
 
