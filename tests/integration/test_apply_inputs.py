@@ -247,3 +247,20 @@ def test_a_record_not_utf8_in_an_array_is_dead_lettered_as_it_is_and_the_rest_ap
     assert "stopped" not in captured.err
     assert [r[:2] for r in customers(db)] == [(1, "n1"), (3, "n3")]
     assert query(db, "SELECT payload FROM ddbcdc_dead_letters") == [(second,)]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_a_bad_first_line_of_json_lines_is_dead_lettered_and_the_rest_applied(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], compress: bool
+) -> None:
+    lines = [orjson.dumps(change("INSERT", i, EXPORT_US, f"n{i}")) for i in (1, 2, 3)]
+    lines[0] = lines[0].replace(b"INSERT", b"INS\x00ERT")  # a control character: not JSON
+    data = b"\n".join(lines) + b"\n"
+    path = tmp_path / "changes.jsonl"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    assert run(str(path)) == 1
+    captured = capsys.readouterr()
+    assert "JSON Lines of change records: received 3, upserted 2" in captured.out
+    assert "JSON Lines of change records, line 1: payload is not valid JSON" in captured.err
+    assert [r[:2] for r in customers(db)] == [(2, "n2"), (3, "n3")]
+    assert query(db, "SELECT payload FROM ddbcdc_dead_letters") == [(lines[0],)]

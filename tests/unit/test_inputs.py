@@ -377,3 +377,22 @@ def test_json_lines_of_get_records_outputs_are_named_with_their_article() -> Non
     form, found = read(line + b"\n" + line, table="customers")
     assert form == "JSON Lines, each an aws dynamodbstreams get-records output"
     assert len(decoded(found)) == 2
+
+
+@pytest.mark.parametrize(
+    "first",
+    [b'{"eventID": "x", "eventName": "INS\x00ERT"}', b'{"eventID": "x", "eventName": "INS'],
+    ids=["not-json", "cut-short"],
+)
+def test_a_bad_first_line_is_json_lines_when_the_next_line_is_a_record(first: bytes) -> None:
+    record = orjson.dumps(fixture(VALID[0]))
+    form, found = read(first + b"\n\n" + record + b"\n")
+    assert form == "JSON Lines of change records"
+    assert [(where, r.data) for where, r in found] == [(1, first), (3, record)]
+
+
+def test_a_record_on_the_line_after_a_records_opening_is_still_a_document() -> None:
+    record = orjson.dumps(fixture(VALID[0]))
+    form, found = read(b'{"Records": [\n' + record + b"\n]}\n")
+    assert form == "object with a Records array of change records"
+    assert [r.data for _, r in found] == [record]

@@ -5,7 +5,9 @@ Forms, told apart by the first bytes and the first record:
 - **JSON Lines**: one record per line, raw JSON or base64 of it. When the first record is a
   change record (or base64), every line is passed on as it is, unparsed: the fast path of
   ``ddbcdc apply``. Otherwise each line is read for its kind (export lines, Kinesis
-  records, Lambda events on one line each).
+  records, Lambda events on one line each). A first line that starts an object but is not
+  one (cut short, a control character), and ends where no document's opening line does,
+  followed by a line that is one: JSON Lines whose first line is bad (dead-lettered).
 - **JSON documents** (anything whose first line is not a whole JSON object): one
   pretty-printed record, a JSON array of records, a Lambda event (``{"Records": [...]}``,
   Kinesis or DynamoDB Streams), the output of ``aws kinesis get-records`` or ``aws
@@ -66,6 +68,17 @@ class _Prefixed(io.RawIOBase):
         data = self._stream.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def _object(line: bytes) -> dict[str, Any] | None:
+    """``line`` parsed, when it is a JSON object."""
+    if line[:1] != b"{":
+        return None
+    try:
+        parsed = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 class InputReader:
@@ -148,16 +161,35 @@ class InputReader:
             self._named("empty input")
             return iter(())
         if first[:1] == b"{" and len(self._first) < MAX_FIRST_LINE:
-            try:
-                parsed = orjson.loads(first)
-            except orjson.JSONDecodeError:
-                parsed = None
-            if isinstance(parsed, dict):
+            parsed = _object(first)
+            if parsed is None and first[-1:] not in b"[{,:":  # no document's opening line:
+                parsed = self._second_line()  # a bad first line of JSON Lines?
+            if parsed is not None:
                 return self._json_lines(first, parsed)
         elif first[:1] not in b"{[":  # a longer first line than that is read as documents
             self._named("JSON Lines of change records (base64)")
             return first
         return self._documents()
+
+    def _second_line(self) -> dict[str, Any] | None:
+        """The next non-blank line as an object when it is one: then the input is JSON Lines
+        whose first line is bad (read on from that line), else JSON documents (what was read
+        is kept for them)."""
+        read = b""
+        try:
+            line = self._stream.readline(MAX_FIRST_LINE)
+            read += line
+            while line and not line.strip():
+                line = self._stream.readline(MAX_FIRST_LINE)
+                read += line
+        except _DAMAGED:
+            line = b""  # the documents' reading stops there, naming it
+        parsed = _object(line.strip()) if len(line) < MAX_FIRST_LINE else None
+        if parsed is None:
+            self._head += read
+        else:
+            self._stream = cast(IO[bytes], io.BufferedReader(_Prefixed(read, self._stream)))
+        return parsed
 
     @staticmethod
     def _grouped(located: Iterator[Located], size: int) -> Iterator[Batch]:
