@@ -396,3 +396,15 @@ def test_a_record_on_the_line_after_a_records_opening_is_still_a_document() -> N
     form, found = read(b'{"Records": [\n' + record + b"\n]}\n")
     assert form == "object with a Records array of change records"
     assert [r.data for _, r in found] == [record]
+
+
+def test_utf16_text_stops_at_once_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "records.json"  # as PowerShell's > writes it
+    path.write_bytes(json.dumps([fixture(VALID[0])], indent=2).encode("utf-16"))
+    assert main(["decode", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "ddbcdc decode: stopped: input, line 1: UTF-16 text (it starts with a byte order mark of "
+        "UTF-16): ddbcdc reads UTF-8"
+    ]

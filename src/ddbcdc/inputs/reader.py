@@ -41,6 +41,7 @@ __all__ = ["Batch", "InputReader", "Located"]
 # documents instead, incrementally (a record is at most 400 KB of item, in base64 533 KB).
 MAX_FIRST_LINE = 4 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)  # what a broken gzip stream raises
 
 #: (where, the record or why there is none for it); where is a line number or a position
@@ -159,6 +160,10 @@ class InputReader:
         first = self._first.strip().removeprefix(b"\xef\xbb\xbf")
         if not first:
             self._named("empty input")
+            return iter(())
+        if first[:2] in _UTF16_BOMS:  # as PowerShell's > writes: every line would be garbage
+            message = "UTF-16 text (it starts with a byte order mark of UTF-16): ddbcdc reads UTF-8"
+            self.stopped = InputError(message, form=self._named("input"), position="line 1")
             return iter(())
         if first[:1] == b"{" and len(self._first) < MAX_FIRST_LINE:
             parsed = _object(first)
