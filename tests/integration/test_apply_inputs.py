@@ -264,3 +264,26 @@ def test_a_bad_first_line_of_json_lines_is_dead_lettered_and_the_rest_applied(
     assert "JSON Lines of change records, line 1: payload is not valid JSON" in captured.err
     assert [r[:2] for r in customers(db)] == [(2, "n2"), (3, "n3")]
     assert query(db, "SELECT payload FROM ddbcdc_dead_letters") == [(lines[0],)]
+
+
+def test_a_dead_letter_of_a_file_keeps_the_file_and_where_in_it(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ddbcdc.cli import main
+
+    good, bad = change("INSERT", 1, EXPORT_US, "ok"), change("INSERT", 2, EXPORT_US, "bad")
+    bad["dynamodb"]["NewImage"]["userid"] = {"N": "not a number"}
+    lines = tmp_path / "changes.jsonl"
+    lines.write_bytes(orjson.dumps(good) + b"\n\n" + orjson.dumps(bad) + b"\n")
+    array = tmp_path / "changes.json"
+    array.write_text(json.dumps([good, bad], indent=2))
+    assert run(str(lines), "--batch-size", "1") == 1
+    assert run(str(array)) == 1
+    capsys.readouterr()
+    assert main(["dlq", "list", "--json"]) == 0
+    listed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    opens = array.read_text().splitlines().index("  {", 2) + 1  # the line the second opens
+    expected = [f"{lines}, line 3", f"{array}, [1] (line {opens})"]
+    assert [x["source_position"] for x in listed] == expected
+    assert main(["dlq", "list"]) == 0
+    assert f"  {lines}, line 3  " in capsys.readouterr().out

@@ -146,7 +146,7 @@ def check_mapping_versions(conn: sa.Connection, mappings: Sequence[TableMapping]
 
 
 #: The newest revision of ``migrations/`` (a test holds it to Alembic's head).
-HEAD_REVISION = "0009_shard_failures"
+HEAD_REVISION = "0010_dead_letter_position"
 
 
 def check_known(script: ScriptDirectory, current: str | None) -> None:
