@@ -98,6 +98,31 @@ def test_a_count_below_one_is_a_usage_error_before_any_connection(
     assert says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["setup", "--table", ""],
+        ["teardown", "--table", " "],
+        ["iam-policy", "--table", ""],
+        ["snapshot", "--table", ""],
+        ["verify", "--table", ""],
+        ["export", "--table", "", "--bucket", "b"],
+        ["load", "--table", ""],
+        ["mapping", "infer", "--table", ""],
+        ["dlq", "list", "--table", ""],
+        ["apply", "--table", "", "-"],
+        ["decode", "--table", "", "-"],
+    ],
+)
+def test_an_empty_table_name_is_a_usage_error_not_the_default_table(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "argument --table: must name a table, not be empty" in capsys.readouterr().err
+
+
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ddbcdc.cli", *argv],

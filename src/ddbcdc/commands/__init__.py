@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["count"]
+__all__ = ["count", "table_name"]
 
 
 def count(text: str) -> int:
@@ -20,3 +20,11 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def table_name(text: str) -> str:
+    """An argparse type: a DynamoDB table's name (or ARN), never empty (``--table``): an empty
+    one would otherwise stand for the default table."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a table, not be empty")
+    return text

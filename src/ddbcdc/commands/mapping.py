@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.commands import table_name
 from ddbcdc.schema.infer import infer_mapping, sample_items
 from ddbcdc.schema.infer_routes import infer_routes, single_table_design
 from ddbcdc.settings import Settings
@@ -38,7 +39,9 @@ def register(subparsers: Any) -> None:
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     infer = actions.add_parser("infer", help="sample a table and write a mapping JSON")
-    infer.add_argument("--table", help="DynamoDB table (default: settings.source_table)")
+    infer.add_argument(
+        "--table", type=table_name, help="DynamoDB table (default: settings.source_table)"
+    )
     infer.add_argument("--sample", type=int, default=10_000, help="items to read (10000)")
     infer.add_argument("--segments", type=int, default=4, help="parallel Scan segments (4)")
     infer.add_argument("--target", help="PostgreSQL table name (default: from the table name)")

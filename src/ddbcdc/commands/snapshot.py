@@ -35,6 +35,7 @@ from ddbcdc.backfill.snapshot import (
     retention_watch,
     run_snapshot,
 )
+from ddbcdc.commands import table_name
 from ddbcdc.errors import ConfigurationError, DdbcdcError, RetryableError
 from ddbcdc.pipeline import BatchResult
 from ddbcdc.progressbar import ProgressBar
@@ -46,7 +47,9 @@ __all__ = ["add_rate_options", "import_location", "register", "summary_line", "t
 
 def add_rate_options(parser: argparse.ArgumentParser) -> None:
     """``--segments``, ``--parallel``, the read-rate cap and ``--page-size``."""
-    parser.add_argument("--table", help="DynamoDB table (default: DDBCDC_SOURCE_TABLE)")
+    parser.add_argument(
+        "--table", type=table_name, help="DynamoDB table (default: DDBCDC_SOURCE_TABLE)"
+    )
     parser.add_argument("--segments", type=int, default=4, help="Scan segments (default 4)")
     parser.add_argument(
         "--parallel",
