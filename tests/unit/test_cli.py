@@ -87,6 +87,18 @@ def test_an_unknown_command_is_an_error_listing_them_all(
         (["dlq", "list", "--limit", "-1"], "argument --limit: must be at least 1, not -1"),
         (["dlq", "list", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
         (["dlq", "replay", "--batch-size", "x"], "argument --batch-size: not a whole number"),
+        (["snapshot", "--parallel", "-1"], "argument --parallel: must be at least 1, not -1"),
+        (["snapshot", "--parallel", "0"], "argument --parallel: must be at least 1, not 0"),
+        (["snapshot", "--page-size", "0"], "argument --page-size: must be at least 1, not 0"),
+        (["snapshot", "--segments", "0"], "argument --segments: must be at least 1, not 0"),
+        (
+            ["verify", "--segments", "1000001"],
+            "argument --segments: must be at most 1,000,000, not 1,000,001",
+        ),
+        (["verify", "--max-rcu", "0"], "argument --max-rcu: must be above 0, not 0"),
+        (["verify", "--max-items-per-second", "nan"], "must be above 0, not nan"),
+        (["mapping", "infer", "--sample", "0"], "argument --sample: must be at least 1, not 0"),
+        (["mapping", "infer", "--segments", "-2"], "argument --segments: must be at least 1"),
     ],
 )
 def test_a_count_below_one_is_a_usage_error_before_any_connection(

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["count", "table_name"]
+__all__ = ["count", "rate", "scan_segments", "table_name"]
+
+#: DynamoDB's most Scan segments (TotalSegments).
+MAX_SEGMENTS = 1_000_000
 
 
 def count(text: str) -> int:
@@ -28,3 +31,22 @@ def table_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must name a table, not be empty")
     return text
+
+
+def scan_segments(text: str) -> int:
+    """An argparse type: a number of Scan segments, 1 to DynamoDB's 1,000,000."""
+    value = count(text)
+    if value > MAX_SEGMENTS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEGMENTS:,}, not {value:,}")
+    return value
+
+
+def rate(text: str) -> float:
+    """An argparse type: a rate above 0 (``--max-rcu``, ``--max-items-per-second``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value

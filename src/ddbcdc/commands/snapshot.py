@@ -35,7 +35,7 @@ from ddbcdc.backfill.snapshot import (
     retention_watch,
     run_snapshot,
 )
-from ddbcdc.commands import table_name
+from ddbcdc.commands import count, rate, scan_segments, table_name
 from ddbcdc.errors import ConfigurationError, DdbcdcError, RetryableError
 from ddbcdc.pipeline import BatchResult
 from ddbcdc.progressbar import ProgressBar
@@ -50,16 +50,18 @@ def add_rate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--table", type=table_name, help="DynamoDB table (default: DDBCDC_SOURCE_TABLE)"
     )
-    parser.add_argument("--segments", type=int, default=4, help="Scan segments (default 4)")
+    parser.add_argument(
+        "--segments", type=scan_segments, default=4, help="Scan segments (default 4)"
+    )
     parser.add_argument(
         "--parallel",
-        type=int,
+        type=count,
         help="segments scanned at once (default: all); export data files imported at once (1)",
     )
     cap = parser.add_mutually_exclusive_group()
-    cap.add_argument("--max-rcu", type=float, help="read capacity units per second, at most")
-    cap.add_argument("--max-items-per-second", type=float, help="items per second, at most")
-    parser.add_argument("--page-size", type=int, help="items per Scan page (default: 1 MB)")
+    cap.add_argument("--max-rcu", type=rate, help="read capacity units per second, at most")
+    cap.add_argument("--max-items-per-second", type=rate, help="items per second, at most")
+    parser.add_argument("--page-size", type=count, help="items per Scan page (default: 1 MB)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 

@@ -60,8 +60,6 @@ def register(subparsers: Any) -> None:
 
 
 def _options(args: argparse.Namespace) -> VerifyOptions:
-    if not 1 <= args.segments <= 1_000_000:
-        raise ConfigurationError("--segments must be 1..1000000")
     return VerifyOptions(
         segments=args.segments,
         parallel=args.parallel,
