@@ -2,7 +2,8 @@
 
 In one transaction:
 
-0. the write lock of every table whose mapping changes, taken exclusively
+0. the migration lock (:func:`ddbcdc.migrate.versions.one_migration_at_a_time`: two
+   migrations run one after the other), then the write lock of every table whose mapping changes, taken exclusively
    (:func:`ddbcdc.migrate.versions.fence_writers`): batches in flight commit first, later
    ones wait and then find the new version and stop, so no writer with the old mapping
    writes the table after it;
@@ -49,6 +50,7 @@ from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
 from ddbcdc.migrate.versions import (
     check_known,
     fence_writers,
+    one_migration_at_a_time,
     record_mapping_version,
     recorded,
 )
@@ -163,6 +165,7 @@ def _schema(
     allow_destructive: bool,
     result: MigrationResult,
 ) -> None:
+    one_migration_at_a_time(conn)
     fence_writers(conn, mappings)
     config = alembic_config(conn)
     result.revision_before = MigrationContext.configure(conn).get_current_revision()
@@ -258,8 +261,12 @@ def upgrade(
 
 def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
     """Run the revisions down to ``revision``."""
+    def work(conn: sa.Connection) -> None:
+        one_migration_at_a_time(conn)
+        command.downgrade(alembic_config(conn), revision)
+
     with _named_revisions():
-        run_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
+        run_transaction(engine, work)
 
 
 def _version(before: int | None, after: int | None) -> str:
