@@ -4,9 +4,9 @@ In one transaction:
 
 0. the migration lock (:func:`ddbcdc.migrate.versions.one_migration_at_a_time`: two
    migrations run one after the other), then the write lock of every table whose mapping
-   changes, taken exclusively (:func:`ddbcdc.migrate.versions.fence_writers`): batches in flight commit first, later
-   ones wait and then find the new version and stop, so no writer with the old mapping
-   writes the table after it;
+   changes, taken exclusively (:func:`ddbcdc.migrate.versions.fence_writers`): batches in
+   flight commit first, later ones wait and then find the new version and stop, so no
+   writer with the old mapping writes the table after it;
 1. the Alembic revisions under ``migrations/`` (bookkeeping tables and the shipped
    ``customers`` mapping; installed with the package, :func:`ddbcdc.resources.migrations_dir`),
    run programmatically: no ``alembic.ini`` is needed;
