@@ -261,6 +261,7 @@ def upgrade(
 
 def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
     """Run the revisions down to ``revision``."""
+
     def work(conn: sa.Connection) -> None:
         one_migration_at_a_time(conn)
         command.downgrade(alembic_config(conn), revision)
