@@ -158,6 +158,19 @@ def _named_revisions() -> Iterator[None]:
         raise ConfigurationError(f"schema revision: {exc}") from exc
 
 
+def _check_reached(script: ScriptDirectory, revision: str, current: str | None) -> None:
+    """Refuse an upgrade to ``revision`` that left the schema elsewhere: it is older than
+    the schema (Alembic upgrades nothing then)."""
+    with _named_revisions():
+        wanted = script.get_revision(revision)
+    if wanted is not None and wanted.revision != current:
+        raise ConfigurationError(
+            f"schema revision: {wanted.revision!r} is older than PostgreSQL's schema "
+            f"({current!r}), so nothing was upgraded: to go back to it, run ddbcdc migrate "
+            f"--downgrade {wanted.revision}"
+        )
+
+
 def _schema(
     conn: sa.Connection,
     mappings: Sequence[TableMapping],
@@ -169,11 +182,13 @@ def _schema(
     fence_writers(conn, mappings)
     config = alembic_config(conn)
     result.revision_before = MigrationContext.configure(conn).get_current_revision()
-    check_known(ScriptDirectory.from_config(config), result.revision_before)
+    script = ScriptDirectory.from_config(config)
+    check_known(script, result.revision_before)
     with _named_revisions():
         command.upgrade(config, revision)
     result.revision_after = MigrationContext.configure(conn).get_current_revision()
     if revision != "head":
+        _check_reached(script, revision, result.revision_after)
         return
     result.plans = plan_tables(conn, mappings)
     if not allow_destructive and any(p.destructive for p in result.plans):
