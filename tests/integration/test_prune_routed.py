@@ -203,3 +203,37 @@ def test_a_pending_dead_letter_of_a_route_keeps_the_tombstones_its_replay_needs(
         assert table_state(conn)["shop_orders"] == {}
         pending = "SELECT count(*) FROM ddbcdc_dead_letters WHERE replayed_at IS NULL"
         assert conn.execute(sa.text(pending)).scalar() == 0
+
+
+def test_the_floor_survives_a_downgrade_below_it_and_back(
+    db: str, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Down to base and up again keeps a routed mapping's versions table, and so its floor:
+    an old change of a key whose delete was pruned is still refused, never resurrected."""
+    key, day = order(1), 86_400_000_000
+    for step in (
+        record("INSERT", key, T0 - 20 * day, eid="i1", item=image(key, "order", "o1")),
+        record("REMOVE", key, T0 - 5 * day, eid="r1"),
+    ):
+        pipeline.process([SourceRecord(step)])
+    _advance(pipeline, NOW)
+    assert pipeline.prune_tombstones() == 1
+    env = {**os.environ, "DATABASE_URL": db, "DDBCDC_MAPPINGS_DIR": str(SHOP_FILE.parent)}
+    for command in (["--downgrade", "base"], []):
+        done = subprocess.run(
+            [sys.executable, "-m", "ddbcdc.cli", "migrate", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    late = tmp_path / "late.jsonl"
+    zombie = record("MODIFY", key, T0 - 10 * day, eid="m1", item=image(key, "order", "zombie"))
+    late.write_bytes(zombie + b"\n")
+    assert _apply(db, late)["dead_lettered"] == 1
+    with pipeline.engine.connect() as conn:
+        assert table_state(conn)["shop_orders"] == {}
+        error = conn.execute(sa.text("SELECT error FROM ddbcdc_dead_letters")).scalar()
+    assert error == REFUSED_BELOW_FLOOR
