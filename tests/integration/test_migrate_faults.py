@@ -228,3 +228,15 @@ def test_two_migrations_at_once_run_one_after_the_other(db: str, tmp_path: Path)
     assert sorted(
         "revisions: 0008_removal_cause -> 0009_shard_failures" in out for _, out, _ in outcomes
     ) == [False, True]
+
+
+def test_a_read_only_database_is_named_in_one_line(db: str, tmp_path: Path) -> None:
+    """A standby (or a role whose transactions are read-only): refused, saying why."""
+    done = migrate(
+        db, folder(tmp_path, city=False), PGOPTIONS="-c default_transaction_read_only=on"
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "ddbcdc migrate: PostgreSQL: SQLSTATE 25006 ReadOnlySqlTransaction; the database is "
+        "read-only (a standby, or default_transaction_read_only on)\n",
+    )
