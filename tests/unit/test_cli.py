@@ -87,6 +87,18 @@ def test_an_unknown_command_is_an_error_listing_them_all(
         (["dlq", "list", "--limit", "-1"], "argument --limit: must be at least 1, not -1"),
         (["dlq", "list", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
         (["dlq", "replay", "--batch-size", "x"], "argument --batch-size: not a whole number"),
+        (["snapshot", "--parallel", "-1"], "argument --parallel: must be at least 1, not -1"),
+        (["snapshot", "--parallel", "0"], "argument --parallel: must be at least 1, not 0"),
+        (["snapshot", "--page-size", "0"], "argument --page-size: must be at least 1, not 0"),
+        (["snapshot", "--segments", "0"], "argument --segments: must be at least 1, not 0"),
+        (
+            ["verify", "--segments", "1000001"],
+            "argument --segments: must be at most 1,000,000, not 1,000,001",
+        ),
+        (["verify", "--max-rcu", "0"], "argument --max-rcu: must be above 0, not 0"),
+        (["verify", "--max-items-per-second", "nan"], "must be above 0, not nan"),
+        (["mapping", "infer", "--sample", "0"], "argument --sample: must be at least 1, not 0"),
+        (["mapping", "infer", "--segments", "-2"], "argument --segments: must be at least 1"),
     ],
 )
 def test_a_count_below_one_is_a_usage_error_before_any_connection(
@@ -96,6 +108,31 @@ def test_a_count_below_one_is_a_usage_error_before_any_connection(
         main(argv)
     assert exit_info.value.code == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["setup", "--table", ""],
+        ["teardown", "--table", " "],
+        ["iam-policy", "--table", ""],
+        ["snapshot", "--table", ""],
+        ["verify", "--table", ""],
+        ["export", "--table", "", "--bucket", "b"],
+        ["load", "--table", ""],
+        ["mapping", "infer", "--table", ""],
+        ["dlq", "list", "--table", ""],
+        ["apply", "--table", "", "-"],
+        ["decode", "--table", "", "-"],
+    ],
+)
+def test_an_empty_table_name_is_a_usage_error_not_the_default_table(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "argument --table: must name a table, not be empty" in capsys.readouterr().err
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,8 @@ import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ddbcdc.commands import table_name
+
 if TYPE_CHECKING:
     from ddbcdc.inputs import ExportOptions
 
@@ -25,6 +27,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``decode`` and ``apply`` share: what export lines need."""
     parser.add_argument(
         "--table",
+        type=table_name,
         help="tableName of DynamoDB export lines and of records naming no table (default: "
         "the single mapping's source table, for apply)",
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ddbcdc.commands import count
+from ddbcdc.commands import count, table_name
 from ddbcdc.db import create_engine, describe
 from ddbcdc.errors import DatabaseUnavailableError
 from ddbcdc.materialize.deadletters import (
@@ -41,7 +41,7 @@ __all__ = ["register", "replay_dead_letters"]
 
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=["decode", "cleanse", "apply", "backfill"])
-    parser.add_argument("--table", help="only this source (DynamoDB) table")
+    parser.add_argument("--table", type=table_name, help="only this source (DynamoDB) table")
     parser.add_argument("--shard", help="only this shard id")
 
 
