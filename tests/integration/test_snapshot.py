@@ -139,7 +139,9 @@ def test_every_row_is_versioned_at_its_page_s_request_time_minus_the_margin(
     assert len(held) == 1 and held[0] <= min(versions.values())  # it keeps what a row may meet
 
 
-def test_a_killed_snapshot_resumes_after_its_last_committed_page(table: BackfillTable) -> None:
+def test_a_killed_snapshot_resumes_after_its_last_committed_page(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
     count = 1200
     table.put([rich_item(n) for n in range(1, count + 1)])
     wire(table)
@@ -164,7 +166,10 @@ def test_a_killed_snapshot_resumes_after_its_last_committed_page(table: Backfill
     assert table.query("SELECT status FROM ddbcdc_snapshots") == [("running",)]
     assert table.query("SELECT count(*) FROM ddbcdc_prune_holds") == [(1,)]  # held across the kill
     assert main(["snapshot"]) == 2  # an unfinished run is not started over silently
-    assert main(["snapshot", "--resume", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["snapshot", "--resume", "--segments", "4", "--no-progress"]) == 0
+    said = "resuming with the run's own 2 segments (--segments 4 is for a new scan)"
+    assert said in capsys.readouterr().err
     assert matches(table)
     # Each page was applied once: the resumed segments began after their committed keys.
     assert table.query("SELECT sum(items), bool_and(done) FROM ddbcdc_snapshot_segments") == [

@@ -87,18 +87,24 @@ def test_an_unknown_command_is_an_error_listing_them_all(
         (["dlq", "list", "--limit", "-1"], "argument --limit: must be at least 1, not -1"),
         (["dlq", "list", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
         (["dlq", "replay", "--batch-size", "x"], "argument --batch-size: not a whole number"),
-        # A snapshot's run is not started (nor left unfinished) by a count it cannot use.
         (["snapshot", "--parallel", "-1"], "argument --parallel: must be at least 1, not -1"),
+        (["snapshot", "--parallel", "0"], "argument --parallel: must be at least 1, not 0"),
         (["snapshot", "--page-size", "0"], "argument --page-size: must be at least 1, not 0"),
-        (["snapshot", "--max-rcu", "0"], "argument --max-rcu: must be above 0, not 0"),
+        (["snapshot", "--segments", "0"], "argument --segments: must be at least 1, not 0"),
+        (
+            ["verify", "--segments", "1000001"],
+            "argument --segments: must be at most 1,000,000, not 1,000,001",
+        ),
+        (["verify", "--max-rcu", "0"], "argument --max-rcu: must be above 0, not 0"),
+        (["verify", "--max-items-per-second", "nan"], "must be above 0, not nan"),
+        (["mapping", "infer", "--sample", "0"], "argument --sample: must be at least 1, not 0"),
+        (["mapping", "infer", "--segments", "-2"], "argument --segments: must be at least 1"),
         (["snapshot", "--resume", "--restart"], "argument --restart: not allowed with argument"),
-        (["verify", "--segments", "0"], "argument --segments: must be at least 1, not 0"),
-        (["verify", "--max-items-per-second", "-1"], "must be above 0, not -1"),
         # A negative limit made verify report a suspect that does not exist, as drift.
         (["verify", "--max-suspects", "-1"], "argument --max-suspects: must be at least 0, not -1"),
         (["verify", "--samples", "-1"], "argument --samples: must be at least 0, not -1"),
         (["verify", "--settle-timeout", "-1"], "argument --settle-timeout: must be at least 0"),
-        (["verify", "--settle-timeout", "nan"], "argument --settle-timeout: not a finite number"),
+        (["verify", "--settle-timeout", "nan"], "argument --settle-timeout: must be at least 0"),
     ],
 )
 def test_a_count_below_one_is_a_usage_error_before_any_connection(
@@ -108,6 +114,31 @@ def test_a_count_below_one_is_a_usage_error_before_any_connection(
         main(argv)
     assert exit_info.value.code == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["setup", "--table", ""],
+        ["teardown", "--table", " "],
+        ["iam-policy", "--table", ""],
+        ["snapshot", "--table", ""],
+        ["verify", "--table", ""],
+        ["export", "--table", "", "--bucket", "b"],
+        ["load", "--table", ""],
+        ["mapping", "infer", "--table", ""],
+        ["dlq", "list", "--table", ""],
+        ["apply", "--table", "", "-"],
+        ["decode", "--table", "", "-"],
+    ],
+)
+def test_an_empty_table_name_is_a_usage_error_not_the_default_table(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "argument --table: must name a table, not be empty" in capsys.readouterr().err
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -156,6 +187,21 @@ def test_ctrl_c_before_the_command_runs_is_130_without_a_traceback() -> None:
         check=False,
     )
     assert (done.returncode, done.stderr) == (130, "")
+
+
+@pytest.mark.parametrize(
+    ("redirect", "says"),
+    [
+        ("<&-", "ddbcdc decode: cannot read -: standard input is closed"),
+        ("</dev/null >&-", "ddbcdc decode: cannot write to standard output: it is closed"),
+    ],
+)
+def test_a_standard_stream_closed_at_start_is_one_line(redirect: str, says: str) -> None:
+    shell = f'"$0" -m ddbcdc.cli decode - {redirect}'
+    result = subprocess.run(
+        ["sh", "-c", shell, sys.executable], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stderr.splitlines()) == (2, [says])
 
 
 def test_a_setting_that_does_not_parse_is_one_line_naming_it(

@@ -19,6 +19,7 @@ from ddbcdc.backfill.exporter import ExportRequest, request_export, wait_for_exp
 from ddbcdc.backfill.feed import mapping_for
 from ddbcdc.backfill.importer import DEFAULT_BATCH_SIZE
 from ddbcdc.backfill.records import format_us
+from ddbcdc.commands import table_name
 from ddbcdc.commands.snapshot import import_location, time_arg
 from ddbcdc.db import check_reachable
 from ddbcdc.errors import ConfigurationError
@@ -35,7 +36,9 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--table", help="DynamoDB table (default: DDBCDC_SOURCE_TABLE)")
+    parser.add_argument(
+        "--table", type=table_name, help="DynamoDB table (default: DDBCDC_SOURCE_TABLE)"
+    )
     parser.add_argument("--bucket", required=True, help="S3 bucket the export is written to")
     parser.add_argument("--prefix", default="ddbcdc-exports", help="S3 prefix (ddbcdc-exports)")
     parser.add_argument("--export-time", help="point in time to export (default: now)")

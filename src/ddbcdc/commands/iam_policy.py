@@ -15,6 +15,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ddbcdc.commands import table_name
+
 if TYPE_CHECKING:
     from ddbcdc.aws.iam import PolicyTarget, Role
     from ddbcdc.settings import Settings
@@ -45,7 +47,9 @@ def register(subparsers: Any) -> None:
         help="Kinesis stream name or ARN; with DDBCDC_SOURCE=dynamodb-streams a DynamoDB stream "
         "ARN (default: from settings; else every stream of the table)",
     )
-    parser.add_argument("--table", help="source DynamoDB table (default: settings.source_table)")
+    parser.add_argument(
+        "--table", type=table_name, help="source DynamoDB table (default: settings.source_table)"
+    )
     parser.add_argument("--application-name", help="KCL application name (default: settings)")
     parser.add_argument(
         "--retrieval-mode",

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.commands import table_name
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.load.plan import (
     DEFAULT_MIX,
@@ -47,7 +48,9 @@ def register(subparsers: Any) -> None:
             "assumes an empty table unless --scan-first reads the existing keys."
         ),
     )
-    parser.add_argument("--table", help="table to write (default: settings.source_table)")
+    parser.add_argument(
+        "--table", type=table_name, help="table to write (default: settings.source_table)"
+    )
     parser.add_argument("--count", type=int, default=1000, help="total writes (default: 1000)")
     parser.add_argument(
         "--rate", type=float, default=0.0, help="writes per second, steady; 0 = flat out (0)"

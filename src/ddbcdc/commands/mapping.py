@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ddbcdc.aws import clients as aws
+from ddbcdc.commands import count, scan_segments, table_name
 from ddbcdc.schema.infer import infer_mapping, sample_items
 from ddbcdc.schema.infer_routes import infer_routes, single_table_design
 from ddbcdc.settings import Settings
@@ -38,9 +39,13 @@ def register(subparsers: Any) -> None:
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     infer = actions.add_parser("infer", help="sample a table and write a mapping JSON")
-    infer.add_argument("--table", help="DynamoDB table (default: settings.source_table)")
-    infer.add_argument("--sample", type=int, default=10_000, help="items to read (10000)")
-    infer.add_argument("--segments", type=int, default=4, help="parallel Scan segments (4)")
+    infer.add_argument(
+        "--table", type=table_name, help="DynamoDB table (default: settings.source_table)"
+    )
+    infer.add_argument("--sample", type=count, default=10_000, help="items to read (10000)")
+    infer.add_argument(
+        "--segments", type=scan_segments, default=4, help="parallel Scan segments (4)"
+    )
     infer.add_argument("--target", help="PostgreSQL table name (default: from the table name)")
     infer.add_argument(
         "--min-share",
@@ -89,8 +94,8 @@ def _routes_report(document: dict[str, Any], items: list[dict[str, Any]]) -> str
         match = ", ".join(f"{k}={v}" for k, v in route["match"].items())
         target = route["target_table"]
         lines.append(f"  {target}: {taken.pop(target, 0)} sample items ({match})")
-    for target, count in sorted(taken.items()):
-        lines.append(f"  {target}: {count} sample items")
+    for target, taken_count in sorted(taken.items()):
+        lines.append(f"  {target}: {taken_count} sample items")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from ddbcdc.aws import clients as aws
 from ddbcdc.aws.provision import DEFAULT_STREAM_NAME, ProvisionOptions, Step, is_local, set_up
 from ddbcdc.aws.resources import KEY_SCHEMAS
+from ddbcdc.commands import table_name
 from ddbcdc.settings import Settings
 
 __all__ = ["add_target_arguments", "options_from", "register", "run"]
@@ -17,7 +18,9 @@ __all__ = ["add_target_arguments", "options_from", "register", "run"]
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``setup`` and ``teardown`` share: which table, which stream, which mode."""
-    parser.add_argument("--table", help="source table (default: settings.source_table)")
+    parser.add_argument(
+        "--table", type=table_name, help="source table (default: settings.source_table)"
+    )
     parser.add_argument(
         "--stream",
         help=f"Kinesis stream name (default: settings.stream_name or {DEFAULT_STREAM_NAME})",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -35,7 +36,7 @@ from ddbcdc.backfill.snapshot import (
     retention_watch,
     run_snapshot,
 )
-from ddbcdc.commands import count, rate
+from ddbcdc.commands import count, rate, scan_segments, table_name
 from ddbcdc.errors import ConfigurationError, DdbcdcError, RetryableError
 from ddbcdc.pipeline import BatchResult
 from ddbcdc.progressbar import ProgressBar
@@ -45,10 +46,20 @@ from ddbcdc.settings import Settings
 __all__ = ["add_rate_options", "import_location", "register", "summary_line", "time_arg"]
 
 
+#: Scan segments when ``--segments`` is not given.
+DEFAULT_SEGMENTS = 4
+
+
 def add_rate_options(parser: argparse.ArgumentParser) -> None:
     """``--segments``, ``--parallel``, the read-rate cap and ``--page-size``."""
-    parser.add_argument("--table", help="DynamoDB table (default: DDBCDC_SOURCE_TABLE)")
-    parser.add_argument("--segments", type=count, default=4, help="Scan segments (default 4)")
+    parser.add_argument(
+        "--table", type=table_name, help="DynamoDB table (default: DDBCDC_SOURCE_TABLE)"
+    )
+    parser.add_argument(
+        "--segments",
+        type=scan_segments,
+        help=f"Scan segments (default {DEFAULT_SEGMENTS}; a resumed scan keeps its own)",
+    )
     parser.add_argument(
         "--parallel",
         type=count,
@@ -251,18 +262,21 @@ def _stream_or_none(settings: Settings) -> Stream | None:
 
 def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -> int:
     options = SnapshotOptions(
-        segments=args.segments,
+        segments=args.segments or DEFAULT_SEGMENTS,
         parallel=args.parallel,
         max_rcu=args.max_rcu,
         max_items_per_second=args.max_items_per_second,
         page_size=args.page_size,
     )
     dynamodb = aws.client("dynamodb", settings, max_attempts=3)
-    workers = min(options.parallel or options.segments, options.segments)
-    pipeline = backfill_pipeline(settings, mapping, connections=workers)
+    pipeline = backfill_pipeline(settings, mapping, connections=_workers(options))
     try:
         pipeline.check_mappings()  # before a run starts that no batch of it could write
         run = _scan_run(settings, args, pipeline.engine, dynamodb, mapping, options)
+        if run.segments != options.segments:  # resumed: the run's own segments
+            options = dataclasses.replace(options, segments=run.segments)
+            pipeline.close()
+            pipeline = backfill_pipeline(settings, mapping, connections=_workers(options))
         hours = retention_hours(_stream_or_none(settings))
         started = time.monotonic()
         with _bar(args, run.expected_items, "snapshot") as progress:
@@ -282,6 +296,11 @@ def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -
         pipeline.close()
     print(summary_line(run.id, result.counts, time.monotonic() - started, args.json))
     return 1 if result.counts.dead_lettered else 0
+
+
+def _workers(options: SnapshotOptions) -> int:
+    """Segments scanned at once."""
+    return min(options.parallel or options.segments, options.segments)
 
 
 def _expected_seconds(description: dict[str, Any], options: SnapshotOptions) -> float | None:
@@ -305,6 +324,12 @@ def _scan_run(
         if running is None or running.kind != "scan":
             raise ConfigurationError(f"no unfinished snapshot of {mapping.target_table} to resume")
         print(f"resuming {running.id} (as of {format_us(running.min_version_us)})", file=sys.stderr)
+        if args.segments is not None and running.segments != args.segments:
+            print(
+                f"resuming with the run's own {running.segments} segments (--segments "
+                f"{args.segments} is for a new scan)",
+                file=sys.stderr,
+            )
         state.reassert(engine, running, what=_what(running))
         return running
     description = dynamodb.describe_table(TableName=mapping.source_table)["Table"]

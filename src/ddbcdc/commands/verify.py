@@ -24,7 +24,7 @@ from ddbcdc.aws.streams import open_stream
 from ddbcdc.backfill.feed import backfill_pipeline, mapping_for, margin_us
 from ddbcdc.backfill.position import WorkerWatch
 from ddbcdc.commands import amount, seconds
-from ddbcdc.commands.snapshot import add_rate_options
+from ddbcdc.commands.snapshot import DEFAULT_SEGMENTS, add_rate_options
 from ddbcdc.db import create_engine
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.migrate.versions import check_engine
@@ -62,10 +62,8 @@ def register(subparsers: Any) -> None:
 
 
 def _options(args: argparse.Namespace) -> VerifyOptions:
-    if not 1 <= args.segments <= 1_000_000:
-        raise ConfigurationError("--segments must be 1..1000000")
     return VerifyOptions(
-        segments=args.segments,
+        segments=args.segments or DEFAULT_SEGMENTS,
         parallel=args.parallel,
         max_rcu=args.max_rcu,
         max_items_per_second=args.max_items_per_second,
