@@ -347,3 +347,30 @@ def test_a_timestamp_finer_than_microseconds_is_a_dead_letter_not_truncated(
             "dynamodb.NewImage.joined",
         )
     ]
+
+
+def test_a_resume_while_the_run_goes_on_in_another_process_is_refused(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's segments are scanned by one process: a second one would read them again
+    and move their positions back and forth (and a run could not tell when it is done)."""
+    count = 600
+    table.put([rich_item(n) for n in range(1, count + 1)])
+    wire(table)
+    env = {**os.environ, **table.env, "DDBCDC_STREAM_NAME": f"{table.name}-stream"}
+    argv = [sys.executable, "-m", "ddbcdc.cli", "snapshot", "--segments", "2"]
+    argv += ["--page-size", "50", "--max-items-per-second", "200", "--no-progress"]
+    process = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    query = "SELECT coalesce(sum(items), 0) FROM ddbcdc_snapshot_segments"
+    while time.monotonic() < deadline and table.query(query)[0][0] < 100:
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+    assert main(["snapshot", "--resume", "--no-progress"]) == 2
+    assert "is running in another process now" in capsys.readouterr().err
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert table.query("SELECT sum(items), bool_and(done) FROM ddbcdc_snapshot_segments") == [
+        (count, True)
+    ]
+    assert matches(table)

@@ -184,7 +184,10 @@ def import_location(
         if not manifest.has_manifests:
             print(f"warning: {uri} has no manifests: data files are not checked", file=sys.stderr)
         started = time.monotonic()
-        with _bar(args, stored.expected_items, "import") as progress:
+        with (
+            state.claim(pipeline.engine, stored.id),
+            _bar(args, stored.expected_items, "import") as progress,
+        ):
             result = import_export(
                 stored,
                 location,
@@ -279,7 +282,10 @@ def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -
             pipeline = backfill_pipeline(settings, mapping, connections=_workers(options))
         hours = retention_hours(_stream_or_none(settings))
         started = time.monotonic()
-        with _bar(args, run.expected_items, "snapshot") as progress:
+        with (
+            state.claim(pipeline.engine, run.id),
+            _bar(args, run.expected_items, "snapshot") as progress,
+        ):
             try:
                 result = run_snapshot(
                     settings,
