@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.backfill.records import format_us
 from ddbcdc.db import describe, sqlstate
@@ -129,13 +130,32 @@ def claim(engine: sa.Engine, run_id: str) -> Iterator[None]:
     try:
         if not taken:
             raise ConfigurationError(
-                f"backfill {run_id} is running in another process now: let it finish "
-                "(ddbcdc status), or stop it and then continue it here"
+                f"backfill {run_id} is running in another process now (PostgreSQL backend "
+                f"{_holder(conn, key)}): let it finish (ddbcdc status), or stop it and then "
+                "continue it here"
             )
         yield
     finally:
         conn.invalidate()  # the session ends, and its lock with it: never back in the pool
         conn.close()
+
+
+def _holder(conn: sa.Connection, key: int) -> Any:
+    """The pid of the backend holding session advisory lock ``key`` (pg_locks shows a 64-bit
+    key as two oids), or ``"unknown"``."""
+    unsigned = key % 2**64
+    locks = sa.table(
+        "pg_locks", sa.column("pid"), sa.column("locktype"), sa.column("classid"),
+        sa.column("objid"), sa.column("objsubid"), sa.column("granted"),
+    )  # fmt: skip
+    query = sa.select(locks.c.pid).where(
+        locks.c.locktype == "advisory",
+        locks.c.classid == sa.cast(sa.literal(unsigned >> 32), pg.OID),
+        locks.c.objid == sa.cast(sa.literal(unsigned & 0xFFFFFFFF), pg.OID),
+        locks.c.objsubid == 1,
+        locks.c.granted,
+    )
+    return conn.execute(query).scalar() or "unknown"
 
 
 def _insert(conn: sa.Connection, run: Run, segments: Sequence[Segment]) -> None:
