@@ -176,7 +176,10 @@ def apply_input(
     outcome.stopped = reader.stopped
     if outcome.reported > REPORT_AT_MOST:
         hidden = outcome.reported - REPORT_AT_MOST
-        out(f"... and {hidden} more not shown (the dead letters: ddbcdc dlq list)")
+        out(
+            f"... and {hidden} more not shown (dead letters: ddbcdc dlq list; records skipped "
+            "as no change records are counted in the summary)"
+        )
     return outcome
 
 
