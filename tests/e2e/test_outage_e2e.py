@@ -129,7 +129,10 @@ def test_a_batch_waiting_for_postgresql_is_applied_as_soon_as_it_is_back(
 
     assert held == [str(first)]  # never past the batch PostgreSQL did not take
     assert took < APPLIED_WITHIN_S, worker.log_tail()
-    assert "PostgreSQL answers again, retrying now" in log.read_text()
+    text = log.read_text()
+    assert "PostgreSQL answers again, retrying now" in text
+    # the one shard was registered once, and said so once
+    assert re.findall(r"shards registered application=\S+ new=(-?\d+)", text) == ["1"]
     assert (code, health.strip()) == (200, "ok")
     (shard,) = json.loads(status.stdout)["shards"]
     assert (status.returncode, shard["state"], shard["failure"]) == (0, "ok", None)
