@@ -9,7 +9,8 @@
      the sdist installed with its build requirements present (the C speedups compiled), and
      at the end once more without a C compiler (pure Python, with a warning).
 3. From an empty temporary folder, with each install: ``ddbcdc --version``, ``ddbcdc migrate``
-   (a mapping of the folder's own) against a throwaway PostgreSQL, ``ddbcdc worker
+   (a mapping of the folder's own) against a throwaway PostgreSQL, ``ddbcdc apply`` (a
+   poison record in it), ``dlq list`` and ``status``, ``ddbcdc worker
    --print-properties`` and the shard processor it names, run as the daemon runs it, ``ddbcdc
    worker --prepare`` (the DynamoDB Streams launcher compiled from the package); with the
    wheel install: ``ddbcdc demo`` (kinesis-local installed by npm into an empty user cache).
@@ -21,6 +22,7 @@ exits 1 at the first failure, keeping its folder for a look.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -187,6 +189,7 @@ def check_install(name: str, python: Path, tmp: Path, pg: TemporaryPostgres) -> 
     env = clean_env(DATABASE_URL=url, DDBCDC_STREAM_NAME="orders-cdc", AWS_REGION="us-east-1")
     run([ddbcdc_cli, "migrate"], cwd=work, env=env)
     check_migrated(url)
+    check_apply(name, ddbcdc_cli, work, env)
     properties = run([ddbcdc_cli, "worker", "--print-properties"], cwd=work, env=env).stdout
     executable = next(
         line.split("=", 1)[1].strip()
@@ -203,6 +206,35 @@ def check_install(name: str, python: Path, tmp: Path, pg: TemporaryPostgres) -> 
     replies = [json.loads(line).get("responseFor") for line in shard.stdout.splitlines() if line]
     expect(replies == ["initialize", "shutdownRequested"], f"{name}: processor said {shard.stdout}")
     check_streams_launcher(name, ddbcdc_cli, work)
+
+
+def order(event_id: str, total: dict[str, str]) -> dict[str, object]:
+    image = {"order_id": {"S": event_id}, "total": total}
+    return {
+        "eventID": event_id,
+        "eventName": "INSERT",
+        "tableName": "orders",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1_700_000_000_000,
+            "Keys": {"order_id": {"S": event_id}},
+            "NewImage": image,
+        },
+    }
+
+
+def check_apply(name: str, ddbcdc_cli: Path, work: Path, env: dict[str, str]) -> None:
+    """``ddbcdc apply`` of a gzip-compressed JSON array with a poison record, then ``dlq list``
+    and ``status``: their exit codes and lines, as the docs give them."""
+    records = [order("o1", {"N": "1.50"}), order("o2", {"S": "two"}), order("o3", {"N": "3"})]
+    (work / "orders.json.gz").write_bytes(gzip.compress(json.dumps(records, indent=2).encode()))
+    applied = run([ddbcdc_cli, "apply", "orders.json.gz"], cwd=work, env=env, ok=False)
+    summary = "gzip-compressed JSON array of change records: received 3, upserted 2"
+    expect(applied.returncode == 1 and summary in applied.stdout, f"{name}: apply: {applied}")
+    expect("[1] (line " in applied.stderr, f"{name}: apply named no position: {applied.stderr}")
+    letters = run([ddbcdc_cli, "dlq", "list", "--json"], cwd=work, env=env).stdout.splitlines()
+    expect([json.loads(line)["source_table"] for line in letters] == ["orders"], f"{letters}")
+    status = run([ddbcdc_cli, "status"], cwd=work, env=env, ok=False)
+    expect(status.returncode == 1 and "no shard progress yet" in status.stdout, f"{status}")
 
 
 def check_streams_launcher(name: str, ddbcdc_cli: Path, work: Path) -> None:

@@ -16,7 +16,10 @@ Going down, each versions table becomes a tombstones table again, except a route
 (it has ``_ddbcdc_route``): its keys' rows live in its routes' tables, from which no upgrade
 could rebuild it, and no schema before this revision knows routes, so it is left alone, like
 the tables ``ddbcdc migrate`` created for the mapping, and is there as it was when this
-revision runs up again.
+revision runs up again. ``ddbcdc_prune_state`` is kept too once a floor was raised: the
+tombstones pruned below it are gone from the tables left, so without it an old change of a
+pruned deleted key would be applied after the upgrade (the item back); going up again
+keeps it.
 
 Revision ID: 0003
 Revises: 0002
@@ -148,11 +151,7 @@ def _revert(versions_name: str) -> None:
     op.drop_table(versions_name)
 
 
-def upgrade() -> None:
-    op.add_column("ddbcdc_dead_letters", sa.Column("version_us", sa.BigInteger))
-    op.add_column("ddbcdc_dead_letters", sa.Column("discarded_at", sa.DateTime(timezone=True)))
-    op.add_column("ddbcdc_shard_progress", sa.Column("max_version_us", sa.BigInteger))
-    op.add_column("ddbcdc_shard_progress", sa.Column("ended_at", sa.DateTime(timezone=True)))
+def _create_prune_state() -> None:
     op.create_table(
         "ddbcdc_prune_state",
         sa.Column("target_table", sa.Text, primary_key=True),
@@ -165,6 +164,15 @@ def upgrade() -> None:
             server_default=sa.func.now(),
         ),
     )
+
+
+def upgrade() -> None:
+    op.add_column("ddbcdc_dead_letters", sa.Column("version_us", sa.BigInteger))
+    op.add_column("ddbcdc_dead_letters", sa.Column("discarded_at", sa.DateTime(timezone=True)))
+    op.add_column("ddbcdc_shard_progress", sa.Column("max_version_us", sa.BigInteger))
+    op.add_column("ddbcdc_shard_progress", sa.Column("ended_at", sa.DateTime(timezone=True)))
+    if not sa.inspect(op.get_bind()).has_table("ddbcdc_prune_state"):  # kept going down
+        _create_prune_state()
     op.create_table(
         "ddbcdc_prune_holds",
         sa.Column("holder", sa.Text, primary_key=True),
@@ -186,7 +194,9 @@ def downgrade() -> None:
         if not _routed(name):
             _revert(name)
     op.drop_table("ddbcdc_prune_holds")
-    op.drop_table("ddbcdc_prune_state")
+    floors = sa.text("SELECT EXISTS (SELECT FROM ddbcdc_prune_state)")
+    if not op.get_bind().execute(floors).scalar():  # else kept: see the module doc
+        op.drop_table("ddbcdc_prune_state")
     op.drop_column("ddbcdc_shard_progress", "ended_at")
     op.drop_column("ddbcdc_shard_progress", "max_version_us")
     op.drop_column("ddbcdc_dead_letters", "discarded_at")

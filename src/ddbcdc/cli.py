@@ -146,7 +146,7 @@ def environment_fault(exc: Exception) -> str | None:
     return None
 
 
-def _failed(command: str, line: str, exc: BaseException) -> int:
+def _failed(command: str, line: str, exc: BaseException | None) -> int:
     """End ``command`` with ``line`` on stderr (the traceback too at ``--log-level DEBUG``)."""
     log.debug("ddbcdc %s failed", command, exc_info=exc)
     print(f"ddbcdc {command}: {line}", file=sys.stderr)
@@ -161,8 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     naming what and where, 130 when interrupted.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
-    configure_logging(args.log_level)
+    try:
+        args = build_parser(argv).parse_args(argv)
+        configure_logging(args.log_level)
+    except KeyboardInterrupt:  # while the command's modules load
+        return 130
+    if sys.stdout is None:  # the process started with it closed: the output would be lost
+        return _failed(args.command, "cannot write to standard output: it is closed", None)
     try:
         status = int(args.func(args))
         sys.stdout.flush()  # a failure to write the output is the command's failure

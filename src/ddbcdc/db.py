@@ -93,6 +93,7 @@ _REASONS = {
     "23502": "a required column is null",
     "23505": "a unique constraint is violated",
     "23514": "a check constraint is violated",
+    "25006": "the database is read-only (a standby, or default_transaction_read_only on)",
     "42P01": "a table ddbcdc needs is missing (has ddbcdc migrate run on this database?)",
     "54000": "a value exceeds a PostgreSQL limit (an indexed key over ~2,700 bytes?)",
     "55P03": "a lock was not granted within lock_timeout",

@@ -25,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Literal, TypeVar
 
@@ -242,13 +243,15 @@ class Pipeline:
         *,
         position: ShardPosition | None = None,
         also: Callable[[sa.Connection], None] | None = None,
+        where: Callable[[int], str] | None = None,
     ) -> BatchResult:
         """Materialize a prepared batch in one transaction (see :meth:`process`).
 
         With ``position`` (a shard's batch), tombstones are pruned afterwards when due, in
         transactions of their own. ``also`` runs in the batch's transaction after it (a
         snapshot's segment position: committed with its page or not at all); it runs again
-        when the batch is retried.
+        when the batch is retried. ``where`` names where the record at an index is in its
+        file: its dead letter keeps it (``source_position``).
         """
         received = len(batch.records)
         newest_us = batch.newest_us()
@@ -256,7 +259,10 @@ class Pipeline:
 
         def work(conn: sa.Connection, prepared: PreparedBatch, isolate: bool) -> BatchResult:
             counts, failed = self._materialize(conn, prepared, isolate)
-            letters = [letter for _, letter in sorted(prepared.poison + failed, key=_first)]
+            located = sorted(prepared.poison + failed, key=_first)
+            letters = [
+                x if where is None else replace(x, source_position=where(i)) for i, x in located
+            ]
             write_dead_letters(conn, letters)
             if position is not None:
                 record_progress(conn, position, received, newest_us, tables)

@@ -135,6 +135,14 @@ def test_missing_file_is_a_clear_error(env: str, capsys: pytest.CaptureFixture[s
     assert "cannot read /nonexistent/changes.jsonl" in capsys.readouterr().err
 
 
+def test_a_closed_stdin_is_a_clear_error(
+    env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", None)  # as Python sets it when fd 0 is closed
+    assert run([]) == 2
+    assert capsys.readouterr().err == "ddbcdc apply: cannot read -: standard input is closed\n"
+
+
 def _applied(
     fresh_database: Callable[..., AbstractContextManager[str]], path: Path, speedups: str
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:

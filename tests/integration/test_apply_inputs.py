@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from ddbcdc.commands import apply
 from ddbcdc.decode.attributes import marshal
+from ddbcdc.inputs.reader import MAX_FIRST_LINE
 from ddbcdc.schema.mapping import load_mappings
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
@@ -210,3 +211,79 @@ def test_get_records_output_and_a_broken_tail(
     assert "received 3, upserted 3" in captured.out  # every record before the break
     assert "stopped: aws kinesis get-records output, Records[3] (line " in captured.err
     assert [r[1] for r in customers(db)] == ["h0", "h1", "h2", "g3", "g4"]
+
+
+def test_a_first_line_too_long_to_look_for_is_read_whole_as_a_document(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_name = "x" * MAX_FIRST_LINE  # a record longer than the first line looked for
+    path = tmp_path / "long.jsonl"
+    lines = [change("INSERT", 1, EXPORT_US, long_name), change("INSERT", 2, EXPORT_US, "short")]
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    assert run(str(path)) == 0
+    assert "received 2, upserted 2" in capsys.readouterr().out
+    assert query(db, "SELECT userid, length(first_name) FROM customers ORDER BY 1") == [
+        (1, MAX_FIRST_LINE),
+        (2, 5),
+    ]
+
+
+def test_a_record_not_utf8_in_an_array_is_dead_lettered_as_it_is_and_the_rest_applied(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second, third = (
+        orjson.dumps(change("INSERT", i, EXPORT_US, f"n{i}")) for i in (1, 2, 3)
+    )
+    second = second.replace(b'"n2"', b'"n\xff2"')  # not UTF-8, inside a string
+    wide = orjson.loads(third)
+    wide["SizeBytes"] = 10**30  # more than orjson writes back; tableName is added to it
+    del wide["tableName"]
+    path = tmp_path / "array.json"
+    path.write_bytes(b"[\n" + first + b",\n" + second + b",\n" + json.dumps(wide).encode() + b"\n]")
+    assert run(str(path)) == 1
+    captured = capsys.readouterr()
+    assert "JSON array of change records: received 3, upserted 2" in captured.out
+    assert "dead-lettered (decode): JSON array of change records, [1] (line 3): " in captured.err
+    assert "stopped" not in captured.err
+    assert [r[:2] for r in customers(db)] == [(1, "n1"), (3, "n3")]
+    assert query(db, "SELECT payload FROM ddbcdc_dead_letters") == [(second,)]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_a_bad_first_line_of_json_lines_is_dead_lettered_and_the_rest_applied(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], compress: bool
+) -> None:
+    lines = [orjson.dumps(change("INSERT", i, EXPORT_US, f"n{i}")) for i in (1, 2, 3)]
+    lines[0] = lines[0].replace(b"INSERT", b"INS\x00ERT")  # a control character: not JSON
+    data = b"\n".join(lines) + b"\n"
+    path = tmp_path / "changes.jsonl"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    assert run(str(path)) == 1
+    captured = capsys.readouterr()
+    assert "JSON Lines of change records: received 3, upserted 2" in captured.out
+    assert "JSON Lines of change records, line 1: payload is not valid JSON" in captured.err
+    assert [r[:2] for r in customers(db)] == [(2, "n2"), (3, "n3")]
+    assert query(db, "SELECT payload FROM ddbcdc_dead_letters") == [(lines[0],)]
+
+
+def test_a_dead_letter_of_a_file_keeps_the_file_and_where_in_it(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ddbcdc.cli import main
+
+    good, bad = change("INSERT", 1, EXPORT_US, "ok"), change("INSERT", 2, EXPORT_US, "bad")
+    bad["dynamodb"]["NewImage"]["userid"] = {"N": "not a number"}
+    lines = tmp_path / "changes.jsonl"
+    lines.write_bytes(orjson.dumps(good) + b"\n\n" + orjson.dumps(bad) + b"\n")
+    array = tmp_path / "changes.json"
+    array.write_text(json.dumps([good, bad], indent=2))
+    assert run(str(lines), "--batch-size", "1") == 1
+    assert run(str(array)) == 1
+    capsys.readouterr()
+    assert main(["dlq", "list", "--json"]) == 0
+    listed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    opens = array.read_text().splitlines().index("  {", 2) + 1  # the line the second opens
+    expected = [f"{lines}, line 3", f"{array}, [1] (line {opens})"]
+    assert [x["source_position"] for x in listed] == expected
+    assert main(["dlq", "list"]) == 0
+    assert f"  {lines}, line 3  " in capsys.readouterr().out

@@ -105,6 +105,14 @@ def test_poison_records_are_kept_and_replayed_after_a_mapping_fix(
     assert run(["list", "--stage", "cleanse", "--table", "Orders"]) == 0
     out = capsys.readouterr().out
     assert "no table mapping" in out and "1 dead letter(s)" in out
+    assert run(["list", "--limit", "2"]) == 0  # three pending: the count says some are left out
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and "102" in out[1] and "103" in out[2]
+    assert out[-1] == "the oldest 2 dead letter(s) shown; more match (--limit, --summary)"
+    assert run(["list", "--limit", "2", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert run(["list", "--limit", "3"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "3 dead letter(s)"
 
     # The fix: a mapping for Orders. Migrate creates its table; replay applies its letter.
     shutil.copy(SHIPPED_DIR / "customers.json", tmp_path / "customers.json")

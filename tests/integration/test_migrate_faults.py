@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -19,6 +20,8 @@ import sqlalchemy as sa
 from evolution_support import shipped, write_items
 
 from ddbcdc.db import create_engine
+from ddbcdc.migrate.run import downgrade
+from ddbcdc.migrate.versions import HEAD_REVISION
 from ddbcdc.schema.mapping import load_mappings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,3 +186,58 @@ def test_a_refused_statement_names_no_parameter_value(db: str) -> None:
     assert SECRET in refusal(sa.create_engine(db))  # what the check guards against
     assert SECRET not in refusal(create_engine(db))
     assert SECRET not in refusal(create_engine(db, pooled=False, pre_ping=True))
+
+
+def test_two_migrations_at_once_run_one_after_the_other(db: str, tmp_path: Path) -> None:
+    """Two hosts deploying a release both run ``ddbcdc migrate`` on a schema a revision
+    behind: the second waits for the first and finds nothing left to do, instead of running
+    the same DDL and failing on PostgreSQL's catalog."""
+    mappings = folder(tmp_path / "m", city=False)
+    assert migrate(db, mappings).returncode == 0
+    engine = create_engine(db)
+    downgrade(engine, revision="0008_removal_cause")
+    command = [sys.executable, "-m", "ddbcdc.cli", "migrate"]
+    env = {**os.environ, "DATABASE_URL": db, "DDBCDC_MAPPINGS_DIR": str(mappings)}
+    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    try:
+        with engine.connect() as holder, holder.begin() as held:
+            # The revision's table, created and not committed: both migrations reach it together.
+            holder.exec_driver_sql("CREATE TABLE ddbcdc_shard_failures (x int)")
+            runs = [
+                subprocess.Popen(
+                    command,
+                    env=env,
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            with engine.connect() as probe:
+                deadline = time.monotonic() + 60
+                while probe.execute(waiting).scalar() != 2:
+                    assert time.monotonic() < deadline, "the migrations did not both wait"
+                    assert all(run.poll() is None for run in runs)
+                    time.sleep(0.05)
+            held.rollback()
+        outcomes = [(run.wait(timeout=120), *run.communicate()) for run in runs]
+    finally:
+        engine.dispose()
+    for status, out, err in outcomes:
+        assert (status, err) == (0, ""), (out, err)
+    assert sorted(
+        f"revisions: 0008_removal_cause -> {HEAD_REVISION}" in out for _, out, _ in outcomes
+    ) == [False, True]
+
+
+def test_a_read_only_database_is_named_in_one_line(db: str, tmp_path: Path) -> None:
+    """A standby (or a role whose transactions are read-only): refused, saying why."""
+    done = migrate(
+        db, folder(tmp_path, city=False), PGOPTIONS="-c default_transaction_read_only=on"
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "ddbcdc migrate: PostgreSQL: SQLSTATE 25006 ReadOnlySqlTransaction; the database is "
+        "read-only (a standby, or default_transaction_read_only on)\n",
+    )

@@ -19,6 +19,7 @@ from ddbcdc.cli import main
 from ddbcdc.commands import migrate
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.migrate import run as migration
+from ddbcdc.migrate.versions import HEAD_REVISION
 from ddbcdc.schema.mapping import load_mappings
 from ddbcdc.schema.tables import metadata_for
 
@@ -200,6 +201,12 @@ def test_an_unknown_revision_or_a_schema_a_newer_ddbcdc_migrated_is_refused_in_o
     for argv in (["migrate", "--revision", "nosuch"], ["migrate", "--downgrade", "nosuch"]):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith("ddbcdc migrate: schema revision: ")
+    assert main(["migrate", "--revision", "0005"]) == 2  # older: no upgrade, and said so
+    assert capsys.readouterr().err == (
+        "ddbcdc migrate: schema revision: '0005' is older than PostgreSQL's schema "
+        f"({HEAD_REVISION!r}), so nothing was upgraded: to go back to it, run ddbcdc "
+        "migrate --downgrade 0005\n"
+    )
     engine = sa.create_engine(db)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099_future'"))

@@ -159,3 +159,81 @@ def test_an_old_export_of_a_routed_table_after_a_prune_is_refused(
     assert "Traceback" not in done.stderr
     with pipeline.engine.connect() as conn:
         assert table_state(conn)["shop_orders"] == {}
+
+
+def test_a_pending_dead_letter_of_a_route_keeps_the_tombstones_its_replay_needs(
+    db: str, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A change a route's columns refused is named by the route's table; it holds the routed
+    mapping's pruning all the same, so its replay after ``migrate`` fixed the mapping finds
+    the newer delete (and is superseded by it), instead of meeting the floor."""
+    key, day = order(1), 86_400_000_000
+    steps = [
+        record("INSERT", key, T0 - 20 * day, eid="i1", item=image(key, "order", "o1")),
+        record(
+            "MODIFY",
+            key,
+            T0 - 10 * day,
+            eid="m1",
+            item={**image(key, "order", "o2"), "total": "n/a"},
+        ),
+        record("REMOVE", key, T0 - 5 * day, eid="r1"),
+    ]
+    assert [pipeline.process([SourceRecord(r)]).dead_lettered for r in steps] == [0, 1, 0]
+    _advance(pipeline, NOW)
+    pipeline.prune_tombstones()
+
+    doc = orjson.loads(SHOP_FILE.read_bytes())  # the fix: a total may be text
+    doc["routes"][1]["columns"][4]["type"] = "text"
+    (tmp_path / "fixed").mkdir()
+    (tmp_path / "fixed" / "shop.json").write_bytes(orjson.dumps(doc))
+    env = {**os.environ, "DATABASE_URL": db, "DDBCDC_MAPPINGS_DIR": str(tmp_path / "fixed")}
+    for command in (["migrate", "--allow-destructive"], ["dlq", "replay"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ddbcdc.cli", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "stale 1); still failing 0" in done.stdout  # superseded by the delete
+    with pipeline.engine.connect() as conn:
+        assert table_state(conn)["shop_orders"] == {}
+        pending = "SELECT count(*) FROM ddbcdc_dead_letters WHERE replayed_at IS NULL"
+        assert conn.execute(sa.text(pending)).scalar() == 0
+
+
+def test_the_floor_survives_a_downgrade_below_it_and_back(
+    db: str, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Down to base and up again keeps a routed mapping's versions table, and so its floor:
+    an old change of a key whose delete was pruned is still refused, never resurrected."""
+    key, day = order(1), 86_400_000_000
+    for step in (
+        record("INSERT", key, T0 - 20 * day, eid="i1", item=image(key, "order", "o1")),
+        record("REMOVE", key, T0 - 5 * day, eid="r1"),
+    ):
+        pipeline.process([SourceRecord(step)])
+    _advance(pipeline, NOW)
+    assert pipeline.prune_tombstones() == 1
+    env = {**os.environ, "DATABASE_URL": db, "DDBCDC_MAPPINGS_DIR": str(SHOP_FILE.parent)}
+    for command in (["--downgrade", "base"], []):
+        done = subprocess.run(
+            [sys.executable, "-m", "ddbcdc.cli", "migrate", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    late = tmp_path / "late.jsonl"
+    zombie = record("MODIFY", key, T0 - 10 * day, eid="m1", item=image(key, "order", "zombie"))
+    late.write_bytes(zombie + b"\n")
+    assert _apply(db, late)["dead_lettered"] == 1
+    with pipeline.engine.connect() as conn:
+        assert table_state(conn)["shop_orders"] == {}
+        error = conn.execute(sa.text("SELECT error FROM ddbcdc_dead_letters")).scalar()
+    assert error == REFUSED_BELOW_FLOOR

@@ -279,3 +279,99 @@ def test_a_consistent_scan_is_what_each_page_asks_for(table: BackfillTable) -> N
     assert pages and all(p["ConsistentRead"] is True for p in seen)
     assert seen[0]["Segment"] == 1 and seen[0]["TotalSegments"] == 2
     assert all(p.request_us > 0 for p in pages)
+
+
+def test_a_table_keyed_otherwise_than_its_mapping_is_refused_even_with_force(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items of distinct keys that share the mapping's key would become one row: a
+    snapshot refuses the table before it starts, whatever --force says."""
+    client = table.client()
+    client.delete_table(TableName=table.name)
+    client.create_table(
+        TableName=table.name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table.put([{**rich_item(1), "pk": {"S": f"a{n}"}} for n in range(3)])
+    assert main(["snapshot", "--force", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"ddbcdc snapshot: mapping {table.name}: key ['userid'] is not the key of DynamoDB "
+        f"table {table.name} (['pk']): a snapshot needs them equal\n"
+    )
+    assert table.query("SELECT count(*) FROM ddbcdc_snapshots") == [(0,)]
+    assert table.query(f'SELECT count(*) FROM "{table.name}"') == [(0,)]
+
+
+def test_a_mapping_its_table_was_not_migrated_to_is_refused_before_the_run_starts(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No batch of the run could be written: it is refused at once, naming the change and
+    the way out, leaving no unfinished run (nor its prune hold) to resume or abandon."""
+    table.put([rich_item(1)])
+    wire(table)
+    path = table.mappings_dir / f"{table.name}.json"
+    document = json.loads(path.read_text())
+    document["columns"][2]["rules"] = []  # phone: digits_only no more, not migrated
+    path.write_text(json.dumps(document))
+    assert main(["snapshot", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ddbcdc snapshot: mapping {path} differs from the one table ")
+    assert "column 'phone': rules ['digits_only'] -> []" in err and err.count("\n") == 1
+    assert "Run ddbcdc migrate with this mapping" in err and "--resume" not in err
+    assert table.query("SELECT count(*) FROM ddbcdc_snapshots") == [(0,)]
+    assert table.query("SELECT count(*) FROM ddbcdc_prune_holds") == [(0,)]
+
+
+def test_a_timestamp_finer_than_microseconds_is_a_dead_letter_not_truncated(
+    table: BackfillTable,
+) -> None:
+    """PostgreSQL keeps microseconds: a 7th non-zero digit (an Instant's nanoseconds) cannot
+    be stored exactly, so the item is a dead letter naming the attribute, as epoch seconds
+    finer than microseconds are; trailing zeros are exact and go in."""
+    table.put(
+        [
+            {**rich_item(1), "joined": {"S": "2024-02-29T12:00:00.123456789+01:00"}},
+            {**rich_item(2), "joined": {"S": "2024-02-29T12:00:00.1234560+01:00"}},
+        ]
+    )
+    wire(table)
+    assert main(["snapshot", "--no-progress"]) == 1
+    rows = table.query(f'SELECT userid, joined FROM "{table.name}"')
+    assert [(u, j.isoformat()) for u, j in rows] == [(2, "2024-02-29T11:00:00.123456+00:00")]
+    assert table.query("SELECT stage, error, error_path FROM ddbcdc_dead_letters") == [
+        (
+            "cleanse",
+            f"{table.name}.joined: timestamp finer than microseconds",
+            "dynamodb.NewImage.joined",
+        )
+    ]
+
+
+def test_a_resume_while_the_run_goes_on_in_another_process_is_refused(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's segments are scanned by one process: a second one would read them again
+    and move their positions back and forth (and a run could not tell when it is done)."""
+    count = 600
+    table.put([rich_item(n) for n in range(1, count + 1)])
+    wire(table)
+    env = {**os.environ, **table.env, "DDBCDC_STREAM_NAME": f"{table.name}-stream"}
+    argv = [sys.executable, "-m", "ddbcdc.cli", "snapshot", "--segments", "2"]
+    argv += ["--page-size", "50", "--max-items-per-second", "200", "--no-progress"]
+    process = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    query = "SELECT coalesce(sum(items), 0) FROM ddbcdc_snapshot_segments"
+    while time.monotonic() < deadline and table.query(query)[0][0] < 100:
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+    assert main(["snapshot", "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is running in another process now (PostgreSQL backend " in err
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert table.query("SELECT sum(items), bool_and(done) FROM ddbcdc_snapshot_segments") == [
+        (count, True)
+    ]
+    assert matches(table)

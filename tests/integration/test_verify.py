@@ -86,6 +86,41 @@ def test_drift_is_found_reported_and_repaired(
     assert table.query(f'SELECT count(*) FROM "ddbcdc_changes__{table.name}"') == [(0,)]
 
 
+def test_a_repair_postgresql_refuses_is_a_dead_letter_not_superseded(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A repair refused by a constraint of the user's is dead-lettered and still drift: it
+    is not a repair that lost to a newer change."""
+    t = f'"{table.name}"'
+    table.execute(f"DELETE FROM {t} WHERE userid IN (7, 8)")
+    table.execute(f"ALTER TABLE {t} ADD CONSTRAINT not_seven CHECK (userid <> 7)")
+    code, report = verify(capsys, "--repair")
+    assert code == 1 and report["missing"] == 2
+    assert (report["repaired"], report["superseded"], report.get("dead_lettered")) == (1, 0, 1)
+    assert table.query("SELECT stage FROM ddbcdc_dead_letters") == [("apply",)]
+    capsys.readouterr()
+    assert main(["verify", "--no-progress", "--repair"]) == 1
+    out = capsys.readouterr().out
+    assert "repaired 0, superseded by newer changes 0, dead-lettered 1 (ddbcdc dlq list)" in out
+
+
+def test_a_mapping_its_table_was_not_migrated_to_is_refused_not_taken_for_drift(
+    table: BackfillTable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items are compared as the rows the worker writes, and the worker refuses a mapping
+    other than the table's: so does verify, rather than report a correct copy as drift."""
+    path = table.mappings_dir / f"{table.name}.json"
+    document = json.loads(path.read_text())
+    document["columns"][1]["rules"] = ["uppercase"]  # first_name, not migrated
+    path.write_text(json.dumps(document))
+    capsys.readouterr()
+    assert main(["verify", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"ddbcdc verify: mapping {path} differs from the one table ")
+    assert "column 'first_name': rules ['trim'] -> ['uppercase']" in captured.err
+
+
 def test_text_report_and_the_suspect_limit(
     table: BackfillTable, capsys: pytest.CaptureFixture[str]
 ) -> None:

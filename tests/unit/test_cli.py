@@ -99,6 +99,12 @@ def test_an_unknown_command_is_an_error_listing_them_all(
         (["verify", "--max-items-per-second", "nan"], "must be above 0, not nan"),
         (["mapping", "infer", "--sample", "0"], "argument --sample: must be at least 1, not 0"),
         (["mapping", "infer", "--segments", "-2"], "argument --segments: must be at least 1"),
+        (["snapshot", "--resume", "--restart"], "argument --restart: not allowed with argument"),
+        # A negative limit made verify report a suspect that does not exist, as drift.
+        (["verify", "--max-suspects", "-1"], "argument --max-suspects: must be at least 0, not -1"),
+        (["verify", "--samples", "-1"], "argument --samples: must be at least 0, not -1"),
+        (["verify", "--settle-timeout", "-1"], "argument --settle-timeout: must be at least 0"),
+        (["verify", "--settle-timeout", "nan"], "argument --settle-timeout: must be at least 0"),
     ],
 )
 def test_a_count_below_one_is_a_usage_error_before_any_connection(
@@ -157,6 +163,45 @@ def test_a_file_system_fault_is_one_line_and_debug_adds_its_traceback(tmp_path: 
     debug = _cli("--log-level", "DEBUG", "local", "--state-dir", state, "env")
     assert debug.returncode == 2 and "Traceback" in debug.stderr
     assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
+
+
+_CTRL_C_WHILE_IMPORTING = """
+import importlib, os, signal, sys
+chosen = importlib.import_module
+def interrupted(name, package=None):
+    if name.startswith("ddbcdc.commands."):  # Ctrl-C while the command's module loads
+        os.kill(os.getpid(), signal.SIGINT)
+    return chosen(name, package)
+importlib.import_module = interrupted
+from ddbcdc.cli import main
+sys.exit(main(["snapshot", "--no-progress"]))
+"""
+
+
+def test_ctrl_c_before_the_command_runs_is_130_without_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_WHILE_IMPORTING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (130, "")
+
+
+@pytest.mark.parametrize(
+    ("redirect", "says"),
+    [
+        ("<&-", "ddbcdc decode: cannot read -: standard input is closed"),
+        ("</dev/null >&-", "ddbcdc decode: cannot write to standard output: it is closed"),
+    ],
+)
+def test_a_standard_stream_closed_at_start_is_one_line(redirect: str, says: str) -> None:
+    shell = f'"$0" -m ddbcdc.cli decode - {redirect}'
+    result = subprocess.run(
+        ["sh", "-c", shell, sys.executable], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stderr.splitlines()) == (2, [says])
 
 
 def test_a_setting_that_does_not_parse_is_one_line_naming_it(

@@ -260,7 +260,7 @@ def test_a_record_of_no_known_kind_is_an_error_in_its_place() -> None:
         (b'[\n  {"eventID": "x",\n   "eventName": }\n]', r"JSON array, \[0\] \(line 2\): not valid "
          r"JSON at line 3, column 17"),
         (b'{\n  "eventID": "x"\n', r"JSON object, line 3: expected ','"),
-        (b"[\n" + b'{"a": "\xff"}' + b"\n]", r"line 2: not UTF-8 at byte offset 9"),
+        (b"[\n\xff]", r"JSON array, \[0\] \(line 2\): not valid JSON at line 2, column 1"),
         (b"[1, 2", r"line 1: expected ',' or ']' after \[1\] \(line 1\), found the end"),
         (b'{"Records": [{"kinesis": {}}] x', r"expected ','"),
         (b"[NaN]", r"not valid JSON .*NaN is not JSON"),
@@ -377,3 +377,34 @@ def test_json_lines_of_get_records_outputs_are_named_with_their_article() -> Non
     form, found = read(line + b"\n" + line, table="customers")
     assert form == "JSON Lines, each an aws dynamodbstreams get-records output"
     assert len(decoded(found)) == 2
+
+
+@pytest.mark.parametrize(
+    "first",
+    [b'{"eventID": "x", "eventName": "INS\x00ERT"}', b'{"eventID": "x", "eventName": "INS'],
+    ids=["not-json", "cut-short"],
+)
+def test_a_bad_first_line_is_json_lines_when_the_next_line_is_a_record(first: bytes) -> None:
+    record = orjson.dumps(fixture(VALID[0]))
+    form, found = read(first + b"\n\n" + record + b"\n")
+    assert form == "JSON Lines of change records"
+    assert [(where, r.data) for where, r in found] == [(1, first), (3, record)]
+
+
+def test_a_record_on_the_line_after_a_records_opening_is_still_a_document() -> None:
+    record = orjson.dumps(fixture(VALID[0]))
+    form, found = read(b'{"Records": [\n' + record + b"\n]}\n")
+    assert form == "object with a Records array of change records"
+    assert [r.data for _, r in found] == [record]
+
+
+def test_utf16_text_stops_at_once_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "records.json"  # as PowerShell's > writes it
+    path.write_bytes(json.dumps([fixture(VALID[0])], indent=2).encode("utf-16"))
+    assert main(["decode", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "ddbcdc decode: stopped: input, line 1: UTF-16 text (it starts with a byte order mark of "
+        "UTF-16): ddbcdc reads UTF-8"
+    ]

@@ -35,7 +35,7 @@ from ddbcdc.backfill.scan import ReadLimiter, scan_pages
 from ddbcdc.errors import ConfigurationError
 from ddbcdc.pipeline import BatchResult, Pipeline, SourceRecord
 from ddbcdc.progressbar import ProgressBar
-from ddbcdc.schema.mapping import TableMapping
+from ddbcdc.schema.mapping import TableMapping, check_table_key
 from ddbcdc.settings import Settings, read_version_us
 
 __all__ = [
@@ -97,7 +97,12 @@ def key_attributes(description: dict[str, Any]) -> list[str]:
 def new_scan_run(
     settings: Settings, mapping: TableMapping, description: dict[str, Any], options: SnapshotOptions
 ) -> tuple[state.Run, list[state.Segment]]:
-    """A new scan run of ``mapping``'s table, not yet stored: its hold is now - margin."""
+    """A new scan run of ``mapping``'s table, not yet stored: its hold is now - margin.
+
+    Raises:
+        ConfigurationError: the mapping's key is not the table's (``--force`` or not).
+    """
+    check_table_key(mapping, key_attributes(description), needs="a snapshot")
     started = datetime.now(UTC)
     run = state.Run(
         id=f"scan:{mapping.source_table}:{started:%Y%m%dT%H%M%S.%fZ}",

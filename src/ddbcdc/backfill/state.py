@@ -12,16 +12,18 @@ its hold in one transaction; until then the hold stays, across kills and resumes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from ddbcdc.backfill.records import format_us
 from ddbcdc.db import describe, sqlstate
 from ddbcdc.errors import ConfigurationError, DatabaseUnavailableError
-from ddbcdc.materialize.prune import hold, release
+from ddbcdc.materialize.prune import hold, lock_key, release
 from ddbcdc.schema.bookkeeping import prune_state, snapshot_segments, snapshots
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Segment",
     "abandon",
     "advance",
+    "claim",
     "find_running",
     "finish",
     "forget",
@@ -107,6 +110,52 @@ def _engine_call(engine: sa.Engine, work: Any) -> Any:
         raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
+
+
+@contextlib.contextmanager
+def claim(engine: sa.Engine, run_id: str) -> Iterator[None]:
+    """Run ``run_id`` in this process only, while the block runs: a session advisory lock on
+    a connection of its own (PostgreSQL releases it when the process dies, however).
+
+    Raises:
+        ConfigurationError: another process runs it now (a second one would scan the same
+            segments again and move their positions back and forth).
+    """
+    try:
+        conn = engine.connect()
+        key = lock_key(f"backfill:{run_id}")
+        taken = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise DatabaseUnavailableError(f"PostgreSQL: {describe(exc)}") from exc
+    try:
+        if not taken:
+            raise ConfigurationError(
+                f"backfill {run_id} is running in another process now (PostgreSQL backend "
+                f"{_holder(conn, key)}): let it finish (ddbcdc status), or stop it and then "
+                "continue it here"
+            )
+        yield
+    finally:
+        conn.invalidate()  # the session ends, and its lock with it: never back in the pool
+        conn.close()
+
+
+def _holder(conn: sa.Connection, key: int) -> Any:
+    """The pid of the backend holding session advisory lock ``key`` (pg_locks shows a 64-bit
+    key as two oids), or ``"unknown"``."""
+    unsigned = key % 2**64
+    locks = sa.table(
+        "pg_locks", sa.column("pid"), sa.column("locktype"), sa.column("classid"),
+        sa.column("objid"), sa.column("objsubid"), sa.column("granted"),
+    )  # fmt: skip
+    query = sa.select(locks.c.pid).where(
+        locks.c.locktype == "advisory",
+        locks.c.classid == sa.cast(sa.literal(unsigned >> 32), pg.OID),
+        locks.c.objid == sa.cast(sa.literal(unsigned & 0xFFFFFFFF), pg.OID),
+        locks.c.objsubid == 1,
+        locks.c.granted,
+    )
+    return conn.execute(query).scalar() or "unknown"
 
 
 def _insert(conn: sa.Connection, run: Run, segments: Sequence[Segment]) -> None:

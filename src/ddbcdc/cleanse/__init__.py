@@ -13,8 +13,9 @@ Rules per column type (values as :mod:`ddbcdc.decode.attributes` unmarshals them
   lowercase, uppercase, digits_only) run in order; a value empty after its rules counts as
   absent.
 - ``boolean``: bool. ``bytea``: bytes. ``date``: ISO-8601 str. ``timestamptz``: ISO-8601
-  str (UTC when no offset) or N epoch seconds. ``jsonb``: any value, stored as exact JSON
-  text (Decimal as written, bytes as base64, sets as sorted lists).
+  str (UTC when no offset) or N epoch seconds, to the microsecond (finer is poison).
+  ``jsonb``: any value, stored as exact JSON text (Decimal as written, bytes as base64, sets
+  as sorted lists).
 
 Key columns convert exactly (:func:`ddbcdc.cleanse.coerce.key_coercer`): a key value that
 would share a row with another DynamoDB key is poison. Text PostgreSQL cannot hold (U+0000,

@@ -36,6 +36,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NON_DIGITS = re.compile(r"[^0-9]+")
 _CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")  # not "-0": it is "0"'s row
 _CANONICAL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+#: An ISO-8601 time's fraction of a second past the microsecond (``fromisoformat`` drops it).
+_FINER_THAN_MICROS = re.compile(r"[.,][0-9]{6}0*[1-9]")
 #: Wide enough for any N (38 significant digits): normalizing in it never rounds.
 _EXACT = Context(prec=40)
 #: Value bits of the integer column types (one more bit is the sign).
@@ -169,6 +171,8 @@ def _to_timestamp(value: Any) -> Any:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
             raise _fail("not an ISO-8601 timestamp") from None
+        if _FINER_THAN_MICROS.search(value):
+            raise _fail("timestamp finer than microseconds")
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if isinstance(value, int | Decimal) and not isinstance(value, bool):
         micros = _EXACT.multiply(Decimal(value), 1_000_000)  # exact: 38 digits at most

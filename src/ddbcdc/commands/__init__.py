@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["count", "rate", "scan_segments", "table_name"]
+__all__ = ["amount", "count", "rate", "scan_segments", "seconds", "table_name"]
 
 #: DynamoDB's most Scan segments (TotalSegments).
 MAX_SEGMENTS = 1_000_000
@@ -49,4 +49,26 @@ def rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def amount(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (``--samples``, ``--max-suspects``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds, at least 0 (``--settle-timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be at least 0 and finite, not {text}")
     return value

@@ -100,6 +100,11 @@ def _position(where: int | str) -> str:
     return f"line {where}" if isinstance(where, int) else where
 
 
+def _where(source: str, positions: list[int | str]) -> Callable[[int], str]:
+    """Where the record at an index of a batch is: the file, then the position in it."""
+    return lambda index: f"{source}, {_position(positions[index])}"
+
+
 def _report_poison(
     prepared: PreparedBatch,
     positions: list[int | str],
@@ -121,6 +126,7 @@ def apply_input(
     *,
     batch_size: int,
     out: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    source: str | None = None,
 ) -> ApplyOutcome:
     """Apply every record ``reader`` reads through ``pipeline`` in batches.
 
@@ -131,7 +137,8 @@ def apply_input(
     records that are no change records at all (those are skipped). When the input cannot
     be read further (broken JSON), what was read before is applied and ``stopped`` says
     where. When a table was migrated to another mapping (:class:`MappingChangedError`),
-    nothing more is applied: ``fenced`` says why and ``not_applied_from`` where.
+    nothing more is applied: ``fenced`` says why and ``not_applied_from`` where. With
+    ``source`` (the file's name), each dead letter keeps where its record is in it.
     """
     from ddbcdc.errors import MappingChangedError
     from ddbcdc.pipeline import BatchResult
@@ -157,8 +164,9 @@ def apply_input(
         while (ready := pending.result()) is not None:
             pending = pool.submit(next_batch)
             prepared, positions = ready
+            where = _where(source, positions) if source is not None else None
             try:
-                outcome.result.add(pipeline.apply(prepared))
+                outcome.result.add(pipeline.apply(prepared, where=where))
             except MappingChangedError as exc:
                 outcome.fenced = exc
                 outcome.not_applied_from = _position(positions[0])
@@ -240,6 +248,7 @@ def _options(args: argparse.Namespace, pipeline: Pipeline) -> ExportOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ddbcdc apply``."""
+    from ddbcdc.commands.decode import close_input, open_input
     from ddbcdc.inputs import InputReader
     from ddbcdc.pipeline import Pipeline
     from ddbcdc.settings import Settings
@@ -254,13 +263,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         options = _options(args, pipeline)
-        if args.file == "-":
-            reader = InputReader(sys.stdin.buffer, options=options)
-            outcome = apply_input(pipeline, reader, batch_size=args.batch_size)
-        else:
-            with open(args.file, "rb") as stream:
-                reader = InputReader(stream, options=options)
-                outcome = apply_input(pipeline, reader, batch_size=args.batch_size)
+        stream = open_input(args.file)
+        try:
+            reader = InputReader(stream, options=options)
+            source = "stdin" if args.file == "-" else args.file
+            outcome = apply_input(pipeline, reader, batch_size=args.batch_size, source=source)
+        finally:
+            close_input(stream)
     except OSError as exc:
         print(f"ddbcdc apply: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2

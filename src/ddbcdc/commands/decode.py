@@ -11,6 +11,7 @@ on; the exit code is 1 if any record failed.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -20,7 +21,7 @@ from ddbcdc.commands import table_name
 if TYPE_CHECKING:
     from ddbcdc.inputs import ExportOptions
 
-__all__ = ["add_input_arguments", "register", "run"]
+__all__ = ["add_input_arguments", "close_input", "open_input", "register", "run"]
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,26 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ATTR[,ATTR]",
         help="the table's key attributes, for full-export items (default: from the mapping)",
     )
+
+
+def open_input(path: str) -> BinaryIO:
+    """``path`` opened to read bytes, or standard input for ``-``; close it with
+    :func:`close_input`.
+
+    Raises:
+        OSError: the file cannot be opened, or standard input is closed.
+    """
+    if path != "-":
+        return open(path, "rb")
+    if sys.stdin is None:  # the process started with it closed
+        raise OSError(errno.EBADF, "standard input is closed")
+    return sys.stdin.buffer
+
+
+def close_input(source: BinaryIO) -> None:
+    """Close what :func:`open_input` opened (standard input stays open)."""
+    if sys.stdin is None or source is not sys.stdin.buffer:
+        source.close()
 
 
 def register(subparsers: Any) -> None:
@@ -152,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = sys.stdout.buffer
     try:
-        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+        source = open_input(args.file)
     except OSError as exc:
         print(f"ddbcdc decode: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -162,8 +183,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ddbcdc decode: stopped: {exc}", file=sys.stderr)
         return 1
     finally:
-        if source is not sys.stdin.buffer:
-            source.close()
+        close_input(source)
     if failed:
         print(f"ddbcdc decode: {failed} record(s) failed", file=sys.stderr)
     return 1 if failed else 0

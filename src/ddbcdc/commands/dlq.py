@@ -87,10 +87,12 @@ def _as_row(letter: StoredDeadLetter) -> str:
     where = f" at {letter.error_path}" if letter.error_path else ""
     replayed = " (replayed)" if letter.replayed_at else ""
     replayed += " (discarded)" if letter.discarded_at else ""
+    position = f"{letter.shard_id or '-'}/{letter.sequence_number or '-'}"
+    if letter.source_position and not (letter.shard_id or letter.sequence_number):
+        position = letter.source_position  # a file's record: the file and where in it
     return (
         f"{letter.id:>8}  {letter.received_at:%Y-%m-%d %H:%M:%S}  {letter.stage:<7}  "
-        f"{letter.source_table or '-':<16}  {letter.shard_id or '-'}/"
-        f"{letter.sequence_number or '-'}  {letter.error}{where}{replayed}"
+        f"{letter.source_table or '-':<16}  {position}  {letter.error}{where}{replayed}"
     )
 
 
@@ -133,7 +135,7 @@ def run_list(args: argparse.Namespace) -> int:
                 stage=args.stage,
                 source_table=args.table,
                 shard_id=args.shard,
-                limit=args.limit,
+                limit=args.limit + 1,  # one more: whether the limit left some out
             )
     except sa.exc.DBAPIError as exc:
         raise DatabaseUnavailableError(
@@ -141,16 +143,22 @@ def run_list(args: argparse.Namespace) -> int:
         ) from exc
     finally:
         engine.dispose()
+    more = len(letters) > args.limit
+    del letters[args.limit :]
     if args.json:
         for letter in letters:
             print(_as_json(letter))
         return 0
     print(
-        f"{'id':>8}  {'received_at':<19}  {'stage':<7}  {'source_table':<16}  shard/sequence  error"
+        f"{'id':>8}  {'received_at':<19}  {'stage':<7}  {'source_table':<16}  "
+        "shard/sequence (or file)  error"
     )
     for letter in letters:
         print(_as_row(letter))
-    print(f"{len(letters)} dead letter(s)")
+    if more:
+        print(f"the oldest {len(letters)} dead letter(s) shown; more match (--limit, --summary)")
+    else:
+        print(f"{len(letters)} dead letter(s)")
     return 0
 
 

@@ -14,7 +14,8 @@ interrupted, or that stopped on a lock it could not get (exit 2, the lock named)
 
 ``--dry-run`` prints the plan (every statement) and changes nothing. ``--revision X``
 upgrades to X instead of head (and skips the mappings); ``--downgrade X`` (``base`` for
-everything) runs the revisions down; tables created for mappings are left alone by it.
+everything) runs the revisions down; tables created for mappings are left alone by it, and
+so are the tombstone prune floors once one was raised (they guard those tables).
 """
 
 from __future__ import annotations

@@ -82,8 +82,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_rate_options(parser)
-    parser.add_argument("--resume", action="store_true", help="continue the unfinished scan")
-    parser.add_argument(
+    unfinished = parser.add_mutually_exclusive_group()
+    unfinished.add_argument("--resume", action="store_true", help="continue the unfinished scan")
+    unfinished.add_argument(
         "--restart", action="store_true", help="abandon an unfinished backfill and start again"
     )
     parser.add_argument("--force", action="store_true", help="go ahead despite failed checks")
@@ -94,7 +95,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=count,
         default=DEFAULT_BATCH_SIZE,
         help=f"export lines per transaction ({DEFAULT_BATCH_SIZE})",
     )
@@ -167,6 +168,7 @@ def import_location(
     run, segments = export_run(manifest, location, margin_us=margin_us(settings), mapping=mapping)
     pipeline = backfill_pipeline(settings, mapping, connections=args.parallel or 1)
     try:
+        pipeline.check_mappings()  # before a run starts that no batch of it could write
         stored = state.load_run(pipeline.engine, run.id)
         if stored is not None and stored.status == "done":
             print(f"{run.id} was imported already ({stored.source})", file=sys.stderr)
@@ -182,7 +184,10 @@ def import_location(
         if not manifest.has_manifests:
             print(f"warning: {uri} has no manifests: data files are not checked", file=sys.stderr)
         started = time.monotonic()
-        with _bar(args, stored.expected_items, "import") as progress:
+        with (
+            state.claim(pipeline.engine, stored.id),
+            _bar(args, stored.expected_items, "import") as progress,
+        ):
             result = import_export(
                 stored,
                 location,
@@ -269,6 +274,7 @@ def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -
     dynamodb = aws.client("dynamodb", settings, max_attempts=3)
     pipeline = backfill_pipeline(settings, mapping, connections=_workers(options))
     try:
+        pipeline.check_mappings()  # before a run starts that no batch of it could write
         run = _scan_run(settings, args, pipeline.engine, dynamodb, mapping, options)
         if run.segments != options.segments:  # resumed: the run's own segments
             options = dataclasses.replace(options, segments=run.segments)
@@ -276,7 +282,10 @@ def _scan(settings: Settings, args: argparse.Namespace, mapping: TableMapping) -
             pipeline = backfill_pipeline(settings, mapping, connections=_workers(options))
         hours = retention_hours(_stream_or_none(settings))
         started = time.monotonic()
-        with _bar(args, run.expected_items, "snapshot") as progress:
+        with (
+            state.claim(pipeline.engine, run.id),
+            _bar(args, run.expected_items, "snapshot") as progress,
+        ):
             try:
                 result = run_snapshot(
                     settings,

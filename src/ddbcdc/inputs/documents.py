@@ -6,10 +6,11 @@ array (a Lambda event, ``aws kinesis get-records`` or ``aws dynamodbstreams get-
 output, whatever other members it has and in any order), or an object that is one record.
 A file may hold several documents one after the other (``jq .`` output).
 
-The text is read in chunks and decoded as UTF-8 incrementally; each record is parsed with
-the standard library's C scanner (``json.JSONDecoder.raw_decode``) straight from the buffer,
-which also gives its exact source text. Text before the current record is dropped as the
-reading goes, so only one chunk and one record are held at a time.
+The text is read in chunks and decoded as UTF-8 incrementally (bytes that are not UTF-8 kept
+as lone surrogates: a record holding them is passed on as it is, :func:`raw_bytes`); each
+record is parsed with the standard library's C scanner (``json.JSONDecoder.raw_decode``)
+straight from the buffer, which also gives its exact source text. Text before the current
+record is dropped as the reading goes, so only one chunk and one record are held at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import IO, Any
 
 from ddbcdc.errors import InputError
 
-__all__ = ["Element", "JsonText", "documents"]
+__all__ = ["Element", "JsonText", "documents", "raw_bytes"]
 
 CHUNK = 1 << 20
 
@@ -52,26 +53,21 @@ class JsonText:
     ) -> None:
         self._stream = stream
         self._chunk = chunk
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        # Bytes that are not UTF-8 become lone surrogates: in a string, the record still
+        # parses and its text encodes back to its exact bytes (see raw_bytes), which decode
+        # rejects, so it is dead-lettered in its place; elsewhere they are not JSON.
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self.form = form
         self.text = ""
         self.pos = 0
         self.eof = False
-        self._bytes_read = 0
         self._line = 1  # the line number at text[_counted]
         self._counted = 0
         if head:
             self._append(head, final=False)
 
     def _append(self, data: bytes, *, final: bool) -> None:
-        pending = len(self._decoder.getstate()[0])  # bytes of a character cut at the last chunk
-        try:
-            self.text += self._decoder.decode(data, final)
-        except UnicodeDecodeError as exc:
-            at = self._bytes_read - pending + exc.start
-            line = self.line_at(len(self.text))
-            raise self.error(f"not UTF-8 at byte offset {at}", line) from None
-        self._bytes_read += len(data)
+        self.text += self._decoder.decode(data, final)
 
     def more(self) -> bool:
         """Read the next chunk; False at the end of the stream."""
@@ -153,6 +149,11 @@ class JsonText:
                 raise self.error(f"not valid JSON at line {line} ({exc})", line) from None
             self.pos = end
             return parsed, start, end
+
+
+def raw_bytes(raw: str) -> bytes:
+    """The exact bytes of an element's source text, those that are not UTF-8 included."""
+    return raw.encode("utf-8", "surrogateescape")
 
 
 def _array(text: JsonText, name: str, prefix: str) -> Iterator[Element]:

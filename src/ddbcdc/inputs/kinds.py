@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from ddbcdc.decode.timestamps import epoch_us, parse_timestamp
+from ddbcdc.inputs.documents import raw_bytes
 from ddbcdc.inputs.exports import ExportOptions, export_item, incremental_record
 from ddbcdc.pipeline import SourceRecord
 
@@ -123,8 +124,10 @@ def _change(value: dict[str, Any], raw: str | None, options: ExportOptions) -> S
         try:
             return SourceRecord(orjson.dumps(value), sequence_number=sequence)
         except orjson.JSONEncodeError as exc:
-            raise RecordError(f"cannot be written back as JSON: {exc}") from None
-    return SourceRecord(raw.encode(), sequence_number=sequence)
+            if raw is None:
+                raise RecordError(f"cannot be written back as JSON: {exc}") from None
+            # not UTF-8, or an integer past 64 bits: as it is, for decode to dead-letter
+    return SourceRecord(raw_bytes(raw), sequence_number=sequence)
 
 
 def to_source(value: Any, raw: str | None, options: ExportOptions) -> SourceRecord:

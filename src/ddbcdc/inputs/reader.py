@@ -5,7 +5,9 @@ Forms, told apart by the first bytes and the first record:
 - **JSON Lines**: one record per line, raw JSON or base64 of it. When the first record is a
   change record (or base64), every line is passed on as it is, unparsed: the fast path of
   ``ddbcdc apply``. Otherwise each line is read for its kind (export lines, Kinesis
-  records, Lambda events on one line each).
+  records, Lambda events on one line each). A first line that starts an object but is not
+  one (cut short, a control character), and ends where no document's opening line does,
+  followed by a line that is one: JSON Lines whose first line is bad (dead-lettered).
 - **JSON documents** (anything whose first line is not a whole JSON object): one
   pretty-printed record, a JSON array of records, a Lambda event (``{"Records": [...]}``,
   Kinesis or DynamoDB Streams), the output of ``aws kinesis get-records`` or ``aws
@@ -39,6 +41,7 @@ __all__ = ["Batch", "InputReader", "Located"]
 # documents instead, incrementally (a record is at most 400 KB of item, in base64 533 KB).
 MAX_FIRST_LINE = 4 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)  # what a broken gzip stream raises
 
 #: (where, the record or why there is none for it); where is a line number or a position
@@ -68,6 +71,17 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+def _object(line: bytes) -> dict[str, Any] | None:
+    """``line`` parsed, when it is a JSON object."""
+    if line[:1] != b"{":
+        return None
+    try:
+        parsed = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
 class InputReader:
     """The records of a binary stream, in whichever form it holds them.
 
@@ -80,8 +94,9 @@ class InputReader:
     Attributes:
         form: the form detected, as error messages name it (known once the first record
             has been read; ``empty input`` when there is none).
-        stopped: when the input could not be read to its end (broken JSON, not UTF-8, a
-            damaged gzip stream), the error saying where; the records before it were read.
+        stopped: when the input could not be read to its end (broken JSON, a damaged gzip
+            stream), the error saying where; the records before it were read. (A record
+            whose bytes are not UTF-8 is passed on as it is, for decode to dead-letter.)
     """
 
     def __init__(
@@ -146,17 +161,40 @@ class InputReader:
         if not first:
             self._named("empty input")
             return iter(())
+        if first[:2] in _UTF16_BOMS:  # as PowerShell's > writes: every line would be garbage
+            message = "UTF-16 text (it starts with a byte order mark of UTF-16): ddbcdc reads UTF-8"
+            self.stopped = InputError(message, form=self._named("input"), position="line 1")
+            return iter(())
         if first[:1] == b"{" and len(self._first) < MAX_FIRST_LINE:
-            try:
-                parsed = orjson.loads(first)
-            except orjson.JSONDecodeError:
-                parsed = None
-            if isinstance(parsed, dict):
+            parsed = _object(first)
+            if parsed is None and first[-1:] not in b"[{,:":  # no document's opening line:
+                parsed = self._second_line()  # a bad first line of JSON Lines?
+            if parsed is not None:
                 return self._json_lines(first, parsed)
-        elif first[:1] != b"[":
+        elif first[:1] not in b"{[":  # a longer first line than that is read as documents
             self._named("JSON Lines of change records (base64)")
             return first
         return self._documents()
+
+    def _second_line(self) -> dict[str, Any] | None:
+        """The next non-blank line as an object when it is one: then the input is JSON Lines
+        whose first line is bad (read on from that line), else JSON documents (what was read
+        is kept for them)."""
+        read = b""
+        try:
+            line = self._stream.readline(MAX_FIRST_LINE)
+            read += line
+            while line and not line.strip():
+                line = self._stream.readline(MAX_FIRST_LINE)
+                read += line
+        except _DAMAGED:
+            line = b""  # the documents' reading stops there, naming it
+        parsed = _object(line.strip()) if len(line) < MAX_FIRST_LINE else None
+        if parsed is None:
+            self._head += read
+        else:
+            self._stream = cast(IO[bytes], io.BufferedReader(_Prefixed(read, self._stream)))
+        return parsed
 
     @staticmethod
     def _grouped(located: Iterator[Located], size: int) -> Iterator[Batch]:

@@ -42,6 +42,7 @@ _TEXT_FIELDS = frozenset(
         "partition_key",
         "error_column",
         "error_reason",
+        "source_position",
     }
 )
 
@@ -99,6 +100,7 @@ class DeadLetter:
     version_us: int | None = None
     error_column: str | None = None
     error_reason: str | None = None
+    source_position: str | None = None  # a file's record: the file and where in it
 
     @property
     def reason(self) -> str:
@@ -133,6 +135,7 @@ class StoredDeadLetter:
     discarded_at: datetime | None = None
     error_column: str | None = None
     error_reason: str | None = None
+    source_position: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ may still bring an older change of its key. Pruning never looks at the wall cloc
 - **holds** (``ddbcdc_prune_holds``): a snapshot or an import that may still write rows at a
   version keeps every tombstone at or above it.
 - **pending dead letters**: one whose version is known keeps the tombstones at or above it,
-  so replaying it after a fix compares against what was there.
+  so replaying it after a fix compares against what was there (of a routed mapping, the
+  letters of every route's table: a value a route's column refused is named by that table).
 
 So the cutoff is ``min(stream time - horizon, holds, pending dead letters)``; tombstones below
 it are deleted, and the table's **floor** (``ddbcdc_prune_state.floor_us``) is raised to the
@@ -127,8 +128,13 @@ def _stream_time(conn: sa.Connection) -> tuple[int | None, str]:
     return min(int(t.stream_time_us) for t in times if t.stream_time_us is not None), "stream"
 
 
-def cutoff(conn: sa.Connection, target: str, horizon: timedelta) -> Cutoff:
-    """The prune cutoff of ``target`` now (see the module doc)."""
+def cutoff(
+    conn: sa.Connection, target: str, horizon: timedelta, tables: Sequence[str] = ()
+) -> Cutoff:
+    """The prune cutoff of ``target`` now (see the module doc).
+
+    ``tables``: the tables of ``target``'s rows (a routed mapping's route tables), whose
+    pending dead letters hold it too (a refused change is named by its route's table)."""
     stream, reason = _stream_time(conn)
     if stream is None:
         return Cutoff(None, reason)
@@ -144,7 +150,7 @@ def cutoff(conn: sa.Connection, target: str, horizon: timedelta) -> Cutoff:
         sa.select(sa.func.min(dead_letters.c.version_us)).where(
             dead_letters.c.replayed_at.is_(None),
             dead_letters.c.discarded_at.is_(None),
-            dead_letters.c.target_table == target,
+            dead_letters.c.target_table.in_(sorted({target, *tables})),
         )
     ).scalar()
     if pending is not None:
@@ -197,7 +203,7 @@ class Pruner:
                 ).scalar():
                     return None  # another process is pruning
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(target))))
-                limit = cutoff(conn, target, self.horizon)
+                limit = cutoff(conn, target, self.horizon, tables.mapping.targets)
                 if limit.version_us is None:
                     return None
                 return self._delete(conn, tables, limit.version_us)

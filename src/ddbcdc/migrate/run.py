@@ -2,10 +2,11 @@
 
 In one transaction:
 
-0. the write lock of every table whose mapping changes, taken exclusively
-   (:func:`ddbcdc.migrate.versions.fence_writers`): batches in flight commit first, later
-   ones wait and then find the new version and stop, so no writer with the old mapping
-   writes the table after it;
+0. the migration lock (:func:`ddbcdc.migrate.versions.one_migration_at_a_time`: two
+   migrations run one after the other), then the write lock of every table whose mapping
+   changes, taken exclusively (:func:`ddbcdc.migrate.versions.fence_writers`): batches in
+   flight commit first, later ones wait and then find the new version and stop, so no
+   writer with the old mapping writes the table after it;
 1. the Alembic revisions under ``migrations/`` (bookkeeping tables and the shipped
    ``customers`` mapping; installed with the package, :func:`ddbcdc.resources.migrations_dir`),
    run programmatically: no ``alembic.ini`` is needed;
@@ -49,6 +50,7 @@ from ddbcdc.migrate.plan import MigrationPlan, Step, plan_tables
 from ddbcdc.migrate.versions import (
     check_known,
     fence_writers,
+    one_migration_at_a_time,
     record_mapping_version,
     recorded,
 )
@@ -156,6 +158,19 @@ def _named_revisions() -> Iterator[None]:
         raise ConfigurationError(f"schema revision: {exc}") from exc
 
 
+def _check_reached(script: ScriptDirectory, revision: str, current: str | None) -> None:
+    """Refuse an upgrade to ``revision`` that left the schema elsewhere: it is older than
+    the schema (Alembic upgrades nothing then)."""
+    with _named_revisions():
+        wanted = script.get_revision(revision)
+    if wanted is not None and wanted.revision != current:
+        raise ConfigurationError(
+            f"schema revision: {wanted.revision!r} is older than PostgreSQL's schema "
+            f"({current!r}), so nothing was upgraded: to go back to it, run ddbcdc migrate "
+            f"--downgrade {wanted.revision}"
+        )
+
+
 def _schema(
     conn: sa.Connection,
     mappings: Sequence[TableMapping],
@@ -163,14 +178,17 @@ def _schema(
     allow_destructive: bool,
     result: MigrationResult,
 ) -> None:
+    one_migration_at_a_time(conn)
     fence_writers(conn, mappings)
     config = alembic_config(conn)
     result.revision_before = MigrationContext.configure(conn).get_current_revision()
-    check_known(ScriptDirectory.from_config(config), result.revision_before)
+    script = ScriptDirectory.from_config(config)
+    check_known(script, result.revision_before)
     with _named_revisions():
         command.upgrade(config, revision)
     result.revision_after = MigrationContext.configure(conn).get_current_revision()
     if revision != "head":
+        _check_reached(script, revision, result.revision_after)
         return
     result.plans = plan_tables(conn, mappings)
     if not allow_destructive and any(p.destructive for p in result.plans):
@@ -258,8 +276,13 @@ def upgrade(
 
 def downgrade(engine: sa.Engine, *, revision: str = "base") -> None:
     """Run the revisions down to ``revision``."""
+
+    def work(conn: sa.Connection) -> None:
+        one_migration_at_a_time(conn)
+        command.downgrade(alembic_config(conn), revision)
+
     with _named_revisions():
-        run_transaction(engine, lambda conn: command.downgrade(alembic_config(conn), revision))
+        run_transaction(engine, work)
 
 
 def _version(before: int | None, after: int | None) -> str:

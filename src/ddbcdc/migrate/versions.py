@@ -55,6 +55,7 @@ __all__ = [
     "check_mapping_versions",
     "check_revision",
     "fence_writers",
+    "one_migration_at_a_time",
     "record_mapping_version",
     "recorded",
 ]
@@ -146,7 +147,7 @@ def check_mapping_versions(conn: sa.Connection, mappings: Sequence[TableMapping]
 
 
 #: The newest revision of ``migrations/`` (a test holds it to Alembic's head).
-HEAD_REVISION = "0009_shard_failures"
+HEAD_REVISION = "0010_dead_letter_position"
 
 
 def check_known(script: ScriptDirectory, current: str | None) -> None:
@@ -257,6 +258,19 @@ class Fence:
                 "written: restart the writer with the mapping the table has now"
             )
         return changes
+
+
+#: The lock every migration takes first (its name is no table's: see :func:`lock_key`).
+_MIGRATION_KEY = "ddbcdc.migrate"
+
+
+def one_migration_at_a_time(conn: sa.Connection) -> None:
+    """Wait for any other migration to end, and keep others waiting until ``conn``'s
+    transaction ends (call it first in a migration's transaction). Two ``ddbcdc migrate``
+    at once (two hosts deploying a release) then run one after the other, the second
+    planning against what the first committed, instead of both running the same DDL and
+    the second failing on it, or recording its mapping over the other's columns."""
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(_MIGRATION_KEY))))
 
 
 def fence_writers(conn: sa.Connection, mappings: Sequence[TableMapping]) -> list[str]:

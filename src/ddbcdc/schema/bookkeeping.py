@@ -3,7 +3,8 @@
 Always present, created by migrations ``0001`` and ``0003`` unless named otherwise (the tables
 of each mapping: :mod:`ddbcdc.schema.tables`):
 
-- ``ddbcdc_dead_letters``: poison records with their exact raw bytes, source position and,
+- ``ddbcdc_dead_letters``: poison records with their exact raw bytes, source position (a
+  stream's shard and sequence number, or since ``0010`` a file's name and where in it) and,
   when the record decoded, its version (a pending dead letter holds tombstone pruning there).
 - ``ddbcdc_shard_progress``: per (application, shard) progress, written with each batch: the
   furthest sequence number applied (never moves back) and the newest change time applied
@@ -80,6 +81,7 @@ dead_letters = sa.Table(
     sa.Column("discarded_at", sa.DateTime(timezone=True)),
     sa.Column("error_column", sa.Text),
     sa.Column("error_reason", sa.Text),
+    sa.Column("source_position", sa.Text),  # 0010: a file's record: the file and where in it
     sa.CheckConstraint(
         "stage IN ('decode', 'cleanse', 'apply', 'backfill')",
         name="ddbcdc_dead_letters_stage_check",

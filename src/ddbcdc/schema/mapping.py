@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ __all__ = [
     "Route",
     "TableMapping",
     "Template",
+    "check_table_key",
     "load_mapping",
     "load_mappings",
     "mapping_differences",
@@ -147,6 +148,22 @@ def parse_mapping(raw: Any, *, name: str, where: str | None = None) -> TableMapp
         item_column=item_column,
         policy=policy,
     )
+
+
+def check_table_key(mapping: TableMapping, key_names: Iterable[str], *, needs: str) -> None:
+    """Refuse a mapping whose key is not the DynamoDB table's key (``key_names``, from
+    DescribeTable): distinct items would become one row, or none.
+
+    Raises:
+        ConfigurationError: naming the mapping, both keys and ``needs`` (what needs them equal).
+    """
+    sources = [c.source for c in mapping.key_columns]
+    names = sorted(key_names)
+    if set(sources) != set(names):
+        raise ConfigurationError(
+            f"mapping {mapping.name}: key {sources} is not the key of DynamoDB table "
+            f"{mapping.source_table} ({names}): {needs} needs them equal"
+        )
 
 
 def mapping_document(mapping: TableMapping) -> dict[str, Any]:

@@ -73,6 +73,8 @@ class VerifyReport:
         unmappable: items the mapping cannot hold (the worker dead-letters those).
         repaired: confirmed differences fixed (``--repair``).
         superseded: repairs that lost to a newer change of their key (nothing to fix).
+        dead_lettered: repairs PostgreSQL refused (a constraint, a value it cannot store):
+            dead letters, still drift (``ddbcdc dlq list``).
     """
 
     source_table: str
@@ -87,6 +89,7 @@ class VerifyReport:
     unmappable: int = 0
     repaired: int = 0
     superseded: int = 0
+    dead_lettered: int = 0
     samples: list[Sample] = field(default_factory=list)
     unmappable_samples: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -113,6 +116,7 @@ class VerifyReport:
             "unmappable": self.unmappable,
             "repaired": self.repaired,
             "superseded": self.superseded,
+            "dead_lettered": self.dead_lettered,
             "samples": [s.to_dict(values=values) for s in self.samples],
             "unmappable_samples": to_jsonable(self.unmappable_samples),
             "seconds": round(self.seconds, 3),
@@ -129,9 +133,14 @@ class VerifyReport:
             f"  suspects {self.suspects}: {self.changed} changed during the run, "
             f"{self.unsettled} still changing; unmappable items {self.unmappable}",
         ]
-        if self.repaired or self.superseded:
+        if self.repaired or self.superseded or self.dead_lettered:
             lines.append(
                 f"  repaired {self.repaired}, superseded by newer changes {self.superseded}"
+                + (
+                    f", dead-lettered {self.dead_lettered} (ddbcdc dlq list)"
+                    if self.dead_lettered
+                    else ""
+                )
             )
         for sample in self.samples:
             detail = sample.to_dict(values=values)

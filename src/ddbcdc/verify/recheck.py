@@ -51,10 +51,10 @@ class Repairer:
         self.pipeline = pipeline
         self.run_id = run_id
 
-    def apply(self, records: list[SourceRecord]) -> tuple[int, int]:
-        """Apply repairs; (repaired, superseded by a newer change)."""
+    def apply(self, records: list[SourceRecord]) -> tuple[int, int, int]:
+        """Apply repairs; (repaired, superseded by a newer change, dead-lettered)."""
         result = feed(self.pipeline, iter([Batch(records)]))
-        return result.upserted + result.deleted, result.stale + result.dead_lettered
+        return result.upserted + result.deleted, result.stale, result.dead_lettered
 
 
 class Rechecker:
@@ -215,9 +215,10 @@ class Rechecker:
                     repairs.append(self._repair(key, item, row.read_us))
             self._replace(keys, retry)
             if self.repairer is not None and repairs:
-                repaired, superseded = self.repairer.apply(repairs)
+                repaired, superseded, refused = self.repairer.apply(repairs)
                 self.report.repaired += repaired
                 self.report.superseded += superseded
+                self.report.dead_lettered += refused
 
     def _confirmed(self, kind: str, key: Key, source: Any, target: Any) -> None:
         self.report.confirmed[kind] += 1

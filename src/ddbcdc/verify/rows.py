@@ -38,8 +38,8 @@ from ddbcdc.cleanse import Cleanser
 from ddbcdc.cleanse.routes import RoutedCleanser, cleanser_for
 from ddbcdc.decode.itemjson import comparable
 from ddbcdc.decode.record import decode_record
-from ddbcdc.errors import ConfigurationError, PoisonRecordError
-from ddbcdc.schema.mapping import TableMapping
+from ddbcdc.errors import PoisonRecordError
+from ddbcdc.schema.mapping import TableMapping, check_table_key
 from ddbcdc.schema.tables import DELETED_AT, MappedTables, mapped_tables
 
 __all__ = [
@@ -80,11 +80,8 @@ class Rows:
         self.mark = DELETED_AT if mapping.policy.marks and not mapping.routes else None
         self.key = list(mapping.key)
         self.sources = [c.source for c in mapping.key_columns]
-        if key_types is not None and set(self.sources) != set(key_types):
-            raise ConfigurationError(
-                f"mapping {mapping.name}: key {self.sources} is not the key of DynamoDB table "
-                f"{mapping.source_table} ({sorted(key_types)}): verify needs them equal"
-            )
+        if key_types is not None:
+            check_table_key(mapping, key_types, needs="verify")
         self.types = dict(key_types) if key_types is not None else None
         self.maker = RecordMaker(mapping, self.sources)
         self.cleanser: Cleanser | RoutedCleanser = cleanser_for(mapping)
