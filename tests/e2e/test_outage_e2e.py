@@ -127,6 +127,7 @@ def test_a_batch_waiting_for_postgresql_is_applied_as_soon_as_it_is_back(
         finally:
             stopped = worker.stop()
 
+    print(f"the waiting batch was applied {took:.1f} s after PostgreSQL started again")
     assert held == [str(first)]  # never past the batch PostgreSQL did not take
     assert took < APPLIED_WITHIN_S, worker.log_tail()
     text = log.read_text()
