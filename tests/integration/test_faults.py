@@ -100,6 +100,8 @@ CASES: dict[str, list[Case]] = {
         Case("missing", ("worker", "--stream", "{absent}"), ("ResourceNotFoundException", "stream {absent}")),
         Case("denied", ("worker",), (*DENIED, "stream {stream}")),
         Case("postgres", ("worker",), POSTGRES),
+        Case("file", ("worker",), ("{a_file}", "is not a directory"), {"DDBCDC_MAPPINGS_DIR": "{a_file}"}),
+        Case("file", ("worker", "--java", "{tmp}/no-java"), ("{tmp}/no-java", "java not found")),
     ],
     "load": [
         Case("unreachable", ("load", "--count", "5"), UNREACHABLE),

@@ -84,6 +84,7 @@ class Harness:
         pipeline: ScriptedPipeline | None = None,
         checkpoint_errors: Iterable[str] = (),
         stop_after_sleeps: int | None = None,
+        failures: Any = None,
     ) -> None:
         self.touched: list[tuple[str, int | None]] = []
         self.daemon = FakeDaemon(actions, checkpoint_errors)
@@ -102,6 +103,7 @@ class Harness:
             sleep=self.sleeps.append,
             should_stop=self._should_stop,
             touch=lambda shard, behind: self.touched.append((shard, behind)),
+            failures=failures,
         )
 
     def _should_stop(self) -> bool:
@@ -180,6 +182,30 @@ def test_database_unavailable_retries_the_same_batch_and_checkpoints_only_after_
         assert base / 2 <= got <= base
     assert h.metric("ddbcdc_worker_apply_retries_total", reason="database") == 3
     assert h.metric("ddbcdc_worker_batches_total") == 2
+
+
+def test_a_failure_not_noted_is_noted_again_while_waiting_and_the_batch_retried_once_it_is() -> (
+    None
+):
+    """PostgreSQL down: the note fails too. Once a note is written again, PostgreSQL is back
+    and the batch is retried then, not at the end of its backoff (15-30 s here)."""
+    notes: list[bool] = []
+
+    def note(position: ShardPosition, reason: str, error: str) -> bool:
+        notes.append(len(notes) >= 3)  # written from the fourth try on
+        return notes[-1]
+
+    h = Harness(
+        [initialize(), process(1)],
+        pipeline=ScriptedPipeline(failures=[DatabaseUnavailableError("connection refused")]),
+        failures=note,
+    )
+    h.processor.apply_backoff = Backoff(initial=30.0, maximum=30.0)
+    daemon = h.run()
+
+    assert notes == [False, False, False, True]  # at the failure, then after 1, 2 and 3 s
+    assert sum(h.sleeps) == pytest.approx(3.0)
+    assert daemon.checkpoints == ["1"]
 
 
 def test_no_checkpoint_passes_a_record_postgresql_has_not_committed() -> None:

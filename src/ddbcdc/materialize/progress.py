@@ -256,7 +256,9 @@ def register_shards(conn: sa.Connection, application: str, shard_ids: Collection
                 for shard in sorted(shard_ids)
             ]
         )
-        added = conn.execute(stmt.on_conflict_do_nothing()).rowcount
+        # Counted from RETURNING: this statement's rowcount comes back as -1.
+        inserted = stmt.on_conflict_do_nothing().returning(table.c.shard_id)
+        added = len(conn.execute(inserted).all())
     conn.execute(
         sa.delete(table).where(
             table.c.application == application,

@@ -229,7 +229,8 @@ def load_mappings(directory: Path) -> tuple[TableMapping, ...]:
             target table (a route's table included).
     """
     if not directory.is_dir():
-        raise ConfigurationError(f"table mappings directory {directory} does not exist")
+        why = "is not a directory" if directory.exists() else "does not exist"
+        raise ConfigurationError(f"table mappings directory {directory} {why}")
     mappings = tuple(load_mapping(p) for p in sorted(directory.glob("*.json")))
     if not mappings:
         raise ConfigurationError(f"no table mappings (*.json) in {directory}")

@@ -6,18 +6,21 @@ it); after each failed attempt, :class:`FailureNote` records the reason (``state
 (:func:`ddbcdc.materialize.progress.record_failure`). The note is a signal, not part of
 applying records: it runs in a transaction of its own, with timeouts of its own (a role whose
 ``statement_timeout`` fails the batch must not fail the note), and a note that cannot be
-written is logged once and never raised.
+written is logged once and never raised (the processor tries it again while it waits: once
+it is written, PostgreSQL is back). An error nobody expected is named by its type and where
+it came from, never by its message (:func:`describe_unexpected`).
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 
 import sqlalchemy as sa
 
 from ddbcdc.materialize.progress import ShardPosition, record_failure
 
-__all__ = ["FailureNote"]
+__all__ = ["FailureNote", "describe_unexpected"]
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +57,13 @@ class FailureNote:
             return False
         self._failing = False
         return True
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """Exception type and where it came from, without its message.
+
+    Messages of database drivers can quote statement parameters, i.e. item contents.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames))
+    return f"{type(exc).__module__}.{type(exc).__qualname__} at {where}"

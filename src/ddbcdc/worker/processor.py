@@ -12,6 +12,8 @@ Failure rules:
   without applying would let the KCL move on and a later checkpoint would skip the batch.
   Each failed attempt is named (``statement_timeout``, ``lock_timeout``, ``database``,
   ``unexpected``) in the retry metric, the log line and ``ddbcdc status`` (``failures``).
+  A note that could not be written is tried again each second of the wait: once it is,
+  PostgreSQL is back, and the batch is retried at once (the backoff reaches 30 s).
 * Poison records: the pipeline dead-letters them in the batch's transaction; go on.
 * Checkpoint throttled (or DynamoDB trouble): retry a few times, then give up until the next
   batch; re-applying records is harmless because the materializer is idempotent.
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -43,6 +44,7 @@ from ddbcdc.backoff import Backoff
 from ddbcdc.errors import DatabaseTimeoutError, DatabaseUnavailableError, MappingChangedError
 from ddbcdc.pipeline import BatchResult, ShardPosition, SourceRecord
 from ddbcdc.worker.activity import CallActivity, observe_commit
+from ddbcdc.worker.failures import describe_unexpected
 from ddbcdc.worker.metrics import ProcessorMetrics
 
 __all__ = ["BatchApplier", "ShardProcessor", "Stopped"]
@@ -55,6 +57,7 @@ _RETRYABLE_CHECKPOINT_ERRORS = frozenset(
 )
 _LEASE_LOST = "ShutdownException"
 _WAIT_SLICE_S = 0.25
+_NOTE_AGAIN_S = 1.0
 
 
 class BatchApplier(Protocol):
@@ -93,7 +96,8 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             shard's progress row fresh (see :class:`ddbcdc.worker.liveness.ProgressTouch`).
         heartbeat_s: seconds between activity marks inside a long call (0: none).
         failures: called with (position, reason, error) after each failed attempt at a
-            batch (see :class:`ddbcdc.worker.failures.FailureNote`).
+            batch; whether the note was written (see
+            :class:`ddbcdc.worker.failures.FailureNote`).
         started: called with the shard id once it is known (the worker names the
             processor's PostgreSQL sessions after it: see
             :mod:`ddbcdc.materialize.shard_states`).
@@ -112,7 +116,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
         should_stop: Callable[[], bool] = lambda: False,
         touch: Callable[[str, int | None], object] | None = None,
         heartbeat_s: float = 1.0,
-        failures: Callable[[ShardPosition, str, str], object] | None = None,
+        failures: Callable[[ShardPosition, str, str], bool] | None = None,
         started: Callable[[str], object] | None = None,
     ) -> None:
         self.pipeline = pipeline
@@ -282,7 +286,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             except DatabaseUnavailableError as exc:
                 reason, detail = "database", str(exc)
             except Exception as exc:  # the worker boundary: never skip a batch
-                reason, detail = "unexpected", _describe_unexpected(exc)
+                reason, detail = "unexpected", describe_unexpected(exc)
             else:
                 elapsed = time.monotonic() - started
                 self.metrics.apply_seconds.labels(self.shard_id).observe(elapsed)
@@ -307,8 +311,7 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
     ) -> None:
         """Attempt ``attempt`` at the batch failed: say so everywhere, then wait to retry."""
         self.metrics.apply_retries.labels(self.shard_id, why).inc()
-        if self._failures is not None:
-            self._failures(at, why, detail)
+        noted = self._note(at, why, detail)
         delay = self.apply_backoff.delay(attempt)
         log.warning(
             "batch not applied, will retry shard=%s first=%s last=%s records=%d "
@@ -316,7 +319,14 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             *(self.shard_id, records[0].sequence_number, at.sequence_number, len(records)),
             *(attempt + 1, delay, why, detail),
         )
-        self._wait(delay)
+        if noted:
+            self._wait(delay)
+        elif self._wait(delay, until=lambda: self._note(at, why, detail)):
+            log.info("PostgreSQL answers again, retrying now shard=%s", self.shard_id)
+
+    def _note(self, at: ShardPosition, why: str, detail: str) -> bool:
+        """Note the failed attempt where ``ddbcdc status`` reads it; whether it was written."""
+        return self._failures is None or self._failures(at, why, detail)
 
     def _count(self, result: BatchResult, received: int) -> None:
         self.metrics.records.labels(self.shard_id).inc(received)
@@ -334,17 +344,24 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
                 self.last_applied,
             )
 
-    def _wait(self, seconds: float) -> None:
-        left = seconds
+    def _wait(self, seconds: float, until: Callable[[], bool] | None = None) -> bool:
+        """Wait ``seconds``, or with ``until`` (asked about once a second) until it is true;
+        whether it was. Raises :class:`Stopped` when the process must stop."""
+        left, unasked = seconds, 0.0
         while True:
             if self._should_stop():
                 log.warning("stopping while retrying shard=%s", self.shard_id)
                 raise Stopped(1)
             if left <= 0:
-                return
+                return False
+            if until is not None and unasked >= _NOTE_AGAIN_S:
+                if until():
+                    return True
+                unasked = 0.0
             step = min(left, _WAIT_SLICE_S)
             self._sleep(step)
             left -= step
+            unasked += step
 
     # --- checkpointing -------------------------------------------------------------------
 
@@ -388,13 +405,3 @@ class ShardProcessor(kclv3.RecordProcessorBase):  # type: ignore[misc]
             )
             self._wait(delay)
         return False
-
-
-def _describe_unexpected(exc: BaseException) -> str:
-    """Exception type and where it came from, without its message.
-
-    Messages of database drivers can quote statement parameters, i.e. item contents.
-    """
-    frames = traceback.extract_tb(exc.__traceback__)[-3:]
-    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames))
-    return f"{type(exc).__module__}.{type(exc).__qualname__} at {where}"
