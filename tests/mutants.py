@@ -508,8 +508,8 @@ MUTANTS = [
         "db",
         (
             "pipeline.py",
-            "letter for _, letter in sorted(prepared.poison + failed, key=_first)",
-            "letter for _, letter in sorted(failed, key=_first)",
+            "located = sorted(prepared.poison + failed, key=_first)",
+            "located = sorted(failed, key=_first)",
         ),
     ),
     mutant(
@@ -518,8 +518,8 @@ MUTANTS = [
         "db",
         (
             "pipeline.py",
-            "letter for _, letter in sorted(prepared.poison + failed, key=_first)",
-            "letter for _, letter in sorted(prepared.poison, key=_first)",
+            "located = sorted(prepared.poison + failed, key=_first)",
+            "located = sorted(prepared.poison, key=_first)",
         ),
     ),
     mutant(
