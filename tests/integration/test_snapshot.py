@@ -161,9 +161,22 @@ def test_a_killed_snapshot_resumes_after_its_last_committed_page(
             break
         time.sleep(0.05)
     assert process.poll() is None, log.read_text()
+
+    def shown() -> tuple[str, int | None]:
+        capsys.readouterr()
+        main(["status", "--json"])
+        (run,) = json.loads(capsys.readouterr().out)["backfills"]
+        return run["status"], run["process"]
+
+    status, backend = shown()  # a run its process holds: running, whatever its pace
+    assert status == "running" and isinstance(backend, int)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert table.query("SELECT status FROM ddbcdc_snapshots") == [("running",)]
+    assert shown() == ("running", None)  # just killed: not called stopped at once
+    for name in ("ddbcdc_snapshots", "ddbcdc_snapshot_segments"):  # a minute and more later
+        table.execute(f"UPDATE {name} SET updated_at = updated_at - interval '2 minutes'")
+    assert shown() == ("stopped", None)
     assert table.query("SELECT count(*) FROM ddbcdc_prune_holds") == [(1,)]  # held across the kill
     assert main(["snapshot"]) == 2  # an unfinished run is not started over silently
     capsys.readouterr()

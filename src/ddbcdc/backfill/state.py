@@ -131,8 +131,8 @@ def claim(engine: sa.Engine, run_id: str) -> Iterator[None]:
         if not taken:
             raise ConfigurationError(
                 f"backfill {run_id} is running in another process now (PostgreSQL backend "
-                f"{_holder(conn, key)}): let it finish (ddbcdc status), or stop it and then "
-                "continue it here"
+                f"{_holder(conn, key) or 'unknown'}): let it finish (ddbcdc status), or stop it "
+                "and then continue it here"
             )
         yield
     finally:
@@ -140,9 +140,15 @@ def claim(engine: sa.Engine, run_id: str) -> Iterator[None]:
         conn.close()
 
 
-def _holder(conn: sa.Connection, key: int) -> Any:
+def running_in(conn: sa.Connection, run_id: str) -> int | None:
+    """The PostgreSQL backend (pid) of the process running ``run_id`` now (:func:`claim`), or
+    None: no process runs it."""
+    return _holder(conn, lock_key(f"backfill:{run_id}"))
+
+
+def _holder(conn: sa.Connection, key: int) -> int | None:
     """The pid of the backend holding session advisory lock ``key`` (pg_locks shows a 64-bit
-    key as two oids), or ``"unknown"``."""
+    key as two oids), or None."""
     unsigned = key % 2**64
     locks = sa.table(
         "pg_locks", sa.column("pid"), sa.column("locktype"), sa.column("classid"),
@@ -155,7 +161,8 @@ def _holder(conn: sa.Connection, key: int) -> Any:
         locks.c.objsubid == 1,
         locks.c.granted,
     )
-    return conn.execute(query).scalar() or "unknown"
+    pid = conn.execute(query).scalar()
+    return None if pid is None else int(pid)
 
 
 def _insert(conn: sa.Connection, run: Run, segments: Sequence[Segment]) -> None:
@@ -327,7 +334,8 @@ def abandon(engine: sa.Engine, run_id: str) -> None:
 
 
 def recent_runs(conn: sa.Connection, limit: int = 10) -> list[dict[str, Any]]:
-    """The newest runs with their progress, for ``ddbcdc status``."""
+    """The newest runs with their progress and, of a running one, the PostgreSQL backend of
+    the process running it (``process``: None when none does), for ``ddbcdc status``."""
     s, seg = snapshots, snapshot_segments
     done = sa.func.count().filter(seg.c.done)
     updated = sa.func.greatest(s.c.updated_at, sa.func.max(seg.c.updated_at))
@@ -344,4 +352,7 @@ def recent_runs(conn: sa.Connection, limit: int = 10) -> list[dict[str, Any]]:
         .order_by((s.c.status == "running").desc(), s.c.started_at.desc())
         .limit(limit)
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    runs = [dict(row._mapping) for row in conn.execute(query)]
+    for run in runs:
+        run["process"] = running_in(conn, run["id"]) if run["status"] == "running" else None
+    return runs

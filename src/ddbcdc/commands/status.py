@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             tables = _freshness(conn, args.application_name)
             unmatched = unmatched_items(conn)
             pruning = _pruning(conn)
-            runs = [_backfill(run) for run in recent_runs(conn)]
+            runs = [_backfill(run, datetime.now(UTC)) for run in recent_runs(conn)]
             stall_after = settings.stall_after_s if args.stall_after is None else args.stall_after
             working = working_sessions(conn, stall_after)
     except ProgrammingError as exc:
@@ -250,13 +250,21 @@ def _print_pruning(pruning: dict[str, Any]) -> None:
         print(f"pruning of {table} held from {held['keeps_from']} by {held['holder']}")
 
 
-def _backfill(run: dict[str, Any]) -> dict[str, Any]:
+#: A running backfill no process holds is called stopped once it is this old (seconds): a
+#: starting one is marked running a moment before its process takes it.
+STOPPED_AFTER_S = 60.0
+
+
+def _backfill(run: dict[str, Any], now: datetime) -> dict[str, Any]:
     from ddbcdc.backfill.records import format_us
 
+    idle = (now - run["updated_at"]).total_seconds()
+    stopped = run["status"] == "running" and run["process"] is None and idle > STOPPED_AFTER_S
     return {
         "id": run["id"],
         "kind": run["kind"],
-        "status": run["status"],
+        "status": "stopped" if stopped else run["status"],
+        "process": run["process"],
         "target_table": run["target_table"],
         "source": run["source"],
         "segments": run["segments"],
@@ -289,6 +297,11 @@ def _print_backfills(runs: list[dict[str, Any]]) -> None:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    if any(r["status"] == "stopped" for r in runs):
+        print(
+            "stopped: no process runs it: continue it (ddbcdc snapshot --resume, or the same "
+            "--from-export command again) or abandon it (--restart)"
+        )
 
 
 def _shard(
