@@ -14,15 +14,33 @@ __all__ = ["amount", "count", "rate", "scan_segments", "seconds", "table_name"]
 MAX_SEGMENTS = 1_000_000
 
 
-def count(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (``--limit``, ``--batch-size``)."""
+def _whole(text: str, least: int) -> int:
+    """``text`` as a whole number of at least ``least``, or the usage error saying why."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
     return value
+
+
+def _number(text: str) -> float:
+    """``text`` as a number, or the usage error saying it is none (bounds: the caller's)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--limit``, ``--batch-size``)."""
+    return _whole(text, 1)
+
+
+def amount(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (``--samples``, ``--max-suspects``)."""
+    return _whole(text, 0)
 
 
 def table_name(text: str) -> str:
@@ -43,32 +61,15 @@ def scan_segments(text: str) -> int:
 
 def rate(text: str) -> float:
     """An argparse type: a rate above 0 (``--max-rcu``, ``--max-items-per-second``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
     return value
 
 
-def amount(text: str) -> int:
-    """An argparse type: a whole number of at least 0 (``--samples``, ``--max-suspects``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
-
-
 def seconds(text: str) -> float:
     """An argparse type: a number of seconds, at least 0 (``--settle-timeout``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be at least 0 and finite, not {text}")
     return value
